@@ -90,6 +90,8 @@ class MemberStorage:
         except BaseException:
             wal.close()
             raise
+        if snapshot is not None:
+            wal.release_lock_to(snapshot.metadata.index)
         return cls(wal, snapshotter), Recovered(
             metadata, snapshot, hard_state, entries, wal.torn_tail
         )

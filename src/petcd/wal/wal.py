@@ -411,7 +411,7 @@ class WAL:
             # Earlier segments and segment headers were fsync'ed before anything followed.
             raise CorruptWALError(seg.path, off, reason)
         claimed_end = None
-        incomplete = False
+        incomplete = off + fr.HEADER_SIZE > len(buf)
         if fr.header_ok(buf, off):
             length = fr.parse_header(buf, off)[1]
             claimed_end = off + fr.frame_size(length)
@@ -692,10 +692,12 @@ def _frame_damage(buf: bytes, off: int) -> str | None:
     otherwise what is wrong there."""
     if off >= len(buf):
         return "end"
-    if buf.startswith(fr.ZERO_HEADER, off) or off + fr.HEADER_SIZE > len(buf):
+    if buf.count(0, off, off + fr.HEADER_SIZE) == min(fr.HEADER_SIZE, len(buf) - off):
         if buf.count(0, off) == len(buf) - off:
             return "end"
         return "record header missing (zeros) before the end of the data"
+    if off + fr.HEADER_SIZE > len(buf):
+        return "record header cut short by the end of the file"
     if not fr.header_ok(buf, off):
         return "damaged record header"
     _, length, _, crc = fr.parse_header(buf, off)
@@ -727,3 +729,29 @@ def _has_zero_sector(buf: bytes, start: int, end: int) -> bool:
             return True
         lo = hi
     return False
+
+
+@dataclass(slots=True, frozen=True)
+class FrameInfo:
+    offset: int
+    type: int
+    length: int  # payload bytes
+    size: int  # bytes on disk, padding included
+    payload: bytes
+
+
+def scan_segment(path: str) -> tuple[list[FrameInfo], int, str | None]:
+    """The intact frames at the start of a segment file, the offset where they
+    end, and what is wrong there (None at a clean end). For tools and tests:
+    it does not judge torn writes or check the CRC chain."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    frames = []
+    off = 0
+    while (damage := _frame_damage(buf, off)) is None:
+        ftype, length, _, _ = fr.parse_header(buf, off)
+        start = off + fr.HEADER_SIZE
+        size = fr.frame_size(length)
+        frames.append(FrameInfo(off, ftype, length, size, buf[start : start + length]))
+        off += size
+    return frames, off, None if damage == "end" else damage
