@@ -25,7 +25,7 @@ from petcd.wal import (
     WalSnapshot,
 )
 from petcd.wal import frame as fr
-from petcd.wal.wal import list_segments
+from petcd.wal.wal import list_segments, scan_segment
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -78,23 +78,16 @@ def test_segment_files_and_sizes(tmp_path: Path, preallocate: bool) -> None:
     assert [s.seq for s in segs] == list(range(len(segs)))
     # closed segments are cut to their data; the tail keeps its preallocation
     for s in segs[:-1]:
-        frames, end, damage = _scan(s.path)
+        frames, end, damage = scan_segment(s.path)
         assert damage is None and end == os.path.getsize(s.path)
         assert frames[0].type == fr.SEGMENT
     assert (tail_size == 8192) == preallocate
     # the first index in a segment's name is one past the last entry before it
     for s in segs[1:]:
-        frames, _, _ = _scan(s.path)
+        frames, _, _ = scan_segment(s.path)
         batch = fr.decode_batch(frames[1].payload) if len(frames) > 1 else None
         if batch is not None and batch.count:
             assert batch.first_index == s.first_index
-
-
-def _scan(path: str) -> tuple[list[object], int, str | None]:
-    from petcd.wal.wal import scan_segment
-
-    frames, end, damage = scan_segment(path)
-    return frames, end, damage  # type: ignore[return-value]
 
 
 def test_later_entries_overwrite_from_their_index(tmp_path: Path) -> None:

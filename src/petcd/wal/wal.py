@@ -24,7 +24,8 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from petcd.raft.types import Entry, HardState
@@ -45,6 +46,7 @@ from petcd.wal.frame import WalSnapshot
 log = logging.getLogger("petcd.wal")
 
 SEGMENT_SIZE = 64 * 1024 * 1024
+SLOW_FSYNC = 1.0  # seconds; longer fdatasyncs are logged, as etcd does
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 _NO_ENTRIES = 1 << 64  # "after index" that makes decode_batch build no entries
 
@@ -134,6 +136,9 @@ class WAL:
         self._metadata = b""
         self._keep_from_seq = 0  # segments below this sequence number may be purged
         self.torn_tail: TornTail | None = None
+        # called with the seconds each fdatasync took (the server feeds its
+        # etcd_disk_wal_fsync_duration_seconds histogram from it)
+        self.fsync_observer: Callable[[float], None] | None = None
 
     # --- construction ---------------------------------------------------------------
 
@@ -433,7 +438,7 @@ class WAL:
         torn = TornTail(seg.path, off, reason, discarded)
         out.torn = torn
         if self._read_only:
-            log.warning("wal: torn write at the end of %s, offset %d: %s", seg.path, off, reason)
+            log.info("wal: torn write at the end of %s, offset %d: %s", seg.path, off, reason)
             return
         log.warning(
             "wal: repairing torn write at the end of %s, offset %d (%s): discarding %d bytes",
@@ -526,7 +531,13 @@ class WAL:
             if written < size:
                 write_all(self._fd, (header + payload + pad)[written:], self._offset + written)
             if self._fsync:
+                started = time.monotonic()
                 os.fdatasync(self._fd)
+                took = time.monotonic() - started
+                if took > SLOW_FSYNC:
+                    log.warning("wal: slow fdatasync took %.3fs (expected under 1s)", took)
+                if self.fsync_observer is not None:
+                    self.fsync_observer(took)
         except BaseException as err:
             # After a failed write or fdatasync the page cache can't be trusted
             # (it may hold data the disk lost): refuse to go on.
