@@ -315,3 +315,17 @@ def test_save_from_executor_threads(tmp_path: Path) -> None:
     wal, _, got = reopen(d)
     wal.close()
     assert got == entries(1, 1000, size=256)
+
+
+def test_one_fdatasync_per_save(tmp_path: Path) -> None:
+    d = str(tmp_path / "wal")
+    wal = WAL.create(d, b"m")
+    timings: list[float] = []
+    wal.fsync_observer = timings.append
+    wal.save(HardState(1, 0, 0), entries(1, 1000))
+    wal.save(HardState(1, 0, 500), [])  # commit only: no sync
+    wal.save(None, entries(1001, 1))
+    wal.save_snapshot(WalSnapshot(500, 1))
+    assert len(timings) == 3 and all(t >= 0 for t in timings)
+    wal.close()  # the pending commit (none left) needs no write
+    assert len(timings) == 3

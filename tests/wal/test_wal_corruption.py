@@ -103,6 +103,25 @@ def test_unwritten_sectors_in_last_record_are_a_torn_tail(tmp_path: Path) -> Non
     assert wal.torn_tail is not None
 
 
+def test_repair_clears_the_torn_bytes(tmp_path: Path) -> None:
+    """Only a prefix of the last write landed. After the repair a shorter
+    record is written there: what is left of the torn one must not be taken
+    for damage by the next recovery."""
+    d = make_wal(tmp_path)
+    path = tail_path(d)
+    last = frames_of(path)[-1]
+    landed = (last.offset // 4096 + 2) * 4096
+    patch(path, landed, b"\0" * (last.offset + last.size - landed))
+    wal, _, _ = reopen(d)
+    assert wal.torn_tail is not None
+    wal.save(None, entries(191, 1, size=100))
+    wal.close()
+    wal, _, got = reopen(d)
+    wal.close()
+    assert wal.torn_tail is None
+    assert got == entries(1, 191, size=100)
+
+
 def test_lost_header_sector_with_later_sectors_present_is_a_torn_tail(tmp_path: Path) -> None:
     d = make_wal(tmp_path)
     path = tail_path(d)

@@ -173,15 +173,16 @@ def encode_batch(
             struct.pack(f"<{len(cs.voters) + len(cs.learners)}Q", *cs.voters, *cs.learners)
         )
     if n:
+        datas = [e.data for e in entries]
         terms = array("Q", [e.term for e in entries])
-        lengths = array("I", [len(e.data) for e in entries])
+        lengths = array("I", map(len, datas))
         if _SWAP:
             terms.byteswap()
             lengths.byteswap()
         parts.append(terms)
         parts.append(lengths)
         parts.append(bytes([e.type for e in entries]))
-        parts += [e.data for e in entries]
+        parts += datas
     return b"".join(parts)
 
 

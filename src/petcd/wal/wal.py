@@ -391,6 +391,7 @@ class WAL:
                         f"{batch.snapshot.term}, not {start.term}"
                     )
                 out.matched = True
+            out.last_index = max(out.last_index, batch.snapshot.index)
         if batch.state is not None:
             out.state = batch.state
         if batch.count:
@@ -434,7 +435,7 @@ class WAL:
         torn_region_end = min(claimed_end, len(buf)) if claimed_end is not None else data_end
         if not incomplete and not _has_zero_sector(buf, off, torn_region_end):
             raise CorruptWALError(seg.path, off, reason)
-        discarded = max(len(buf), data_end) - off
+        discarded = max(data_end - off, 0)  # bytes that were not zero
         torn = TornTail(seg.path, off, reason, discarded)
         out.torn = torn
         if self._read_only:
@@ -500,6 +501,8 @@ class WAL:
             self._state_dirty = False
             if n:
                 self._last_index = entries[-1].index
+            elif snapshot is not None:
+                self._last_index = max(self._last_index, snapshot.index)
             if self._offset >= self._segment_size:
                 self._cut()
             return True
