@@ -56,12 +56,14 @@ WATCH_CANCELED = _e(StatusCode.CANCELLED, "watch canceled")
 MEMBER_EXIST = _e(_PRECONDITION, "member ID already exist")
 PEER_URL_EXIST = _e(_PRECONDITION, "Peer URLs already exists")
 MEMBER_NOT_ENOUGH_STARTED = _e(
-    _PRECONDITION, "re-configuration failed due to not enough started members")
+    _PRECONDITION, "re-configuration failed due to not enough started members"
+)
 MEMBER_BAD_URLS = _e(_INVALID, "given member URLs are invalid")
 MEMBER_NOT_FOUND = _e(StatusCode.NOT_FOUND, "member not found")
 MEMBER_NOT_LEARNER = _e(_PRECONDITION, "can only promote a learner member")
 LEARNER_NOT_READY = _e(
-    _PRECONDITION, "can only promote a learner member which is in sync with leader")
+    _PRECONDITION, "can only promote a learner member which is in sync with leader"
+)
 TOO_MANY_LEARNERS = _e(_PRECONDITION, "too many learner members in cluster")
 
 # Request limits
@@ -94,11 +96,14 @@ NOT_CAPABLE = _e(_UNAVAILABLE, "not capable")
 STOPPED = _e(_UNAVAILABLE, "server stopped")
 TIMEOUT = _e(_UNAVAILABLE, "request timed out")
 TIMEOUT_DUE_TO_LEADER_FAIL = _e(
-    _UNAVAILABLE, "request timed out, possibly due to previous leader failure")
+    _UNAVAILABLE, "request timed out, possibly due to previous leader failure"
+)
 TIMEOUT_DUE_TO_CONNECTION_LOST = _e(
-    _UNAVAILABLE, "request timed out, possibly due to connection lost")
+    _UNAVAILABLE, "request timed out, possibly due to connection lost"
+)
 TIMEOUT_WAIT_APPLIED_INDEX = _e(
-    _UNAVAILABLE, "request timed out, waiting for the applied index took too long")
+    _UNAVAILABLE, "request timed out, waiting for the applied index took too long"
+)
 UNHEALTHY = _e(_UNAVAILABLE, "unhealthy cluster")
 CORRUPT = _e(StatusCode.DATA_LOSS, "corrupt cluster")
 NOT_SUPPORTED_FOR_LEARNER = _e(_UNAVAILABLE, "rpc not supported for learner")
