@@ -72,15 +72,21 @@ def tear_unacknowledged_write(data_dir: str, acked: int, rng: random.Random) -> 
         # got as far as the purge can no longer be lost, so don't tear it.
         return False
     with open(tail, "r+b") as f:
-        if rng.random() < 0.5:
-            f.truncate(rng.randrange(last.offset, last.offset + last.size))
-        else:  # some sectors of the frame never made it
+        f.seek(last.offset)
+        original = f.read(last.size)
+        torn = bytearray(original)
+        if rng.random() < 0.5:  # some sectors of the frame never made it
             first, end = last.offset // fr.SECTOR, (last.offset + last.size - 1) // fr.SECTOR
             for sector in rng.sample(range(first, end + 1), rng.randint(1, end - first + 1)):
-                lo = max(sector * fr.SECTOR, last.offset)
-                hi = min((sector + 1) * fr.SECTOR, last.offset + last.size)
-                f.seek(lo)
-                f.write(bytes(hi - lo))
+                lo = max(sector * fr.SECTOR, last.offset) - last.offset
+                hi = min((sector + 1) * fr.SECTOR, last.offset + last.size) - last.offset
+                torn[lo:hi] = bytes(hi - lo)
+        if torn != original:
+            f.seek(last.offset)
+            f.write(torn)
+        else:  # the write stopped short (or the lost sectors held only zeros anyway);
+            # cut inside header + payload: a cut in the zero padding loses nothing
+            f.truncate(rng.randrange(last.offset, last.offset + fr.HEADER_SIZE + len(last.payload)))
     return True
 
 
