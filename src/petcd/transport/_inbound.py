@@ -43,7 +43,7 @@ _SNAP_DONE = 6
 _CLOSED = 7
 
 
-def _frames_from_bytes(data: bytes, max_frame: int) -> tuple[list[bytes], int, int]:
+def _frames_from_bytes(data: bytes) -> tuple[list[bytes], int, int]:
     """The payloads of the complete frames at the start of data, the bytes they used, and the
     size of the incomplete frame after them (4 while even its header is incomplete)."""
     unpack = FRAME_HEADER.unpack_from
@@ -54,8 +54,6 @@ def _frames_from_bytes(data: bytes, max_frame: int) -> tuple[list[bytes], int, i
         (n,) = unpack(data, pos)
         stop = pos + 4 + n
         if stop > end:
-            if n > max_frame:
-                raise ProtocolError(f"frame of {n} bytes exceeds the limit {max_frame}")
             return out, pos, 4 + n
         append(data[pos + 4 : stop])
         pos = stop
@@ -63,7 +61,7 @@ def _frames_from_bytes(data: bytes, max_frame: int) -> tuple[list[bytes], int, i
 
 
 def _frames_from_view(
-    buf: bytearray, view: memoryview, pos: int, end: int, max_frame: int
+    buf: bytearray, view: memoryview, pos: int, end: int
 ) -> tuple[list[bytes], int, int]:
     """Like _frames_from_bytes for buf[pos:end], copying each payload out exactly once."""
     unpack = FRAME_HEADER.unpack_from
@@ -74,8 +72,6 @@ def _frames_from_view(
         (n,) = unpack(buf, pos)
         stop = pos + 4 + n
         if stop > end:
-            if n > max_frame:
-                raise ProtocolError(f"frame of {n} bytes exceeds the limit {max_frame}")
             return out, pos - start, 4 + n
         append(bytes(view[pos + 4 : stop]))
         pos = stop
@@ -304,17 +300,18 @@ class InboundConnection(asyncio.BufferedProtocol):
         if end - start >= 4 and FRAME_HEADER.unpack_from(self._buf, start)[0] < SMALL_FRAME:
             # Small frames: one copy of the region into bytes, then a bytes slice per frame,
             # costs CPython less than a memoryview slice plus bytes() per frame.
-            payloads, used, need = _frames_from_bytes(
-                bytes(self._view[start:end]), self._max_frame
-            )
+            payloads, used, need = _frames_from_bytes(bytes(self._view[start:end]))
         else:
-            payloads, used, need = _frames_from_view(
-                self._buf, self._view, start, end, self._max_frame
-            )
+            payloads, used, need = _frames_from_view(self._buf, self._view, start, end)
         self._start = start + used
         self._need = need
         if payloads:
             self._host.deliver(payloads)
+        if need - FRAME_HEADER.size > self._max_frame:
+            # checked only for the frame we would have to buffer: complete ones cost nothing more
+            raise ProtocolError(
+                f"frame of {need - FRAME_HEADER.size} bytes exceeds the limit {self._max_frame}"
+            )
 
     def _process_hello(self) -> None:
         start = self._start

@@ -44,6 +44,7 @@ SnapshotSource = str | os.PathLike[str] | AsyncIterable[bytes]
 
 _pack_frame_header = FRAME_HEADER.pack
 MiB = 1024 * 1024
+REJECT_LOG_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +415,8 @@ class _Peer:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.errno:
+        return os.strerror(exc.errno)  # the same words whichever event loop raised it
     return str(exc) or type(exc).__name__
 
 
@@ -463,6 +466,7 @@ class PeerTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
+        self._reject_logged: dict[tuple[int, Status], float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -726,8 +730,15 @@ class PeerTransport:
     def admit(self, hello: Hello, conn: InboundConnection) -> Reply:
         status, reason = self._verdict(hello)
         if status != Status.OK:
-            log.warning("rejected %s connection from %x: %s", _kind_name(hello.kind),
-                        hello.from_id, reason)
+            # a misconfigured peer redials forever: warn once per REJECT_LOG_INTERVAL
+            now = time.monotonic()
+            key = (hello.from_id, status)
+            level = logging.DEBUG
+            if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
+                self._reject_logged[key] = now
+                level = logging.WARNING
+            log.log(level, "rejected %s connection from %x: %s", _kind_name(hello.kind),
+                    hello.from_id, reason)
             return Reply(status, self.cluster_id, self.local_id, reason)
         if hello.kind == Kind.MESSAGES:
             old = self._inbound_by_peer.get(hello.from_id)
