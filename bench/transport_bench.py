@@ -1,7 +1,7 @@
 """Peer transport throughput between two processes on loopback.
 
-    PYTHONPATH=src python bench/transport_bench.py [--sizes 100,65536] [--seconds 3]
-                                                   [--loop uvloop|asyncio]
+    python bench/transport_bench.py [--sizes 100,65536] [--batches 1,64] [--seconds 2]
+                                    [--loop uvloop|asyncio]
 
 This process is member 1 and sends; a child process (member 2) receives and acknowledges every
 batch it gets with one small message carrying its running count. The sender keeps at most a
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -32,6 +33,7 @@ ACK = struct.Struct(">cQQ")  # b"A", messages received, payload bytes received
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], loop_name: str) -> None:
+    logging.basicConfig(level=logging.ERROR)  # the receiver quitting at the end is expected
     if loop_name == "uvloop":
         import uvloop
 
@@ -93,36 +95,38 @@ async def sender(args: argparse.Namespace) -> None:
         print(f"loop={args.loop} python={sys.version.split()[0]}")
         base = 0
         for size in args.sizes:
-            window = max(16, min(4000, (16 << 20) // size))
-            batch = max(1, min(256, window // 4))
-            payloads = [os.urandom(size) for _ in range(batch)]
-            # warm up, then measure for a fixed time
-            for phase, seconds in (("warmup", 0.5), ("run", args.seconds)):
-                start = time.perf_counter()
-                start_acked = acked
-                sent = base
-                deadline = start + seconds
-                while True:
-                    while sent - acked + batch <= window:
-                        transport.send(RECEIVER, payloads)
-                        sent += batch
-                    acked_event.clear()
-                    await acked_event.wait()
-                    if time.perf_counter() >= deadline:
-                        break
-                while acked < sent:  # let the tail arrive so the next run starts clean
-                    acked_event.clear()
-                    await acked_event.wait()
-                elapsed = time.perf_counter() - start
-                base = sent
-                if phase == "run":
-                    count = acked - start_acked
-                    print(
-                        f"payload {size:>6} B: {count / elapsed:>10,.0f} msg/s "
-                        f"{count * size / elapsed / 1e6:>8,.1f} MB/s "
-                        f"({count:,} messages in {elapsed:.2f}s, window {window}, "
-                        f"send() batch {batch})"
-                    )
+            for batch in args.batches:
+                # in flight at most: 4000 messages (queue holds 4096) and 16 MiB (holds 32)
+                window = max(batch, min(4000, (16 << 20) // size))
+                payloads = [os.urandom(size) for _ in range(batch)]
+                for phase, seconds in (("warmup", 0.3), ("run", args.seconds)):
+                    start = time.perf_counter()
+                    cpu = time.process_time()
+                    start_acked = acked
+                    sent = base
+                    deadline = start + seconds
+                    while True:
+                        while sent - acked + batch <= window:
+                            transport.send(RECEIVER, payloads)
+                            sent += batch
+                        acked_event.clear()
+                        await acked_event.wait()
+                        if time.perf_counter() >= deadline:
+                            break
+                    while acked < sent:  # let the tail arrive so the next run starts clean
+                        acked_event.clear()
+                        await acked_event.wait()
+                    elapsed = time.perf_counter() - start
+                    base = sent
+                    if phase == "run":
+                        count = acked - start_acked
+                        cpu_us = (time.process_time() - cpu) / count * 1e6
+                        print(
+                            f"payload {size:>6} B, {batch:>3} per send(): "
+                            f"{count / elapsed:>10,.0f} msg/s {count * size / elapsed / 1e6:>8,.1f}"
+                            f" MB/s  sender CPU {cpu_us:5.2f} us/msg  ({count:,} messages in "
+                            f"{elapsed:.2f}s, window {window})"
+                        )
         status = transport.status(RECEIVER)
         assert status is not None and status.dropped == 0, status
         transport.send(RECEIVER, [b"Q"])
@@ -143,7 +147,10 @@ def main() -> None:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--sizes", default="100,65536",
                         type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--batches", default="1,64",
+                        type=lambda s: [int(x) for x in s.split(",")],
+                        help="payloads per send() call")
+    parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     if args.role == "receiver":
         run(lambda: receiver(args.sender_url), args.loop)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from petcd.transport import Status, TransportConfig
+from petcd.transport import PeerTransport, Status, TransportConfig
 from petcd.transport.wire import HELLO
 
 T = TypeVar("T")
@@ -124,6 +124,23 @@ class Watch(Waitable):
 
         await self.wait_for(seen)
         return next(r for p, s, r in self.rejections if p == peer_id and s == status)
+
+
+async def probe(sender: PeerTransport, to: int, inbox: Inbox, first_seq: int) -> int:
+    """Send numbered messages to an echoing member until one comes back, resending after a
+    silence the way Raft would (a full queue may have dropped the first ones). Returns the
+    sequence number that came back first."""
+    for attempt in range(20):
+        sender.send(to, [payload(sender.local_id, first_seq + attempt)])
+        try:
+            async with asyncio.timeout(0.5):
+                await inbox.wait_for(
+                    lambda: any(seq_of(p) >= first_seq for p in inbox.payloads)
+                )
+            return min(seq_of(p) for p in inbox.payloads if seq_of(p) >= first_seq)
+        except TimeoutError:
+            continue
+    raise AssertionError(f"no echo from member {to}")
 
 
 class PeerProcess:

@@ -45,6 +45,7 @@ SnapshotSource = str | os.PathLike[str] | AsyncIterable[bytes]
 _pack_frame_header = FRAME_HEADER.pack
 MiB = 1024 * 1024
 REJECT_LOG_INTERVAL = 30.0
+WRITEV_MIN_AVERAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,11 +210,14 @@ class _Peer:
             self.transport._loop_or_fail().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write everything queued as one buffer (runs once per loop iteration at most)."""
+        """Write everything queued in one call (scheduled at most once per loop iteration)."""
         self.flush_scheduled = False
         conn, queue = self.conn, self.queue
         if conn is None or self.paused or not queue or conn.transport is None:
             return
+        # Large payloads: hand the pieces over as they are (uvloop writes them with writev,
+        # saving a copy). Small ones: one joined buffer costs less per message.
+        big = self.queued_bytes > WRITEV_MIN_AVERAGE * len(queue)
         self.queue = []
         self.queued_bytes = 0
         self.sent += len(queue)
@@ -222,12 +226,16 @@ class _Peer:
         for payload in queue:
             append(_pack_frame_header(len(payload)))
             append(payload)
-        conn.transport.write(b"".join(parts))
+        if big:
+            conn.transport.writelines(parts)
+        else:
+            conn.transport.write(b"".join(parts))
 
     def pause(self, conn: _OutboundConnection) -> None:
         if conn is not self.conn:
             return
         self.paused = True
+        self._cancel_stall_timer()
         loop = self.transport._loop_or_fail()
         self._stall_timer = loop.call_later(self.config.write_timeout, self._stalled, conn)
 
@@ -291,6 +299,11 @@ class _Peer:
                     delay = min(
                         self.config.backoff_max, self.config.backoff_min * 2 ** (failures - 1)
                     )
+                except Exception as exc:  # a bug must not silence this peer for good
+                    log.exception("peer %x: unexpected error while dialling", self.id)
+                    failures += 1
+                    self._failed(f"unexpected error: {_describe(exc)}")
+                    delay = self.config.backoff_max
                 else:
                     failures = 0
                     self._connected(conn)
@@ -348,10 +361,8 @@ class _Peer:
         self._quiet = False
         self.active.set()
         log.info("peer %x became active (%s)", self.id, conn.url.url)
+        self.flush()  # what queued up while connecting goes out before anything new
         self.transport._report_status(self.id, True)
-        if self.queue and not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.transport._loop_or_fail().call_soon(self.flush)
 
     def connection_gone(self, conn: _OutboundConnection) -> None:
         """Called from connection_lost; the run loop notices via conn.closed."""
@@ -569,7 +580,7 @@ class PeerTransport:
         """Queue payloads for a member; never blocks. What does not fit is dropped and the
         member is recorded as unreachable (see drain_unreachable)."""
         peer = self._peers.get(to)
-        if peer is None:
+        if peer is None or peer.closed:
             if to not in self._removed:
                 self._unreachable.add(to)
             return
