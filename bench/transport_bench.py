@@ -82,8 +82,16 @@ async def sender(args: argparse.Namespace) -> None:
     transport = PeerTransport(SENDER, CLUSTER, ["http://127.0.0.1:0"], on_messages)
     await transport.start()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--role", "receiver", "--loop", args.loop,
-         "--sender-url", transport.bound_urls()[0]],
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "receiver",
+            "--loop",
+            args.loop,
+            "--sender-url",
+            transport.bound_urls()[0],
+        ],
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")},
     )
@@ -145,11 +153,15 @@ def main() -> None:
     parser.add_argument("--role", choices=["sender", "receiver"], default="sender")
     parser.add_argument("--sender-url", default="")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    parser.add_argument("--sizes", default="100,65536",
-                        type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--batches", default="1,64",
-                        type=lambda s: [int(x) for x in s.split(",")],
-                        help="payloads per send() call")
+    parser.add_argument(
+        "--sizes", default="100,65536", type=lambda s: [int(x) for x in s.split(",")]
+    )
+    parser.add_argument(
+        "--batches",
+        default="1,64",
+        type=lambda s: [int(x) for x in s.split(",")],
+        help="payloads per send() call",
+    )
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     if args.role == "receiver":

@@ -27,8 +27,14 @@ import uvloop
 from petcd.transport import PeerTransport, TransportConfig
 
 ORIGIN = struct.Struct(">Q")
-FAST = TransportConfig(backoff_min=0.02, backoff_max=0.2, dial_timeout=1.0, write_timeout=1.0,
-                       hello_timeout=1.0, max_queue_messages=100_000)
+FAST = TransportConfig(
+    backoff_min=0.02,
+    backoff_max=0.2,
+    dial_timeout=1.0,
+    write_timeout=1.0,
+    hello_timeout=1.0,
+    max_queue_messages=100_000,
+)
 
 
 def emit(obj: object) -> None:
@@ -63,12 +69,22 @@ async def main(args: argparse.Namespace) -> None:
                 sha.update(chunk)
                 size += len(chunk)
                 f.write(chunk)
-        emit({"snapshot": {"from": from_id, "metadata": metadata.hex(), "size": size,
-                           "sha256": sha.hexdigest(), "path": path,
-                           "rss_growth_kib": peak_rss_kib() - baseline_rss}})
+        emit(
+            {
+                "snapshot": {
+                    "from": from_id,
+                    "metadata": metadata.hex(),
+                    "size": size,
+                    "sha256": sha.hexdigest(),
+                    "path": path,
+                    "rss_growth_kib": peak_rss_kib() - baseline_rss,
+                }
+            }
+        )
 
-    transport = PeerTransport(args.id, args.cluster, [args.listen], on_messages, on_snapshot,
-                              config=FAST)
+    transport = PeerTransport(
+        args.id, args.cluster, [args.listen], on_messages, on_snapshot, config=FAST
+    )
     for spec in args.peer:
         peer_id, url = spec.split("=", 1)
         transport.add_peer(int(peer_id), [url])
@@ -88,7 +104,8 @@ if __name__ == "__main__":
     parser.add_argument("--peer", action="append", default=[])
     parser.add_argument("--snapshot-dir", default=".")
     parser.add_argument("--fail-snapshot", action="store_true")
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="peer_proc %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="peer_proc %(levelname)s %(message)s"
+    )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main(parser.parse_args()))

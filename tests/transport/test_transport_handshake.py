@@ -37,10 +37,8 @@ async def raw_dial(
 def test_cluster_id_mismatch_is_refused_both_ways(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         inbox_a, inbox_b, watch_a, watch_b = Inbox(), Inbox(), Watch(), Watch()
-        a = PeerTransport(1, 0xAAAA, [LOCAL], inbox_a, config=FAST,
-                          on_rejected=watch_a.on_rejected)
-        b = PeerTransport(2, 0xBBBB, [LOCAL], inbox_b, config=FAST,
-                          on_rejected=watch_b.on_rejected)
+        a = PeerTransport(1, 0xAAAA, [LOCAL], inbox_a, config=FAST, on_rejected=watch_a.on_rejected)
+        b = PeerTransport(2, 0xBBBB, [LOCAL], inbox_b, config=FAST, on_rejected=watch_b.on_rejected)
         await a.start()
         await b.start()
         try:
@@ -119,8 +117,10 @@ def test_handshake_checks_version_sender_and_kind() -> None:
         url = a.bound_urls()[0]
         try:
             cases = [
-                (Hello(PROTOCOL_VERSION + 1, Kind.MESSAGES, CLUSTER, 2, 1),
-                 Status.INCOMPATIBLE_VERSION),
+                (
+                    Hello(PROTOCOL_VERSION + 1, Kind.MESSAGES, CLUSTER, 2, 1),
+                    Status.INCOMPATIBLE_VERSION,
+                ),
                 (Hello(PROTOCOL_VERSION, Kind.MESSAGES, CLUSTER, 9, 1), Status.UNKNOWN_SENDER),
                 (Hello(PROTOCOL_VERSION, Kind.SNAPSHOT, CLUSTER, 2, 1), Status.NOT_ACCEPTED),
                 (Hello(PROTOCOL_VERSION, 77, CLUSTER, 2, 1), Status.NOT_ACCEPTED),
@@ -185,8 +185,10 @@ def test_frames_of_one_read_arrive_in_one_call() -> None:
             # Blocking calls, so the loop cannot run: the kernel completes the connection and
             # buffers the hello and all 500 frames before the receiver reads anything.
             with socket.create_connection((host, int(port))) as sock:
-                sock.sendall(Hello(PROTOCOL_VERSION, Kind.MESSAGES, CLUSTER, 2, 1).encode()
-                             + frames(payloads))
+                sock.sendall(
+                    Hello(PROTOCOL_VERSION, Kind.MESSAGES, CLUSTER, 2, 1).encode()
+                    + frames(payloads)
+                )
                 await inbox.wait_count(500)
                 assert inbox.batches == [payloads]
                 assert sock.recv(REPLY.size)[0] == Status.OK

@@ -116,8 +116,9 @@ def test_dead_and_hung_peers_do_not_block_others() -> None:
 def test_killed_peer_does_not_block_others_and_reconnects_after_restart() -> None:
     async def main() -> None:
         inbox_a, inbox_c, watch = Inbox(), Inbox(), Watch()
-        a = PeerTransport(1, CLUSTER, [LOCAL], inbox_a, config=SMALL_QUEUE,
-                          on_peer_status=watch.on_status)
+        a = PeerTransport(
+            1, CLUSTER, [LOCAL], inbox_a, config=SMALL_QUEUE, on_peer_status=watch.on_status
+        )
         c = PeerTransport(3, CLUSTER, [LOCAL], inbox_c, config=FAST)
         await a.start()
         await c.start()
@@ -165,8 +166,9 @@ def test_stopped_process_does_not_block_others_and_recovers() -> None:
 
     async def main() -> None:
         inbox_a, inbox_c, watch = Inbox(), Inbox(), Watch()
-        a = PeerTransport(1, CLUSTER, [LOCAL], inbox_a, config=SMALL_QUEUE,
-                          on_peer_status=watch.on_status)
+        a = PeerTransport(
+            1, CLUSTER, [LOCAL], inbox_a, config=SMALL_QUEUE, on_peer_status=watch.on_status
+        )
         c = PeerTransport(3, CLUSTER, [LOCAL], inbox_c, config=FAST)
         await a.start()
         await c.start()
@@ -220,8 +222,9 @@ def test_peer_that_stops_reading_is_cut_off_and_redialled() -> None:
         server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         watch = Watch()
-        a = PeerTransport(1, CLUSTER, [LOCAL], Inbox(), config=SMALL_QUEUE,
-                          on_peer_status=watch.on_status)
+        a = PeerTransport(
+            1, CLUSTER, [LOCAL], Inbox(), config=SMALL_QUEUE, on_peer_status=watch.on_status
+        )
         await a.start()
         try:
             a.add_peer(2, [f"http://127.0.0.1:{port}"])
@@ -249,8 +252,15 @@ def test_removed_member_is_disconnected_and_refused() -> None:
     async def main() -> None:
         inbox_a, inbox_b, watch_b = Inbox(), Inbox(), Watch()
         a = PeerTransport(1, CLUSTER, [LOCAL], inbox_a, config=FAST)
-        b = PeerTransport(2, CLUSTER, [LOCAL], inbox_b, config=FAST,
-                          on_peer_status=watch_b.on_status, on_rejected=watch_b.on_rejected)
+        b = PeerTransport(
+            2,
+            CLUSTER,
+            [LOCAL],
+            inbox_b,
+            config=FAST,
+            on_peer_status=watch_b.on_status,
+            on_rejected=watch_b.on_rejected,
+        )
         await a.start()
         await b.start()
         try:

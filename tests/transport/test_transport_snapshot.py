@@ -12,7 +12,8 @@ from pathlib import Path
 
 from transport_helpers import CLUSTER, FAST, LOCAL, Inbox, PeerProcess, run, unused_port
 
-from petcd.transport import PeerTransport
+from petcd.transport import PeerTransport, SnapshotError
+from petcd.transport.wire import PROTOCOL_VERSION, REPLY, SNAP_FRAME_HEADER, Hello, Kind, SnapFrame
 
 MiB = 1024 * 1024
 
@@ -169,6 +170,41 @@ def test_small_snapshots_from_an_async_source(tmp_path: Path) -> None:
             assert got == [(1, b"", expected), (1, b"meta", b"")]
         finally:
             await a.stop()
+            await b.stop()
+
+    run(main())
+
+
+def test_receiver_gives_up_on_a_sender_that_goes_quiet() -> None:
+    async def main() -> None:
+        errors: list[BaseException] = []
+        failed = asyncio.Event()
+
+        async def keep(from_id: int, metadata: bytes, chunks: AsyncIterator[bytes]) -> None:
+            try:
+                async for _ in chunks:
+                    pass
+            except ConnectionError as exc:
+                errors.append(exc)
+                failed.set()
+                raise
+
+        config = dataclasses.replace(FAST, snapshot_timeout=0.3)
+        b = PeerTransport(2, CLUSTER, [LOCAL], Inbox(), keep, config=config)
+        await b.start()
+        b.add_peer(1, ["http://127.0.0.1:1"])
+        try:
+            host, port = b.bound_urls()[0].removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(Hello(PROTOCOL_VERSION, Kind.SNAPSHOT, CLUSTER, 1, 2).encode())
+            assert (await reader.readexactly(REPLY.size))[0] == 0
+            writer.write(SNAP_FRAME_HEADER.pack(2, SnapFrame.META) + b"m")
+            writer.write(SNAP_FRAME_HEADER.pack(1 + 1000, SnapFrame.DATA) + b"d" * 10)
+            await failed.wait()
+            assert isinstance(errors[0], SnapshotError) and "no snapshot data" in str(errors[0])
+            assert await reader.read() == b""  # and the connection was dropped
+            writer.close()
+        finally:
             await b.stop()
 
     run(main())

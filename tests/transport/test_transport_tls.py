@@ -36,10 +36,17 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .sign(ca_key, hashes.SHA256())
@@ -58,8 +65,9 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
             critical=False,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .sign(ca_key, hashes.SHA256())
@@ -67,9 +75,13 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "peer.pem", "key.pem"))
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ca_path, cert_path, key_path
 
 
@@ -102,10 +114,25 @@ def test_tls_round_trip(tmp_path: Path) -> None:
             for i in range(0, len(snapshot), 100_000):
                 yield snapshot[i : i + 100_000]
 
-        a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox_a, server_ssl=server_ctx,
-                          client_ssl=client_ctx, config=FAST)
-        b = PeerTransport(2, CLUSTER, [TLS_LOCAL], inbox_b, keep, server_ssl=server_ctx,
-                          client_ssl=client_ctx, config=FAST)
+        a = PeerTransport(
+            1,
+            CLUSTER,
+            [TLS_LOCAL],
+            inbox_a,
+            server_ssl=server_ctx,
+            client_ssl=client_ctx,
+            config=FAST,
+        )
+        b = PeerTransport(
+            2,
+            CLUSTER,
+            [TLS_LOCAL],
+            inbox_b,
+            keep,
+            server_ssl=server_ctx,
+            client_ssl=client_ctx,
+            config=FAST,
+        )
         await a.start()
         await b.start()
         try:
@@ -136,8 +163,9 @@ def test_tls_peer_without_client_certificate_is_refused(tmp_path: Path) -> None:
     async def main() -> None:
         inbox = Inbox()
         a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox, server_ssl=server_ctx, config=FAST)
-        c = PeerTransport(3, CLUSTER, ["http://127.0.0.1:0"], Inbox(), client_ssl=anonymous_client,
-                          config=FAST)
+        c = PeerTransport(
+            3, CLUSTER, ["http://127.0.0.1:0"], Inbox(), client_ssl=anonymous_client, config=FAST
+        )
         await a.start()
         await c.start()
         try:

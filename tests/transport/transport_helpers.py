@@ -34,7 +34,6 @@ HELLO_SIZE = HELLO.size
 def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
     """Run a test coroutine on uvloop (what petcd serves with), bounded in time."""
 
-
     async def bounded() -> T:
         async with asyncio.timeout(timeout):
             return await coro
@@ -134,9 +133,7 @@ async def probe(sender: PeerTransport, to: int, inbox: Inbox, first_seq: int) ->
         sender.send(to, [payload(sender.local_id, first_seq + attempt)])
         try:
             async with asyncio.timeout(0.5):
-                await inbox.wait_for(
-                    lambda: any(seq_of(p) >= first_seq for p in inbox.payloads)
-                )
+                await inbox.wait_for(lambda: any(seq_of(p) >= first_seq for p in inbox.payloads))
             return min(seq_of(p) for p in inbox.payloads if seq_of(p) >= first_seq)
         except TimeoutError:
             continue
@@ -146,8 +143,9 @@ async def probe(sender: PeerTransport, to: int, inbox: Inbox, first_seq: int) ->
 class PeerProcess:
     """A member running tests/transport/peer_proc.py in its own process."""
 
-    def __init__(self, member_id: int, peers: dict[int, str], *args: str,
-                 cluster_id: int = CLUSTER) -> None:
+    def __init__(
+        self, member_id: int, peers: dict[int, str], *args: str, cluster_id: int = CLUSTER
+    ) -> None:
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.peers = peers
@@ -160,8 +158,17 @@ class PeerProcess:
 
     async def start(self) -> str:
         """Start (or restart on the same URL) and return the bound peer URL."""
-        argv = [sys.executable, str(HERE / "peer_proc.py"), "--id", str(self.member_id),
-                "--cluster", str(self.cluster_id), "--listen", self.url, *self.args]
+        argv = [
+            sys.executable,
+            str(HERE / "peer_proc.py"),
+            "--id",
+            str(self.member_id),
+            "--cluster",
+            str(self.cluster_id),
+            "--listen",
+            self.url,
+            *self.args,
+        ]
         for peer_id, url in self.peers.items():
             argv += ["--peer", f"{peer_id}={url}"]
         env = {**os.environ, "PYTHONPATH": str(SRC)}

@@ -105,8 +105,9 @@ class SnapshotChunks:
     SnapshotError.
     """
 
-    def __init__(self, transport: asyncio.Transport, high_water: int) -> None:
+    def __init__(self, transport: asyncio.Transport, high_water: int, idle_timeout: float) -> None:
         self._transport = transport
+        self._idle_timeout = idle_timeout
         self._high = high_water
         self._low = high_water // 4
         self._chunks: deque[bytes] = deque()
@@ -149,7 +150,11 @@ class SnapshotChunks:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                async with asyncio.timeout(self._idle_timeout):
+                    await self._waiter
+            except TimeoutError:
+                self._transport.abort()  # a sender that went quiet must not pin us forever
+                self.fail(SnapshotError(f"no snapshot data for {self._idle_timeout:.1f}s"))
             finally:
                 self._waiter = None
         chunk = self._chunks.popleft()
@@ -163,12 +168,19 @@ class SnapshotChunks:
 
 class InboundConnection(asyncio.BufferedProtocol):
     def __init__(
-        self, host: InboundHost, *, max_frame: int, hello_timeout: float, snapshot_buffer: int
+        self,
+        host: InboundHost,
+        *,
+        max_frame: int,
+        hello_timeout: float,
+        snapshot_buffer: int,
+        snapshot_timeout: float,
     ) -> None:
         self._host = host
         self._max_frame = max_frame
         self._hello_timeout = hello_timeout
         self._snapshot_buffer = snapshot_buffer
+        self._snapshot_timeout = snapshot_timeout
         self._buf = bytearray(INITIAL_BUFFER)
         self._view = memoryview(self._buf)
         self._start = 0  # first byte not yet consumed
@@ -193,9 +205,7 @@ class InboundConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        self._timer = asyncio.get_running_loop().call_later(
-            self._hello_timeout, self._no_hello
-        )
+        self._timer = asyncio.get_running_loop().call_later(self._hello_timeout, self._no_hello)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view[self._end :]
@@ -359,7 +369,7 @@ class InboundConnection(asyncio.BufferedProtocol):
         metadata = bytes(self._view[start : start + self._need])
         self._start = start + self._need
         assert self.transport is not None
-        self._chunks = SnapshotChunks(self.transport, self._snapshot_buffer)
+        self._chunks = SnapshotChunks(self.transport, self._snapshot_buffer, self._snapshot_timeout)
         self._state, self._need = _SNAP_HEADER, SNAP_FRAME_HEADER.size
         self._host.snapshot_started(self, self.peer_id, metadata, self._chunks)
 

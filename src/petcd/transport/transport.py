@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import logging
@@ -11,7 +12,14 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
@@ -63,7 +71,7 @@ class TransportConfig:
     max_frame: int = 64 * MiB  # largest message (or snapshot metadata) accepted
     snapshot_chunk: int = 1 * MiB  # size of the DATA frames a file is sent in
     snapshot_buffer: int = 8 * MiB  # received snapshot bytes held before reading pauses
-    snapshot_timeout: float = 30.0  # no progress for this long fails a snapshot send
+    snapshot_timeout: float = 30.0  # no progress for this long fails a snapshot, either end
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +139,7 @@ class _OutboundConnection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        high = self.peer.transport.config.write_buffer_high
+        high = self.peer.owner.config.write_buffer_high
         transport.set_write_buffer_limits(high=high, low=high // 4)
 
     def data_received(self, data: bytes) -> None:
@@ -164,9 +172,9 @@ class _OutboundConnection(asyncio.Protocol):
 class _Peer:
     """Outgoing side towards one member: bounded queue, one connection, redial with backoff."""
 
-    def __init__(self, transport: PeerTransport, peer_id: int, urls: list[PeerURL]) -> None:
-        self.transport = transport
-        self.config = transport.config
+    def __init__(self, owner: PeerTransport, peer_id: int, urls: list[PeerURL]) -> None:
+        self.owner = owner
+        self.config = owner.config
         self.id = peer_id
         self.urls = urls
         self.url_index = 0
@@ -204,10 +212,10 @@ class _Peer:
         self.queued_bytes = queued_bytes
         if dropped:
             self.dropped += dropped
-            self.transport._unreachable.add(self.id)
+            self.owner._unreachable.add(self.id)
         if self.conn is not None and not self.paused and not self.flush_scheduled and queue:
             self.flush_scheduled = True
-            self.transport._loop_or_fail().call_soon(self.flush)
+            self.owner._loop_or_fail().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write everything queued in one call (scheduled at most once per loop iteration)."""
@@ -236,7 +244,7 @@ class _Peer:
             return
         self.paused = True
         self._cancel_stall_timer()
-        loop = self.transport._loop_or_fail()
+        loop = self.owner._loop_or_fail()
         self._stall_timer = loop.call_later(self.config.write_timeout, self._stalled, conn)
 
     def resume(self, conn: _OutboundConnection) -> None:
@@ -246,7 +254,7 @@ class _Peer:
         self._cancel_stall_timer()
         if self.queue and not self.flush_scheduled:
             self.flush_scheduled = True
-            self.transport._loop_or_fail().call_soon(self.flush)
+            self.owner._loop_or_fail().call_soon(self.flush)
 
     def _stalled(self, conn: _OutboundConnection) -> None:
         self._stall_timer = None
@@ -268,7 +276,7 @@ class _Peer:
             self.dropped += len(self.queue)
             self.queue = []
             self.queued_bytes = 0
-            self.transport._unreachable.add(self.id)
+            self.owner._unreachable.add(self.id)
 
     # --- connection management ------------------------------------------------------------
 
@@ -290,7 +298,7 @@ class _Peer:
                         conn = await self._dial(url)
                 except _Rejected as rej:
                     self._failed(f"{url.url} rejected the connection: {rej}")
-                    self.transport._report_rejected(self.id, rej.reply)
+                    self.owner._report_rejected(self.id, rej.reply)
                     delay = self.config.backoff_max
                 except (OSError, TimeoutError, ProtocolError, ValueError) as exc:
                     failures += 1
@@ -325,7 +333,7 @@ class _Peer:
 
     async def _dial(self, url: PeerURL) -> _OutboundConnection:
         loop = asyncio.get_running_loop()
-        ssl_ctx = self.transport._client_ssl_for(url)
+        ssl_ctx = self.owner._client_ssl_for(url)
         raw, conn = await loop.create_connection(
             lambda: _OutboundConnection(self, url),
             url.host,
@@ -334,7 +342,7 @@ class _Peer:
             server_hostname=url.host if ssl_ctx is not None else None,
         )
         try:
-            raw.write(self.transport._hello(self.id, Kind.MESSAGES))
+            raw.write(self.owner._hello(self.id, Kind.MESSAGES))
             reply = await conn.reply
         except BaseException:
             raw.abort()
@@ -362,7 +370,7 @@ class _Peer:
         self.active.set()
         log.info("peer %x became active (%s)", self.id, conn.url.url)
         self.flush()  # what queued up while connecting goes out before anything new
-        self.transport._report_status(self.id, True)
+        self.owner._report_status(self.id, True)
 
     def connection_gone(self, conn: _OutboundConnection) -> None:
         """Called from connection_lost; the run loop notices via conn.closed."""
@@ -377,12 +385,12 @@ class _Peer:
         self.since = None
         self.active.clear()
         # whatever sat in the socket buffers is lost: let Raft know
-        self.transport._unreachable.add(self.id)
+        self.owner._unreachable.add(self.id)
         if not self.closed:
             self.last_error = f"connection to {conn.url.url} lost: {why}"
             log.warning("peer %x became inactive (%s)", self.id, self.last_error)
             self._quiet = True
-            self.transport._report_status(self.id, False)
+            self.owner._report_status(self.id, False)
 
     def set_urls(self, urls: list[PeerURL]) -> None:
         self.urls = urls
@@ -407,7 +415,7 @@ class _Peer:
         if self.task is not None:
             self.task.cancel()
         if was_active:
-            self.transport._report_status(self.id, False)
+            self.owner._report_status(self.id, False)
 
     def status(self) -> PeerStatus:
         return PeerStatus(
@@ -629,15 +637,16 @@ class PeerTransport:
                 reply = Reply(status, cluster_id, member_id, reason)
                 self._report_rejected(to, reply)
                 raise _Rejected(reply)
-            writer.writelines([SNAP_FRAME_HEADER.pack(1 + len(metadata), SnapFrame.META),
-                               metadata])
+            writer.writelines([SNAP_FRAME_HEADER.pack(1 + len(metadata), SnapFrame.META), metadata])
             sha = hashlib.sha256()
             total = 0
-            async for frame, size in _snapshot_frames(source, self.config.snapshot_chunk, sha):
-                writer.writelines(frame)
-                total += size
-                async with asyncio.timeout(stall):
-                    await writer.drain()
+            frames = _snapshot_frames(source, self.config.snapshot_chunk, sha)
+            async with contextlib.aclosing(frames):
+                async for frame, size in frames:
+                    writer.writelines(frame)
+                    total += size
+                    async with asyncio.timeout(stall):
+                        await writer.drain()
             end = SNAP_END.pack(total, sha.digest())
             writer.write(SNAP_FRAME_HEADER.pack(1 + len(end), SnapFrame.END) + end)
             async with asyncio.timeout(stall):
@@ -645,8 +654,7 @@ class PeerTransport:
                 result = await reader.readexactly(SNAP_RESULT.size)
                 ok, rlen = SNAP_RESULT.unpack(result)
                 reason = (await reader.readexactly(rlen)).decode(errors="replace")
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError,
-                _Rejected) as exc:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, _Rejected) as exc:
             log.warning("failed to send snapshot to %x: %s", to, _describe(exc))
             return False
         finally:
@@ -655,9 +663,7 @@ class PeerTransport:
         if ok != 0:
             log.warning("member %x failed to receive the snapshot: %s", to, reason)
             return False
-        log.info(
-            "sent snapshot of %d bytes to %x in %.2fs", total, to, time.monotonic() - started
-        )
+        log.info("sent snapshot of %d bytes to %x in %.2fs", total, to, time.monotonic() - started)
         return True
 
     # --- status ------------------------------------------------------------------------------
@@ -732,6 +738,7 @@ class PeerTransport:
             max_frame=self.config.max_frame,
             hello_timeout=self.config.hello_timeout,
             snapshot_buffer=self.config.snapshot_buffer,
+            snapshot_timeout=self.config.snapshot_timeout,
         )
         self._inbound.add(conn)
         return conn
@@ -748,8 +755,13 @@ class PeerTransport:
             if now - self._reject_logged.get(key, -REJECT_LOG_INTERVAL) >= REJECT_LOG_INTERVAL:
                 self._reject_logged[key] = now
                 level = logging.WARNING
-            log.log(level, "rejected %s connection from %x: %s", _kind_name(hello.kind),
-                    hello.from_id, reason)
+            log.log(
+                level,
+                "rejected %s connection from %x: %s",
+                _kind_name(hello.kind),
+                hello.from_id,
+                reason,
+            )
             return Reply(status, self.cluster_id, self.local_id, reason)
         if hello.kind == Kind.MESSAGES:
             old = self._inbound_by_peer.get(hello.from_id)
@@ -832,7 +844,7 @@ def _kind_name(kind: int) -> str:
 
 async def _snapshot_frames(
     source: SnapshotSource, chunk_size: int, sha: _Hasher
-) -> AsyncIterator[tuple[list[bytes | bytearray], int]]:
+) -> AsyncGenerator[tuple[list[bytes | bytearray], int], None]:
     """DATA frames (as buffers to write) and their payload sizes, hashing on the way."""
     if isinstance(source, (str, os.PathLike)):
         loop = asyncio.get_running_loop()

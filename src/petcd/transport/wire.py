@@ -89,8 +89,9 @@ class Hello:
     to_id: int
 
     def encode(self) -> bytes:
-        return HELLO.pack(MAGIC, self.version, self.kind, 0, self.cluster_id, self.from_id,
-                          self.to_id)
+        return HELLO.pack(
+            MAGIC, self.version, self.kind, 0, self.cluster_id, self.from_id, self.to_id
+        )
 
     @classmethod
     def decode(cls, data: bytes | bytearray | memoryview) -> Hello:
