@@ -319,3 +319,32 @@ def test_large_batches_arrive_intact() -> None:
             await b.stop()
 
     run(main())
+
+
+def test_urls_are_tried_in_turn_and_updated() -> None:
+    async def main() -> None:
+        inbox, watch = Inbox(), Watch()
+        a = PeerTransport(1, CLUSTER, [LOCAL], Inbox(), config=FAST, on_peer_status=watch.on_status)
+        b = PeerTransport(2, CLUSTER, [LOCAL, LOCAL], inbox, config=FAST)
+        await a.start()
+        await b.start()
+        try:
+            first, second = b.bound_urls()
+            b.add_peer(1, a.bound_urls())
+            dead = f"http://127.0.0.1:{unused_port()}"
+            a.add_peer(2, [dead, first])  # the dead URL fails, the next one is tried
+            await a.wait_active(2)
+            status = a.status(2)
+            assert status is not None and status.url == first
+            a.update_peer(2, [second])  # the live connection's URL is gone: redial
+            await watch.wait_status(2, False)
+            await watch.wait_status(2, True, after=watch.statuses.index((2, False)))
+            status = a.status(2)
+            assert status is not None and status.url == second and status.urls == (second,)
+            a.send(2, [payload(1, 7)])
+            await inbox.wait_count(1)
+        finally:
+            await a.stop()
+            await b.stop()
+
+    run(main())

@@ -103,6 +103,7 @@ class PeerStatus:
     id: int
     urls: tuple[str, ...]
     active: bool  # an outgoing message connection is up (handshake accepted)
+    url: str | None  # the URL that connection went to
     since: float | None  # time.time() when it became active, None while inactive
     queued: int  # messages waiting to be written
     queued_bytes: int
@@ -422,6 +423,7 @@ class _Peer:
             id=self.id,
             urls=tuple(u.url for u in self.urls),
             active=self.conn is not None,
+            url=None if self.conn is None else self.conn.url.url,
             since=self.since,
             queued=len(self.queue),
             queued_bytes=self.queued_bytes,
