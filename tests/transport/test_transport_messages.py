@@ -26,7 +26,10 @@ from transport_helpers import (
 from petcd.transport import PeerTransport, Status
 from petcd.transport.wire import Reply
 
-SMALL_QUEUE = dataclasses.replace(FAST, max_queue_messages=256, max_queue_bytes=1 << 20)
+# small queues, and a short write_timeout for the tests that stall a peer on purpose
+SMALL_QUEUE = dataclasses.replace(
+    FAST, max_queue_messages=256, max_queue_bytes=1 << 20, write_timeout=0.5
+)
 
 
 def test_messages_arrive_in_order_and_batched() -> None:

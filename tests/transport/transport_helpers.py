@@ -24,8 +24,9 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent.parent / "src"
 LOCAL = "http://127.0.0.1:0"
 CLUSTER = 0x1C1
+# Quick redials for tests; timeouts that should not fire on a busy machine unless meant to.
 FAST = TransportConfig(
-    backoff_min=0.02, backoff_max=0.2, dial_timeout=0.5, write_timeout=0.5, hello_timeout=0.5
+    backoff_min=0.02, backoff_max=0.2, dial_timeout=1.0, write_timeout=2.0, hello_timeout=1.0
 )
 MESSAGE = struct.Struct(">QQ")  # origin member, sequence number
 HELLO_SIZE = HELLO.size

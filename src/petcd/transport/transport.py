@@ -241,12 +241,17 @@ class _Peer:
             conn.transport.write(b"".join(parts))
 
     def pause(self, conn: _OutboundConnection) -> None:
-        if conn is not self.conn:
+        if conn is not self.conn or conn.transport is None:
             return
         self.paused = True
+        self._arm_stall_timer(conn, conn.transport.get_write_buffer_size())
+
+    def _arm_stall_timer(self, conn: _OutboundConnection, buffered: int) -> None:
         self._cancel_stall_timer()
         loop = self.owner._loop_or_fail()
-        self._stall_timer = loop.call_later(self.config.write_timeout, self._stalled, conn)
+        self._stall_timer = loop.call_later(
+            self.config.write_timeout, self._check_progress, conn, buffered
+        )
 
     def resume(self, conn: _OutboundConnection) -> None:
         if conn is not self.conn:
@@ -257,9 +262,16 @@ class _Peer:
             self.flush_scheduled = True
             self.owner._loop_or_fail().call_soon(self.flush)
 
-    def _stalled(self, conn: _OutboundConnection) -> None:
+    def _check_progress(self, conn: _OutboundConnection, buffered: int) -> None:
+        """While writing is paused nothing is added to the buffer: if it did not shrink during
+        write_timeout, the peer is not reading."""
         self._stall_timer = None
-        if conn is self.conn and conn.transport is not None:
+        if conn is not self.conn or conn.transport is None or not self.paused:
+            return
+        now_buffered = conn.transport.get_write_buffer_size()
+        if now_buffered < buffered:
+            self._arm_stall_timer(conn, now_buffered)  # slow but moving: keep watching
+        else:
             log.warning(
                 "peer %x accepted no data for %.1fs; closing the connection",
                 self.id,
