@@ -21,6 +21,10 @@ API::
     t.status(id) -> PeerStatus | None; t.statuses() -> dict[int, PeerStatus]
     await t.wait_active(id)
 
+PeerStatus(id, urls, active, url, since, queued, queued_bytes, sent, dropped, last_error) is a
+snapshot for dashboards and checks. TransportConfig holds the limits and timeouts (queue bounds,
+backoff, dial/write/hello/snapshot timeouts, frame and chunk sizes), with LAN defaults.
+
 Callbacks, all invoked on the loop:
 
 * ``on_messages(payloads: list[bytes])``: every frame that one socket read completed, in the

@@ -300,9 +300,12 @@ class InboundConnection(asyncio.BufferedProtocol):
                 self._process_snap_meta()
             elif state == _SNAP_END:
                 self._process_snap_end()
-            else:  # done or closed: nothing more may arrive
+            elif state == _SNAP_DONE:
                 if self._end > self._start:
                     raise ProtocolError("unexpected data after the end of a snapshot")
+                return
+            else:  # refused or closing: whatever else arrives is ignored
+                self._start = self._end
                 return
 
     def _process_messages(self) -> None:
