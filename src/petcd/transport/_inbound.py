@@ -1,0 +1,408 @@
+"""Accepted peer connections: handshake, message frames, snapshot streams.
+
+One BufferedProtocol per accepted connection. The kernel reads straight into our buffer; every
+complete frame becomes one ``bytes`` payload (the only copy), and all frames that one read completed
+are handed over in a single call. Snapshot data is passed on as it arrives, never gathered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+from collections import deque
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from .wire import (
+    FRAME_HEADER,
+    HELLO,
+    SNAP_END,
+    SNAP_FRAME_HEADER,
+    Hello,
+    Kind,
+    ProtocolError,
+    Reply,
+    SnapFrame,
+    Status,
+)
+
+log = logging.getLogger("petcd.transport")
+
+INITIAL_BUFFER = 256 * 1024
+SMALL_FRAME = 4096
+
+_HELLO = 0
+_MESSAGES = 1
+_SNAP_HEADER = 2
+_SNAP_META = 3
+_SNAP_DATA = 4
+_SNAP_END = 5
+_SNAP_DONE = 6
+_CLOSED = 7
+
+
+def _frames_from_bytes(data: bytes) -> tuple[list[bytes], int, int]:
+    """The payloads of the complete frames at the start of data, the bytes they used, and the
+    size of the incomplete frame after them (4 while even its header is incomplete)."""
+    unpack = FRAME_HEADER.unpack_from
+    out: list[bytes] = []
+    append = out.append
+    pos, end = 0, len(data)
+    while end - pos >= 4:
+        (n,) = unpack(data, pos)
+        stop = pos + 4 + n
+        if stop > end:
+            return out, pos, 4 + n
+        append(data[pos + 4 : stop])
+        pos = stop
+    return out, pos, 4
+
+
+def _frames_from_view(
+    buf: bytearray, view: memoryview, pos: int, end: int
+) -> tuple[list[bytes], int, int]:
+    """Like _frames_from_bytes for buf[pos:end], copying each payload out exactly once."""
+    unpack = FRAME_HEADER.unpack_from
+    out: list[bytes] = []
+    append = out.append
+    start = pos
+    while end - pos >= 4:
+        (n,) = unpack(buf, pos)
+        stop = pos + 4 + n
+        if stop > end:
+            return out, pos - start, 4 + n
+        append(bytes(view[pos + 4 : stop]))
+        pos = stop
+    return out, pos - start, 4
+
+
+class InboundHost(TypingProtocol):
+    """What an accepted connection needs from the transport that owns it."""
+
+    def admit(self, hello: Hello, conn: InboundConnection) -> Reply: ...
+
+    def deliver(self, payloads: list[bytes]) -> None: ...
+
+    def snapshot_started(
+        self, conn: InboundConnection, from_id: int, metadata: bytes, chunks: SnapshotChunks
+    ) -> None: ...
+
+    def inbound_closed(self, conn: InboundConnection) -> None: ...
+
+
+class SnapshotError(ConnectionError):
+    """A snapshot stream ended before its END frame or failed verification."""
+
+
+class SnapshotChunks:
+    """Async iterator over the data of one incoming snapshot, in order, as it arrives.
+
+    Reading from the socket pauses while more than ``high_water`` bytes wait to be consumed, so a
+    slow consumer throttles the sender instead of filling memory. Iteration ends normally only
+    after the sender's END frame matched the received length and sha256; otherwise it raises
+    SnapshotError.
+    """
+
+    def __init__(self, transport: asyncio.Transport, high_water: int, idle_timeout: float) -> None:
+        self._transport = transport
+        self._idle_timeout = idle_timeout
+        self._high = high_water
+        self._low = high_water // 4
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if not self._paused and self._buffered > self._high:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done and self._error is None:
+            self._error = exc
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> SnapshotChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(self._idle_timeout):
+                    await self._waiter
+            except TimeoutError:
+                self._transport.abort()  # a sender that went quiet must not pin us forever
+                self.fail(SnapshotError(f"no snapshot data for {self._idle_timeout:.1f}s"))
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= self._low:
+            self._paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+        return chunk
+
+
+class InboundConnection(asyncio.BufferedProtocol):
+    def __init__(
+        self,
+        host: InboundHost,
+        *,
+        max_frame: int,
+        hello_timeout: float,
+        snapshot_buffer: int,
+        snapshot_timeout: float,
+    ) -> None:
+        self._host = host
+        self._max_frame = max_frame
+        self._hello_timeout = hello_timeout
+        self._snapshot_buffer = snapshot_buffer
+        self._snapshot_timeout = snapshot_timeout
+        self._buf = bytearray(INITIAL_BUFFER)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first byte not yet consumed
+        self._end = 0  # end of received data
+        self._need = HELLO.size  # bytes the current unit needs, counted from _start
+        self._state = _HELLO
+        self._timer: asyncio.TimerHandle | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer_id = 0
+        self.kind = 0
+        # snapshot receiving
+        self._remaining = 0
+        self._received = 0
+        self._sha = hashlib.sha256()
+        self._chunks: SnapshotChunks | None = None
+
+    # --- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's classes do not subclass it
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._timer = asyncio.get_running_loop().call_later(self._hello_timeout, self._no_hello)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        try:
+            self._process()
+        except ProtocolError as exc:
+            log.warning("closing peer connection from %x: %s", self.peer_id, exc)
+            self.abort()
+            return
+        self._make_room()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._chunks is not None:
+            self._chunks.fail(SnapshotError(f"snapshot stream from {self.peer_id:x} broken"))
+        self._host.inbound_closed(self)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def send_snapshot_result(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.transport.close()
+
+    def _no_hello(self) -> None:
+        self._timer = None
+        if self._state == _HELLO:
+            log.warning("closing peer connection: no handshake within %.1fs", self._hello_timeout)
+            self.abort()
+
+    def _make_room(self) -> None:
+        """Keep space to read into, and room for the whole unit being assembled."""
+        start, end, size = self._start, self._end, len(self._buf)
+        if start == end:
+            self._start = self._end = 0
+            if size > INITIAL_BUFFER and self._need <= INITIAL_BUFFER:
+                self._resize(INITIAL_BUFFER)  # give back what one big frame needed
+            return
+        need = self._need
+        if start + need <= size and end < size:
+            return
+        if need > size:
+            self._resize(max(need, min(2 * size, self._max_frame + FRAME_HEADER.size)))
+            return
+        pending = end - start
+        self._view[:pending] = self._view[start:end]  # overlapping move is fine (memmove)
+        self._start, self._end = 0, pending
+
+    def _resize(self, size: int) -> None:
+        pending = self._end - self._start
+        buf = bytearray(size)
+        buf[:pending] = self._view[self._start : self._end]
+        self._view.release()
+        self._buf, self._view = buf, memoryview(buf)
+        self._start, self._end = 0, pending
+
+    # --- parsing -----------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        while True:
+            state = self._state
+            if state == _MESSAGES:
+                self._process_messages()
+                return
+            if self._end - self._start < self._need and state != _SNAP_DATA:
+                return
+            if state == _HELLO:
+                self._process_hello()
+            elif state == _SNAP_HEADER:
+                self._process_snap_header()
+            elif state == _SNAP_DATA:
+                if not self._process_snap_data():
+                    return
+            elif state == _SNAP_META:
+                self._process_snap_meta()
+            elif state == _SNAP_END:
+                self._process_snap_end()
+            elif state == _SNAP_DONE:
+                if self._end > self._start:
+                    raise ProtocolError("unexpected data after the end of a snapshot")
+                return
+            else:  # refused or closing: whatever else arrives is ignored
+                self._start = self._end
+                return
+
+    def _process_messages(self) -> None:
+        start, end = self._start, self._end
+        if end - start >= 4 and FRAME_HEADER.unpack_from(self._buf, start)[0] < SMALL_FRAME:
+            # Small frames: one copy of the region into bytes, then a bytes slice per frame,
+            # costs CPython less than a memoryview slice plus bytes() per frame.
+            payloads, used, need = _frames_from_bytes(bytes(self._view[start:end]))
+        else:
+            payloads, used, need = _frames_from_view(self._buf, self._view, start, end)
+        self._start = start + used
+        self._need = need
+        if payloads:
+            self._host.deliver(payloads)
+        if need - FRAME_HEADER.size > self._max_frame:
+            # checked only for the frame we would have to buffer: complete ones cost nothing more
+            raise ProtocolError(
+                f"frame of {need - FRAME_HEADER.size} bytes exceeds the limit {self._max_frame}"
+            )
+
+    def _process_hello(self) -> None:
+        start = self._start
+        hello = Hello.decode(self._view[start : start + HELLO.size])
+        self._start = start + HELLO.size
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.peer_id = hello.from_id
+        self.kind = hello.kind
+        reply = self._host.admit(hello, self)
+        assert self.transport is not None
+        self.transport.write(reply.encode())
+        if reply.status != Status.OK:
+            self._state = _CLOSED
+            self._start = self._end  # ignore whatever else the peer sent
+            self.transport.close()
+        elif hello.kind == Kind.MESSAGES:
+            self._state = _MESSAGES
+            self._need = FRAME_HEADER.size
+        else:
+            self._state = _SNAP_HEADER
+            self._need = SNAP_FRAME_HEADER.size
+
+    def _process_snap_header(self) -> None:
+        length, ftype = SNAP_FRAME_HEADER.unpack_from(self._buf, self._start)
+        self._start += SNAP_FRAME_HEADER.size
+        body = length - 1
+        if body < 0:
+            raise ProtocolError("empty snapshot frame")
+        first = self._chunks is None
+        if ftype == SnapFrame.META and first:
+            if body > self._max_frame:
+                raise ProtocolError(f"snapshot metadata of {body} bytes exceeds the limit")
+            self._state, self._need = _SNAP_META, body
+        elif ftype == SnapFrame.DATA and not first:
+            self._state, self._remaining, self._need = _SNAP_DATA, body, 0
+        elif ftype == SnapFrame.END and not first and body == SNAP_END.size:
+            self._state, self._need = _SNAP_END, body
+        else:
+            raise ProtocolError(f"unexpected snapshot frame type {ftype} (length {length})")
+
+    def _process_snap_meta(self) -> None:
+        start = self._start
+        metadata = bytes(self._view[start : start + self._need])
+        self._start = start + self._need
+        assert self.transport is not None
+        self._chunks = SnapshotChunks(self.transport, self._snapshot_buffer, self._snapshot_timeout)
+        self._state, self._need = _SNAP_HEADER, SNAP_FRAME_HEADER.size
+        self._host.snapshot_started(self, self.peer_id, metadata, self._chunks)
+
+    def _process_snap_data(self) -> bool:
+        take = min(self._remaining, self._end - self._start)
+        if take == 0 and self._remaining:
+            return False
+        if take:
+            start = self._start
+            chunk = bytes(self._view[start : start + take])
+            self._start = start + take
+            self._remaining -= take
+            self._received += take
+            self._sha.update(chunk)
+            assert self._chunks is not None
+            self._chunks.feed(chunk)
+        if self._remaining == 0:
+            self._state, self._need = _SNAP_HEADER, SNAP_FRAME_HEADER.size
+        return True
+
+    def _process_snap_end(self) -> None:
+        total, digest = SNAP_END.unpack_from(self._buf, self._start)
+        self._start += SNAP_END.size
+        self._state, self._need = _SNAP_DONE, 0
+        assert self._chunks is not None
+        if total != self._received:
+            self._chunks.fail(
+                SnapshotError(f"snapshot length mismatch: sent {total}, got {self._received}")
+            )
+        elif digest != self._sha.digest():
+            self._chunks.fail(SnapshotError("snapshot sha256 mismatch"))
+        else:
+            self._chunks.finish()
