@@ -174,6 +174,10 @@ def check_history(m: Member, model: Model) -> None:
             req = pb.RangeRequest(key=key, range_end=end, revision=rev)
             assert m.kv.range(req) == model.range(req)
     assert m.kv_records() == model.records()
+    start = max(model.compact + 1, 0)
+    with m.store.read() as r:
+        got = [(e.revision, e.type, e.key, e.kv) for e in r.events(start, b"\x00", b"")]
+    assert got == model.events(start)
 
 
 def check_same(got: Any, want: Any, req: Any) -> None:
