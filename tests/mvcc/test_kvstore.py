@@ -530,3 +530,19 @@ def test_rev_key_layout() -> None:
     assert parse_rev_key(rev_key(5, 3) + b"t") == (5, 3, True)
     ev = KVEvent(3, EVENT_PUT, b"k", KeyValue(key=b"k").SerializeToString(), None)
     assert ev.to_pb(with_prev_kv=True).HasField("prev_kv") is False
+
+
+def test_empty_key_is_never_stored(m: Member, apply: Applier) -> None:
+    """etcd's API layer rejects empty keys; the store still copes with them."""
+    apply(P(b"a", b"1"))
+    with pytest.raises(errors.EtcdError) as exc:
+        apply(P(b""))
+    assert exc.value is errors.EMPTY_KEY
+    assert m.kv.range(R(b"")).count == 0
+    assert m.kv.range(R(b"", b"\x00")).count == 1
+    assert m.kv.range(R(b"", b"b")).count == 1
+    assert apply(D(b"")).deleted == 0
+    C = pb.Compare
+    resp = apply(pb.TxnRequest(compare=[C(key=b"", target=C.VERSION, result=C.EQUAL)]))
+    assert resp.succeeded
+    assert m.store.current_revision == 2

@@ -141,6 +141,9 @@ class _View:
         """The serialized KeyValue of `key` at `rev` (0: this view's revision),
         or None if the key does not exist then."""
         # The hot path of every read: kept flat on purpose.
+        if not key:
+            self._check_rev(rev)
+            return None  # LMDB has no empty keys; neither does etcd's API
         if len(key) > _DIRECT_KEY_MAX:
             ikey = self._index_key(key)
             if ikey is None:
@@ -202,7 +205,8 @@ class _View:
             return found, 0
         cur = self._icur
         long_start = len(key) > _DIRECT_KEY_MAX
-        if not cur.set_range(key[:_DIRECT_KEY_MAX] if long_start else key):
+        if not (cur.set_range(key[:_DIRECT_KEY_MAX] if long_start else key) if key
+                else cur.first()):
             return found, 0
         at_head = rev >= self.rev  # nothing newer than the view: newest entry wins
         while True:
@@ -379,6 +383,8 @@ class TxnWrite(_View):
         previous serialized KeyValue or None). ignore_value / ignore_lease
         keep the current value / lease and raise KEY_NOT_FOUND (having
         written nothing) if the key does not exist."""
+        if not key:
+            raise errors.EMPTY_KEY
         txn = self._txn
         rev = self.begin_rev + 1
         long_key = len(key) > _DIRECT_KEY_MAX
@@ -444,7 +450,7 @@ class TxnWrite(_View):
         deleted, their previous serialized KeyValues in key order)."""
         view_rev = self.rev
         if end is None:
-            ikey = self._index_key(key)
+            ikey = self._index_key(key) if key else None
             if ikey is None:
                 return 0, []
             entry = self._entry_at(ikey, view_rev)
