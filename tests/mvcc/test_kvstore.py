@@ -546,3 +546,22 @@ def test_empty_key_is_never_stored(m: Member, apply: Applier) -> None:
     resp = apply(pb.TxnRequest(compare=[C(key=b"", target=C.VERSION, result=C.EQUAL)]))
     assert resp.succeeded
     assert m.store.current_revision == 2
+
+
+def test_read_only_txn_without_batch(m: Member, apply: Applier) -> None:
+    apply(P(b"a", b"1"))
+    apply(P(b"b", b"2"))
+    C = pb.Compare
+    req = pb.TxnRequest(
+        compare=[C(key=b"a", target=C.VALUE, result=C.EQUAL, value=b"1")],
+        success=[op(R(b"a", b"c")), op(pb.TxnRequest(success=[op(R(b"b", revision=2))]))],
+        failure=[op(P(b"x"))],
+    )
+    got = m.kv.txn(None, req)
+    assert got == apply(req)  # same answer as through the apply loop, no new revision
+    assert got.header.revision == 3 and got.responses[0].response_range.count == 2
+    with pytest.raises(errors.EtcdError) as exc:
+        m.kv.txn(None, pb.TxnRequest(success=[op(R(b"a", revision=9))]))
+    assert exc.value is errors.FUTURE_REV
+    with pytest.raises(ValueError):
+        m.kv.txn(None, pb.TxnRequest(success=[op(D(b"a"))]))
