@@ -198,8 +198,8 @@ def test_store_matches_model(script: list[Any]) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(actions, max_size=120))
+@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(actions, min_size=60, max_size=150))
 def test_store_matches_model_long(script: list[Any]) -> None:
     run_script(script)
 

@@ -81,7 +81,7 @@ def _surrogate(key: bytes) -> bytes:
     return key[:_DIRECT_KEY_MAX] + digest
 
 
-class _View:
+class KVView:
     """Reads over one LMDB transaction at one revision."""
 
     __slots__ = ("_icur", "_index", "_kv", "_longkeys", "_txn", "compact_rev", "rev")
@@ -303,7 +303,7 @@ class _View:
         return out
 
 
-class ReadTxn(_View):
+class ReadTxn(KVView):
     """A consistent read snapshot (context manager): `rev` is the store's
     revision at the time it was opened, `compact_rev` the compacted one."""
 
@@ -324,7 +324,7 @@ class ReadTxn(_View):
         self._txn.abort()
 
 
-class TxnWrite(_View):
+class TxnWrite(KVView):
     """The changes of ONE mutating request (Put, DeleteRange, or a whole Txn),
     which all get main revision `begin_rev + 1` (sub revisions 0, 1, ...).
 
@@ -339,7 +339,7 @@ class TxnWrite(_View):
                  "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
-        # Not via _View.__init__: this runs once per write request.
+        # Not via KVView.__init__: this runs once per write request.
         parent = batch.txn
         if atomic:
             txn = store.backend.env.begin(write=True, parent=parent)
@@ -632,9 +632,9 @@ class KVStore:
         rev, compact = _REVS.unpack(raw)
         return rev, compact
 
-    def view(self, batch: WriteBatch) -> _View:
+    def view(self, batch: WriteBatch) -> KVView:
         """Reads inside the open batch: sees its changes so far."""
-        return _View(self, batch.txn, self._rev, self._compact)
+        return KVView(self, batch.txn, self._rev, self._compact)
 
     def range(
         self,
@@ -645,7 +645,7 @@ class KVStore:
         limit: int = 0,
         count_only: bool = False,
     ) -> RangeResult:
-        """One range read in its own snapshot (see `_View.range`)."""
+        """One range read in its own snapshot (see `KVView.range`)."""
         with self.read() as r:
             return r.range(key, end, rev=rev, limit=limit, count_only=count_only)
 

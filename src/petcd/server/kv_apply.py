@@ -13,7 +13,7 @@ from typing import Any
 
 from petcd import errors
 from petcd.mvcc.backend import WriteBatch
-from petcd.mvcc.kvstore import KVStore, _View
+from petcd.mvcc.kvstore import KVStore, KVView
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
@@ -122,7 +122,7 @@ class KVApplier:
         return resp
 
     @staticmethod
-    def _range_into(view: _View, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
+    def _range_into(view: KVView, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
         if not req.range_end:
             # One key: nothing to sort, limit cannot cut, count is 0 or 1.
             raw = view.get(req.key, req.revision)
@@ -238,7 +238,7 @@ class KVApplier:
         resp.header.revision = tw.rev
         return resp
 
-    def _compare_path(self, view: _View, req: pb.TxnRequest) -> _Path:
+    def _compare_path(self, view: KVView, req: pb.TxnRequest) -> _Path:
         ok = all(self._compare(view, c) for c in req.compare)
         nested = [
             self._compare_path(view, op.request_txn)
@@ -248,7 +248,7 @@ class KVApplier:
         return ok, nested
 
     @staticmethod
-    def _compare(view: _View, c: pb.Compare) -> bool:
+    def _compare(view: KVView, c: pb.Compare) -> bool:
         try:
             raws = view.range(c.key, range_end(c.range_end)).kvs
         except errors.EtcdError:
@@ -291,7 +291,7 @@ class KVApplier:
             for op in (req.success if ok else req.failure)
         ]
 
-    def _check_puts(self, view: _View, req: pb.TxnRequest, path: _Path) -> None:
+    def _check_puts(self, view: KVView, req: pb.TxnRequest, path: _Path) -> None:
         for op, sub in self._branch(req, path):
             if sub is not None:
                 self._check_puts(view, op.request_txn, sub)
@@ -301,7 +301,7 @@ class KVApplier:
                     raise errors.KEY_NOT_FOUND
                 self._check_lease(put.lease)
 
-    def _check_ranges(self, view: _View, req: pb.TxnRequest, path: _Path) -> None:
+    def _check_ranges(self, view: KVView, req: pb.TxnRequest, path: _Path) -> None:
         for op, sub in self._branch(req, path):
             if sub is not None:
                 self._check_ranges(view, op.request_txn, sub)
