@@ -702,9 +702,10 @@ class KVStore:
                 if old[-1][17] != _TOMB:
                     old.pop()
                 if old:
-                    for entry in old:
+                    cur.first_dup()
+                    for entry in old:  # they lead the key's entries
                         txn.delete(_entry_kv_key(entry), db=kvdb)
-                        txn.delete(ikey, entry, db=self._index)
+                        cur.delete()
                     if not cur.set_range(ikey):
                         break
                     if cur.key() != ikey:
