@@ -26,6 +26,9 @@ def m(tmp_path: Path) -> Iterator[Member]:
     member.close()
 
 
+LONG = b"p" * 500
+
+
 def P(key: bytes, value: bytes = b"", **kw: Any) -> pb.PutRequest:
     return pb.PutRequest(key=key, value=value, **kw)
 
@@ -302,6 +305,10 @@ def test_lease_hook(m: Member, apply: Applier) -> None:
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"a", b"1", lease=9))
     assert exc.value is errors.LEASE_NOT_FOUND
+    apply(P(b"k1", b"1", lease=5))
+    apply(P(LONG + b"k2", b"1", lease=6))
+    apply(P(b"k3", b"1"))
+    assert sorted(m.store.lease_attachments()) == [(5, b"k1"), (6, LONG + b"k2")]
     # a failing txn attaches nothing
     with pytest.raises(errors.EtcdError):
         apply(pb.TxnRequest(success=[op(P(b"x", b"1", lease=5)), op(D(b"y")),
@@ -351,8 +358,6 @@ def test_compaction_at_zero_and_on_fresh_store(m: Member, apply: Applier) -> Non
         m.store.hash_kv(1)
     assert exc.value is errors.COMPACTED
 
-
-LONG = b"p" * 500
 
 
 def test_long_keys(m: Member, apply: Applier) -> None:

@@ -649,6 +649,28 @@ class KVStore:
         with self.read() as r:
             return r.range(key, end, rev=rev, limit=limit, count_only=count_only)
 
+    def lease_attachments(self) -> list[tuple[int, bytes]]:
+        """(lease, key) of every existing key that has a lease: what the
+        lessor rebuilds its key lists from at startup (issue 7)."""
+        out: list[tuple[int, bytes]] = []
+        with self.read() as r:
+            cur = r._txn.cursor(db=self._index)
+            more = cur.first()
+            while more:
+                cur.last_dup()
+                entry = cur.value()
+                if entry[17] != _TOMB:
+                    lease = _I64.unpack_from(entry, 34)[0]
+                    if lease:
+                        ikey = cur.key()
+                        if len(ikey) == _SURROGATE_LEN:
+                            full = r._txn.get(ikey, db=self._longkeys)
+                            assert full is not None
+                            ikey = full
+                        out.append((lease, ikey))
+                more = cur.next_nodup()
+        return out
+
     # -- writes ------------------------------------------------------------------
 
     def write(self, batch: WriteBatch, *, atomic: bool = False) -> TxnWrite:
