@@ -305,15 +305,15 @@ def test_lease_hook(m: Member, apply: Applier) -> None:
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"a", b"1", lease=9))
     assert exc.value is errors.LEASE_NOT_FOUND
-    apply(P(b"k1", b"1", lease=5))
-    apply(P(LONG + b"k2", b"1", lease=6))
-    apply(P(b"k3", b"1"))
-    assert sorted(m.store.lease_attachments()) == [(5, b"k1"), (6, LONG + b"k2")]
     # a failing txn attaches nothing
     with pytest.raises(errors.EtcdError):
         apply(pb.TxnRequest(success=[op(P(b"x", b"1", lease=5)), op(D(b"y")),
                                      op(P(b"y", ignore_value=True))]))
     assert lessor.leases == {5: set(), 6: set()}
+    apply(P(b"k1", b"1", lease=5))
+    apply(P(LONG + b"k2", b"1", lease=6))
+    apply(P(b"k3", b"1"))
+    assert sorted(m.store.lease_attachments()) == [(5, b"k1"), (6, LONG + b"k2")]
 
 
 def test_compaction(m: Member, apply: Applier) -> None:
