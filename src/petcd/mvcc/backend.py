@@ -133,6 +133,7 @@ class Backend:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".defrag")  # leftover of a defragment cut short
         self.env = self._open_env()
+        self.env.reader_check()  # free reader slots of processes that died
         self.meta_db = self.open_db(META_DB)
         self._consistent_index = self._read_consistent_index()
 
