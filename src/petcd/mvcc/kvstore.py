@@ -166,6 +166,25 @@ class KVView:
             return None
         return self._txn.get(entry[:17], db=self._kv)
 
+    def key_state(self, key: bytes) -> tuple[int, int, int, int] | None:
+        """(create_revision, mod_revision, version, lease) of `key` at this
+        view's revision, or None if it does not exist; from the index alone,
+        without reading the record (for txn compares)."""
+        if not key:
+            return None
+        ikey = self._index_key(key)
+        if ikey is None:
+            return None
+        cur = self._icur
+        if not cur.set_key(ikey):
+            return None
+        cur.last_dup()
+        entry = cur.value()
+        if entry[17] == _TOMB:
+            return None
+        create, version, lease = _ENTRY_TAIL.unpack_from(entry, 18)
+        return create, _entry_main(entry), version, lease
+
     def range(
         self,
         key: bytes,
