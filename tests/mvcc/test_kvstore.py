@@ -570,3 +570,58 @@ def test_read_only_txn_without_batch(m: Member, apply: Applier) -> None:
     assert exc.value is errors.FUTURE_REV
     with pytest.raises(ValueError):
         m.kv.txn(None, pb.TxnRequest(success=[op(D(b"a"))]))
+
+
+def test_incremental_compaction(tmp_path: Path) -> None:
+    """Physical compaction spread over batches (and a restart) reads, hashes
+    and ends up exactly like one done at once."""
+    slow, fast = Member(str(tmp_path / "slow")), Member(str(tmp_path / "fast"))
+    try:
+        log: list[tuple[int, Any]] = []
+        for i in range(60):
+            log.append((len(log) + 1, P(b"k%d" % (i % 7), b"%d" % i)))
+            if i % 9 == 0:
+                log.append((len(log) + 1, D(b"k%d" % (i % 5))))
+        log.append((len(log) + 1, P(LONG + b"x", b"long")))
+        log.append((len(log) + 1, D(LONG + b"x")))
+        for member in (slow, fast):
+            member.apply(log)
+        at = slow.store.current_revision - 3
+        fast.apply([(len(log) + 1, pb.CompactionRequest(revision=at))])
+        with slow.backend.begin_write() as batch:
+            slow.store.compact(batch, at, budget=2)
+            batch.set_consistent_index(len(log) + 1, 1)
+        assert slow.store.compaction_pending and not slow.store.physically_compacted
+        assert slow.store.compact_revision == at
+        assert slow.kv_records() != fast.kv_records()
+
+        def same_reads() -> None:
+            assert slow.store.hash_kv() == fast.store.hash_kv()
+            for rev in range(at, slow.store.current_revision + 1):
+                req = R(b"\x00", b"\x00", revision=rev)
+                assert slow.kv.range(req) == fast.kv.range(req)
+            with pytest.raises(errors.EtcdError) as exc:
+                slow.kv.range(R(b"k1", revision=at - 1))
+            assert exc.value is errors.COMPACTED
+
+        same_reads()
+        with slow.backend.begin_write() as batch:
+            assert not slow.store.compact_step(batch, 2)
+        slow.reopen()  # the work left survives a restart
+        assert slow.store.compaction_pending
+        same_reads()
+        steps = 0
+        while not slow.store.physically_compacted:
+            with slow.backend.begin_write() as batch:
+                slow.store.compact_step(batch, 2)
+            steps += 1
+        assert steps > 1
+        same_reads()
+        assert slow.kv_records() == fast.kv_records()
+        assert slow.backend.hash() == fast.backend.hash()
+        with slow.backend.read() as a, fast.backend.read() as b:
+            assert dict(a.cursor(slow.store._longkeys)) == dict(b.cursor(fast.store._longkeys))
+            assert dict(a.cursor(slow.store._index)) == dict(b.cursor(fast.store._index))
+    finally:
+        slow.close()
+        fast.close()

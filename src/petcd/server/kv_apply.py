@@ -66,8 +66,12 @@ class KVApplier:
     exist (issue 7); until then any request naming a lease fails with
     LEASE_NOT_FOUND, as no lease can exist."""
 
-    def __init__(self, store: KVStore) -> None:
+    def __init__(self, store: KVStore, *, compact_budget: int | None = None) -> None:
         self.store = store
+        # None: a compaction removes everything within its batch. A number:
+        # it visits that many index keys, and the apply loop must call
+        # store.compact_step() in later batches until physically_compacted.
+        self.compact_budget = compact_budget
 
     def _check_lease(self, lease: int) -> None:
         if lease:
@@ -372,9 +376,11 @@ class KVApplier:
     # -- Compaction ----------------------------------------------------------------------
 
     def compact(self, batch: WriteBatch, req: pb.CompactionRequest) -> pb.CompactionResponse:
-        """Compaction is complete (also physically) within `batch`, so a
-        `physical` request is satisfied once the batch has committed."""
-        rev = self.store.compact(batch, req.revision)
+        """With the default compact_budget=None the compaction is complete
+        (also physically) within `batch`, so a `physical` request is
+        satisfied once the batch has committed; otherwise answer a physical
+        one when store.physically_compacted."""
+        rev = self.store.compact(batch, req.revision, budget=self.compact_budget)
         resp = pb.CompactionResponse()
         resp.header.revision = rev
         return resp
