@@ -668,7 +668,10 @@ class KVStore:
         return rev, compact
 
     def view(self, batch: WriteBatch) -> KVView:
-        """Reads inside the open batch: sees its changes so far."""
+        """Reads inside the open batch: sees its changes so far (between
+        write requests, not while one is open)."""
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open; read through it")
         return KVView(self, batch.txn, self._rev, self._compact)
 
     def range(
