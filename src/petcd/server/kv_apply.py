@@ -1,0 +1,386 @@
+"""Executes etcd's KV requests (Range, Put, DeleteRange, Txn, Compaction)
+against the MVCC store, with etcd's exact semantics and response shapes.
+
+Writes run inside the apply loop's WriteBatch; a request that raises
+EtcdError leaves nothing behind in the batch. Responses carry only
+header.revision; the server fills cluster_id, member_id and raft_term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from petcd import errors
+from petcd.mvcc.backend import WriteBatch
+from petcd.mvcc.kvstore import KVStore, KVView
+from petcd.pb.etcdserverpb import rpc_pb2 as pb
+from petcd.pb.mvccpb.kv_pb2 import KeyValue
+
+_NONE = pb.RangeRequest.NONE
+_ASCEND = pb.RangeRequest.ASCEND
+_DESCEND = pb.RangeRequest.DESCEND
+_SORT_KEY = pb.RangeRequest.KEY
+_SORT_FIELDS: dict[int, Callable[[KeyValue], Any]] = {
+    pb.RangeRequest.KEY: lambda kv: kv.key,
+    pb.RangeRequest.VERSION: lambda kv: kv.version,
+    pb.RangeRequest.CREATE: lambda kv: kv.create_revision,
+    pb.RangeRequest.MOD: lambda kv: kv.mod_revision,
+    pb.RangeRequest.VALUE: lambda kv: kv.value,
+}
+
+_VALUE = pb.Compare.VALUE
+_CMP_VERSION = pb.Compare.VERSION
+_CMP_MOD = pb.Compare.MOD
+_CMP_CREATE = pb.Compare.CREATE
+_CMP_LEASE = pb.Compare.LEASE
+_EQUAL = pb.Compare.EQUAL
+_NOT_EQUAL = pb.Compare.NOT_EQUAL
+_GREATER = pb.Compare.GREATER
+_LESS = pb.Compare.LESS
+_CMP_FIELDS: dict[int, tuple[str, str]] = {
+    # target -> (KeyValue field, Compare field)
+    pb.Compare.VERSION: ("version", "version"),
+    pb.Compare.CREATE: ("create_revision", "create_revision"),
+    pb.Compare.MOD: ("mod_revision", "mod_revision"),
+    pb.Compare.VALUE: ("value", "value"),
+    pb.Compare.LEASE: ("lease", "lease"),
+}
+# A txn with its compares evaluated: whether they held, and the ops of the
+# branch that runs as (kind, request, plan of a nested txn).
+_Plan = tuple[bool, list[tuple[str | None, Any, "_Plan | None"]]]
+
+
+def range_end(raw: bytes) -> bytes | None:
+    """etcd's range_end convention to the store's: empty means the single
+    key (None), b"\\0" means every key >= key (b"")."""
+    if not raw:
+        return None
+    if raw == b"\x00":
+        return b""
+    return raw
+
+
+class KVApplier:
+    """The KV service's state machine. `lessor` stays None until leases
+    exist (issue 7); until then any request naming a lease fails with
+    LEASE_NOT_FOUND, as no lease can exist."""
+
+    def __init__(self, store: KVStore, *, compact_budget: int | None = None) -> None:
+        self.store = store
+        # None: a compaction removes everything within its batch. A number:
+        # it visits that many index keys, and the apply loop must call
+        # store.compact_step() in later batches until physically_compacted.
+        self.compact_budget = compact_budget
+
+    def _check_lease(self, lease: int) -> None:
+        if lease:
+            lessor = self.store.lessor
+            if lessor is None or not lessor.lease_exists(lease):
+                raise errors.LEASE_NOT_FOUND
+
+    # -- Put / DeleteRange -----------------------------------------------------------
+
+    def put(self, batch: WriteBatch, req: pb.PutRequest) -> pb.PutResponse:
+        self._check_lease(req.lease)
+        tw = self.store.write(batch)
+        try:
+            rev, prev = tw.put(
+                req.key,
+                req.value,
+                req.lease,
+                ignore_value=req.ignore_value,
+                ignore_lease=req.ignore_lease,
+            )
+        except BaseException:
+            tw.abort()
+            raise
+        tw.end()
+        resp = pb.PutResponse()
+        resp.header.revision = rev
+        if req.prev_kv and prev is not None:
+            resp.prev_kv.MergeFromString(prev)
+        return resp
+
+    def delete_range(
+        self, batch: WriteBatch, req: pb.DeleteRangeRequest
+    ) -> pb.DeleteRangeResponse:
+        with self.store.write(batch) as tw:
+            resp = pb.DeleteRangeResponse()
+            self._delete_into(tw, req, resp)
+        return resp
+
+    @staticmethod
+    def _delete_into(tw: Any, req: pb.DeleteRangeRequest, resp: pb.DeleteRangeResponse) -> None:
+        deleted, prevs = tw.delete_range(req.key, range_end(req.range_end))
+        resp.header.revision = tw.rev
+        resp.deleted = deleted
+        if req.prev_kv:
+            for raw in prevs:
+                resp.prev_kvs.add().MergeFromString(raw)
+
+    # -- Range -------------------------------------------------------------------------
+
+    def range(self, req: pb.RangeRequest, batch: WriteBatch | None = None) -> pb.RangeResponse:
+        """A read: in its own snapshot, or inside `batch` (seeing its writes)."""
+        resp = pb.RangeResponse()
+        if batch is None:
+            with self.store.read() as view:
+                self._range_into(view, req, resp)
+        else:
+            self._range_into(self.store.view(batch), req, resp)
+        return resp
+
+    @staticmethod
+    def _range_into(view: KVView, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
+        if not req.range_end:
+            # One key: nothing to sort, limit cannot cut, count is 0 or 1.
+            raw = view.get(req.key, req.revision)
+            resp.header.revision = view.rev
+            if raw is None:
+                return
+            resp.count = 1
+            if req.count_only:
+                return
+            kv = resp.kvs.add()
+            kv.MergeFromString(raw)
+            if (
+                (req.max_mod_revision and kv.mod_revision > req.max_mod_revision)
+                or (req.min_mod_revision and kv.mod_revision < req.min_mod_revision)
+                or (req.max_create_revision and kv.create_revision > req.max_create_revision)
+                or (req.min_create_revision and kv.create_revision < req.min_create_revision)
+            ):
+                del resp.kvs[:]
+            elif req.keys_only:
+                kv.ClearField("value")
+            return
+        limit = req.limit if req.limit > 0 else 0
+        order = req.sort_order
+        target = req.sort_target
+        filtered = bool(
+            req.min_mod_revision
+            or req.max_mod_revision
+            or req.min_create_revision
+            or req.max_create_revision
+        )
+        # Like etcd, read only limit+1 records (in key order) unless an
+        # order or a filter is asked for; so a sort target without an order
+        # sorts just those (etcd's quirk, kept). Key order ascending gives the
+        # same records as reading everything.
+        key_order = target == _SORT_KEY and order != _DESCEND
+        fetch = limit + 1 if limit and not filtered and (order == _NONE or key_order) else 0
+        if target != _SORT_KEY and order == _NONE:
+            order = _ASCEND  # etcd sorts ascending when only a target is given
+        in_key_order = not filtered and key_order
+        rr = view.range(
+            req.key,
+            range_end(req.range_end),
+            rev=req.revision,
+            limit=fetch,
+            count_only=req.count_only,
+        )
+        resp.header.revision = rr.revision
+        resp.count = rr.count
+        raws = rr.kvs
+        if in_key_order:
+            if limit and len(raws) > limit:
+                del raws[limit:]
+                resp.more = True
+            out = resp.kvs
+            if req.keys_only:
+                for raw in raws:
+                    kv = out.add()
+                    kv.MergeFromString(raw)
+                    kv.ClearField("value")
+            else:
+                for raw in raws:
+                    out.add().MergeFromString(raw)
+            return
+        parse = KeyValue.FromString
+        kvs = [parse(raw) for raw in raws]
+        if req.max_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
+        if req.min_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
+        if req.max_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
+        if req.min_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
+        if order == _DESCEND and target == _SORT_KEY:
+            kvs.reverse()
+        elif order in (_ASCEND, _DESCEND) and target != _SORT_KEY:
+            field = _SORT_FIELDS.get(target)
+            if field is not None:
+                # Stable, and ties keep key order even when descending, as
+                # etcd's insertion sort does for small results.
+                kvs.sort(key=field, reverse=order == _DESCEND)
+        if limit and len(kvs) > limit:
+            del kvs[limit:]
+            resp.more = True
+        if req.keys_only:
+            for kv in kvs:
+                kv.ClearField("value")
+        resp.kvs.extend(kvs)
+
+    # -- Txn ---------------------------------------------------------------------------
+
+    def txn(self, batch: WriteBatch | None, req: pb.TxnRequest) -> pb.TxnResponse:
+        """A Txn. With batch=None it runs on a read snapshot and must not
+        write (the caller sends only read-only txns that way)."""
+        store = self.store
+        resp = pb.TxnResponse()
+        if batch is None:
+            with store.read() as view:
+                plan = self._plan(view, req)
+                puts: list[pb.PutRequest] = []
+                ranges: list[pb.RangeRequest] = []
+                if self._flatten(plan, puts, ranges):
+                    raise ValueError("txn with writes needs a write batch")
+                self._check_ranges(view, ranges)
+                self._run(view, plan, resp)
+                resp.header.revision = view.rev
+            return resp
+        # As etcd: every compare (nested ones too) and every check runs against
+        # the state before the txn; only then are the ops applied.
+        before = store.view(batch)
+        plan = self._plan(before, req)
+        puts = []
+        ranges = []
+        writes = self._flatten(plan, puts, ranges)
+        for put in puts:
+            if (put.ignore_value or put.ignore_lease) and before.get(put.key) is None:
+                raise errors.KEY_NOT_FOUND
+            self._check_lease(put.lease)
+        self._check_ranges(before, ranges)
+        with store.write(batch, atomic=writes) as tw:
+            self._run(tw, plan, resp)
+        resp.header.revision = tw.rev
+        return resp
+
+    def _plan(self, view: KVView, req: pb.TxnRequest) -> _Plan:
+        """Evaluate the compares of `req` and of the nested txns that will
+        run; returns (succeeded, [(kind, request, nested plan)...])."""
+        ok = True
+        for c in req.compare:
+            if not self._compare(view, c):
+                ok = False
+                break
+        ops: list[tuple[str | None, Any, _Plan | None]] = []
+        for op in req.success if ok else req.failure:
+            kind = op.WhichOneof("request")
+            if kind is None:
+                ops.append((None, None, None))
+                continue
+            sub = getattr(op, kind)
+            ops.append((kind, sub, self._plan(view, sub) if kind == "request_txn" else None))
+        return ok, ops
+
+    @staticmethod
+    def _flatten(plan: _Plan, puts: list[pb.PutRequest], ranges: list[pb.RangeRequest]) -> bool:
+        """Collect the puts and ranges that will run, in order; True if
+        anything will write."""
+        writes = False
+        for kind, sub, nested in plan[1]:
+            if kind == "request_put":
+                puts.append(sub)
+                writes = True
+            elif kind == "request_range":
+                ranges.append(sub)
+            elif kind == "request_delete_range":
+                writes = True
+            elif nested is not None:
+                writes = KVApplier._flatten(nested, puts, ranges) or writes
+        return writes
+
+    @staticmethod
+    def _check_ranges(view: KVView, ranges: list[pb.RangeRequest]) -> None:
+        for r in ranges:
+            rev = r.revision
+            if rev > view.rev:
+                raise errors.FUTURE_REV
+            if 0 < rev < view.compact_rev:
+                raise errors.COMPACTED
+
+    @staticmethod
+    def _compare(view: KVView, c: pb.Compare) -> bool:
+        target = c.target
+        if target == _VALUE or c.range_end:
+            fields = _CMP_FIELDS.get(target)
+            if fields is None:
+                return True
+            kv_field, cmp_field = fields
+            want = getattr(c, cmp_field)
+            raws = view.range(c.key, range_end(c.range_end)).kvs
+            if not raws:
+                if target == _VALUE:
+                    return False  # a missing key has no value to compare
+                haves = [0]
+            else:
+                haves = [getattr(KeyValue.FromString(raw), kv_field) for raw in raws]
+        else:
+            # One key, a number: the index entry has it, no record to read.
+            state = view.key_state(c.key)
+            if target == _CMP_VERSION:
+                have, want = (state[2] if state else 0), c.version
+            elif target == _CMP_MOD:
+                have, want = (state[1] if state else 0), c.mod_revision
+            elif target == _CMP_CREATE:
+                have, want = (state[0] if state else 0), c.create_revision
+            elif target == _CMP_LEASE:
+                have, want = (state[3] if state else 0), c.lease
+            else:
+                return True
+            haves = [have]
+        result = c.result
+        for have in haves:
+            if result == _EQUAL:
+                ok = have == want
+            elif result == _NOT_EQUAL:
+                ok = have != want
+            elif result == _GREATER:
+                ok = have > want
+            elif result == _LESS:
+                ok = have < want
+            else:
+                ok = True
+            if not ok:
+                return False
+        return True
+
+    def _run(self, view: Any, plan: _Plan, resp: pb.TxnResponse) -> None:
+        resp.succeeded = plan[0]
+        out = resp.responses
+        for kind, sub, nested in plan[1]:
+            r = out.add()
+            if kind == "request_range":
+                self._range_into(view, sub, r.response_range)
+            elif kind == "request_put":
+                rev, prev = view.put(
+                    sub.key,
+                    sub.value,
+                    sub.lease,
+                    ignore_value=sub.ignore_value,
+                    ignore_lease=sub.ignore_lease,
+                )
+                pr = r.response_put
+                pr.header.revision = rev
+                if sub.prev_kv and prev is not None:
+                    pr.prev_kv.MergeFromString(prev)
+            elif kind == "request_delete_range":
+                self._delete_into(view, sub, r.response_delete_range)
+            elif nested is not None:
+                inner = r.response_txn
+                inner.header.SetInParent()  # etcd sends an empty header here
+                self._run(view, nested, inner)
+
+    # -- Compaction ----------------------------------------------------------------------
+
+    def compact(self, batch: WriteBatch, req: pb.CompactionRequest) -> pb.CompactionResponse:
+        """With the default compact_budget=None the compaction is complete
+        (also physically) within `batch`, so a `physical` request is
+        satisfied once the batch has committed; otherwise answer a physical
+        one when store.physically_compacted."""
+        rev = self.store.compact(batch, req.revision, budget=self.compact_budget)
+        resp = pb.CompactionResponse()
+        resp.header.revision = rev
+        return resp
