@@ -195,6 +195,13 @@ class Raft:
                     )
                 self.log.committed = config.applied
             self.log.applied_to(config.applied)
+            # Storage knows the membership as of its snapshot; conf changes
+            # applied after it will not be handed out again, so replay them.
+            first = self.log.first_index()
+            if config.applied >= first:
+                for e in self.log.slice(first, config.applied + 1):
+                    if e.type == _CONF_CHANGE:
+                        self.apply_conf_change(decode_conf_change(e.data))
         self.become_follower(self.term, NONE)
 
     # ------------------------------------------------------------------ state
@@ -204,11 +211,13 @@ class Raft:
 
     def _load_hard_state(self, hs: HardState) -> None:
         log = self.log
-        if hs.commit < log.committed or hs.commit > log.last_index():
+        if hs.commit > log.last_index():
             raise ConfigError(
-                f"hard state commit {hs.commit} out of range [{log.committed}, {log.last_index()}]"
+                f"hard state commit {hs.commit} is past the last log index {log.last_index()}"
             )
-        log.committed = hs.commit
+        # The commit index is not fsynced on its own: it may lag behind a
+        # snapshot, which is committed by definition.
+        log.committed = max(log.committed, hs.commit)
         self.term = hs.term
         self.vote = hs.vote
 
@@ -901,9 +910,9 @@ class Raft:
             return False
         if self.role != Role.FOLLOWER:
             raise InvariantViolation("only a follower may restore a snapshot")
+        # The snapshot's membership may not include us yet: a member added after
+        # the leader's last snapshot gets that snapshot, then the log that adds it.
         cs = meta.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
-            return False  # not meant for us; never expected
         if log.match_term(meta.index, meta.term):
             # We already have the log up to the snapshot: just commit it.
             log.commit_to(meta.index)
