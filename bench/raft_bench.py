@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from petcd.raft import (  # noqa: E402
+from petcd.raft import (
     Config,
     EntryType,
     MemoryStorage,

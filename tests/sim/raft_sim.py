@@ -35,11 +35,13 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
+import contextlib
+
 from petcd.raft import (
     ConfChange,
     ConfChangeType,
-    ConfState,
     Config,
+    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -69,7 +71,7 @@ class SimConfig:
     check_quorum: bool = True
     election_tick: int = 10
     heartbeat_tick: int = 2
-    fault_ticks: int = 200
+    fault_ticks: int = 1000
     liveness_ticks: int = 600
     drop: float = 0.05
     duplicate: float = 0.03
@@ -116,6 +118,7 @@ class Member:
         self.synced_commit = 0  # commit index known to be fsynced
         self.recorded_commit = 0  # entries up to here were added to the committed record
         self.removed = False
+        self.busy = False
 
 
 def _chain(digest: bytes, entry: Entry) -> bytes:
@@ -215,11 +218,15 @@ class Simulation:
             heapq.heappush(self.queue, (self.now + delay, self.seq, msg))
 
     def _lost(self, msg: Message) -> None:
+        sender = self.members[msg.from_]
+        if sender.node is None:
+            return
         if msg.type == MessageType.SNAP:
-            sender = self.members[msg.from_].node
-            if sender is not None:
-                sender.report_snapshot(msg.to, False)
-                self.process(self.members[msg.from_])
+            sender.node.report_snapshot(msg.to, False)
+        elif self.rng.random() < 0.2:
+            # A transport notices some failed sends (e.g. a broken connection).
+            sender.node.report_unreachable(msg.to)
+        self.process(sender)
 
     def deliver_due(self) -> None:
         while self.queue and self.queue[0][0] <= self.now:
@@ -249,8 +256,14 @@ class Simulation:
     # ------------------------------------------------------- Ready handling
 
     def process(self, m: Member) -> None:
-        while m.node is not None and m.node.has_ready():
-            self._handle_ready(m, m.node.ready())
+        if m.busy:
+            return  # re-entered while handling its Ready: the outer loop goes on
+        m.busy = True
+        try:
+            while m.node is not None and m.node.has_ready():
+                self._handle_ready(m, m.node.ready())
+        finally:
+            m.busy = False
 
     def _handle_ready(self, m: Member, rd: Ready) -> None:
         node = m.node
@@ -449,9 +462,9 @@ class Simulation:
             logs[m.id] = (first, {e.index: e for e in log.slice(first, last + 1)}, log)
         ids = sorted(logs)
         for a_pos, a in enumerate(ids):
-            fa, ea, la = logs[a]
+            fa, ea, _la = logs[a]
             for b in ids[a_pos + 1 :]:
-                fb, eb, lb = logs[b]
+                fb, eb, _lb = logs[b]
                 lo, hi = max(fa, fb), min(max(ea, default=0), max(eb, default=0))
                 agreed = False  # scanning down: once terms agree, all below must be equal
                 for i in range(hi, lo - 1, -1):
@@ -530,10 +543,8 @@ class Simulation:
                 self.next_proposal += 1
                 datas.append(f"p{self.next_proposal}".encode() * rng.randint(1, 4))
             assert m.node is not None
-            try:
+            with contextlib.suppress(ProposalDropped):
                 m.node.propose_batch(datas)
-            except ProposalDropped:
-                pass
             self.process(m)
         live = self.live()
         if live and rng.random() < cfg.read_rate:
@@ -679,7 +690,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, help="run seeds 0..N-1")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="override a SimConfig field"
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a SimConfig field",
     )
     args = ap.parse_args()
     seeds = args.seed or list(range(args.seeds or 1))
