@@ -486,6 +486,14 @@ class Simulation:
             m.storage.set_hard_state(HardState(hs.term, hs.vote, m.synced_commit))
 
     def restart(self, m: Member) -> None:
+        snap = m.storage.snapshot()
+        if snap.metadata.index > m.applied:
+            # Crashed after saving a snapshot but before restoring the state
+            # machine from it: a server restores it on start-up.
+            m.applied = snap.metadata.index
+            m.digest = snap.data
+            m.conf_state = snap.metadata.conf_state
+            self._check_digest(m)
         self.log(f"{m.id}: restart (applied {m.applied})")
         self._start(m)
         m.synced_commit = m.storage.hard_state.commit

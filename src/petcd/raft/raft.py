@@ -185,6 +185,11 @@ class Raft:
         if hard_state != HardState():
             self._load_hard_state(hard_state)
         if config.applied:
+            if config.applied < self.log.first_index() - 1:
+                raise ConfigError(
+                    f"applied index {config.applied} is behind the storage snapshot "
+                    f"{self.log.first_index() - 1}: restore the state machine from it first"
+                )
             if config.applied > self.log.committed:
                 # The commit index is not fsynced on its own, so the state
                 # machine may be ahead of it; anything applied was committed.
@@ -603,7 +608,11 @@ class Raft:
 
     def _bcast_append(self) -> None:
         for peer in self.peers:
-            self._maybe_send_append(peer, True)
+            # Fill the in-flight window: one message each time would leave
+            # size-limited batches waiting for a round trip.
+            if self._maybe_send_append(peer, True):
+                while self._maybe_send_append(peer, False):
+                    pass
 
     def _maybe_send_append(self, to: int, send_if_empty: bool) -> bool:
         """Send `to` the entries it is missing (or a snapshot); False if nothing sent."""
@@ -731,9 +740,8 @@ class Raft:
 
     def _start_read_round(self, m: Message) -> None:
         ctx = m.entries[0].data
-        if ctx in self.pending_reads:
-            return  # already waiting for this context
-        self.pending_reads[ctx] = _PendingRead(self.log.committed, m, self.id)
+        if ctx not in self.pending_reads:  # else a retry: just ask again
+            self.pending_reads[ctx] = _PendingRead(self.log.committed, m, self.id)
         self._bcast_heartbeat(ctx)
 
     def _release_deferred_reads(self) -> None:
