@@ -99,10 +99,12 @@ class RaftLog:
         return self.slice(lo, last + 1, max_size) if lo <= last else []
 
     def has_next_committed(self) -> bool:
-        return self.committed > max(self.applied, self.first_index() - 1)
+        return self.committed > self.applied and self.committed >= self.first_index()
 
     def next_committed(self) -> list[Entry]:
         """Committed entries not yet handed out for applying."""
+        if self.committed <= self.applied:
+            return []
         lo = max(self.applied + 1, self.first_index())
         if self.committed < lo:
             return []

@@ -621,7 +621,8 @@ class Raft:
             return False
         log = self.log
         next_index = pr.next
-        if next_index < log.first_index():
+        # (offset >= first index: the cheap test settles the common case)
+        if next_index < log.offset and next_index < log.first_index():
             return self._send_snapshot(to, pr)
         entries = log.entries_from(next_index, self.max_msg_size)
         if not entries and not send_if_empty:

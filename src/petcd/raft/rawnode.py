@@ -56,7 +56,6 @@ starts with empty storage and no bootstrap and waits for the leader.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 
 from petcd.raft.codec import encode_conf_change
@@ -235,9 +234,10 @@ class RawNode:
             raise ValueError(f"{msg.type.name} is a local message and cannot come from a peer")
         if msg.type in _RESPONSES and msg.from_ not in self._raft.prs:
             return  # an answer from a node that is no longer a member
-        # A dropped forwarded proposal or read has nobody to tell: its proposer retries.
-        with suppress(RequestDropped):
+        try:  # noqa: SIM105 (contextlib.suppress costs ~1 us on this hot path)
             self._raft.step(msg)
+        except RequestDropped:
+            pass  # a dropped forwarded proposal or read has nobody to tell: its proposer retries
 
     def read_index(self, ctx: bytes) -> None:
         """Request a read index; it comes back as a ReadState with the same ctx
