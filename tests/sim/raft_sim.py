@@ -95,14 +95,22 @@ class SimConfig:
         r = random.Random(seed * 7919 + 1)
         members = 3 if seed % 2 == 0 else 5
         membership = seed % 3 == 2
+        election = r.choice((5, 10, 10, 20))
         return cls(
             members=members,
             spares=2 if membership else 0,
             membership=membership,
             pre_vote=r.random() < 0.75,
             check_quorum=r.random() < 0.75,
+            election_tick=election,
+            heartbeat_tick=r.choice((1, 2, 3)),
+            liveness_ticks=60 * election,
+            # Raft needs a round trip well under an election timeout to make progress.
+            max_delay=min(r.choice((1, 3, 3, 8)), election // 2),
+            propose_rate=r.choice((0.1, 0.3, 0.6)),
             early_send=r.random() < 0.5,
             max_inflight=r.choice((1, 4, 64)),
+            max_size_per_msg=r.choice((200, 200, 4096)),
         )
 
 
