@@ -207,6 +207,7 @@ def test_ready_twice_without_advance_is_an_error() -> None:
     d = Driver(1)
     d.node.bootstrap([Peer(1)])
     d.node.ready()
+    assert not d.node.has_ready()
     with pytest.raises(RuntimeError):
         d.node.ready()
 

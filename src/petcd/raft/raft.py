@@ -523,18 +523,24 @@ class Raft:
         index = self.log.last_index() + 1
         term = self.term
         accepted: list[Entry] = []
+        conf_index = 0
         for e in entries:
             if e.type == _CONF_CHANGE:
-                refusal = self._conf_change_refusal(e.data)
+                if conf_index:
+                    refusal: DropReason | None = DropReason.CONF_CHANGE_PENDING
+                else:
+                    refusal = self._conf_change_refusal(e.data)
                 if refusal is not None:
                     if local and len(entries) == 1:
                         raise ProposalDropped(refusal)
                     continue  # forwarded: drop just this entry, the proposer will time out
-                self.pending_conf_index = index
+                conf_index = index
             accepted.append(Entry(term, index, e.type, e.data))
             index += 1
         if accepted:
             self._append_as_leader(accepted)
+            if conf_index:
+                self.pending_conf_index = conf_index
             self._bcast_append()
 
     def propose_batch(self, datas: Sequence[bytes]) -> None:

@@ -35,8 +35,9 @@ Outputs: while has_ready(), take rd = ready() and handle it, IN THIS ORDER:
           Every entry handed out is committed: apply it, never skip it.
   5. rd.read_states: for each, the reads batched under rs.request_ctx may be
      served once the state machine's applied index is >= rs.index.
-  6. advance(rd). Only then may ready() be called again (it raises otherwise).
-     Inputs may be fed between ready() and advance().
+  6. advance(rd). Only then may ready() be called again (it raises otherwise;
+     has_ready() is False meanwhile). Inputs may be fed between ready() and
+     advance(): their effects come out in the next Ready.
 
 Proposals and reads can be lost without an error (a leader change, a lost
 message): the caller needs timeouts and retries. Errors the caller can see are
@@ -259,6 +260,10 @@ class RawNode:
     # -- outputs --
 
     def has_ready(self) -> bool:
+        """Is there a Ready to handle? Always False while one is outstanding
+        (between ready() and advance())."""
+        if self._outstanding:
+            return False
         r = self._raft
         log = r.log
         return bool(
