@@ -293,6 +293,14 @@ class Simulation:
             if crash_roll < 0.001:
                 self.crash(m, "after sending, before persisting")
                 return
+        if rd.entries and rd.snapshot is None and 0.002 <= crash_roll < 0.003:
+            # A torn write: only a prefix of the batch reaches the disk.
+            kept = rd.entries[: self.rng.randrange(len(rd.entries))]
+            if kept:
+                self._check_new_entries(m, kept)
+                m.storage.append(kept)
+            self.crash(m, f"torn write, kept {len(kept)} of {len(rd.entries)} entries")
+            return
         self._persist(m, rd)
         if not early:
             if crash_roll < 0.001:
