@@ -49,9 +49,14 @@ i' <= i (keeping a few entries lets slow followers catch up without a snapshot).
 
 Restart: seed a MemoryStorage from the WAL (apply_snapshot, append the
 entries after it, set_hard_state), then RawNode(Config(..., applied=<index the
-state machine has applied>), storage). A brand-new cluster member calls
-bootstrap(peers) once, on empty storage; a member joining an existing cluster
-starts with empty storage and no bootstrap and waits for the leader.
+state machine has applied>), storage). `applied` must not be below the
+snapshot's index (restore the state machine from the snapshot first if it is);
+it may be above the saved commit index, which is not fsynced on its own.
+Membership changes between the snapshot and `applied` are replayed from the
+log; committed entries after `applied` come out again in committed_entries.
+A brand-new cluster member calls bootstrap(peers) once, on empty storage; a
+member joining an existing cluster starts with empty storage and no bootstrap
+and waits for the leader to send it the log or a snapshot.
 """
 
 from __future__ import annotations
