@@ -657,3 +657,30 @@ def test_joining_member_without_membership_waits_for_the_leader() -> None:
     for _ in range(50):
         r.tick()
     assert r.role == Role.FOLLOWER and r.term == 0 and take(r) == []
+
+
+def test_forwarded_conf_changes_are_gated_one_at_a_time() -> None:
+    net = elected(3)
+    leader = net.peers[1]
+    leader.log.applied_to(leader.log.committed)
+    first = encode_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4))
+    second = encode_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 5))
+    net.send(
+        msg(
+            M.PROP,
+            2,
+            2,
+            entries=[
+                Entry(0, 0, EntryType.CONF_CHANGE, first),
+                Entry(0, 0, EntryType.NORMAL, b"plain"),
+                Entry(0, 0, EntryType.CONF_CHANGE, second),
+            ],
+        )
+    )
+    log = leader.log
+    tail = log.slice(log.last_index() - 1, log.last_index() + 1)
+    assert [(e.type, e.data) for e in tail] == [
+        (EntryType.CONF_CHANGE, first),
+        (EntryType.NORMAL, b"plain"),
+    ]
+    assert leader.pending_conf_index == tail[0].index
