@@ -5,9 +5,11 @@ answers with etcd's exact bodies and headers."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 import email.utils
 import json
 import logging
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -77,8 +79,7 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self._conn.receive_data(data)
@@ -142,7 +143,8 @@ class HttpProtocol(asyncio.Protocol):
                        (b"Date", email.utils.formatdate(usegmt=True).encode()),
                        (b"Content-Length", str(len(body)).encode())]
         try:
-            out = self._conn.send(h11.Response(status_code=status, headers=all_headers))
+            out = self._conn.send(h11.Response(status_code=status, headers=all_headers,
+                                               reason=HTTPStatus(status).phrase.encode()))
             out = (out or b"") + (self._conn.send(h11.Data(data=body)) or b"")
             out += self._conn.send(h11.EndOfMessage()) or b""
         except h11.LocalProtocolError:

@@ -8,7 +8,9 @@ buffers); flow control follows each side's write buffer."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 import logging
+import socket
 from collections.abc import Callable
 
 log = logging.getLogger("petcd.mux")
@@ -26,8 +28,7 @@ class _Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         self.client.write(data)
@@ -63,8 +64,7 @@ class MuxProtocol(asyncio.Protocol):
         self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         up = self._up
@@ -98,8 +98,17 @@ class MuxProtocol(asyncio.Protocol):
         assert client is not None
         loop = asyncio.get_running_loop()
         try:
-            up_transport, _ = await loop.create_unix_connection(lambda: _Upstream(client),
-                                                                self._grpc_path)
+            # uvloop cannot dial an abstract unix address by path: connect a socket here
+            # (a unix connect to a listening socket completes at once) and hand it over.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self._grpc_path)
+                sock.setblocking(False)
+                up_transport, _ = await loop.create_unix_connection(
+                    lambda: _Upstream(client), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
         except OSError as e:
             log.warning("cannot reach the gRPC server: %s", e)
             client.close()

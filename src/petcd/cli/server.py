@@ -169,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvloop
 
     try:
-        code = asyncio.run(run(opts), loop_factory=uvloop.new_event_loop)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(run(opts))
     except BootstrapError as e:
         log.critical("%s", e)
         code = 1
