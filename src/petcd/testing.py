@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 SRC_DIR = Path(__file__).resolve().parents[1]  # the directory holding petcd/
 ETCD_BIN = os.environ.get("PETCD_TEST_ETCD", "/usr/bin/etcd")
@@ -57,6 +58,11 @@ class MemberProcess:
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        """Where /health and /version are served."""
+        return self.endpoint
 
     @property
     def address(self) -> str:
@@ -101,16 +107,16 @@ class MemberProcess:
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until GET /health answers 200; raises (with the log) if the process dies."""
         deadline = time.monotonic() + timeout
-        url = self.endpoint + "/health"
+        url = self.http_endpoint + "/health"
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} before "
                                    f"becoming ready; log:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                with urllib.request.urlopen(url, timeout=1.0) as r:
-                    if r.status == 200:
-                        return
+            with contextlib.suppress(OSError, urllib.error.URLError), \
+                    urllib.request.urlopen(url, timeout=1.0) as r:
+                if r.status == 200:
+                    return
             if time.monotonic() > deadline:
                 self.kill()
                 raise TimeoutError(f"{self.kind} not ready after {timeout}s; log:\n"
@@ -164,12 +170,26 @@ class MemberProcess:
 
 
 class PetcdProcess(MemberProcess):
-    """`python -m petcd` from this source tree."""
+    """`python -m petcd` from this source tree. With separate_http=True, HTTP gets its own
+    port (--listen-client-http-urls) and gRPC owns the client port (no mux)."""
 
     kind = "petcd"
 
+    def __init__(self, data_dir: str | os.PathLike[str], *, separate_http: bool = False,
+                 **kw: Any) -> None:
+        super().__init__(data_dir, **kw)
+        self.http_port = free_port() if separate_http else None
+
+    @property
+    def http_endpoint(self) -> str:
+        if self.http_port is None:
+            return self.endpoint
+        return f"http://127.0.0.1:{self.http_port}"
+
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "petcd", *self.member_args(), *self.extra_args]
+        http = [] if self.http_port is None else ["--listen-client-http-urls",
+                                                   self.http_endpoint]
+        return [sys.executable, "-m", "petcd", *self.member_args(), *http, *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = super().environment()

@@ -23,7 +23,7 @@ class ClusterService:
         h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
         return resp.SerializeToString()
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.Cluster", {"MemberList": self.MemberList})
 
 
@@ -44,6 +44,6 @@ class MaintenanceService:
         h.revision = node.store.current_revision
         return resp.SerializeToString()
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.Maintenance", {"Status": self.Status,
                                                         "Alarm": self.Alarm})

@@ -5,12 +5,12 @@ answers with etcd's exact bodies and headers."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 import email.utils
 import json
 import logging
-from http import HTTPStatus
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import cast
 
 import h11
 

@@ -5,7 +5,7 @@ re-encoded per call (protobuf merges a repeated embedded message field)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -43,8 +43,9 @@ class HeaderSuffix:
         return self.bytes
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> Any:
+async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:
     await context.abort(err.code, err.message)
+    raise AssertionError("unreachable: abort raises")
 
 
 class KVService:
@@ -57,7 +58,7 @@ class KVService:
     async def Range(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         req = rpc.RangeRequest.FromString(raw)
         if not req.key:
-            return await abort(context, errors.EMPTY_KEY)
+            await abort(context, errors.EMPTY_KEY)
         node = self._node
         if not req.serializable:
             barrier = node.read_barrier()
@@ -66,16 +67,16 @@ class KVService:
         try:
             resp = node.range(req)
         except EtcdError as e:
-            return await abort(context, e)
+            await abort(context, e)
         return resp.SerializeToString() + self.header.get()
 
     async def _propose(self, kind: str, raw: bytes, req: Any,
                        context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if entry_size(len(raw)) > self._max_request_bytes:
-            return await abort(context, errors.REQUEST_TOO_LARGE)
+            await abort(context, errors.REQUEST_TOO_LARGE)
         result = await self._node.propose(kind, raw, req)
         if type(result) is _EtcdError:
-            return await abort(context, result)
+            await abort(context, result)
         out: bytes = result.SerializeToString() + self.header.get()
         return out
 
@@ -84,14 +85,14 @@ class KVService:
         try:
             validate.check_put(req)
         except EtcdError as e:
-            return await abort(context, e)
+            await abort(context, e)
         return await self._propose(P.PUT, raw, req, context)
 
     async def DeleteRange(self, raw: bytes,
                           context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         req = rpc.DeleteRangeRequest.FromString(raw)
         if not req.key:
-            return await abort(context, errors.EMPTY_KEY)
+            await abort(context, errors.EMPTY_KEY)
         return await self._propose(P.DELETE_RANGE, raw, req, context)
 
     async def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -99,20 +100,43 @@ class KVService:
         try:
             validate.check_txn(req, self._max_txn_ops)
         except EtcdError as e:
-            return await abort(context, e)
-        return await self._propose(P.TXN, raw, req, context)
+            await abort(context, e)
+        ranges = _readonly_ranges(req)
+        if ranges is None:
+            return await self._propose(P.TXN, raw, req, context)
+        # Only ranges: a read, as in etcd (no log entry; a barrier unless all serializable).
+        node = self._node
+        if not all(r.serializable for r in ranges):
+            barrier = node.read_barrier()
+            if barrier is not None:
+                await barrier
+        try:
+            resp = node.kv.txn(None, req)
+        except EtcdError as e:
+            await abort(context, e)
+        return resp.SerializeToString() + self.header.get()
 
     async def Compact(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         req = rpc.CompactionRequest.FromString(raw)
         return await self._propose(P.COMPACTION, raw, req, context)
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.KV", {
             "Range": self.Range, "Put": self.Put, "DeleteRange": self.DeleteRange,
             "Txn": self.Txn, "Compact": self.Compact})
 
 
-def raw_service(name: str, methods: dict[str, Any]) -> grpc.GenericRpcHandler:
+def _readonly_ranges(req: rpc.TxnRequest) -> list[rpc.RangeRequest] | None:
+    """The range requests of a txn whose ops (both branches) are all ranges, else None."""
+    ranges = []
+    for op in (*req.success, *req.failure):
+        if op.WhichOneof("request") != "request_range":
+            return None
+        ranges.append(op.request_range)
+    return ranges
+
+
+def raw_service(name: str, methods: dict[str, Any]) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler whose unary methods see and return serialized bytes."""
     return grpc.method_handlers_generic_handler(
         name, {m: grpc.unary_unary_rpc_method_handler(fn) for m, fn in methods.items()})

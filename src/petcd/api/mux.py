@@ -8,10 +8,10 @@ buffers); flow control follows each side's write buffer."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 log = logging.getLogger("petcd.mux")
 

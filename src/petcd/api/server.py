@@ -5,6 +5,7 @@ through the mux, or separately when --listen-client-http-urls is given)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -121,8 +122,6 @@ class ClientServer:
         if self._grpc is not None:
             await self._grpc.stop(grace)
         for listener in self._listeners:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
-            except TimeoutError:
-                pass
         await self.node.stop()

@@ -417,7 +417,8 @@ def load_config_file(path: str) -> Config:
     return cfg
 
 
-def load(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[Config, bool, bool]:
+def load(args: Sequence[str],
+         environ: Mapping[str, str] | None = None) -> tuple[Config, bool, bool]:
     """Build the configuration from argv and the environment.
 
     Returns (config, wants_help, wants_version); raises ConfigError on bad input.
@@ -447,8 +448,8 @@ def load(args: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple
         # etcd drops its default advertise URL when the listen URL was given explicitly.
         if "listen-client-urls" in cfg.explicit and "advertise-client-urls" not in cfg.explicit:
             cfg.values["advertise-client-urls"] = []
-    if "discovery" in cfg.explicit or "discovery-srv" in cfg.explicit:
-        if "initial-cluster" not in cfg.explicit:
-            cfg.values["initial-cluster"] = ""
+    if ("discovery" in cfg.explicit or "discovery-srv" in cfg.explicit) and \
+            "initial-cluster" not in cfg.explicit:
+        cfg.values["initial-cluster"] = ""
     cfg.validate()
     return cfg, False, False

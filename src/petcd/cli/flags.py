@@ -53,7 +53,7 @@ EXPERIMENTAL = "Experimental feature"
 UNSAFE = "Unsafe feature"
 DEPRECATED = "To be deprecated"
 
-S, B, I, U, D, L, SL, C = (Kind.STRING, Kind.BOOL, Kind.INT, Kind.UINT, Kind.DURATION,
+S, B, N, U, D, L, SL, C = (Kind.STRING, Kind.BOOL, Kind.INT, Kind.UINT, Kind.DURATION,
                            Kind.URLS, Kind.STRINGS, Kind.CHOICE)
 
 _MAX_UINT32 = 2**32 - 1
@@ -85,12 +85,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max-snapshots", U, 5, "Maximum number of snapshot files to keep (0 is unlimited).",
          MEMBER),
     Flag("max-wals", U, 5, "Maximum number of WAL files to keep (0 is unlimited).", MEMBER),
-    Flag("quota-backend-bytes", I, 0,
+    Flag("quota-backend-bytes", N, 0,
          "Raise an alarm when the backend size exceeds this (0 means the default, 2 GiB).",
          MEMBER),
     Flag("backend-batch-interval", D, 0,
          "Maximum time before committing the backend transaction.", MEMBER, shown_default=""),
-    Flag("backend-batch-limit", I, 0,
+    Flag("backend-batch-limit", N, 0,
          "Maximum operations before committing the backend transaction.", MEMBER),
     Flag("max-txn-ops", U, 128, "Maximum number of operations permitted in a transaction.",
          MEMBER, True),
@@ -246,7 +246,7 @@ FLAGS: tuple[Flag, ...] = (
          "Distributed tracing service name.", TRACING),
     Flag("experimental-distributed-tracing-instance-id", S, "",
          "Distributed tracing instance ID, unique per member.", TRACING),
-    Flag("experimental-distributed-tracing-sampling-rate", I, 0,
+    Flag("experimental-distributed-tracing-sampling-rate", N, 0,
          "Samples to collect per million spans.", TRACING),
     # --- experimental
     Flag("experimental-initial-corrupt-check", B, False,
@@ -266,7 +266,7 @@ FLAGS: tuple[Flag, ...] = (
          "Leader checkpoints lease remaining TTLs to followers.", EXPERIMENTAL),
     Flag("experimental-enable-lease-checkpoint-persist", B, False,
          "Persist lease remaining TTLs so long leases are not renewed forever.", EXPERIMENTAL),
-    Flag("experimental-compaction-batch-limit", I, 1000,
+    Flag("experimental-compaction-batch-limit", N, 1000,
          "Maximum revisions deleted in each compaction batch.", EXPERIMENTAL),
     Flag("experimental-compaction-sleep-interval", D, 0.01,
          "Sleep between compaction batches.", EXPERIMENTAL, shown_default="10ms"),
@@ -296,7 +296,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-stop-grpc-service-on-defrag", B, False,
          "Report the gRPC health service as not serving during defragmentation.",
          EXPERIMENTAL),
-    Flag("experimental-max-learners", I, 1, "Maximum number of learners in the cluster.",
+    Flag("experimental-max-learners", N, 1, "Maximum number of learners in the cluster.",
          EXPERIMENTAL),
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
          "Maximum wait for the cluster to be ready before serving client requests.",

@@ -9,6 +9,7 @@ The Raft driver will replace this class behind the same two calls: `propose` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,8 +106,6 @@ class LocalLog:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._executor.shutdown(wait=True)
