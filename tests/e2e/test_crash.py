@@ -53,8 +53,8 @@ def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float
     last_rev = 0
     for cycle in range(cycles):
         stop = threading.Event()
-        t = threading.Thread(target=lambda c=cycle: asyncio.run(
-            _stream(member.address, writers, acked, stop, c)))
+        t = threading.Thread(target=asyncio.run,
+                             args=(_stream(member.address, writers, acked, stop, cycle),))
         before = len(acked)
         t.start()
         deadline = time.monotonic() + 20

@@ -77,9 +77,9 @@ GETS: list[Cmd] = [
     ("get", "foo/", "--prefix", "--count-only", "-w", "fields"),
     ("get", "a", "--consistency", "s", "-w", "json"),
 ]
-for target in ("KEY", "CREATE", "MODIFY", "VALUE", "VERSION"):
-    for order in ("ASCEND", "DESCEND"):
-        GETS.append(("get", "", "--prefix", "--sort-by", target, "--order", order))
+GETS.extend(("get", "", "--prefix", "--sort-by", target, "--order", order)
+            for target in ("KEY", "CREATE", "MODIFY", "VALUE", "VERSION")
+            for order in ("ASCEND", "DESCEND"))
 GETS.append(("get", "foo/", "--prefix", "--order", "DESCEND", "--limit", "2"))
 GETS.append(("get", "foo/", "--prefix", "--sort-by", "VALUE", "--limit", "2", "-w", "json"))
 
