@@ -45,7 +45,7 @@ def bootstrap(opts: ServerOptions) -> ClusterInfo:
         raise BootstrapError("initial cluster unset and no discovery URL found")
     if opts.name not in urls_by_name:
         raise BootstrapError(
-            f"couldn't find local name {opts.name!r} in the initial cluster configuration")
+            f'couldn\'t find local name "{opts.name}" in the initial cluster configuration')
     advertised = sorted(opts.initial_advertise_peer_urls)
     if urls_by_name[opts.name] != advertised:
         raise BootstrapError(
