@@ -304,7 +304,7 @@ FLAGS: tuple[Flag, ...] = (
     # --- unsafe
     Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
     Flag("unsafe-no-fsync", B, False,
-         "Disable fsync: unsafe, loses acknowledged data on a crash.", UNSAFE),
+         "Disable fsync: unsafe, loses acknowledged data on a crash.", UNSAFE, True),
     # --- to be deprecated
     Flag("debug", B, False, "Enable debug-level logging (use --log-level=debug).", DEPRECATED,
          True),

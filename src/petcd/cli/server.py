@@ -89,6 +89,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         grpc_keepalive_timeout=cfg.grpc_keepalive_timeout,
         socket_reuse_port=cfg.socket_reuse_port,
         socket_reuse_address=cfg.socket_reuse_address,
+        unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
     )
 
 

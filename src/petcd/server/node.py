@@ -38,7 +38,8 @@ class Node:
             # Until the Raft driver lands, a member can only be a cluster of one.
             raise SystemExit("petcd: clusters of more than one member need Raft, which is not "
                              "wired in yet; start a single member")
-        self.backend = Backend(os.path.join(self.member_dir, "snap", "db"))
+        self.backend = Backend(os.path.join(self.member_dir, "snap", "db"),
+                               sync=not opts.unsafe_no_fsync)
         self.store = KVStore(self.backend)
         self.kv = KVApplier(self.store)
         self._applier = Applier(self.backend, self.kv)

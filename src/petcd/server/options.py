@@ -27,5 +27,7 @@ class ServerOptions:
     grpc_keepalive_timeout: float = 20.0
     socket_reuse_port: bool = False
     socket_reuse_address: bool = False
+    # --unsafe-no-fsync: commits are not synced (a crash of the machine loses writes).
+    unsafe_no_fsync: bool = False
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
