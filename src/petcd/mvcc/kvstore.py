@@ -140,12 +140,26 @@ class _View:
     def get(self, key: bytes, rev: int = 0) -> bytes | None:
         """The serialized KeyValue of `key` at `rev` (0: this view's revision),
         or None if the key does not exist then."""
-        rev = self._check_rev(rev)
-        ikey = self._index_key(key)
-        if ikey is None:
-            return None
-        entry = self._entry_at(ikey, rev)
-        if entry is None or entry[17] == _TOMB:
+        # The hot path of every read: kept flat on purpose.
+        if len(key) > _DIRECT_KEY_MAX:
+            ikey = self._index_key(key)
+            if ikey is None:
+                self._check_rev(rev)
+                return None
+        else:
+            ikey = key
+        cur = self._icur
+        if rev <= 0 or rev == self.rev:
+            if not cur.set_key(ikey):
+                return None
+            cur.last_dup()
+            entry = cur.value()
+        else:
+            rev = self._check_rev(rev)
+            entry = self._entry_at(ikey, rev)  # type: ignore[assignment]
+            if entry is None:
+                return None
+        if entry[17] == _TOMB:
             return None
         return self._txn.get(entry[:17], db=self._kv)
 
@@ -317,20 +331,32 @@ class TxnWrite(_View):
     earlier writes; `rev` is the revision they see.
     """
 
-    __slots__ = ("_batch", "_changed", "_done", "_leases", "_parent", "_store", "_sub", "begin_rev")
+    __slots__ = ("_changed", "_done", "_events", "_leases", "_parent", "_store", "_sub",
+                 "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
+        # Not via _View.__init__: this runs once per write request.
         parent = batch.txn
-        txn = store.backend.env.begin(write=True, parent=parent) if atomic else parent
-        super().__init__(store, txn, store._rev, store._compact)
+        if atomic:
+            txn = store.backend.env.begin(write=True, parent=parent)
+            self._icur = txn.cursor(db=store._index)
+            self._parent: lmdb.Transaction[bytes] | None = parent
+        else:
+            txn = parent
+            self._icur = store._batch_cursor(parent)
+            self._parent = None
+        self._txn = txn
+        self._kv = store._kv
+        self._index = store._index
+        self._longkeys = store._longkeys
+        self.rev = self.begin_rev = store._rev
+        self.compact_rev = store._compact
         self._store = store
-        self._batch = batch
-        self._parent = parent if atomic else None
-        self.begin_rev = store._rev
+        self._events = batch.events
         self._sub = 0
         self._changed = False
         self._done = False
-        self._leases: list[tuple[bool, int, bytes]] = []  # (attach?, lease, key)
+        self._leases: list[tuple[bool, int, bytes]] | None = None  # (attach?, lease, key)
 
     @property
     def changed(self) -> bool:
@@ -401,11 +427,14 @@ class TxnWrite(_View):
             cur.put(ikey, entry, append=True)
         else:
             txn.put(ikey, entry, db=self._index)
-        self._batch.events.append(KVEvent(rev, EVENT_PUT, key, data, prev_kv))
-        if old_lease:
-            self._leases.append((False, old_lease, key))
-        if lease:
-            self._leases.append((True, lease, key))
+        self._events.append(KVEvent(rev, EVENT_PUT, key, data, prev_kv))
+        if old_lease or lease:
+            if self._leases is None:
+                self._leases = []
+            if old_lease:
+                self._leases.append((False, old_lease, key))
+            if lease:
+                self._leases.append((True, lease, key))
         if not self._changed:
             self._mark_changed()
         return rev, prev_kv
@@ -433,7 +462,7 @@ class TxnWrite(_View):
         txn = self._txn
         kvdb = self._kv
         index = self._index
-        events = self._batch.events
+        events = self._events
         rev = self.begin_rev + 1
         prevs = []
         for k, ikey, entry in victims:
@@ -450,6 +479,8 @@ class TxnWrite(_View):
             events.append(KVEvent(rev, EVENT_DELETE, k, event_kv, prev_kv))
             old_lease = _I64.unpack_from(entry, 34)[0]
             if old_lease:
+                if self._leases is None:
+                    self._leases = []
                 self._leases.append((False, old_lease, k))
         if not self._changed:
             self._mark_changed()
@@ -467,7 +498,7 @@ class TxnWrite(_View):
         if self._changed:
             store._rev = self.begin_rev + 1
         lessor = store.lessor
-        if lessor is not None:
+        if lessor is not None and self._leases:
             for attach, lease, key in self._leases:
                 if attach:
                     lessor.attach(lease, key)
@@ -486,7 +517,7 @@ class TxnWrite(_View):
                 raise RuntimeError("mvcc: cannot undo a non-atomic write")
             return
         self._txn.abort()
-        events = self._batch.events
+        events = self._events
         while events and events[-1].revision == self.begin_rev + 1:
             events.pop()
 
@@ -526,6 +557,8 @@ class KVStore:
         self._rev = self._committed_rev
         self._compact = self._committed_compact
         self._writer: TxnWrite | None = None
+        self._cursor_txn: lmdb.Transaction[bytes] | None = None
+        self._cursor: lmdb.Cursor[bytes] | None = None
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._open_dbs)
 
@@ -535,6 +568,13 @@ class KVStore:
         self._index = backend.open_db(INDEX_DB, dupsort=True, dupfixed=True)
         self._longkeys = backend.open_db(LONGKEYS_DB)
         self._meta = backend.meta_db
+
+    def _batch_cursor(self, txn: lmdb.Transaction[bytes]) -> lmdb.Cursor[bytes]:
+        """An index cursor on the batch's transaction, made once per batch."""
+        if self._cursor_txn is not txn or self._cursor is None:
+            self._cursor = txn.cursor(db=self._index)
+            self._cursor_txn = txn
+        return self._cursor
 
     # -- state -------------------------------------------------------------------
 
@@ -564,10 +604,12 @@ class KVStore:
             batch.txn.put(_META_COMPACT, _I64.pack(self._compact), db=self._meta)
 
     def after_commit(self, batch: WriteBatch) -> None:
+        self._cursor = self._cursor_txn = None
         self._committed_rev = self._rev
         self._committed_compact = self._compact
 
     def after_abort(self, batch: WriteBatch) -> None:
+        self._cursor = self._cursor_txn = None
         self._writer = None
         self._rev = self._committed_rev
         self._compact = self._committed_compact

@@ -123,6 +123,27 @@ class KVApplier:
 
     @staticmethod
     def _range_into(view: _View, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
+        if not req.range_end:
+            # One key: nothing to sort, limit cannot cut, count is 0 or 1.
+            raw = view.get(req.key, req.revision)
+            resp.header.revision = view.rev
+            if raw is None:
+                return
+            resp.count = 1
+            if req.count_only:
+                return
+            kv = resp.kvs.add()
+            kv.MergeFromString(raw)
+            if (
+                (req.max_mod_revision and kv.mod_revision > req.max_mod_revision)
+                or (req.min_mod_revision and kv.mod_revision < req.min_mod_revision)
+                or (req.max_create_revision and kv.create_revision > req.max_create_revision)
+                or (req.min_create_revision and kv.create_revision < req.min_create_revision)
+            ):
+                del resp.kvs[:]
+            elif req.keys_only:
+                kv.ClearField("value")
+            return
         limit = req.limit if req.limit > 0 else 0
         order = req.sort_order
         target = req.sort_target
