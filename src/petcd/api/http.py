@@ -13,6 +13,7 @@ from http import HTTPStatus
 from typing import cast
 
 import h11
+from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
 from petcd.server.node import Node
@@ -29,6 +30,7 @@ _CORS = [
 ]
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _JSON = (b"Content-Type", b"application/json")
+_METRICS_TYPE = (b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")  # as etcd
 _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
 
 
@@ -56,6 +58,10 @@ class HttpApp:
                     await barrier
             return (200 if ok else 503, [_TEXT],
                     b'{"health":"true"}' if ok else b'{"health":"false"}')
+        if path == "/metrics":
+            if method != "GET":
+                return _not_allowed()
+            return 200, [_METRICS_TYPE], generate_latest(self._node.metrics.registry)
         if path == "/version":
             if method != "GET":
                 return _not_allowed()

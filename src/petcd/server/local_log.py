@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from google.protobuf.message import Message
 
 from petcd import errors
+from petcd.errors import EtcdError
 from petcd.server.apply import Applier
+from petcd.server.metrics import Metrics
 from petcd.server.proposal import Committed, Proposal, Result
 
 log = logging.getLogger("petcd.log")
@@ -25,8 +27,10 @@ log = logging.getLogger("petcd.log")
 
 class LocalLog:
     def __init__(self, applier: Applier, *, max_batch: int = 4096,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._applier = applier
+        self._metrics = metrics
         self._max_batch = max_batch
         self._on_fatal = on_fatal
         self.term = max(applier.applied_term, 1)
@@ -81,6 +85,10 @@ class LocalLog:
                 entries = [Committed(first + i, self.term, p.kind, p.request)
                            for i, p in enumerate(batch)]
                 self.last_index += len(batch)
+                metrics = self._metrics
+                if metrics is not None:
+                    metrics.proposals_committed.set(self.last_index)
+                    metrics.proposals_pending.set(len(self._pending))
                 try:
                     results = await loop.run_in_executor(self._executor, self._applier.apply,
                                                          entries)
@@ -95,9 +103,16 @@ class LocalLog:
                     if self._on_fatal is not None:
                         self._on_fatal(e)
                     return
+                failed = 0
                 for p, r in zip(batch, results, strict=True):
+                    if type(r) is EtcdError:
+                        failed += 1
                     if not p.future.done():  # the caller may have gone (cancelled)
                         p.future.set_result(r)
+                if metrics is not None:
+                    metrics.proposals_applied.set(self._applier.applied_index)
+                    if failed:
+                        metrics.proposals_failed.inc(failed)
             if self._stopping:
                 return
 

@@ -19,6 +19,7 @@ from petcd.server.apply import Applier
 from petcd.server.cluster import ClusterInfo, load_or_bootstrap
 from petcd.server.kv_apply import KVApplier
 from petcd.server.local_log import LocalLog
+from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Result
 
@@ -42,9 +43,13 @@ class Node:
                                sync=not opts.unsafe_no_fsync)
         self.store = KVStore(self.backend)
         self.kv = KVApplier(self.store)
-        self._applier = Applier(self.backend, self.kv)
+        self.metrics = Metrics()
+        self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
+        self.metrics.has_leader.set(1)
+        self.metrics.is_leader.set(1)
+        self._applier = Applier(self.backend, self.kv, self.metrics)
         self._log = LocalLog(self._applier, max_batch=opts.max_batch_entries,
-                             on_fatal=on_fatal)
+                             on_fatal=on_fatal, metrics=self.metrics)
         self.cluster_id = self.cluster.cluster_id
         self.member_id = self.cluster.local_id
 
