@@ -145,3 +145,10 @@ def test_options_carry_the_cluster() -> None:
     assert opts.initial_cluster == {"a": ("http://127.0.0.1:7001",),
                                     "b": ("http://127.0.0.1:7002",)}
     assert config.parse_url("http://10.0.0.1:2380").port == 2380
+
+
+def test_tls_urls_are_refused_until_tls_exists() -> None:
+    cfg, _, _ = load(["--listen-client-urls", "https://127.0.0.1:1",
+                      "--advertise-client-urls", "https://127.0.0.1:1"], {})
+    with pytest.raises(ConfigError, match="TLS client URLs are not supported yet"):
+        options_from(cfg)

@@ -71,6 +71,10 @@ def version_text() -> str:
 
 
 def options_from(cfg: config_mod.Config) -> ServerOptions:
+    for url in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
+        if url.startswith(("https://", "unixs://")):
+            # Serving plaintext where the operator asked for TLS would be worse than failing.
+            raise config_mod.ConfigError(f"TLS client URLs are not supported yet ({url})")
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
