@@ -92,6 +92,8 @@ class LocalLog:
                 try:
                     results = await loop.run_in_executor(self._executor, self._applier.apply,
                                                          entries)
+                except asyncio.CancelledError:
+                    raise
                 except BaseException as e:  # a failed batch write: fail stop, as etcd panics
                     log.critical("applying entries %d..%d failed", first, self.last_index,
                                  exc_info=e)
