@@ -48,7 +48,8 @@ def _check_all_present(address: str, acked: dict[bytes, bytes]) -> int:
     return resp.header.revision
 
 
-def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float) -> None:
+def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float,
+                 graceful: bool = False) -> None:
     acked: dict[bytes, bytes] = {}
     last_rev = 0
     for cycle in range(cycles):
@@ -62,7 +63,10 @@ def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float
         while time.monotonic() < deadline and len(acked) - before < 200:
             time.sleep(0.02)
         time.sleep(run_for)
-        member.kill()
+        if graceful:
+            assert member.stop() == 0  # SIGTERM: in-flight calls end, the store closes
+        else:
+            member.kill()
         stop.set()
         t.join(30)
         assert not t.is_alive()
@@ -76,6 +80,11 @@ def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float
 def test_acknowledged_puts_survive_sigkill(petcd_factory: Any) -> None:
     member = petcd_factory()
     crash_cycles(member, cycles=3, writers=32, run_for=0.3)
+
+
+def test_sigterm_during_writes_exits_cleanly_and_keeps_them(petcd_factory: Any) -> None:
+    member = petcd_factory()
+    crash_cycles(member, cycles=2, writers=32, run_for=0.2, graceful=True)
 
 
 @pytest.mark.slow

@@ -110,6 +110,8 @@ TXNS: list[Cmd] = [
     (("txn", "-w", "json"), 'value("a") > "a"\n\n\ndel foo/ --prefix\nget foo/ --prefix\n\n'),
     (("txn",), '\nput t1 1\nput t2 2\n\n\n'),
     (("txn", "-w", "json"), '\n\n\n'),
+    (("txn", "-i"), 'value("a") = "ok2"\n\nput i1 yes\nget i1\n\nput i1 no\n\n'),
+    (("txn", "--interactive", "-w", "json"), 'mod("a") > "1000"\n\n\nget a\n\n'),
     ("get", "", "--prefix", "-w", "json"),
 ]
 
