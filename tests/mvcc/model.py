@@ -91,6 +91,10 @@ class Model:
         if req.min_create_revision:
             recs = [r for r in recs if r.create >= req.min_create_revision]
         order, target = req.sort_order, req.sort_target
+        filtered = (req.min_mod_revision or req.max_mod_revision
+                    or req.min_create_revision or req.max_create_revision)
+        if order == pb.RangeRequest.NONE and not filtered and req.limit > 0:
+            recs = recs[: req.limit + 1]  # etcd: limit applies before a target-only sort
         if target != pb.RangeRequest.KEY and order == pb.RangeRequest.NONE:
             order = pb.RangeRequest.ASCEND
         attr = {
@@ -136,7 +140,7 @@ class Model:
     def put(self, p: pb.PutRequest) -> pb.PutResponse:
         if p.lease:
             raise errors.LEASE_NOT_FOUND
-        rec, prev = self._put(self.rev + 1, 0, p, self.rev)
+        _, prev = self._put(self.rev + 1, 0, p, self.rev)
         self.rev += 1
         resp = pb.PutResponse()
         resp.header.revision = self.rev
@@ -244,7 +248,7 @@ class Model:
                 if kind == "request_range":
                     out.response_range.CopyFrom(self.range(op.request_range, view))
                 elif kind == "request_put":
-                    rec, prev = self._put(rev, state["sub"], op.request_put, view)
+                    _, prev = self._put(rev, state["sub"], op.request_put, view)
                     state["sub"] += 1
                     state["changed"] = True
                     out.response_put.header.revision = rev

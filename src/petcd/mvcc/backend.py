@@ -235,9 +235,8 @@ class Backend:
 
     def snapshot_to(self, fileobj: BinaryIO) -> int:
         """Write a consistent copy of the whole backend (a valid LMDB data
-        file, openable with `Backend`) to `fileobj`; returns bytes written."""
-        if self.batch is not None:
-            raise RuntimeError("cannot snapshot while a write batch is open")
+        file, openable with `Backend`) to `fileobj`; returns bytes written.
+        Safe while batches are applied (it copies one read snapshot)."""
         with tempfile.TemporaryFile(dir=os.path.dirname(self.path) or ".") as tmp:
             self.env.copyfd(tmp.fileno())
             tmp.seek(0)
@@ -250,7 +249,11 @@ class Backend:
     def defragment(self) -> None:
         """Rewrite the file compactly (free pages dropped) and swap it in
         (Maintenance.Defragment). Database handles are renewed; listeners in
-        `reopen_hooks` are told to fetch them again."""
+        `reopen_hooks` are told to fetch them again.
+
+        Needs the backend to itself: no batch open and no read transaction
+        in use in any thread (those would fail with lmdb.Error); run it on
+        the apply thread between batches with reads held off."""
         if self.batch is not None:
             raise RuntimeError("cannot defragment while a write batch is open")
         tmp_path = self.path + ".defrag"

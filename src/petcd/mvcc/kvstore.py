@@ -38,8 +38,7 @@ from petcd.pb.mvccpb.kv_pb2 import KeyValue
 KV_DB = b"kv"
 INDEX_DB = b"index"
 LONGKEYS_DB = b"longkeys"
-_META_REV = b"kv_current_rev"
-_META_COMPACT = b"kv_compact_rev"
+_META_REVS = b"kv_revisions"  # current revision, compact revision (2 x int64)
 
 # Keys up to this length are their own index key; longer ones get a surrogate
 # of the same prefix plus a hash, 511 bytes (LMDB's maximum) in all. Nothing
@@ -49,6 +48,7 @@ _SURROGATE_LEN = 511
 
 _REV = struct.Struct(">QcQ")  # main, b"_", sub
 _I64 = struct.Struct(">q")
+_REVS = struct.Struct(">qq")
 _ENTRY_TAIL = struct.Struct(">qqq")  # create_revision, version, lease
 _TOMB = 0x74  # b"t"
 _LIVE_FLAG = b"\x00"
@@ -550,10 +550,7 @@ class KVStore:
         self.lessor = lessor
         self._open_dbs()
         with backend.read() as txn:
-            raw_rev = txn.get(_META_REV, db=self._meta)
-            raw_compact = txn.get(_META_COMPACT, db=self._meta)
-        self._committed_rev = _I64.unpack(raw_rev)[0] if raw_rev else 1
-        self._committed_compact = _I64.unpack(raw_compact)[0] if raw_compact else -1
+            self._committed_rev, self._committed_compact = self._revisions(txn)
         self._rev = self._committed_rev
         self._compact = self._committed_compact
         self._writer: TxnWrite | None = None
@@ -598,10 +595,8 @@ class KVStore:
     def before_commit(self, batch: WriteBatch) -> None:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is still open at commit")
-        if self._rev != self._committed_rev:
-            batch.txn.put(_META_REV, _I64.pack(self._rev), db=self._meta)
-        if self._compact != self._committed_compact:
-            batch.txn.put(_META_COMPACT, _I64.pack(self._compact), db=self._meta)
+        if self._rev != self._committed_rev or self._compact != self._committed_compact:
+            batch.txn.put(_META_REVS, _REVS.pack(self._rev, self._compact), db=self._meta)
 
     def after_commit(self, batch: WriteBatch) -> None:
         self._cursor = self._cursor_txn = None
@@ -618,7 +613,18 @@ class KVStore:
 
     def read(self) -> ReadTxn:
         """A read snapshot of the committed state (use as context manager)."""
-        return ReadTxn(self, self.backend.env.begin(), self._committed_rev, self._committed_compact)
+        txn = self.backend.env.begin()
+        # The revisions come from the snapshot itself, not from memory: the
+        # apply loop may commit (in another thread) at any moment.
+        rev, compact = self._revisions(txn)
+        return ReadTxn(self, txn, rev, compact)
+
+    def _revisions(self, txn: lmdb.Transaction[bytes]) -> tuple[int, int]:
+        raw = txn.get(_META_REVS, db=self._meta)
+        if raw is None:
+            return 1, -1
+        rev, compact = _REVS.unpack(raw)
+        return rev, compact
 
     def view(self, batch: WriteBatch) -> _View:
         """Reads inside the open batch: sees its changes so far."""

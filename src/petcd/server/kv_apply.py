@@ -147,18 +147,21 @@ class KVApplier:
         limit = req.limit if req.limit > 0 else 0
         order = req.sort_order
         target = req.sort_target
-        if target != _SORT_KEY and order == _NONE:
-            order = _ASCEND  # etcd sorts ascending when only a target is given
         filtered = bool(
             req.min_mod_revision
             or req.max_mod_revision
             or req.min_create_revision
             or req.max_create_revision
         )
-        # Records come in key order: without filters and with key order
-        # (or none) asked, limit+1 tells `more` without reading everything.
-        in_key_order = not filtered and target == _SORT_KEY and order != _DESCEND
-        fetch = limit + 1 if (limit and in_key_order) else 0
+        # Like etcd, read only limit+1 records (in key order) unless an
+        # order or a filter is asked for; so a sort target without an order
+        # sorts just those (etcd's quirk, kept). Key order ascending gives the
+        # same records as reading everything.
+        key_order = target == _SORT_KEY and order != _DESCEND
+        fetch = limit + 1 if limit and not filtered and (order == _NONE or key_order) else 0
+        if target != _SORT_KEY and order == _NONE:
+            order = _ASCEND  # etcd sorts ascending when only a target is given
+        in_key_order = not filtered and key_order
         rr = view.range(
             req.key,
             range_end(req.range_end),
