@@ -25,10 +25,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import contextlib
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
@@ -73,7 +73,7 @@ def _requests(workload: str, worker: int, value_size: int, keys: int) -> tuple[s
 
 async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
                        conns: int, seconds: float, value_size: int,
-                       out: mp.Queue[tuple[int, int]]) -> None:
+                       ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
     import grpc
 
     method, reqs = _requests(workload, worker, value_size, 1000)
@@ -82,7 +82,9 @@ async def _worker_main(address: str, workload: str, worker: int, concurrency: in
                 for _ in range(conns)]
     calls = [ch.unary_unary(method) for ch in channels]  # bytes in, bytes out
     for ch in channels:
-        await ch.channel_ready()
+        await asyncio.wait_for(ch.channel_ready(), 30)
+    ready.put(worker)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
     count = 0
     errors = 0
     stop_at = time.monotonic() + seconds
@@ -94,29 +96,29 @@ async def _worker_main(address: str, workload: str, worker: int, concurrency: in
         j = i
         while time.monotonic() < stop_at:
             try:
-                await call(reqs[j % n])
+                await call(reqs[j % n], timeout=30)
                 count += 1
             except grpc.aio.AioRpcError:
                 errors += 1
             j += concurrency
 
     await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    out.put((count, errors))
     for ch in channels:
         await ch.close()
-    out.put((count, errors))
 
 
 def _worker(address: str, workload: str, worker: int, concurrency: int, conns: int,
-            seconds: float, value_size: int, out: mp.Queue[tuple[int, int]],
-            go: mp.synchronize.Event) -> None:
+            seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
+            out: mp.Queue[tuple[int, int]]) -> None:
     try:
         import uvloop
 
-        go.wait()
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
             r.run(_worker_main(address, workload, worker, concurrency, conns, seconds,
-                               value_size, out))
+                               value_size, ready, go, out))
     except BaseException:
+        ready.put(-1)
         out.put((0, -1))
         raise
 
@@ -124,38 +126,39 @@ def _worker(address: str, workload: str, worker: int, concurrency: int, conns: i
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
     procs = max(1, min(procs, clients))
-    ctx = mp.get_context("fork")
+    # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue[int] = ctx.Queue()
     out: mp.Queue[tuple[int, int]] = ctx.Queue()
     go = ctx.Event()
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [ctx.Process(target=_worker, args=(member.address, workload, i, per[i],
                                                  max(1, min(per[i], 8)), seconds, value_size,
-                                                 out, go))
+                                                 ready, go, out))
                for i in range(procs)]
     for w in workers:
         w.start()
-    time.sleep(0.3)  # let workers import and fork-settle before the clock starts
-    assert member.proc is not None
-    server0 = cpu_seconds(member.proc.pid)
-    client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    t0 = time.monotonic()
-    go.set()
-    results = [out.get(timeout=seconds + 60) for _ in workers]
-    elapsed = time.monotonic() - t0
-    server1 = cpu_seconds(member.proc.pid)
-    client_cpu = 0.0
-    for w in workers:
-        if w.pid:
-            with contextlib.suppress(OSError):
-                client_cpu += cpu_seconds(w.pid)
-    for w in workers:
-        w.join()
+    try:
+        if any(ready.get(timeout=60) < 0 for _ in workers):
+            raise RuntimeError("a load worker failed to connect")
+        assert member.proc is not None
+        server0 = cpu_seconds(member.proc.pid)
+        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=seconds + 60) for _ in workers]
+        elapsed = time.monotonic() - t0
+        server1 = cpu_seconds(member.proc.pid)
+        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    finally:
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
     if any(e < 0 for _, e in results):
         raise RuntimeError("a load worker failed")
-    # Measured until the workers reported (they close channels first); the run length
-    # proper is `seconds`, the connection setup inside it is small.
-    return Cell(workload, clients, sum(c for c, _ in results), min(elapsed, seconds),
-                server1 - server0, client_cpu - client0, sum(e for _, e in results))
+    return Cell(workload, clients, sum(c for c, _ in results), elapsed,
+                server1 - server0, client1 - client0, sum(e for _, e in results))
 
 
 def preload(member: MemberProcess, value_size: int) -> None:
