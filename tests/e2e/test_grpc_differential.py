@@ -198,3 +198,13 @@ def test_compact(pair: Pair) -> None:
     pair.same("Range", R(key=b"\x00", range_end=b"\x00", revision=7))
     pair.same("Range", R(key=b"\x00", range_end=b"\x00", revision=8))
     pair.same("Txn", T(success=[op_get(b"k1", revision=7)]))
+
+
+def test_undecodable_request_is_an_internal_error(pair: Pair) -> None:
+    codes = []
+    for ch in pair.channels:
+        put = ch.unary_unary("/etcdserverpb.KV/Put")
+        with pytest.raises(grpc.RpcError) as e:
+            put(b"\x0a\xff\xff", timeout=10)  # a length-delimited field running past the end
+        codes.append(e.value.code())
+    assert codes == [grpc.StatusCode.INTERNAL] * 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from petcd import errors
 from petcd.api import validate
@@ -43,6 +44,12 @@ class HeaderSuffix:
         return self.bytes
 
 
+async def undecodable(context: grpc.aio.ServicerContext[Any, Any], e: DecodeError) -> NoReturn:
+    # What gRPC-Go answers for a request it cannot decode.
+    await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+    raise AssertionError("unreachable: abort raises")
+
+
 async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:
     await context.abort(err.code, err.message)
     raise AssertionError("unreachable: abort raises")
@@ -56,7 +63,10 @@ class KVService:
         self.header = HeaderSuffix(node)
 
     async def Range(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        req = rpc.RangeRequest.FromString(raw)
+        try:
+            req = rpc.RangeRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
         if not req.key:
             await abort(context, errors.EMPTY_KEY)
         node = self._node
@@ -81,7 +91,10 @@ class KVService:
         return out
 
     async def Put(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        req = rpc.PutRequest.FromString(raw)
+        try:
+            req = rpc.PutRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
         try:
             validate.check_put(req)
         except EtcdError as e:
@@ -90,13 +103,19 @@ class KVService:
 
     async def DeleteRange(self, raw: bytes,
                           context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        req = rpc.DeleteRangeRequest.FromString(raw)
+        try:
+            req = rpc.DeleteRangeRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
         if not req.key:
             await abort(context, errors.EMPTY_KEY)
         return await self._propose(P.DELETE_RANGE, raw, req, context)
 
     async def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        req = rpc.TxnRequest.FromString(raw)
+        try:
+            req = rpc.TxnRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
         try:
             validate.check_txn(req, self._max_txn_ops)
         except EtcdError as e:
@@ -117,7 +136,10 @@ class KVService:
         return resp.SerializeToString() + self.header.get()
 
     async def Compact(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        req = rpc.CompactionRequest.FromString(raw)
+        try:
+            req = rpc.CompactionRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
         return await self._propose(P.COMPACTION, raw, req, context)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
