@@ -214,9 +214,11 @@ def have_etcd() -> bool:
 class Etcdctl:
     """Runs etcdctl (v3 API) against endpoints; returns CompletedProcess with text."""
 
-    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 30.0) -> None:
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 30.0,
+                 cwd: str | None = None) -> None:
         self.endpoints = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
         self.timeout = timeout
+        self.cwd = cwd  # unix:// endpoints name socket files relative to it
 
     def __call__(self, *args: str, input: str | None = None,
                  check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -224,7 +226,7 @@ class Etcdctl:
         env["ETCDCTL_API"] = "3"
         return subprocess.run([ETCDCTL_BIN, "--endpoints", self.endpoints, *args],
                               input=input, capture_output=True, text=True, env=env,
-                              timeout=self.timeout, check=check)
+                              timeout=self.timeout, check=check, cwd=self.cwd)
 
     def ok(self, *args: str, input: str | None = None) -> str:
         """Run, require exit 0, return stdout."""

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -204,3 +205,27 @@ def test_port_in_use_fails(petcd: MemberProcess, tmp_path: Path) -> None:
         assert "address already in use" in m.log_tail().lower()
     finally:
         m.kill()
+
+
+@needs_etcdctl
+def test_unix_socket_client_url(tmp_path: Path) -> None:
+    sock = "localhost:23999"  # etcd's form: the socket file is ./localhost:23999
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    env["PYTHONPATH"] = str(SRC_DIR)
+    proc = subprocess.Popen([sys.executable, "-m", "petcd", "--data-dir", "d",
+                             "--listen-client-urls", f"unix://{sock}",
+                             "--advertise-client-urls", f"unix://{sock}"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / sock).exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        ctl = Etcdctl(f"unix://{sock}", cwd=str(tmp_path))
+        ctl.ok("put", "u", "1")
+        assert ctl.ok("get", "u", "--print-value-only") == "1\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    assert not (tmp_path / sock).exists()

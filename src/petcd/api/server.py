@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -63,6 +64,7 @@ class ClientServer:
         self.node = Node(opts, on_fatal=on_fatal)
         self._grpc: grpc.aio.Server | None = None
         self._listeners: list[asyncio.Server] = []
+        self._socket_files: list[str] = []
         self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
                             max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
@@ -97,7 +99,7 @@ class ClientServer:
     def _bind_grpc(self, server: grpc.aio.Server, url: str) -> None:
         u = urlsplit(url)
         if u.scheme in ("unix", "unixs"):
-            target = f"unix:{u.netloc}{u.path}"
+            target = f"unix:{u.netloc}"
         else:
             host, port = _host_port(url)
             target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -109,7 +111,12 @@ class ClientServer:
         loop = asyncio.get_running_loop()
         u = urlsplit(url)
         if u.scheme in ("unix", "unixs"):
-            return await loop.create_unix_server(factory, u.netloc + u.path)
+            path = u.netloc
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)  # a stale socket of an earlier run, as etcd removes it
+            self._socket_files.append(path)
+            return await loop.create_unix_server(factory, path)
         host, port = _host_port(url)
         return await loop.create_server(
             factory, host, port, reuse_address=self.opts.socket_reuse_address or None,
@@ -125,3 +132,6 @@ class ClientServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)
         await self.node.stop()
+        for path in self._socket_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

@@ -63,20 +63,19 @@ def format_duration(seconds: float) -> str:
 
 
 def parse_url(text: str) -> SplitResult:
+    """etcd's URL rules: http/https/unix/unixs, always "host:port", no path. A unix URL
+    names a socket file by its host:port text (unix://localhost:2379 -> ./localhost:2379)."""
     u = urlsplit(text.strip())
     if u.scheme not in ("http", "https", "unix", "unixs"):
         raise ValueError(f"URL scheme must be http, https, unix, or unixs: {text}")
-    if u.path not in ("", "/") and u.scheme in ("http", "https"):
-        raise ValueError(f"URL must not contain a path: {text}")
-    if not u.netloc:
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    if port is None or not u.hostname:
         raise ValueError(f"URL address does not have the form \"host:port\": {text}")
-    if u.scheme in ("http", "https"):
-        try:
-            port = u.port
-        except ValueError as e:
-            raise ValueError(f"URL address does not have the form \"host:port\": {text}") from e
-        if port is None or not u.hostname:
-            raise ValueError(f"URL address does not have the form \"host:port\": {text}")
+    if u.path not in ("", "/"):
+        raise ValueError(f"URL must not contain a path: {text}")
     return u
 
 
