@@ -208,3 +208,14 @@ def test_undecodable_request_is_an_internal_error(pair: Pair) -> None:
             put(b"\x0a\xff\xff", timeout=10)  # a length-delimited field running past the end
         codes.append(e.value.code())
     assert codes == [grpc.StatusCode.INTERNAL] * 2
+
+
+def test_grpc_health_check(pair: Pair) -> None:
+    results = []
+    for ch in pair.channels:
+        check = ch.unary_unary("/grpc.health.v1.Health/Check")
+        ok = check(b"", timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            check(b"\x0a\x03foo", timeout=10)  # service "foo"
+        results.append((ok, e.value.code(), e.value.details()))
+    assert results[0] == results[1] == (b"\x08\x01", grpc.StatusCode.NOT_FOUND, "unknown service")

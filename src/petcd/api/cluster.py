@@ -47,3 +47,23 @@ class MaintenanceService:
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.Maintenance", {"Status": self.Status,
                                                         "Alarm": self.Alarm})
+
+
+class HealthService:
+    """grpc.health.v1.Health/Check, as etcd registers it: the empty service name (all of
+    etcd's services) is SERVING. Messages are tiny, so they are encoded by hand."""
+
+    _SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def Check(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if raw:  # a non-empty service name (field 1): none is registered by name
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        if not self._node.healthy():
+            return b"\x08\x02"  # NOT_SERVING
+        return self._SERVING
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return raw_service("grpc.health.v1.Health", {"Check": self.Check})

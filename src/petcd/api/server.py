@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from petcd.api.cluster import ClusterService, MaintenanceService
+from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.kv import KVService
 from petcd.api.mux import MuxProtocol
@@ -75,7 +75,7 @@ class ClientServer:
         server = grpc.aio.server(options=grpc_options(opts))
         server.add_generic_rpc_handlers((
             self.kv.handler(), ClusterService(self.node).handler(),
-            MaintenanceService(self.node).handler()))
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler()))
         self._grpc = server
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.listen_client_http_urls:
