@@ -309,3 +309,17 @@ class Model:
                 else:
                     out[rk] = rec.pb().SerializeToString()
         return out
+
+    def events(self, start: int) -> list[tuple[int, int, bytes, bytes]]:
+        """Every change from revision `start` on, in revision order, as
+        (revision, type, key, serialized kv as a watcher gets it)."""
+        out = []
+        for key, h in self.hist.items():
+            for main, sub, rec in h:
+                if main >= start:
+                    if rec is None:
+                        kv = KeyValue(key=key, mod_revision=main).SerializeToString()
+                        out.append(((main, sub), (main, 1, key, kv)))
+                    else:
+                        out.append(((main, sub), (main, 0, key, rec.pb().SerializeToString())))
+        return [e for _, e in sorted(out)]

@@ -1,7 +1,7 @@
 """Multi-version key-value store on LMDB: etcd's mvcc in Python."""
 
 from petcd.mvcc.backend import Backend, WriteBatch
-from petcd.mvcc.kvstore import KVStore, ReadTxn, TxnWrite
+from petcd.mvcc.kvstore import KVStore, KVView, ReadTxn, TxnWrite
 from petcd.mvcc.types import EVENT_DELETE, EVENT_PUT, KVEvent, LeaseHook, RangeResult
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Backend",
     "KVEvent",
     "KVStore",
+    "KVView",
     "LeaseHook",
     "RangeResult",
     "ReadTxn",

@@ -133,6 +133,7 @@ class Backend:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + ".defrag")  # leftover of a defragment cut short
         self.env = self._open_env()
+        self.env.reader_check()  # free reader slots of processes that died
         self.meta_db = self.open_db(META_DB)
         self._consistent_index = self._read_consistent_index()
 
@@ -161,16 +162,17 @@ class Backend:
         self, name: bytes, *, dupsort: bool = False, dupfixed: bool = False
     ) -> lmdb._Database:
         """Open (creating if needed) the named database. Opening the same
-        name again returns the same handle."""
+        name again returns the same handle. Layers open theirs at startup:
+        not while a batch is open (LMDB would tie a new handle to that
+        batch's fate, or wait for its write lock)."""
         db = self._dbs.get(name)
         if db is not None:
             if self._db_flags[name] != (dupsort, dupfixed):
                 raise ValueError(f"database {name!r} already opened with other flags")
             return db
         if self.batch is not None:
-            db = self.env.open_db(name, txn=self.batch.txn, dupsort=dupsort, dupfixed=dupfixed)
-        else:
-            db = self.env.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
+            raise RuntimeError("open databases before applying batches")
+        db = self.env.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
         self._dbs[name] = db
         self._db_flags[name] = (dupsort, dupfixed)
         return db

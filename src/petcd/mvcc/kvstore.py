@@ -39,6 +39,8 @@ KV_DB = b"kv"
 INDEX_DB = b"index"
 LONGKEYS_DB = b"longkeys"
 _META_REVS = b"kv_revisions"  # current revision, compact revision (2 x int64)
+# Physical compaction still to do: revision (int64) + index key to resume from.
+_META_PHYSICAL = b"kv_compaction_pending"
 
 # Keys up to this length are their own index key; longer ones get a surrogate
 # of the same prefix plus a hash, 511 bytes (LMDB's maximum) in all. Nothing
@@ -81,7 +83,7 @@ def _surrogate(key: bytes) -> bytes:
     return key[:_DIRECT_KEY_MAX] + digest
 
 
-class _View:
+class KVView:
     """Reads over one LMDB transaction at one revision."""
 
     __slots__ = ("_icur", "_index", "_kv", "_longkeys", "_txn", "compact_rev", "rev")
@@ -141,6 +143,9 @@ class _View:
         """The serialized KeyValue of `key` at `rev` (0: this view's revision),
         or None if the key does not exist then."""
         # The hot path of every read: kept flat on purpose.
+        if not key:
+            self._check_rev(rev)
+            return None  # LMDB has no empty keys; neither does etcd's API
         if len(key) > _DIRECT_KEY_MAX:
             ikey = self._index_key(key)
             if ikey is None:
@@ -162,6 +167,25 @@ class _View:
         if entry[17] == _TOMB:
             return None
         return self._txn.get(entry[:17], db=self._kv)
+
+    def key_state(self, key: bytes) -> tuple[int, int, int, int] | None:
+        """(create_revision, mod_revision, version, lease) of `key` at this
+        view's revision, or None if it does not exist; from the index alone,
+        without reading the record (for txn compares)."""
+        if not key:
+            return None
+        ikey = self._index_key(key)
+        if ikey is None:
+            return None
+        cur = self._icur
+        if not cur.set_key(ikey):
+            return None
+        cur.last_dup()
+        entry = cur.value()
+        if entry[17] == _TOMB:
+            return None
+        create, version, lease = _ENTRY_TAIL.unpack_from(entry, 18)
+        return create, _entry_main(entry), version, lease
 
     def range(
         self,
@@ -202,7 +226,8 @@ class _View:
             return found, 0
         cur = self._icur
         long_start = len(key) > _DIRECT_KEY_MAX
-        if not cur.set_range(key[:_DIRECT_KEY_MAX] if long_start else key):
+        if not (cur.set_range(key[:_DIRECT_KEY_MAX] if long_start else key) if key
+                else cur.first()):
             return found, 0
         at_head = rev >= self.rev  # nothing newer than the view: newest entry wins
         while True:
@@ -299,7 +324,7 @@ class _View:
         return out
 
 
-class ReadTxn(_View):
+class ReadTxn(KVView):
     """A consistent read snapshot (context manager): `rev` is the store's
     revision at the time it was opened, `compact_rev` the compacted one."""
 
@@ -320,7 +345,7 @@ class ReadTxn(_View):
         self._txn.abort()
 
 
-class TxnWrite(_View):
+class TxnWrite(KVView):
     """The changes of ONE mutating request (Put, DeleteRange, or a whole Txn),
     which all get main revision `begin_rev + 1` (sub revisions 0, 1, ...).
 
@@ -335,7 +360,7 @@ class TxnWrite(_View):
                  "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
-        # Not via _View.__init__: this runs once per write request.
+        # Not via KVView.__init__: this runs once per write request.
         parent = batch.txn
         if atomic:
             txn = store.backend.env.begin(write=True, parent=parent)
@@ -379,6 +404,8 @@ class TxnWrite(_View):
         previous serialized KeyValue or None). ignore_value / ignore_lease
         keep the current value / lease and raise KEY_NOT_FOUND (having
         written nothing) if the key does not exist."""
+        if not key:
+            raise errors.EMPTY_KEY
         txn = self._txn
         rev = self.begin_rev + 1
         long_key = len(key) > _DIRECT_KEY_MAX
@@ -444,7 +471,7 @@ class TxnWrite(_View):
         deleted, their previous serialized KeyValues in key order)."""
         view_rev = self.rev
         if end is None:
-            ikey = self._index_key(key)
+            ikey = self._index_key(key) if key else None
             if ikey is None:
                 return 0, []
             entry = self._entry_at(ikey, view_rev)
@@ -551,6 +578,12 @@ class KVStore:
         self._open_dbs()
         with backend.read() as txn:
             self._committed_rev, self._committed_compact = self._revisions(txn)
+            raw = txn.get(_META_PHYSICAL, db=self._meta)
+        # (revision, resume key) of the physical compaction under way, or None
+        self._committed_pending: tuple[int, bytes] | None = (
+            None if raw is None else (_I64.unpack_from(raw)[0], raw[8:])
+        )
+        self._pending = self._committed_pending
         self._rev = self._committed_rev
         self._compact = self._committed_compact
         self._writer: TxnWrite | None = None
@@ -597,17 +630,25 @@ class KVStore:
             raise RuntimeError("mvcc: a write request is still open at commit")
         if self._rev != self._committed_rev or self._compact != self._committed_compact:
             batch.txn.put(_META_REVS, _REVS.pack(self._rev, self._compact), db=self._meta)
+        pending = self._pending
+        if pending != self._committed_pending:
+            if pending is None:
+                batch.txn.delete(_META_PHYSICAL, db=self._meta)
+            else:
+                batch.txn.put(_META_PHYSICAL, _I64.pack(pending[0]) + pending[1], db=self._meta)
 
     def after_commit(self, batch: WriteBatch) -> None:
         self._cursor = self._cursor_txn = None
         self._committed_rev = self._rev
         self._committed_compact = self._compact
+        self._committed_pending = self._pending
 
     def after_abort(self, batch: WriteBatch) -> None:
         self._cursor = self._cursor_txn = None
         self._writer = None
         self._rev = self._committed_rev
         self._compact = self._committed_compact
+        self._pending = self._committed_pending
 
     # -- reads -------------------------------------------------------------------
 
@@ -626,9 +667,12 @@ class KVStore:
         rev, compact = _REVS.unpack(raw)
         return rev, compact
 
-    def view(self, batch: WriteBatch) -> _View:
-        """Reads inside the open batch: sees its changes so far."""
-        return _View(self, batch.txn, self._rev, self._compact)
+    def view(self, batch: WriteBatch) -> KVView:
+        """Reads inside the open batch: sees its changes so far (between
+        write requests, not while one is open)."""
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open; read through it")
+        return KVView(self, batch.txn, self._rev, self._compact)
 
     def range(
         self,
@@ -639,9 +683,31 @@ class KVStore:
         limit: int = 0,
         count_only: bool = False,
     ) -> RangeResult:
-        """One range read in its own snapshot (see `_View.range`)."""
+        """One range read in its own snapshot (see `KVView.range`)."""
         with self.read() as r:
             return r.range(key, end, rev=rev, limit=limit, count_only=count_only)
+
+    def lease_attachments(self) -> list[tuple[int, bytes]]:
+        """(lease, key) of every existing key that has a lease: what the
+        lessor rebuilds its key lists from at startup (issue 7)."""
+        out: list[tuple[int, bytes]] = []
+        with self.read() as r:
+            cur = r._txn.cursor(db=self._index)
+            more = cur.first()
+            while more:
+                cur.last_dup()
+                entry = cur.value()
+                if entry[17] != _TOMB:
+                    lease = _I64.unpack_from(entry, 34)[0]
+                    if lease:
+                        ikey = cur.key()
+                        if len(ikey) == _SURROGATE_LEN:
+                            full = r._txn.get(ikey, db=self._longkeys)
+                            assert full is not None
+                            ikey = full
+                        out.append((lease, ikey))
+                more = cur.next_nodup()
+        return out
 
     # -- writes ------------------------------------------------------------------
 
@@ -656,14 +722,18 @@ class KVStore:
         self._writer = TxnWrite(self, batch, atomic)
         return self._writer
 
-    def compact(self, batch: WriteBatch, rev: int) -> int:
+    def compact(self, batch: WriteBatch, rev: int, *, budget: int | None = None) -> int:
         """Compact history up to `rev` inside `batch`: afterwards reads below
         `rev` fail with COMPACTED, and every record no read at >= rev can see
-        is deleted from the backend (when the batch commits: the physical
-        removal is done within the batch). For each key the newest record at
-        or below `rev` survives unless it is a deletion. Raises COMPACTED if
+        is deleted from the backend: for each key the newest record at or
+        below `rev` survives unless it is a deletion. Raises COMPACTED if
         rev <= compact_revision, FUTURE_REV if rev > current revision.
-        Returns the current revision (the response header's)."""
+        Returns the current revision (the response header's).
+
+        budget=None removes everything within this batch. Otherwise only
+        that many index keys are visited now; `compact_step` in later
+        batches does the rest (`compaction_pending`). Reads, HashKV and
+        history are the same either way: only the file holds more meanwhile."""
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         if rev <= self._compact:
@@ -671,17 +741,54 @@ class KVStore:
         if rev > self._rev:
             raise errors.FUTURE_REV
         self._compact = rev
-        self._compact_physical(batch.txn, rev)
+        # A later compaction supersedes one under way: start over with it.
+        self._pending = (rev, b"")
+        self.compact_step(batch, budget)
         return self._rev
 
-    def _compact_physical(self, txn: lmdb.Transaction[bytes], rev: int) -> None:
+    @property
+    def compaction_pending(self) -> bool:
+        """Physical compaction work is left (in the open batch's view)."""
+        return self._pending is not None
+
+    @property
+    def physically_compacted(self) -> bool:
+        """Committed state: every compacted record is gone from the file
+        (what a `physical` CompactionRequest waits for)."""
+        return self._committed_pending is None
+
+    def compact_step(self, batch: WriteBatch, budget: int | None = 10_000) -> bool:
+        """Continue the physical compaction under way for up to `budget`
+        index keys (None: to the end) inside `batch`. Returns True when
+        nothing is left."""
+        pending = self._pending
+        if pending is None:
+            return True
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open")
+        rev, start = pending
+        resume = self._compact_physical(batch.txn, rev, start, budget)
+        self._pending = None if resume is None else (rev, resume)
+        return resume is None
+
+    def _compact_physical(
+        self, txn: lmdb.Transaction[bytes], rev: int, start: bytes, budget: int | None
+    ) -> bytes | None:
+        """Remove what compaction at `rev` frees, for index keys from `start`
+        on, at most `budget` of them; returns the key to resume at, or None
+        when the end was reached."""
         kvdb = self._kv
         cur = txn.cursor(db=self._index)
         limit = _REV.pack(rev + 1, b"_", 0)
         doomed_keys: list[bytes] = []
-        if not cur.first():
-            return
-        while True:
+        more = cur.set_range(start) if start else cur.first()
+        left = -1 if budget is None else budget
+        resume: bytes | None = None
+        while more:
+            if left == 0:
+                resume = cur.key()
+                break
+            left -= 1
             ikey = cur.key()
             first = cur.value()
             if first < limit:
@@ -696,28 +803,33 @@ class KVStore:
                 if old[-1][17] != _TOMB:
                     old.pop()
                 if old:
-                    for entry in old:
+                    cur.first_dup()
+                    for entry in old:  # they lead the key's entries
                         txn.delete(_entry_kv_key(entry), db=kvdb)
-                        txn.delete(ikey, entry, db=self._index)
-                    if not cur.set_range(ikey):
-                        break
-                    if cur.key() != ikey:
+                        cur.delete()
+                    more = cur.set_range(ikey)
+                    if more and cur.key() != ikey:
                         if len(ikey) == _SURROGATE_LEN:
                             doomed_keys.append(ikey)
                         continue
-            if not cur.next_nodup():
-                break
+                    if not more:
+                        if len(ikey) == _SURROGATE_LEN:
+                            doomed_keys.append(ikey)
+                        break
+            more = cur.next_nodup()
         for sur in doomed_keys:
             txn.delete(sur, db=self._longkeys)
+        return resume
 
     # -- hashing -------------------------------------------------------------------
 
     def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
         """(hash, current revision, compact revision) for HashKV: a CRC-32 of
-        every `kv` record (key and value) with main revision <= rev (0: the
-        current revision). Compaction is deterministic and complete within
-        its batch, so members that applied the same log agree. Raises
-        COMPACTED if 0 < rev <= compact revision, FUTURE_REV if rev > current."""
+        the `kv` records (key and value) with main revision <= rev (0: the
+        current revision) that compaction keeps, so members that applied the
+        same log agree, however far their physical compaction has got.
+        Raises COMPACTED if 0 < rev <= compact revision, FUTURE_REV if
+        rev > current."""
         with self.read() as r:
             current, compact = r.rev, r.compact_rev
             if rev > 0 and rev <= compact:
@@ -726,9 +838,26 @@ class KVStore:
                 raise errors.FUTURE_REV
             upto = current if rev <= 0 else rev
             limit = _REV.pack(upto + 1, b"_", 0)
+            # While a compaction is under way, records at or below it may
+            # still be in the file: count only those it keeps.
+            pending = r._txn.get(_META_PHYSICAL, db=self._meta) is not None
+            settled = _REV.pack(compact + 1, b"_", 0) if pending else b""
             crc = zlib.crc32(KV_DB)
             for raw, value in r._txn.cursor(db=self._kv):
                 if raw >= limit:
                     break
+                if raw < settled and not self._kept(r, raw, value, compact):
+                    continue
                 crc = zlib.crc32(value, zlib.crc32(raw, crc))
         return crc, current, compact
+
+    @staticmethod
+    def _kept(r: KVView, raw: bytes, value: bytes, compact: int) -> bool:
+        """Whether compaction at `compact` keeps the record (key `raw`)."""
+        if len(raw) > _REV_LEN:
+            return False  # a deletion at or below the compaction revision
+        ikey = r._index_key(KeyValue.FromString(value).key)
+        if ikey is None:
+            return False
+        entry = r._entry_at(ikey, compact)
+        return entry is not None and entry[17] != _TOMB and entry[:17] == raw

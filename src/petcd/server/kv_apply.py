@@ -13,7 +13,7 @@ from typing import Any
 
 from petcd import errors
 from petcd.mvcc.backend import WriteBatch
-from petcd.mvcc.kvstore import KVStore, _View
+from petcd.mvcc.kvstore import KVStore, KVView
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
@@ -30,6 +30,14 @@ _SORT_FIELDS: dict[int, Callable[[KeyValue], Any]] = {
 }
 
 _VALUE = pb.Compare.VALUE
+_CMP_VERSION = pb.Compare.VERSION
+_CMP_MOD = pb.Compare.MOD
+_CMP_CREATE = pb.Compare.CREATE
+_CMP_LEASE = pb.Compare.LEASE
+_EQUAL = pb.Compare.EQUAL
+_NOT_EQUAL = pb.Compare.NOT_EQUAL
+_GREATER = pb.Compare.GREATER
+_LESS = pb.Compare.LESS
 _CMP_FIELDS: dict[int, tuple[str, str]] = {
     # target -> (KeyValue field, Compare field)
     pb.Compare.VERSION: ("version", "version"),
@@ -38,11 +46,9 @@ _CMP_FIELDS: dict[int, tuple[str, str]] = {
     pb.Compare.VALUE: ("value", "value"),
     pb.Compare.LEASE: ("lease", "lease"),
 }
-_EMPTY_KV = KeyValue()
-
-# A txn's evaluated compares: whether its compares held, and the same for each
-# nested txn of the branch that runs, in order.
-_Path = tuple[bool, list["_Path"]]
+# A txn with its compares evaluated: whether they held, and the ops of the
+# branch that runs as (kind, request, plan of a nested txn).
+_Plan = tuple[bool, list[tuple[str | None, Any, "_Plan | None"]]]
 
 
 def range_end(raw: bytes) -> bytes | None:
@@ -60,8 +66,12 @@ class KVApplier:
     exist (issue 7); until then any request naming a lease fails with
     LEASE_NOT_FOUND, as no lease can exist."""
 
-    def __init__(self, store: KVStore) -> None:
+    def __init__(self, store: KVStore, *, compact_budget: int | None = None) -> None:
         self.store = store
+        # None: a compaction removes everything within its batch. A number:
+        # it visits that many index keys, and the apply loop must call
+        # store.compact_step() in later batches until physically_compacted.
+        self.compact_budget = compact_budget
 
     def _check_lease(self, lease: int) -> None:
         if lease:
@@ -122,7 +132,7 @@ class KVApplier:
         return resp
 
     @staticmethod
-    def _range_into(view: _View, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
+    def _range_into(view: KVView, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:
         if not req.range_end:
             # One key: nothing to sort, limit cannot cut, count is 0 or 1.
             raw = view.get(req.key, req.revision)
@@ -221,59 +231,115 @@ class KVApplier:
         resp = pb.TxnResponse()
         if batch is None:
             with store.read() as view:
-                path = self._compare_path(view, req)
-                self._check_ranges(view, req, path)
-                if self._writes_in(req, path):
+                plan = self._plan(view, req)
+                puts: list[pb.PutRequest] = []
+                ranges: list[pb.RangeRequest] = []
+                if self._flatten(plan, puts, ranges):
                     raise ValueError("txn with writes needs a write batch")
-                self._run(view, req, path, resp)
+                self._check_ranges(view, ranges)
+                self._run(view, plan, resp)
                 resp.header.revision = view.rev
             return resp
+        # As etcd: every compare (nested ones too) and every check runs against
+        # the state before the txn; only then are the ops applied.
         before = store.view(batch)
-        path = self._compare_path(before, req)
-        self._check_puts(before, req, path)
-        self._check_ranges(before, req, path)
-        writes = self._writes_in(req, path)
+        plan = self._plan(before, req)
+        puts = []
+        ranges = []
+        writes = self._flatten(plan, puts, ranges)
+        for put in puts:
+            if (put.ignore_value or put.ignore_lease) and before.get(put.key) is None:
+                raise errors.KEY_NOT_FOUND
+            self._check_lease(put.lease)
+        self._check_ranges(before, ranges)
         with store.write(batch, atomic=writes) as tw:
-            self._run(tw, req, path, resp)
+            self._run(tw, plan, resp)
         resp.header.revision = tw.rev
         return resp
 
-    def _compare_path(self, view: _View, req: pb.TxnRequest) -> _Path:
-        ok = all(self._compare(view, c) for c in req.compare)
-        nested = [
-            self._compare_path(view, op.request_txn)
-            for op in (req.success if ok else req.failure)
-            if op.WhichOneof("request") == "request_txn"
-        ]
-        return ok, nested
+    def _plan(self, view: KVView, req: pb.TxnRequest) -> _Plan:
+        """Evaluate the compares of `req` and of the nested txns that will
+        run; returns (succeeded, [(kind, request, nested plan)...])."""
+        ok = True
+        for c in req.compare:
+            if not self._compare(view, c):
+                ok = False
+                break
+        ops: list[tuple[str | None, Any, _Plan | None]] = []
+        for op in req.success if ok else req.failure:
+            kind = op.WhichOneof("request")
+            if kind is None:
+                ops.append((None, None, None))
+                continue
+            sub = getattr(op, kind)
+            ops.append((kind, sub, self._plan(view, sub) if kind == "request_txn" else None))
+        return ok, ops
 
     @staticmethod
-    def _compare(view: _View, c: pb.Compare) -> bool:
-        try:
+    def _flatten(plan: _Plan, puts: list[pb.PutRequest], ranges: list[pb.RangeRequest]) -> bool:
+        """Collect the puts and ranges that will run, in order; True if
+        anything will write."""
+        writes = False
+        for kind, sub, nested in plan[1]:
+            if kind == "request_put":
+                puts.append(sub)
+                writes = True
+            elif kind == "request_range":
+                ranges.append(sub)
+            elif kind == "request_delete_range":
+                writes = True
+            elif nested is not None:
+                writes = KVApplier._flatten(nested, puts, ranges) or writes
+        return writes
+
+    @staticmethod
+    def _check_ranges(view: KVView, ranges: list[pb.RangeRequest]) -> None:
+        for r in ranges:
+            rev = r.revision
+            if rev > view.rev:
+                raise errors.FUTURE_REV
+            if 0 < rev < view.compact_rev:
+                raise errors.COMPACTED
+
+    @staticmethod
+    def _compare(view: KVView, c: pb.Compare) -> bool:
+        target = c.target
+        if target == _VALUE or c.range_end:
+            fields = _CMP_FIELDS.get(target)
+            if fields is None:
+                return True
+            kv_field, cmp_field = fields
+            want = getattr(c, cmp_field)
             raws = view.range(c.key, range_end(c.range_end)).kvs
-        except errors.EtcdError:
-            return False
-        fields = _CMP_FIELDS.get(c.target)
-        if fields is None:
-            return True
-        kv_field, cmp_field = fields
-        want = getattr(c, cmp_field)
-        if not raws:
-            if c.target == _VALUE:
-                return False  # a missing key has no value to compare
-            kvs = [_EMPTY_KV]
+            if not raws:
+                if target == _VALUE:
+                    return False  # a missing key has no value to compare
+                haves = [0]
+            else:
+                haves = [getattr(KeyValue.FromString(raw), kv_field) for raw in raws]
         else:
-            kvs = [KeyValue.FromString(raw) for raw in raws]
+            # One key, a number: the index entry has it, no record to read.
+            state = view.key_state(c.key)
+            if target == _CMP_VERSION:
+                have, want = (state[2] if state else 0), c.version
+            elif target == _CMP_MOD:
+                have, want = (state[1] if state else 0), c.mod_revision
+            elif target == _CMP_CREATE:
+                have, want = (state[0] if state else 0), c.create_revision
+            elif target == _CMP_LEASE:
+                have, want = (state[3] if state else 0), c.lease
+            else:
+                return True
+            haves = [have]
         result = c.result
-        for kv in kvs:
-            have = getattr(kv, kv_field)
-            if result == pb.Compare.EQUAL:
+        for have in haves:
+            if result == _EQUAL:
                 ok = have == want
-            elif result == pb.Compare.NOT_EQUAL:
+            elif result == _NOT_EQUAL:
                 ok = have != want
-            elif result == pb.Compare.GREATER:
+            elif result == _GREATER:
                 ok = have > want
-            elif result == pb.Compare.LESS:
+            elif result == _LESS:
                 ok = have < want
             else:
                 ok = True
@@ -281,81 +347,40 @@ class KVApplier:
                 return False
         return True
 
-    @staticmethod
-    def _branch(req: pb.TxnRequest, path: _Path) -> list[tuple[pb.RequestOp, _Path | None]]:
-        """The ops that run, each with its nested path if it is a txn."""
-        ok, nested = path
-        children = iter(nested)
-        return [
-            (op, next(children) if op.WhichOneof("request") == "request_txn" else None)
-            for op in (req.success if ok else req.failure)
-        ]
-
-    def _check_puts(self, view: _View, req: pb.TxnRequest, path: _Path) -> None:
-        for op, sub in self._branch(req, path):
-            if sub is not None:
-                self._check_puts(view, op.request_txn, sub)
-            elif op.WhichOneof("request") == "request_put":
-                put = op.request_put
-                if (put.ignore_value or put.ignore_lease) and view.get(put.key) is None:
-                    raise errors.KEY_NOT_FOUND
-                self._check_lease(put.lease)
-
-    def _check_ranges(self, view: _View, req: pb.TxnRequest, path: _Path) -> None:
-        for op, sub in self._branch(req, path):
-            if sub is not None:
-                self._check_ranges(view, op.request_txn, sub)
-            elif op.WhichOneof("request") == "request_range":
-                rev = op.request_range.revision
-                if rev > view.rev:
-                    raise errors.FUTURE_REV
-                if 0 < rev < view.compact_rev:
-                    raise errors.COMPACTED
-
-    def _writes_in(self, req: pb.TxnRequest, path: _Path) -> bool:
-        for op, sub in self._branch(req, path):
-            if sub is not None:
-                if self._writes_in(op.request_txn, sub):
-                    return True
-            elif op.WhichOneof("request") in ("request_put", "request_delete_range"):
-                return True
-        return False
-
-    def _run(self, view: Any, req: pb.TxnRequest, path: _Path, resp: pb.TxnResponse) -> None:
-        resp.succeeded = path[0]
+    def _run(self, view: Any, plan: _Plan, resp: pb.TxnResponse) -> None:
+        resp.succeeded = plan[0]
         out = resp.responses
-        for op, sub in self._branch(req, path):
-            kind = op.WhichOneof("request")
+        for kind, sub, nested in plan[1]:
             r = out.add()
             if kind == "request_range":
-                self._range_into(view, op.request_range, r.response_range)
+                self._range_into(view, sub, r.response_range)
             elif kind == "request_put":
-                put = op.request_put
                 rev, prev = view.put(
-                    put.key,
-                    put.value,
-                    put.lease,
-                    ignore_value=put.ignore_value,
-                    ignore_lease=put.ignore_lease,
+                    sub.key,
+                    sub.value,
+                    sub.lease,
+                    ignore_value=sub.ignore_value,
+                    ignore_lease=sub.ignore_lease,
                 )
                 pr = r.response_put
                 pr.header.revision = rev
-                if put.prev_kv and prev is not None:
+                if sub.prev_kv and prev is not None:
                     pr.prev_kv.MergeFromString(prev)
             elif kind == "request_delete_range":
-                self._delete_into(view, op.request_delete_range, r.response_delete_range)
-            elif kind == "request_txn":
-                assert sub is not None
+                self._delete_into(view, sub, r.response_delete_range)
+            elif nested is not None:
                 inner = r.response_txn
                 inner.header.SetInParent()  # etcd sends an empty header here
-                self._run(view, op.request_txn, sub, inner)
+                self._run(view, nested, inner)
 
     # -- Compaction ----------------------------------------------------------------------
 
     def compact(self, batch: WriteBatch, req: pb.CompactionRequest) -> pb.CompactionResponse:
-        """Compaction is complete (also physically) within `batch`, so a
-        `physical` request is satisfied once the batch has committed."""
-        rev = self.store.compact(batch, req.revision)
+        """With the default compact_budget=None the compaction is complete
+        (also physically) within `batch`, so a `physical` request is
+        satisfied once the batch has committed; otherwise answer a physical
+        one when store.physically_compacted."""
+        rev = self.store.compact(batch, req.revision, budget=self.compact_budget)
         resp = pb.CompactionResponse()
         resp.header.revision = rev
         return resp
