@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from typing import Any
 
 import grpc
+import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
@@ -49,3 +51,25 @@ def test_a_burst_of_puts_shares_commits(petcd: MemberProcess) -> None:
     assert after["etcd_mvcc_db_total_size_in_bytes"] > 0
     assert after["etcd_server_proposals_applied_total"] >= 200
     assert any(re.match(r"etcd_disk_backend_commit_duration_seconds_bucket", k) for k in after)
+
+
+def test_physical_compaction_answers_once_old_records_are_gone(petcd_factory: Any) -> None:
+    # One index key per batch: the compaction below needs many batches.
+    m = petcd_factory(args=["--experimental-compaction-batch-limit", "1"])
+    with grpc.insecure_channel(m.address) as ch:
+        kv = rpc_grpc.KVStub(ch)
+        n = 600  # one batch per key: long enough to be seen unfinished if answered early
+        for round_ in range(2):
+            for start in range(0, n, 100):
+                kv.Txn(rpc.TxnRequest(success=[
+                    rpc.RequestOp(request_put=rpc.PutRequest(key=b"c/%04d" % i,
+                                                             value=b"%d" % round_))
+                    for i in range(start, start + 100)]), timeout=10)
+        rev = kv.Range(rpc.RangeRequest(key=b"c/0000"), timeout=10).header.revision
+        kv.Compact(rpc.CompactionRequest(revision=rev, physical=True), timeout=60)
+        assert scrape(m)["petcd_mvcc_compaction_pending"] == 0
+        resp = kv.Range(rpc.RangeRequest(key=b"c/", range_end=b"c0"), timeout=10)
+        assert [x.value for x in resp.kvs] == [b"1"] * n
+        with pytest.raises(grpc.RpcError) as e:
+            kv.Range(rpc.RangeRequest(key=b"c/0000", revision=rev - 1), timeout=10)
+        assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE

@@ -14,7 +14,9 @@ from petcd.testing import Etcdctl, EtcdProcess, PetcdProcess, have_etcd
 pytestmark = pytest.mark.skipif(not have_etcd(), reason="etcd/etcdctl 3.4 not installed")
 
 # Both members run with these, so limits can be hit with small requests.
-LIMIT_ARGS = ["--max-txn-ops", "4", "--max-request-bytes", "4096"]
+# A tiny compaction batch limit makes petcd spread compactions over several batches.
+LIMIT_ARGS = ["--max-txn-ops", "4", "--max-request-bytes", "4096",
+              "--experimental-compaction-batch-limit", "2"]
 
 Cmd = tuple[str, ...] | tuple[tuple[str, ...], str]  # args, or (args, stdin)
 

@@ -18,7 +18,8 @@ from petcd.testing import EtcdProcess, PetcdProcess, have_etcd
 pytestmark = pytest.mark.skipif(not have_etcd(), reason="etcd/etcdctl 3.4 not installed")
 
 MAX_REQUEST = 4096
-ARGS = ["--max-txn-ops", "4", "--max-request-bytes", str(MAX_REQUEST)]
+ARGS = ["--max-txn-ops", "4", "--max-request-bytes", str(MAX_REQUEST),
+        "--experimental-compaction-batch-limit", "3"]
 
 Outcome = tuple[str, Any]
 

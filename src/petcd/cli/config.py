@@ -222,6 +222,11 @@ class Config:
         return self._int("max-concurrent-streams")
 
     @property
+    def compaction_batch_limit(self) -> int:
+        limit = self._int("experimental-compaction-batch-limit")
+        return limit if limit > 0 else 1000  # etcd: 0 means its default
+
+    @property
     def heartbeat_ms(self) -> int:
         return self._int("heartbeat-interval")
 

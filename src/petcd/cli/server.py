@@ -94,6 +94,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_port=cfg.socket_reuse_port,
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
+        compaction_batch_limit=cfg.compaction_batch_limit,
     )
 
 

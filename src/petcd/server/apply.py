@@ -20,9 +20,20 @@ from petcd.server.proposal import Committed, Result
 log = logging.getLogger("petcd.apply")
 
 
+class WaitPhysical:
+    """The result of a `physical` compaction whose removal of old records continues in
+    later batches: its caller is answered once the store is physically compacted."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+
 class Applier:
     def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None) -> None:
         self._backend = backend
+        self._kv = kv
         self.metrics = metrics
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {
             P.PUT: kv.put,
@@ -55,6 +66,12 @@ class Applier:
                     results[i] = handler(batch, request)
                 except EtcdError as e:
                     results[i] = e
+                else:
+                    if kind == P.COMPACTION and getattr(request, "physical", False) and \
+                            self._kv.store.compaction_pending:
+                        results[i] = WaitPhysical(results[i])
+            # A compaction's physical part advances by one budget per batch.
+            self._kv.store.compact_step(batch, self._kv.compact_budget)
             last = todo[-1][1]
             batch.set_consistent_index(last.index, last.term)
             started = time.perf_counter()
@@ -68,3 +85,13 @@ class Applier:
             metrics.apply_batch_size.observe(len(todo))
         self.applied_index, self.applied_term = last.index, last.term
         return results
+
+    @property
+    def compaction_pending(self) -> bool:
+        """Old records of a compaction are still to be removed (committed state)."""
+        return not self._kv.store.physically_compacted
+
+    def compaction_step(self) -> None:
+        """One batch of physical compaction only, for when no writes come to carry it."""
+        with self._backend.begin_write() as batch:
+            self._kv.store.compact_step(batch, self._kv.compact_budget)

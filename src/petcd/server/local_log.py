@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 from petcd import errors
 from petcd.errors import EtcdError
-from petcd.server.apply import Applier
+from petcd.server.apply import Applier, WaitPhysical
 from petcd.server.metrics import Metrics
 from petcd.server.proposal import Committed, Proposal, Result
 
@@ -37,6 +37,8 @@ class LocalLog:
         self.last_index = applier.applied_index  # last index handed out
         self._next_id = 1
         self._pending: list[Proposal] = []
+        # Callers of `physical` compactions, answered when the old records are gone.
+        self._physical_waiters: list[tuple[asyncio.Future[Result], Result]] = []
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -54,6 +56,8 @@ class LocalLog:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="apply-loop")
+        if self._applier.compaction_pending:  # one was under way when we last stopped
+            self._wake.set()
 
     def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Result]:
         """Queue a mutation; the future resolves to its response or EtcdError."""
@@ -105,17 +109,42 @@ class LocalLog:
                     if self._on_fatal is not None:
                         self._on_fatal(e)
                     return
+                if metrics is not None:  # before any caller hears of this batch
+                    metrics.compaction_pending.set(int(self._applier.compaction_pending))
                 failed = 0
                 for p, r in zip(batch, results, strict=True):
                     if type(r) is EtcdError:
                         failed += 1
+                    elif type(r) is WaitPhysical:
+                        self._physical_waiters.append((p.future, r.response))
+                        continue
                     if not p.future.done():  # the caller may have gone (cancelled)
                         p.future.set_result(r)
                 if metrics is not None:
                     metrics.proposals_applied.set(self._applier.applied_index)
                     if failed:
                         metrics.proposals_failed.inc(failed)
+            # Without writes to carry it, a compaction's physical part gets batches of its own.
+            while self._applier.compaction_pending and not self._pending and not self._stopping:
+                try:
+                    await loop.run_in_executor(self._executor, self._applier.compaction_step)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:
+                    log.critical("physical compaction failed", exc_info=e)
+                    break
+            pending = self._applier.compaction_pending
+            if self._metrics is not None:
+                self._metrics.compaction_pending.set(int(pending))
+            if self._physical_waiters and not pending:
+                for fut, resp in self._physical_waiters:
+                    if not fut.done():
+                        fut.set_result(resp)
+                self._physical_waiters.clear()
             if self._stopping:
+                for fut, _ in self._physical_waiters:
+                    if not fut.done():
+                        fut.set_result(errors.STOPPED)
                 return
 
     async def stop(self) -> None:

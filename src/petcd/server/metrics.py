@@ -36,6 +36,9 @@ class Metrics:
         self.is_leader = Gauge("etcd_server_is_leader",
                                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
                                registry=r)
+        self.compaction_pending = Gauge(
+            "petcd_mvcc_compaction_pending",
+            "1 while a compaction's old records are still being removed, else 0.", registry=r)
         self.db_size = Gauge("etcd_mvcc_db_total_size_in_bytes",
                              "Total size of the underlying database physically allocated in "
                              "bytes.", registry=r)

@@ -42,7 +42,7 @@ class Node:
         self.backend = Backend(os.path.join(self.member_dir, "snap", "db"),
                                sync=not opts.unsafe_no_fsync)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store)
+        self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
         self.metrics.has_leader.set(1)

@@ -29,5 +29,8 @@ class ServerOptions:
     socket_reuse_address: bool = False
     # --unsafe-no-fsync: commits are not synced (a crash of the machine loses writes).
     unsafe_no_fsync: bool = False
+    # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
+    # the rest continues in later batches so a large compaction never stalls writes.
+    compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
