@@ -229,3 +229,21 @@ def test_unix_socket_client_url(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
     assert not (tmp_path / sock).exists()
+
+
+def test_http_pipelining_and_bad_requests(petcd: MemberProcess) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", petcd.client_port), timeout=5) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 200 OK") < 2 or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+    assert b'{"health":"true"}' in data and b'"etcdserver"' in data
+    with socket.create_connection(("127.0.0.1", petcd.client_port), timeout=5) as s:
+        s.sendall(b"not http at all\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 400 Bad Request")
+    assert http_get(petcd.endpoint + "/health")[0] == 200  # still serving
