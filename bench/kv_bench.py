@@ -187,6 +187,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2,
                     help="load generator processes for concurrent runs (default 2)")
     ap.add_argument("--value-size", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per cell; the median run is reported (shared machines are noisy)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     if "etcd" in targets and not have_etcd():
@@ -202,8 +204,11 @@ def main() -> None:
                 preload(member, args.value_size)
                 for wl in workloads:
                     for c in clients:
-                        cell = run_cell(member, wl, c, args.procs if c > 1 else 1,
-                                        args.seconds, args.value_size)
+                        runs = sorted((run_cell(member, wl, c, args.procs if c > 1 else 1,
+                                                args.seconds, args.value_size)
+                                       for _ in range(max(1, args.repeat))),
+                                      key=lambda cell: cell.rate)
+                        cell = runs[len(runs) // 2]
                         results[(target, wl, c)] = cell
                         print(f"{target:13} {wl:19} clients={c:<3} {cell.rate:9.0f} ops/s  "
                               f"server cpu {cell.server_cpu / cell.seconds:4.2f} cores  "
