@@ -22,6 +22,7 @@ from petcd.server.local_log import LocalLog
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Result
+from petcd.server.replication import ReplicatedLog
 
 log = logging.getLogger("petcd.server")
 
@@ -48,7 +49,7 @@ class Node:
         self.metrics.has_leader.set(1)
         self.metrics.is_leader.set(1)
         self._applier = Applier(self.backend, self.kv, self.metrics)
-        self._log = LocalLog(self._applier, max_batch=opts.max_batch_entries,
+        self._log: ReplicatedLog = LocalLog(self._applier, max_batch=opts.max_batch_entries,
                              on_fatal=on_fatal, metrics=self.metrics)
         self.cluster_id = self.cluster.cluster_id
         self.member_id = self.cluster.local_id
