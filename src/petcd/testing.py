@@ -93,6 +93,25 @@ class MemberProcess:
         return env
 
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> MemberProcess:
+        """Start (and by default wait until ready). A first start that loses its free ports
+        to another process (parallel tests) is retried on new ports."""
+        fresh = not self.data_dir.exists()
+        for attempt in range(3):
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_ready(timeout)
+                return self
+            except RuntimeError:
+                lost_port = "address already in use" in self.log_tail(2000).lower()
+                if not (fresh and lost_port and attempt < 2):
+                    raise
+                shutil.rmtree(self.data_dir, ignore_errors=True)  # IDs derive from the ports
+                self.client_port, self.peer_port = free_port(), free_port()
+        return self
+
+    def _spawn(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
         log.write(f"--- start: {' '.join(self.command())}\n".encode())
@@ -100,9 +119,6 @@ class MemberProcess:
         self._log_file = log
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                      env=self.environment(), start_new_session=True)
-        if wait:
-            self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until GET /health answers 200; raises (with the log) if the process dies."""
@@ -115,13 +131,31 @@ class MemberProcess:
                                    f"becoming ready; log:\n{self.log_tail()}")
             with contextlib.suppress(OSError, urllib.error.URLError), \
                     urllib.request.urlopen(url, timeout=1.0) as r:
-                if r.status == 200:
+                if r.status == 200 and self._is_ours():
                     return
             if time.monotonic() > deadline:
                 self.kill()
                 raise TimeoutError(f"{self.kind} not ready after {timeout}s; log:\n"
                                    f"{self.log_tail()}")
             time.sleep(0.05)
+
+    def _is_ours(self) -> bool:
+        """The member answering on our client port lists our peer URL (not a process of
+        another test that happened to take the port)."""
+        import grpc
+
+        from petcd.pb.etcdserverpb import rpc_pb2
+
+        try:
+            with grpc.insecure_channel(self.address) as ch:
+                member_list = ch.unary_unary(
+                    "/etcdserverpb.Cluster/MemberList",
+                    request_serializer=rpc_pb2.MemberListRequest.SerializeToString,
+                    response_deserializer=rpc_pb2.MemberListResponse.FromString)
+                resp = member_list(rpc_pb2.MemberListRequest(), timeout=2.0)
+        except grpc.RpcError:
+            return False
+        return any(self.peer_url in m.peerURLs for m in resp.members)
 
     @property
     def running(self) -> bool:
