@@ -52,6 +52,7 @@ class MemberProcess:
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._fresh = True
         self.log_path = Path(str(self.data_dir) + f".{self.kind}.log")
         self._log_file: object = None
 
@@ -95,7 +96,7 @@ class MemberProcess:
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> MemberProcess:
         """Start (and by default wait until ready). A first start that loses its free ports
         to another process (parallel tests) is retried on new ports."""
-        fresh = not self.data_dir.exists()
+        fresh = self._fresh = not self.data_dir.exists()
         for attempt in range(3):
             self._spawn()
             if not wait:
@@ -131,7 +132,7 @@ class MemberProcess:
                                    f"becoming ready; log:\n{self.log_tail()}")
             with contextlib.suppress(OSError, urllib.error.URLError), \
                     urllib.request.urlopen(url, timeout=1.0) as r:
-                if r.status == 200 and self._is_ours():
+                if r.status == 200 and (not self._fresh or self._is_ours()):
                     return
             if time.monotonic() > deadline:
                 self.kill()
@@ -141,7 +142,8 @@ class MemberProcess:
 
     def _is_ours(self) -> bool:
         """The member answering on our client port lists our peer URL (not a process of
-        another test that happened to take the port)."""
+        another test that happened to take the port). Only checked on a first start: a
+        restarted member keeps the peer URLs its data dir holds."""
         import grpc
 
         from petcd.pb.etcdserverpb import rpc_pb2
