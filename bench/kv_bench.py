@@ -198,25 +198,32 @@ def main() -> None:
     workloads = args.workloads.split(",")
     results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
-        for target in targets:
-            member = start(target, Path(tmp))
-            try:
-                preload(member, args.value_size)
-                for wl in workloads:
-                    for c in clients:
-                        runs = sorted((run_cell(member, wl, c, args.procs if c > 1 else 1,
-                                                args.seconds, args.value_size)
-                                       for _ in range(max(1, args.repeat))),
-                                      key=lambda cell: cell.rate)
-                        cell = runs[len(runs) // 2]
-                        results[(target, wl, c)] = cell
-                        print(f"{target:13} {wl:19} clients={c:<3} {cell.rate:9.0f} ops/s  "
+        # All targets run at once and take turns cell by cell, so that a noisy neighbour
+        # hurts them alike; each target is idle while another is measured.
+        members: dict[str, MemberProcess] = {}
+        try:
+            for target in targets:
+                members[target] = start(target, Path(tmp))
+                preload(members[target], args.value_size)
+            for wl in workloads:
+                for c in clients:
+                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
+                    for _ in range(max(1, args.repeat)):
+                        for t in targets:
+                            runs[t].append(run_cell(members[t], wl, c,
+                                                    args.procs if c > 1 else 1,
+                                                    args.seconds, args.value_size))
+                    for t in targets:
+                        ordered = sorted(runs[t], key=lambda cell: cell.rate)
+                        cell = results[(t, wl, c)] = ordered[len(ordered) // 2]
+                        print(f"{t:13} {wl:19} clients={c:<3} {cell.rate:9.0f} ops/s  "
                               f"server cpu {cell.server_cpu / cell.seconds:4.2f} cores  "
                               f"client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
                               + (f"  errors {cell.errors}" if cell.errors else ""),
                               flush=True)
-            finally:
-                member.stop()
+        finally:
+            for m in members.values():
+                m.stop()
     print("\nops/s (server cores used, client cores used)")
     header = f"{'workload':19} {'clients':>7} " + " ".join(f"{t:>26}" for t in targets)
     print(header)
