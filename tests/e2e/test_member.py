@@ -247,3 +247,14 @@ def test_http_pipelining_and_bad_requests(petcd: MemberProcess) -> None:
         s.sendall(b"not http at all\r\n\r\n")
         assert s.recv(65536).startswith(b"HTTP/1.1 400 Bad Request")
     assert http_get(petcd.endpoint + "/health")[0] == 200  # still serving
+
+
+def test_port_in_use_fails_with_separate_http_too(petcd: MemberProcess, tmp_path: Path) -> None:
+    m = PetcdProcess(tmp_path / "third", client_port=petcd.client_port, separate_http=True)
+    try:
+        m.start(wait=False)
+        assert m.proc is not None
+        assert m.proc.wait(30) == 1
+        assert "address already in use" in m.log_tail().lower()
+    finally:
+        m.kill()

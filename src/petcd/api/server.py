@@ -103,7 +103,11 @@ class ClientServer:
         else:
             host, port = _host_port(url)
             target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if server.add_insecure_port(target) == 0:
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError:  # newer gRPC raises instead of returning 0
+            bound = 0
+        if bound == 0:
             raise OSError(f"listen tcp {target}: bind: address already in use")
 
     async def _listen(self, url: str,
