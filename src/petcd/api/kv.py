@@ -1,0 +1,164 @@
+"""etcdserverpb.KV over grpc.aio. Handlers take and return raw bytes: the request
+size is checked from its length, the request is parsed once, and the constant part
+of the response header (cluster_id, member_id, raft_term) is appended as bytes, not
+re-encoded per call (protobuf merges a repeated embedded message field)."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from petcd import errors
+from petcd.api import validate
+from petcd.errors import EtcdError
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server import proposal as P
+from petcd.server.node import Node
+from petcd.server.proposal import entry_size, varint
+
+_EtcdError = EtcdError
+
+
+class HeaderSuffix:
+    """Serialized `header {cluster_id member_id raft_term}` as field 1 of a response;
+    rebuilt when the term changes."""
+
+    __slots__ = ("_node", "_term", "bytes")
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._term = -1
+        self.bytes = b""
+        self.get()
+
+    def get(self) -> bytes:
+        term = self._node.term
+        if term != self._term:
+            h = rpc.ResponseHeader(cluster_id=self._node.cluster_id,
+                                   member_id=self._node.member_id, raft_term=term)
+            body = h.SerializeToString()
+            self.bytes = b"\x0a" + varint(len(body)) + body
+            self._term = term
+        return self.bytes
+
+
+async def undecodable(context: grpc.aio.ServicerContext[Any, Any], e: DecodeError) -> NoReturn:
+    # What gRPC-Go answers for a request it cannot decode.
+    await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
+    raise AssertionError("unreachable: abort raises")
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:
+    await context.abort(err.code, err.message)
+    raise AssertionError("unreachable: abort raises")
+
+
+class KVService:
+    def __init__(self, node: Node, *, max_request_bytes: int, max_txn_ops: int) -> None:
+        self._node = node
+        self._max_request_bytes = max_request_bytes
+        self._max_txn_ops = max_txn_ops
+        self.header = HeaderSuffix(node)
+
+    async def Range(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            req = rpc.RangeRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        if not req.key:
+            await abort(context, errors.EMPTY_KEY)
+        node = self._node
+        if not req.serializable:
+            barrier = node.read_barrier()
+            if barrier is not None:
+                await barrier
+        try:
+            resp = node.range(req)
+        except EtcdError as e:
+            await abort(context, e)
+        return resp.SerializeToString() + self.header.get()
+
+    async def _propose(self, kind: str, raw: bytes, req: Any,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        if entry_size(len(raw)) > self._max_request_bytes:
+            await abort(context, errors.REQUEST_TOO_LARGE)
+        result = await self._node.propose(kind, raw, req)
+        if type(result) is _EtcdError:
+            await abort(context, result)
+        out: bytes = result.SerializeToString() + self.header.get()
+        return out
+
+    async def Put(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            req = rpc.PutRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            validate.check_put(req)
+        except EtcdError as e:
+            await abort(context, e)
+        return await self._propose(P.PUT, raw, req, context)
+
+    async def DeleteRange(self, raw: bytes,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            req = rpc.DeleteRangeRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        if not req.key:
+            await abort(context, errors.EMPTY_KEY)
+        return await self._propose(P.DELETE_RANGE, raw, req, context)
+
+    async def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            req = rpc.TxnRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            validate.check_txn(req, self._max_txn_ops)
+        except EtcdError as e:
+            await abort(context, e)
+        ranges = _readonly_ranges(req)
+        if ranges is None:
+            return await self._propose(P.TXN, raw, req, context)
+        # Only ranges: a read, as in etcd (no log entry; a barrier unless all serializable).
+        node = self._node
+        if not all(r.serializable for r in ranges):
+            barrier = node.read_barrier()
+            if barrier is not None:
+                await barrier
+        try:
+            resp = node.kv.txn(None, req)
+        except EtcdError as e:
+            await abort(context, e)
+        return resp.SerializeToString() + self.header.get()
+
+    async def Compact(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        try:
+            req = rpc.CompactionRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        return await self._propose(P.COMPACTION, raw, req, context)
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return raw_service("etcdserverpb.KV", {
+            "Range": self.Range, "Put": self.Put, "DeleteRange": self.DeleteRange,
+            "Txn": self.Txn, "Compact": self.Compact})
+
+
+def _readonly_ranges(req: rpc.TxnRequest) -> list[rpc.RangeRequest] | None:
+    """The range requests of a txn whose ops (both branches) are all ranges, else None."""
+    ranges = []
+    for op in (*req.success, *req.failure):
+        if op.WhichOneof("request") != "request_range":
+            return None
+        ranges.append(op.request_range)
+    return ranges
+
+
+def raw_service(name: str, methods: dict[str, Any]) -> grpc.GenericRpcHandler[Any, Any]:
+    """A generic handler whose unary methods see and return serialized bytes."""
+    return grpc.method_handlers_generic_handler(
+        name, {m: grpc.unary_unary_rpc_method_handler(fn) for m, fn in methods.items()})

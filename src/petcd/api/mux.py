@@ -1,0 +1,147 @@
+"""gRPC and HTTP/1.1 on one port, as etcd serves them. grpc.aio cannot share its
+listener, so petcd's listener looks at the first bytes of each connection: the
+HTTP/2 client preface means gRPC, and the connection is spliced to the gRPC server's
+private unix socket; anything else is served as HTTP/1.1 here. Splicing is byte
+forwarding between two uvloop transports (no parsing, no copies beyond the socket
+buffers); flow control follows each side's write buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import cast
+
+log = logging.getLogger("petcd.mux")
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class _Upstream(asyncio.Protocol):
+    """The gRPC server's side of a spliced connection."""
+
+    __slots__ = ("client", "transport")
+
+    def __init__(self, client: asyncio.Transport) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def eof_received(self) -> bool:
+        if not self.client.is_closing() and self.client.can_write_eof():
+            self.client.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+
+    # Our buffer toward the gRPC server is full: stop reading from the client.
+    def pause_writing(self) -> None:
+        if self.client is not None and not self.client.is_closing():
+            self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None and not self.client.is_closing():
+            self.client.resume_reading()
+
+
+class MuxProtocol(asyncio.Protocol):
+    """One accepted client connection: sniff, then splice to gRPC or serve HTTP/1.1."""
+
+    def __init__(self, grpc_path: str, http_factory: Callable[[], asyncio.Protocol]) -> None:
+        self._grpc_path = grpc_path
+        self._http_factory = http_factory
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._up: asyncio.Transport | None = None
+        self._http: asyncio.Protocol | None = None
+        self._closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        up = self._up
+        if up is not None:  # the hot path: one call per chunk
+            up.write(data)
+            return
+        if self._http is not None:
+            self._http.data_received(data)
+            return
+        self._buf += data
+        n = min(len(self._buf), len(H2_PREFACE))
+        if self._buf[:n] != H2_PREFACE[:n]:
+            self._start_http()
+        elif n == len(H2_PREFACE):
+            assert self._transport is not None
+            self._transport.pause_reading()
+            asyncio.get_running_loop().create_task(self._connect_grpc())
+
+    def _start_http(self) -> None:
+        assert self._transport is not None
+        http = self._http_factory()
+        self._http = http
+        # Hand the connection over: from now on the transport calls the HTTP protocol.
+        self._transport.set_protocol(http)
+        http.connection_made(self._transport)
+        buf, self._buf = self._buf, b""
+        http.data_received(buf)
+
+    async def _connect_grpc(self) -> None:
+        client = self._transport
+        assert client is not None
+        loop = asyncio.get_running_loop()
+        try:
+            # uvloop cannot dial an abstract unix address by path: connect a socket here
+            # (a unix connect to a listening socket completes at once) and hand it over.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(self._grpc_path)
+                sock.setblocking(False)
+                up_transport, _ = await loop.create_unix_connection(
+                    lambda: _Upstream(client), sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as e:
+            log.warning("cannot reach the gRPC server: %s", e)
+            client.close()
+            return
+        if self._closed:
+            up_transport.close()
+            return
+        up_transport.write(self._buf)
+        self._buf = b""
+        self._up = up_transport
+        client.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        if self._up is not None:
+            if self._up.can_write_eof():
+                self._up.write_eof()
+            return True
+        if self._http is not None:
+            return self._http.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        if self._up is not None:
+            self._up.close()
+        if self._http is not None:
+            self._http.connection_lost(exc)
+
+    # Our write buffer toward the client is full: stop reading from the gRPC server.
+    def pause_writing(self) -> None:
+        if self._up is not None:
+            self._up.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._up is not None:
+            self._up.resume_reading()

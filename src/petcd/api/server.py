@@ -1,0 +1,141 @@
+"""Start and stop a member's client side: the node (store + log + apply loop), the
+gRPC server, and the listeners on the client URLs (gRPC and HTTP/1.1 on one port
+through the mux, or separately when --listen-client-http-urls is given)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import stat
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import grpc
+
+from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
+from petcd.api.http import HttpApp, HttpProtocol
+from petcd.api.kv import KVService
+from petcd.api.mux import MuxProtocol
+from petcd.server.node import Node
+from petcd.server.options import ServerOptions
+
+log = logging.getLogger("petcd.api")
+
+# etcd lets gRPC accept this much beyond --max-request-bytes, so that requests a bit
+# too large reach its own check and get "etcdserver: request is too large".
+GRPC_OVERHEAD_BYTES = 512 * 1024
+_INT32_MAX = 2**31 - 1
+
+
+def grpc_options(opts: ServerOptions) -> list[tuple[str, int]]:
+    o = [
+        ("grpc.max_receive_message_length", opts.max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", _INT32_MAX),
+        ("grpc.max_concurrent_streams", min(opts.max_concurrent_streams, _INT32_MAX)),
+        ("grpc.so_reuseport", int(opts.socket_reuse_port)),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms",
+         int(opts.grpc_keepalive_min_time * 1000)),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
+    if opts.grpc_keepalive_interval > 0:
+        o.append(("grpc.keepalive_time_ms", int(opts.grpc_keepalive_interval * 1000)))
+    if opts.grpc_keepalive_timeout > 0:
+        o.append(("grpc.keepalive_timeout_ms", int(opts.grpc_keepalive_timeout * 1000)))
+    return o
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    u = urlsplit(url)
+    assert u.hostname is not None and u.port is not None
+    return u.hostname, u.port
+
+
+class ClientServer:
+    """Everything a member serves to clients. start() returns once all listeners are
+    bound; stop() stops accepting, ends in-flight calls, then closes the node."""
+
+    def __init__(self, opts: ServerOptions,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+        self.opts = opts
+        self.node = Node(opts, on_fatal=on_fatal)
+        self._grpc: grpc.aio.Server | None = None
+        self._listeners: list[asyncio.Server] = []
+        self._socket_files: list[str] = []
+        self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
+                            max_txn_ops=opts.max_txn_ops)
+        self.http = HttpApp(self.node)
+
+    async def start(self) -> None:
+        opts = self.opts
+        self.node.start()
+        server = grpc.aio.server(options=grpc_options(opts))
+        server.add_generic_rpc_handlers((
+            self.kv.handler(), ClusterService(self.node).handler(),
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler()))
+        self._grpc = server
+        http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
+        if opts.listen_client_http_urls:
+            # gRPC owns the client URLs outright; HTTP gets its own.
+            for url in opts.listen_client_urls:
+                self._bind_grpc(server, url)
+            for url in opts.listen_client_http_urls:
+                self._listeners.append(await self._listen(url, http_factory))
+            await server.start()
+        else:
+            path = f"petcd-{os.getpid()}-{secrets.token_hex(6)}"
+            if server.add_insecure_port(f"unix-abstract:{path}") == 0:
+                raise OSError(f"cannot bind the internal gRPC socket {path}")
+            await server.start()
+            sock_path = "\0" + path  # Linux abstract namespace: nothing on disk to clean up
+            for url in opts.listen_client_urls:
+                self._listeners.append(await self._listen(
+                    url, lambda: MuxProtocol(sock_path, http_factory)))
+        log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
+
+    def _bind_grpc(self, server: grpc.aio.Server, url: str) -> None:
+        u = urlsplit(url)
+        if u.scheme in ("unix", "unixs"):
+            target = f"unix:{u.netloc}"
+        else:
+            host, port = _host_port(url)
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError:  # newer gRPC raises instead of returning 0
+            bound = 0
+        if bound == 0:
+            raise OSError(f"listen tcp {target}: bind: address already in use")
+
+    async def _listen(self, url: str,
+                      factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        u = urlsplit(url)
+        if u.scheme in ("unix", "unixs"):
+            path = u.netloc
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)  # a stale socket of an earlier run, as etcd removes it
+            self._socket_files.append(path)
+            return await loop.create_unix_server(factory, path)
+        host, port = _host_port(url)
+        return await loop.create_server(
+            factory, host, port, reuse_address=self.opts.socket_reuse_address or None,
+            reuse_port=self.opts.socket_reuse_port or None, backlog=1024,
+            family=socket.AF_UNSPEC)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for listener in self._listeners:
+            listener.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        for listener in self._listeners:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
+        await self.node.stop()
+        for path in self._socket_files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)

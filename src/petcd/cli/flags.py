@@ -1,0 +1,323 @@
+"""etcd's server flags (3.4 plus those 3.5 added), with etcd's names, defaults and
+help text in our own words. `used=False` marks flags petcd accepts (so that existing
+command lines, unit files and ETCD_* environments keep working) but does not act on
+yet; `petcd --help` lists them as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    STRING = "string"
+    BOOL = "bool"
+    INT = "int"  # signed
+    UINT = "uint"
+    DURATION = "duration"  # Go syntax: 300ms, 5s, 2h; a bare number in a config file is ns
+    URLS = "urls"  # comma separated list of URLs
+    STRINGS = "strings"  # comma separated list
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    name: str
+    kind: Kind
+    default: object
+    help: str
+    section: str
+    used: bool = False
+    choices: tuple[str, ...] = ()
+    shown_default: str | None = None  # what --help prints when it differs from str(default)
+
+    @property
+    def env(self) -> str:
+        return "ETCD_" + self.name.upper().replace("-", "_")
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+
+MEMBER = "Member"
+CLUSTERING = "Clustering"
+SECURITY = "Security"
+AUTH = "Auth"
+MONITORING = "Profiling and Monitoring"
+LOGGING = "Logging"
+PROXY = "v2 Proxy (to be deprecated in v4)"
+TRACING = "Experimental distributed tracing"
+EXPERIMENTAL = "Experimental feature"
+UNSAFE = "Unsafe feature"
+DEPRECATED = "To be deprecated"
+
+S, B, N, U, D, L, SL, C = (Kind.STRING, Kind.BOOL, Kind.INT, Kind.UINT, Kind.DURATION,
+                           Kind.URLS, Kind.STRINGS, Kind.CHOICE)
+
+_MAX_UINT32 = 2**32 - 1
+
+FLAGS: tuple[Flag, ...] = (
+    # --- member
+    Flag("name", S, "default", "Human-readable name for this member.", MEMBER, True),
+    Flag("data-dir", S, "", "Path to the data directory.", MEMBER, True,
+         shown_default="${name}.petcd"),
+    Flag("wal-dir", S, "", "Path to a dedicated WAL directory.", MEMBER),
+    Flag("snapshot-count", U, 100000,
+         "Number of committed transactions that triggers a snapshot to disk.", MEMBER),
+    Flag("heartbeat-interval", U, 100, "Time (in milliseconds) of a heartbeat interval.",
+         MEMBER, True),
+    Flag("election-timeout", U, 1000,
+         "Time (in milliseconds) for an election to time out.", MEMBER, True),
+    Flag("initial-election-tick-advance", B, True,
+         "Whether to fast-forward initial election ticks on boot for a faster election.",
+         MEMBER),
+    Flag("listen-peer-urls", L, "http://localhost:2380",
+         "List of URLs to listen on for peer traffic.", MEMBER),
+    Flag("listen-client-urls", L, "http://localhost:2379",
+         "List of URLs to listen on for client gRPC traffic, and HTTP as long as "
+         "--listen-client-http-urls is not given.", MEMBER, True),
+    Flag("listen-client-http-urls", L, "",
+         "List of URLs to listen on for HTTP-only client traffic. Setting it removes HTTP "
+         "from --listen-client-urls, so gRPC gets those ports to itself (no mux hop).",
+         MEMBER, True),
+    Flag("max-snapshots", U, 5, "Maximum number of snapshot files to keep (0 is unlimited).",
+         MEMBER),
+    Flag("max-wals", U, 5, "Maximum number of WAL files to keep (0 is unlimited).", MEMBER),
+    Flag("quota-backend-bytes", N, 0,
+         "Raise an alarm when the backend size exceeds this (0 means the default, 2 GiB).",
+         MEMBER),
+    Flag("backend-batch-interval", D, 0,
+         "Maximum time before committing the backend transaction.", MEMBER, shown_default=""),
+    Flag("backend-batch-limit", N, 0,
+         "Maximum operations before committing the backend transaction.", MEMBER),
+    Flag("max-txn-ops", U, 128, "Maximum number of operations permitted in a transaction.",
+         MEMBER, True),
+    Flag("max-request-bytes", U, 1572864,
+         "Maximum client request size in bytes the server accepts.", MEMBER, True),
+    Flag("max-concurrent-streams", U, _MAX_UINT32,
+         "Maximum concurrent streams each client can open at a time.", MEMBER, True,
+         shown_default="math.MaxUint32"),
+    Flag("grpc-keepalive-min-time", D, 5.0,
+         "Minimum interval a client should wait between pings to the server.", MEMBER, True,
+         shown_default="5s"),
+    Flag("grpc-keepalive-interval", D, 7200.0,
+         "How often the server pings a client to check the connection is alive (0 disables).",
+         MEMBER, True, shown_default="2h"),
+    Flag("grpc-keepalive-timeout", D, 20.0,
+         "How long to wait for a ping answer before closing the connection (0 disables).",
+         MEMBER, True, shown_default="20s"),
+    Flag("socket-reuse-port", B, False,
+         "Set SO_REUSEPORT on listeners (lets another process bind the same port).", MEMBER,
+         True),
+    Flag("socket-reuse-address", B, False,
+         "Set SO_REUSEADDR on listeners (bind to an address in TIME_WAIT state).", MEMBER,
+         True),
+    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER),
+    # --- clustering
+    Flag("initial-advertise-peer-urls", L, "http://localhost:2380",
+         "List of this member's peer URLs to advertise to the rest of the cluster.",
+         CLUSTERING, True),
+    Flag("initial-cluster", S, "default=http://localhost:2380",
+         "Initial cluster configuration for bootstrapping.", CLUSTERING, True,
+         shown_default="default=http://localhost:2380"),
+    Flag("initial-cluster-state", C, "new", "Initial cluster state ('new' or 'existing').",
+         CLUSTERING, True, choices=("new", "existing")),
+    Flag("initial-cluster-token", S, "etcd-cluster",
+         "Initial cluster token for the cluster during bootstrap; member and cluster IDs "
+         "derive from it.", CLUSTERING, True),
+    Flag("advertise-client-urls", L, "http://localhost:2379",
+         "List of this member's client URLs to advertise to the public.", CLUSTERING, True),
+    Flag("discovery", S, "", "Discovery URL used to bootstrap the cluster.", CLUSTERING),
+    Flag("discovery-fallback", C, "proxy",
+         "Behaviour ('exit' or 'proxy') when the discovery service fails.", CLUSTERING,
+         choices=("proxy", "exit")),
+    Flag("discovery-proxy", S, "", "HTTP proxy to use for traffic to the discovery service.",
+         CLUSTERING),
+    Flag("discovery-srv", S, "", "DNS SRV domain used to bootstrap the cluster.", CLUSTERING),
+    Flag("discovery-srv-name", S, "", "Suffix to the DNS SRV name queried when bootstrapping.",
+         CLUSTERING),
+    Flag("strict-reconfig-check", B, True,
+         "Reject reconfiguration requests that would cause quorum loss.", CLUSTERING),
+    Flag("pre-vote", B, False, "Run an additional Raft election phase (PreVote).", CLUSTERING),
+    Flag("auto-compaction-retention", S, "0",
+         "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING),
+    Flag("auto-compaction-mode", S, "periodic",
+         "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit) "
+         "or 'revision' (a number of revisions).", CLUSTERING),
+    Flag("enable-v2", B, False, "Accept etcd v2 client requests.", CLUSTERING),
+    Flag("v2-deprecation", S, "not-yet", "Phase of the v2store deprecation.", CLUSTERING),
+    # --- security
+    Flag("cert-file", S, "", "Path to the client server TLS cert file.", SECURITY),
+    Flag("key-file", S, "", "Path to the client server TLS key file.", SECURITY),
+    Flag("client-cert-auth", B, False, "Enable client cert authentication.", SECURITY),
+    Flag("client-cert-file", S, "",
+         "Path to an explicit client TLS cert file (else --cert-file is used).", SECURITY),
+    Flag("client-key-file", S, "",
+         "Path to an explicit client TLS key file (else --key-file is used).", SECURITY),
+    Flag("client-crl-file", S, "", "Path to the client certificate revocation list file.",
+         SECURITY),
+    Flag("client-cert-allowed-hostname", S, "",
+         "Allowed TLS hostname for client cert authentication.", SECURITY),
+    Flag("trusted-ca-file", S, "", "Path to the client server TLS trusted CA cert file.",
+         SECURITY),
+    Flag("auto-tls", B, False, "Client TLS using generated certificates.", SECURITY),
+    Flag("peer-cert-file", S, "", "Path to the peer server TLS cert file.", SECURITY),
+    Flag("peer-key-file", S, "", "Path to the peer server TLS key file.", SECURITY),
+    Flag("peer-client-cert-auth", B, False, "Enable peer client cert authentication.",
+         SECURITY),
+    Flag("peer-client-cert-file", S, "",
+         "Path to an explicit peer client TLS cert file (else --peer-cert-file is used).",
+         SECURITY),
+    Flag("peer-client-key-file", S, "",
+         "Path to an explicit peer client TLS key file (else --peer-key-file is used).",
+         SECURITY),
+    Flag("peer-trusted-ca-file", S, "", "Path to the peer server TLS trusted CA file.",
+         SECURITY),
+    Flag("peer-cert-allowed-cn", S, "",
+         "Required CN for client certs connecting to the peer endpoint.", SECURITY),
+    Flag("peer-cert-allowed-hostname", S, "",
+         "Allowed TLS hostname for inter-peer authentication.", SECURITY),
+    Flag("peer-auto-tls", B, False,
+         "Peer TLS using self-generated certificates if no peer key/cert files are given.",
+         SECURITY),
+    Flag("self-signed-cert-validity", U, 1,
+         "Validity (in years) of the certificates --auto-tls and --peer-auto-tls generate.",
+         SECURITY),
+    Flag("peer-crl-file", S, "", "Path to the peer certificate revocation list file.",
+         SECURITY),
+    Flag("cipher-suites", SL, "",
+         "Comma-separated list of TLS cipher suites for client/server and peers.", SECURITY),
+    Flag("cors", SL, "*",
+         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY),
+    Flag("host-whitelist", SL, "*",
+         "Acceptable hostnames in HTTP client requests if the server is not secure "
+         "(empty or * allows all).", SECURITY),
+    Flag("tls-min-version", S, "TLS1.2", "Minimum TLS version supported.", SECURITY),
+    Flag("tls-max-version", S, "", "Maximum TLS version supported.", SECURITY),
+    # --- auth
+    Flag("auth-token", S, "simple",
+         "v3 authentication token type and its options ('simple' or 'jwt').", AUTH),
+    Flag("bcrypt-cost", U, 10,
+         "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH),
+    Flag("auth-token-ttl", U, 300, "Lifetime in seconds of a simple auth token.", AUTH),
+    # --- monitoring
+    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP.", MONITORING),
+    Flag("metrics", S, "basic",
+         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING),
+    Flag("listen-metrics-urls", L, "",
+         "List of URLs to listen on for the metrics and health endpoints.", MONITORING),
+    # --- logging
+    Flag("logger", S, "capnslog", "Logger to use ('zap' or 'capnslog'); petcd has one.",
+         LOGGING),
+    Flag("log-outputs", SL, "default",
+         "Log targets: 'default', 'stderr', 'stdout' or file paths (comma separated).",
+         LOGGING, True),
+    Flag("log-level", S, "info",
+         "Log level: debug, info, warn, error, panic or fatal.", LOGGING, True),
+    Flag("log-format", S, "json", "Log format: json or console.", LOGGING),
+    Flag("enable-log-rotation", B, False,
+         "Enable log rotation of a single log-outputs file target.", LOGGING),
+    Flag("log-rotation-config-json", S,
+         '{"maxsize": 100, "maxage": 0, "maxbackups": 0, "localtime": false, '
+         '"compress": false}', "Log rotation settings, as JSON.", LOGGING),
+    Flag("warning-unary-request-duration", D, 0.3,
+         "Log a warning when a unary request takes longer than this.", LOGGING,
+         shown_default="300ms"),
+    # --- v2 proxy
+    Flag("proxy", C, "off", "Proxy mode ('off', 'readonly' or 'on').", PROXY,
+         choices=("off", "readonly", "on")),
+    Flag("proxy-failure-wait", U, 5000,
+         "Time (in milliseconds) an endpoint is held in a failed state.", PROXY),
+    Flag("proxy-refresh-interval", U, 30000,
+         "Time (in milliseconds) of the endpoints refresh interval.", PROXY),
+    Flag("proxy-dial-timeout", U, 1000, "Time (in milliseconds) for a dial to time out.",
+         PROXY),
+    Flag("proxy-write-timeout", U, 5000, "Time (in milliseconds) for a write to time out.",
+         PROXY),
+    Flag("proxy-read-timeout", U, 0, "Time (in milliseconds) for a read to time out.", PROXY),
+    # --- tracing (3.5)
+    Flag("experimental-enable-distributed-tracing", B, False,
+         "Enable distributed tracing (OpenTelemetry).", TRACING),
+    Flag("experimental-distributed-tracing-address", S, "localhost:4317",
+         "Distributed tracing collector address.", TRACING),
+    Flag("experimental-distributed-tracing-service-name", S, "etcd",
+         "Distributed tracing service name.", TRACING),
+    Flag("experimental-distributed-tracing-instance-id", S, "",
+         "Distributed tracing instance ID, unique per member.", TRACING),
+    Flag("experimental-distributed-tracing-sampling-rate", N, 0,
+         "Samples to collect per million spans.", TRACING),
+    # --- experimental
+    Flag("experimental-initial-corrupt-check", B, False,
+         "Check data corruption before serving any client or peer traffic.", EXPERIMENTAL),
+    Flag("experimental-corrupt-check-time", D, 0.0,
+         "Time between cluster corruption check passes.", EXPERIMENTAL, shown_default="0s"),
+    Flag("experimental-compact-hash-check-enabled", B, False,
+         "Check data corruption after each compaction.", EXPERIMENTAL),
+    Flag("experimental-compact-hash-check-time", D, 60.0,
+         "Time between leader checks of followers' compaction hashes.", EXPERIMENTAL,
+         shown_default="1m"),
+    Flag("experimental-enable-v2v3", S, "",
+         "Serve v2 requests through the v3 backend under this prefix.", EXPERIMENTAL),
+    Flag("experimental-backend-bbolt-freelist-type", S, "array",
+         "Freelist type of the bbolt backend (array or map); LMDB has none.", EXPERIMENTAL),
+    Flag("experimental-enable-lease-checkpoint", B, False,
+         "Leader checkpoints lease remaining TTLs to followers.", EXPERIMENTAL),
+    Flag("experimental-enable-lease-checkpoint-persist", B, False,
+         "Persist lease remaining TTLs so long leases are not renewed forever.", EXPERIMENTAL),
+    Flag("experimental-compaction-batch-limit", N, 1000,
+         "Maximum keys a compaction cleans up per batch (the rest follows in later ones).",
+         EXPERIMENTAL, True),
+    Flag("experimental-compaction-sleep-interval", D, 0.01,
+         "Sleep between compaction batches.", EXPERIMENTAL, shown_default="10ms"),
+    Flag("experimental-peer-skip-client-san-verification", B, False,
+         "Skip verification of the SAN field in peer client certificates.", EXPERIMENTAL),
+    Flag("experimental-watch-progress-notify-interval", D, 600.0,
+         "Interval of periodic watch progress notifications.", EXPERIMENTAL,
+         shown_default="10m"),
+    Flag("experimental-warning-apply-duration", D, 0.1,
+         "Log a warning when applying a request takes longer than this.", EXPERIMENTAL,
+         shown_default="100ms"),
+    Flag("experimental-warning-unary-request-duration", D, 0.3,
+         "Log a warning when a unary request takes longer than this.", EXPERIMENTAL,
+         shown_default="300ms"),
+    Flag("experimental-txn-mode-write-with-shared-buffer", B, True,
+         "Let write transactions use a shared buffer in their read operations.", EXPERIMENTAL),
+    Flag("experimental-bootstrap-defrag-threshold-megabytes", U, 0,
+         "Minimum reclaimable megabytes in the backend to defragment it on startup.",
+         EXPERIMENTAL),
+    Flag("experimental-snapshot-catchup-entries", U, 5000,
+         "Entries kept for slow followers to catch up after compacting the Raft log.",
+         EXPERIMENTAL),
+    Flag("experimental-downgrade-check-time", D, 5.0,
+         "Interval of the downgrade status check.", EXPERIMENTAL, shown_default="5s"),
+    Flag("experimental-memory-mlock", B, False, "Keep the backend's pages locked in RAM.",
+         EXPERIMENTAL),
+    Flag("experimental-stop-grpc-service-on-defrag", B, False,
+         "Report the gRPC health service as not serving during defragmentation.",
+         EXPERIMENTAL),
+    Flag("experimental-max-learners", N, 1, "Maximum number of learners in the cluster.",
+         EXPERIMENTAL),
+    Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
+         "Maximum wait for the cluster to be ready before serving client requests.",
+         EXPERIMENTAL, shown_default="5s"),
+    # --- unsafe
+    Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
+    Flag("unsafe-no-fsync", B, False,
+         "Disable fsync: unsafe, loses acknowledged data on a crash.", UNSAFE, True),
+    # --- to be deprecated
+    Flag("debug", B, False, "Enable debug-level logging (use --log-level=debug).", DEPRECATED,
+         True),
+    Flag("log-package-levels", S, "", "Per-package log levels (ignored).", DEPRECATED),
+    Flag("log-output", SL, "default", "Old name of --log-outputs.", DEPRECATED, True),
+)
+
+# Flags older etcd releases had: still accepted and ignored, as etcd does.
+IGNORED: tuple[str, ...] = (
+    "cluster-active-size", "cluster-remove-delay", "cluster-sync-interval", "config",
+    "force", "max-result-buffer", "max-retry-attempts", "peer-heartbeat-interval",
+    "peer-election-timeout", "retry-interval", "snapshot", "v", "vv",
+)
+
+BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}

@@ -1,0 +1,186 @@
+"""`petcd`: run one member. Accepts etcd's flags, ETCD_* variables and --config-file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import signal
+import sys
+from collections.abc import Sequence
+
+from petcd import ETCD_API_VERSION, __version__
+from petcd.cli import config as config_mod
+from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
+from petcd.server.cluster import BootstrapError
+from petcd.server.options import ServerOptions
+
+log = logging.getLogger("petcd")
+
+USAGE = """Usage:
+
+  petcd [flags]
+    Start a petcd member (etcd v3's API, in Python).
+
+  petcd --version
+    Show the version of petcd.
+
+  petcd -h | --help
+    Show this help.
+
+  petcd --config-file
+    Path to a server configuration file (YAML, etcd's keys). When given, other
+    command-line flags and environment variables are ignored.
+
+Every flag may also be given as an environment variable: --my-flag is ETCD_MY_FLAG.
+Command-line flags win over environment variables.
+Flags marked [not yet used] are accepted, so etcd command lines keep working, but
+petcd does not act on them yet.
+"""
+
+
+def _shown_default(f: Flag) -> str:
+    if f.shown_default is not None:
+        return f.shown_default
+    if f.kind is Kind.BOOL:
+        return "true" if f.default else "false"
+    return str(f.default)
+
+
+def help_text() -> str:
+    lines = [USAGE]
+    section = ""
+    for f in FLAGS:
+        if f.section != section:
+            section = f.section
+            lines.append(f"\n{section}:")
+        mark = "" if f.used else " [not yet used]"
+        lines.append(f"  --{f.name} '{_shown_default(f)}'{mark}")
+        lines.append(f"    {f.help}")
+    lines.append("\nIgnored (flags of older etcd releases, accepted for compatibility):")
+    lines.append("  " + ", ".join("--" + n for n in IGNORED))
+    return "\n".join(lines) + "\n"
+
+
+def version_text() -> str:
+    return (f"petcd Version: {__version__}\n"
+            f"etcd API Version: {ETCD_API_VERSION}\n"
+            f"Python Version: {platform.python_version()}\n"
+            f"OS/Arch: {sys.platform}/{platform.machine()}\n")
+
+
+def options_from(cfg: config_mod.Config) -> ServerOptions:
+    for url in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
+        if url.startswith(("https://", "unixs://")):
+            # Serving plaintext where the operator asked for TLS would be worse than failing.
+            raise config_mod.ConfigError(f"TLS client URLs are not supported yet ({url})")
+    return ServerOptions(
+        name=cfg.name,
+        data_dir=cfg.data_dir,
+        listen_client_urls=tuple(cfg.listen_client_urls),
+        listen_client_http_urls=tuple(cfg.listen_client_http_urls),
+        advertise_client_urls=tuple(cfg.advertise_client_urls),
+        initial_advertise_peer_urls=tuple(cfg.initial_advertise_peer_urls),
+        initial_cluster={k: tuple(v) for k, v in cfg.initial_cluster_map().items()},
+        initial_cluster_token=cfg.initial_cluster_token,
+        initial_cluster_state=cfg.initial_cluster_state,
+        max_request_bytes=cfg.max_request_bytes,
+        max_txn_ops=cfg.max_txn_ops,
+        max_concurrent_streams=cfg.max_concurrent_streams,
+        grpc_keepalive_min_time=cfg.grpc_keepalive_min_time,
+        grpc_keepalive_interval=cfg.grpc_keepalive_interval,
+        grpc_keepalive_timeout=cfg.grpc_keepalive_timeout,
+        socket_reuse_port=cfg.socket_reuse_port,
+        socket_reuse_address=cfg.socket_reuse_address,
+        unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
+        compaction_batch_limit=cfg.compaction_batch_limit,
+    )
+
+
+def _setup_logging(cfg: config_mod.Config) -> None:
+    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+             "error": logging.ERROR}.get(cfg.log_level, logging.CRITICAL)
+    handlers: list[logging.Handler] = []
+    for out in cfg.log_outputs or ["default"]:
+        if out in ("default", "stderr"):
+            handlers.append(logging.StreamHandler(sys.stderr))
+        elif out == "stdout":
+            handlers.append(logging.StreamHandler(sys.stdout))
+        else:
+            handlers.append(logging.FileHandler(out))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+async def run(opts: ServerOptions) -> int:
+    from petcd.api.server import ClientServer  # imports grpc: keep --help fast
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    exit_code = 0
+
+    def on_fatal(exc: BaseException) -> None:
+        nonlocal exit_code
+        exit_code = 1
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = ClientServer(opts, on_fatal=on_fatal)
+    try:
+        await server.start()
+        await stop.wait()
+        log.info("received signal or fatal error; shutting down")
+    finally:
+        await server.stop()
+    log.info("stopped")
+    return exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, wants_help, wants_version = config_mod.load(args)
+    except config_mod.FlagUsageError as e:
+        print(e, file=sys.stderr)
+        print("usage: petcd [flags] (see petcd --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except config_mod.ConfigError as e:
+        print(f"petcd: error verifying flags, {e}. See 'petcd --help'.", file=sys.stderr)
+        raise SystemExit(1) from None
+    if wants_help:
+        sys.stdout.write(help_text())
+        return
+    if wants_version:
+        sys.stdout.write(version_text())
+        return
+    _setup_logging(cfg)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    if cfg.config_file:
+        log.info("loaded server configuration from %s; command-line flags and environment "
+                 "variables are ignored", cfg.config_file)
+    try:
+        opts = options_from(cfg)
+    except config_mod.ConfigError as e:
+        print(f"petcd: error verifying flags, {e}. See 'petcd --help'.", file=sys.stderr)
+        raise SystemExit(1) from None
+    log.info("petcd %s (etcd API %s), name %s, data dir %s, pid %d", __version__,
+             ETCD_API_VERSION, opts.name, opts.data_dir, os.getpid())
+    import uvloop
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            code = runner.run(run(opts))
+    except BootstrapError as e:
+        log.critical("%s", e)
+        code = 1
+    except OSError as e:
+        log.critical("cannot serve: %s", e)
+        code = 1
+    raise SystemExit(code)

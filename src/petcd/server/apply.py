@@ -1,0 +1,97 @@
+"""The apply path: committed log entries, in log order, applied to the store in ONE
+LMDB write transaction per batch, with the index of the last entry stored in that
+same transaction (so a crash never half-applies a batch, and replaying entries that
+are already applied is recognised and skipped)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from petcd.errors import EtcdError
+from petcd.mvcc.backend import Backend
+from petcd.server import proposal as P
+from petcd.server.kv_apply import KVApplier
+from petcd.server.metrics import Metrics
+from petcd.server.proposal import Committed, Result
+
+log = logging.getLogger("petcd.apply")
+
+
+class WaitPhysical:
+    """The result of a `physical` compaction whose removal of old records continues in
+    later batches: its caller is answered once the store is physically compacted."""
+
+    __slots__ = ("response",)
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+
+class Applier:
+    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None) -> None:
+        self._backend = backend
+        self._kv = kv
+        self.metrics = metrics
+        self._handlers: dict[str, Callable[[Any, Any], Any]] = {
+            P.PUT: kv.put,
+            P.DELETE_RANGE: kv.delete_range,
+            P.TXN: kv.txn,
+            P.COMPACTION: kv.compact,
+        }
+        self.applied_index, self.applied_term = backend.consistent_index()
+
+    def apply(self, entries: Sequence[Committed]) -> list[Result]:
+        """Apply a batch; one result per entry (response, EtcdError, or None when the
+        entry was empty or already applied). Runs on the apply thread; the only writer."""
+        results: list[Result] = [None] * len(entries)
+        applied = self.applied_index
+        todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
+        if not todo:
+            return results
+        handlers = self._handlers
+        batch = self._backend.begin_write()
+        try:
+            for i, entry in todo:
+                kind, request = entry.decode()
+                if kind is None:
+                    continue
+                handler = handlers.get(kind)
+                if handler is None:
+                    log.error("no apply handler for %s (entry %d); skipped", kind, entry.index)
+                    continue
+                try:
+                    results[i] = handler(batch, request)
+                except EtcdError as e:
+                    results[i] = e
+                else:
+                    if kind == P.COMPACTION and getattr(request, "physical", False) and \
+                            self._kv.store.compaction_pending:
+                        results[i] = WaitPhysical(results[i])
+            # A compaction's physical part advances by one budget per batch.
+            self._kv.store.compact_step(batch, self._kv.compact_budget)
+            last = todo[-1][1]
+            batch.set_consistent_index(last.index, last.term)
+            started = time.perf_counter()
+            batch.commit()  # synced: the durability point of every entry in the batch
+        except BaseException:
+            batch.abort()  # a no-op after a failed commit (the batch is finished)
+            raise
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.backend_commit.observe(time.perf_counter() - started)
+            metrics.apply_batch_size.observe(len(todo))
+        self.applied_index, self.applied_term = last.index, last.term
+        return results
+
+    @property
+    def compaction_pending(self) -> bool:
+        """Old records of a compaction are still to be removed (committed state)."""
+        return not self._kv.store.physically_compacted
+
+    def compaction_step(self) -> None:
+        """One batch of physical compaction only, for when no writes come to carry it."""
+        with self._backend.begin_write() as batch:
+            self._kv.store.compact_step(batch, self._kv.compact_budget)

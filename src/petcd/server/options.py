@@ -1,0 +1,36 @@
+"""What the member needs to know from its configuration (built by petcd.cli from
+etcd's flags), kept free of flag parsing so tests and embedders can build it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    name: str = "default"
+    data_dir: str = "default.petcd"
+    listen_client_urls: tuple[str, ...] = ("http://localhost:2379",)
+    # When set, HTTP is served here only and gRPC owns listen_client_urls (no mux hop).
+    listen_client_http_urls: tuple[str, ...] = ()
+    advertise_client_urls: tuple[str, ...] = ("http://localhost:2379",)
+    initial_advertise_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
+    initial_cluster: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"default": ("http://localhost:2380",)})
+    initial_cluster_token: str = "etcd-cluster"
+    initial_cluster_state: str = "new"
+    max_request_bytes: int = 1572864
+    max_txn_ops: int = 128
+    max_concurrent_streams: int = 2**32 - 1
+    grpc_keepalive_min_time: float = 5.0
+    grpc_keepalive_interval: float = 7200.0
+    grpc_keepalive_timeout: float = 20.0
+    socket_reuse_port: bool = False
+    socket_reuse_address: bool = False
+    # --unsafe-no-fsync: commits are not synced (a crash of the machine loses writes).
+    unsafe_no_fsync: bool = False
+    # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
+    # the rest continues in later batches so a large compaction never stalls writes.
+    compaction_batch_limit: int = 1000
+    # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
+    max_batch_entries: int = 4096

@@ -1,0 +1,94 @@
+"""A proposal: one client mutation on its way into the log. The API layer builds it
+from the raw request bytes (no re-encoding); a log entry carries `data`, a
+serialized petcdinternal.InternalRequest; the proposing member also keeps the
+parsed request so that applying its own entries needs no second parse."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from google.protobuf.message import Message
+
+from petcd.errors import EtcdError
+from petcd.pb.internalpb.internal_pb2 import InternalRequest
+
+# The oneof field of InternalRequest that carries each kind of proposal.
+PUT = "put"
+DELETE_RANGE = "delete_range"
+TXN = "txn"
+COMPACTION = "compaction"
+
+_FIELD_TAGS: dict[str, bytes] = {
+    name: bytes([(InternalRequest.DESCRIPTOR.fields_by_name[name].number << 3) | 2])
+    for name in (PUT, DELETE_RANGE, TXN, COMPACTION)
+}
+
+# What the caller of a proposal receives: the response message, or the EtcdError the
+# apply raised (returned, not raised, so that the hot path has no exception machinery).
+Result = Any  # Message | EtcdError
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def entry_size(raw_len: int) -> int:
+    """Size of the log entry a request of raw_len bytes becomes in etcd (its marshaled
+    InternalRaftRequest: the request plus a header with a ~9 byte request ID).
+    --max-request-bytes is checked against this, as etcd does, not the raw size."""
+    return raw_len + varint_len(raw_len) + 14
+
+
+class Proposal:
+    __slots__ = ("future", "id", "kind", "raw", "request")
+
+    def __init__(self, proposal_id: int, kind: str, raw: bytes, request: Message,
+                 future: asyncio.Future[Result]) -> None:
+        self.id = proposal_id
+        self.kind = kind
+        self.raw = raw
+        self.request = request
+        self.future = future
+
+    @property
+    def data(self) -> bytes:
+        """The serialized InternalRequest (what the WAL stores and peers receive)."""
+        return _FIELD_TAGS[self.kind] + varint(len(self.raw)) + self.raw + b"\x08" + varint(
+            self.id)
+
+
+class Committed:
+    """A log entry ready to apply. `request` is set when this member proposed it."""
+
+    __slots__ = ("data", "index", "kind", "request", "term")
+
+    def __init__(self, index: int, term: int, kind: str | None, request: Message | None,
+                 data: bytes = b"") -> None:
+        self.index = index
+        self.term = term
+        self.kind = kind
+        self.request = request
+        self.data = data
+
+    def decode(self) -> tuple[str | None, Message | None]:
+        if self.request is not None:
+            return self.kind, self.request
+        if not self.data:
+            return None, None  # an empty entry (e.g. a new leader's no-op)
+        ir = InternalRequest.FromString(self.data)
+        kind = ir.WhichOneof("request")
+        return kind, (getattr(ir, kind) if kind else None)
+
+
+def is_error(result: Result) -> bool:
+    return type(result) is EtcdError

@@ -1,0 +1,47 @@
+"""The seam between the member and its log: what `Node` needs from whatever orders
+proposals (today the single-member `LocalLog`; next, the Raft driver). Whoever
+implements it applies committed entries through `petcd.server.apply.Applier`, in log
+order, one backend write txn per batch, and resolves each proposal's future with the
+apply result once its batch is durable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Protocol
+
+from google.protobuf.message import Message
+
+from petcd.server.proposal import Result
+
+
+class ReplicatedLog(Protocol):
+    @property
+    def term(self) -> int: ...
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last entry in the log (StatusResponse.raftIndex)."""
+        ...
+
+    @property
+    def applied_index(self) -> int: ...
+
+    @property
+    def stopped(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None:
+        """Refuse new proposals, finish what is committed, release the apply thread."""
+        ...
+
+    def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Result]:
+        """Resolves to the apply result (response message or EtcdError), or to
+        errors.STOPPED / a leadership error when the proposal cannot be committed."""
+        ...
+
+    def read_barrier(self) -> Awaitable[None] | None:
+        """None if a linearizable read may run now; else completes once this member has
+        applied everything committed before the call (ReadIndex, batched)."""
+        ...
