@@ -12,6 +12,7 @@ from typing import Any
 
 from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
+from petcd.mvcc.types import KVEvent
 from petcd.server import proposal as P
 from petcd.server.kv_apply import KVApplier
 from petcd.server.metrics import Metrics
@@ -30,6 +31,12 @@ class WaitPhysical:
         self.response = response
 
 
+# Called on the apply thread right after a batch commits, with the batch's events (in
+# revision order) and the store revision after it. Listeners must be quick and must not
+# touch asyncio objects directly (use loop.call_soon_threadsafe).
+CommitListener = Callable[[list[KVEvent], int], None]
+
+
 class Applier:
     def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None) -> None:
         self._backend = backend
@@ -42,6 +49,16 @@ class Applier:
             P.COMPACTION: kv.compact,
         }
         self.applied_index, self.applied_term = backend.consistent_index()
+        self._commit_listeners: list[CommitListener] = []
+
+    def register(self, kind: str, handler: Callable[[Any, Any], Any]) -> None:
+        """Route committed InternalRequests of `kind` (a oneof field name) to
+        handler(batch, request) -> response; it raises EtcdError with no effect."""
+        assert kind not in self._handlers, f"two apply handlers for {kind}"
+        self._handlers[kind] = handler
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._commit_listeners.append(listener)
 
     def apply(self, entries: Sequence[Committed]) -> list[Result]:
         """Apply a batch; one result per entry (response, EtcdError, or None when the
@@ -84,6 +101,10 @@ class Applier:
             metrics.backend_commit.observe(time.perf_counter() - started)
             metrics.apply_batch_size.observe(len(todo))
         self.applied_index, self.applied_term = last.index, last.term
+        if self._commit_listeners and batch.events:
+            revision = self._kv.store.current_revision
+            for listener in self._commit_listeners:
+                listener(batch.events, revision)
         return results
 
     @property

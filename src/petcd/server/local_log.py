@@ -26,10 +26,12 @@ log = logging.getLogger("petcd.log")
 
 
 class LocalLog:
-    def __init__(self, applier: Applier, *, max_batch: int = 4096,
+    def __init__(self, applier: Applier, member_id: int, *, max_batch: int = 4096,
                  on_fatal: Callable[[BaseException], None] | None = None,
                  metrics: Metrics | None = None) -> None:
         self._applier = applier
+        self.leader_id = member_id  # a cluster of one leads itself
+        self._leader_listeners: list[Callable[[int, int], None]] = []
         self._metrics = metrics
         self._max_batch = max_batch
         self._on_fatal = on_fatal
@@ -54,7 +56,12 @@ class LocalLog:
     def applied_index(self) -> int:
         return self._applier.applied_index
 
+    def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
+        self._leader_listeners.append(listener)
+
     def start(self) -> None:
+        for listener in self._leader_listeners:
+            listener(self.leader_id, self.term)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="apply-loop")
         if self._applier.compaction_pending:  # one was under way when we last stopped
             self._wake.set()

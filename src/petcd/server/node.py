@@ -48,11 +48,12 @@ class Node:
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
         self.metrics.has_leader.set(1)
         self.metrics.is_leader.set(1)
-        self._applier = Applier(self.backend, self.kv, self.metrics)
-        self._log: ReplicatedLog = LocalLog(self._applier, max_batch=opts.max_batch_entries,
-                             on_fatal=on_fatal, metrics=self.metrics)
         self.cluster_id = self.cluster.cluster_id
         self.member_id = self.cluster.local_id
+        self._applier = Applier(self.backend, self.kv, self.metrics)
+        self._log: ReplicatedLog = LocalLog(self._applier, self.member_id,
+                                            max_batch=opts.max_batch_entries,
+                                            on_fatal=on_fatal, metrics=self.metrics)
 
     # -- lifecycle
     def start(self) -> None:
@@ -64,6 +65,15 @@ class Node:
     async def stop(self) -> None:
         await self._log.stop()
         self.backend.close()
+
+    # -- extension points for the layers built on the log (lease, watch, auth, alarms)
+    @property
+    def applier(self) -> Applier:
+        """Register apply handlers for new request kinds and commit listeners here."""
+        return self._applier
+
+    def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
+        self._log.add_leader_listener(listener)
 
     # -- the seam the API calls
     @property

@@ -19,10 +19,6 @@ DELETE_RANGE = "delete_range"
 TXN = "txn"
 COMPACTION = "compaction"
 
-_FIELD_TAGS: dict[str, bytes] = {
-    name: bytes([(InternalRequest.DESCRIPTOR.fields_by_name[name].number << 3) | 2])
-    for name in (PUT, DELETE_RANGE, TXN, COMPACTION)
-}
 
 # What the caller of a proposal receives: the response message, or the EtcdError the
 # apply raised (returned, not raised, so that the hot path has no exception machinery).
@@ -40,6 +36,14 @@ def varint(n: int) -> bytes:
 
 def varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
+
+
+# Every request kind of the oneof (lease, auth, alarm... as well as KV), with its
+# length-delimited field tag.
+_FIELD_TAGS: dict[str, bytes] = {
+    f.name: varint((f.number << 3) | 2)
+    for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields
+}
 
 
 def entry_size(raw_len: int) -> int:

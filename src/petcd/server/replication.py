@@ -7,7 +7,7 @@ apply result once its batch is durable."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -29,6 +29,17 @@ class ReplicatedLog(Protocol):
 
     @property
     def stopped(self) -> bool: ...
+
+    @property
+    def leader_id(self) -> int:
+        """The leader this member knows of (0: none known)."""
+        ...
+
+    def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
+        """listener(leader_id, term) runs on the event loop whenever the known leader or
+        term changes (leader 0: none), and once at start(). The lessor uses it to take
+        over (and renew) leases when this member becomes leader."""
+        ...
 
     def start(self) -> None: ...
 
