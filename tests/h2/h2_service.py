@@ -115,8 +115,10 @@ async def _http(method: str, target: str, headers: Any, body: bytes) -> Any:
 class ServerThread:
     """Serves the test service on 127.0.0.1:<port> from its own thread and loop."""
 
-    def __init__(self, kind: str, config: ServerConfig | None = None) -> None:
+    def __init__(self, kind: str, config: ServerConfig | None = None,
+                 ssl: Any = None) -> None:
         self.kind = kind
+        self.ssl = ssl
         self.config = config or ServerConfig(max_receive_message=4 * 1024 * 1024)
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -149,7 +151,7 @@ class ServerThread:
         if self.kind == "h2":
             self.h2 = GrpcServer(self.config, http_factory=lambda: HttpProtocol(_http))
             self.h2.add_generic_rpc_handlers((handlers(),))
-            listener = await self.h2.listen_tcp("127.0.0.1", 0)
+            listener = await self.h2.listen_tcp("127.0.0.1", 0, ssl=self.ssl)
             self.port = listener.sockets[0].getsockname()[1]
         else:
             self._grpc = grpc.aio.server(options=[
