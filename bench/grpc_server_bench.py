@@ -17,6 +17,9 @@ served. Load generators:
     python bench/grpc_server_bench.py                          # all servers, all loads
     python bench/grpc_server_bench.py --servers grpcio,petcd-h2 --loads h2load --seconds 5
     python bench/grpc_server_bench.py serve petcd-h2 12345     # just run one server
+
+Real members instead of do-nothing servers (the KV work included):
+`--servers member-grpcio,member-h2,member-etcd --call put` (or `--call range`).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 METHOD = "/etcdserverpb.KV/Range"
 REQUEST = b"\x0a\x03foo"  # RangeRequest{key: "foo"}
+# --call put: PutRequest{key: "foo", value: 256 bytes} (for members)
+PUT = ("/etcdserverpb.KV/Put", b"\x0a\x03foo\x12\x80\x02" + b"v" * 256)
 # RangeResponse{kvs: [{key: "foo", value: "bar"}], count: 1}
 RESPONSE = b"\x12\x0a\x0a\x03foo\x2a\x03bar\x20\x01"
 
@@ -203,12 +208,12 @@ def grpc_frame(msg: bytes) -> bytes:
 
 
 def load_h2load(pid: int, port: int, seconds: float, clients: int, streams: int,
-                tmp: Path) -> Result:
+                tmp: Path, method: str, request: bytes) -> Result:
     body = tmp / "req.bin"
-    body.write_bytes(grpc_frame(REQUEST))
+    body.write_bytes(grpc_frame(request))
     cmd = ["h2load", "-D", str(max(1, round(seconds))), "-c", str(clients), "-m", str(streams),
            "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-           f"http://127.0.0.1:{port}{METHOD}"]
+           f"http://127.0.0.1:{port}{method}"]
     _children_cpu()
     s0 = cpu_seconds(pid)
     t0 = time.monotonic()
@@ -242,11 +247,12 @@ def _children_cpu() -> float:
 
 
 async def _grpc_worker_main(address: str, concurrency: int, seconds: float,
-                            ready: Any, go: Any, out: Any) -> None:
+                            method: str, request: bytes, ready: Any, go: Any,
+                            out: Any) -> None:
     import grpc
 
     ch = grpc.aio.insecure_channel(address)
-    call = ch.unary_unary(METHOD)
+    call = ch.unary_unary(method)
     await asyncio.wait_for(ch.channel_ready(), 30)
     ready.put(0)
     await asyncio.get_running_loop().run_in_executor(None, go.wait)
@@ -257,7 +263,7 @@ async def _grpc_worker_main(address: str, concurrency: int, seconds: float,
         nonlocal count, errors
         while time.monotonic() < stop_at:
             try:
-                await call(REQUEST, timeout=30)
+                await call(request, timeout=30)
                 count += 1
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -274,12 +280,13 @@ def _grpc_worker(*args: Any) -> None:
         r.run(_grpc_worker_main(*args))
 
 
-def load_grpcio(pid: int, port: int, seconds: float, clients: int, procs: int) -> Result:
+def load_grpcio(pid: int, port: int, seconds: float, clients: int, procs: int,
+                method: str, request: bytes) -> Result:
     ctx = mp.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [ctx.Process(target=_grpc_worker, args=(f"127.0.0.1:{port}", per[i], seconds,
-                                                      ready, go, out))
+                                                      method, request, ready, go, out))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -303,7 +310,7 @@ def load_grpcio(pid: int, port: int, seconds: float, clients: int, procs: int) -
                   sum(e for _, e in results))
 
 
-def load_etcdctl(pid: int, port: int, calls: int) -> Result:
+def load_etcdctl(pid: int, port: int, calls: int, put: bool) -> Result:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
     env["ETCDCTL_API"] = "3"
     _children_cpu()
@@ -311,7 +318,8 @@ def load_etcdctl(pid: int, port: int, calls: int) -> Result:
     t0 = time.monotonic()
     errors = 0
     for _ in range(calls):
-        r = subprocess.run(["etcdctl", "--endpoints", f"127.0.0.1:{port}", "get", "foo"],
+        op = ["put", "foo", "v" * 256] if put else ["get", "foo"]
+        r = subprocess.run(["etcdctl", "--endpoints", f"127.0.0.1:{port}", *op],
                            env=env, capture_output=True, timeout=30)
         errors += r.returncode != 0
     elapsed = time.monotonic() - t0
@@ -321,7 +329,16 @@ def load_etcdctl(pid: int, port: int, calls: int) -> Result:
 
 # ---------------------------------------------------------------- driver
 
-def start_server(kind: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
+    if kind.startswith("member-"):  # a real member: petcd with either server, or etcd
+        from petcd.testing import EtcdProcess, PetcdProcess
+
+        target = kind.removeprefix("member-")
+        if target == "etcd":
+            m: Any = EtcdProcess(tmp / kind).start()
+        else:
+            m = PetcdProcess(tmp / kind, args=[f"--experimental-grpc-server={target}"]).start()
+        return m.proc, m.client_port
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
@@ -352,7 +369,10 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=8, help="h2load connections (default 8)")
     ap.add_argument("--procs", type=int, default=1, help="grpcio client processes")
     ap.add_argument("--etcdctl-calls", type=int, default=100)
+    ap.add_argument("--call", choices=("range", "put"), default="range",
+                    help="the request: Range of one key (default) or Put of 256 bytes")
     args = ap.parse_args()
+    method, request = PUT if args.call == "put" else (METHOD, REQUEST)
     servers = [s for s in args.servers.split(",") if s]
     loads = [x for x in args.loads.split(",") if x]
     if "h2load" in loads and shutil.which("h2load") is None:
@@ -363,10 +383,10 @@ def main() -> None:
     results: dict[tuple[str, str], Result] = {}
     with tempfile.TemporaryDirectory(prefix="grpc-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        procs: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        procs: dict[str, tuple[Any, int]] = {}
         try:
             for s in servers:
-                procs[s] = start_server(s)
+                procs[s] = start_server(s, tmp)
             # Loads take turns server by server, so that noisy neighbours hurt all alike.
             for load in loads:
                 for s in servers:
@@ -374,11 +394,12 @@ def main() -> None:
                     if load == "h2load":
                         conns = min(args.conns, args.clients)
                         r = load_h2load(p.pid, port, args.seconds, conns,
-                                        max(1, args.clients // conns), tmp)
+                                        max(1, args.clients // conns), tmp, method, request)
                     elif load == "grpcio":
-                        r = load_grpcio(p.pid, port, args.seconds, args.clients, args.procs)
+                        r = load_grpcio(p.pid, port, args.seconds, args.clients, args.procs,
+                                        method, request)
                     else:
-                        r = load_etcdctl(p.pid, port, args.etcdctl_calls)
+                        r = load_etcdctl(p.pid, port, args.etcdctl_calls, args.call == "put")
                     results[(s, load)] = r
                     print(f"{s:11} {load:8} {r.line()}", flush=True)
         finally:
