@@ -12,7 +12,9 @@ served. Load generators:
 - `h2load` (Debian's nghttp2-client, C): POSTs gRPC-framed bodies, costs little CPU;
 - `grpcio`: the grpcio Python client (grpc.aio, bytes in/out) in worker processes;
 - `etcdctl`: Go gRPC, one `etcdctl get` process per call (connection setup included), a
-  check that real Go clients are served, and its cost including a fresh connection.
+  check that real Go clients are served, and its cost including a fresh connection;
+- `etcdctl-perf` (members only, 60 s): `etcdctl check perf --load=m`, 200 Go clients
+  putting 1000 keys/s.
 
     python bench/grpc_server_bench.py                          # all servers, all loads
     python bench/grpc_server_bench.py --servers grpcio,petcd-h2 --loads h2load --seconds 5
@@ -327,6 +329,26 @@ def load_etcdctl(pid: int, port: int, calls: int, put: bool) -> Result:
     return Result(calls, elapsed, s1 - s0, _children_cpu(), errors)
 
 
+def load_etcdctl_perf(pid: int, port: int) -> Result:
+    """`etcdctl check perf --load=m`: 200 Go clients putting 1000 keys/s for 60 s (real
+    members only: it needs Put, Range, DeleteRange and Compact to work)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
+    env["ETCDCTL_API"] = "3"
+    _children_cpu()
+    s0 = cpu_seconds(pid)
+    t0 = time.monotonic()
+    r = subprocess.run(["etcdctl", "--endpoints", f"127.0.0.1:{port}", "check", "perf",
+                        "--load=m"], env=env, capture_output=True, text=True, timeout=300)
+    elapsed = time.monotonic() - t0
+    s1 = cpu_seconds(pid)
+    rate = 0.0
+    for line in r.stdout.splitlines():
+        if "Throughput is" in line:
+            rate = float(line.split("Throughput is")[1].split()[0])
+    return Result(int(rate * 60), elapsed, s1 - s0, _children_cpu(),
+                  0 if "PASS" in r.stdout else 1)
+
+
 # ---------------------------------------------------------------- driver
 
 def start_server(kind: str, tmp: Path) -> tuple[Any, int]:
@@ -398,6 +420,8 @@ def main() -> None:
                     elif load == "grpcio":
                         r = load_grpcio(p.pid, port, args.seconds, args.clients, args.procs,
                                         method, request)
+                    elif load == "etcdctl-perf":
+                        r = load_etcdctl_perf(p.pid, port)
                     else:
                         r = load_etcdctl(p.pid, port, args.etcdctl_calls, args.call == "put")
                     results[(s, load)] = r
