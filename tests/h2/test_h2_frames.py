@@ -371,3 +371,22 @@ def test_grace_period_over_cancels_calls() -> None:
     assert time.monotonic() - t0 < 3
     assert "cancelled:grace" in EVENTS
     c.close()
+
+
+def test_keepalive_pings() -> None:
+    """A client that answers the server's pings keeps its connection; one that does not
+    loses it after the timeout."""
+    s = ServerThread("h2", ServerConfig(keepalive_interval=0.1, keepalive_timeout=0.3)).start()
+    try:
+        good, bad = Raw(s.port), Raw(s.port)
+        for _ in range(3):  # three rounds of pings, each answered
+            f = good.frames(lambda f: f[0] == F.PING and not f[1] & F.ACK)[-1]
+            good.send(F.frame(F.PING, F.ACK, 0, f[3]))
+        good.call(1, b"alive")
+        assert good.response(1)[1] == grpc_msg(b"alive")
+        assert bad.goaway()[1] == F.NO_ERROR  # pinged, never answered: closed
+        assert bad.read_frame() is None
+        good.close()
+        bad.close()
+    finally:
+        s.stop()

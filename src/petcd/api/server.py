@@ -111,7 +111,9 @@ class ClientServer:
         separate_http = bool(opts.listen_client_http_urls)
         server = GrpcServer(ServerConfig(
             max_receive_message=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
-            max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1)),
+            max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1),
+            keepalive_interval=opts.grpc_keepalive_interval,
+            keepalive_timeout=opts.grpc_keepalive_timeout),
             http_factory=None if separate_http else http_factory)
         server.add_generic_rpc_handlers(handlers)
         self._h2 = server

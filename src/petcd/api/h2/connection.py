@@ -50,6 +50,7 @@ _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
 _OK_TRAILERS_PREFIX = (len(OK_TRAILERS).to_bytes(3, "big")
                        + bytes((F.HEADERS, F.END_HEADERS | F.END_STREAM)))
 _DATA_FLAGS = bytes((F.DATA, 0))
+_KEEPALIVE_PING = b"petcd-ka"
 
 
 def parse_timeout(value: str) -> float | None:
@@ -253,7 +254,7 @@ class H2Protocol(asyncio.Protocol):
         self._server = server
         self._cfg = server.config
         self._registry = server.registry
-        self._loop = asyncio.get_event_loop()
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._sniffing = True
         self._buf: bytearray | None = None
@@ -275,6 +276,7 @@ class H2Protocol(asyncio.Protocol):
         self._goaway_sid = 0
         self._closed = False
         self._peer: str | None = None
+        self._keepalive: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -308,6 +310,8 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._transport = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         for stream in list(self.streams.values()):
             self._abandon(stream)
         self.streams.clear()
@@ -345,6 +349,8 @@ class H2Protocol(asyncio.Protocol):
             self._write(F.window_update(0, cfg.connection_window - F.DEFAULT_WINDOW))
         if self._server.draining:
             self.goaway()
+        if cfg.keepalive_interval > 0:
+            self._keepalive = self._loop.call_later(cfg.keepalive_interval, self._send_ping)
         return data[len(F.PREFACE):]
 
     def _hand_to_http(self, data: bytes) -> None:
@@ -697,6 +703,22 @@ class H2Protocol(asyncio.Protocol):
             raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "PING size")
         if not flags & F.ACK:
             self._write(F.frame(F.PING, F.ACK, 0, payload))
+        elif payload == _KEEPALIVE_PING and self._keepalive is not None:
+            self._keepalive.cancel()  # the client is alive: next ping after the interval
+            self._keepalive = self._loop.call_later(self._cfg.keepalive_interval,
+                                                    self._send_ping)
+
+    def _send_ping(self) -> None:
+        if self._closed:
+            return
+        self._write(F.frame(F.PING, 0, 0, _KEEPALIVE_PING))
+        self._keepalive = self._loop.call_later(self._cfg.keepalive_timeout,
+                                                self._ping_timeout)
+
+    def _ping_timeout(self) -> None:
+        self._keepalive = None
+        log.info("HTTP/2 client %s did not answer a keepalive ping: closing", self.peer())
+        self.connection_error(F.NO_ERROR, "keepalive ping timeout")
 
     def _on_rst_stream(self, sid: int, payload: bytes) -> None:
         if sid == 0:

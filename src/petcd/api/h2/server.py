@@ -23,6 +23,10 @@ class ServerConfig:
     initial_window: int = 1 << 20  # per stream, what a client may send before we read
     connection_window: int = 16 << 20
     max_header_list_size: int = 64 * 1024
+    # Server pings (--grpc-keepalive-interval/-timeout): a connection whose client does
+    # not answer a ping within keepalive_timeout is closed. 0 disables.
+    keepalive_interval: float = 0.0
+    keepalive_timeout: float = 20.0
 
 
 class GrpcServer:
