@@ -6,7 +6,8 @@ run the same way (both started here on free loopback ports), side by side.
     python bench/kv_bench.py --targets petcd,petcd-direct --seconds 10
 
 Targets: `petcd` (gRPC and HTTP on one port, through the mux), `petcd-direct` (petcd with
---listen-client-http-urls, so gRPC owns the client port: no mux hop), `etcd`.
+--listen-client-http-urls, so gRPC owns the client port: no mux hop), `petcd-h2` (petcd's
+own HTTP/2 server, --experimental-grpc-server=h2), `etcd`.
 
 The load generator is Python too, so it is made cheap: worker processes, grpc.aio,
 requests serialized once up front and sent as bytes, responses not parsed. Client and
@@ -174,13 +175,16 @@ def preload(member: MemberProcess, value_size: int) -> None:
 def start(target: str, base: Path) -> MemberProcess:
     if target == "etcd":
         return EtcdProcess(base / "etcd").start()
-    return PetcdProcess(base / target, separate_http=target == "petcd-direct").start()
+    args = ["--experimental-grpc-server=h2"] if target == "petcd-h2" else []
+    return PetcdProcess(base / target, separate_http=target == "petcd-direct",
+                        args=args).start()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default="petcd,etcd",
-                    help="comma list of petcd, petcd-direct, etcd (default: petcd,etcd)")
+                    help="comma list of petcd, petcd-direct, petcd-h2, etcd "
+                         "(default: petcd,etcd)")
     ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
     ap.add_argument("--workloads", default="put,range-linearizable,range-serializable")
     ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")

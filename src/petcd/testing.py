@@ -22,6 +22,9 @@ from typing import Any
 SRC_DIR = Path(__file__).resolve().parents[1]  # the directory holding petcd/
 ETCD_BIN = os.environ.get("PETCD_TEST_ETCD", "/usr/bin/etcd")
 ETCDCTL_BIN = os.environ.get("PETCD_TEST_ETCDCTL", "/usr/bin/etcdctl")
+# Which gRPC server petcd members run in tests (--experimental-grpc-server): the
+# default (unset) or "h2" / "grpcio", e.g. PETCD_TEST_GRPC_SERVER=h2 pytest tests/e2e.
+GRPC_SERVER = os.environ.get("PETCD_TEST_GRPC_SERVER", "")
 
 _used_ports: set[int] = set()
 
@@ -225,7 +228,9 @@ class PetcdProcess(MemberProcess):
     def command(self) -> list[str]:
         http = [] if self.http_port is None else ["--listen-client-http-urls",
                                                    self.http_endpoint]
-        return [sys.executable, "-m", "petcd", *self.member_args(), *http, *self.extra_args]
+        server = [f"--experimental-grpc-server={GRPC_SERVER}"] if GRPC_SERVER else []
+        return [sys.executable, "-m", "petcd", *self.member_args(), *http, *server,
+                *self.extra_args]
 
     def environment(self) -> dict[str, str]:
         env = super().environment()

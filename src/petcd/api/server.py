@@ -12,11 +12,13 @@ import secrets
 import socket
 import stat
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
 
 from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
+from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.kv import KVService
 from petcd.api.mux import MuxProtocol
@@ -63,6 +65,7 @@ class ClientServer:
         self.opts = opts
         self.node = Node(opts, on_fatal=on_fatal)
         self._grpc: grpc.aio.Server | None = None
+        self._h2: GrpcServer | None = None
         self._listeners: list[asyncio.Server] = []
         self._socket_files: list[str] = []
         self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
@@ -72,12 +75,16 @@ class ClientServer:
     async def start(self) -> None:
         opts = self.opts
         self.node.start()
-        server = grpc.aio.server(options=grpc_options(opts))
-        server.add_generic_rpc_handlers((
+        handlers = (
             self.kv.handler(), ClusterService(self.node).handler(),
-            MaintenanceService(self.node).handler(), HealthService(self.node).handler()))
-        self._grpc = server
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
+        if opts.grpc_server == "h2":
+            await self._start_h2(handlers, http_factory)
+            return
+        server = grpc.aio.server(options=grpc_options(opts))
+        server.add_generic_rpc_handlers(handlers)
+        self._grpc = server
         if opts.listen_client_http_urls:
             # gRPC owns the client URLs outright; HTTP gets its own.
             for url in opts.listen_client_urls:
@@ -95,6 +102,27 @@ class ClientServer:
                 self._listeners.append(await self._listen(
                     url, lambda: MuxProtocol(sock_path, http_factory)))
         log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
+
+    async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
+                        http_factory: Callable[[], asyncio.Protocol]) -> None:
+        """petcd's own gRPC server: HTTP/1.1 is served on the client URLs' listener itself
+        (unless --listen-client-http-urls moves it), no forwarding hop."""
+        opts = self.opts
+        separate_http = bool(opts.listen_client_http_urls)
+        server = GrpcServer(ServerConfig(
+            max_receive_message=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1),
+            keepalive_interval=opts.grpc_keepalive_interval,
+            keepalive_timeout=opts.grpc_keepalive_timeout),
+            http_factory=None if separate_http else http_factory)
+        server.add_generic_rpc_handlers(handlers)
+        self._h2 = server
+        for url in opts.listen_client_urls:
+            self._listeners.append(await self._listen(url, server.protocol_factory))
+        for url in opts.listen_client_http_urls:
+            self._listeners.append(await self._listen(url, http_factory))
+        log.info("ready to serve client requests on %s (gRPC server: h2)",
+                 ", ".join(opts.listen_client_urls))
 
     def _bind_grpc(self, server: grpc.aio.Server, url: str) -> None:
         u = urlsplit(url)
@@ -132,6 +160,8 @@ class ClientServer:
             listener.close()
         if self._grpc is not None:
             await self._grpc.stop(grace)
+        if self._h2 is not None:
+            await self._h2.stop(grace)
         for listener in self._listeners:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listener.wait_closed(), 1.0)

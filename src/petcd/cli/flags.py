@@ -31,6 +31,7 @@ class Flag:
     used: bool = False
     choices: tuple[str, ...] = ()
     shown_default: str | None = None  # what --help prints when it differs from str(default)
+    hidden: bool = False  # petcd's own experiments: accepted, not listed by --help
 
     @property
     def env(self) -> str:
@@ -302,6 +303,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
          "Maximum wait for the cluster to be ready before serving client requests.",
          EXPERIMENTAL, shown_default="5s"),
+    Flag("experimental-grpc-server", C, "grpcio",
+         "gRPC server implementation: 'grpcio' (grpc.aio) or 'h2' (petcd's own HTTP/2 "
+         "server, HTTP/1.1 on the same port without a forwarding hop).", EXPERIMENTAL, True,
+         choices=("grpcio", "h2"), hidden=True),
     # --- unsafe
     Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
     Flag("unsafe-no-fsync", B, False,

@@ -52,6 +52,8 @@ def help_text() -> str:
     lines = [USAGE]
     section = ""
     for f in FLAGS:
+        if f.hidden:
+            continue
         if f.section != section:
             section = f.section
             lines.append(f"\n{section}:")
@@ -95,6 +97,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        grpc_server=str(cfg.values["experimental-grpc-server"]),
     )
 
 

@@ -34,3 +34,5 @@ class ServerOptions:
     compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
+    # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
+    grpc_server: str = "grpcio"

@@ -1,0 +1,126 @@
+"""The per-call context handed to handlers: the subset of grpc.aio.ServicerContext that
+services use (abort, metadata, peer, deadline, streaming read/write, done callbacks)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+if TYPE_CHECKING:
+    from petcd.api.h2.connection import Stream
+
+_OK = grpc.StatusCode.OK
+_RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",
+                       "grpc-accept-encoding"})
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class ServerContext:
+    __slots__ = ("_code", "_details", "_metadata", "_stream", "_trailing", "initial_metadata")
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self._code = _OK
+        self._details = ""
+        self._trailing: Sequence[tuple[str, str | bytes]] = ()
+        self._metadata: Metadata | None = None
+        self.initial_metadata: Sequence[tuple[str, str | bytes]] = ()
+
+    # -- status
+    async def abort(self, code: grpc.StatusCode, details: str = "",
+                    trailing_metadata: Sequence[tuple[str, str | bytes]] = ()) -> None:
+        """Ends the call with this status: raises grpc.aio.AbortError, as grpc.aio does."""
+        if code is _OK:
+            raise ValueError("abort() needs a non-OK status code")
+        self._code = code
+        self._details = details
+        if trailing_metadata:
+            self._trailing = trailing_metadata
+        raise grpc.aio.AbortError()
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self._trailing = metadata
+
+    def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
+        return self._trailing
+
+    # -- call information
+    def invocation_metadata(self) -> Metadata:
+        """The client's custom metadata (no pseudo or transport headers); '-bin' values
+        are base64-decoded to bytes, as grpc.aio gives them."""
+        md = self._metadata
+        if md is None:
+            out: list[tuple[str, str | bytes]] = []
+            for k, v in self._stream.headers:
+                if k[0] == ":" or k in _RESERVED:
+                    continue
+                if k.endswith("-bin"):
+                    out.append((k, base64.b64decode(v + "=" * (-len(v) % 4))))
+                else:
+                    out.append((k, v))
+            md = self._metadata = tuple(out)
+        return md
+
+    def peer(self) -> str:
+        return self._stream.conn.peer()
+
+    def time_remaining(self) -> float | None:
+        return self._stream.time_remaining()
+
+    def method(self) -> str:
+        return self._stream.path
+
+    def cancelled(self) -> bool:
+        return self._stream.cancelled
+
+    def done(self) -> bool:
+        return self._stream.closed
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._stream.add_done_callback(lambda: callback(self))
+
+    # -- streaming
+    async def read(self) -> Any:
+        """The next request message, or grpc.aio.EOF after the client's last one."""
+        return await self._stream.read()
+
+    async def write(self, message: Any) -> None:
+        await self._stream.write(message)
+
+    async def send_initial_metadata(
+            self, initial_metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self.initial_metadata = initial_metadata
+        self._stream.send_headers()
+
+    # -- accepted and ignored: petcd's server only speaks identity encoding
+    def set_compression(self, compression: object) -> None:
+        pass
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+    def auth_context(self) -> dict[str, Any]:
+        return {}
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""Which handler serves a method path. Read from the same grpc.GenericRpcHandler objects
+grpc.aio takes (grpc.method_handlers_generic_handler, petcd's raw_service), so services
+are written once, against grpc.aio's API, and either server serves them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A resolved method. `fn` is grpc.aio's handler: (request or request iterator,
+    context) -> response, or an async generator of responses, or None after
+    context.write() calls."""
+
+    path: str
+    request_streaming: bool
+    response_streaming: bool
+    fn: Callable[..., Any]
+    deserialize: Callable[[bytes], Any] | None
+    serialize: Callable[[Any], bytes] | None
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str, metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self.method = method
+        self.invocation_metadata = tuple(metadata)
+
+
+class Registry:
+    """Method lookup by path. A generic handler is asked once per path and the answer
+    kept: petcd's handlers do not depend on the call's metadata."""
+
+    def __init__(self) -> None:
+        self._handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
+        self._methods: dict[str, Method | None] = {}
+
+    def add_generic_rpc_handlers(
+            self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        self._handlers.extend(handlers)
+        self._methods.clear()
+
+    def lookup(self, path: str) -> Method | None:
+        try:
+            return self._methods[path]
+        except KeyError:
+            pass
+        method = self._resolve(path)
+        if method is not None or len(self._methods) < 1024:  # misses: bounded
+            self._methods[path] = method
+        return method
+
+    def _resolve(self, path: str) -> Method | None:
+        details = _CallDetails(path, ())
+        for h in self._handlers:
+            mh = h.service(details)
+            if mh is None:
+                continue
+            fn = mh.unary_unary or mh.unary_stream or mh.stream_unary or mh.stream_stream
+            if mh.request_streaming:
+                fn = mh.stream_stream if mh.response_streaming else mh.stream_unary
+            else:
+                fn = mh.unary_stream if mh.response_streaming else mh.unary_unary
+            assert fn is not None, path
+            return Method(path, bool(mh.request_streaming), bool(mh.response_streaming), fn,
+                          mh.request_deserializer, mh.response_serializer)
+        return None
+
+    def unknown_message(self, path: str) -> str:
+        """grpc-go's UNIMPLEMENTED text for a path no handler serves."""
+        service, _, method = path.lstrip("/").rpartition("/")
+        if not service:
+            return f"malformed method name: {path!r}"
+        for h in self._handlers:
+            name = getattr(h, "service_name", None)
+            if callable(name) and name() == service:
+                return f"unknown method {method} for service {service}"
+        return f"unknown service {service}"

@@ -1,0 +1,91 @@
+"""The server object: configuration, the method registry, the live connections, and a
+graceful stop (GOAWAY, grace period, then cancel)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from petcd.api.h2.connection import H2Protocol
+from petcd.api.h2.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    max_receive_message: int = 4 * 1024 * 1024  # grpc's default
+    max_send_message: int = 2**31 - 1
+    max_concurrent_streams: int = 2**31 - 1
+    initial_window: int = 1 << 20  # per stream, what a client may send before we read
+    connection_window: int = 16 << 20
+    max_header_list_size: int = 64 * 1024
+    # Server pings (--grpc-keepalive-interval/-timeout): a connection whose client does
+    # not answer a ping within keepalive_timeout is closed. 0 disables.
+    keepalive_interval: float = 0.0
+    keepalive_timeout: float = 20.0
+
+
+class GrpcServer:
+    """gRPC over HTTP/2 (h2c, or TLS with ALPN h2 when the listener has an ssl context),
+    with HTTP/1.1 on the same listener handed to `http_factory`'s protocol (closed when
+    None). Listen with any asyncio server using `protocol_factory`."""
+
+    def __init__(self, config: ServerConfig | None = None, *,
+                 http_factory: Callable[[], asyncio.Protocol] | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.http_factory = http_factory
+        self.registry = Registry()
+        self.draining = False
+        self._connections: set[H2Protocol] = set()
+        self._idle: asyncio.Event | None = None
+        self._servers: list[asyncio.Server] = []
+
+    def add_generic_rpc_handlers(
+            self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
+        self.registry.add_generic_rpc_handlers(handlers)
+
+    def protocol_factory(self) -> asyncio.Protocol:
+        return H2Protocol(self)
+
+    async def listen_tcp(self, host: str, port: int, **kw: Any) -> asyncio.Server:
+        """A convenience for tests and benchmarks; petcd binds its own listeners."""
+        server = await asyncio.get_running_loop().create_server(
+            self.protocol_factory, host, port, **kw)
+        self._servers.append(server)
+        return server
+
+    # -- called by connections
+    def connection_opened(self, conn: H2Protocol) -> None:
+        self._connections.add(conn)
+
+    def connection_closed(self, conn: H2Protocol) -> None:
+        self._connections.discard(conn)
+        if not self._connections and self._idle is not None:
+            self._idle.set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop listening (own listeners), send GOAWAY on every connection, let open calls
+        finish for `grace` seconds, then cancel them and close the connections."""
+        self.draining = True
+        for s in self._servers:
+            s.close()
+        self._idle = asyncio.Event()
+        for conn in list(self._connections):
+            conn.goaway()
+        if self._connections and grace:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        for conn in list(self._connections):
+            conn.close()
+        if self._connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 1.0)
+        await asyncio.sleep(0)  # let cancelled handlers unwind
