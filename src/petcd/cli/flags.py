@@ -303,10 +303,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
          "Maximum wait for the cluster to be ready before serving client requests.",
          EXPERIMENTAL, shown_default="5s"),
-    Flag("experimental-grpc-server", C, "grpcio",
-         "gRPC server implementation: 'grpcio' (grpc.aio) or 'h2' (petcd's own HTTP/2 "
-         "server, HTTP/1.1 on the same port without a forwarding hop).", EXPERIMENTAL, True,
-         choices=("grpcio", "h2"), hidden=True),
+    Flag("experimental-grpc-server", C, "h2",
+         "gRPC server implementation: 'h2' (petcd's own HTTP/2 server; HTTP/1.1 on the same "
+         "port) or 'grpcio' (grpc.aio, with HTTP/1.1 reached through a forwarding hop).",
+         EXPERIMENTAL, True, choices=("grpcio", "h2")),
     # --- unsafe
     Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
     Flag("unsafe-no-fsync", B, False,

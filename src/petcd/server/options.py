@@ -35,4 +35,4 @@ class ServerOptions:
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
-    grpc_server: str = "grpcio"
+    grpc_server: str = "h2"
