@@ -16,6 +16,7 @@ import h11
 from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
+from petcd.errors import EtcdError
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -55,7 +56,10 @@ class HttpApp:
             if ok:
                 barrier = self._node.read_barrier()
                 if barrier is not None:
-                    await barrier
+                    try:
+                        await barrier
+                    except EtcdError:
+                        ok = False
             return (200 if ok else 503, [_TEXT],
                     b'{"health":"true"}' if ok else b'{"health":"false"}')
         if path == "/metrics":
