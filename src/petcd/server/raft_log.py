@@ -893,12 +893,15 @@ class RaftDriver:
                 self.ready.set()
             return
         self._publishing = True
-        self._publish_at = now + max(1.0, self.request_timeout / 2)
+        # A leader drops conf changes forwarded while one of its own is unapplied (its
+        # first entry counts): retry soon rather than wait out a request timeout.
+        wait = max(0.5, 5 * self._tick_s)
+        self._publish_at = now + wait
 
         async def publish() -> None:
             try:
                 err = await self.conf_change(attributes_change(self.id, opts.name, urls),
-                                             timeout=self.request_timeout / 2)
+                                             timeout=wait)
                 if err is None:
                     log.info("published name %s and client URLs %s", opts.name, urls)
             finally:
