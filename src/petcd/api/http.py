@@ -53,7 +53,7 @@ class HttpApp:
             if method != "GET":
                 return _not_allowed()
             ok = self._node.healthy()
-            if ok:
+            if ok and not self._node.is_learner:  # (a learner serves no linearizable read)
                 barrier = self._node.read_barrier()
                 if barrier is not None:
                     try:

@@ -141,7 +141,9 @@ FLAGS: tuple[Flag, ...] = (
          CLUSTERING),
     Flag("strict-reconfig-check", B, True,
          "Reject reconfiguration requests that would cause quorum loss.", CLUSTERING, True),
-    Flag("pre-vote", B, False, "Run an additional Raft election phase (PreVote).", CLUSTERING,
+    # etcd 3.5's default (3.4 had false): a member that comes back cannot disrupt a
+    # working leader by bumping the term.
+    Flag("pre-vote", B, True, "Run an additional Raft election phase (PreVote).", CLUSTERING,
          True),
     Flag("auto-compaction-retention", S, "0",
          "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING),

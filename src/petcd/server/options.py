@@ -38,7 +38,7 @@ class ServerOptions:
     listen_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
     heartbeat_ms: int = 100
     election_ms: int = 1000
-    pre_vote: bool = False
+    pre_vote: bool = True
     initial_election_tick_advance: bool = True
     strict_reconfig_check: bool = True
     max_learners: int = 1

@@ -815,6 +815,11 @@ class PeerTransport:
             if old is not None and old is not conn:
                 old.close()  # the peer redialled; its previous connection is dead or dying
             self._inbound_by_peer[hello.from_id] = conn
+            peer = self._peers.get(hello.from_id)
+            if peer is not None and peer.conn is None:
+                # It is up again (a restart): redial now rather than after our backoff, so
+                # that it hears from us before its election timeout runs out.
+                peer.wake.set()
         return Reply(Status.OK, self.cluster_id, self.local_id)
 
     def _verdict(self, hello: Hello) -> tuple[Status, str]:
