@@ -262,9 +262,12 @@ class RaftDriver:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Refuse new proposals, fail those waiting, finish what is handed out, close."""
+        """Hand leadership over (if we lead others), refuse new proposals, fail those
+        waiting, finish what is handed out, close."""
         if self._stopping and not self._tasks:
             return
+        if not self._stopping and self._role == Role.LEADER:
+            await self._transfer_on_shutdown()
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -452,11 +455,12 @@ class RaftDriver:
         try:
             while True:
                 if not jobs:
-                    self._apply_idle.set()
                     if self._stopping and self._tasks and self._tasks[0].done():
+                        self._apply_idle.set()
                         return  # the Ready loop ended and everything it handed out is applied
                     await self._compact_when_idle()
                     if not jobs:
+                        self._apply_idle.set()  # (nothing runs on the apply thread now)
                         await self._apply_wake.wait()
                         self._apply_wake.clear()
                     continue
@@ -552,6 +556,7 @@ class RaftDriver:
             self._metrics.compaction_pending.set(int(applier.compaction_pending))
 
     async def _drain_apply(self) -> None:
+        """Until everything handed out is applied and the apply thread is idle."""
         while self._apply_jobs or not self._apply_idle.is_set():
             self._apply_wake.set()
             await asyncio.sleep(0.001)
@@ -1102,6 +1107,21 @@ class RaftDriver:
                 raise errors.TIMEOUT_LEADER_TRANSFER
             await asyncio.sleep(self._tick_s)
         log.info("leadership transfer from %x to %x finished", self.id, target)
+
+    async def _transfer_on_shutdown(self) -> None:
+        """As etcd does on a clean stop: give leadership to the most caught-up voter so
+        that the cluster does not wait out an election timeout."""
+        raw = self._raw
+        voters = [v for v in raw.voters if v != self.id]
+        if not voters:
+            return
+        target = max(voters, key=lambda v: raw.match_index(v) or 0)
+        log.info("transferring leadership to %x before stopping", target)
+        raw.transfer_leader(target)
+        self._wake.set()
+        deadline = time.monotonic() + self._opts.election_ms / 1000.0
+        while self._lead != target and time.monotonic() < deadline:
+            await asyncio.sleep(self._tick_s)
 
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on
