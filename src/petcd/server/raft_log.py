@@ -164,6 +164,7 @@ class RaftDriver:
             (boot.applied, self._raw.status().conf_state)]
         self._snap_index = self._mem.snapshot().metadata.index
         self._snapshotting = False
+        self._durable = self._mem.last_index()  # last log index known to be in the WAL
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -394,9 +395,25 @@ class RaftDriver:
             self._send(messages)
             messages = []
         snapshot = rd.snapshot
+        committed = rd.committed_entries
         if rd.must_sync or snapshot is not None:
+            if committed and snapshot is None:
+                # Committed entries that earlier Readies already made durable need not
+                # wait for this fsync (a leader's are usually all of them): apply them
+                # while the WAL writes the new ones.
+                durable = self._durable
+                if rd.entries:
+                    durable = min(durable, rd.entries[0].index - 1)
+                if committed[0].index <= durable:
+                    n = bisect.bisect_right(committed, durable, key=_index)
+                    self._hand_out(committed[:n])
+                    committed = committed[n:]
             await asyncio.get_running_loop().run_in_executor(
                 self._wal_exec, self._storage.save, rd.hard_state, rd.entries, snapshot)
+            if rd.entries:
+                self._durable = rd.entries[-1].index
+            elif snapshot is not None:
+                self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             self._storage.save(rd.hard_state, ())  # commit index only: kept for the next frame
         mem = self._mem
@@ -412,8 +429,8 @@ class RaftDriver:
             self._send(messages)
         if snapshot is not None:
             await self._install_snapshot(snapshot.metadata.index, snapshot.metadata.conf_state)
-        if rd.committed_entries:
-            self._hand_out(rd.committed_entries)
+        if committed:
+            self._hand_out(committed)
         if rd.read_states:
             self._on_read_states(rd.read_states)
         raw.advance(rd)
@@ -1163,6 +1180,10 @@ class RaftDriver:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _index(e: Entry) -> int:
+    return e.index
 
 
 def _resolve(waiters: list[asyncio.Future[None]], err: EtcdError | None) -> None:
