@@ -41,7 +41,7 @@ from petcd.wal.storage import MemberStorage
 log = logging.getLogger("petcd.server")
 
 IDENTITY_FILE = "cluster.json"
-JOIN_TIMEOUT = 10.0  # seconds a joining member keeps asking its peers for the member list
+JOIN_TIMEOUT = 5.0  # seconds a joining member keeps asking its peers for the member list
 
 
 @dataclass(slots=True)

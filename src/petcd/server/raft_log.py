@@ -165,6 +165,8 @@ class RaftDriver:
         self._snap_index = self._mem.snapshot().metadata.index
         self._snapshotting = False
         self._durable = self._mem.last_index()  # last log index known to be in the WAL
+        if metrics is not None:
+            self._storage.wal.fsync_observer = metrics.wal_fsync.observe
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -608,6 +610,8 @@ class RaftDriver:
             await loop.run_in_executor(self._wal_exec, self._storage.purge, opts.max_wals,
                                        opts.max_snapshots)
             log.info("snapshot at index %d saved; log compacted to %d", index, compact)
+            if self._metrics is not None:
+                self._metrics.snapshots.inc()
         except Exception as e:
             if not self._stopping:
                 self._fail(e, "taking a snapshot failed")
@@ -808,6 +812,8 @@ class RaftDriver:
         if ss.lead != self._lead:
             if ss.lead:
                 self._lead_elected_at = time.time()
+                if metrics is not None:
+                    metrics.leader_changes.inc()
                 if not self._publishing:
                     self._maybe_publish(time.monotonic())
                 log.info("member %x: leader is %x (term %d)", self.id, ss.lead, self._raw.term)
