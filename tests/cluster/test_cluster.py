@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +15,7 @@ import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
-from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, free_port, have_etcd
+from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, free_port, have_etcd, make_pki
 
 from .conftest import FAST
 
@@ -291,3 +292,17 @@ def test_stopping_the_leader_hands_leadership_over(healed: PetcdCluster) -> None
     new = c.wait_leader(timeout=2.0)
     put(new, b"handover/k", b"v")
     leader.start()
+
+
+def test_peers_talk_over_tls(cluster_factory: Callable[..., PetcdCluster],
+                             tmp_path: Path) -> None:
+    ca, cert, key = make_pki(tmp_path)
+    c = cluster_factory(args=["--peer-cert-file", str(cert), "--peer-key-file", str(key),
+                              "--peer-trusted-ca-file", str(ca), "--peer-client-cert-auth"],
+                        peer_scheme="https")
+    leader = c.wait_leader()
+    put(leader, b"tls/k", b"over https peer URLs")
+    follower = c.followers(leader)[0]
+    assert get(follower, b"tls/k") == b"over https peer URLs"
+    members = json.loads(Etcdctl(c.endpoints).ok("member", "list", "-w", "json"))["members"]
+    assert all(u.startswith("https://") for m in members for u in m["peerURLs"])
