@@ -33,7 +33,6 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from google.protobuf.message import Message as PbMessage
@@ -81,6 +80,7 @@ from petcd.server.membership import (
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Committed, Proposal, Result, varint
+from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
 
 log = logging.getLogger("petcd.raft")
@@ -188,8 +188,8 @@ class RaftDriver:
         self._apply_wake = asyncio.Event()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
-        self._apply_exec = ThreadPoolExecutor(1, thread_name_prefix="petcd-apply")
-        self._wal_exec = ThreadPoolExecutor(1, thread_name_prefix="petcd-wal")
+        self._apply_thread = Worker("petcd-apply")
+        self._wal_thread = Worker("petcd-wal")
 
         # state the API reads
         self._lead = 0
@@ -289,8 +289,8 @@ class RaftDriver:
         for fut, _ in self._physical_waiters:
             if not fut.done():
                 fut.set_result(errors.STOPPED)
-        self._apply_exec.shutdown(wait=True)
-        self._wal_exec.shutdown(wait=True)
+        self._apply_thread.shutdown()
+        self._wal_thread.shutdown()
         self._storage.close()
 
     def propose(self, kind: str, raw: bytes, request: PbMessage) -> asyncio.Future[Result]:
@@ -410,8 +410,8 @@ class RaftDriver:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
                     committed = committed[n:]
-            await asyncio.get_running_loop().run_in_executor(
-                self._wal_exec, self._storage.save, rd.hard_state, rd.entries, snapshot)
+            await self._wal_thread.run(self._storage.save, rd.hard_state, rd.entries,
+                                       snapshot)
             if rd.entries:
                 self._durable = rd.entries[-1].index
             elif snapshot is not None:
@@ -469,7 +469,6 @@ class RaftDriver:
     # ------------------------------------------------------------------ applying
 
     async def _apply_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         jobs = self._apply_jobs
         try:
             while True:
@@ -491,8 +490,7 @@ class RaftDriver:
                     base = len(entries)
                     entries.extend(batch)
                     local.extend((base + i, p) for i, p in mine)
-                results, forwarded = await loop.run_in_executor(
-                    self._apply_exec, self._apply_batch, entries)
+                results, forwarded = await self._apply_thread.run(self._apply_batch, entries)
                 self._after_apply(entries, results, local, forwarded)
         except asyncio.CancelledError:
             raise
@@ -523,12 +521,12 @@ class RaftDriver:
                      forwarded: list[tuple[int, int]]) -> None:
         failed = 0
         for pos, p in local:
-            failed += self._answer(p.future, results[pos])
+            failed += self._answer(p, results[pos])
         by_id = self._by_id
         for pos, rid in forwarded:
             waiting = by_id.pop(rid, None)
             if waiting is not None:
-                failed += self._answer(waiting.future, results[pos])
+                failed += self._answer(waiting, results[pos])
         if not self.ready.is_set() and self._published():
             self.ready.set()
         waiters = self._conf_waiters
@@ -552,7 +550,12 @@ class RaftDriver:
             self._snapshotting = True
             self._spawn(self._take_snapshot(applied))
 
-    def _answer(self, fut: asyncio.Future[Result], r: Result) -> int:
+    def _answer(self, p: _Pending, r: Result) -> int:
+        # The proposal stays in the deadline queue until its deadline: let go of what is
+        # big now (requests of seconds of traffic would otherwise stay alive).
+        p.raw = b""
+        p.request = None  # type: ignore[assignment]
+        fut = p.future
         if type(r) is WaitPhysical:
             self._physical_waiters.append((fut, r.response))
             return 0
@@ -562,10 +565,9 @@ class RaftDriver:
 
     async def _compact_when_idle(self) -> None:
         """Without writes to carry it, a compaction's physical part gets batches of its own."""
-        loop = asyncio.get_running_loop()
         applier = self._applier
         while applier.compaction_pending and not self._apply_jobs and not self._stopping:
-            await loop.run_in_executor(self._apply_exec, applier.compaction_step)
+            await self._apply_thread.run(applier.compaction_step)
         if self._physical_waiters and not applier.compaction_pending:
             for fut, resp in self._physical_waiters:
                 if not fut.done():
@@ -592,23 +594,21 @@ class RaftDriver:
         return cs
 
     async def _take_snapshot(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await loop.run_in_executor(self._apply_exec, self._backend.sync)
+            await self._apply_thread.run(self._backend.sync)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
             snap = mem.create_snapshot(index, self._conf_state_at(index), b"")
-            await loop.run_in_executor(self._wal_exec, self._storage.save_snapshot, snap)
+            await self._wal_thread.run(self._storage.save_snapshot, snap)
             self._snap_index = index
             keep = self._opts.snapshot_catchup_entries
             compact = index - keep if index > keep else 0
             if compact >= mem.first_index():
                 mem.compact(compact)
             opts = self._opts
-            await loop.run_in_executor(self._wal_exec, self._storage.purge, opts.max_wals,
-                                       opts.max_snapshots)
+            await self._wal_thread.run(self._storage.purge, opts.max_wals, opts.max_snapshots)
             log.info("snapshot at index %d saved; log compacted to %d", index, compact)
             if self._metrics is not None:
                 self._metrics.snapshots.inc()
