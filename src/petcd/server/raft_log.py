@@ -72,8 +72,11 @@ from petcd.server.membership import (
     Membership,
     add_change,
     attributes_change,
+    learner_check_promote,
     members_to_json,
     promote_change,
+    quorum_check_add,
+    quorum_check_remove,
     remove_change,
     update_change,
 )
@@ -88,7 +91,6 @@ log = logging.getLogger("petcd.raft")
 READ_INDEX_RETRY = 0.5  # seconds before an unanswered ReadIndex is asked again, as etcd
 HEALTH_INTERVAL = 5.0  # a peer counts as healthy once connected this long (etcd's)
 MAX_APPLY_GAP = 5000  # committed - applied beyond which new proposals are refused
-LEARNER_READY = 0.9  # a learner may be promoted once its log matches this share of ours
 
 _NORMAL = EntryType.NORMAL
 _CONF_CHANGE = EntryType.CONF_CHANGE
@@ -1046,57 +1048,29 @@ class RaftDriver:
             raise err
         return member, ms.sorted()
 
-    def _started(self, m: Member) -> bool:
-        return bool(m.name)
+    def _connected_long_enough(self, member_id: int) -> bool:
+        return member_id == self.id or \
+            self._connected_since(member_id, time.time() - HEALTH_INTERVAL)
 
     def _check_add(self, member: Member) -> EtcdError | None:
         if not self._opts.strict_reconfig_check:
             return None
-        voters = self.membership.voters()
-        if not member.is_learner:
-            n = len(voters) + 1
-            started = sum(1 for m in voters if self._started(m))
-            if not (started == 1 and n == 2) and started < n // 2 + 1:
-                return errors.MEMBER_NOT_ENOUGH_STARTED
-        since = time.time() - HEALTH_INTERVAL
-        if not all(m.id == self.id or self._connected_since(m.id, since) for m in voters):
-            return errors.UNHEALTHY
-        return None
+        return quorum_check_add(self.membership, member, self._connected_long_enough)
 
     def _check_remove(self, mid: int) -> EtcdError | None:
         if not self._opts.strict_reconfig_check:
             return None
-        m = self.membership.members.get(mid)
-        if m is not None and m.is_learner:
-            return None
-        rest = [v for v in self.membership.voters() if v.id != mid]
-        started = sum(1 for v in rest if self._started(v))
-        if started < len(rest) // 2 + 1:
-            return errors.MEMBER_NOT_ENOUGH_STARTED
-        if mid != self.id and self._transport.active_since(mid) is None:
-            return None  # a member that is down is not part of the active quorum
-        voters = self.membership.voters()
-        since = time.time() - HEALTH_INTERVAL
-        active = sum(1 for v in voters if v.id == self.id or self._connected_since(v.id, since))
-        if active - 1 < 1 + (len(voters) - 1) // 2:
-            return errors.UNHEALTHY
-        return None
+        return quorum_check_remove(self.membership, mid, self._connected_long_enough,
+                                   down=mid != self.id and
+                                   self._transport.active_since(mid) is None)
 
     def _check_promote(self, mid: int) -> EtcdError | None:
         raw = self._raw
-        match = raw.match_index(mid)
         ours = raw.match_index(self.id)
-        if match is None or ours is None:
-            return errors.NOT_LEADER if ours is None else None
-        if match < ours * LEARNER_READY:
-            return errors.LEARNER_NOT_READY
-        if self._opts.strict_reconfig_check:
-            voters = self.membership.voters()
-            n = len(voters) + 1
-            started = 1 + sum(1 for m in voters if self._started(m))
-            if started < n // 2 + 1:
-                return errors.MEMBER_NOT_ENOUGH_STARTED
-        return None
+        if ours is None:
+            return errors.NOT_LEADER  # only the leader knows how far the learner is
+        return learner_check_promote(self.membership, raw.match_index(mid) or 0, ours,
+                                     self._opts.strict_reconfig_check)
 
     async def _on_request(self, from_id: int, payload: bytes) -> bytes:
         """Peer REQUEST connections: the member list for a joining member, and Cluster
