@@ -276,7 +276,13 @@ class RaftDriver:
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
-        self._fail_all(errors.STOPPED)
+        # Not in the log yet: refused now. Reads too. What the current Ready hands out
+        # is still applied and answered with its result.
+        for p in self._queue:
+            if not p.future.done():
+                p.future.set_result(errors.STOPPED)
+        self._queue.clear()
+        self._fail_reads(errors.STOPPED)
         self._wake.set()
         self._apply_wake.set()
         for task in self._tasks:
@@ -284,6 +290,7 @@ class RaftDriver:
                 await task
             self._apply_wake.set()
         self._tasks = []
+        self._fail_all(errors.STOPPED)  # proposed, but not committed in time
         for task in list(self._background):
             task.cancel()
         with contextlib.suppress(Exception):
@@ -1135,6 +1142,9 @@ class RaftDriver:
         self._queue.clear()
         self._by_id.clear()
         self._by_index.clear()
+        self._fail_reads(err)
+
+    def _fail_reads(self, err: EtcdError) -> None:
         _resolve(list(self._conf_waiters.values()), err)
         rnd = self._read_round
         if rnd is not None:
