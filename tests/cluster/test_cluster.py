@@ -308,3 +308,26 @@ def test_peers_talk_over_tls(cluster_factory: Callable[..., PetcdCluster],
     assert get(follower, b"tls/k") == b"over https peer URLs"
     members = json.loads(Etcdctl(c.endpoints).ok("member", "list", "-w", "json"))["members"]
     assert all(u.startswith("https://") for m in members for u in m["peerURLs"])
+
+
+def test_a_proposal_forwarded_to_a_hung_leader_times_out(healed: PetcdCluster) -> None:
+    c = healed
+    leader = c.wait_leader()
+    follower = c.followers(leader)[0]
+    leader.pause()  # the follower forwards to it before it notices: the proposal is lost
+    try:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            put(follower, b"lost/k", b"v")
+        took = time.monotonic() - started
+        # etcd's request timeout: 5 s + 2 election timeouts (0.5 s here).
+        assert 5.5 <= took < 9, took
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details() in (
+            "etcdserver: request timed out",
+            "etcdserver: request timed out, possibly due to previous leader failure")
+        new = c.wait_leader(exclude=[leader])
+        put(follower, b"lost/k2", b"v2")  # the new leader takes proposals
+        assert get(new, b"lost/k2") == b"v2"
+    finally:
+        leader.resume()
