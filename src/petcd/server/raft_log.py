@@ -346,6 +346,9 @@ class RaftDriver:
         try:
             while not self._stopping:
                 await self._wake.wait()
+                # One loop iteration for the requests already read to be proposed with
+                # this one: bigger batches, hardly any latency.
+                await asyncio.sleep(0)
                 self._wake.clear()
                 self._flush_proposals()
                 while raw.has_ready() and not self._stopping:
