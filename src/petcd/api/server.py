@@ -61,9 +61,10 @@ class ClientServer:
     bound; stop() stops accepting, ends in-flight calls, then closes the node."""
 
     def __init__(self, opts: ServerOptions,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
-        self.node = Node(opts, on_fatal=on_fatal)
+        self.node = Node(opts, on_fatal=on_fatal, on_removed=on_removed)
         self._grpc: grpc.aio.Server | None = None
         self._h2: GrpcServer | None = None
         self._listeners: list[asyncio.Server] = []
@@ -74,7 +75,11 @@ class ClientServer:
 
     async def start(self) -> None:
         opts = self.opts
+        await self.node.listen_peers()
         self.node.start()
+        if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
+            log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
+                        opts.wait_cluster_ready_timeout)
         handlers = (
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler())

@@ -36,3 +36,27 @@ class ServerOptions:
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
+    # Clustering (Raft and the peer transport).
+    listen_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    pre_vote: bool = True
+    initial_election_tick_advance: bool = True
+    strict_reconfig_check: bool = True
+    max_learners: int = 1
+    # Applied entries between snapshots (then the log is compacted, old files purged).
+    snapshot_count: int = 100000
+    # Entries kept in the log behind a snapshot, for slow followers to catch up from.
+    snapshot_catchup_entries: int = 5000
+    max_wals: int = 5
+    max_snapshots: int = 5
+    # Longest wait at start for this member to join before serving clients anyway.
+    wait_cluster_ready_timeout: float = 5.0
+    # Peer TLS (https peer URLs): our certificate, the CA peers' certificates must chain
+    # to, and whether dialling peers must present one (--peer-client-cert-auth).
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
