@@ -1,5 +1,5 @@
-"""etcdserverpb.Cluster and etcdserverpb.Maintenance: what tools need today
-(MemberList, Status, Alarm list); the rest answers UNIMPLEMENTED until built."""
+"""etcdserverpb.Cluster (what tools need today: MemberList; the rest answers
+UNIMPLEMENTED until built) and grpc.health.v1.Health. Maintenance: api/maintenance.py."""
 
 from __future__ import annotations
 
@@ -25,28 +25,6 @@ class ClusterService:
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.Cluster", {"MemberList": self.MemberList})
-
-
-class MaintenanceService:
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    async def Status(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        return self._node.status().SerializeToString()
-
-    async def Alarm(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        # No alarms exist yet (NOSPACE/CORRUPT come with quotas and corruption checks):
-        # GET lists none; ACTIVATE/DEACTIVATE change nothing.
-        node = self._node
-        resp = rpc.AlarmResponse()
-        h = resp.header
-        h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
-        h.revision = node.store.current_revision
-        return resp.SerializeToString()
-
-    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        return raw_service("etcdserverpb.Maintenance", {"Status": self.Status,
-                                                        "Alarm": self.Alarm})
 
 
 class HealthService:

@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import cast
@@ -51,7 +52,7 @@ class HttpApp:
         if path == "/health":
             if method != "GET":
                 return _not_allowed()
-            ok = self._node.healthy()
+            ok = self._node.healthy() and not self._alarmed(target)
             if ok:
                 barrier = self._node.read_barrier()
                 if barrier is not None:
@@ -67,6 +68,13 @@ class HttpApp:
                 return _not_allowed()
             return 200, [_JSON], self._version
         return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
+
+
+    def _alarmed(self, target: str) -> bool:
+        """An active alarm makes /health false, unless ?exclude=NAME names its type."""
+        query = urllib.parse.parse_qs(target.partition("?")[2])
+        excluded = set(query.get("exclude", ()))
+        return bool(self._node.maintenance.unhealthy_alarms(excluded))
 
 
 def _not_allowed() -> Reply:

@@ -87,7 +87,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("max-wals", U, 5, "Maximum number of WAL files to keep (0 is unlimited).", MEMBER),
     Flag("quota-backend-bytes", N, 0,
          "Raise an alarm when the backend size exceeds this (0 means the default, 2 GiB).",
-         MEMBER),
+         MEMBER, True),
     Flag("backend-batch-interval", D, 0,
          "Maximum time before committing the backend transaction.", MEMBER, shown_default=""),
     Flag("backend-batch-limit", N, 0,

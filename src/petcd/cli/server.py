@@ -9,6 +9,7 @@ import platform
 import signal
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
@@ -95,6 +96,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
     )
 
 

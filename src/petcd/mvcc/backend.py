@@ -122,6 +122,7 @@ class Backend:
             "metasync": metasync,
         }
         self._db_flags: dict[bytes, tuple[bool, bool]] = {}
+        self._defrag_txnid = -1  # LMDB's last txn id when the defragment copy began
         self._dbs: dict[bytes, lmdb._Database] = {}
         self.listeners: list[BatchListener] = []
         self.batch: WriteBatch | None = None
@@ -255,16 +256,36 @@ class Backend:
 
         Needs the backend to itself: no batch open and no read transaction
         in use in any thread (those would fail with lmdb.Error); run it on
-        the apply thread between batches with reads held off."""
+        the apply thread between batches with reads held off. A server that
+        wants reads to go on during the copy calls the two halves itself."""
+        self.defragment_copy()
+        self.defragment_swap()
+
+    def defragment_copy(self) -> None:
+        """First half of defragment(): the compact copy, beside the file. Reads
+        may go on meanwhile; no batch may commit until defragment_swap() (it
+        would be missing from the copy)."""
         if self.batch is not None:
             raise RuntimeError("cannot defragment while a write batch is open")
-        tmp_path = self.path + ".defrag"
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(self.path + ".defrag", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            self._defrag_txnid = self.env.info()["last_txnid"]
             self.env.copyfd(fd, compact=True)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def defragment_swap(self) -> None:
+        """Second half of defragment(): put the copy in place of the file and
+        reopen. Needs no batch open and no read transaction in any thread."""
+        if self.batch is not None:
+            raise RuntimeError("cannot defragment while a write batch is open")
+        tmp_path = self.path + ".defrag"
+        if not os.path.exists(tmp_path):
+            raise RuntimeError("defragment_swap() without defragment_copy()")
+        if self.env.info()["last_txnid"] != self._defrag_txnid:
+            os.unlink(tmp_path)  # the copy lacks a commit made after it began
+            raise RuntimeError("a write batch committed during defragment; copy discarded")
         self.env.close()
         os.replace(tmp_path, self.path)
         dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)

@@ -19,6 +19,7 @@ from petcd.server.apply import Applier
 from petcd.server.cluster import ClusterInfo, load_or_bootstrap
 from petcd.server.kv_apply import KVApplier
 from petcd.server.local_log import LocalLog
+from petcd.server.maintenance import Maintenance
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Result
@@ -54,6 +55,8 @@ class Node:
         self._log: ReplicatedLog = LocalLog(self._applier, self.member_id,
                                             max_batch=opts.max_batch_entries,
                                             on_fatal=on_fatal, metrics=self.metrics)
+        # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
+        self.maintenance = Maintenance(self)
 
     # -- lifecycle
     def start(self) -> None:
@@ -64,7 +67,14 @@ class Node:
 
     async def stop(self) -> None:
         await self._log.stop()
+        self.maintenance.close()
         self.backend.close()
+
+    def fatal(self, exc: BaseException) -> None:
+        """The member cannot go on (a storage failure): stop it, as etcd panics."""
+        log.critical("fatal: %s", exc)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
 
     # -- extension points for the layers built on the log (lease, watch, auth, alarms)
     @property

@@ -34,3 +34,5 @@ class ServerOptions:
     compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
+    # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
+    quota_backend_bytes: int = 0
