@@ -57,8 +57,10 @@ class HttpApp:
                 barrier = self._node.read_barrier()
                 if barrier is not None:
                     await barrier
-            return (200 if ok else 503, [_TEXT],
-                    b'{"health":"true"}' if ok else b'{"health":"false"}')
+            if ok:
+                return 200, [_TEXT], b'{"health":"true"}'
+            # etcd answers with Go's http.Error: nosniff, and a newline after the body.
+            return 503, [_TEXT, _NOSNIFF], b'{"health":"false"}\n'
         if path == "/metrics":
             if method != "GET":
                 return _not_allowed()
