@@ -17,6 +17,7 @@ import h11
 from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
+from petcd.errors import EtcdError
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -53,10 +54,13 @@ class HttpApp:
             if method != "GET":
                 return _not_allowed()
             ok = self._node.healthy() and not self._alarmed(target)
-            if ok:
+            if ok and not self._node.is_learner:  # (a learner serves no linearizable read)
                 barrier = self._node.read_barrier()
                 if barrier is not None:
-                    await barrier
+                    try:
+                        await barrier
+                    except EtcdError:
+                        ok = False
             if ok:
                 return 200, [_TEXT], b'{"health":"true"}'
             # etcd answers with Go's http.Error: nosniff, and a newline after the body.

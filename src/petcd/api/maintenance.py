@@ -1,6 +1,6 @@
-"""etcdserverpb.Maintenance: Status, Alarm, Hash, HashKV, Defragment, Snapshot (MoveLeader
-belongs to the Raft driver and answers UNIMPLEMENTED until it exists). Handlers are thin:
-the work is `node.maintenance`'s (petcd.server.maintenance)."""
+"""etcdserverpb.Maintenance: Status, Alarm, Hash, HashKV, Defragment, Snapshot, MoveLeader.
+Handlers are thin: the work is `node.maintenance`'s (petcd.server.maintenance), and the
+Raft driver's for MoveLeader."""
 
 from __future__ import annotations
 
@@ -111,9 +111,24 @@ class MaintenanceService:
         finally:
             f.close()
 
+    async def MoveLeader(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MoveLeaderRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        node = self._node
+        try:
+            await node.move_leader(req.targetID)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = rpc.MoveLeaderResponse()
+        self._header(resp.header, node.store.current_revision)
+        return resp.SerializeToString()
+
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         unary = {"Status": self.Status, "Alarm": self.Alarm, "Hash": self.Hash,
-                 "HashKV": self.HashKV, "Defragment": self.Defragment}
+                 "HashKV": self.HashKV, "Defragment": self.Defragment,
+                 "MoveLeader": self.MoveLeader}
         methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             m: grpc.unary_unary_rpc_method_handler(fn) for m, fn in unary.items()}
         methods["Snapshot"] = grpc.unary_stream_rpc_method_handler(self.Snapshot)

@@ -110,12 +110,18 @@ class AlarmStore:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self._db = backend.open_db(ALARM_DB)
-        with backend.read() as txn:
-            members = [rpc.AlarmMember.FromString(k) for k, _ in txn.cursor(db=self._db)]
-        self._committed: tuple[rpc.AlarmMember, ...] = tuple(members)
-        self._working = self._committed  # the open batch's view
+        self._committed: tuple[rpc.AlarmMember, ...] = ()
+        self._load()
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._reopen)
+        # A snapshot from the leader replaces the file: its alarms are the cluster's.
+        backend.restore_hooks.append(self._load)
+
+    def _load(self) -> None:
+        with self._backend.read() as txn:
+            members = [rpc.AlarmMember.FromString(k) for k, _ in txn.cursor(db=self._db)]
+        self._committed = tuple(members)
+        self._working = self._committed  # the open batch's view
 
     def _reopen(self) -> None:
         self._db = self._backend.open_db(ALARM_DB)
@@ -185,6 +191,7 @@ class Alarms:
         self._write_error: errors.EtcdError | None = None
         self._grow_error: errors.EtcdError | None = None
         self._update_gates()
+        backend.restore_hooks.append(self._update_gates)
         applier.register(ALARM, self.apply)
         applier.wrap(P.PUT, self._gate_put)
         applier.wrap(P.TXN, self._gate_txn)

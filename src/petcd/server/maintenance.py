@@ -2,10 +2,11 @@
 whole-backend hash, HashKV, defragmentation and backend snapshots.
 
 Reads that run off the event loop thread (hashes, snapshot copies, and any other layer's
-reads in worker threads) hold `reading()`; reads on the loop thread are synchronous and
-need nothing. Defragmentation pauses the apply path (Applier.exclusive) for its whole
-run, copies the backend compactly while reads go on, then swaps the file in on the loop
-thread once the off-loop readers have drained: writes wait, nothing fails.
+reads in worker threads) hold `reading()` (the backend's ReadGate); reads on the loop
+thread are synchronous and need nothing. Defragmentation pauses the apply path
+(Applier.exclusive) for its whole run, copies the backend compactly while reads go on,
+then swaps the file in on the loop thread once the off-loop readers have drained: writes
+wait, nothing fails.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import contextlib
 import logging
 import os
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -35,51 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("petcd.maintenance")
 
 
-class ReadGate:
-    """Many readers or one closer. Readers are threads other than the event loop's;
-    close() waits (blocking: call it off the loop) until they are done and holds new
-    ones back until open()."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._closed = False
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._closed = True
-            while self._readers:
-                self._cond.wait()
-
-    def open(self) -> None:
-        with self._cond:
-            self._closed = False
-            self._cond.notify_all()
-
-
 class Maintenance:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._backend = node.backend
         self._store = node.store
         self._applier = node.applier
-        self.gate = ReadGate()
+        self.gate = node.backend.readers
         self.alarms = Alarms(node.backend, node.applier, node.opts.quota_backend_bytes,
                              self._quota_exceeded_on_apply)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -2,9 +2,13 @@
 the LMDB backend followed by the sha256 of it) turned back into a data dir, and their
 status. Used by `petcdctl snapshot restore|status`.
 
-A restored data dir is a new cluster holding the snapshot's data: membership comes from
-the restore flags (as for a first start), the old members' identities are dropped, and
-the backend's consistent index is reset so that the new log starts from scratch.
+A restored data dir is a new cluster holding the snapshot's data, laid out as a member
+that has already started once (as etcd's restore does): the backend's member list is
+replaced by the one of the restore flags and its consistent index set to n (the number of
+members); the WAL (metadata: the new cluster and member IDs) holds hard state {term 1,
+commit n} and the marker of a Raft snapshot at index n, term 1 whose configuration has
+the n members as voters. A member started on it elects a leader and goes on from n+1.
+Every member of the new cluster is restored from the same file with its own --name.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ from dataclasses import dataclass
 import lmdb
 
 from petcd.mvcc.backend import Backend
-from petcd.server.cluster import bootstrap, load_or_bootstrap
+from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
+from petcd.server.bootstrap import encode_metadata
+from petcd.server.cluster import bootstrap
+from petcd.server.membership import MEMBERS_DB, REMOVED_DB, Member, Membership, add_change
 from petcd.server.options import ServerOptions
+from petcd.wal.storage import MemberStorage
 
 SHA256_SIZE = 32
 _COPY_CHUNK = 1 << 20
@@ -112,15 +120,18 @@ def restore(cfg: RestoreConfig) -> str:
         os.chmod(staging, 0o700)
         db_path = os.path.join(snap_dir, "db")
         _copy_verified(cfg.snapshot_path, db_path, cfg.skip_hash_check)
-        backend = Backend(db_path)
+        members = [Member(m.id, m.name, list(m.peer_urls))
+                   for m in sorted(info.members.values(), key=lambda m: m.id)]
+        index = len(members)
+        _reset_backend(db_path, info.cluster_id, info.local_id, members, index)
+        storage = MemberStorage.create(staging, encode_metadata(info.cluster_id,
+                                                                info.local_id))
         try:
-            # A fresh log: the first entries of the new cluster are its members (one
-            # per member, as a bootstrap writes them), all applied by this backend.
-            with backend.begin_write() as batch:
-                batch.set_consistent_index(len(info.members), 1)
+            voters = tuple(m.id for m in members)
+            snapshot = Snapshot(SnapshotMetadata(index, 1, ConfState(voters=voters)))
+            storage.save(HardState(term=1, vote=voters[0], commit=index), [], snapshot)
         finally:
-            backend.close()
-        load_or_bootstrap(opts, member_dir)  # writes the membership (cluster.json)
+            storage.close()
         _fsync_tree(staging)
         os.rename(staging, data_dir)
         _fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
@@ -128,6 +139,25 @@ def restore(cfg: RestoreConfig) -> str:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return data_dir
+
+
+def _reset_backend(db_path: str, cluster_id: int, local_id: int, members: list[Member],
+                   index: int) -> None:
+    """The new cluster's member list in place of the old one, and the consistent index
+    of the snapshot the new log starts from."""
+    backend = Backend(db_path)
+    try:
+        membership = Membership(cluster_id, local_id)
+        membership.load(backend)  # opens the member databases
+        dbs = (backend.open_db(MEMBERS_DB), backend.open_db(REMOVED_DB))
+        with backend.begin_write() as batch:
+            for db in dbs:
+                batch.txn.drop(db, delete=False)
+            for m in members:
+                membership.write(batch, add_change(m))
+            batch.set_consistent_index(index, 1)
+    finally:
+        backend.close()
 
 
 def _copy_verified(src: str, dst: str, skip_hash_check: bool) -> None:
