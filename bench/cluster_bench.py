@@ -29,36 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from loadgen import WORKLOADS, Cell, median, preload, run_cell
 
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, free_port, have_etcd
-
-
-class _ClusterMixin:
-    """A member started with the whole cluster in --initial-cluster."""
-
-    initial_cluster = ""
-    cluster_token = "bench-cluster"
-
-    def member_args(self) -> list[str]:
-        args: list[str] = super().member_args()  # type: ignore[misc]
-        i = args.index("--initial-cluster")
-        args[i + 1] = self.initial_cluster
-        return [*args, "--initial-cluster-token", self.cluster_token]
-
-
-class PetcdMember(_ClusterMixin, PetcdProcess):
-    pass
-
-
-class EtcdMember(_ClusterMixin, EtcdProcess):
-    pass
+from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
 
 
 def start_cluster(target: str, base: Path, n: int,
                   extra_args: Sequence[str] = ()) -> list[MemberProcess]:
-    cls: type[PetcdMember] | type[EtcdMember] = EtcdMember if target == "etcd" else PetcdMember
+    cls: type[MemberProcess] = EtcdProcess if target == "etcd" else PetcdProcess
     (base / target).mkdir(parents=True, exist_ok=True)
-    members = [cls(base / target / f"m{i}", name=f"m{i}", client_port=free_port(),
-                   peer_port=free_port(), args=list(extra_args)) for i in range(n)]
+    members = [cls(base / target / f"m{i}", name=f"m{i}",
+                   args=[*extra_args, "--initial-cluster-token", "bench-cluster"])
+               for i in range(n)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.initial_cluster = initial

@@ -5,10 +5,12 @@ are already applied is recognised and skipped)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from petcd.errors import EtcdError
@@ -64,6 +66,23 @@ class Applier:
         for wrapper in self._wrappers.get(kind, ()):
             handler = wrapper(handler)
         self._handlers[kind] = handler
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """From the event loop: hold the apply path (`exclusive`) for the block, once the
+        batch being applied is done (waited for off the loop). Whoever replaces or
+        rewrites the backend file (defragment, a snapshot from the leader) holds it, so
+        the two never overlap and no batch is open meanwhile."""
+        acquired = asyncio.get_running_loop().run_in_executor(None, self.exclusive.acquire)
+        try:
+            await asyncio.shield(acquired)
+        except asyncio.CancelledError:
+            acquired.add_done_callback(lambda _: self.exclusive.release())
+            raise
+        try:
+            yield
+        finally:
+            self.exclusive.release()
 
     def wrap(self, kind: str, wrapper: Callable[[Handler], Handler]) -> None:
         """Put wrapper(handler) in place of the handler of `kind` (a gate in front of

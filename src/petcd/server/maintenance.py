@@ -146,26 +146,25 @@ class Maintenance:
         started = time.monotonic()
         before = backend.size()
         log.info("starting defragment (db size %d)", before)
-        # Let the batch being applied finish, then hold the apply path.
-        await loop.run_in_executor(pool, applier.exclusive.acquire)
-        try:
-            await loop.run_in_executor(pool, backend.defragment_copy)
-            await loop.run_in_executor(pool, self.gate.close)
+        # Let the batch being applied finish, then hold the apply path (a snapshot from
+        # the leader cannot replace the file meanwhile either).
+        async with applier.paused():
             try:
-                # On the loop thread: no read of the loop's is in progress here.
-                backend.defragment_swap()
-            finally:
-                self.gate.open()
-        except Exception as e:
-            log.error("defragment failed: %s", e)
-            if not _env_open(backend):
-                # The old file is closed and the new one did not open: nothing can be
-                # served any more; stop as etcd stops on a backend failure.
-                self._node.fatal(e)
-            # gRPC-Go answers a plain error with code Unknown and its text.
-            raise EtcdError(StatusCode.UNKNOWN, f"defragment failed: {e}") from e
-        finally:
-            applier.exclusive.release()
+                await loop.run_in_executor(pool, backend.defragment_copy)
+                await loop.run_in_executor(pool, self.gate.close)
+                try:
+                    # On the loop thread: no read of the loop's is in progress here.
+                    backend.defragment_swap()
+                finally:
+                    self.gate.open()
+            except Exception as e:
+                log.error("defragment failed: %s", e)
+                if not _env_open(backend):
+                    # The old file is closed and the new one did not open: nothing can be
+                    # served any more; stop as etcd stops on a backend failure.
+                    self._node.fatal(e)
+                # gRPC-Go answers a plain error with code Unknown and its text.
+                raise EtcdError(StatusCode.UNKNOWN, f"defragment failed: {e}") from e
         log.info("finished defragment in %.3fs (db size %d -> %d)",
                  time.monotonic() - started, before, backend.size())
 

@@ -567,11 +567,15 @@ class RaftDriver:
             del states[:pos]
         return cs
 
+    def _sync_backend(self) -> None:
+        with self._applier.exclusive:  # (not while a defragment swaps the file)
+            self._backend.sync()
+
     async def _take_snapshot(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await loop.run_in_executor(self._apply_exec, self._backend.sync)
+            await loop.run_in_executor(self._apply_exec, self._sync_backend)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
@@ -653,13 +657,14 @@ class RaftDriver:
             raise RuntimeError(f"snapshot {index} arrived without its backend file")
         # On the loop thread: reads run there too, so none sees the file being swapped;
         # reads in other threads (hashes, snapshot copies) are waited for.
-        readers = self._backend.readers
-        await asyncio.get_running_loop().run_in_executor(None, readers.close)
-        try:
-            self._backend.restore_from(path)
-        finally:
-            readers.open()
         applier = self._applier
+        readers = self._backend.readers
+        async with applier.paused():  # (not while a defragment rewrites the file)
+            await asyncio.get_running_loop().run_in_executor(None, readers.close)
+            try:
+                self._backend.restore_from(path)
+            finally:
+                readers.open()
         applier.applied_index, applier.applied_term = self._backend.consistent_index()
         self.membership.load(self._backend)
         self._conf_states = [(index, conf_state)]
