@@ -8,8 +8,10 @@ way (free loopback ports, temporary data dirs), side by side with the ratio petc
     python bench/cluster_bench.py --endpoints leader     # every client on the leader
     python bench/cluster_bench.py --py-spy /tmp/prof     # petcd leader profiles per cell
 
-Clients are spread over all members' client URLs by default (followers forward writes to
-the leader and ask it for a read index, as etcd's do), or all put on the leader. The
+Clients are spread over all members' client URLs by default, starting with the leader (a
+single client talks to the leader; followers forward writes to the leader and ask it for
+a read index, as etcd's do), or all put on the leader. Server CPU is printed per member,
+leader first. The
 targets run at the same time and take turns cell by cell, so a noisy neighbour hurts
 both alike. The load generator is bench/loadgen.py (shared with kv_bench.py).
 """
@@ -32,13 +34,15 @@ from loadgen import WORKLOADS, Cell, median, preload, run_cell
 from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
 
 
-def start_cluster(target: str, base: Path, n: int,
-                  extra_args: Sequence[str] = ()) -> list[MemberProcess]:
-    cls: type[MemberProcess] = EtcdProcess if target == "etcd" else PetcdProcess
+def start_cluster(target: str, base: Path, n: int, extra_args: Sequence[str] = (),
+                  direct: bool = False) -> list[MemberProcess]:
     (base / target).mkdir(parents=True, exist_ok=True)
-    members = [cls(base / target / f"m{i}", name=f"m{i}",
-                   args=[*extra_args, "--initial-cluster-token", "bench-cluster"])
-               for i in range(n)]
+    args = [*extra_args, "--initial-cluster-token", "bench-cluster"]
+    members: list[MemberProcess] = [
+        EtcdProcess(base / target / f"m{i}", name=f"m{i}", args=args) if target == "etcd"
+        else PetcdProcess(base / target / f"m{i}", name=f"m{i}", args=args,
+                          separate_http=direct)
+        for i in range(n)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.initial_cluster = initial
@@ -105,6 +109,8 @@ def main() -> None:
     ap.add_argument("--py-spy", metavar="DIR", default="",
                     help="record py-spy profiles of the petcd leader, one file per cell")
     ap.add_argument("--petcd-args", default="", help="extra petcd flags (space separated)")
+    ap.add_argument("--petcd-direct", action="store_true",
+                    help="petcd with --listen-client-http-urls (gRPC owns the client port)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     if "etcd" in targets and not have_etcd():
@@ -122,8 +128,12 @@ def main() -> None:
         try:
             for t in targets:
                 extra = args.petcd_args.split() if t == "petcd" else []
-                clusters[t] = start_cluster(t, Path(tmp), args.members, extra)
+                clusters[t] = start_cluster(t, Path(tmp), args.members, extra,
+                                            direct=args.petcd_direct and t == "petcd")
                 leaders[t] = leader_of(clusters[t])
+                # The leader first (members in the order CPU is reported): a single client
+                # talks to the leader in both clusters, many go round all the members.
+                clusters[t].sort(key=lambda m, lead=leaders[t]: m is not lead)
                 addresses[t] = ([leaders[t].address] if args.endpoints == "leader"
                                 else [m.address for m in clusters[t]])
                 preload(leaders[t].address, args.value_size)
@@ -145,8 +155,10 @@ def main() -> None:
                                 spy.wait(60)
                     for t in targets:
                         cell = results[(t, wl, c)] = median(runs[t])
+                        per = "+".join(f"{u / cell.seconds:.2f}" for u in cell.member_cpu)
                         print(f"{t:6} {wl:19} clients={c:<4} {cell.rate:9.0f} ops/s  "
-                              f"servers {cell.server_cpu / cell.seconds:4.2f} cores  "
+                              f"servers {cell.server_cpu / cell.seconds:4.2f} cores "
+                              f"(leader first: {per})  "
                               f"clients {cell.client_cpu / cell.seconds:4.2f} cores"
                               + (f"  errors {cell.errors}" if cell.errors else ""),
                               flush=True)

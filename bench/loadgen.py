@@ -38,6 +38,7 @@ class Cell:
     server_cpu: float
     client_cpu: float
     errors: int
+    member_cpu: tuple[float, ...] = ()  # per member, in the order given to run_cell
 
     @property
     def rate(self) -> float:
@@ -131,13 +132,13 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
     try:
         if any(ready.get(timeout=60) < 0 for _ in workers):
             raise RuntimeError("a load worker failed to connect")
-        server0 = sum(cpu_seconds(p) for p in pids)
+        member0 = [cpu_seconds(p) for p in pids]
         client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
         t0 = time.monotonic()
         go.set()
         results = [out.get(timeout=seconds + 60) for _ in workers]
         elapsed = time.monotonic() - t0
-        server1 = sum(cpu_seconds(p) for p in pids)
+        member1 = [cpu_seconds(p) for p in pids]
         client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
     finally:
         for w in workers:
@@ -146,8 +147,9 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
                 w.kill()
     if any(e < 0 for _, e in results):
         raise RuntimeError("a load worker failed")
-    return Cell(workload, clients, sum(c for c, _ in results), elapsed,
-                server1 - server0, client1 - client0, sum(e for _, e in results))
+    used = tuple(b - a for a, b in zip(member0, member1, strict=True))
+    return Cell(workload, clients, sum(c for c, _ in results), elapsed, sum(used),
+                client1 - client0, sum(e for _, e in results), used)
 
 
 def preload(address: str, value_size: int) -> None:
