@@ -6,6 +6,7 @@ followers while the cluster serves, and a 3-member cluster restored from a snaps
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,6 +142,18 @@ def test_alarm_survives_restart_of_the_whole_cluster(cluster: PetcdCluster) -> N
     assert error_lines(r.stderr)[-1] == "Error: etcdserver: corrupt cluster"
     Etcdctl(cluster.members[1].endpoint).ok("alarm", "disarm")
     assert Etcdctl(cluster.members[2].endpoint).ok("del", "x") == "0\n"
+
+    # Alone, a member has no leader: Status says so as etcd does.
+    cluster.members[0].stop()
+    cluster.members[1].stop()
+    deadline = time.monotonic() + 20
+    while True:
+        st = json.loads(Etcdctl(cluster.members[2].endpoint).ok(
+            "endpoint", "status", "-w", "json"))[0]["Status"]
+        if "leader" not in st or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert st.get("errors") == ["etcdserver: no leader"]
 
 
 def test_three_member_restore_keeps_all_data(tmp_path: Path) -> None:
