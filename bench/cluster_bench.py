@@ -83,12 +83,13 @@ def leader_of(members: Sequence[MemberProcess]) -> MemberProcess:
         time.sleep(0.1)
 
 
-def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+def profile(pid: int, seconds: float, out: Path, native: bool) -> subprocess.Popen[bytes]:
     """py-spy sampling the leader for the cell (collapsed stacks: one line per stack)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration",
                              str(max(1, int(seconds))), "--format", "raw", "--threads",
-                             "--nonblocking", "-o", str(out)],
+                             *(["--native"] if native else ["--nonblocking"]),
+                             "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -108,6 +109,8 @@ def main() -> None:
                     help="spread clients over all members (default) or use the leader only")
     ap.add_argument("--py-spy", metavar="DIR", default="",
                     help="record py-spy profiles of the petcd leader, one file per cell")
+    ap.add_argument("--native", action="store_true",
+                    help="with --py-spy: native frames too (C code of gRPC, uvloop, LMDB)")
     ap.add_argument("--petcd-args", default="", help="extra petcd flags (space separated)")
     ap.add_argument("--petcd-direct", action="store_true",
                     help="petcd with --listen-client-http-urls (gRPC owns the client port)")
@@ -147,7 +150,8 @@ def main() -> None:
                             lead = leaders[t].proc
                             if args.py_spy and t == "petcd" and lead is not None:
                                 spy = profile(lead.pid, args.seconds,
-                                              Path(args.py_spy) / f"{wl}-{c}-{r}.txt")
+                                              Path(args.py_spy) / f"{wl}-{c}-{r}.txt",
+                                              args.native)
                             runs[t].append(run_cell(clusters[t], addresses[t], wl, c,
                                                     args.procs if c > 1 else 1,
                                                     args.seconds, args.value_size))
