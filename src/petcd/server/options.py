@@ -50,5 +50,13 @@ class ServerOptions:
     max_snapshots: int = 5
     # Longest wait at start for this member to join before serving clients anyway.
     wait_cluster_ready_timeout: float = 5.0
+    # Peer TLS (https peer URLs): our certificate, the CA peers' certificates must chain
+    # to, and whether dialling peers must present one (--peer-client-cert-auth).
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
     # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
     quota_backend_bytes: int = 0

@@ -154,9 +154,9 @@ class RaftDriver:
         applier.register(CONF_CHANGE_KIND, lambda batch, cc: membership.write(batch, cc))
         self._transport = PeerTransport(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self._on_messages,
-            self._on_snapshot, config=transport_config,
-            on_peer_status=self._on_peer_status, on_rejected=self._on_rejected,
-            on_request=self._on_request)
+            self._on_snapshot, config=transport_config, server_ssl=boot.server_ssl,
+            client_ssl=boot.client_ssl, on_peer_status=self._on_peer_status,
+            on_rejected=self._on_rejected, on_request=self._on_request)
         self._sync_transport()
 
         # Raft's configuration as of each conf change handed out (for snapshots).
@@ -164,6 +164,9 @@ class RaftDriver:
             (boot.applied, self._raw.status().conf_state)]
         self._snap_index = self._mem.snapshot().metadata.index
         self._snapshotting = False
+        self._durable = self._mem.last_index()  # last log index known to be in the WAL
+        if metrics is not None:
+            self._storage.wal.fsync_observer = metrics.wal_fsync.observe
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -262,9 +265,12 @@ class RaftDriver:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Refuse new proposals, fail those waiting, finish what is handed out, close."""
+        """Hand leadership over (if we lead others), refuse new proposals, fail those
+        waiting, finish what is handed out, close."""
         if self._stopping and not self._tasks:
             return
+        if not self._stopping and self._role == Role.LEADER:
+            await self._transfer_on_shutdown()
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -391,9 +397,25 @@ class RaftDriver:
             self._send(messages)
             messages = []
         snapshot = rd.snapshot
+        committed = rd.committed_entries
         if rd.must_sync or snapshot is not None:
+            if committed and snapshot is None:
+                # Committed entries that earlier Readies already made durable need not
+                # wait for this fsync (a leader's are usually all of them): apply them
+                # while the WAL writes the new ones.
+                durable = self._durable
+                if rd.entries:
+                    durable = min(durable, rd.entries[0].index - 1)
+                if committed[0].index <= durable:
+                    n = bisect.bisect_right(committed, durable, key=_index)
+                    self._hand_out(committed[:n])
+                    committed = committed[n:]
             await asyncio.get_running_loop().run_in_executor(
                 self._wal_exec, self._storage.save, rd.hard_state, rd.entries, snapshot)
+            if rd.entries:
+                self._durable = rd.entries[-1].index
+            elif snapshot is not None:
+                self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             self._storage.save(rd.hard_state, ())  # commit index only: kept for the next frame
         mem = self._mem
@@ -409,8 +431,8 @@ class RaftDriver:
             self._send(messages)
         if snapshot is not None:
             await self._install_snapshot(snapshot.metadata.index, snapshot.metadata.conf_state)
-        if rd.committed_entries:
-            self._hand_out(rd.committed_entries)
+        if committed:
+            self._hand_out(committed)
         if rd.read_states:
             self._on_read_states(rd.read_states)
         raw.advance(rd)
@@ -452,11 +474,12 @@ class RaftDriver:
         try:
             while True:
                 if not jobs:
-                    self._apply_idle.set()
                     if self._stopping and self._tasks and self._tasks[0].done():
+                        self._apply_idle.set()
                         return  # the Ready loop ended and everything it handed out is applied
                     await self._compact_when_idle()
                     if not jobs:
+                        self._apply_idle.set()  # (nothing runs on the apply thread now)
                         await self._apply_wake.wait()
                         self._apply_wake.clear()
                     continue
@@ -552,6 +575,7 @@ class RaftDriver:
             self._metrics.compaction_pending.set(int(applier.compaction_pending))
 
     async def _drain_apply(self) -> None:
+        """Until everything handed out is applied and the apply thread is idle."""
         while self._apply_jobs or not self._apply_idle.is_set():
             self._apply_wake.set()
             await asyncio.sleep(0.001)
@@ -590,6 +614,8 @@ class RaftDriver:
             await loop.run_in_executor(self._wal_exec, self._storage.purge, opts.max_wals,
                                        opts.max_snapshots)
             log.info("snapshot at index %d saved; log compacted to %d", index, compact)
+            if self._metrics is not None:
+                self._metrics.snapshots.inc()
         except Exception as e:
             if not self._stopping:
                 self._fail(e, "taking a snapshot failed")
@@ -797,6 +823,8 @@ class RaftDriver:
         if ss.lead != self._lead:
             if ss.lead:
                 self._lead_elected_at = time.time()
+                if metrics is not None:
+                    metrics.leader_changes.inc()
                 if not self._publishing:
                     self._maybe_publish(time.monotonic())
                 log.info("member %x: leader is %x (term %d)", self.id, ss.lead, self._raw.term)
@@ -1114,6 +1142,21 @@ class RaftDriver:
             await asyncio.sleep(self._tick_s)
         log.info("leadership transfer from %x to %x finished", self.id, target)
 
+    async def _transfer_on_shutdown(self) -> None:
+        """As etcd does on a clean stop: give leadership to the most caught-up voter so
+        that the cluster does not wait out an election timeout."""
+        raw = self._raw
+        voters = [v for v in raw.voters if v != self.id]
+        if not voters:
+            return
+        target = max(voters, key=lambda v: raw.match_index(v) or 0)
+        log.info("transferring leadership to %x before stopping", target)
+        raw.transfer_leader(target)
+        self._wake.set()
+        deadline = time.monotonic() + self._opts.election_ms / 1000.0
+        while self._lead != target and time.monotonic() < deadline:
+            await asyncio.sleep(self._tick_s)
+
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on
         followers."""
@@ -1154,6 +1197,10 @@ class RaftDriver:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _index(e: Entry) -> int:
+    return e.index
 
 
 def _resolve(waiters: list[asyncio.Future[None]], err: EtcdError | None) -> None:
