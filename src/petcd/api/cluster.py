@@ -1,6 +1,6 @@
-"""etcdserverpb.Cluster (membership) and etcdserverpb.Maintenance (Status, MoveLeader,
-Alarm list); the rest answers UNIMPLEMENTED until built. Membership changes run on the
-leader: Node forwards them there from other members."""
+"""etcdserverpb.Cluster (membership) and grpc.health.v1.Health. Membership changes run
+on the leader: Node forwards them there from other members. Maintenance (MoveLeader
+included): api/maintenance.py."""
 
 from __future__ import annotations
 
@@ -121,45 +121,6 @@ class ClusterService:
             "MemberList": self.MemberList, "MemberAdd": self.MemberAdd,
             "MemberRemove": self.MemberRemove, "MemberUpdate": self.MemberUpdate,
             "MemberPromote": self.MemberPromote})
-
-
-class MaintenanceService:
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    async def Status(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        return self._node.status().SerializeToString()
-
-    async def MoveLeader(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MoveLeaderRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
-        node = self._node
-        try:
-            await node.move_leader(req.targetID)
-        except EtcdError as e:
-            await abort(context, e)
-        resp = rpc.MoveLeaderResponse()
-        h = resp.header
-        h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
-        h.revision = node.store.current_revision
-        return resp.SerializeToString()
-
-    async def Alarm(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
-        # No alarms exist yet (NOSPACE/CORRUPT come with quotas and corruption checks):
-        # GET lists none; ACTIVATE/DEACTIVATE change nothing.
-        node = self._node
-        resp = rpc.AlarmResponse()
-        h = resp.header
-        h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
-        h.revision = node.store.current_revision
-        return resp.SerializeToString()
-
-    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        return raw_service("etcdserverpb.Maintenance", {"Status": self.Status,
-                                                        "Alarm": self.Alarm,
-                                                        "MoveLeader": self.MoveLeader})
 
 
 class HealthService:

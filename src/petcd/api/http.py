@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import cast
@@ -52,7 +53,7 @@ class HttpApp:
         if path == "/health":
             if method != "GET":
                 return _not_allowed()
-            ok = self._node.healthy()
+            ok = self._node.healthy() and not self._alarmed(target)
             if ok and not self._node.is_learner:  # (a learner serves no linearizable read)
                 barrier = self._node.read_barrier()
                 if barrier is not None:
@@ -60,8 +61,10 @@ class HttpApp:
                         await barrier
                     except EtcdError:
                         ok = False
-            return (200 if ok else 503, [_TEXT],
-                    b'{"health":"true"}' if ok else b'{"health":"false"}')
+            if ok:
+                return 200, [_TEXT], b'{"health":"true"}'
+            # etcd answers with Go's http.Error: nosniff, and a newline after the body.
+            return 503, [_TEXT, _NOSNIFF], b'{"health":"false"}\n'
         if path == "/metrics":
             if method != "GET":
                 return _not_allowed()
@@ -71,6 +74,13 @@ class HttpApp:
                 return _not_allowed()
             return 200, [_JSON], self._version
         return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
+
+
+    def _alarmed(self, target: str) -> bool:
+        """An active alarm makes /health false, unless ?exclude=NAME names its type."""
+        query = urllib.parse.parse_qs(target.partition("?")[2])
+        excluded = set(query.get("exclude", ()))
+        return bool(self._node.maintenance.unhealthy_alarms(excluded))
 
 
 def _not_allowed() -> Reply:

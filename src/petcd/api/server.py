@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
+from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
-from petcd.api.kv import KVService
+from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
+from petcd.api.quota import QuotaKVService
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
 
@@ -69,8 +70,8 @@ class ClientServer:
         self._h2: GrpcServer | None = None
         self._listeners: list[asyncio.Server] = []
         self._socket_files: list[str] = []
-        self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
-                            max_txn_ops=opts.max_txn_ops)
+        self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
+                                 max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
 
     async def start(self) -> None:

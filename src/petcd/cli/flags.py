@@ -89,7 +89,7 @@ FLAGS: tuple[Flag, ...] = (
          True),
     Flag("quota-backend-bytes", N, 0,
          "Raise an alarm when the backend size exceeds this (0 means the default, 2 GiB).",
-         MEMBER),
+         MEMBER, True),
     Flag("backend-batch-interval", D, 0,
          "Maximum time before committing the backend transaction.", MEMBER, shown_default=""),
     Flag("backend-batch-limit", N, 0,

@@ -9,6 +9,7 @@ import platform
 import signal
 import sys
 from collections.abc import Sequence
+from typing import cast
 
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
@@ -117,6 +118,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         peer_client_key_file=str(cfg.values["peer-client-key-file"]),
         peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
         peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
+        quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
     )
 
 

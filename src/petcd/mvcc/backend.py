@@ -11,8 +11,9 @@ import contextlib
 import os
 import struct
 import tempfile
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol
 
 import lmdb
@@ -97,6 +98,44 @@ class WriteBatch:
             self.abort()
 
 
+class ReadGate:
+    """Many readers or one closer. Readers are threads other than the one that swaps
+    the file (defragment_swap(), restore_from(): the event loop's); close() blocks until
+    they are done (call it off that thread) and holds new ones back until open()."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._closed = True
+            while self._readers:
+                self._cond.wait()
+
+    def open(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._cond.notify_all()
+
+
 class Backend:
     """One LMDB environment at `path` (a single data file plus `path-lock`).
 
@@ -122,6 +161,7 @@ class Backend:
             "metasync": metasync,
         }
         self._db_flags: dict[bytes, tuple[bool, bool]] = {}
+        self._defrag_txnid = -1  # LMDB's last txn id when the defragment copy began
         self._dbs: dict[bytes, lmdb._Database] = {}
         self.listeners: list[BatchListener] = []
         self.batch: WriteBatch | None = None
@@ -131,6 +171,9 @@ class Backend:
         # Called after restore_from() swapped in another file: whoever keeps state derived
         # from the data (revisions, leases, members...) reloads it here.
         self.restore_hooks: list[Callable[[], None]] = []
+        # Reads from threads other than the file-swapping one hold readers.reading();
+        # the swapper closes it first (waiting for them).
+        self.readers = ReadGate()
         dirname = os.path.dirname(path) or "."
         os.makedirs(dirname, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -258,16 +301,36 @@ class Backend:
 
         Needs the backend to itself: no batch open and no read transaction
         in use in any thread (those would fail with lmdb.Error); run it on
-        the apply thread between batches with reads held off."""
+        the apply thread between batches with reads held off. A server that
+        wants reads to go on during the copy calls the two halves itself."""
+        self.defragment_copy()
+        self.defragment_swap()
+
+    def defragment_copy(self) -> None:
+        """First half of defragment(): the compact copy, beside the file. Reads
+        may go on meanwhile; no batch may commit until defragment_swap() (it
+        would be missing from the copy)."""
         if self.batch is not None:
             raise RuntimeError("cannot defragment while a write batch is open")
-        tmp_path = self.path + ".defrag"
-        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(self.path + ".defrag", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
+            self._defrag_txnid = self.env.info()["last_txnid"]
             self.env.copyfd(fd, compact=True)
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def defragment_swap(self) -> None:
+        """Second half of defragment(): put the copy in place of the file and
+        reopen. Needs no batch open and no read transaction in any thread."""
+        if self.batch is not None:
+            raise RuntimeError("cannot defragment while a write batch is open")
+        tmp_path = self.path + ".defrag"
+        if not os.path.exists(tmp_path):
+            raise RuntimeError("defragment_swap() without defragment_copy()")
+        if self.env.info()["last_txnid"] != self._defrag_txnid:
+            os.unlink(tmp_path)  # the copy lacks a commit made after it began
+            raise RuntimeError("a write batch committed during defragment; copy discarded")
         self.env.close()
         os.replace(tmp_path, self.path)
         dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)

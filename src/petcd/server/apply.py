@@ -5,9 +5,12 @@ are already applied is recognised and skipped)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from petcd.errors import EtcdError
@@ -35,6 +38,7 @@ class WaitPhysical:
 # revision order) and the store revision after it. Listeners must be quick and must not
 # touch asyncio objects directly (use loop.call_soon_threadsafe).
 CommitListener = Callable[[list[KVEvent], int], None]
+Handler = Callable[[Any, Any], Any]
 
 
 class Applier:
@@ -50,12 +54,42 @@ class Applier:
         }
         self.applied_index, self.applied_term = backend.consistent_index()
         self._commit_listeners: list[CommitListener] = []
+        self._wrappers: dict[str, list[Callable[[Handler], Handler]]] = {}
+        # Held for every write batch; whoever needs the backend without a batch open
+        # (defragment) takes it to pause the apply path between batches.
+        self.exclusive = threading.Lock()
 
     def register(self, kind: str, handler: Callable[[Any, Any], Any]) -> None:
         """Route committed InternalRequests of `kind` (a oneof field name) to
         handler(batch, request) -> response; it raises EtcdError with no effect."""
         assert kind not in self._handlers, f"two apply handlers for {kind}"
+        for wrapper in self._wrappers.get(kind, ()):
+            handler = wrapper(handler)
         self._handlers[kind] = handler
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """From the event loop: hold the apply path (`exclusive`) for the block, once the
+        batch being applied is done (waited for off the loop). Whoever replaces or
+        rewrites the backend file (defragment, a snapshot from the leader) holds it, so
+        the two never overlap and no batch is open meanwhile."""
+        acquired = asyncio.get_running_loop().run_in_executor(None, self.exclusive.acquire)
+        try:
+            await asyncio.shield(acquired)
+        except asyncio.CancelledError:
+            acquired.add_done_callback(lambda _: self.exclusive.release())
+            raise
+        try:
+            yield
+        finally:
+            self.exclusive.release()
+
+    def wrap(self, kind: str, wrapper: Callable[[Handler], Handler]) -> None:
+        """Put wrapper(handler) in place of the handler of `kind` (a gate in front of
+        it, as alarms refuse requests), now or when `kind` gets registered."""
+        self._wrappers.setdefault(kind, []).append(wrapper)
+        if kind in self._handlers:
+            self._handlers[kind] = wrapper(self._handlers[kind])
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._commit_listeners.append(listener)
@@ -68,6 +102,10 @@ class Applier:
         todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
         if not todo:
             return results
+        with self.exclusive:
+            return self._apply(todo, results)
+
+    def _apply(self, todo: list[tuple[int, Committed]], results: list[Result]) -> list[Result]:
         handlers = self._handlers
         batch = self._backend.begin_write()
         try:
@@ -114,5 +152,5 @@ class Applier:
 
     def compaction_step(self) -> None:
         """One batch of physical compaction only, for when no writes come to carry it."""
-        with self._backend.begin_write() as batch:
+        with self.exclusive, self._backend.begin_write() as batch:
             self._kv.store.compact_step(batch, self._kv.compact_budget)

@@ -46,7 +46,8 @@ def bootstrap(opts: ServerOptions) -> ClusterInfo:
     if urls_by_name[opts.name] != advertised:
         raise BootstrapError(
             f"--initial-cluster has {opts.name}={','.join(urls_by_name[opts.name])} but "
-            f"missing from --initial-advertise-peer-urls={','.join(advertised)}")
+            f"missing from --initial-advertise-peer-urls={','.join(advertised)} "
+            f"({_urls_differ(advertised, urls_by_name[opts.name])})")
     members: dict[int, MemberInfo] = {}
     for name, urls in urls_by_name.items():
         mid = member_id(urls, opts.initial_cluster_token)
@@ -57,3 +58,13 @@ def bootstrap(opts: ServerOptions) -> ClusterInfo:
     info = ClusterInfo(cluster_id(members), local_id, members)
     info.local.client_urls = list(opts.advertise_client_urls)
     return info
+
+
+def _urls_differ(a: list[str], b: list[str]) -> str:
+    """etcd's detail for two URL lists that differ (both sorted)."""
+    if len(a) != len(b):
+        def go(urls: list[str]) -> str:
+            return "[" + " ".join(f'"{u}"' for u in urls) + "]"
+        return f"len({go(a)}) != len({go(b)})"
+    x, y = next((x, y) for x, y in zip(a, b, strict=True) if x != y)
+    return f'resolved urls: "{x}" != "{y}"'

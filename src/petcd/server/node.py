@@ -19,6 +19,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
 from petcd.server.kv_apply import KVApplier
+from petcd.server.maintenance import Maintenance
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
@@ -56,6 +57,8 @@ class Node:
         self.member_id = booted.local_id
         self._log = RaftDriver(opts, booted, self._applier, self.backend, self.membership,
                                self.metrics, on_fatal=on_fatal, on_removed=on_removed)
+        # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
+        self.maintenance = Maintenance(self)
 
     # -- lifecycle
     async def listen_peers(self) -> None:
@@ -80,7 +83,14 @@ class Node:
 
     async def stop(self) -> None:
         await self._log.stop()
+        self.maintenance.close()
         self.backend.close()
+
+    def fatal(self, exc: BaseException) -> None:
+        """The member cannot go on (a storage failure): stop it, as etcd panics."""
+        log.critical("fatal: %s", exc)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
 
     # -- extension points for the layers built on the log (lease, watch, auth, alarms)
     @property

@@ -60,3 +60,5 @@ class ServerOptions:
     peer_client_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
+    quota_backend_bytes: int = 0

@@ -605,10 +605,14 @@ class RaftDriver:
             del states[:pos]
         return cs
 
+    def _sync_backend(self) -> None:
+        with self._applier.exclusive:  # (not while a defragment swaps the file)
+            self._backend.sync()
+
     async def _take_snapshot(self, index: int) -> None:
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await self._apply_thread.run(self._backend.sync)
+            await self._apply_thread.run(self._sync_backend)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
@@ -655,7 +659,7 @@ class RaftDriver:
             self._wake.set()
 
     def _copy_backend(self, path: str) -> None:
-        with open(path, "wb") as f:
+        with open(path, "wb") as f, self._backend.readers.reading():
             self._backend.snapshot_to(f)
 
     async def _on_snapshot(self, from_id: int, metadata: bytes,
@@ -689,9 +693,16 @@ class RaftDriver:
         path = snapshotter.db_file_path(index)
         if path is None:
             raise RuntimeError(f"snapshot {index} arrived without its backend file")
-        # On the loop thread: reads run there too, so none sees the file being swapped.
-        self._backend.restore_from(path)
+        # On the loop thread: reads run there too, so none sees the file being swapped;
+        # reads in other threads (hashes, snapshot copies) are waited for.
         applier = self._applier
+        readers = self._backend.readers
+        async with applier.paused():  # (not while a defragment rewrites the file)
+            await asyncio.get_running_loop().run_in_executor(None, readers.close)
+            try:
+                self._backend.restore_from(path)
+            finally:
+                readers.open()
         applier.applied_index, applier.applied_term = self._backend.consistent_index()
         self.membership.load(self._backend)
         self._conf_states = [(index, conf_state)]

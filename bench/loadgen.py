@@ -1,0 +1,168 @@
+"""The load generator shared by the KV benchmarks (kv_bench.py: one member; cluster_bench.py:
+a 3-member cluster): worker processes running grpc.aio clients, requests serialized once
+up front and sent as bytes, responses not parsed. A cell is one workload at one
+concurrency; it reports ops/s and the CPU seconds of the servers and of the clients
+(from /proc): on a small machine the client competes with the servers for CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import MemberProcess
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WORKLOADS = ("put", "range-linearizable", "range-serializable")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its threads (from /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Cell:
+    workload: str
+    clients: int
+    ops: int
+    seconds: float
+    server_cpu: float
+    client_cpu: float
+    errors: int
+    member_cpu: tuple[float, ...] = ()  # per member, in the order given to run_cell
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+
+def _requests(workload: str, worker: int, value_size: int, keys: int) -> tuple[str, list[bytes]]:
+    if workload == "put":
+        value = b"v" * value_size
+        return "/etcdserverpb.KV/Put", [
+            rpc.PutRequest(key=b"bench/%d/%06d" % (worker, i), value=value).SerializeToString()
+            for i in range(keys)]
+    serializable = workload == "range-serializable"
+    return "/etcdserverpb.KV/Range", [
+        rpc.RangeRequest(key=b"bench/0/%06d" % (i % 100),
+                         serializable=serializable).SerializeToString()
+        for i in range(100)]
+
+
+async def _worker_main(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
+                       conns: int, seconds: float, value_size: int,
+                       ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
+    import grpc
+
+    method, reqs = _requests(workload, worker, value_size, 1000)
+    # Connections go round the addresses, starting at a different one in each worker.
+    channels = [grpc.aio.insecure_channel(addresses[(worker + i) % len(addresses)],
+                                          options=[("grpc.use_local_subchannel_pool", 1)])
+                for i in range(conns)]
+    calls = [ch.unary_unary(method) for ch in channels]  # bytes in, bytes out
+    for ch in channels:
+        await asyncio.wait_for(ch.channel_ready(), 30)
+    ready.put(worker)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    count = 0
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    n = len(reqs)
+
+    async def loop(i: int) -> None:
+        nonlocal count, errors
+        call = calls[i % len(calls)]
+        j = i
+        while time.monotonic() < stop_at:
+            try:
+                await call(reqs[j % n], timeout=30)
+                count += 1
+            except grpc.aio.AioRpcError:
+                errors += 1
+            j += concurrency
+
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    out.put((count, errors))
+    for ch in channels:
+        await ch.close()
+
+
+def _worker(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
+            conns: int, seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
+            out: mp.Queue[tuple[int, int]]) -> None:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            r.run(_worker_main(addresses, workload, worker, concurrency, conns, seconds,
+                               value_size, ready, go, out))
+    except BaseException:
+        ready.put(-1)
+        out.put((0, -1))
+        raise
+
+
+def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
+             clients: int, procs: int, seconds: float, value_size: int) -> Cell:
+    """`clients` concurrent callers in `procs` worker processes, spread over `addresses`;
+    server CPU is summed over `members`."""
+    procs = max(1, min(procs, clients))
+    # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue[int] = ctx.Queue()
+    out: mp.Queue[tuple[int, int]] = ctx.Queue()
+    go = ctx.Event()
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = [ctx.Process(target=_worker, args=(list(addresses), workload, i, per[i],
+                                                 max(1, min(per[i], 8)), seconds, value_size,
+                                                 ready, go, out))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    pids = [m.proc.pid for m in members if m.proc is not None]
+    try:
+        if any(ready.get(timeout=60) < 0 for _ in workers):
+            raise RuntimeError("a load worker failed to connect")
+        member0 = [cpu_seconds(p) for p in pids]
+        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=seconds + 60) for _ in workers]
+        elapsed = time.monotonic() - t0
+        member1 = [cpu_seconds(p) for p in pids]
+        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    finally:
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
+    if any(e < 0 for _, e in results):
+        raise RuntimeError("a load worker failed")
+    used = tuple(b - a for a, b in zip(member0, member1, strict=True))
+    return Cell(workload, clients, sum(c for c, _ in results), elapsed, sum(used),
+                client1 - client0, sum(e for _, e in results), used)
+
+
+def preload(address: str, value_size: int) -> None:
+    """The 100 keys the range workloads read."""
+    import grpc
+
+    with grpc.insecure_channel(address) as ch:
+        put = ch.unary_unary("/etcdserverpb.KV/Put")
+        for i in range(100):
+            put(rpc.PutRequest(key=b"bench/0/%06d" % i,
+                               value=b"v" * value_size).SerializeToString(), timeout=30)
+
+
+def median(cells: Sequence[Cell]) -> Cell:
+    ordered = sorted(cells, key=lambda cell: cell.rate)
+    return ordered[len(ordered) // 2]

@@ -1,0 +1,292 @@
+"""Alarms and the backend quota, as etcd has them.
+
+- The alarm set (member ID, alarm type) lives in the LMDB database `alarm` (key: the
+  serialized AlarmMember, as etcd keys its `alarm` bucket) and changes only by applying
+  `alarm` log entries, so every member agrees and alarms survive restarts.
+- While NOSPACE is active, the apply path refuses puts, txns with a put and lease
+  grants (etcdserver: mvcc: database space exceeded); deletes, compactions and reads
+  pass, so an operator can compact, defragment and disarm. While CORRUPT is active,
+  every write is refused (etcdserver: corrupt cluster).
+- The quota: a request that would push the backend past --quota-backend-bytes is
+  refused on the request path (with a NOSPACE alarm proposed first); on the apply
+  path it is applied but answered NOSPACE, and the alarm proposed. Both as etcd 3.4.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from petcd import errors
+from petcd.mvcc.backend import Backend, WriteBatch
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server import proposal as P
+from petcd.server.apply import Applier, Handler
+
+log = logging.getLogger("petcd.alarm")
+
+ALARM = "alarm"  # the InternalRequest kind
+ALARM_DB = b"alarm"
+
+DEFAULT_QUOTA_BYTES = 2 << 30  # --quota-backend-bytes 0
+MAX_QUOTA_BYTES = 8 << 30  # beyond this etcd warns that performance may suffer
+KV_OVERHEAD = 256  # etcd's estimate of a key's metadata, charged per put
+LEASE_OVERHEAD = 64  # etcd's estimate of a lease, charged per grant
+
+NOSPACE = rpc.NOSPACE
+CORRUPT = rpc.CORRUPT
+
+
+def cost_put(req: rpc.PutRequest) -> int:
+    return KV_OVERHEAD + len(req.key) + len(req.value)
+
+
+def cost_txn(req: rpc.TxnRequest) -> int:
+    """The puts of the costlier branch (top level only, as etcd counts)."""
+    def branch(ops: Any) -> int:
+        return sum(cost_put(op.request_put) for op in ops
+                   if op.WhichOneof("request") == "request_put")
+    return max(branch(req.success), branch(req.failure))
+
+
+def txn_upper_bound(raw_len: int) -> int:
+    """A cost no txn of raw_len bytes can exceed: each put op takes at least 4 bytes
+    on the wire (op tag and length, put tag and length) and its key and value bytes."""
+    return KV_OVERHEAD * (raw_len // 4 + 1) + raw_len
+
+
+def alarm_text(m: rpc.AlarmMember) -> str:
+    """An alarm as etcd words it in StatusResponse.errors (protobuf compact text):
+    'memberID:10276657743932975437 alarm:NOSPACE '."""
+    out = ""
+    if m.memberID:
+        out += f"memberID:{m.memberID} "
+    if m.alarm:
+        out += f"alarm:{rpc.AlarmType.Name(m.alarm)} "
+    return out
+
+
+class Quota:
+    """--quota-backend-bytes: 0 means 2 GiB, negative means no quota. The backend size
+    (the data file's size, like bbolt's high-water mark in etcd) is refreshed after each
+    commit and defragmentation, not read per request."""
+
+    def __init__(self, backend: Backend, quota_bytes: int) -> None:
+        self._backend = backend
+        if quota_bytes == 0:
+            quota_bytes = DEFAULT_QUOTA_BYTES
+        self.limit: int | None = quota_bytes if quota_bytes > 0 else None
+        if self.limit is not None and self.limit > MAX_QUOTA_BYTES:
+            log.warning("backend quota %d exceeds the recommended maximum %d", self.limit,
+                        MAX_QUOTA_BYTES)
+        self.size = backend.size()
+        backend.listeners.append(self)
+        backend.reopen_hooks.append(self.refresh)
+
+    def refresh(self) -> None:
+        self.size = self._backend.size()
+
+    def available(self, cost: int) -> bool:
+        """Whether a request costing `cost` bytes fits (etcd: size + cost < quota)."""
+        limit = self.limit
+        return cost == 0 or limit is None or self.size + cost < limit
+
+    # BatchListener: the file grows only when a batch commits.
+    def before_commit(self, batch: WriteBatch) -> None:
+        pass
+
+    def after_commit(self, batch: WriteBatch) -> None:
+        self.size = self._backend.size()
+
+    def after_abort(self, batch: WriteBatch) -> None:
+        pass
+
+
+class AlarmStore:
+    """The persisted alarm set. Changes are made inside the apply batch and become
+    visible to readers (Status, /health) when it commits."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._db = backend.open_db(ALARM_DB)
+        self._committed: tuple[rpc.AlarmMember, ...] = ()
+        self._load()
+        backend.listeners.append(self)
+        backend.reopen_hooks.append(self._reopen)
+        # A snapshot from the leader replaces the file: its alarms are the cluster's.
+        backend.restore_hooks.append(self._load)
+
+    def _load(self) -> None:
+        with self._backend.read() as txn:
+            members = [rpc.AlarmMember.FromString(k) for k, _ in txn.cursor(db=self._db)]
+        self._committed = tuple(members)
+        self._working = self._committed  # the open batch's view
+
+    def _reopen(self) -> None:
+        self._db = self._backend.open_db(ALARM_DB)
+
+    @property
+    def active(self) -> tuple[rpc.AlarmMember, ...]:
+        """Committed alarms (safe to read from any thread)."""
+        return self._committed
+
+    def has(self, alarm: int) -> bool:
+        """Whether an alarm of this type is active in the working (apply) state."""
+        return any(m.alarm == alarm for m in self._working)
+
+    def get(self, alarm: int) -> list[rpc.AlarmMember]:
+        """Alarms of a type (NONE: all), in (type, member) order."""
+        found = [m for m in self._working if alarm == rpc.NONE or m.alarm == alarm]
+        return sorted(found, key=lambda m: (m.alarm, m.memberID))
+
+    def _find(self, member_id: int, alarm: int) -> rpc.AlarmMember | None:
+        for m in self._working:
+            if m.memberID == member_id and m.alarm == alarm:
+                return m
+        return None
+
+    def activate(self, batch: WriteBatch, member_id: int, alarm: int) -> rpc.AlarmMember:
+        found = self._find(member_id, alarm)
+        if found is not None:
+            return found
+        m = rpc.AlarmMember(memberID=member_id, alarm=alarm)  # type: ignore[arg-type]
+        batch.txn.put(m.SerializeToString(), b"", db=self._db)
+        self._working = (*self._working, m)
+        return m
+
+    def deactivate(self, batch: WriteBatch, member_id: int,
+                   alarm: int) -> rpc.AlarmMember | None:
+        found = self._find(member_id, alarm)
+        if found is None:
+            return None
+        batch.txn.delete(found.SerializeToString(), db=self._db)
+        self._working = tuple(m for m in self._working if m is not found)
+        return found
+
+    # BatchListener
+    def before_commit(self, batch: WriteBatch) -> None:
+        pass
+
+    def after_commit(self, batch: WriteBatch) -> None:
+        self._committed = self._working
+
+    def after_abort(self, batch: WriteBatch) -> None:
+        self._working = self._committed
+
+
+class Alarms:
+    """The alarm store, the quota, and the gates they put in front of the apply
+    handlers. `on_quota_exceeded` is called (on the apply thread) when an applied
+    request went past the quota and no NOSPACE alarm is active yet: the member then
+    proposes one."""
+
+    def __init__(self, backend: Backend, applier: Applier, quota_bytes: int,
+                 on_quota_exceeded: Callable[[], None]) -> None:
+        self.store = AlarmStore(backend)
+        self.quota = Quota(backend, quota_bytes)
+        self._on_quota_exceeded = on_quota_exceeded
+        # What the gates raise: CORRUPT refuses every write; NOSPACE refuses what grows
+        # the store (etcd's capped and corrupt appliers).
+        self._write_error: errors.EtcdError | None = None
+        self._grow_error: errors.EtcdError | None = None
+        self._update_gates()
+        backend.restore_hooks.append(self._update_gates)
+        applier.register(ALARM, self.apply)
+        applier.wrap(P.PUT, self._gate_put)
+        applier.wrap(P.TXN, self._gate_txn)
+        applier.wrap("lease_grant", self._gate_lease_grant)
+        for kind in (P.DELETE_RANGE, P.COMPACTION, "lease_revoke"):
+            applier.wrap(kind, self._gate_write)
+
+    def _update_gates(self) -> None:
+        store = self.store
+        self._nospace = store.has(NOSPACE)
+        corrupt = store.has(CORRUPT)
+        self._write_error = errors.CORRUPT if corrupt else None
+        self._grow_error = errors.CORRUPT if corrupt else (
+            errors.NO_SPACE if self._nospace else None)
+
+    @property
+    def nospace(self) -> bool:
+        return self._nospace
+
+    def apply(self, batch: WriteBatch, req: rpc.AlarmRequest) -> rpc.AlarmResponse:
+        """The `alarm` apply handler (GET, ACTIVATE, DEACTIVATE)."""
+        store = self.store
+        resp = rpc.AlarmResponse()  # etcd leaves its header unset
+        if req.action == rpc.AlarmRequest.GET:
+            resp.alarms.extend(store.get(req.alarm))
+        elif req.action == rpc.AlarmRequest.ACTIVATE:
+            raised = not store.has(req.alarm)
+            resp.alarms.append(store.activate(batch, req.memberID, req.alarm))
+            if raised:
+                log.warning("alarm %s raised by member %x", rpc.AlarmType.Name(req.alarm),
+                            req.memberID)
+        elif req.action == rpc.AlarmRequest.DEACTIVATE:
+            m = store.deactivate(batch, req.memberID, req.alarm)
+            if m is not None:
+                resp.alarms.append(m)
+                if not store.has(req.alarm):
+                    log.warning("alarm %s disarmed (member %x)",
+                                rpc.AlarmType.Name(req.alarm), req.memberID)
+        self._update_gates()
+        return resp
+
+    # -- gates in front of the apply handlers
+
+    def _exceeded(self) -> None:
+        if not self._nospace:
+            self._on_quota_exceeded()
+
+    def _gate_put(self, inner: Handler) -> Handler:
+        quota = self.quota
+
+        def put(batch: WriteBatch, req: rpc.PutRequest) -> Any:
+            if self._grow_error is not None:
+                raise self._grow_error
+            fits = quota.available(KV_OVERHEAD + len(req.key) + len(req.value))
+            resp = inner(batch, req)
+            if fits:
+                return resp
+            self._exceeded()
+            return errors.NO_SPACE  # applied, but answered as etcd answers it
+        return put
+
+    def _gate_txn(self, inner: Handler) -> Handler:
+        quota = self.quota
+
+        def txn(batch: WriteBatch, req: rpc.TxnRequest) -> Any:
+            if self._write_error is not None:
+                raise self._write_error
+            cost = cost_txn(req)
+            if self._nospace and cost > 0:
+                raise errors.NO_SPACE
+            fits = quota.available(cost)
+            resp = inner(batch, req)
+            if fits:
+                return resp
+            self._exceeded()
+            return errors.NO_SPACE
+        return txn
+
+    def _gate_lease_grant(self, inner: Handler) -> Handler:
+        quota = self.quota
+
+        def lease_grant(batch: WriteBatch, req: Any) -> Any:
+            if self._grow_error is not None:
+                raise self._grow_error
+            fits = quota.available(LEASE_OVERHEAD)
+            resp = inner(batch, req)
+            if fits:
+                return resp
+            self._exceeded()
+            return errors.NO_SPACE
+        return lease_grant
+
+    def _gate_write(self, inner: Handler) -> Handler:
+        def gate(batch: WriteBatch, req: Any) -> Any:
+            if self._write_error is not None:
+                raise self._write_error
+            return inner(batch, req)
+        return gate

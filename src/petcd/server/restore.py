@@ -1,0 +1,205 @@
+"""Snapshot files (what Maintenance.Snapshot streams and `etcdctl snapshot save` writes:
+the LMDB backend followed by the sha256 of it) turned back into a data dir, and their
+status. Used by `petcdctl snapshot restore|status`.
+
+A restored data dir is a new cluster holding the snapshot's data, laid out as a member
+that has already started once (as etcd's restore does): the backend's member list is
+replaced by the one of the restore flags and its consistent index set to n (the number of
+members); the WAL (metadata: the new cluster and member IDs) holds hard state {term 1,
+commit n} and the marker of a Raft snapshot at index n, term 1 whose configuration has
+the n members as voters. A member started on it elects a leader and goes on from n+1.
+Every member of the new cluster is restored from the same file with its own --name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass
+
+import lmdb
+
+from petcd.mvcc.backend import Backend
+from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
+from petcd.server.bootstrap import encode_metadata
+from petcd.server.cluster import bootstrap
+from petcd.server.membership import MEMBERS_DB, REMOVED_DB, Member, Membership, add_change
+from petcd.server.options import ServerOptions
+from petcd.wal.storage import MemberStorage
+
+SHA256_SIZE = 32
+_COPY_CHUNK = 1 << 20
+
+
+class RestoreError(Exception):
+    """The snapshot cannot be restored (message worded as etcdctl's)."""
+
+
+def has_checksum(size: int) -> bool:
+    """etcdctl's rule: a backend file is whole pages (a multiple of 512 bytes), so a
+    file 32 bytes longer than that carries a sha256 trailer."""
+    return size % 512 == SHA256_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStatus:
+    hash: int  # CRC-32 of every database's name, keys and values
+    revision: int  # the newest revision in the key-value history
+    total_key: int  # entries in all databases
+    total_size: int  # bytes of the backend's used pages
+
+
+def snapshot_status(path: str) -> SnapshotStatus:
+    """What `etcdctl snapshot status` reports, for a petcd backend file (with or without
+    its sha256 trailer); raises OSError or lmdb.Error for a missing or broken file."""
+    os.stat(path)  # FileNotFoundError with the path, as etcdctl reports it
+    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
+    try:
+        crc = 0
+        total = 0
+        revision = 0
+        with env.begin() as txn:
+            names = [name for name, _ in txn.cursor()]
+            for name in names:
+                db = env.open_db(name, txn=txn, create=False)
+                crc = zlib.crc32(name, crc)
+                for key, value in txn.cursor(db):
+                    crc = zlib.crc32(value, zlib.crc32(key, crc))
+                    total += 1
+                if name == b"kv":
+                    with txn.cursor(db) as cur:
+                        if cur.last():
+                            revision = struct.unpack_from(">q", cur.key())[0]
+        size = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    finally:
+        env.close()
+    return SnapshotStatus(crc, revision, total, size)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreConfig:
+    snapshot_path: str
+    name: str = "default"
+    data_dir: str = ""  # default: <name>.petcd
+    wal_dir: str = ""
+    initial_cluster: dict[str, tuple[str, ...]] | None = None  # default: name=peer URLs
+    initial_cluster_token: str = "etcd-cluster"
+    peer_urls: tuple[str, ...] = ("http://localhost:2380",)
+    skip_hash_check: bool = False
+
+
+def restore(cfg: RestoreConfig) -> str:
+    """Build a new member's data dir from a snapshot file; returns the data dir. Fails
+    if the data dir exists; leaves nothing behind on failure."""
+    cluster = cfg.initial_cluster
+    if cluster is None:
+        cluster = {cfg.name: cfg.peer_urls}
+    opts = ServerOptions(name=cfg.name, data_dir=cfg.data_dir or f"{cfg.name}.petcd",
+                         initial_advertise_peer_urls=cfg.peer_urls, initial_cluster=cluster,
+                         initial_cluster_token=cfg.initial_cluster_token,
+                         advertise_client_urls=())
+    info = bootstrap(opts)  # the flags' checks, with etcd's messages (BootstrapError)
+    data_dir = opts.data_dir
+    if os.path.exists(data_dir):
+        raise RestoreError(f'data-dir "{data_dir}" exists')
+    if cfg.wal_dir:
+        raise RestoreError("--wal-dir is not supported yet (petcd keeps the WAL in the "
+                           "data dir)")
+    # Build beside the target and rename at the end: a failed restore leaves nothing a
+    # member could boot from.
+    staging = f"{data_dir.rstrip(os.sep)}.restoring"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        member_dir = os.path.join(staging, "member")
+        snap_dir = os.path.join(member_dir, "snap")
+        os.makedirs(snap_dir, mode=0o700)
+        os.chmod(staging, 0o700)
+        db_path = os.path.join(snap_dir, "db")
+        _copy_verified(cfg.snapshot_path, db_path, cfg.skip_hash_check)
+        members = [Member(m.id, m.name, list(m.peer_urls))
+                   for m in sorted(info.members.values(), key=lambda m: m.id)]
+        index = len(members)
+        _reset_backend(db_path, info.cluster_id, info.local_id, members, index)
+        storage = MemberStorage.create(staging, encode_metadata(info.cluster_id,
+                                                                info.local_id))
+        try:
+            voters = tuple(m.id for m in members)
+            snapshot = Snapshot(SnapshotMetadata(index, 1, ConfState(voters=voters)))
+            storage.save(HardState(term=1, vote=voters[0], commit=index), [], snapshot)
+        finally:
+            storage.close()
+        _fsync_tree(staging)
+        os.rename(staging, data_dir)
+        _fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return data_dir
+
+
+def _reset_backend(db_path: str, cluster_id: int, local_id: int, members: list[Member],
+                   index: int) -> None:
+    """The new cluster's member list in place of the old one, and the consistent index
+    of the snapshot the new log starts from."""
+    backend = Backend(db_path)
+    try:
+        membership = Membership(cluster_id, local_id)
+        membership.load(backend)  # opens the member databases
+        dbs = (backend.open_db(MEMBERS_DB), backend.open_db(REMOVED_DB))
+        with backend.begin_write() as batch:
+            for db in dbs:
+                batch.txn.drop(db, delete=False)
+            for m in members:
+                membership.write(batch, add_change(m))
+            batch.set_consistent_index(index, 1)
+    finally:
+        backend.close()
+
+
+def _copy_verified(src: str, dst: str, skip_hash_check: bool) -> None:
+    size = os.stat(src).st_size
+    with_hash = has_checksum(size)
+    if not with_hash and not skip_hash_check:
+        raise RestoreError("snapshot missing hash but --skip-hash-check=false")
+    body = size - SHA256_SIZE if with_hash else size
+    digest = hashlib.sha256()
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        left = body
+        while left:
+            chunk = f.read(min(_COPY_CHUNK, left))
+            if not chunk:
+                raise RestoreError(f"snapshot {src} ended early")
+            digest.update(chunk)
+            out.write(chunk)
+            left -= len(chunk)
+        expected = f.read(SHA256_SIZE) if with_hash else b""
+        out.flush()
+        os.fsync(out.fileno())
+    if with_hash and not skip_hash_check and digest.digest() != expected:
+        raise RestoreError(f"expected sha256 {_go_bytes(expected)}, got "
+                           f"{_go_bytes(digest.digest())}")
+
+
+def _go_bytes(b: bytes) -> str:
+    """A byte slice as Go's %v prints it: [19 243 43 ...]."""
+    return "[" + " ".join(str(x) for x in b) + "]"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError), open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(dirpath)
