@@ -19,6 +19,7 @@ import grpc
 from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.kv import KVService
+from petcd.api.lease import LeaseService
 from petcd.api.mux import MuxProtocol
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
@@ -68,6 +69,7 @@ class ClientServer:
         self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
                             max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
+        self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
 
     async def start(self) -> None:
         opts = self.opts
@@ -75,7 +77,8 @@ class ClientServer:
         server = grpc.aio.server(options=grpc_options(opts))
         server.add_generic_rpc_handlers((
             self.kv.handler(), ClusterService(self.node).handler(),
-            MaintenanceService(self.node).handler(), HealthService(self.node).handler()))
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
+            self.lease.handler()))
         self._grpc = server
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.listen_client_http_urls:

@@ -95,6 +95,10 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        heartbeat_ms=cfg.heartbeat_ms,
+        election_ms=cfg.election_ms,
+        lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
+        lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
     )
 
 

@@ -12,6 +12,9 @@ from collections.abc import Awaitable, Callable
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.lease.apply import LeaseApplier
+from petcd.lease.driver import LeaseDriver
+from petcd.lease.lessor import Lessor, min_lease_ttl
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -54,15 +57,32 @@ class Node:
         self._log: ReplicatedLog = LocalLog(self._applier, self.member_id,
                                             max_batch=opts.max_batch_entries,
                                             on_fatal=on_fatal, metrics=self.metrics)
+        self._init_leases(opts)
+
+    def _init_leases(self, opts: ServerOptions) -> None:
+        """The lessor: KV lease hook, apply handlers, and its driver on the event loop
+        (renewals, expiry, forwarding; `self.leases` is what the API calls)."""
+        self.lessor = Lessor(self.backend,
+                             min_ttl=min_lease_ttl(opts.heartbeat_ms, opts.election_ms),
+                             persist_checkpoints=opts.lease_checkpoint_persist)
+        self.lessor.recover(self.store)
+        self.store.lessor = self.lessor
+        LeaseApplier(self.lessor, self.store).register(self._applier.register)
+        self.leases = LeaseDriver(
+            self.lessor, self, election_timeout=opts.election_ms / 1000,
+            checkpoint_interval=opts.lease_checkpoint_interval if opts.lease_checkpoint
+            else None)
 
     # -- lifecycle
     def start(self) -> None:
         self._log.start()
+        self.leases.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        await self.leases.stop()
         await self._log.stop()
         self.backend.close()
 

@@ -34,3 +34,12 @@ class ServerOptions:
     compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
+    # Raft timing (ms): --heartbeat-interval, --election-timeout. The shortest lease
+    # TTL derives from them, as in etcd.
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'
+    # remaining TTLs in the log every lease_checkpoint_interval seconds.
+    lease_checkpoint: bool = False
+    lease_checkpoint_persist: bool = False
+    lease_checkpoint_interval: float = 300.0
