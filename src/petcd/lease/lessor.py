@@ -99,6 +99,9 @@ class Lessor:
         self._heap: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
         self._primary = False
+        # Counters for /metrics (plain ints: renewals must stay cheap).
+        self.granted_count = self.revoked_count = self.renewed_count = 0
+        self.on_grant: Callable[[Lease], None] | None = None
         self._db: lmdb._Database = backend.open_db(LEASE_DB)
         backend.reopen_hooks.append(self._reopen)
 
@@ -167,6 +170,9 @@ class Lessor:
             if self._primary:
                 lease.expiry = self.clock() + lease.ttl
                 heapq.heappush(self._heap, (lease.expiry, next(self._seq), lease))
+        self.granted_count += 1
+        if self.on_grant is not None:
+            self.on_grant(lease)
         return lease
 
     def revoke(self, batch: WriteBatch, store: KVStore, lease_id: int) -> None:
@@ -190,6 +196,7 @@ class Lessor:
         with self._lock:
             del self._leases[lease_id]
             lease.expiry = -FOREVER  # anyone holding it sees it as gone
+        self.revoked_count += 1
 
     def checkpoint(self, batch: WriteBatch, lease_id: int, remaining_ttl: int) -> None:
         """Record the leader's view of a lease's remaining TTL, which a new leader
@@ -293,6 +300,7 @@ class Lessor:
         if lease.expiry <= now:
             return EXPIRED
         lease.expiry = now + lease.ttl
+        self.renewed_count += 1
         return lease.ttl
 
     def expired(self, limit: int, retry_after: float = 3.0) -> list[Lease]:

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.lease import metrics as lease_metrics
 from petcd.lease.apply import LeaseApplier
 from petcd.lease.driver import LeaseDriver
 from petcd.lease.lessor import Lessor, min_lease_ttl
@@ -66,6 +67,7 @@ class Node:
                              min_ttl=min_lease_ttl(opts.heartbeat_ms, opts.election_ms),
                              persist_checkpoints=opts.lease_checkpoint_persist)
         self.lessor.recover(self.store)
+        lease_metrics.register(self.lessor, self.metrics.registry)
         self.store.lessor = self.lessor
         LeaseApplier(self.lessor, self.store).register(self._applier.register)
         self.leases = LeaseDriver(
