@@ -34,10 +34,22 @@ class ServerOptions:
     compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
-    # Raft timing (ms): --heartbeat-interval, --election-timeout. The shortest lease
-    # TTL derives from them, as in etcd.
+    # Clustering (Raft and the peer transport).
+    listen_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
     heartbeat_ms: int = 100
     election_ms: int = 1000
+    pre_vote: bool = True
+    initial_election_tick_advance: bool = True
+    strict_reconfig_check: bool = True
+    max_learners: int = 1
+    # Applied entries between snapshots (then the log is compacted, old files purged).
+    snapshot_count: int = 100000
+    # Entries kept in the log behind a snapshot, for slow followers to catch up from.
+    snapshot_catchup_entries: int = 5000
+    max_wals: int = 5
+    max_snapshots: int = 5
+    # Longest wait at start for this member to join before serving clients anyway.
+    wait_cluster_ready_timeout: float = 5.0
     # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'
     # remaining TTLs in the log every lease_checkpoint_interval seconds.
     lease_checkpoint: bool = False
