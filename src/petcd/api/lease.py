@@ -77,6 +77,8 @@ class LeaseService:
 
     async def LeaseKeepAlive(self, requests: AsyncIterator[bytes],
                              context: Context) -> AsyncIterator[bytes]:
+        if self._node.is_learner:  # as etcd: a learner serves no stream
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
         leases = self._leases
         forwarded = _forwarded(context)
         header = self.header
@@ -107,6 +109,8 @@ class LeaseService:
             req = rpc.LeaseTimeToLiveRequest.FromString(raw)
         except DecodeError as e:
             await undecodable(context, e)
+        if self._node.is_learner:
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
         try:
             resp = await self._leases.time_to_live(req.ID, req.keys,
                                                    forwarded=_forwarded(context))
@@ -115,6 +119,8 @@ class LeaseService:
         return self._revision_header() + resp.SerializeToString() + self.header.get()
 
     async def LeaseLeases(self, raw: bytes, context: Context) -> bytes:
+        if self._node.is_learner:
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
         resp = rpc.LeaseLeasesResponse()
         resp.header.revision = self._store.current_revision
         out = resp.leases

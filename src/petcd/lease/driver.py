@@ -25,7 +25,7 @@ import collections
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -45,7 +45,6 @@ log = logging.getLogger("petcd.lease")
 FORWARDED = "petcd-lease-forwarded"
 _FORWARDED_MD = ((FORWARDED, "1"),)
 _MAX_CHECKPOINT_BATCH = 1000
-_EOF = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 class LeaseHost(Protocol):
@@ -84,6 +83,7 @@ class LeaseDriver:
         self._stopping = False
         self._revoking: set[int] = set()  # revocations proposed and not yet answered
         self._clearing: set[int] = set()  # checkpoint clears proposed
+        self._closing: set[asyncio.Task[None]] = set()  # links being closed
         host.add_leader_listener(self._on_leader)
 
     # -- lifecycle
@@ -127,7 +127,9 @@ class LeaseDriver:
             self._leader_known.clear()
         if changed and self._link is not None:
             link, self._link = self._link, None
-            asyncio.get_running_loop().create_task(link.close())
+            task = asyncio.get_running_loop().create_task(link.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def _wait_leader(self, deadline: float) -> int:
         loop = asyncio.get_running_loop()
@@ -198,7 +200,13 @@ class LeaseDriver:
         while True:
             leader = await self._wait_leader(deadline)
             if leader == self.host.member_id:
-                return await self.renew(lease_id)
+                # Leading now: renew here (once the promotion has run).
+                await asyncio.sleep(0.01)
+                if self.lessor.primary:
+                    return await self.renew(lease_id)
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT
+                continue
             link = self._leader_link(leader)
             try:
                 if link is None:
@@ -316,12 +324,12 @@ class LeaseDriver:
 
     def _propose_checkpoints(self) -> None:
         lessor = self.lessor
-        interval = self.checkpoint_interval or 0
+        interval = int(self.checkpoint_interval or 0)  # whole seconds, as etcd compares
         now = lessor.clock()
         cps: list[rpc.LeaseCheckpoint] = []
         for lease in lessor.leases():
             remaining = lease.expiry - now
-            if not (0 < remaining < math.inf) or lease.ttl <= interval:
+            if not (0 < remaining < math.inf) or lease.renewal_ttl() <= interval:
                 continue
             left = math.ceil(remaining)
             if left < lease.ttl:
@@ -353,8 +361,10 @@ def _grpc_target(url: str) -> str:
 
 class LeaderLink:
     """One LeaseKeepAlive stream to the leader, shared by every forwarded keep-alive of
-    this member: requests are written in order, responses come back in the same order
-    (the leader answers a stream's messages one after the other)."""
+    this member. Requests go into a queue that gRPC drains as the stream's request
+    iterator (a renewal never waits on a write); the leader answers a stream's
+    messages one after the other, so responses resolve the waiters in order. If the
+    stream fails, every waiter fails and the next renewal opens a new one."""
 
     def __init__(self, member_id: int, url: str) -> None:
         self.member_id = member_id
@@ -363,56 +373,16 @@ class LeaderLink:
         self._keep_alive = self._channel.stream_stream(
             "/etcdserverpb.Lease/LeaseKeepAlive", None, None)
         self._ttl = self._channel.unary_unary("/etcdserverpb.Lease/LeaseTimeToLive", None, None)
-        self._call: Any = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
-        self._write_lock = asyncio.Lock()
+        self._stream: _Stream | None = None
         self._closed = False
 
     async def renew(self, lease_id: int) -> int:
         if self._closed:
             raise ConnectionError("link closed")
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        data = rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString()
-        async with self._write_lock:
-            if self._call is None:
-                self._call = self._keep_alive(None, metadata=_FORWARDED_MD)
-                self._reader = asyncio.get_running_loop().create_task(
-                    self._read(self._call))
-            self._waiters.append(fut)
-            try:
-                await self._call.write(data)
-            except BaseException as e:
-                self._fail(self._call, e)
-                raise ConnectionError(str(e)) from e
-        return await fut
-
-    async def _read(self, call: Any) -> None:
-        try:
-            while True:
-                raw = await call.read()
-                if raw is _EOF:
-                    raise ConnectionError("leader ended the keep-alive stream")
-                resp = rpc.LeaseKeepAliveResponse.FromString(raw)
-                if self._waiters:
-                    fut = self._waiters.popleft()
-                    if not fut.done():
-                        fut.set_result(resp.TTL)
-        except asyncio.CancelledError:
-            self._fail(call, ConnectionError("link closed"))
-            raise
-        except BaseException as e:
-            self._fail(call, e)
-
-    def _fail(self, call: Any, e: BaseException) -> None:
-        if self._call is call:
-            self._call = None
-            call.cancel()
-        err = e if isinstance(e, ConnectionError | grpc.RpcError) else ConnectionError(str(e))
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_exception(err)
+        stream = self._stream
+        if stream is None or stream.failed:
+            stream = self._stream = _Stream(self._keep_alive)
+        return await stream.renew(lease_id)
 
     async def time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
         raw = await self._ttl(rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
@@ -423,10 +393,61 @@ class LeaderLink:
 
     async def close(self) -> None:
         self._closed = True
-        if self._call is not None:
-            self._fail(self._call, ConnectionError("link closed"))
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        if self._stream is not None:
+            await self._stream.close()
         await self._channel.close(None)
+
+
+class _Stream:
+    def __init__(self, multicallable: Any) -> None:
+        self.failed = False
+        self._requests: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._call = multicallable(self._feed(), metadata=_FORWARDED_MD)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _feed(self) -> AsyncIterator[bytes]:
+        while True:
+            data = await self._requests.get()
+            if data is None:
+                return
+            yield data
+
+    async def renew(self, lease_id: int) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString())
+        return await fut
+
+    async def _read(self) -> None:
+        err: BaseException = ConnectionError("leader ended the keep-alive stream")
+        try:
+            async for raw in self._call:
+                resp = rpc.LeaseKeepAliveResponse.FromString(raw)
+                if self._waiters:
+                    fut = self._waiters.popleft()
+                    if not fut.done():  # (its caller may have given up)
+                        fut.set_result(resp.TTL)
+        except asyncio.CancelledError:
+            err = ConnectionError("link closed")
+            raise
+        except grpc.RpcError as e:
+            err = e
+        except Exception as e:
+            err = ConnectionError(str(e))
+        finally:
+            self._fail(err)
+
+    def _fail(self, err: BaseException) -> None:
+        self.failed = True
+        self._call.cancel()
+        self._requests.put_nowait(None)
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
