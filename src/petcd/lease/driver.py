@@ -292,6 +292,9 @@ class LeaseDriver:
                 try:
                     expired = lessor.expired(budget)
                     budget -= len(expired)
+                    if expired:
+                        log.info("revoking %d expired lease(s): %s", len(expired),
+                                 " ".join(f"{le.id:x}" for le in expired[:8]))
                     for lease in expired:
                         self._propose_revoke(lease.id)
                     if self.checkpoint_interval and now >= next_checkpoint:
