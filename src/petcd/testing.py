@@ -46,8 +46,9 @@ class MemberProcess:
                  args: Sequence[str] = (), env: Mapping[str, str] | None = None,
                  client_port: int | None = None, peer_port: int | None = None,
                  initial_cluster: str | None = None,
-                 initial_cluster_state: str = "new") -> None:
+                 initial_cluster_state: str = "new", peer_scheme: str = "http") -> None:
         self.data_dir = Path(data_dir)
+        self.peer_scheme = peer_scheme  # https: pass the --peer-* TLS flags in args
         self.name = name
         # None: a cluster of one (this member); else --initial-cluster as given.
         self.initial_cluster = initial_cluster
@@ -77,7 +78,7 @@ class MemberProcess:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.peer_scheme}://127.0.0.1:{self.peer_port}"
 
     def member_args(self) -> list[str]:
         return [
@@ -340,8 +341,9 @@ class PetcdCluster:
 
     def __init__(self, base_dir: str | os.PathLike[str], size: int = 3, *,
                  args: Sequence[str] = (), token: str = "petcd-test-cluster",
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, peer_scheme: str = "http") -> None:
         self.base_dir = Path(base_dir)
+        self.peer_scheme = peer_scheme
         self.size = size
         self.args = list(args)
         self.token = token
@@ -376,7 +378,7 @@ class PetcdCluster:
         self.members = [
             PetcdProcess(self.base_dir / f"g{self._generation}-m{i}", name=f"m{i}",
                          args=[*self.args, "--initial-cluster-token", self.token],
-                         env=self.env)
+                         env=self.env, peer_scheme=self.peer_scheme)
             for i in range(self.size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
@@ -391,7 +393,8 @@ class PetcdCluster:
         joins with --initial-cluster-state existing."""
         m = PetcdProcess(self.base_dir / f"g{self._generation}-{name}", name=name,
                          args=[*self.args, "--initial-cluster-token", self.token, *args],
-                         env=self.env, initial_cluster_state="existing")
+                         env=self.env, initial_cluster_state="existing",
+                         peer_scheme=self.peer_scheme)
         m.initial_cluster = ",".join([*(f"{x.name}={x.peer_url}" for x in self.members),
                                       f"{name}={m.peer_url}"])
         self.members.append(m)
@@ -500,3 +503,76 @@ class PetcdCluster:
     def dump_logs(self, chars: int = 6000) -> str:
         return "".join(f"\n===== {m.name} ({m.log_path}) =====\n{m.log_tail(chars)}\n"
                        for m in self.members)
+
+
+def make_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and one peer certificate (server and client use, for 127.0.0.1) signed by it:
+    (ca.pem, peer.pem, key.pem) in `directory`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "petcd test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "petcd peer")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "peer.pem", "key.pem"))
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca_path, cert_path, key_path

@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +15,7 @@ import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
-from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, have_etcd
+from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, free_port, have_etcd, make_pki
 
 from .conftest import FAST
 
@@ -111,8 +112,10 @@ def test_killed_leader_is_replaced_and_catches_up_after_restart(healed: PetcdClu
     new = c.wait_leader(exclude=[leader])
     took = time.monotonic() - started
     assert took < 5.0, f"a new leader took {took:.1f}s (election timeout 0.5s)"
-    for i in range(200):
-        put(new, b"failover/%03d" % i, b"x")
+    with grpc.insecure_channel(new.address) as ch:
+        stub = rpc_grpc.KVStub(ch)
+        for i in range(200):
+            stub.Put(rpc.PutRequest(key=b"failover/%03d" % i, value=b"x"), timeout=10)
     leader.start()  # from its data dir: same identity, catches up on the log
     committed = c.statuses([new])[new.name].committed
     c.wait_applied(committed, [leader])
@@ -187,7 +190,7 @@ def test_learner_joins_catches_up_is_promoted_and_removed(healed: PetcdCluster) 
         put(c.members[i % 3], b"learner/%02d" % i, b"before")
     proc = c.add_process("m3")
     out = _member_add(ctl, "m3", "--learner", f"--peer-urls={proc.peer_url}")
-    m = re.search(r"Member ([0-9a-f]+) added to cluster ([0-9a-f]+)", out)
+    m = re.search(r"Member +([0-9a-f]+) added to cluster +([0-9a-f]+)", out)
     assert m is not None, out
     new_id = int(m.group(1), 16)
     assert 'ETCD_INITIAL_CLUSTER_STATE="existing"' in out
@@ -210,7 +213,7 @@ def test_learner_joins_catches_up_is_promoted_and_removed(healed: PetcdCluster) 
     assert err.value.details() == "etcdserver: rpc not supported for learner"
 
     out = ctl.ok("member", "promote", f"{new_id:x}")
-    assert f"Member {new_id:x} promoted in cluster" in out
+    assert f"Member {new_id:16x} promoted in cluster" in out
     members = json.loads(ctl.ok("member", "list", "-w", "json"))["members"]
     assert {x["name"]: bool(x.get("isLearner")) for x in members} == {
         "m0": False, "m1": False, "m2": False, "m3": False}
@@ -219,7 +222,7 @@ def test_learner_joins_catches_up_is_promoted_and_removed(healed: PetcdCluster) 
     assert get(proc, b"learner/after") == b"promoted"
 
     out = Etcdctl(c.members[0].endpoint).ok("member", "remove", f"{new_id:x}")
-    assert f"Member {new_id:x} removed from cluster" in out
+    assert f"Member {new_id:16x} removed from cluster" in out
     # A removed member learns it and exits, as etcd does.
     assert poll(lambda: proc.proc is not None and proc.proc.poll() is not None,
                 what="the removed member to exit")
@@ -249,3 +252,59 @@ def test_member_with_another_cluster_token_is_refused(healed: PetcdCluster) -> N
         put(leader, b"token/k", b"unaffected")
     finally:
         bad.kill()
+
+
+def test_member_update_and_linearizable_member_list(healed: PetcdCluster) -> None:
+    c = healed
+    ctl = Etcdctl(c.endpoints)
+    target, other = c.members[2], c.members[1]
+    mid = c.member_id(target)
+    extra = f"http://127.0.0.1:{free_port()}"
+    out = ctl.ok("member", "update", f"{mid:x}", f"--peer-urls={target.peer_url},{extra}")
+    assert f"Member {mid:16x} updated in cluster" in out
+    follower = c.followers()[0]
+    with grpc.insecure_channel(follower.address) as ch:
+        resp = rpc_grpc.ClusterStub(ch).MemberList(rpc.MemberListRequest(linearizable=True),
+                                                   timeout=10)
+    urls = {m.name: sorted(m.peerURLs) for m in resp.members}
+    assert urls[target.name] == sorted([target.peer_url, extra])
+    ctl.ok("member", "update", f"{mid:x}", f"--peer-urls={target.peer_url}")
+    r = ctl("member", "update", f"{mid:x}", f"--peer-urls={other.peer_url}")
+    assert r.returncode != 0 and "Peer URLs already exists" in r.stderr
+    r = ctl("member", "update", "1234", f"--peer-urls={extra}")
+    assert r.returncode != 0 and "member not found" in r.stderr
+    r = ctl("member", "add", "dup", f"--peer-urls={other.peer_url}")
+    assert r.returncode != 0 and "Peer URLs already exists" in r.stderr
+    # (etcdctl checks URLs itself: ask over gRPC)
+    with grpc.insecure_channel(follower.address) as ch, pytest.raises(grpc.RpcError) as err:
+        rpc_grpc.ClusterStub(ch).MemberAdd(
+            rpc.MemberAddRequest(peerURLs=["http://127.0.0.1:1/path"]), timeout=10)
+    assert (err.value.code(), err.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid")
+    put(target, b"update/k", b"still replicating")
+    assert get(other, b"update/k") == b"still replicating"
+
+
+def test_stopping_the_leader_hands_leadership_over(healed: PetcdCluster) -> None:
+    c = healed
+    leader = c.wait_leader()
+    assert leader.stop() == 0  # SIGTERM
+    assert "transferring leadership to" in leader.log_tail(20000)
+    # No election timeout to sit out: the others have a leader right away.
+    new = c.wait_leader(timeout=2.0)
+    put(new, b"handover/k", b"v")
+    leader.start()
+
+
+def test_peers_talk_over_tls(cluster_factory: Callable[..., PetcdCluster],
+                             tmp_path: Path) -> None:
+    ca, cert, key = make_pki(tmp_path)
+    c = cluster_factory(args=["--peer-cert-file", str(cert), "--peer-key-file", str(key),
+                              "--peer-trusted-ca-file", str(ca), "--peer-client-cert-auth"],
+                        peer_scheme="https")
+    leader = c.wait_leader()
+    put(leader, b"tls/k", b"over https peer URLs")
+    follower = c.followers(leader)[0]
+    assert get(follower, b"tls/k") == b"over https peer URLs"
+    members = json.loads(Etcdctl(c.endpoints).ok("member", "list", "-w", "json"))["members"]
+    assert all(u.startswith("https://") for m in members for u in m["peerURLs"])

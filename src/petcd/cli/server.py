@@ -108,6 +108,12 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         max_snapshots=int(cfg.values["max-snapshots"]),  # type: ignore[call-overload]
         wait_cluster_ready_timeout=float(
             cfg.values["experimental-wait-cluster-ready-timeout"]),  # type: ignore[arg-type]
+        peer_cert_file=str(cfg.values["peer-cert-file"]),
+        peer_key_file=str(cfg.values["peer-key-file"]),
+        peer_client_cert_file=str(cfg.values["peer-client-cert-file"]),
+        peer_client_key_file=str(cfg.values["peer-client-key-file"]),
+        peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
+        peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
     )

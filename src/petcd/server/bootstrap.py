@@ -20,6 +20,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +36,14 @@ from petcd.server.membership import (
     members_from_json,
 )
 from petcd.server.options import ServerOptions
+from petcd.server.peer_tls import peer_contexts
 from petcd.transport import RequestFailed, peer_request
 from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger("petcd.server")
 
 IDENTITY_FILE = "cluster.json"
-JOIN_TIMEOUT = 10.0  # seconds a joining member keeps asking its peers for the member list
+JOIN_TIMEOUT = 5.0  # seconds a joining member keeps asking its peers for the member list
 
 
 @dataclass(slots=True)
@@ -53,6 +55,8 @@ class Boot:
     applied: int  # the Raft Config's `applied`
     bootstrap_peers: list[Peer] | None  # a brand-new cluster: RawNode.bootstrap(these)
     restarted: bool
+    server_ssl: ssl.SSLContext | None = None  # for https peer URLs
+    client_ssl: ssl.SSLContext | None = None
 
 
 def encode_metadata(cluster_id: int, local_id: int) -> bytes:
@@ -68,14 +72,23 @@ def boot(opts: ServerOptions, backend: Backend, membership: Membership) -> Boot:
     """Open or create the member's Raft storage; fills `membership`."""
     member_dir = os.path.join(opts.data_dir, "member")
     fsync = not opts.unsafe_no_fsync
+    server_ssl, client_ssl = peer_contexts(opts)
     if MemberStorage.exists(opts.data_dir):
-        return _restart(opts, backend, membership, member_dir, fsync)
+        booted = _restart(opts, backend, membership, member_dir, fsync)
+    else:
+        booted = _first_start(opts, backend, membership, member_dir, fsync, client_ssl)
+    booted.server_ssl, booted.client_ssl = server_ssl, client_ssl
+    return booted
+
+
+def _first_start(opts: ServerOptions, backend: Backend, membership: Membership,
+                 member_dir: str, fsync: bool, client_ssl: ssl.SSLContext | None) -> Boot:
     if backend.consistent_index()[0] > 0:
         raise BootstrapError(f"{member_dir} holds data but no WAL: not a petcd member's data "
                              f"directory (or written by a petcd without Raft)")
     ident = _read_identity(member_dir)
     if ident is None:
-        ident = _new_identity(opts)
+        ident = _new_identity(opts, client_ssl)
         _write_identity(member_dir, ident)
     cluster_id, local_id = int(ident["cluster_id"], 16), int(ident["local_id"], 16)
     members = [Member.from_json(m) for m in ident["members"]]
@@ -133,9 +146,9 @@ def _restart(opts: ServerOptions, backend: Backend, membership: Membership, memb
     return Boot(cluster_id, local_id, storage, mem, applied, peers, restarted=True)
 
 
-def _new_identity(opts: ServerOptions) -> dict[str, Any]:
+def _new_identity(opts: ServerOptions, client_ssl: ssl.SSLContext | None) -> dict[str, Any]:
     if opts.initial_cluster_state == "existing":
-        cluster_id, members = _join(opts)
+        cluster_id, members = _join(opts, client_ssl)
         local = _match_local(opts, members)
         return _identity(cluster_id, local.id, members, "existing")
     info = cluster_mod.bootstrap(opts)
@@ -149,7 +162,8 @@ def _identity(cluster_id: int, local_id: int, members: list[Member],
             "members": [m.to_json() for m in members]}
 
 
-def _join(opts: ServerOptions) -> tuple[int, list[Member]]:
+def _join(opts: ServerOptions, client_ssl: ssl.SSLContext | None
+          ) -> tuple[int, list[Member]]:
     """Ask the peers named in --initial-cluster for the cluster's member list."""
     own = set(opts.initial_advertise_peer_urls)
     urls = sorted({u for name, us in opts.initial_cluster.items() for u in us
@@ -161,7 +175,8 @@ def _join(opts: ServerOptions) -> tuple[int, list[Member]]:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            answer = _run_blocking(peer_request(urls, b'{"op":"members"}', timeout=2.0))
+            answer = _run_blocking(peer_request(urls, b'{"op":"members"}', timeout=2.0,
+                                                client_ssl=client_ssl))
             return members_from_json(answer)
         except RequestFailed as e:
             last = e

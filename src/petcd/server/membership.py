@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,6 +243,64 @@ class Membership:
         if not m.is_learner:
             return errors.MEMBER_NOT_LEARNER
         return None
+
+
+# -- etcd's --strict-reconfig-check rules (on the leader, before proposing) -----------------
+
+LEARNER_READY = 0.9  # a learner may be promoted once its log matches this share of ours
+
+
+def _started(m: Member) -> bool:
+    return bool(m.name)  # (a member that never ran has not published its name)
+
+
+def quorum_check_add(ms: Membership, member: Member,
+                     healthy: Callable[[int], bool]) -> EtcdError | None:
+    """A new voter must not make the started members fewer than a quorum, and every voter
+    must have been connected to us for a while (etcd's mayAddMember)."""
+    voters = ms.voters()
+    if not member.is_learner:
+        n = len(voters) + 1
+        started = sum(1 for m in voters if _started(m))
+        # (1 of 2 started is allowed: the way to grow a cluster of one)
+        if not (started == 1 and n == 2) and started < n // 2 + 1:
+            return errors.MEMBER_NOT_ENOUGH_STARTED
+    if not all(healthy(m.id) for m in voters):
+        return errors.UNHEALTHY
+    return None
+
+
+def quorum_check_remove(ms: Membership, member_id: int, healthy: Callable[[int], bool], *,
+                        down: bool) -> EtcdError | None:
+    """Removing a voter must leave a started quorum, and not break the active one unless
+    the member is down anyway (etcd's mayRemoveMember)."""
+    m = ms.members.get(member_id)
+    if m is not None and m.is_learner:
+        return None
+    rest = [v for v in ms.voters() if v.id != member_id]
+    if sum(1 for v in rest if _started(v)) < len(rest) // 2 + 1:
+        return errors.MEMBER_NOT_ENOUGH_STARTED
+    if down:
+        return None
+    voters = ms.voters()
+    active = sum(1 for v in voters if healthy(v.id))
+    if active - 1 < 1 + (len(voters) - 1) // 2:
+        return errors.UNHEALTHY
+    return None
+
+
+def learner_check_promote(ms: Membership, learner_match: int, leader_match: int,
+                          strict: bool) -> EtcdError | None:
+    """Only a learner in sync with the leader, and (strict) with a started quorum after."""
+    if learner_match < leader_match * LEARNER_READY:
+        return errors.LEARNER_NOT_READY
+    if strict:
+        voters = ms.voters()
+        n = len(voters) + 1
+        started = 1 + sum(1 for m in voters if _started(m))
+        if started < n // 2 + 1:
+            return errors.MEMBER_NOT_ENOUGH_STARTED
+    return None
 
 
 def members_to_json(cluster_id: int, members: Iterable[Member]) -> bytes:

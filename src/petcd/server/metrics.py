@@ -36,6 +36,16 @@ class Metrics:
         self.is_leader = Gauge("etcd_server_is_leader",
                                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
                                registry=r)
+        self.leader_changes = Counter(
+            "etcd_server_leader_changes_seen", "The number of leader changes seen.",
+            registry=r)
+        self.wal_fsync = Histogram(
+            "etcd_disk_wal_fsync_duration_seconds",
+            "The latency distributions of fsync called by WAL.",
+            buckets=[0.001 * 2**i for i in range(14)], registry=r)
+        self.snapshots = Counter(
+            "petcd_server_snapshots", "Snapshots taken (every --snapshot-count entries).",
+            registry=r)
         self.compaction_pending = Gauge(
             "petcd_mvcc_compaction_pending",
             "1 while a compaction's old records are still being removed, else 0.", registry=r)

@@ -50,6 +50,14 @@ class ServerOptions:
     max_snapshots: int = 5
     # Longest wait at start for this member to join before serving clients anyway.
     wait_cluster_ready_timeout: float = 5.0
+    # Peer TLS (https peer URLs): our certificate, the CA peers' certificates must chain
+    # to, and whether dialling peers must present one (--peer-client-cert-auth).
+    peer_cert_file: str = ""
+    peer_key_file: str = ""
+    peer_client_cert_file: str = ""
+    peer_client_key_file: str = ""
+    peer_trusted_ca_file: str = ""
+    peer_client_cert_auth: bool = False
     # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'
     # remaining TTLs in the log every lease_checkpoint_interval seconds.
     lease_checkpoint: bool = False

@@ -33,7 +33,6 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from google.protobuf.message import Message as PbMessage
@@ -73,14 +72,18 @@ from petcd.server.membership import (
     Membership,
     add_change,
     attributes_change,
+    learner_check_promote,
     members_to_json,
     promote_change,
+    quorum_check_add,
+    quorum_check_remove,
     remove_change,
     update_change,
 )
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Committed, Proposal, Result, varint
+from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
 
 log = logging.getLogger("petcd.raft")
@@ -88,7 +91,6 @@ log = logging.getLogger("petcd.raft")
 READ_INDEX_RETRY = 0.5  # seconds before an unanswered ReadIndex is asked again, as etcd
 HEALTH_INTERVAL = 5.0  # a peer counts as healthy once connected this long (etcd's)
 MAX_APPLY_GAP = 5000  # committed - applied beyond which new proposals are refused
-LEARNER_READY = 0.9  # a learner may be promoted once its log matches this share of ours
 
 _NORMAL = EntryType.NORMAL
 _CONF_CHANGE = EntryType.CONF_CHANGE
@@ -154,9 +156,9 @@ class RaftDriver:
         applier.register(CONF_CHANGE_KIND, lambda batch, cc: membership.write(batch, cc))
         self._transport = PeerTransport(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self._on_messages,
-            self._on_snapshot, config=transport_config,
-            on_peer_status=self._on_peer_status, on_rejected=self._on_rejected,
-            on_request=self._on_request)
+            self._on_snapshot, config=transport_config, server_ssl=boot.server_ssl,
+            client_ssl=boot.client_ssl, on_peer_status=self._on_peer_status,
+            on_rejected=self._on_rejected, on_request=self._on_request)
         self._sync_transport()
 
         # Raft's configuration as of each conf change handed out (for snapshots).
@@ -164,6 +166,9 @@ class RaftDriver:
             (boot.applied, self._raw.status().conf_state)]
         self._snap_index = self._mem.snapshot().metadata.index
         self._snapshotting = False
+        self._durable = self._mem.last_index()  # last log index known to be in the WAL
+        if metrics is not None:
+            self._storage.wal.fsync_observer = metrics.wal_fsync.observe
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -185,8 +190,8 @@ class RaftDriver:
         self._apply_wake = asyncio.Event()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
-        self._apply_exec = ThreadPoolExecutor(1, thread_name_prefix="petcd-apply")
-        self._wal_exec = ThreadPoolExecutor(1, thread_name_prefix="petcd-wal")
+        self._apply_thread = Worker("petcd-apply")
+        self._wal_thread = Worker("petcd-wal")
 
         # state the API reads
         self._lead = 0
@@ -262,9 +267,12 @@ class RaftDriver:
         self._wake.set()
 
     async def stop(self) -> None:
-        """Refuse new proposals, fail those waiting, finish what is handed out, close."""
+        """Hand leadership over (if we lead others), refuse new proposals, fail those
+        waiting, finish what is handed out, close."""
         if self._stopping and not self._tasks:
             return
+        if not self._stopping and self._role == Role.LEADER:
+            await self._transfer_on_shutdown()
         self._stopping = True
         if self._ticker is not None:
             self._ticker.cancel()
@@ -283,8 +291,8 @@ class RaftDriver:
         for fut, _ in self._physical_waiters:
             if not fut.done():
                 fut.set_result(errors.STOPPED)
-        self._apply_exec.shutdown(wait=True)
-        self._wal_exec.shutdown(wait=True)
+        self._apply_thread.shutdown()
+        self._wal_thread.shutdown()
         self._storage.close()
 
     def propose(self, kind: str, raw: bytes, request: PbMessage) -> asyncio.Future[Result]:
@@ -391,9 +399,25 @@ class RaftDriver:
             self._send(messages)
             messages = []
         snapshot = rd.snapshot
+        committed = rd.committed_entries
         if rd.must_sync or snapshot is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._wal_exec, self._storage.save, rd.hard_state, rd.entries, snapshot)
+            if committed and snapshot is None:
+                # Committed entries that earlier Readies already made durable need not
+                # wait for this fsync (a leader's are usually all of them): apply them
+                # while the WAL writes the new ones.
+                durable = self._durable
+                if rd.entries:
+                    durable = min(durable, rd.entries[0].index - 1)
+                if committed[0].index <= durable:
+                    n = bisect.bisect_right(committed, durable, key=_index)
+                    self._hand_out(committed[:n])
+                    committed = committed[n:]
+            await self._wal_thread.run(self._storage.save, rd.hard_state, rd.entries,
+                                       snapshot)
+            if rd.entries:
+                self._durable = rd.entries[-1].index
+            elif snapshot is not None:
+                self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             self._storage.save(rd.hard_state, ())  # commit index only: kept for the next frame
         mem = self._mem
@@ -409,8 +433,8 @@ class RaftDriver:
             self._send(messages)
         if snapshot is not None:
             await self._install_snapshot(snapshot.metadata.index, snapshot.metadata.conf_state)
-        if rd.committed_entries:
-            self._hand_out(rd.committed_entries)
+        if committed:
+            self._hand_out(committed)
         if rd.read_states:
             self._on_read_states(rd.read_states)
         raw.advance(rd)
@@ -447,16 +471,16 @@ class RaftDriver:
     # ------------------------------------------------------------------ applying
 
     async def _apply_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         jobs = self._apply_jobs
         try:
             while True:
                 if not jobs:
-                    self._apply_idle.set()
                     if self._stopping and self._tasks and self._tasks[0].done():
+                        self._apply_idle.set()
                         return  # the Ready loop ended and everything it handed out is applied
                     await self._compact_when_idle()
                     if not jobs:
+                        self._apply_idle.set()  # (nothing runs on the apply thread now)
                         await self._apply_wake.wait()
                         self._apply_wake.clear()
                     continue
@@ -468,8 +492,7 @@ class RaftDriver:
                     base = len(entries)
                     entries.extend(batch)
                     local.extend((base + i, p) for i, p in mine)
-                results, forwarded = await loop.run_in_executor(
-                    self._apply_exec, self._apply_batch, entries)
+                results, forwarded = await self._apply_thread.run(self._apply_batch, entries)
                 self._after_apply(entries, results, local, forwarded)
         except asyncio.CancelledError:
             raise
@@ -500,12 +523,12 @@ class RaftDriver:
                      forwarded: list[tuple[int, int]]) -> None:
         failed = 0
         for pos, p in local:
-            failed += self._answer(p.future, results[pos])
+            failed += self._answer(p, results[pos])
         by_id = self._by_id
         for pos, rid in forwarded:
             waiting = by_id.pop(rid, None)
             if waiting is not None:
-                failed += self._answer(waiting.future, results[pos])
+                failed += self._answer(waiting, results[pos])
         if not self.ready.is_set() and self._published():
             self.ready.set()
         waiters = self._conf_waiters
@@ -529,7 +552,12 @@ class RaftDriver:
             self._snapshotting = True
             self._spawn(self._take_snapshot(applied))
 
-    def _answer(self, fut: asyncio.Future[Result], r: Result) -> int:
+    def _answer(self, p: _Pending, r: Result) -> int:
+        # The proposal stays in the deadline queue until its deadline: let go of what is
+        # big now (requests of seconds of traffic would otherwise stay alive).
+        p.raw = b""
+        p.request = None  # type: ignore[assignment]
+        fut = p.future
         if type(r) is WaitPhysical:
             self._physical_waiters.append((fut, r.response))
             return 0
@@ -539,10 +567,9 @@ class RaftDriver:
 
     async def _compact_when_idle(self) -> None:
         """Without writes to carry it, a compaction's physical part gets batches of its own."""
-        loop = asyncio.get_running_loop()
         applier = self._applier
         while applier.compaction_pending and not self._apply_jobs and not self._stopping:
-            await loop.run_in_executor(self._apply_exec, applier.compaction_step)
+            await self._apply_thread.run(applier.compaction_step)
         if self._physical_waiters and not applier.compaction_pending:
             for fut, resp in self._physical_waiters:
                 if not fut.done():
@@ -552,6 +579,7 @@ class RaftDriver:
             self._metrics.compaction_pending.set(int(applier.compaction_pending))
 
     async def _drain_apply(self) -> None:
+        """Until everything handed out is applied and the apply thread is idle."""
         while self._apply_jobs or not self._apply_idle.is_set():
             self._apply_wake.set()
             await asyncio.sleep(0.001)
@@ -568,24 +596,24 @@ class RaftDriver:
         return cs
 
     async def _take_snapshot(self, index: int) -> None:
-        loop = asyncio.get_running_loop()
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await loop.run_in_executor(self._apply_exec, self._backend.sync)
+            await self._apply_thread.run(self._backend.sync)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
             snap = mem.create_snapshot(index, self._conf_state_at(index), b"")
-            await loop.run_in_executor(self._wal_exec, self._storage.save_snapshot, snap)
+            await self._wal_thread.run(self._storage.save_snapshot, snap)
             self._snap_index = index
             keep = self._opts.snapshot_catchup_entries
             compact = index - keep if index > keep else 0
             if compact >= mem.first_index():
                 mem.compact(compact)
             opts = self._opts
-            await loop.run_in_executor(self._wal_exec, self._storage.purge, opts.max_wals,
-                                       opts.max_snapshots)
+            await self._wal_thread.run(self._storage.purge, opts.max_wals, opts.max_snapshots)
             log.info("snapshot at index %d saved; log compacted to %d", index, compact)
+            if self._metrics is not None:
+                self._metrics.snapshots.inc()
         except Exception as e:
             if not self._stopping:
                 self._fail(e, "taking a snapshot failed")
@@ -786,6 +814,8 @@ class RaftDriver:
         if ss.lead != self._lead:
             if ss.lead:
                 self._lead_elected_at = time.time()
+                if metrics is not None:
+                    metrics.leader_changes.inc()
                 if not self._publishing:
                     self._maybe_publish(time.monotonic())
                 log.info("member %x: leader is %x (term %d)", self.id, ss.lead, self._raw.term)
@@ -1018,57 +1048,29 @@ class RaftDriver:
             raise err
         return member, ms.sorted()
 
-    def _started(self, m: Member) -> bool:
-        return bool(m.name)
+    def _connected_long_enough(self, member_id: int) -> bool:
+        return member_id == self.id or \
+            self._connected_since(member_id, time.time() - HEALTH_INTERVAL)
 
     def _check_add(self, member: Member) -> EtcdError | None:
         if not self._opts.strict_reconfig_check:
             return None
-        voters = self.membership.voters()
-        if not member.is_learner:
-            n = len(voters) + 1
-            started = sum(1 for m in voters if self._started(m))
-            if not (started == 1 and n == 2) and started < n // 2 + 1:
-                return errors.MEMBER_NOT_ENOUGH_STARTED
-        since = time.time() - HEALTH_INTERVAL
-        if not all(m.id == self.id or self._connected_since(m.id, since) for m in voters):
-            return errors.UNHEALTHY
-        return None
+        return quorum_check_add(self.membership, member, self._connected_long_enough)
 
     def _check_remove(self, mid: int) -> EtcdError | None:
         if not self._opts.strict_reconfig_check:
             return None
-        m = self.membership.members.get(mid)
-        if m is not None and m.is_learner:
-            return None
-        rest = [v for v in self.membership.voters() if v.id != mid]
-        started = sum(1 for v in rest if self._started(v))
-        if started < len(rest) // 2 + 1:
-            return errors.MEMBER_NOT_ENOUGH_STARTED
-        if mid != self.id and self._transport.active_since(mid) is None:
-            return None  # a member that is down is not part of the active quorum
-        voters = self.membership.voters()
-        since = time.time() - HEALTH_INTERVAL
-        active = sum(1 for v in voters if v.id == self.id or self._connected_since(v.id, since))
-        if active - 1 < 1 + (len(voters) - 1) // 2:
-            return errors.UNHEALTHY
-        return None
+        return quorum_check_remove(self.membership, mid, self._connected_long_enough,
+                                   down=mid != self.id and
+                                   self._transport.active_since(mid) is None)
 
     def _check_promote(self, mid: int) -> EtcdError | None:
         raw = self._raw
-        match = raw.match_index(mid)
         ours = raw.match_index(self.id)
-        if match is None or ours is None:
-            return errors.NOT_LEADER if ours is None else None
-        if match < ours * LEARNER_READY:
-            return errors.LEARNER_NOT_READY
-        if self._opts.strict_reconfig_check:
-            voters = self.membership.voters()
-            n = len(voters) + 1
-            started = 1 + sum(1 for m in voters if self._started(m))
-            if started < n // 2 + 1:
-                return errors.MEMBER_NOT_ENOUGH_STARTED
-        return None
+        if ours is None:
+            return errors.NOT_LEADER  # only the leader knows how far the learner is
+        return learner_check_promote(self.membership, raw.match_index(mid) or 0, ours,
+                                     self._opts.strict_reconfig_check)
 
     async def _on_request(self, from_id: int, payload: bytes) -> bytes:
         """Peer REQUEST connections: the member list for a joining member, and Cluster
@@ -1102,6 +1104,21 @@ class RaftDriver:
                 raise errors.TIMEOUT_LEADER_TRANSFER
             await asyncio.sleep(self._tick_s)
         log.info("leadership transfer from %x to %x finished", self.id, target)
+
+    async def _transfer_on_shutdown(self) -> None:
+        """As etcd does on a clean stop: give leadership to the most caught-up voter so
+        that the cluster does not wait out an election timeout."""
+        raw = self._raw
+        voters = [v for v in raw.voters if v != self.id]
+        if not voters:
+            return
+        target = max(voters, key=lambda v: raw.match_index(v) or 0)
+        log.info("transferring leadership to %x before stopping", target)
+        raw.transfer_leader(target)
+        self._wake.set()
+        deadline = time.monotonic() + self._opts.election_ms / 1000.0
+        while self._lead != target and time.monotonic() < deadline:
+            await asyncio.sleep(self._tick_s)
 
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on
@@ -1143,6 +1160,10 @@ class RaftDriver:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _index(e: Entry) -> int:
+    return e.index
 
 
 def _resolve(waiters: list[asyncio.Future[None]], err: EtcdError | None) -> None:
