@@ -20,6 +20,7 @@ import grpc
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
+from petcd.api.lease import LeaseService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.quota import QuotaKVService
@@ -73,6 +74,7 @@ class ClientServer:
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
+        self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
 
     async def start(self) -> None:
         opts = self.opts
@@ -83,7 +85,8 @@ class ClientServer:
                         opts.wait_cluster_ready_timeout)
         handlers = (
             self.kv.handler(), ClusterService(self.node).handler(),
-            MaintenanceService(self.node).handler(), HealthService(self.node).handler())
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
+            self.lease.handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)

@@ -299,6 +299,10 @@ class Config:
         if election > 50000:
             raise ConfigError(f"--election-timeout[{election}ms] is too long, and should be "
                               "set less than 50000ms")
+        if self._bool("experimental-enable-lease-checkpoint-persist") and \
+                not self._bool("experimental-enable-lease-checkpoint"):
+            raise ConfigError("setting experimental-enable-lease-checkpoint-persist requires "
+                              "experimental-enable-lease-checkpoint")
         if self.listen_client_urls and not self.advertise_client_urls:
             raise ConfigError("--advertise-client-urls is required when --listen-client-urls "
                               "is set explicitly")

@@ -119,6 +119,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
         peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
         quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
+        lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
+        lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
     )
 
 

@@ -13,6 +13,10 @@ from collections.abc import Awaitable, Callable
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.lease import metrics as lease_metrics
+from petcd.lease.apply import LeaseApplier
+from petcd.lease.driver import LeaseDriver
+from petcd.lease.lessor import Lessor, min_lease_ttl
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -59,6 +63,24 @@ class Node:
                                self.metrics, on_fatal=on_fatal, on_removed=on_removed)
         # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
         self.maintenance = Maintenance(self)
+        self._init_leases(opts)
+
+    def _init_leases(self, opts: ServerOptions) -> None:
+        """The lessor: KV lease hook, apply handlers, and its driver on the event loop
+        (renewals, expiry, forwarding; `self.leases` is what the API calls)."""
+        self.lessor = Lessor(self.backend,
+                             min_ttl=min_lease_ttl(opts.heartbeat_ms, opts.election_ms),
+                             persist_checkpoints=opts.lease_checkpoint_persist)
+        self.lessor.recover(self.store)
+        # A snapshot from the leader replaces the backend: reload (after the KV store).
+        self.backend.restore_hooks.append(lambda: self.lessor.recover(self.store))
+        lease_metrics.register(self.lessor, self.metrics.registry)
+        self.store.lessor = self.lessor
+        LeaseApplier(self.lessor, self.store).register(self._applier.register)
+        self.leases = LeaseDriver(
+            self.lessor, self, election_timeout=opts.election_ms / 1000,
+            checkpoint_interval=opts.lease_checkpoint_interval if opts.lease_checkpoint
+            else None)
 
     # -- lifecycle
     async def listen_peers(self) -> None:
@@ -77,11 +99,13 @@ class Node:
 
     def start(self) -> None:
         self._log.start()
+        self.leases.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        await self.leases.stop()
         await self._log.stop()
         self.maintenance.close()
         self.backend.close()

@@ -62,3 +62,8 @@ class ServerOptions:
     peer_client_cert_auth: bool = False
     # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
     quota_backend_bytes: int = 0
+    # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'
+    # remaining TTLs in the log every lease_checkpoint_interval seconds.
+    lease_checkpoint: bool = False
+    lease_checkpoint_persist: bool = False
+    lease_checkpoint_interval: float = 300.0

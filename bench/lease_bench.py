@@ -1,0 +1,209 @@
+"""Lease throughput of one member: leases granted/s (LeaseGrant, server-chosen IDs) and
+keep-alives/s (LeaseKeepAlive streams, one request in flight per stream), with 1 and
+with 64 concurrent clients, against petcd and against real etcd 3.4 run the same way
+(both started here on free loopback ports), side by side.
+
+    python bench/lease_bench.py                      # petcd and etcd, 5 s per cell
+    python bench/lease_bench.py --targets petcd --clients 64 --seconds 10 --repeat 3
+
+A keep-alive client is one stream renewing leases of its own (`--leases-per-client`,
+round robin), as a service keeping its sessions alive does. Load generation, timing
+and CPU accounting as bench/kv_bench.py (worker processes, grpc.aio, pre-serialized
+requests, responses not parsed; client and server CPU from /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kv_bench import Cell, cpu_seconds, start
+
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import MemberProcess, have_etcd
+
+GRANT = "/etcdserverpb.Lease/LeaseGrant"
+KEEPALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
+
+
+async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
+                       conns: int, seconds: float, leases_per_client: int,
+                       ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
+    import grpc
+
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool",
+                                                             1)])
+                for _ in range(conns)]
+    for ch in channels:
+        await asyncio.wait_for(ch.channel_ready(), 30)
+    grant = [ch.unary_unary(GRANT) for ch in channels]  # bytes in, bytes out
+    grant_req = rpc.LeaseGrantRequest(TTL=600).SerializeToString()
+    streams: list[Any] = []
+    renewals: list[list[bytes]] = []
+    if workload == "keepalive":
+        # Each client: its own leases (granted now, outside the measurement) and stream.
+        for i in range(concurrency):
+            ids = []
+            for _ in range(leases_per_client):
+                resp = rpc.LeaseGrantResponse.FromString(await grant[i % conns](grant_req))
+                ids.append(resp.ID)
+            renewals.append([rpc.LeaseKeepAliveRequest(ID=x).SerializeToString() for x in ids])
+            streams.append(channels[i % conns].stream_stream(KEEPALIVE)())
+    ready.put(worker)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    count = 0
+    errors = 0
+    stop_at = time.monotonic() + seconds
+
+    async def grants(i: int) -> None:
+        nonlocal count, errors
+        call = grant[i % conns]
+        while time.monotonic() < stop_at:
+            try:
+                await call(grant_req, timeout=30)
+                count += 1
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+    async def keep_alives(i: int) -> None:
+        nonlocal count, errors
+        stream, reqs = streams[i], renewals[i]
+        n = len(reqs)
+        j = 0
+        while time.monotonic() < stop_at:
+            await stream.write(reqs[j % n])
+            raw = await stream.read()
+            if raw is grpc.aio.EOF:  # type: ignore[attr-defined]
+                errors += 1
+                return
+            count += 1
+            j += 1
+        await stream.done_writing()
+
+    body = grants if workload == "grant" else keep_alives
+    await asyncio.gather(*(body(i) for i in range(concurrency)))
+    out.put((count, errors))
+    for ch in channels:
+        await ch.close()
+
+
+def _worker(address: str, workload: str, worker: int, concurrency: int, conns: int,
+            seconds: float, leases_per_client: int, ready: mp.Queue[int], go: Any,
+            out: mp.Queue[tuple[int, int]]) -> None:
+    try:
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            r.run(_worker_main(address, workload, worker, concurrency, conns, seconds,
+                               leases_per_client, ready, go, out))
+    except BaseException:
+        ready.put(-1)
+        out.put((0, -1))
+        raise
+
+
+def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
+             leases_per_client: int) -> Cell:
+    procs = max(1, min(procs, clients))
+    ctx = mp.get_context("spawn")  # gRPC does not survive a fork
+    ready: mp.Queue[int] = ctx.Queue()
+    out: mp.Queue[tuple[int, int]] = ctx.Queue()
+    go = ctx.Event()
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = [ctx.Process(target=_worker, args=(member.address, workload, i, per[i],
+                                                 max(1, min(per[i], 8)), seconds,
+                                                 leases_per_client, ready, go, out))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    try:
+        if any(ready.get(timeout=120) < 0 for _ in workers):
+            raise RuntimeError("a load worker failed to connect")
+        assert member.proc is not None
+        server0 = cpu_seconds(member.proc.pid)
+        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=seconds + 60) for _ in workers]
+        elapsed = time.monotonic() - t0
+        server1 = cpu_seconds(member.proc.pid)
+        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    finally:
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
+    if any(e < 0 for _, e in results):
+        raise RuntimeError("a load worker failed")
+    return Cell(workload, clients, sum(c for c, _ in results), elapsed,
+                server1 - server0, client1 - client0, sum(e for _, e in results))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", default="petcd,etcd",
+                    help="comma list of petcd, petcd-direct, etcd (default: petcd,etcd)")
+    ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
+    ap.add_argument("--workloads", default="grant,keepalive")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
+    ap.add_argument("--procs", type=int, default=2,
+                    help="load generator processes for concurrent runs (default 2)")
+    ap.add_argument("--leases-per-client", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per cell; the median run is reported (shared machines are noisy)")
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    if "etcd" in targets and not have_etcd():
+        print("etcd not installed: skipping it", file=sys.stderr)
+        targets.remove("etcd")
+    clients = [int(c) for c in args.clients.split(",")]
+    workloads = args.workloads.split(",")
+    unit = {"grant": "leases granted/s", "keepalive": "keep-alives/s"}
+    results: dict[tuple[str, str, int], Cell] = {}
+    with tempfile.TemporaryDirectory(prefix="lease-bench-") as tmp:
+        members: dict[str, MemberProcess] = {}
+        try:
+            for target in targets:
+                members[target] = start(target, Path(tmp))
+            for wl in workloads:
+                for c in clients:
+                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
+                    for _ in range(max(1, args.repeat)):
+                        for t in targets:  # targets take turns: noise hurts them alike
+                            runs[t].append(run_cell(members[t], wl, c,
+                                                    args.procs if c > 1 else 1,
+                                                    args.seconds, args.leases_per_client))
+                    for t in targets:
+                        ordered = sorted(runs[t], key=lambda cell: cell.rate)
+                        cell = results[(t, wl, c)] = ordered[len(ordered) // 2]
+                        print(f"{t:13} {wl:9} clients={c:<3} {cell.rate:9.0f} {unit[wl]:16}"
+                              f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
+                              f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
+                              + (f"  errors {cell.errors}" if cell.errors else ""),
+                              flush=True)
+        finally:
+            for m in members.values():
+                m.stop()
+    print("\nrate/s (server cores used, client cores used)")
+    print(f"{'workload':18} {'clients':>7} " + " ".join(f"{t:>26}" for t in targets))
+    for wl in workloads:
+        for c in clients:
+            row = f"{unit[wl]:18} {c:>7} "
+            for t in targets:
+                cell = results[(t, wl, c)]
+                row += (f"{cell.rate:>10.0f} ({cell.server_cpu / cell.seconds:4.2f}, "
+                        f"{cell.client_cpu / cell.seconds:4.2f})  ")
+            print(row)
+
+
+if __name__ == "__main__":
+    main()

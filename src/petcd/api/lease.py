@@ -1,0 +1,142 @@
+"""etcdserverpb.Lease over grpc.aio, raw bytes in and out (see api/kv.py).
+
+Grant and Revoke are proposals (applied by every member in log order). KeepAlive,
+TimeToLive and Leases are answered from the lessor through the node's lease driver:
+keep-alives renew on the leader only, one in-memory renewal per message, never a
+log entry. Requests a follower forwarded carry the `petcd-lease-forwarded` metadata
+and must not be forwarded again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from petcd import errors
+from petcd.api.kv import HeaderSuffix, abort, undecodable
+from petcd.api.quota import LEASE_OVERHEAD, check_quota
+from petcd.errors import EtcdError
+from petcd.lease.apply import LEASE_GRANT, LEASE_REVOKE
+from petcd.lease.driver import FORWARDED
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server.node import Node
+from petcd.server.proposal import entry_size, varint
+
+_EtcdError = EtcdError
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _forwarded(context: Context) -> bool:
+    md = context.invocation_metadata()
+    return md is not None and any(k == FORWARDED for k, _ in md)
+
+
+def _int64(n: int) -> bytes:
+    return varint(n & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+class LeaseService:
+    def __init__(self, node: Node, *, max_request_bytes: int) -> None:
+        self._node = node
+        self._leases = node.leases
+        self._store = node.store
+        self._max_request_bytes = max_request_bytes
+        self.header = HeaderSuffix(node)
+
+    def _revision_header(self) -> bytes:
+        """`header {revision}`: merged by the client with the constant header suffix."""
+        body = b"\x18" + varint(self._store.current_revision)
+        return b"\x0a" + varint(len(body)) + body
+
+    async def _propose(self, kind: str, raw: bytes, req: Any, context: Context) -> bytes:
+        if entry_size(len(raw)) > self._max_request_bytes:
+            await abort(context, errors.REQUEST_TOO_LARGE)
+        result = await self._node.propose(kind, raw, req)
+        if type(result) is _EtcdError:
+            await abort(context, result)
+        out: bytes = result.SerializeToString() + self.header.get()
+        return out
+
+    async def LeaseGrant(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.LeaseGrantRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        # etcd's quota check before proposing: a grant near the quota raises NOSPACE.
+        await check_quota(self._node, LEASE_OVERHEAD, context)
+        if req.ID == 0:  # the server chooses; the log entry carries the choice
+            req.ID = self._leases.new_id()
+            raw = req.SerializeToString()
+        return await self._propose(LEASE_GRANT, raw, req, context)
+
+    async def LeaseRevoke(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.LeaseRevokeRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        return await self._propose(LEASE_REVOKE, raw, req, context)
+
+    async def LeaseKeepAlive(self, requests: AsyncIterator[bytes],
+                             context: Context) -> AsyncIterator[bytes]:
+        if self._node.is_learner:  # as etcd: a learner serves no stream
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
+        leases = self._leases
+        forwarded = _forwarded(context)
+        header = self.header
+        parse = rpc.LeaseKeepAliveRequest.FromString
+        async for raw in requests:
+            try:
+                lease_id = parse(raw).ID
+            except DecodeError as e:
+                await undecodable(context, e)
+            # The revision is read before renewing (as etcd): a client never sees a
+            # keep-alive succeed at a revision after the one revoking the lease.
+            rev_header = self._revision_header()
+            ttl = leases.renew_now(lease_id)
+            if ttl is None:
+                try:
+                    ttl = await leases.renew(lease_id, forwarded=forwarded)
+                except EtcdError as e:
+                    await abort(context, e)
+            out = rev_header
+            if lease_id:
+                out += b"\x10" + _int64(lease_id)
+            if ttl:
+                out += b"\x18" + _int64(ttl)
+            yield out + header.get()
+
+    async def LeaseTimeToLive(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.LeaseTimeToLiveRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        if self._node.is_learner:
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
+        try:
+            resp = await self._leases.time_to_live(req.ID, req.keys,
+                                                   forwarded=_forwarded(context))
+        except EtcdError as e:
+            await abort(context, e)
+        return self._revision_header() + resp.SerializeToString() + self.header.get()
+
+    async def LeaseLeases(self, raw: bytes, context: Context) -> bytes:
+        if self._node.is_learner:
+            await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
+        resp = rpc.LeaseLeasesResponse()
+        resp.header.revision = self._store.current_revision
+        out = resp.leases
+        for lease_id in self._leases.leases():
+            out.add().ID = lease_id
+        return resp.SerializeToString() + self.header.get()
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        unary = grpc.unary_unary_rpc_method_handler
+        return grpc.method_handlers_generic_handler("etcdserverpb.Lease", {
+            "LeaseGrant": unary(self.LeaseGrant),
+            "LeaseRevoke": unary(self.LeaseRevoke),
+            "LeaseKeepAlive": grpc.stream_stream_rpc_method_handler(self.LeaseKeepAlive),
+            "LeaseTimeToLive": unary(self.LeaseTimeToLive),
+            "LeaseLeases": unary(self.LeaseLeases),
+        })

@@ -1,0 +1,456 @@
+"""The lessor's life on the event loop: leadership, expiry, renewals, forwarding.
+
+- On becoming leader (a leader listener of the node) the lessor is promoted: every
+  lease restarts its countdown with its full TTL plus an election timeout, as etcd
+  does, so no lease expires because of a failover. On losing leadership it is
+  demoted (nothing expires locally).
+- The leader scans for expired leases (at the next expiry, at least every 0.5 s) and
+  proposes their revocations through the log, at most `revoke_rate` per second, as
+  etcd's rate limit. A revocation that is lost is proposed again 3 s later.
+- Keep-alives renew on the leader only, in memory (no log entry). A follower sends
+  them to the leader over one LeaseKeepAlive stream to its client URL, marked as
+  forwarded (a forwarded request reaching a non-leader fails with NOT_LEADER and is
+  retried against whoever is leader then). TimeToLive is answered by the leader the
+  same way (only it knows the remaining time).
+- With lease checkpoints on, the leader records long leases' remaining TTLs in the
+  log every checkpoint interval, so that a new leader restarts them from there.
+
+The API layer calls only: `new_id`, `renew_now` / `renew`, `time_to_live`, `leases`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import grpc
+from google.protobuf.message import Message
+
+from petcd import errors
+from petcd.errors import EtcdError
+from petcd.lease.apply import LEASE_CHECKPOINT, LEASE_REVOKE
+from petcd.lease.ids import LeaseIdGenerator
+from petcd.lease.lessor import EXPIRED, NOT_FOUND, NOT_PRIMARY, Lessor
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+
+log = logging.getLogger("petcd.lease")
+
+# gRPC metadata marking a request a follower forwarded to the leader.
+FORWARDED = "petcd-lease-forwarded"
+_FORWARDED_MD = ((FORWARDED, "1"),)
+_MAX_CHECKPOINT_BATCH = 1000
+
+
+class LeaseHost(Protocol):
+    """What the driver needs from the member (petcd.server.node.Node provides it)."""
+
+    member_id: int
+
+    def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Any]: ...
+
+    def read_barrier(self) -> Awaitable[None] | None: ...
+
+    def add_leader_listener(self, listener: Callable[[int, int], None]) -> None: ...
+
+    def members(self) -> list[rpc.Member]: ...
+
+
+class LeaseDriver:
+    def __init__(self, lessor: Lessor, host: LeaseHost, *, election_timeout: float = 1.0,
+                 request_timeout: float | None = None, revoke_rate: int = 1000,
+                 checkpoint_interval: float | None = None) -> None:
+        self.lessor = lessor
+        self.host = host
+        self.election_timeout = election_timeout
+        # etcd's request timeout: 5 s plus two election timeouts.
+        self.request_timeout = (5.0 + 2 * election_timeout if request_timeout is None
+                                else request_timeout)
+        self.revoke_rate = max(2, revoke_rate)
+        self.checkpoint_interval = checkpoint_interval  # None: checkpoints off
+        self._ids = LeaseIdGenerator(host.member_id)
+        self.leader_id = 0
+        self._term = 0
+        self._promoted_term = -1
+        self._leader_known = asyncio.Event()
+        self._link: LeaderLink | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._revoking: set[int] = set()  # revocations proposed and not yet answered
+        self._clearing: set[int] = set()  # checkpoint clears proposed
+        self._closing: set[asyncio.Task[None]] = set()  # links being closed
+        host.add_leader_listener(self._on_leader)
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lease-expiry")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._leader_known.set()  # wake waiters; they see _stopping
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
+
+    # -- leadership
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leader_id == self.host.member_id
+
+    def _on_leader(self, leader_id: int, term: int) -> None:
+        changed = leader_id != self.leader_id
+        self.leader_id, self._term = leader_id, term
+        if leader_id == self.host.member_id:
+            if self._promoted_term != term:
+                self._promoted_term = term
+                self.lessor.promote(self.election_timeout)
+                log.info("lessor promoted (term %d): %d leases renewed", term,
+                         len(self.lessor))
+        elif self.lessor.primary:
+            self._promoted_term = -1
+            self.lessor.demote()
+            log.info("lessor demoted (leader now %x)", leader_id)
+        if leader_id:
+            self._leader_known.set()
+        else:
+            self._leader_known.clear()
+        if changed and self._link is not None:
+            link, self._link = self._link, None
+            task = asyncio.get_running_loop().create_task(link.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _wait_leader(self, deadline: float) -> int:
+        loop = asyncio.get_running_loop()
+        while not self.leader_id and not self._stopping:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise errors.TIMEOUT
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._leader_known.wait(), remaining)
+        if self._stopping:
+            raise errors.STOPPED
+        return self.leader_id
+
+    # -- the API's calls
+
+    def new_id(self) -> int:
+        """An ID for a grant that asked the server to choose (chosen before proposing,
+        so the log entry carries it and every member applies the same)."""
+        return self._ids.next()
+
+    def renew_now(self, lease_id: int) -> int | None:
+        """The keep-alive fast path: the renewed TTL, 0 for a missing lease, or None
+        when the answer needs waiting (call `renew`)."""
+        ttl = self.lessor.renew(lease_id)
+        if ttl > 0:
+            if self.checkpoint_interval is not None:
+                self.clear_checkpoint(lease_id)
+            return ttl
+        return None
+
+    async def renew(self, lease_id: int, *, forwarded: bool = False) -> int:
+        """Renew on the leader, wherever that is. Returns the TTL, 0 if the lease does
+        not exist (or was revoked because it expired). Raises EtcdError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        checked_applied = False
+        while True:
+            ttl = self.lessor.renew(lease_id)
+            if ttl > 0:
+                if self.checkpoint_interval is not None:
+                    self.clear_checkpoint(lease_id)
+                return ttl
+            if ttl == NOT_FOUND:
+                if checked_applied:
+                    return 0
+                # A new leader may not have applied the grant yet: wait until it has
+                # applied everything committed, then look again (as etcd waits for the
+                # applied index). Rare: only for unknown IDs.
+                checked_applied = True
+                barrier = self.host.read_barrier()
+                if barrier is not None:
+                    await barrier
+                continue
+            if ttl == EXPIRED:
+                # Its revocation is under way: answer once it is applied (or forward,
+                # if this member stops leading first).
+                if loop.time() > deadline:
+                    raise errors.TIMEOUT
+                await asyncio.sleep(0.05)
+                continue
+            assert ttl == NOT_PRIMARY
+            if forwarded:
+                raise errors.NOT_LEADER
+            return await self._forward(lease_id, deadline)
+
+    async def _forward(self, lease_id: int, deadline: float) -> int:
+        loop = asyncio.get_running_loop()
+        while True:
+            leader = await self._wait_leader(deadline)
+            if leader == self.host.member_id:
+                # Leading now: renew here (once the promotion has run).
+                await asyncio.sleep(0.01)
+                if self.lessor.primary:
+                    return await self.renew(lease_id)
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT
+                continue
+            link = self._leader_link(leader)
+            try:
+                if link is None:
+                    raise ConnectionError(f"no client URL known for leader {leader:x}")
+                return await asyncio.wait_for(link.renew(lease_id),
+                                              max(0.01, deadline - loop.time()))
+            except (grpc.RpcError, ConnectionError, TimeoutError) as e:
+                log.debug("forwarding keep-alive of %x to %x failed: %s", lease_id, leader, e)
+                if link is not None and self._link is link:
+                    self._link = None
+                    await link.close()
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT from None
+                await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+
+    def _leader_link(self, leader: int) -> LeaderLink | None:
+        link = self._link
+        if link is not None and link.member_id == leader:
+            return link
+        for m in self.host.members():
+            if leader == m.ID and m.clientURLs:
+                self._link = LeaderLink(leader, m.clientURLs[0])
+                return self._link
+        return None
+
+    async def time_to_live(self, lease_id: int, keys: bool, *,
+                           forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
+        """The leader's view of a lease (TTL -1 if it does not exist); a follower asks
+        the leader. The header carries only the revision (the caller adds the rest)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        while True:
+            if self.lessor.primary:
+                return self._local_time_to_live(lease_id, keys)
+            if forwarded:
+                raise errors.NOT_LEADER
+            leader = await self._wait_leader(deadline)
+            if leader == self.host.member_id:
+                await asyncio.sleep(0.01)  # promotion is on its way
+                continue
+            link = self._leader_link(leader)
+            try:
+                if link is None:
+                    raise ConnectionError(f"no client URL known for leader {leader:x}")
+                return await asyncio.wait_for(link.time_to_live(lease_id, keys),
+                                              max(0.01, deadline - loop.time()))
+            except (grpc.RpcError, ConnectionError, TimeoutError) as e:
+                log.debug("forwarding TimeToLive of %x to %x failed: %s", lease_id, leader, e)
+                if loop.time() >= deadline:
+                    raise errors.TIMEOUT from None
+                await asyncio.sleep(0.1)
+
+    def _local_time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
+        lease = self.lessor.get(lease_id)
+        if lease is None:
+            return rpc.LeaseTimeToLiveResponse(ID=lease_id, TTL=-1)
+        remaining = lease.remaining(self.lessor.clock())
+        # Whole seconds, truncated towards zero, as etcd reports it.
+        ttl = int(remaining) if math.isfinite(remaining) else 2**63 // 10**9
+        resp = rpc.LeaseTimeToLiveResponse(ID=lease_id, TTL=ttl, grantedTTL=lease.ttl)
+        if keys:
+            resp.keys.extend(self.lessor.keys_of(lease))
+        return resp
+
+    def leases(self) -> list[int]:
+        """IDs of every lease this member knows, soonest expiry first."""
+        return [le.id for le in self.lessor.leases()]
+
+    # -- expiry (leader only)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        window_end = 0.0
+        budget = 0
+        next_checkpoint = loop.time() + (self.checkpoint_interval or 0)
+        lessor = self.lessor
+        while True:
+            now = loop.time()
+            if now >= window_end:
+                window_end, budget = now + 0.5, self.revoke_rate // 2
+            delay = 0.5
+            if lessor.primary:
+                try:
+                    expired = lessor.expired(budget)
+                    budget -= len(expired)
+                    if expired:
+                        log.info("revoking %d expired lease(s): %s", len(expired),
+                                 " ".join(f"{le.id:x}" for le in expired[:8]))
+                    for lease in expired:
+                        self._propose_revoke(lease.id)
+                    if self.checkpoint_interval and now >= next_checkpoint:
+                        next_checkpoint = now + self.checkpoint_interval
+                        self._propose_checkpoints()
+                except Exception:  # keep expiring whatever one round hit
+                    log.exception("lease expiry round failed")
+                until_next = lessor.next_deadline() - lessor.clock()
+                delay = min(0.5, max(0.01, until_next))
+                if budget <= 0:
+                    delay = max(delay, window_end - now)
+            await asyncio.sleep(delay)
+
+    def _propose_revoke(self, lease_id: int) -> None:
+        if lease_id in self._revoking:
+            return
+        req = rpc.LeaseRevokeRequest(ID=lease_id)
+        fut = self.host.propose(LEASE_REVOKE, req.SerializeToString(), req)
+        self._revoking.add(lease_id)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self._revoking.discard(lease_id)
+            if f.cancelled():
+                return
+            result = f.result()
+            if isinstance(result, EtcdError) and result is not errors.LEASE_NOT_FOUND:
+                log.warning("revoking expired lease %x failed: %s", lease_id, result.message)
+
+        fut.add_done_callback(done)
+
+    def _propose_checkpoints(self) -> None:
+        lessor = self.lessor
+        interval = int(self.checkpoint_interval or 0)  # whole seconds, as etcd compares
+        now = lessor.clock()
+        cps: list[rpc.LeaseCheckpoint] = []
+        for lease in lessor.leases():
+            remaining = lease.expiry - now
+            if not (0 < remaining < math.inf) or lease.renewal_ttl() <= interval:
+                continue
+            left = math.ceil(remaining)
+            if left < lease.ttl:
+                cps.append(rpc.LeaseCheckpoint(ID=lease.id, remaining_TTL=left))
+        for i in range(0, len(cps), _MAX_CHECKPOINT_BATCH):
+            req = rpc.LeaseCheckpointRequest(checkpoints=cps[i:i + _MAX_CHECKPOINT_BATCH])
+            self.host.propose(LEASE_CHECKPOINT, req.SerializeToString(), req)
+
+    def clear_checkpoint(self, lease_id: int) -> None:
+        """A renewed lease no longer has a checkpointed remaining TTL (proposed once)."""
+        if self.checkpoint_interval is None or lease_id in self._clearing:
+            return
+        lease = self.lessor.get(lease_id)
+        if lease is None or lease.remaining_ttl <= 0:
+            return
+        req = rpc.LeaseCheckpointRequest(
+            checkpoints=[rpc.LeaseCheckpoint(ID=lease_id, remaining_TTL=0)])
+        self._clearing.add(lease_id)
+        self.host.propose(LEASE_CHECKPOINT, req.SerializeToString(), req).add_done_callback(
+            lambda _: self._clearing.discard(lease_id))
+
+
+def _grpc_target(url: str) -> str:
+    u = urlsplit(url)
+    if u.scheme in ("unix", "unixs"):
+        return f"unix:{u.netloc}{u.path}"
+    return u.netloc
+
+
+class LeaderLink:
+    """One LeaseKeepAlive stream to the leader, shared by every forwarded keep-alive of
+    this member. Requests go into a queue that gRPC drains as the stream's request
+    iterator (a renewal never waits on a write); the leader answers a stream's
+    messages one after the other, so responses resolve the waiters in order. If the
+    stream fails, every waiter fails and the next renewal opens a new one."""
+
+    def __init__(self, member_id: int, url: str) -> None:
+        self.member_id = member_id
+        self._channel = grpc.aio.insecure_channel(_grpc_target(url))
+        # No (de)serializers: bytes in, bytes out.
+        self._keep_alive = self._channel.stream_stream(
+            "/etcdserverpb.Lease/LeaseKeepAlive", None, None)
+        self._ttl = self._channel.unary_unary("/etcdserverpb.Lease/LeaseTimeToLive", None, None)
+        self._stream: _Stream | None = None
+        self._closed = False
+
+    async def renew(self, lease_id: int) -> int:
+        if self._closed:
+            raise ConnectionError("link closed")
+        stream = self._stream
+        if stream is None or stream.failed:
+            stream = self._stream = _Stream(self._keep_alive)
+        return await stream.renew(lease_id)
+
+    async def time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
+        raw = await self._ttl(rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
+                              .SerializeToString(), metadata=_FORWARDED_MD)
+        resp = rpc.LeaseTimeToLiveResponse.FromString(raw)
+        resp.ClearField("header")
+        return resp
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            await self._stream.close()
+        await self._channel.close(None)
+
+
+class _Stream:
+    def __init__(self, multicallable: Any) -> None:
+        self.failed = False
+        self._requests: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        self._call = multicallable(self._feed(), metadata=_FORWARDED_MD)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _feed(self) -> AsyncIterator[bytes]:
+        while True:
+            data = await self._requests.get()
+            if data is None:
+                return
+            yield data
+
+    async def renew(self, lease_id: int) -> int:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString())
+        return await fut
+
+    async def _read(self) -> None:
+        err: BaseException = ConnectionError("leader ended the keep-alive stream")
+        try:
+            async for raw in self._call:
+                resp = rpc.LeaseKeepAliveResponse.FromString(raw)
+                if self._waiters:
+                    fut = self._waiters.popleft()
+                    if not fut.done():  # (its caller may have given up)
+                        fut.set_result(resp.TTL)
+        except asyncio.CancelledError:
+            err = ConnectionError("link closed")
+            raise
+        except grpc.RpcError as e:
+            err = e
+        except Exception as e:
+            err = ConnectionError(str(e))
+        finally:
+            self._fail(err)
+
+    def _fail(self, err: BaseException) -> None:
+        self.failed = True
+        self._call.cancel()
+        self._requests.put_nowait(None)
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_exception(err)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
