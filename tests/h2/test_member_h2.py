@@ -65,9 +65,9 @@ def test_grpc_limits_and_errors(member: PetcdProcess) -> None:
                 timeout=10)
         assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         with pytest.raises(grpc.RpcError) as e:
-            ch.unary_unary("/etcdserverpb.Lease/LeaseGrant")(b"", timeout=10)
+            ch.unary_unary("/petcdtest.Nowhere/Call")(b"", timeout=10)
         assert (e.value.code(), e.value.details()) == (
-            grpc.StatusCode.UNIMPLEMENTED, "unknown service etcdserverpb.Lease")
+            grpc.StatusCode.UNIMPLEMENTED, "unknown service petcdtest.Nowhere")
 
 
 def test_sigterm_lets_calls_in_flight_finish(tmp_path_factory: pytest.TempPathFactory) -> None:
