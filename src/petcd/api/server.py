@@ -20,6 +20,7 @@ from petcd.api.cluster import ClusterService, HealthService, MaintenanceService
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.kv import KVService
 from petcd.api.mux import MuxProtocol
+from petcd.api.watch import WatchService
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
 
@@ -68,14 +69,19 @@ class ClientServer:
         self.kv = KVService(self.node, max_request_bytes=opts.max_request_bytes,
                             max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
+        self.watch = WatchService(
+            self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            progress_interval=opts.watch_progress_notify_interval)
 
     async def start(self) -> None:
         opts = self.opts
+        self.watch.start()  # before the node applies anything
         self.node.start()
         server = grpc.aio.server(options=grpc_options(opts))
         server.add_generic_rpc_handlers((
             self.kv.handler(), ClusterService(self.node).handler(),
-            MaintenanceService(self.node).handler(), HealthService(self.node).handler()))
+            MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
+            self.watch.handler()))
         self._grpc = server
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.listen_client_http_urls:
@@ -130,6 +136,7 @@ class ClientServer:
     async def stop(self, grace: float = 2.0) -> None:
         for listener in self._listeners:
             listener.close()
+        self.watch.close()  # watch streams never end by themselves
         if self._grpc is not None:
             await self._grpc.stop(grace)
         for listener in self._listeners:

@@ -95,7 +95,14 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        watch_progress_notify_interval=_progress_interval(cfg),
     )
+
+
+def _progress_interval(cfg: config_mod.Config) -> float:
+    # etcd keeps its default (10 minutes) for a zero or negative interval.
+    interval = float(cfg.values["experimental-watch-progress-notify-interval"])  # type: ignore[arg-type]
+    return interval if interval > 0 else 600.0
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:

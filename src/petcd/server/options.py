@@ -34,3 +34,6 @@ class ServerOptions:
     compaction_batch_limit: int = 1000
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
+    # Seconds between progress notifications to watchers that asked for them
+    # (--experimental-watch-progress-notify-interval; etcd raises < 100ms to 100ms).
+    watch_progress_notify_interval: float = 600.0
