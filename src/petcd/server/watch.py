@@ -385,12 +385,15 @@ class WatchHub:
     def __init__(self, store: KVStore, *, cluster_id: int, member_id: int,
                  term: Callable[[], int], response_limit: int,
                  progress_interval: float = 600.0,
-                 high_water: int = 4 << 20, low_water: int = 1 << 20) -> None:
+                 high_water: int = 4 << 20, low_water: int = 1 << 20,
+                 catchup_revisions: int = MAX_CATCHUP_REVISIONS,
+                 catchup_records: int = CATCHUP_SCAN_RECORDS,
+                 catchup_bytes: int = CATCHUP_MATCHED_BYTES) -> None:
         """response_limit: a response with more bytes than this is split (at revision
         boundaries; inside a revision only for watchers that asked for fragments), as
         etcd's --max-request-bytes + gRPC overhead. high_water/low_water: a stream's
         queued bytes above which its watchers stop taking live events, and below
-        which they catch up again."""
+        which they catch up again. catchup_*: the budget of one catch-up round."""
         self.store = store
         self.cluster_id = cluster_id
         self.member_id = member_id
@@ -401,6 +404,9 @@ class WatchHub:
         self.progress_interval = progress_interval
         self.high_water = high_water
         self.low_water = min(low_water, high_water)
+        self.catchup_revisions = catchup_revisions
+        self.catchup_records = catchup_records
+        self.catchup_bytes = catchup_bytes
         self.revision = store.current_revision  # everything up to here was notified
         self.synced = WatcherGroup()
         self.unsynced: _Set = {}
@@ -648,8 +654,8 @@ class WatchHub:
                     todo.append(w)
             if not todo:
                 return True
-            start = min(w.min_rev for w in todo)
-            cap = min(head, start + MAX_CATCHUP_REVISIONS - 1)
+            start = max(1, min(w.min_rev for w in todo))  # a start <= 0 means all of it
+            cap = min(head, start + self.catchup_revisions - 1)
             group = WatcherGroup()
             for w in todo:
                 if w.min_rev <= cap:
@@ -662,6 +668,8 @@ class WatchHub:
             for w in group:
                 if w.stream.queued >= high:
                     continue  # stays where it is; the stream's drain wakes us again
+                if w.min_rev > end:
+                    continue  # the round's budget ran out before its start
                 idxs = hits.get(w)
                 if idxs:
                     self._deliver(w, batch, idxs, header)
@@ -678,10 +686,11 @@ class WatchHub:
         scanned = matched = 0
         current = start - 1
         any_match = group.any_match
+        max_records, max_bytes = self.catchup_records, self.catchup_bytes
         for rkey, record in view.changes(start, cap):
             main = int.from_bytes(rkey[:8], "big")
             if main != current:
-                if scanned >= CATCHUP_SCAN_RECORDS or matched >= CATCHUP_MATCHED_BYTES:
+                if scanned >= max_records or matched >= max_bytes:
                     return events, current
                 current = main
             scanned += 1
