@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
-from petcd.server.watch import WatchHub, WatchStream
+from petcd.server.watch import WatchHub, WatchMetrics, WatchStream
 
 log = logging.getLogger("petcd.api.watch")
 
@@ -28,6 +28,7 @@ class WatchService:
         self.hub = WatchHub(node.store, cluster_id=node.cluster_id, member_id=node.member_id,
                             term=lambda: node.term, response_limit=response_limit,
                             progress_interval=progress_interval)
+        node.metrics.registry.register(WatchMetrics(self.hub))
 
     def start(self) -> None:
         """Call on the event loop before the node applies anything: every commit from

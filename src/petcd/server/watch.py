@@ -33,6 +33,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Final
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from petcd.errors import EtcdError
 from petcd.mvcc.kvstore import KVStore, KVView
 from petcd.mvcc.types import EVENT_DELETE, EVENT_PUT, KVEvent
@@ -711,3 +714,29 @@ class WatchHub:
         self.remove(w)
         stream.watchers.pop(w.id, None)
         stream.push(self.control(0, watch_id=w.id, canceled=True, compact_revision=compact))
+
+
+class WatchMetrics(Collector):
+    """The hub's figures under etcd's metric names, read when scraped."""
+
+    def __init__(self, hub: WatchHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub
+        yield GaugeMetricFamily("etcd_debugging_mvcc_watch_stream_total",
+                                "Total number of watch streams.", value=len(hub.streams))
+        yield GaugeMetricFamily("etcd_debugging_mvcc_watcher_total",
+                                "Total number of watchers.", value=hub.watcher_count)
+        yield GaugeMetricFamily("etcd_debugging_mvcc_slow_watcher_total",
+                                "Total number of unsynced slow watchers.",
+                                value=len(hub.unsynced))
+        yield CounterMetricFamily("etcd_debugging_mvcc_events_total",
+                                  "Total number of events sent by this member.",
+                                  value=hub.events_sent)
+        yield GaugeMetricFamily("petcd_watch_queued_bytes",
+                                "Bytes of watch responses queued for slow readers.",
+                                value=sum(st.queued for st in hub.streams))
+        yield CounterMetricFamily("petcd_watch_catchup_rounds",
+                                  "Rounds of reading history for unsynced watchers.",
+                                  value=hub.catchup_rounds)
