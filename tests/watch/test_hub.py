@@ -124,8 +124,10 @@ def test_catch_up_in_windows_of_revisions(tmp_path: Path) -> None:
         s = rig.hub.open_stream()
         create(s, b"k", prefix_end(b"k"), start_revision=2, prev_kv=True)
         create(s, b"k3", start_revision=1000, watch_id=5)
-        await rig.settle()
-        resps = await rig.take(s)
+        resps = []
+        while rig.hub.unsynced:  # a reader that keeps up: it takes each round's output
+            await asyncio.sleep(0)
+            resps += await rig.take(s)
         assert [r.created for r in resps[:2]] == [True, True]
         main = [r for r in resps[2:] if r.watch_id == 0]
         # etcd's batches: at most 1000 revisions per response; header = current revision.
@@ -434,3 +436,29 @@ def test_random_histories_soak(tmp_path: Path) -> None:
             high_water=600, low_water=300, response_limit=700,
             catchup_revisions=1 + seed % 4, catchup_records=1 + seed % 7,
             catchup_bytes=50 + 20 * seed)
+
+
+def test_queued_responses_take_more_events_until_sent(tmp_path: Path) -> None:
+    async def t(rig: HubRig) -> None:
+        s = rig.hub.open_stream()
+        create(s, b"a")
+        create(s, b"b")
+        await rig.take(s)
+        rig.put(b"a")
+        rig.put(b"b")
+        rig.put(b"a")
+        resps = await rig.take(s)
+        # a's second event joined its response still in the queue; the header is newer.
+        assert [(r.watch_id, r.header.revision, [e.kv.mod_revision for e in r.events])
+                for r in resps] == [(0, 4, [2, 4]), (1, 3, [3])]
+        assert (resps[0].header.cluster_id, resps[0].header.raft_term) == (11, 3)
+        rig.put(b"a")
+        s.request_progress()  # a barrier: later events do not overtake it
+        rig.put(b"a")
+        resps = await rig.take(s)
+        assert [(r.watch_id, r.header.revision, [e.kv.mod_revision for e in r.events])
+                for r in resps] == [(0, 5, [5]), (-1, 5, []), (0, 6, [6])]
+        rig.put(b"a")  # the last response was sent: a new one
+        assert [len(r.events) for r in await rig.take(s)] == [1]
+
+    run(tmp_path, t)

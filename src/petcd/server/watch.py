@@ -92,7 +92,8 @@ class Watcher:
     """One watch on a stream: a key, a prefix, a range, or every key from one on."""
 
     __slots__ = ("end", "fragment", "id", "id_field", "key", "min_rev", "no_delete",
-                 "no_put", "prefix", "prev_kv", "progress", "quiet", "state", "stream")
+                 "no_put", "prefix", "prev_kv", "progress", "quiet", "state", "stream", "tail",
+                 "tail_index")
 
     def __init__(self, stream: WatchStream, watch_id: int, key: bytes, end: bytes | None,
                  req: rpc.WatchCreateRequest) -> None:
@@ -111,6 +112,10 @@ class Watcher:
         self.quiet = True  # no events since the last progress tick
         self.min_rev = 0  # the first revision this watcher has not been given
         self.state = _GONE
+        # Its last queued response and that response's place in the stream: more events
+        # join it while it is still queued (see WatchStream.push_events).
+        self.tail: bytearray | None = None
+        self.tail_index = -1
 
     def matches(self, key: bytes) -> bool:
         end = self.end
@@ -266,14 +271,23 @@ class _Events:
 
 class WatchStream:
     """The watchers of one client stream and its outbound queue of serialized
-    WatchResponses (drained by `messages()`)."""
+    WatchResponses (drained by `messages()`).
+
+    Each response sent costs gRPC about as much as the events in it cost us, so a
+    watcher's new events join its response still waiting in the queue (protobuf
+    concatenation: the events append, the newer header wins) instead of queueing
+    another: a stream that falls behind sends fewer, larger responses. Never across a
+    control response (created, canceled, progress), so those keep their place."""
 
     def __init__(self, hub: WatchHub) -> None:
         self.hub = hub
         self.watchers: dict[int, Watcher] = {}
         self._next_id = 0
-        self.out: deque[bytes] = deque()
+        self.out: deque[bytes | bytearray] = deque()
         self.queued = 0  # bytes in `out`
+        self.pushed = 0  # responses queued so far, and sent so far: out = [sent, pushed)
+        self.popped = 0
+        self.barrier = -1  # the place of the last control response queued
         self.unsynced = 0  # how many of its watchers are unsynced
         self._progress_waiting = 0  # progress requests held until all are synced
         self._ready = asyncio.Event()
@@ -341,11 +355,28 @@ class WatchStream:
         self.hub.streams.discard(self)
 
     # -- output
-    def push(self, msg: bytes) -> None:
+    def push(self, msg: bytes, barrier: bool = True) -> None:
+        """Queue a response nothing may join (a control response is a barrier: no
+        events queued after it join a response before it)."""
+        if barrier:
+            self.barrier = self.pushed
         self.out.append(msg)
+        self.pushed += 1
         self.queued += len(msg)
         if not self._ready.is_set():
             self._ready.set()
+
+    def push_events(self, w: Watcher, msg: bytes) -> None:
+        """Queue an events response of `w`, or append it to w's response still queued."""
+        tail = w.tail
+        if tail is not None and w.tail_index >= self.popped and w.tail_index > self.barrier \
+                and len(tail) + len(msg) < self.hub.response_limit:
+            tail += msg
+            self.queued += len(msg)
+            return
+        tail = w.tail = bytearray(msg)
+        w.tail_index = self.pushed
+        self.push(tail, barrier=False)  # type: ignore[arg-type]
 
     async def messages(self) -> AsyncIterator[bytes]:
         """The serialized responses, in order, as they are queued; ends when closed."""
@@ -354,10 +385,11 @@ class WatchStream:
         while True:
             if out:
                 msg = out.popleft()
+                self.popped += 1
                 self.queued -= len(msg)
                 if self.unsynced and self.queued < hub.low_water:
                     hub.wake_sync()
-                yield msg
+                yield msg if type(msg) is bytes else bytes(msg)
             elif self.closed:
                 return
             else:
@@ -485,15 +517,16 @@ class WatchHub:
         size = len(base)
         for f in fields:
             size += len(f)
-        push = w.stream.push
+        stream = w.stream
         limit = self.response_limit
         if size < limit or len(fields) < 2:
-            push(base + b"".join(fields))
+            stream.push_events(w, base + b"".join(fields))
         elif w.fragment:
-            self._push_fragments(push, base, fields, limit)
+            w.tail = None  # nothing joins a fragment
+            self._push_fragments(lambda m: stream.push(m, barrier=False), base, fields, limit)
         else:
-            self._push_by_revision(push, base, fields, [events[i].revision for i in idxs],
-                                   limit)
+            self._push_by_revision(lambda m: stream.push_events(w, m), base, fields,
+                                   [events[i].revision for i in idxs], limit)
 
     @staticmethod
     def _push_fragments(push: Callable[[bytes], None], base: bytes, fields: list[bytes],
