@@ -108,3 +108,7 @@ UNHEALTHY = _e(_UNAVAILABLE, "unhealthy cluster")
 CORRUPT = _e(StatusCode.DATA_LOSS, "corrupt cluster")
 NOT_SUPPORTED_FOR_LEARNER = _e(_UNAVAILABLE, "rpc not supported for learner")
 BAD_LEADER_TRANSFEREE = _e(_PRECONDITION, "bad leader transferee")
+# Not in etcd's gRPC error table: it reaches clients with code Unknown.
+TIMEOUT_LEADER_TRANSFER = _e(
+    StatusCode.UNKNOWN, "request timed out, leader transfer took too long"
+)

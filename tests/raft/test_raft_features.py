@@ -684,3 +684,33 @@ def test_forwarded_conf_changes_are_gated_one_at_a_time() -> None:
         (EntryType.NORMAL, b"plain"),
     ]
     assert leader.pending_conf_index == tail[0].index
+
+
+# --------------------------------------------------------- catching up
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_reconnecting_follower_catches_up_in_a_few_messages(restarted: bool) -> None:
+    # 500 entries proposed one by one while follower 3 was cut off (or down): once it
+    # can be reached, the leader sends what it misses in size-limited appends (1 MiB by
+    # default) and then streams, not one entry per round trip.
+    net = Network(None, None, None)
+    net.campaign(1)
+    leader = net.peers[1]
+    net.isolate(3)
+    for i in range(500):
+        net.propose(1, b"entry %d" % i)
+    last = leader.log.last_index()
+    assert net.peers[3].log.last_index() < last - 499
+    if restarted:
+        leader.step(Message(M.UNREACHABLE, from_=3))  # the transport lost its connection
+    net.recover()
+    before = len(net.delivered)
+    ticks = 0
+    while net.peers[3].log.last_index() < last:
+        net.tick(1)
+        ticks += 1
+        assert ticks <= 3, "a heartbeat round should be enough to resume replication"
+    appends = [m for m in net.delivered[before:] if m.type == M.APP and m.to == 3]
+    assert len(appends) <= 3
+    assert leader.prs[3].state == ProgressState.REPLICATE

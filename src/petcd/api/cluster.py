@@ -1,30 +1,126 @@
-"""etcdserverpb.Cluster and etcdserverpb.Maintenance: what tools need today
-(MemberList, Status, Alarm list); the rest answers UNIMPLEMENTED until built."""
+"""etcdserverpb.Cluster (membership) and etcdserverpb.Maintenance (Status, MoveLeader,
+Alarm list); the rest answers UNIMPLEMENTED until built. Membership changes run on the
+leader: Node forwards them there from other members."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from petcd.api.kv import raw_service
+from petcd import errors
+from petcd.api.kv import abort, raw_service, undecodable
+from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server.membership import Member
 from petcd.server.node import Node
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _peer_urls(urls: Any) -> list[str]:
+    """Peer URLs as etcd's types.NewURLs accepts them: http(s)://host:port, no path."""
+    out = []
+    for text in urls:
+        u = urlsplit(text)
+        try:
+            port = u.port
+        except ValueError:
+            port = None
+        if u.scheme not in ("http", "https", "unix", "unixs") or not u.hostname or \
+                port is None or u.path not in ("", "/") or u.query or u.fragment:
+            raise errors.MEMBER_BAD_URLS
+        out.append(text)
+    return sorted(out)
 
 
 class ClusterService:
     def __init__(self, node: Node) -> None:
         self._node = node
 
-    async def MemberList(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    def _header(self, resp: Any) -> None:
         node = self._node
-        resp = rpc.MemberListResponse(members=node.members())
         h = resp.header
         h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
+
+    def _members(self, resp: Any, members: list[Member]) -> bytes:
+        self._header(resp)
+        resp.members.extend(m.to_pb() for m in members)
+        out: bytes = resp.SerializeToString()
+        return out
+
+    async def MemberList(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MemberListRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        node = self._node
+        if req.linearizable:  # (etcd 3.5) served after a read barrier
+            barrier = node.read_barrier()
+            if barrier is not None:
+                try:
+                    await barrier
+                except EtcdError as e:
+                    await abort(context, e)
+        resp = rpc.MemberListResponse(members=node.members())
+        self._header(resp)
         return resp.SerializeToString()
 
+    async def MemberAdd(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MemberAddRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            member, members = await self._node.add_member(_peer_urls(req.peerURLs),
+                                                           req.isLearner)
+        except EtcdError as e:
+            await abort(context, e)
+        assert member is not None
+        resp = rpc.MemberAddResponse(member=rpc.Member(ID=member.id, peerURLs=member.peer_urls,
+                                                       isLearner=member.is_learner))
+        return self._members(resp, members)
+
+    async def MemberRemove(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MemberRemoveRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            _, members = await self._node.remove_member(req.ID)
+        except EtcdError as e:
+            await abort(context, e)
+        return self._members(rpc.MemberRemoveResponse(), members)
+
+    async def MemberUpdate(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MemberUpdateRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            _, members = await self._node.update_member(req.ID, _peer_urls(req.peerURLs))
+        except EtcdError as e:
+            await abort(context, e)
+        return self._members(rpc.MemberUpdateResponse(), members)
+
+    async def MemberPromote(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MemberPromoteRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        try:
+            _, members = await self._node.promote_member(req.ID)
+        except EtcdError as e:
+            await abort(context, e)
+        return self._members(rpc.MemberPromoteResponse(), members)
+
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
-        return raw_service("etcdserverpb.Cluster", {"MemberList": self.MemberList})
+        return raw_service("etcdserverpb.Cluster", {
+            "MemberList": self.MemberList, "MemberAdd": self.MemberAdd,
+            "MemberRemove": self.MemberRemove, "MemberUpdate": self.MemberUpdate,
+            "MemberPromote": self.MemberPromote})
 
 
 class MaintenanceService:
@@ -33,6 +129,22 @@ class MaintenanceService:
 
     async def Status(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         return self._node.status().SerializeToString()
+
+    async def MoveLeader(self, raw: bytes, context: Context) -> bytes:
+        try:
+            req = rpc.MoveLeaderRequest.FromString(raw)
+        except DecodeError as e:
+            await undecodable(context, e)
+        node = self._node
+        try:
+            await node.move_leader(req.targetID)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = rpc.MoveLeaderResponse()
+        h = resp.header
+        h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
+        h.revision = node.store.current_revision
+        return resp.SerializeToString()
 
     async def Alarm(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         # No alarms exist yet (NOSPACE/CORRUPT come with quotas and corruption checks):
@@ -46,7 +158,8 @@ class MaintenanceService:
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.Maintenance", {"Status": self.Status,
-                                                        "Alarm": self.Alarm})
+                                                        "Alarm": self.Alarm,
+                                                        "MoveLeader": self.MoveLeader})
 
 
 class HealthService:

@@ -16,6 +16,7 @@ import h11
 from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
+from petcd.errors import EtcdError
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -52,10 +53,13 @@ class HttpApp:
             if method != "GET":
                 return _not_allowed()
             ok = self._node.healthy()
-            if ok:
+            if ok and not self._node.is_learner:  # (a learner serves no linearizable read)
                 barrier = self._node.read_barrier()
                 if barrier is not None:
-                    await barrier
+                    try:
+                        await barrier
+                    except EtcdError:
+                        ok = False
             return (200 if ok else 503, [_TEXT],
                     b'{"health":"true"}' if ok else b'{"health":"false"}')
         if path == "/metrics":

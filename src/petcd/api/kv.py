@@ -73,7 +73,10 @@ class KVService:
         if not req.serializable:
             barrier = node.read_barrier()
             if barrier is not None:
-                await barrier
+                try:
+                    await barrier
+                except EtcdError as e:
+                    await abort(context, e)
         try:
             resp = node.range(req)
         except EtcdError as e:
@@ -128,7 +131,10 @@ class KVService:
         if not all(r.serializable for r in ranges):
             barrier = node.read_barrier()
             if barrier is not None:
-                await barrier
+                try:
+                    await barrier
+                except EtcdError as e:
+                    await abort(context, e)
         try:
             resp = node.kv.txn(None, req)
         except EtcdError as e:

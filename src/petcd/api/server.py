@@ -60,9 +60,10 @@ class ClientServer:
     bound; stop() stops accepting, ends in-flight calls, then closes the node."""
 
     def __init__(self, opts: ServerOptions,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
-        self.node = Node(opts, on_fatal=on_fatal)
+        self.node = Node(opts, on_fatal=on_fatal, on_removed=on_removed)
         self._grpc: grpc.aio.Server | None = None
         self._listeners: list[asyncio.Server] = []
         self._socket_files: list[str] = []
@@ -75,8 +76,12 @@ class ClientServer:
 
     async def start(self) -> None:
         opts = self.opts
+        await self.node.listen_peers()
         self.watch.start()  # before the node applies anything
         self.node.start()
+        if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
+            log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
+                        opts.wait_cluster_ready_timeout)
         server = grpc.aio.server(options=grpc_options(opts))
         server.add_generic_rpc_handlers((
             self.kv.handler(), ClusterService(self.node).handler(),

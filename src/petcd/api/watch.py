@@ -33,8 +33,12 @@ class WatchService:
     def start(self) -> None:
         """Call on the event loop before the node applies anything: every commit from
         here on reaches the hub."""
-        self.hub.revision = self._node.store.current_revision
-        self._node.applier.add_commit_listener(self.hub.commit_listener())
+        node, hub = self._node, self.hub
+        hub.revision = node.store.current_revision
+        node.applier.add_commit_listener(hub.commit_listener())
+        # A snapshot from the leader replaced the store (on the loop thread): its
+        # revisions came without events, so every watcher catches up from the store.
+        node.backend.restore_hooks.append(lambda: hub.notify([], node.store.current_revision))
 
     def close(self) -> None:
         for stream in list(self.hub.streams):

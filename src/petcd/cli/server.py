@@ -96,6 +96,19 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         watch_progress_notify_interval=_progress_interval(cfg),
+        listen_peer_urls=tuple(cfg.listen_peer_urls),
+        heartbeat_ms=cfg.heartbeat_ms,
+        election_ms=cfg.election_ms,
+        pre_vote=bool(cfg.values["pre-vote"]),
+        initial_election_tick_advance=bool(cfg.values["initial-election-tick-advance"]),
+        strict_reconfig_check=bool(cfg.values["strict-reconfig-check"]),
+        max_learners=max(1, int(cfg.values["experimental-max-learners"])),  # type: ignore[call-overload]
+        snapshot_count=int(cfg.values["snapshot-count"]),  # type: ignore[call-overload]
+        snapshot_catchup_entries=int(cfg.values["experimental-snapshot-catchup-entries"]),  # type: ignore[call-overload]
+        max_wals=int(cfg.values["max-wals"]),  # type: ignore[call-overload]
+        max_snapshots=int(cfg.values["max-snapshots"]),  # type: ignore[call-overload]
+        wait_cluster_ready_timeout=float(
+            cfg.values["experimental-wait-cluster-ready-timeout"]),  # type: ignore[arg-type]
     )
 
 
@@ -138,7 +151,7 @@ async def run(opts: ServerOptions) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = ClientServer(opts, on_fatal=on_fatal)
+    server = ClientServer(opts, on_fatal=on_fatal, on_removed=stop.set)
     try:
         await server.start()
         await stop.wait()

@@ -128,6 +128,9 @@ class Backend:
         # Handles become invalid when defragment() reopens the environment;
         # whoever caches them registers here to fetch fresh ones.
         self.reopen_hooks: list[Callable[[], None]] = []
+        # Called after restore_from() swapped in another file: whoever keeps state derived
+        # from the data (revisions, leases, members...) reloads it here.
+        self.restore_hooks: list[Callable[[], None]] = []
         dirname = os.path.dirname(path) or "."
         os.makedirs(dirname, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -281,6 +284,36 @@ class Backend:
         self.meta_db = self._dbs[META_DB]
         for hook in self.reopen_hooks:
             hook()
+
+    def restore_from(self, path: str) -> None:
+        """Replace the whole backend by the LMDB file at `path` (a snapshot a follower
+        received from its leader), moving it into place; then `reopen_hooks` and
+        `restore_hooks` run. Needs the backend to itself, as defragment() does."""
+        if self.batch is not None:
+            raise RuntimeError("cannot restore while a write batch is open")
+        self.env.close()
+        os.replace(path, self.path)
+        dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self.env = self._open_env()
+        flags = self._db_flags
+        self._dbs = {}
+        self._db_flags = {}
+        self.meta_db = self.open_db(META_DB)
+        for name, (dupsort, dupfixed) in flags.items():
+            self.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
+        self._consistent_index = self._read_consistent_index()
+        for hook in self.reopen_hooks:
+            hook()
+        for hook in self.restore_hooks:
+            hook()
+
+    def sync(self) -> None:
+        """Flush everything committed to disk (commits may not sync the meta page)."""
+        self.env.sync(True)
 
     def close(self) -> None:
         if self.batch is not None:

@@ -592,21 +592,28 @@ class KVStore:
         self.backend = backend
         self.lessor = lessor
         self._open_dbs()
-        with backend.read() as txn:
-            self._committed_rev, self._committed_compact = self._revisions(txn)
-            raw = txn.get(_META_PHYSICAL, db=self._meta)
         # (revision, resume key) of the physical compaction under way, or None
-        self._committed_pending: tuple[int, bytes] | None = (
-            None if raw is None else (_I64.unpack_from(raw)[0], raw[8:])
-        )
-        self._pending = self._committed_pending
-        self._rev = self._committed_rev
-        self._compact = self._committed_compact
+        self._committed_pending: tuple[int, bytes] | None = None
         self._writer: TxnWrite | None = None
         self._cursor_txn: lmdb.Transaction[bytes] | None = None
         self._cursor: lmdb.Cursor[bytes] | None = None
+        self._reload()
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._open_dbs)
+        backend.restore_hooks.append(self._reload)
+
+    def _reload(self) -> None:
+        """Read the committed state (at start, and after the backend was replaced by a
+        snapshot from the leader)."""
+        with self.backend.read() as txn:
+            self._committed_rev, self._committed_compact = self._revisions(txn)
+            raw = txn.get(_META_PHYSICAL, db=self._meta)
+        self._committed_pending = None if raw is None else (_I64.unpack_from(raw)[0], raw[8:])
+        self._pending = self._committed_pending
+        self._rev = self._committed_rev
+        self._compact = self._committed_compact
+        self._writer = None
+        self._cursor = self._cursor_txn = None
 
     def _open_dbs(self) -> None:
         backend = self.backend

@@ -356,6 +356,35 @@ class RawNode:
     def is_leader(self) -> bool:
         return self._raft.role == Role.LEADER
 
+    @property
+    def is_learner(self) -> bool:
+        return self._raft.is_learner
+
+    @property
+    def voters(self) -> tuple[int, ...]:
+        return self._raft.voters
+
+    @property
+    def commit_index(self) -> int:
+        return self._raft.log.committed
+
+    @property
+    def last_index(self) -> int:
+        return self._raft.log.last_index()
+
+    @property
+    def lead_transferee(self) -> int:
+        return self._raft.lead_transferee
+
+    def match_index(self, node_id: int) -> int | None:
+        """The leader's view of how far `node_id`'s log matches ours (None: not leader or
+        not a member). Cheaper than status() for one member."""
+        r = self._raft
+        if r.role != Role.LEADER:
+            return None
+        pr = r.prs.get(node_id)
+        return None if pr is None else pr.match
+
     def status(self) -> Status:
         r = self._raft
         progress: dict[int, ProgressStatus] = {}

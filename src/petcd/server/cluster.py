@@ -1,17 +1,13 @@
-"""Cluster membership as this member knows it: IDs derived from the bootstrap
-configuration on first start, then persisted in the data dir so they never change
-(etcd ignores --initial-cluster* on restart; so does petcd)."""
+"""The cluster described by the bootstrap flags (--initial-cluster and friends), with
+member and cluster IDs derived as etcd derives them. Used once, on the first start of a
+new cluster's member (server/bootstrap.py); afterwards the log holds the membership."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 
 from petcd.server.ids import cluster_id, member_id
 from petcd.server.options import ServerOptions
-
-CLUSTER_FILE = "cluster.json"
 
 
 class BootstrapError(Exception):
@@ -61,43 +57,3 @@ def bootstrap(opts: ServerOptions) -> ClusterInfo:
     info = ClusterInfo(cluster_id(members), local_id, members)
     info.local.client_urls = list(opts.advertise_client_urls)
     return info
-
-
-def load_or_bootstrap(opts: ServerOptions, member_dir: str) -> ClusterInfo:
-    """Read the persisted membership, or bootstrap it and persist it (atomically)."""
-    path = os.path.join(member_dir, CLUSTER_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        info = bootstrap(opts)
-        _write(path, info)
-    else:
-        info = ClusterInfo(
-            int(raw["cluster_id"], 16), int(raw["local_id"], 16),
-            {int(m["id"], 16): MemberInfo(int(m["id"], 16), m["name"], list(m["peer_urls"]),
-                                          list(m.get("client_urls", [])),
-                                          bool(m.get("is_learner", False)))
-             for m in raw["members"]})
-    # Name and client URLs are the member's runtime attributes: they follow the flags.
-    info.local.name = opts.name
-    info.local.client_urls = list(opts.advertise_client_urls)
-    return info
-
-
-def _write(path: str, info: ClusterInfo) -> None:
-    doc = {"cluster_id": f"{info.cluster_id:016x}", "local_id": f"{info.local_id:016x}",
-           "members": [{"id": f"{m.id:016x}", "name": m.name, "peer_urls": m.peer_urls,
-                        "client_urls": m.client_urls, "is_learner": m.is_learner}
-                       for m in info.members.values()]}
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

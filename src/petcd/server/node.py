@@ -1,6 +1,7 @@
 """The member as the API layer sees it: propose a mutation, wait for a read barrier,
-read from the store, report status and membership. The API never touches storage
-or the log directly, so the Raft driver can replace the local log behind `Node`."""
+read from the store, report status and membership, change membership. The API never
+touches storage or the log directly: everything goes through the Raft driver
+(server/raft_log.py), a cluster of one included."""
 
 from __future__ import annotations
 
@@ -16,46 +17,61 @@ from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.apply import Applier
-from petcd.server.cluster import ClusterInfo, load_or_bootstrap
+from petcd.server.bootstrap import boot
 from petcd.server.kv_apply import KVApplier
-from petcd.server.local_log import LocalLog
+from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Result
-from petcd.server.replication import ReplicatedLog
+from petcd.server.raft_log import RaftDriver
 
 log = logging.getLogger("petcd.server")
 
 
 class Node:
     def __init__(self, opts: ServerOptions,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
         self._on_fatal = on_fatal
         self.member_dir = os.path.join(opts.data_dir, "member")
         os.makedirs(os.path.join(self.member_dir, "snap"), mode=0o700, exist_ok=True)
         os.chmod(opts.data_dir, 0o700)
-        self.cluster: ClusterInfo = load_or_bootstrap(opts, self.member_dir)
-        if len(self.cluster.members) > 1:
-            # Until the Raft driver lands, a member can only be a cluster of one.
-            raise SystemExit("petcd: clusters of more than one member need Raft, which is not "
-                             "wired in yet; start a single member")
+        # The WAL makes every applied entry durable before it is applied, so an LMDB commit
+        # needs one fsync, not two: a power loss may undo the last commit (never corrupt the
+        # file), and it is applied again from the WAL.
         self.backend = Backend(os.path.join(self.member_dir, "snap", "db"),
-                               sync=not opts.unsafe_no_fsync)
+                               sync=not opts.unsafe_no_fsync, metasync=False)
         self.store = KVStore(self.backend)
         self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
-        self.metrics.has_leader.set(1)
-        self.metrics.is_leader.set(1)
-        self.cluster_id = self.cluster.cluster_id
-        self.member_id = self.cluster.local_id
         self._applier = Applier(self.backend, self.kv, self.metrics)
-        self._log: ReplicatedLog = LocalLog(self._applier, self.member_id,
-                                            max_batch=opts.max_batch_entries,
-                                            on_fatal=on_fatal, metrics=self.metrics)
+        self.membership = Membership(0, 0)
+        booted = boot(opts, self.backend, self.membership)
+        # (the backend may have been replaced by a snapshot's file while booting)
+        self._applier.applied_index, self._applier.applied_term = \
+            self.backend.consistent_index()
+        self.cluster_id = booted.cluster_id
+        self.member_id = booted.local_id
+        self._log = RaftDriver(opts, booted, self._applier, self.backend, self.membership,
+                               self.metrics, on_fatal=on_fatal, on_removed=on_removed)
 
     # -- lifecycle
+    async def listen_peers(self) -> None:
+        """Bind the peer URLs; call before start()."""
+        await self._log.listen()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Until this member has joined (its name and client URLs are in the member list),
+        at most `timeout` seconds; etcd serves clients only then."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._log.ready.wait()
+            return True
+        except TimeoutError:
+            return False
+
     def start(self) -> None:
         self._log.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
@@ -80,6 +96,32 @@ class Node:
     def term(self) -> int:
         return self._log.term
 
+    @property
+    def leader_id(self) -> int:
+        """The leader this member knows of (0: none)."""
+        return self._log.leader_id
+
+    @property
+    def is_leader(self) -> bool:
+        return self._log.is_leader
+
+    @property
+    def is_learner(self) -> bool:
+        return self._log.is_learner
+
+    @property
+    def committed_index(self) -> int:
+        return self._log.committed_index
+
+    @property
+    def applied_index(self) -> int:
+        return self._log.applied_index
+
+    @property
+    def request_timeout(self) -> float:
+        """etcd's request timeout: 5 s + 2 election timeouts."""
+        return self._log.request_timeout
+
     def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Result]:
         """Queue a mutation (kind: a petcd.server.proposal constant; raw: the client's
         request bytes; request: the same, parsed). Resolves to the response message or
@@ -100,11 +142,11 @@ class Node:
             version=ETCD_API_VERSION,
             dbSize=self.backend.size(),
             dbSizeInUse=self.backend.size_in_use(),
-            leader=self.member_id,
-            raftIndex=self._log.last_index,
+            leader=self._log.leader_id,
+            raftIndex=self._log.committed_index,
             raftTerm=self.term,
             raftAppliedIndex=self._log.applied_index,
-            isLearner=self.cluster.local.is_learner,
+            isLearner=self._log.is_learner,
         )
         h = resp.header
         h.cluster_id, h.member_id, h.raft_term = self.cluster_id, self.member_id, self.term
@@ -112,9 +154,28 @@ class Node:
         return resp
 
     def members(self) -> list[rpc.Member]:
-        return [rpc.Member(ID=m.id, name=m.name, peerURLs=m.peer_urls, clientURLs=m.client_urls,
-                           isLearner=m.is_learner)
-                for m in self.cluster.members.values()]
+        return [m.to_pb() for m in self.membership.sorted()]
+
+    # -- membership changes (run by the leader; other members forward them). Each raises
+    # EtcdError and returns (the member concerned or None, the member list after it).
+    async def add_member(self, peer_urls: list[str], is_learner: bool
+                         ) -> tuple[Member | None, list[Member]]:
+        return await self._log.member_op("add", peerURLs=peer_urls, isLearner=is_learner)
+
+    async def remove_member(self, member_id: int) -> tuple[Member | None, list[Member]]:
+        return await self._log.member_op("remove", id=member_id)
+
+    async def update_member(self, member_id: int, peer_urls: list[str]
+                            ) -> tuple[Member | None, list[Member]]:
+        return await self._log.member_op("update", id=member_id, peerURLs=peer_urls)
+
+    async def promote_member(self, member_id: int) -> tuple[Member | None, list[Member]]:
+        return await self._log.member_op("promote", id=member_id)
+
+    async def move_leader(self, target_id: int) -> None:
+        """Hand leadership to a voter (only on the leader). Raises EtcdError."""
+        await self._log.move_leader(target_id)
 
     def healthy(self) -> bool:
-        return not self._log.stopped
+        """Serving, with a leader (etcd's /health also waits for a read to go through)."""
+        return not self._log.stopped and self._log.leader_id != 0

@@ -37,3 +37,19 @@ class ServerOptions:
     # Seconds between progress notifications to watchers that asked for them
     # (--experimental-watch-progress-notify-interval; etcd raises < 100ms to 100ms).
     watch_progress_notify_interval: float = 600.0
+    # Clustering (Raft and the peer transport).
+    listen_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
+    heartbeat_ms: int = 100
+    election_ms: int = 1000
+    pre_vote: bool = True
+    initial_election_tick_advance: bool = True
+    strict_reconfig_check: bool = True
+    max_learners: int = 1
+    # Applied entries between snapshots (then the log is compacted, old files purged).
+    snapshot_count: int = 100000
+    # Entries kept in the log behind a snapshot, for slow followers to catch up from.
+    snapshot_catchup_entries: int = 5000
+    max_wals: int = 5
+    max_snapshots: int = 5
+    # Longest wait at start for this member to join before serving clients anyway.
+    wait_cluster_ready_timeout: float = 5.0

@@ -72,11 +72,12 @@ class Proposal:
 
 
 class Committed:
-    """A log entry ready to apply. `request` is set when this member proposed it."""
+    """A log entry ready to apply. `request` is set when this member proposed it (or
+    decoded it already; a raft ConfChange for membership changes)."""
 
     __slots__ = ("data", "index", "kind", "request", "term")
 
-    def __init__(self, index: int, term: int, kind: str | None, request: Message | None,
+    def __init__(self, index: int, term: int, kind: str | None, request: Any,
                  data: bytes = b"") -> None:
         self.index = index
         self.term = term

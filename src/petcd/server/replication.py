@@ -1,8 +1,8 @@
 """The seam between the member and its log: what `Node` needs from whatever orders
-proposals (today the single-member `LocalLog`; next, the Raft driver). Whoever
-implements it applies committed entries through `petcd.server.apply.Applier`, in log
-order, one backend write txn per batch, and resolves each proposal's future with the
-apply result once its batch is durable."""
+proposals (the Raft driver, server/raft_log.py). Whoever implements it applies committed
+entries through `petcd.server.apply.Applier`, in log order, one backend write txn per
+batch, and resolves each proposal's future with the apply result once its batch is
+durable."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ class ReplicatedLog(Protocol):
 
     @property
     def last_index(self) -> int:
-        """Index of the last entry in the log (StatusResponse.raftIndex)."""
+        """Index of the last entry in the log."""
+        ...
+
+    @property
+    def committed_index(self) -> int:
+        """Index of the last entry known committed (StatusResponse.raftIndex)."""
         ...
 
     @property
@@ -34,6 +39,12 @@ class ReplicatedLog(Protocol):
     def leader_id(self) -> int:
         """The leader this member knows of (0: none known)."""
         ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def is_learner(self) -> bool: ...
 
     def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
         """listener(leader_id, term) runs on the event loop whenever the known leader or
@@ -54,5 +65,6 @@ class ReplicatedLog(Protocol):
 
     def read_barrier(self) -> Awaitable[None] | None:
         """None if a linearizable read may run now; else completes once this member has
-        applied everything committed before the call (ReadIndex, batched)."""
+        applied everything committed before the call (ReadIndex, batched), or raises the
+        EtcdError to answer (timeout, leader changed, learner)."""
         ...

@@ -7,7 +7,7 @@ API::
 
     t = PeerTransport(local_id, cluster_id, listen_urls, on_messages, on_snapshot=None, *,
                       server_ssl=None, client_ssl=None, config=TransportConfig(),
-                      on_peer_status=None, on_rejected=None)
+                      on_peer_status=None, on_rejected=None, on_request=None)
     await t.start()                      # listen on every listen URL, dial the known peers
     await t.stop()                       # close everything; queued messages are discarded
     t.bound_urls() -> list[str]          # listen URLs with the bound ports (port 0 allowed)
@@ -17,6 +17,8 @@ API::
     t.send(to, payloads)                 # synchronous, never blocks: queue or drop
     t.drain_unreachable() -> set[int]    # members that lost messages -> report_unreachable
     await t.send_snapshot(to, metadata, path_or_async_chunks, timeout=None) -> bool
+    await t.request(id, payload, timeout=5.0) -> bytes   # one request/answer (RequestFailed)
+    await peer_request(urls, payload, cluster_id=0, ...) -> bytes  # the same, before joining
     t.active_since(id) -> float | None   # time.time() the connection came up; None when down
     t.status(id) -> PeerStatus | None; t.statuses() -> dict[int, PeerStatus]
     await t.wait_active(id)
@@ -34,6 +36,10 @@ Callbacks, all invoked on the loop:
   SnapshotError). Return normally to acknowledge; raise to fail the sender's send_snapshot.
   Socket reads pause while ``config.snapshot_buffer`` bytes wait unconsumed.
 * ``on_peer_status(id, active)``: an outgoing connection came up or went down.
+* ``await on_request(from_id, payload) -> bytes``: answer one REQUEST connection (small
+  out-of-band calls between members: the member list for a joining member, membership
+  changes forwarded to the leader). Its hello may carry cluster/receiver ID 0 ("unknown") and
+  an unknown sender; only removed senders and other clusters are refused.
 * ``on_rejected(id, status, reason)``: a peer refused our handshake (``Status.REMOVED_MEMBER``
   means this member was removed from the cluster).
 
@@ -62,10 +68,13 @@ from .transport import (
     PeerStatus,
     PeerTransport,
     PeerURL,
+    RequestFailed,
+    RequestHandler,
     SnapshotHandler,
     SnapshotSource,
     TransportConfig,
     parse_peer_url,
+    peer_request,
 )
 from .wire import PROTOCOL_VERSION, Status
 
@@ -74,6 +83,8 @@ __all__ = [
     "PeerStatus",
     "PeerTransport",
     "PeerURL",
+    "RequestFailed",
+    "RequestHandler",
     "SnapshotChunks",
     "SnapshotError",
     "SnapshotHandler",
@@ -81,4 +92,5 @@ __all__ = [
     "Status",
     "TransportConfig",
     "parse_peer_url",
+    "peer_request",
 ]

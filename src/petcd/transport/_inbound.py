@@ -41,6 +41,9 @@ _SNAP_DATA = 4
 _SNAP_END = 5
 _SNAP_DONE = 6
 _CLOSED = 7
+_REQ_HEADER = 8
+_REQ_BODY = 9
+_REQ_DONE = 10
 
 
 def _frames_from_bytes(data: bytes) -> tuple[list[bytes], int, int]:
@@ -88,6 +91,8 @@ class InboundHost(TypingProtocol):
     def snapshot_started(
         self, conn: InboundConnection, from_id: int, metadata: bytes, chunks: SnapshotChunks
     ) -> None: ...
+
+    def request_received(self, conn: InboundConnection, from_id: int, payload: bytes) -> None: ...
 
     def inbound_closed(self, conn: InboundConnection) -> None: ...
 
@@ -247,6 +252,12 @@ class InboundConnection(asyncio.BufferedProtocol):
             self.transport.write(data)
             self.transport.close()
 
+    def send_answer(self, payload: bytes) -> None:
+        """The one answer frame of a REQUEST connection; then hang up."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(FRAME_HEADER.pack(len(payload)) + payload)
+            self.transport.close()
+
     def _no_hello(self) -> None:
         self._timer = None
         if self._state == _HELLO:
@@ -304,6 +315,22 @@ class InboundConnection(asyncio.BufferedProtocol):
                 if self._end > self._start:
                     raise ProtocolError("unexpected data after the end of a snapshot")
                 return
+            elif state == _REQ_HEADER:
+                (n,) = FRAME_HEADER.unpack_from(self._buf, self._start)
+                if n > self._max_frame:
+                    raise ProtocolError(f"request of {n} bytes exceeds the limit {self._max_frame}")
+                self._start += FRAME_HEADER.size
+                self._state, self._need = _REQ_BODY, n
+            elif state == _REQ_BODY:
+                start = self._start
+                body = bytes(self._view[start : start + self._need])
+                self._start = start + self._need
+                self._state, self._need = _REQ_DONE, 0
+                self._host.request_received(self, self.peer_id, body)
+            elif state == _REQ_DONE:
+                if self._end > self._start:
+                    raise ProtocolError("unexpected data after a request")
+                return
             else:  # refused or closing: whatever else arrives is ignored
                 self._start = self._end
                 return
@@ -344,6 +371,9 @@ class InboundConnection(asyncio.BufferedProtocol):
             self.transport.close()
         elif hello.kind == Kind.MESSAGES:
             self._state = _MESSAGES
+            self._need = FRAME_HEADER.size
+        elif hello.kind == Kind.REQUEST:
+            self._state = _REQ_HEADER
             self._need = FRAME_HEADER.size
         else:
             self._state = _SNAP_HEADER

@@ -50,6 +50,20 @@ corrupted stream). Returning normally tells the sender the snapshot was received
 
 SnapshotSource = str | os.PathLike[str] | AsyncIterable[bytes]
 
+RequestHandler = Callable[[int, bytes], Awaitable[bytes]]
+"""``await on_request(from_id, payload) -> answer``: serve one REQUEST connection. ``from_id``
+may be 0 or an ID that is not a member (a member still joining); raising closes the connection
+without an answer (the caller sees RequestFailed)."""
+
+
+class RequestFailed(ConnectionError):
+    """A peer request got no answer: refused handshake, connection failure or timeout."""
+
+    def __init__(self, message: str, status: Status | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 _pack_frame_header = FRAME_HEADER.pack
 MiB = 1024 * 1024
 REJECT_LOG_INTERVAL = 30.0
@@ -474,6 +488,7 @@ class PeerTransport:
         config: TransportConfig | None = None,
         on_peer_status: Callable[[int, bool], None] | None = None,
         on_rejected: Callable[[int, Status, str], None] | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
         _check_id("local_id", local_id)
         _check_id("cluster_id", cluster_id)
@@ -490,6 +505,7 @@ class PeerTransport:
         self._client_ssl = client_ssl
         self._on_peer_status = on_peer_status
         self._on_rejected = on_rejected
+        self._on_request = on_request
         self._peers: dict[int, _Peer] = {}
         self._removed: set[int] = set()
         self._unreachable: set[int] = set()
@@ -680,6 +696,23 @@ class PeerTransport:
         log.info("sent snapshot of %d bytes to %x in %.2fs", total, to, time.monotonic() - started)
         return True
 
+    async def request(self, to: int, payload: bytes, *, timeout: float = 5.0) -> bytes:
+        """Send one request to a member over a REQUEST connection and return its answer.
+        Tries the member's URLs in turn; raises RequestFailed when none answers."""
+        peer = self._peers.get(to)
+        if peer is None or self._stopped:
+            raise RequestFailed(f"unknown member {to:x}")
+        return await peer_request(
+            [u.url for u in peer.urls],
+            payload,
+            cluster_id=self.cluster_id,
+            from_id=self.local_id,
+            to_id=to,
+            client_ssl=self._client_ssl,
+            timeout=timeout,
+            max_frame=self.config.max_frame,
+        )
+
     # --- status ------------------------------------------------------------------------------
 
     def active_since(self, peer_id: int) -> float | None:
@@ -782,6 +815,11 @@ class PeerTransport:
             if old is not None and old is not conn:
                 old.close()  # the peer redialled; its previous connection is dead or dying
             self._inbound_by_peer[hello.from_id] = conn
+            peer = self._peers.get(hello.from_id)
+            if peer is not None and peer.conn is None:
+                # It is up again (a restart): redial now rather than after our backoff, so
+                # that it hears from us before its election timeout runs out.
+                peer.wake.set()
         return Reply(Status.OK, self.cluster_id, self.local_id)
 
     def _verdict(self, hello: Hello) -> tuple[Status, str]:
@@ -789,6 +827,8 @@ class PeerTransport:
             return Status.INCOMPATIBLE_VERSION, (
                 f"incompatible version (got {hello.version} want {PROTOCOL_VERSION})"
             )
+        if hello.kind == Kind.REQUEST:
+            return self._request_verdict(hello)
         if hello.cluster_id != self.cluster_id:
             return Status.CLUSTER_ID_MISMATCH, (
                 f"cluster ID mismatch (got {hello.cluster_id:x} want {self.cluster_id:x})"
@@ -805,6 +845,22 @@ class PeerTransport:
             return Status.NOT_ACCEPTED, "this member does not accept snapshots"
         if hello.kind not in (Kind.MESSAGES, Kind.SNAPSHOT):
             return Status.NOT_ACCEPTED, f"unknown stream kind {hello.kind}"
+        return Status.OK, ""
+
+    def _request_verdict(self, hello: Hello) -> tuple[Status, str]:
+        # 0 means "not known yet": a member that is joining asks before it knows the IDs.
+        if hello.cluster_id not in (0, self.cluster_id):
+            return Status.CLUSTER_ID_MISMATCH, (
+                f"cluster ID mismatch (got {hello.cluster_id:x} want {self.cluster_id:x})"
+            )
+        if hello.to_id not in (0, self.local_id):
+            return Status.MEMBER_ID_MISMATCH, (
+                f"member ID mismatch (got {hello.to_id:x} want {self.local_id:x})"
+            )
+        if hello.from_id in self._removed:
+            return Status.REMOVED_MEMBER, Status.REMOVED_MEMBER.text
+        if self._on_request is None:
+            return Status.NOT_ACCEPTED, "this member does not accept requests"
         return Status.OK, ""
 
     def deliver(self, payloads: list[bytes]) -> None:
@@ -843,10 +899,83 @@ class PeerTransport:
             log.info("received snapshot from %x", from_id)
         conn.send_snapshot_result(encode_snap_result(ok, reason))
 
+    def request_received(self, conn: InboundConnection, from_id: int, payload: bytes) -> None:
+        task = self._loop_or_fail().create_task(
+            self._answer_request(conn, from_id, payload), name=f"petcd-request-from-{from_id:x}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_request(self, conn: InboundConnection, from_id: int, payload: bytes) -> None:
+        assert self._on_request is not None
+        try:
+            answer = await self._on_request(from_id, payload)
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
+        except Exception:
+            log.exception("serving a request from %x failed", from_id)
+            conn.abort()
+            return
+        conn.send_answer(answer)
+
     def inbound_closed(self, conn: InboundConnection) -> None:
         self._inbound.discard(conn)
         if self._inbound_by_peer.get(conn.peer_id) is conn:
             del self._inbound_by_peer[conn.peer_id]
+
+
+async def peer_request(
+    urls: Sequence[str],
+    payload: bytes,
+    *,
+    cluster_id: int = 0,
+    from_id: int = 0,
+    to_id: int = 0,
+    client_ssl: ssl.SSLContext | None = None,
+    timeout: float = 5.0,
+    max_frame: int = 64 * MiB,
+) -> bytes:
+    """One request to whichever of `urls` answers first (tried in order, `timeout` each).
+    IDs may be 0 when not known (a member that has not joined yet)."""
+    errors: list[str] = []
+    status: Status | None = None
+    for text in urls:
+        url = parse_peer_url(text)
+        if url.tls and client_ssl is None:
+            errors.append(f"{text}: https needs a client TLS context")
+            continue
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    url.host,
+                    url.port,
+                    ssl=client_ssl if url.tls else None,
+                    server_hostname=url.host if url.tls else None,
+                )
+                hello = Hello(PROTOCOL_VERSION, Kind.REQUEST, cluster_id, from_id, to_id)
+                writer.write(hello.encode() + FRAME_HEADER.pack(len(payload)) + payload)
+                head = await reader.readexactly(REPLY.size)
+                code, _, rlen, _, _ = REPLY.unpack(head)
+                reason = (await reader.readexactly(rlen)).decode(errors="replace")
+                if code != Status.OK:
+                    try:
+                        status = Status(code)
+                    except ValueError:
+                        status = Status.NOT_ACCEPTED
+                    errors.append(f"{text}: {reason or status.text}")
+                    continue
+                (n,) = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
+                if n > max_frame:
+                    raise ProtocolError(f"answer of {n} bytes exceeds the limit")
+                return await reader.readexactly(n)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError) as exc:
+            errors.append(f"{text}: {_describe(exc)}")
+        finally:
+            if writer is not None:
+                writer.close()
+    raise RequestFailed("; ".join(errors) or "no peer URL to ask", status)
 
 
 def _kind_name(kind: int) -> str:

@@ -12,8 +12,13 @@ A rejected connection is closed by the receiver right after its reply. An accept
 connection then carries, from dialler to receiver only, frames ``length u32 | payload``. An
 accepted SNAPSHOT connection carries frames ``length u32 | type u8 | body`` (``length`` counts the
 type byte): one META frame, DATA frames, one END frame whose body is ``total u64 | sha256``; the
-receiver answers with a result record ``status u8 | reason_len u16 | reason``. All integers are
-big-endian.
+receiver answers with a result record ``status u8 | reason_len u16 | reason``. An accepted REQUEST
+connection carries one frame ``length u32 | payload`` each way (the request, then the answer),
+after which the receiver closes it. All integers are big-endian.
+
+REQUEST connections serve members that are not (yet) part of the cluster, e.g. one started with
+--initial-cluster-state existing that asks for the member list: their hello may carry cluster ID
+0 and receiver ID 0 ("unknown"), and the sender need not be a known member.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class Kind(IntEnum):
 
     MESSAGES = 1
     SNAPSHOT = 2
+    REQUEST = 3  # one request frame, one answer frame
 
 
 class Status(IntEnum):

@@ -1,0 +1,77 @@
+"""Fixtures for multi-member tests: clusters of petcd processes on loopback ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from petcd.testing import PetcdCluster
+
+# Fast elections keep failover tests short; the ratio is etcd's default (1:10).
+FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+
+
+def _close(request: pytest.FixtureRequest, failed_before: int, clusters: list[PetcdCluster]
+           ) -> None:
+    if request.session.testsfailed > failed_before:
+        for c in clusters:
+            sys.stderr.write(c.dump_logs())
+    for c in clusters:
+        c.kill_all()
+
+
+@pytest.fixture
+def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path
+                    ) -> Iterator[Callable[..., PetcdCluster]]:
+    """cluster_factory(size=3, args=[...]) starts a cluster; all are killed at teardown
+    (their logs printed if the test failed)."""
+    clusters: list[PetcdCluster] = []
+    failed_before = request.session.testsfailed
+
+    def make(size: int = 3, *, args: list[str] | None = None, start: bool = True,
+             **kw: Any) -> PetcdCluster:
+        c = PetcdCluster(tmp_path / f"cluster-{len(clusters)}", size,
+                         args=[*FAST, *(args or [])], **kw)
+        clusters.append(c)
+        if start:
+            c.start()
+        return c
+
+    try:
+        yield make
+    finally:
+        _close(request, failed_before, clusters)
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[PetcdCluster]:
+    """One 3-member cluster shared by a module's tests. A test that stops a member
+    restarts it before it ends (see `healed`)."""
+    c = PetcdCluster(tmp_path_factory.mktemp("cluster"), 3, args=FAST)
+    failed_before = request.session.testsfailed
+    c.start()
+    try:
+        yield c
+    finally:
+        _close(request, failed_before, [c])
+
+
+@pytest.fixture
+def healed(cluster: PetcdCluster) -> Iterator[PetcdCluster]:
+    """The shared cluster with every member running and a leader, before and after."""
+    for m in cluster.members[:3]:
+        if not m.running:
+            m.start()
+    cluster.wait_leader()
+    yield cluster
+    for m in cluster.members[:3]:
+        if m.proc is not None and m.proc.poll() is None:
+            m.resume()
+        if not m.running:
+            m.start()
+    cluster.wait_leader()
