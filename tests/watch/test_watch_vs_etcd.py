@@ -257,8 +257,8 @@ def test_progress_notify_shape(pair: Pair) -> None:
     pair.open()
 
     def progress(s: Side) -> rpc.WatchResponse:
+        s.put(b"loud")  # before: the revision does not move while we wait
         wid = s.create(b"quiet", progress_notify=True).watch_id
-        s.put(b"loud")
         resps = s.w.wait(lambda rs: any(r.watch_id == wid and not r.created for r in rs),
                          timeout=5)
         return normalized(next(r for r in resps if r.watch_id == wid and not r.created))
