@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from petcd import errors
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
 from petcd.server.watch import WatchHub, WatchMetrics, WatchStream
@@ -29,6 +30,7 @@ class WatchService:
                             term=lambda: node.term, response_limit=response_limit,
                             progress_interval=progress_interval)
         node.metrics.registry.register(WatchMetrics(self.hub))
+        self._stopping = False
 
     def start(self) -> None:
         """Call on the event loop before the node applies anything: every commit from
@@ -41,6 +43,9 @@ class WatchService:
         node.backend.restore_hooks.append(lambda: hub.notify([], node.store.current_revision))
 
     def close(self) -> None:
+        """End every stream with etcd's "server stopped" (Unavailable: clients retry on
+        another member and resume there)."""
+        self._stopping = True
         for stream in list(self.hub.streams):
             stream.close()
 
@@ -55,6 +60,8 @@ class WatchService:
                 yield msg
             if failure:
                 await context.abort(grpc.StatusCode.INTERNAL, failure[0])
+            if self._stopping:
+                await context.abort(errors.STOPPED.code, errors.STOPPED.message)
         finally:
             reader.cancel()
             stream.close()
