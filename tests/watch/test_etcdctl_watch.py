@@ -65,12 +65,15 @@ def watch_output(member: MemberProcess, args: list[str], writes: Callable[[Etcdc
 
 
 def same(etcd: MemberProcess, petcd: MemberProcess, make_args: Callable[[int], list[str]],
-         writes: Callable[[Etcdctl], None], stdin: str | None = None,
-         until: Callable[[str], bool] = lambda out: END in out) -> str:
+         writes: Callable[[Etcdctl], None], stdin: Callable[[int], str] | None = None,
+         until: Callable[[str], bool] = lambda out: out.rstrip("\n").endswith(END)) -> str:
+    # (the writes end with a put of END: an END printed earlier as a previous value of a
+    # later deletion does not count)
     results = []
     for m in (etcd, petcd):
         rev = next_revision(Etcdctl(m.endpoint))
-        results.append(watch_output(m, make_args(rev), writes, until, stdin))
+        results.append(watch_output(m, make_args(rev), writes, until,
+                                    None if stdin is None else stdin(rev)))
     assert results[1] == results[0]
     return results[1][0]
 
@@ -142,8 +145,8 @@ def test_compacted_revision(etcd: MemberProcess, petcd: MemberProcess) -> None:
 
 def test_interactive(etcd: MemberProcess, petcd: MemberProcess) -> None:
     def writes(ctl: Etcdctl) -> None:
-        time.sleep(0.5)  # let etcdctl read its command (a watch from now: no --rev)
         ctl.ok("put", "i1", "x")
         ctl.ok("put", "i2", END)
 
-    same(etcd, petcd, lambda rev: ["-i"], writes, stdin="watch --prefix i\n")
+    same(etcd, petcd, lambda rev: ["-i"], writes,
+         stdin=lambda rev: f"watch --rev {rev} --prefix i\n")

@@ -34,7 +34,7 @@ def test_revoke_deletes_are_watched(etcd: MemberProcess, petcd: MemberProcess) -
             ctl.ok("put", "l/z", END)
 
         out, err, _ = watch_output(m, ["--rev", str(rev), "--prefix", "--prev-kv", "l/"],
-                                   writes, lambda out: END in out)
+                                   writes, lambda out: out.rstrip("\n").endswith(END))
         results.append((out, err))
     assert results[1] == results[0]
     assert results[1][0].count("DELETE") == 3

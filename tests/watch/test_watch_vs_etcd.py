@@ -192,23 +192,30 @@ def test_catch_up_compaction_and_start_revisions(pair: Pair) -> None:
     pair.both(history)
 
     def watches(s: Side) -> None:
+        # Catching up is etcd's background work (every 100 ms, all unsynced watchers in
+        # one pass): wait until the last watcher created got its history; the pass that
+        # served it also served those created before.
+        s.create(b"h/2", start_revision=marks["last"])  # no events for it: quiet
         s.create(b"h/", b"h0", start_revision=marks["first"])  # compacted
         s.create(b"h/1", start_revision=-1)  # compacted too (below the compact revision)
         s.create(b"h/", b"h0", start_revision=marks["mid"], prev_kv=True)  # at the compaction
         s.create(b"h/", b"h0", start_revision=marks["mid"] + 1, prev_kv=True)
         s.create(b"h/", b"h0", start_revision=marks["mid"] + 1, filters=[NOPUT])
-        s.create(b"h/2", start_revision=marks["last"])  # no events for it: quiet
-        s.w.settle()
+        for wid in (1, 2):
+            s.w.wait(lambda rs, wid=wid: any(r.watch_id == wid and r.compact_revision
+                                             for r in rs))
+        for wid, n in ((3, 6), (4, 5), (5, 2)):
+            s.w.wait_events(wid, n)
         s.put(b"h/2", b"live")
         s.put(b"h/1", b"live")
         s.fence()
 
     pair.both(watches)
     streams = pair.same_streams()
-    compacted = streams[0][-1]
+    compacted = streams[1][-1]
     assert (compacted.canceled, compacted.compact_revision) == (True, marks["mid"])
     assert compacted.header.revision == 0
-    assert len(streams[2][1].events) == 6  # history in one response, then live ones
+    assert len(streams[3][1].events) == 6  # history in one response, then live ones
 
 
 def test_fragments_like_etcd(pair: Pair) -> None:
