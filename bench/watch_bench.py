@@ -263,6 +263,11 @@ def main() -> None:
                       f"p99 {pct(after_ack, 99):.2f} ms; after send p50 "
                       f"{statistics.median(after_send):.2f} ms p99 {pct(after_send, 99):.2f} "
                       f"ms; put p50 {statistics.median(put_ms):.2f} ms", flush=True)
+                base = throughput(member, 0, 1, args.writers, args.concurrency, args.seconds,
+                                  args.value_size)
+                print(f"{target:6} baseline (no watchers, {args.writers}x{args.concurrency} "
+                      f"writers): {base['puts/s']:.0f} puts/s; server "
+                      f"{base['server_cores']:.2f} cores", flush=True)
                 r = throughput(member, args.watchers, args.streams, args.writers,
                                args.concurrency, args.seconds, args.value_size)
                 print(f"{target:6} throughput ({args.watchers} watchers on {args.streams} "
