@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from petcd.mvcc.kvstore import parse_rev_key
 from petcd.mvcc.types import EVENT_DELETE, EVENT_PUT, KVEvent
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb.kv_pb2 import Event, KeyValue
@@ -460,5 +461,39 @@ def test_queued_responses_take_more_events_until_sent(tmp_path: Path) -> None:
                 for r in resps] == [(0, 5, [5]), (-1, 5, []), (0, 6, [6])]
         rig.put(b"a")  # the last response was sent: a new one
         assert [len(r.events) for r in await rig.take(s)] == [1]
+
+    run(tmp_path, t)
+
+
+def test_long_keys_live_and_from_history(tmp_path: Path) -> None:
+    async def t(rig: HubRig) -> None:
+        long_key = b"L" * 700  # above LMDB's key limit: the store indexes a surrogate
+        rig.put(long_key, b"1")
+        rig.apply(delete(long_key))
+        s = rig.hub.open_stream()
+        create(s, long_key, start_revision=1, prev_kv=True, watch_id=1)
+        create(s, b"L", prefix_end(b"L"), watch_id=2)
+        await rig.settle()
+        rig.put(long_key, b"2")
+        resps = await rig.take(s)
+        assert evs(resps, 1) == [(2, EVENT_PUT, long_key), (3, EVENT_DELETE, long_key),
+                                 (4, EVENT_PUT, long_key)]
+        one = [e for r in resps if r.watch_id == 1 for e in r.events]
+        assert one[1].prev_kv.value == b"1" and one[1].kv.mod_revision == 3
+        assert evs(resps, 2) == [(4, EVENT_PUT, long_key)]
+
+    run(tmp_path, t)
+
+
+def test_store_changes_by_revision(tmp_path: Path) -> None:
+    async def t(rig: HubRig) -> None:
+        rig.put(b"a")
+        rig.apply(txn(put(b"b"), delete(b"a")))
+        with rig.store.read() as view:
+            got = [(parse_rev_key(k), KeyValue.FromString(v).key)
+                   for k, v in view.changes(2)]
+            assert got == [((2, 0, False), b"a"), ((3, 0, False), b"b"), ((3, 1, True), b"a")]
+            assert [parse_rev_key(k)[0] for k, _ in view.changes(3, 3)] == [3, 3]
+            assert list(view.changes(4)) == []
 
     run(tmp_path, t)
