@@ -229,12 +229,14 @@ def throughput(member: MemberProcess, watchers: int, streams: int, writers: int,
 def start(target: str, base: Path) -> MemberProcess:
     if target == "etcd":
         return EtcdProcess(base / "etcd").start()
-    return PetcdProcess(base / target).start()
+    return PetcdProcess(base / target, separate_http=target == "petcd-direct").start()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", default="petcd,etcd")
+    ap.add_argument("--targets", default="petcd,etcd",
+                    help="comma list of petcd, petcd-direct (gRPC owns the client port: no "
+                         "mux hop), etcd")
     ap.add_argument("--latency-puts", type=int, default=1000)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--streams", type=int, default=1)
@@ -258,19 +260,19 @@ def main() -> None:
                 p.start()
                 after_ack, after_send, put_ms = q.get(timeout=300)
                 p.join()
-                print(f"{target:6} latency ({args.latency_puts} sequential puts, 1 watcher): "
+                print(f"{target:12} latency ({args.latency_puts} sequential puts, 1 watcher): "
                       f"event after ack p50 {statistics.median(after_ack):.2f} ms "
                       f"p99 {pct(after_ack, 99):.2f} ms; after send p50 "
                       f"{statistics.median(after_send):.2f} ms p99 {pct(after_send, 99):.2f} "
                       f"ms; put p50 {statistics.median(put_ms):.2f} ms", flush=True)
                 base = throughput(member, 0, 1, args.writers, args.concurrency, args.seconds,
                                   args.value_size)
-                print(f"{target:6} baseline (no watchers, {args.writers}x{args.concurrency} "
+                print(f"{target:12} baseline (no watchers, {args.writers}x{args.concurrency} "
                       f"writers): {base['puts/s']:.0f} puts/s; server "
                       f"{base['server_cores']:.2f} cores", flush=True)
                 r = throughput(member, args.watchers, args.streams, args.writers,
                                args.concurrency, args.seconds, args.value_size)
-                print(f"{target:6} throughput ({args.watchers} watchers on {args.streams} "
+                print(f"{target:12} throughput ({args.watchers} watchers on {args.streams} "
                       f"stream(s), {args.writers}x{args.concurrency} writers): "
                       f"{r['puts/s']:.0f} puts/s, {r['events/s']:.0f} events/s delivered "
                       f"({r['delivered']:.1%} of puts x watchers, {r['messages/s']:.0f} "
