@@ -24,6 +24,7 @@ from petcd.api.lease import LeaseService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.quota import QuotaKVService
+from petcd.api.watch import WatchService
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
 
@@ -75,10 +76,14 @@ class ClientServer:
                                  max_txn_ops=opts.max_txn_ops)
         self.http = HttpApp(self.node)
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
+        self.watch = WatchService(
+            self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            progress_interval=opts.watch_progress_notify_interval)
 
     async def start(self) -> None:
         opts = self.opts
         await self.node.listen_peers()
+        self.watch.start()  # before the node applies anything
         self.node.start()
         if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
             log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
@@ -86,7 +91,7 @@ class ClientServer:
         handlers = (
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
-            self.lease.handler())
+            self.lease.handler(), self.watch.handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
@@ -167,6 +172,7 @@ class ClientServer:
     async def stop(self, grace: float = 2.0) -> None:
         for listener in self._listeners:
             listener.close()
+        self.watch.close()  # watch streams never end by themselves
         if self._grpc is not None:
             await self._grpc.stop(grace)
         if self._h2 is not None:

@@ -280,7 +280,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-peer-skip-client-san-verification", B, False,
          "Skip verification of the SAN field in peer client certificates.", EXPERIMENTAL),
     Flag("experimental-watch-progress-notify-interval", D, 600.0,
-         "Interval of periodic watch progress notifications.", EXPERIMENTAL,
+         "Interval of periodic watch progress notifications.", EXPERIMENTAL, True,
          shown_default="10m"),
     Flag("experimental-warning-apply-duration", D, 0.1,
          "Log a warning when applying a request takes longer than this.", EXPERIMENTAL,

@@ -99,6 +99,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         grpc_server=str(cfg.values["experimental-grpc-server"]),
+        watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,
         election_ms=cfg.election_ms,
@@ -122,6 +123,12 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
     )
+
+
+def _progress_interval(cfg: config_mod.Config) -> float:
+    # etcd keeps its default (10 minutes) for a zero or negative interval.
+    interval = float(cfg.values["experimental-watch-progress-notify-interval"])  # type: ignore[arg-type]
+    return interval if interval > 0 else 600.0
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:

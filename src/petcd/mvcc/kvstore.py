@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from collections.abc import Iterator
 from types import TracebackType
 
 import lmdb
@@ -322,6 +323,21 @@ class KVView:
             else:
                 out.append(KVEvent(main, EVENT_PUT, k, value, None))
         return out
+
+    def changes(self, start_rev: int, end_rev: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        """(revision key, stored record) of every change with start_rev <= main
+        revision <= end_rev (0: this view's revision), in revision order, read lazily
+        (consume it while the view is open). No compaction check: records below the
+        compacted revision may be gone. A deletion's revision key ends in b"t" and its
+        record holds only the key. One scan serves watchers on any number of keys."""
+        last = self.rev if end_rev <= 0 else min(end_rev, self.rev)
+        cur = self._txn.cursor(db=self._kv)
+        if not cur.set_range(_REV.pack(max(start_rev, 0), b"_", 0)):
+            return
+        for raw, value in cur:
+            if int.from_bytes(raw[:8], "big") > last:
+                return
+            yield raw, value
 
 
 class ReadTxn(KVView):

@@ -36,6 +36,9 @@ class ServerOptions:
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
+    # Seconds between progress notifications to watchers that asked for them
+    # (--experimental-watch-progress-notify-interval; etcd raises < 100ms to 100ms).
+    watch_progress_notify_interval: float = 600.0
     # Clustering (Raft and the peer transport).
     listen_peer_urls: tuple[str, ...] = ("http://localhost:2380",)
     heartbeat_ms: int = 100

@@ -1,0 +1,287 @@
+"""Watch performance of one member, petcd beside real etcd 3.4 run the same way:
+
+- latency: one watcher, puts one after another; how long after a put is acknowledged
+  (and after it was sent) its event reaches the watcher;
+- throughput: W watchers (default 100) on a prefix, spread over S streams (default 1),
+  while writer processes put as fast as the server takes them; events per second
+  delivered to all watchers together, and how long the last events trail the writes.
+
+    python bench/watch_bench.py                      # petcd and etcd, 100 watchers
+    python bench/watch_bench.py --streams 100 --seconds 10
+
+The clients are Python (grpc.aio, uvloop, separate processes) and share the machine's
+cores with the server: server and client CPU are printed beside the rates. etcd sends
+one response per watcher per revision, petcd one per watcher per applied batch, so a
+Python receiver parses far more messages for etcd: read the client CPU column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+WATCH = "/etcdserverpb.Watch/Watch"
+PUT = "/etcdserverpb.KV/Put"
+OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.use_local_subchannel_pool", 1)]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _create(key: bytes, end: bytes) -> bytes:
+    return rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+        key=key, range_end=end)).SerializeToString()
+
+
+def _run(coro: Any) -> Any:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        return r.run(coro)
+
+
+# -- latency -------------------------------------------------------------------------
+
+async def _latency(address: str, n: int, value_size: int) -> tuple[list[float], list[float],
+                                                                     list[float]]:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as ch:
+        watch = ch.stream_stream(WATCH)()
+        put = ch.unary_unary(PUT)
+        await watch.write(_create(b"lat", b""))
+        await watch.read()  # created
+        seen: dict[int, float] = {}
+        done = asyncio.Event()
+        parse = rpc.WatchResponse.FromString
+
+        async def reader() -> None:
+            while (raw := await watch.read()) is not grpc.aio.EOF:
+                now = time.perf_counter()
+                for e in parse(raw).events:
+                    seen[e.kv.mod_revision] = now
+                if len(seen) >= n:
+                    done.set()
+
+        task = asyncio.get_running_loop().create_task(reader())
+        value = b"v" * value_size
+        sent: list[tuple[int, float, float]] = []
+        req = rpc.PutRequest(key=b"lat", value=value).SerializeToString()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            resp = rpc.PutResponse.FromString(await put(req))
+            sent.append((resp.header.revision, t0, time.perf_counter()))
+        await asyncio.wait_for(done.wait(), 30)
+        watch.cancel()
+        task.cancel()
+    after_ack = [(seen[r] - t1) * 1000 for r, _, t1 in sent]
+    after_send = [(seen[r] - t0) * 1000 for r, t0, _ in sent]
+    put_ms = [(t1 - t0) * 1000 for _, t0, t1 in sent]
+    return after_ack, after_send, put_ms
+
+
+def _latency_proc(address: str, n: int, value_size: int, out: Any) -> None:
+    out.put(_run(_latency(address, n, value_size)))
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+# -- throughput ----------------------------------------------------------------------
+
+async def _receiver(address: str, streams: int, per_stream: int, ready: Any, stop: Any,
+                    out: Any) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as ch:
+        calls = [ch.stream_stream(WATCH)() for _ in range(streams)]
+        for call in calls:
+            for _ in range(per_stream):
+                await call.write(_create(b"tp/", b"tp0"))
+            for _ in range(per_stream):
+                await call.read()
+        count = 0
+        messages = 0
+        last = 0.0
+        parse = rpc.WatchResponse.FromString
+
+        async def read(call: Any) -> None:
+            nonlocal count, messages, last
+            while (raw := await call.read()) is not grpc.aio.EOF:
+                count += len(parse(raw).events)
+                messages += 1
+                last = time.time()
+
+        tasks = [asyncio.get_running_loop().create_task(read(c)) for c in calls]
+        ready.put(1)
+        while True:
+            await asyncio.sleep(0.05)
+            expected = stop.value
+            if expected and (count >= expected or time.time() - max(last, 1) > 3):
+                break
+        for c in calls:
+            c.cancel()
+        for t in tasks:
+            t.cancel()
+    out.put((count, messages, last))
+
+
+def _receiver_proc(*args: Any) -> None:
+    _run(_receiver(*args))
+
+
+async def _writer(address: str, concurrency: int, seconds: float, value_size: int,
+                  wid: int, go: Any, out: Any) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(address, options=OPTIONS) as ch:
+        put = ch.unary_unary(PUT)
+        reqs = [rpc.PutRequest(key=b"tp/%d/%d" % (wid, i), value=b"v" * value_size)
+                .SerializeToString() for i in range(1000)]
+        await ch.channel_ready()
+        go.wait()
+        count = 0
+        stop_at = time.monotonic() + seconds
+
+        async def loop(i: int) -> None:
+            nonlocal count
+            while time.monotonic() < stop_at:
+                await put(reqs[i % 1000], timeout=30)
+                count += 1
+                i += concurrency
+
+        await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    out.put((count, time.time()))
+
+
+def _writer_proc(*args: Any) -> None:
+    _run(_writer(*args))
+
+
+def throughput(member: MemberProcess, watchers: int, streams: int, writers: int,
+               concurrency: int, seconds: float, value_size: int) -> dict[str, float]:
+    ctx = mp.get_context("spawn")  # gRPC does not survive a fork
+    recv_procs = min(streams, 2) if watchers else 0
+    ready, out, wout = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    stop = ctx.Value("q", 0)
+    go = ctx.Event()
+    per_proc = [streams // recv_procs + (1 if i < streams % recv_procs else 0)
+                for i in range(recv_procs)]
+    per_stream = watchers // streams if watchers else 0
+    receivers = [ctx.Process(target=_receiver_proc, args=(member.address, per_proc[i],
+                                                          per_stream, ready, stop, out))
+                 for i in range(recv_procs)]
+    wprocs = [ctx.Process(target=_writer_proc, args=(member.address, concurrency, seconds,
+                                                     value_size, i, go, wout))
+              for i in range(writers)]
+    for p in receivers + wprocs:
+        p.start()
+    try:
+        for _ in receivers:
+            ready.get(timeout=60)
+        assert member.proc is not None
+        server0 = cpu_seconds(member.proc.pid)
+        client0 = sum(cpu_seconds(p.pid) for p in receivers if p.pid)
+        t0 = time.time()
+        go.set()
+        wres = [wout.get(timeout=seconds + 60) for _ in wprocs]
+        puts = sum(c for c, _ in wres)
+        writes_end = max(t for _, t in wres)
+        stop.value = puts * per_stream * streams
+        res = [out.get(timeout=120) for _ in receivers]
+        server1 = cpu_seconds(member.proc.pid)
+        client1 = sum(cpu_seconds(p.pid) for p in receivers if p.pid)
+    finally:
+        for p in receivers + wprocs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    events = sum(c for c, _, _ in res)
+    last = max([writes_end] + [t for _, _, t in res])
+    span = last - t0
+    return {"puts/s": puts / (writes_end - t0), "events/s": events / span,
+            "delivered": events / max(1, puts * per_stream * streams),
+            "messages/s": sum(m for _, m, _ in res) / span,
+            "trail_s": max(0.0, last - writes_end),
+            "server_cores": (server1 - server0) / span,
+            "client_cores": (client1 - client0) / span}
+
+
+def start(target: str, base: Path) -> MemberProcess:
+    if target == "etcd":
+        return EtcdProcess(base / "etcd").start()
+    return PetcdProcess(base / target, separate_http=target == "petcd-direct").start()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--targets", default="petcd,etcd",
+                    help="comma list of petcd, petcd-direct (gRPC owns the client port: no "
+                         "mux hop), etcd")
+    ap.add_argument("--latency-puts", type=int, default=1000)
+    ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--writers", type=int, default=2, help="writer processes")
+    ap.add_argument("--concurrency", type=int, default=32, help="puts in flight per writer")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--value-size", type=int, default=100)
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    if "etcd" in targets and not have_etcd():
+        print("etcd not installed: skipping it", file=sys.stderr)
+        targets.remove("etcd")
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="watch-bench-") as tmp:
+        for target in targets:
+            member = start(target, Path(tmp))
+            try:
+                q = ctx.Queue()
+                p = ctx.Process(target=_latency_proc, args=(member.address, args.latency_puts,
+                                                            args.value_size, q))
+                p.start()
+                after_ack, after_send, put_ms = q.get(timeout=300)
+                p.join()
+                print(f"{target:12} latency ({args.latency_puts} sequential puts, 1 watcher): "
+                      f"event after ack p50 {statistics.median(after_ack):.2f} ms "
+                      f"p99 {pct(after_ack, 99):.2f} ms; after send p50 "
+                      f"{statistics.median(after_send):.2f} ms p99 {pct(after_send, 99):.2f} "
+                      f"ms; put p50 {statistics.median(put_ms):.2f} ms", flush=True)
+                base = throughput(member, 0, 1, args.writers, args.concurrency, args.seconds,
+                                  args.value_size)
+                print(f"{target:12} baseline (no watchers, {args.writers}x{args.concurrency} "
+                      f"writers): {base['puts/s']:.0f} puts/s; server "
+                      f"{base['server_cores']:.2f} cores", flush=True)
+                r = throughput(member, args.watchers, args.streams, args.writers,
+                               args.concurrency, args.seconds, args.value_size)
+                print(f"{target:12} throughput ({args.watchers} watchers on {args.streams} "
+                      f"stream(s), {args.writers}x{args.concurrency} writers): "
+                      f"{r['puts/s']:.0f} puts/s, {r['events/s']:.0f} events/s delivered "
+                      f"({r['delivered']:.1%} of puts x watchers, {r['messages/s']:.0f} "
+                      f"responses/s), last events {r['trail_s']:.2f} s after the writes; "
+                      f"server {r['server_cores']:.2f} cores, receivers "
+                      f"{r['client_cores']:.2f} cores", flush=True)
+            finally:
+                member.stop()
+
+
+if __name__ == "__main__":
+    main()

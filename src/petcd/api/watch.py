@@ -1,0 +1,99 @@
+"""etcdserverpb.Watch over grpc.aio: one bidirectional stream carries many watchers.
+The work is petcd.server.watch's (the hub); here a task reads the client's requests
+while the handler yields the stream's queued responses (raw bytes) in order. As in
+etcd, a client that half-closes its side keeps receiving events until it cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from petcd import errors
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server.node import Node
+from petcd.server.watch import WatchHub, WatchMetrics, WatchStream
+
+log = logging.getLogger("petcd.api.watch")
+
+
+class WatchService:
+    def __init__(self, node: Node, *, response_limit: int,
+                 progress_interval: float = 600.0) -> None:
+        self._node = node
+        self.hub = WatchHub(node.store, cluster_id=node.cluster_id, member_id=node.member_id,
+                            term=lambda: node.term, response_limit=response_limit,
+                            progress_interval=progress_interval)
+        node.metrics.registry.register(WatchMetrics(self.hub))
+        self._stopping = False
+
+    def start(self) -> None:
+        """Call on the event loop before the node applies anything: every commit from
+        here on reaches the hub."""
+        node, hub = self._node, self.hub
+        hub.revision = node.store.current_revision
+        node.applier.add_commit_listener(hub.commit_listener())
+        # A snapshot from the leader replaced the store (on the loop thread): its
+        # revisions came without events, so every watcher catches up from the store.
+        node.backend.restore_hooks.append(lambda: hub.notify([], node.store.current_revision))
+
+    def close(self) -> None:
+        """End every stream with etcd's "server stopped" (Unavailable: clients retry on
+        another member and resume there)."""
+        self._stopping = True
+        for stream in list(self.hub.streams):
+            stream.close()
+
+    async def Watch(self, requests: AsyncIterator[bytes],
+                    context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
+        stream = self.hub.open_stream()
+        failure: list[str] = []
+        reader = asyncio.get_running_loop().create_task(
+            self._read(requests, stream, failure), name="watch-reader")
+        try:
+            async for msg in stream.messages():
+                yield msg
+            if failure:
+                await context.abort(grpc.StatusCode.INTERNAL, failure[0])
+            if self._stopping:
+                await context.abort(errors.STOPPED.code, errors.STOPPED.message)
+        finally:
+            reader.cancel()
+            stream.close()
+
+    @staticmethod
+    async def _read(requests: AsyncIterator[bytes], stream: WatchStream,
+                    failure: list[str]) -> None:
+        parse = rpc.WatchRequest.FromString
+        try:
+            async for raw in requests:
+                try:
+                    req = parse(raw)
+                except DecodeError as e:
+                    # What gRPC-Go answers for a request it cannot decode.
+                    failure.append(f"grpc: error unmarshalling request: {e}")
+                    stream.close()
+                    return
+                kind = req.WhichOneof("request_union")
+                if kind == "create_request":
+                    stream.create(req.create_request)
+                elif kind == "cancel_request":
+                    stream.cancel(req.cancel_request.watch_id)
+                elif kind == "progress_request":
+                    stream.request_progress()
+                # anything else is ignored, as etcd does
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the client went away mid-read: the handler ends too
+            log.debug("watch stream read ended: %r", e)
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        return grpc.method_handlers_generic_handler("etcdserverpb.Watch", {
+            "Watch": grpc.stream_stream_rpc_method_handler(self.Watch)})
