@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
-from petcd.testing import SRC_DIR, MemberProcess
+from petcd.testing import SRC_DIR, MemberProcess, have_etcd
+
+needs_etcd = pytest.mark.skipif(not have_etcd(), reason="etcd/etcdctl 3.4 not installed")
 
 
 def petcdctl(*args: str, cwd: str | Path | None = None,

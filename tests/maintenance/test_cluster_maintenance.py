@@ -15,7 +15,8 @@ import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, free_port
-from tests.maintenance.conftest import Stubs, error_lines, petcdctl, wait_serving
+
+from .conftest import Stubs, error_lines, petcdctl, wait_serving
 
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
 QUOTA = 1_500_000

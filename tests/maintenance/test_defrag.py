@@ -10,7 +10,8 @@ from typing import Any
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import Etcdctl
-from tests.maintenance.conftest import Stubs
+
+from .conftest import Stubs
 
 VALUE = b"v" * 16_384
 

@@ -14,8 +14,8 @@ import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import Etcdctl, MemberProcess
-from tests.conftest import needs_etcd
-from tests.maintenance.conftest import Stubs, error_lines, restart
+
+from .conftest import Stubs, error_lines, needs_etcd, restart
 
 QUOTA = 1_000_000
 VALUE = "x" * 100_000

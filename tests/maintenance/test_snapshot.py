@@ -16,8 +16,8 @@ from petcd.cli.ctl.snapshot import format_status
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.restore import SnapshotStatus
 from petcd.testing import Etcdctl, PetcdProcess, free_port
-from tests.conftest import needs_etcd
-from tests.maintenance.conftest import Stubs, error_lines, petcdctl
+
+from .conftest import Stubs, error_lines, needs_etcd, petcdctl
 
 
 def load(ctl: Etcdctl) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import Etcdctl, MemberProcess
-from tests.conftest import needs_etcd
-from tests.maintenance.conftest import Stubs, error_lines
+
+from .conftest import Stubs, error_lines, needs_etcd
 
 
 def shape(value: Any) -> Any:
