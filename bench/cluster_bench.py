@@ -29,20 +29,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loadgen import WORKLOADS, Cell, median, preload, run_cell
+from loadgen import TARGET_HELP, WORKLOADS, Cell, median, member_for, preload, run_cell
 
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
+from petcd.testing import MemberProcess, have_etcd
 
 
-def start_cluster(target: str, base: Path, n: int, extra_args: Sequence[str] = (),
-                  direct: bool = False) -> list[MemberProcess]:
+def start_cluster(target: str, base: Path, n: int,
+                  extra_args: Sequence[str] = ()) -> list[MemberProcess]:
     (base / target).mkdir(parents=True, exist_ok=True)
     args = [*extra_args, "--initial-cluster-token", "bench-cluster"]
-    members: list[MemberProcess] = [
-        EtcdProcess(base / target / f"m{i}", name=f"m{i}", args=args) if target == "etcd"
-        else PetcdProcess(base / target / f"m{i}", name=f"m{i}", args=args,
-                          separate_http=direct)
-        for i in range(n)]
+    members = [member_for(target, base / target / f"m{i}", name=f"m{i}", args=args)
+               for i in range(n)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     for m in members:
         m.initial_cluster = initial
@@ -95,7 +92,7 @@ def profile(pid: int, seconds: float, out: Path, native: bool) -> subprocess.Pop
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", default="petcd,etcd", help="comma list of petcd, etcd")
+    ap.add_argument("--targets", default="petcd,etcd", help=TARGET_HELP)
     ap.add_argument("--members", type=int, default=3, help="cluster size (default 3)")
     ap.add_argument("--clients", default="1,256", help="concurrency levels (default 1,256)")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -112,8 +109,6 @@ def main() -> None:
     ap.add_argument("--native", action="store_true",
                     help="with --py-spy: native frames too (C code of gRPC, uvloop, LMDB)")
     ap.add_argument("--petcd-args", default="", help="extra petcd flags (space separated)")
-    ap.add_argument("--petcd-direct", action="store_true",
-                    help="petcd with --listen-client-http-urls (gRPC owns the client port)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     if "etcd" in targets and not have_etcd():
@@ -130,9 +125,8 @@ def main() -> None:
         leaders: dict[str, MemberProcess] = {}
         try:
             for t in targets:
-                extra = args.petcd_args.split() if t == "petcd" else []
-                clusters[t] = start_cluster(t, Path(tmp), args.members, extra,
-                                            direct=args.petcd_direct and t == "petcd")
+                extra = args.petcd_args.split() if t.startswith("petcd") else []
+                clusters[t] = start_cluster(t, Path(tmp), args.members, extra)
                 leaders[t] = leader_of(clusters[t])
                 # The leader first (members in the order CPU is reported): a single client
                 # talks to the leader in both clusters, many go round all the members.
@@ -148,7 +142,7 @@ def main() -> None:
                         for t in targets:
                             spy = None
                             lead = leaders[t].proc
-                            if args.py_spy and t == "petcd" and lead is not None:
+                            if args.py_spy and t.startswith("petcd") and lead is not None:
                                 spy = profile(lead.pid, args.seconds,
                                               Path(args.py_spy) / f"{wl}-{c}-{r}.txt",
                                               args.native)
@@ -160,7 +154,7 @@ def main() -> None:
                     for t in targets:
                         cell = results[(t, wl, c)] = median(runs[t])
                         per = "+".join(f"{u / cell.seconds:.2f}" for u in cell.member_cpu)
-                        print(f"{t:6} {wl:19} clients={c:<4} {cell.rate:9.0f} ops/s  "
+                        print(f"{t:12} {wl:19} clients={c:<4} {cell.rate:9.0f} ops/s  "
                               f"servers {cell.server_cpu / cell.seconds:4.2f} cores "
                               f"(leader first: {per})  "
                               f"clients {cell.client_cpu / cell.seconds:4.2f} cores"

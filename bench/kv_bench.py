@@ -2,12 +2,11 @@
 with 1 client and with 64 concurrent clients, against petcd and against real etcd 3.4
 run the same way (both started here on free loopback ports), side by side.
 
-    python bench/kv_bench.py                       # petcd (mux) and etcd, 5 s per cell
-    python bench/kv_bench.py --targets petcd,petcd-direct --seconds 10
+    python bench/kv_bench.py                       # petcd and etcd, 5 s per cell
+    python bench/kv_bench.py --targets petcd,petcd-grpcio,etcd --repeat 3
 
-Targets: `petcd` (gRPC and HTTP on one port, through the mux), `petcd-direct` (petcd with
---listen-client-http-urls, so gRPC owns the client port: no mux hop), `petcd-h2` (petcd's
-own HTTP/2 server, --experimental-grpc-server=h2), `etcd`.
+Targets: `petcd` (its own HTTP/2 gRPC server, the default), `petcd-grpcio` (grpc.aio behind
+the HTTP/gRPC mux, --experimental-grpc-server=grpcio), `etcd`.
 
 The load generator (bench/loadgen.py, shared with cluster_bench.py) is Python too, so it
 is made cheap: worker processes, grpc.aio, requests serialized once up front and sent as
@@ -24,24 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loadgen import Cell, median, preload, run_cell
+from loadgen import TARGET_HELP, Cell, median, member_for, preload, run_cell
 
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
+from petcd.testing import MemberProcess, have_etcd
 
 
 def start(target: str, base: Path) -> MemberProcess:
-    if target == "etcd":
-        return EtcdProcess(base / "etcd").start()
-    args = ["--experimental-grpc-server=h2"] if target == "petcd-h2" else []
-    return PetcdProcess(base / target, separate_http=target == "petcd-direct",
-                        args=args).start()
+    return member_for(target, base / target).start()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default="petcd,etcd",
-                    help="comma list of petcd, petcd-direct, petcd-h2, etcd "
-                         "(default: petcd,etcd)")
+                    help=TARGET_HELP + " (default: petcd,etcd)")
     ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
     ap.add_argument("--workloads", default="put,range-linearizable,range-serializable")
     ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kv_bench import Cell, cpu_seconds, start
+from loadgen import TARGET_HELP, Cell, cpu_seconds, member_for
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, have_etcd
@@ -151,7 +151,7 @@ def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, sec
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default="petcd,etcd",
-                    help="comma list of petcd, petcd-direct, etcd (default: petcd,etcd)")
+                    help=TARGET_HELP + " (default: petcd,etcd)")
     ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
     ap.add_argument("--workloads", default="grant,keepalive")
     ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
@@ -173,7 +173,7 @@ def main() -> None:
         members: dict[str, MemberProcess] = {}
         try:
             for target in targets:
-                members[target] = start(target, Path(tmp))
+                members[target] = member_for(target, Path(tmp) / target).start()
             for wl in workloads:
                 for c in clients:
                     runs: dict[str, list[Cell]] = {t: [] for t in targets}

@@ -13,13 +13,31 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import MemberProcess
+from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOADS = ("put", "range-linearizable", "range-serializable")
+
+# What every benchmark can be pointed at: petcd with its own HTTP/2 gRPC server (the default),
+# petcd on grpc.aio behind the HTTP/gRPC mux (the fallback server), and real etcd 3.4.
+TARGETS = ("petcd", "petcd-grpcio", "etcd")
+TARGET_HELP = ("comma list of petcd (its own HTTP/2 gRPC server), petcd-grpcio "
+               "(--experimental-grpc-server=grpcio), etcd")
+
+
+def member_for(target: str, data_dir: Path, name: str = "default",
+               args: Sequence[str] = ()) -> MemberProcess:
+    """A not yet started member of the given benchmark target."""
+    if target == "etcd":
+        return EtcdProcess(data_dir, name=name, args=args)
+    if target not in TARGETS:
+        raise SystemExit(f"unknown target {target!r}: {TARGET_HELP}")
+    extra = ["--experimental-grpc-server=grpcio"] if target == "petcd-grpcio" else []
+    return PetcdProcess(data_dir, name=name, args=[*extra, *args])
 
 
 def cpu_seconds(pid: int) -> float:

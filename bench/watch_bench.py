@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import tempfile
@@ -29,20 +28,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import TARGET_HELP, cpu_seconds, member_for
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
+from petcd.testing import MemberProcess, have_etcd
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 WATCH = "/etcdserverpb.Watch/Watch"
 PUT = "/etcdserverpb.KV/Put"
 OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.use_local_subchannel_pool", 1)]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _create(key: bytes, end: bytes) -> bytes:
@@ -227,16 +222,13 @@ def throughput(member: MemberProcess, watchers: int, streams: int, writers: int,
 
 
 def start(target: str, base: Path) -> MemberProcess:
-    if target == "etcd":
-        return EtcdProcess(base / "etcd").start()
-    return PetcdProcess(base / target, separate_http=target == "petcd-direct").start()
+    return member_for(target, base / target).start()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default="petcd,etcd",
-                    help="comma list of petcd, petcd-direct (gRPC owns the client port: no "
-                         "mux hop), etcd")
+                    help=TARGET_HELP)
     ap.add_argument("--latency-puts", type=int, default=1000)
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--streams", type=int, default=1)
