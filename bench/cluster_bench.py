@@ -29,9 +29,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loadgen import TARGET_HELP, WORKLOADS, Cell, median, member_for, preload, run_cell
+from loadgen import (
+    WORKLOADS,
+    Cell,
+    add_common_args,
+    median,
+    member_for,
+    parse_common_args,
+    preload,
+    run_cell,
+)
 
-from petcd.testing import MemberProcess, have_etcd
+from petcd.testing import MemberProcess
 
 
 def start_cluster(target: str, base: Path, n: int,
@@ -92,16 +101,9 @@ def profile(pid: int, seconds: float, out: Path, native: bool) -> subprocess.Pop
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", default="petcd,etcd", help=TARGET_HELP)
+    add_common_args(ap, ",".join(WORKLOADS), clients="1,256")
     ap.add_argument("--members", type=int, default=3, help="cluster size (default 3)")
-    ap.add_argument("--clients", default="1,256", help="concurrency levels (default 1,256)")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
-    ap.add_argument("--procs", type=int, default=2,
-                    help="load generator processes for concurrent runs (default 2)")
     ap.add_argument("--value-size", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per cell; the median run is reported")
     ap.add_argument("--endpoints", choices=("all", "leader"), default="all",
                     help="spread clients over all members (default) or use the leader only")
     ap.add_argument("--py-spy", metavar="DIR", default="",
@@ -110,12 +112,7 @@ def main() -> None:
                     help="with --py-spy: native frames too (C code of gRPC, uvloop, LMDB)")
     ap.add_argument("--petcd-args", default="", help="extra petcd flags (space separated)")
     args = ap.parse_args()
-    targets = [t for t in args.targets.split(",") if t]
-    if "etcd" in targets and not have_etcd():
-        print("etcd not installed: skipping it", file=sys.stderr)
-        targets.remove("etcd")
-    clients = [int(c) for c in args.clients.split(",")]
-    workloads = args.workloads.split(",")
+    targets, clients, workloads = parse_common_args(args)
     if args.py_spy:
         Path(args.py_spy).mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, str, int], Cell] = {}

@@ -23,9 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loadgen import TARGET_HELP, Cell, median, member_for, preload, run_cell
+from loadgen import (
+    Cell,
+    add_common_args,
+    median,
+    member_for,
+    parse_common_args,
+    preload,
+    print_table,
+    run_cell,
+)
 
-from petcd.testing import MemberProcess, have_etcd
+from petcd.testing import MemberProcess
 
 
 def start(target: str, base: Path) -> MemberProcess:
@@ -34,23 +43,10 @@ def start(target: str, base: Path) -> MemberProcess:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", default="petcd,etcd",
-                    help=TARGET_HELP + " (default: petcd,etcd)")
-    ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
-    ap.add_argument("--workloads", default="put,range-linearizable,range-serializable")
-    ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
-    ap.add_argument("--procs", type=int, default=2,
-                    help="load generator processes for concurrent runs (default 2)")
+    add_common_args(ap, "put,range-linearizable,range-serializable")
     ap.add_argument("--value-size", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per cell; the median run is reported (shared machines are noisy)")
     args = ap.parse_args()
-    targets = [t for t in args.targets.split(",") if t]
-    if "etcd" in targets and not have_etcd():
-        print("etcd not installed: skipping it", file=sys.stderr)
-        targets.remove("etcd")
-    clients = [int(c) for c in args.clients.split(",")]
-    workloads = args.workloads.split(",")
+    targets, clients, workloads = parse_common_args(args)
     results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="kv-bench-") as tmp:
         # All targets run at once and take turns cell by cell, so that a noisy neighbour
@@ -78,18 +74,8 @@ def main() -> None:
         finally:
             for m in members.values():
                 m.stop()
-    print("\nops/s (server cores used, client cores used)")
-    header = f"{'workload':19} {'clients':>7} " + " ".join(f"{t:>26}" for t in targets)
-    print(header)
-    for wl in workloads:
-        for c in clients:
-            row = f"{wl:19} {c:>7} "
-            for t in targets:
-                cell = results[(t, wl, c)]
-                row += (f"{cell.rate:>10.0f} ({cell.server_cpu / cell.seconds:4.2f}, "
-                        f"{cell.client_cpu / cell.seconds:4.2f})  ")
-            print(row)
-
+    print_table("ops/s", results, targets,
+                [(wl, c, wl) for wl in workloads for c in clients])
 
 if __name__ == "__main__":
     main()

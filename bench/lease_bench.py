@@ -26,10 +26,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import TARGET_HELP, Cell, cpu_seconds, member_for
+from loadgen import (
+    Cell,
+    add_common_args,
+    cpu_seconds,
+    median,
+    member_for,
+    parse_common_args,
+    print_table,
+)
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import MemberProcess, have_etcd
+from petcd.testing import MemberProcess
 
 GRANT = "/etcdserverpb.Lease/LeaseGrant"
 KEEPALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
@@ -150,23 +158,10 @@ def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, sec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--targets", default="petcd,etcd",
-                    help=TARGET_HELP + " (default: petcd,etcd)")
-    ap.add_argument("--clients", default="1,64", help="concurrency levels (default 1,64)")
-    ap.add_argument("--workloads", default="grant,keepalive")
-    ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
-    ap.add_argument("--procs", type=int, default=2,
-                    help="load generator processes for concurrent runs (default 2)")
+    add_common_args(ap, "grant,keepalive")
     ap.add_argument("--leases-per-client", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per cell; the median run is reported (shared machines are noisy)")
     args = ap.parse_args()
-    targets = [t for t in args.targets.split(",") if t]
-    if "etcd" in targets and not have_etcd():
-        print("etcd not installed: skipping it", file=sys.stderr)
-        targets.remove("etcd")
-    clients = [int(c) for c in args.clients.split(",")]
-    workloads = args.workloads.split(",")
+    targets, clients, workloads = parse_common_args(args)
     unit = {"grant": "leases granted/s", "keepalive": "keep-alives/s"}
     results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="lease-bench-") as tmp:
@@ -183,8 +178,7 @@ def main() -> None:
                                                     args.procs if c > 1 else 1,
                                                     args.seconds, args.leases_per_client))
                     for t in targets:
-                        ordered = sorted(runs[t], key=lambda cell: cell.rate)
-                        cell = results[(t, wl, c)] = ordered[len(ordered) // 2]
+                        cell = results[(t, wl, c)] = median(runs[t])
                         print(f"{t:13} {wl:9} clients={c:<3} {cell.rate:9.0f} {unit[wl]:16}"
                               f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
                               f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
@@ -193,17 +187,8 @@ def main() -> None:
         finally:
             for m in members.values():
                 m.stop()
-    print("\nrate/s (server cores used, client cores used)")
-    print(f"{'workload':18} {'clients':>7} " + " ".join(f"{t:>26}" for t in targets))
-    for wl in workloads:
-        for c in clients:
-            row = f"{unit[wl]:18} {c:>7} "
-            for t in targets:
-                cell = results[(t, wl, c)]
-                row += (f"{cell.rate:>10.0f} ({cell.server_cpu / cell.seconds:4.2f}, "
-                        f"{cell.client_cpu / cell.seconds:4.2f})  ")
-            print(row)
-
+    print_table("rate/s", results, targets,
+                [(wl, c, unit[wl]) for wl in workloads for c in clients])
 
 if __name__ == "__main__":
     main()

@@ -7,9 +7,11 @@ concurrency; it reports ops/s and the CPU seconds of the servers and of the clie
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess
+from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOADS = ("put", "range-linearizable", "range-serializable")
@@ -27,6 +29,42 @@ WORKLOADS = ("put", "range-linearizable", "range-serializable")
 TARGETS = ("petcd", "petcd-grpcio", "etcd")
 TARGET_HELP = ("comma list of petcd (its own HTTP/2 gRPC server), petcd-grpcio "
                "(--experimental-grpc-server=grpcio), etcd")
+
+
+def add_common_args(ap: argparse.ArgumentParser, workloads: str, clients: str = "1,64") -> None:
+    """The options every single-member and cluster benchmark takes."""
+    ap.add_argument("--targets", default="petcd,etcd",
+                    help=TARGET_HELP + " (default: petcd,etcd)")
+    ap.add_argument("--clients", default=clients, help=f"concurrency levels (default {clients})")
+    ap.add_argument("--workloads", default=workloads)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per cell (default 5)")
+    ap.add_argument("--procs", type=int, default=2,
+                    help="load generator processes for concurrent runs (default 2)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per cell; the median run is reported (shared machines are noisy)")
+
+
+def parse_common_args(args: argparse.Namespace) -> tuple[list[str], list[int], list[str]]:
+    """Targets (etcd dropped when it is not installed), concurrency levels, workloads."""
+    targets = [t for t in args.targets.split(",") if t]
+    if "etcd" in targets and not have_etcd():
+        print("etcd not installed: skipping it", file=sys.stderr)
+        targets.remove("etcd")
+    return targets, [int(c) for c in args.clients.split(",")], args.workloads.split(",")
+
+
+def print_table(title: str, results: dict[tuple[str, str, int], Cell], targets: Sequence[str],
+                rows: Sequence[tuple[str, int, str]]) -> None:
+    """The summary: one row per (workload, clients, label), rate (server, client cores)."""
+    print(f"\n{title} (server cores used, client cores used)")
+    print(f"{'workload':19} {'clients':>7} " + " ".join(f"{t:>26}" for t in targets))
+    for wl, c, label in rows:
+        row = f"{label:19} {c:>7} "
+        for t in targets:
+            cell = results[(t, wl, c)]
+            row += (f"{cell.rate:>10.0f} ({cell.server_cpu / cell.seconds:4.2f}, "
+                    f"{cell.client_cpu / cell.seconds:4.2f})  ")
+        print(row)
 
 
 def member_for(target: str, data_dir: Path, name: str = "default",
