@@ -39,13 +39,22 @@ async def _stream(address: str, writers: int, acked: dict[bytes, bytes],
 
 
 def _check_all_present(address: str, acked: dict[bytes, bytes]) -> int:
+    found: dict[bytes, bytes] = {}
+    revision = 0  # every page at the first page's revision: one consistent view
     with grpc.insecure_channel(address) as ch:
         kv = rpc_grpc.KVStub(ch)
-        resp = kv.Range(rpc.RangeRequest(key=b"crash/", range_end=b"crash0"), timeout=30)
-        found = {kv.key: kv.value for kv in resp.kvs}
+        start = b"crash/"
+        while True:  # in pages: a long soak writes more than one 4 MiB response holds
+            resp = kv.Range(rpc.RangeRequest(key=start, range_end=b"crash0", limit=10_000,
+                                             revision=revision), timeout=30)
+            revision = revision or resp.header.revision
+            found.update((item.key, item.value) for item in resp.kvs)
+            if not resp.more:
+                break
+            start = resp.kvs[-1].key + b"\0"
     missing = [k for k, v in acked.items() if found.get(k) != v]
     assert not missing, f"{len(missing)} acknowledged puts lost, e.g. {missing[:5]}"
-    return resp.header.revision
+    return revision
 
 
 def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float,
