@@ -8,10 +8,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from petcd import errors
-from petcd.api.kv import abort, raw_service, undecodable
+from petcd.api.kv import abort, parse_request, raw_service
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.membership import Member
@@ -52,10 +51,7 @@ class ClusterService:
         return out
 
     async def MemberList(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MemberListRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MemberListRequest, raw, context)
         node = self._node
         if req.linearizable:  # (etcd 3.5) served after a read barrier
             barrier = node.read_barrier()
@@ -69,10 +65,7 @@ class ClusterService:
         return resp.SerializeToString()
 
     async def MemberAdd(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MemberAddRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MemberAddRequest, raw, context)
         try:
             member, members = await self._node.add_member(_peer_urls(req.peerURLs),
                                                            req.isLearner)
@@ -84,10 +77,7 @@ class ClusterService:
         return self._members(resp, members)
 
     async def MemberRemove(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MemberRemoveRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MemberRemoveRequest, raw, context)
         try:
             _, members = await self._node.remove_member(req.ID)
         except EtcdError as e:
@@ -95,10 +85,7 @@ class ClusterService:
         return self._members(rpc.MemberRemoveResponse(), members)
 
     async def MemberUpdate(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MemberUpdateRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MemberUpdateRequest, raw, context)
         try:
             _, members = await self._node.update_member(req.ID, _peer_urls(req.peerURLs))
         except EtcdError as e:
@@ -106,10 +93,7 @@ class ClusterService:
         return self._members(rpc.MemberUpdateResponse(), members)
 
     async def MemberPromote(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MemberPromoteRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MemberPromoteRequest, raw, context)
         try:
             _, members = await self._node.promote_member(req.ID)
         except EtcdError as e:

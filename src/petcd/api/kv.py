@@ -5,10 +5,11 @@ re-encoded per call (protobuf merges a repeated embedded message field)."""
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as PbMessage
 
 from petcd import errors
 from petcd.api import validate
@@ -17,6 +18,8 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server import proposal as P
 from petcd.server.node import Node
 from petcd.server.proposal import entry_size, varint
+
+M = TypeVar("M", bound=PbMessage)
 
 _EtcdError = EtcdError
 
@@ -48,6 +51,16 @@ async def undecodable(context: grpc.aio.ServicerContext[Any, Any], e: DecodeErro
     # What gRPC-Go answers for a request it cannot decode.
     await context.abort(grpc.StatusCode.INTERNAL, f"grpc: error unmarshalling request: {e}")
     raise AssertionError("unreachable: abort raises")
+
+
+async def parse_request(message_type: type[M], raw: bytes,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> M:
+    """The request decoded, or the call ended as gRPC-Go ends it. (The hot KV handlers
+    inline this: one coroutine less per call.)"""
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as e:
+        await undecodable(context, e)
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> NoReturn:

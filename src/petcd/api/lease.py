@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from petcd import errors
-from petcd.api.kv import HeaderSuffix, abort, undecodable
+from petcd.api.kv import HeaderSuffix, abort, parse_request, undecodable
 from petcd.api.quota import LEASE_OVERHEAD, check_quota
 from petcd.errors import EtcdError
 from petcd.lease.apply import LEASE_GRANT, LEASE_REVOKE
@@ -60,10 +60,7 @@ class LeaseService:
         return out
 
     async def LeaseGrant(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.LeaseGrantRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.LeaseGrantRequest, raw, context)
         # etcd's quota check before proposing: a grant near the quota raises NOSPACE.
         await check_quota(self._node, LEASE_OVERHEAD, context)
         if req.ID == 0:  # the server chooses; the log entry carries the choice
@@ -72,10 +69,7 @@ class LeaseService:
         return await self._propose(LEASE_GRANT, raw, req, context)
 
     async def LeaseRevoke(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.LeaseRevokeRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.LeaseRevokeRequest, raw, context)
         return await self._propose(LEASE_REVOKE, raw, req, context)
 
     async def LeaseKeepAlive(self, requests: AsyncIterator[bytes],
@@ -108,10 +102,7 @@ class LeaseService:
             yield out + header.get()
 
     async def LeaseTimeToLive(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.LeaseTimeToLiveRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.LeaseTimeToLiveRequest, raw, context)
         if self._node.is_learner:
             await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
         try:

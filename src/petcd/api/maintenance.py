@@ -9,10 +9,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 
 from petcd import errors
-from petcd.api.kv import abort, undecodable
+from petcd.api.kv import abort, parse_request
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import ALARM
@@ -52,10 +51,7 @@ class MaintenanceService:
         return resp.SerializeToString()
 
     async def Alarm(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.AlarmRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.AlarmRequest, raw, context)
         if req.action not in _ACTIONS:
             return b""  # etcd answers an unknown action with an empty response
         # Every action (GET too) goes through the log, as in etcd: all members agree.
@@ -72,10 +68,7 @@ class MaintenanceService:
         return resp.SerializeToString()
 
     async def HashKV(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.HashKVRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.HashKVRequest, raw, context)
         try:
             h, current, compact, hashed = await self._node.maintenance.hash_kv(req.revision)
         except EtcdError as e:
@@ -112,10 +105,7 @@ class MaintenanceService:
             f.close()
 
     async def MoveLeader(self, raw: bytes, context: Context) -> bytes:
-        try:
-            req = rpc.MoveLeaderRequest.FromString(raw)
-        except DecodeError as e:
-            await undecodable(context, e)
+        req = await parse_request(rpc.MoveLeaderRequest, raw, context)
         node = self._node
         try:
             await node.move_leader(req.targetID)
