@@ -331,29 +331,13 @@ class Backend:
         if self.env.info()["last_txnid"] != self._defrag_txnid:
             os.unlink(tmp_path)  # the copy lacks a commit made after it began
             raise RuntimeError("a write batch committed during defragment; copy discarded")
-        self.env.close()
-        os.replace(tmp_path, self.path)
-        dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self.env = self._open_env()
-        flags = self._db_flags
-        self._dbs = {}
-        self._db_flags = {}
-        for name, (dupsort, dupfixed) in flags.items():
-            self.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
-        self.meta_db = self._dbs[META_DB]
+        self._replace_file(tmp_path)
         for hook in self.reopen_hooks:
             hook()
 
-    def restore_from(self, path: str) -> None:
-        """Replace the whole backend by the LMDB file at `path` (a snapshot a follower
-        received from its leader), moving it into place; then `reopen_hooks` and
-        `restore_hooks` run. Needs the backend to itself, as defragment() does."""
-        if self.batch is not None:
-            raise RuntimeError("cannot restore while a write batch is open")
+    def _replace_file(self, path: str) -> None:
+        """Close the environment, move the LMDB file at `path` into place (durably), and
+        reopen it with the same named databases. Cached DB handles are stale after this."""
         self.env.close()
         os.replace(path, self.path)
         dir_fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
@@ -368,6 +352,14 @@ class Backend:
         self.meta_db = self.open_db(META_DB)
         for name, (dupsort, dupfixed) in flags.items():
             self.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
+
+    def restore_from(self, path: str) -> None:
+        """Replace the whole backend by the LMDB file at `path` (a snapshot a follower
+        received from its leader), moving it into place; then `reopen_hooks` and
+        `restore_hooks` run. Needs the backend to itself, as defragment() does."""
+        if self.batch is not None:
+            raise RuntimeError("cannot restore while a write batch is open")
+        self._replace_file(path)
         self._consistent_index = self._read_consistent_index()
         for hook in self.reopen_hooks:
             hook()
