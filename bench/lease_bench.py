@@ -34,6 +34,7 @@ from loadgen import (
     member_for,
     parse_common_args,
     print_table,
+    run_worker,
 )
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -104,19 +105,8 @@ async def _worker_main(address: str, workload: str, worker: int, concurrency: in
         await ch.close()
 
 
-def _worker(address: str, workload: str, worker: int, concurrency: int, conns: int,
-            seconds: float, leases_per_client: int, ready: mp.Queue[int], go: Any,
-            out: mp.Queue[tuple[int, int]]) -> None:
-    try:
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            r.run(_worker_main(address, workload, worker, concurrency, conns, seconds,
-                               leases_per_client, ready, go, out))
-    except BaseException:
-        ready.put(-1)
-        out.put((0, -1))
-        raise
+def _worker(*args: Any) -> None:
+    run_worker(_worker_main, *args)
 
 
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,

@@ -152,19 +152,24 @@ async def _worker_main(addresses: Sequence[str], workload: str, worker: int, con
         await ch.close()
 
 
-def _worker(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
-            conns: int, seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
-            out: mp.Queue[tuple[int, int]]) -> None:
+def run_worker(main: Any, *args: Any) -> None:
+    """Body of a load worker process: `main(*args)` on uvloop. Its arguments end with
+    the `ready`, `go` and `out` queues; a worker that fails says so on `ready` and `out`
+    (-1), so the parent neither waits for it nor counts it."""
+    ready, out = args[-3], args[-1]
     try:
         import uvloop
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            r.run(_worker_main(addresses, workload, worker, concurrency, conns, seconds,
-                               value_size, ready, go, out))
+            r.run(main(*args))
     except BaseException:
         ready.put(-1)
         out.put((0, -1))
         raise
+
+
+def _worker(*args: Any) -> None:
+    run_worker(_worker_main, *args)
 
 
 def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
