@@ -18,13 +18,16 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd.api.cluster import ClusterService, HealthService
+from petcd.api.election import ElectionService
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
+from petcd.api.lock import LockService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.quota import QuotaKVService
 from petcd.api.watch import WatchService
+from petcd.server.concurrency import Access, Recipes
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
 
@@ -79,6 +82,8 @@ class ClientServer:
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
+        # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
+        self.recipes = Recipes(Access(self.node, self.watch.hub))
 
     async def start(self) -> None:
         opts = self.opts
@@ -91,7 +96,9 @@ class ClientServer:
         handlers = (
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
-            self.lease.handler(), self.watch.handler())
+            self.lease.handler(), self.watch.handler(),
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
