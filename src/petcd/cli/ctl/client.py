@@ -8,10 +8,12 @@ from __future__ import annotations
 import datetime
 import getpass
 import json
+import os
 import sys
 import uuid
 from typing import Any
 
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no C-core log lines on stderr
 import grpc
 
 from petcd.cli.ctl.cmd import Args, parse_duration
@@ -72,7 +74,11 @@ class Client:
         a = self.args
         ka = parse_duration(a.keepalive_time)
         kt = parse_duration(a.keepalive_timeout)
-        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 1)),
+        # etcd closes connections that ping more often than its --grpc-keepalive-min-time
+        # (5 s by default; grpc-go's client pings less eagerly than gRPC's C core).
+        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 5000)),
+                   ("grpc.keepalive_permit_without_calls", 0),
+                   ("grpc.http2.max_pings_without_data", 0),
                    ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
                    ("grpc.max_receive_message_length", 2**31 - 1)]
         target = self.endpoints[0] if len(self.endpoints) == 1 else \

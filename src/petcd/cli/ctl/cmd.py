@@ -337,9 +337,9 @@ def main(root: Command, argv: list[str]) -> None:
         sys.stdout.write(help_text(cmd, args.path))
         raise SystemExit(0)
     module, _, fn = cmd.run.partition(":")
-    run: Callable[[Args], None] = getattr(
-        importlib.import_module(f"petcd.cli.ctl.{module}"), fn)
     try:
+        run: Callable[[Args], None] = getattr(
+            importlib.import_module(f"petcd.cli.ctl.{module}"), fn)
         run(args)
     except CtlError as e:
         print(f"Error: {e}", file=sys.stderr)
