@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"Error: petcdctl speaks only etcd's v3 API (ETCDCTL_API={api} asks for "
               "another); unset it or set ETCDCTL_API=3", file=sys.stderr)
         raise SystemExit(EXIT_BAD_ARGS)
-    if _first_word(args) != "snapshot":
+    if _first_word(args) != "snapshot" or "-h" in args or "--help" in args:
         from petcd.cli.ctl import cmd
         from petcd.cli.ctl.commands import ROOT
         cmd.main(ROOT, args)

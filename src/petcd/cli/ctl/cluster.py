@@ -335,3 +335,20 @@ def run_move_leader(a: Args) -> None:
 
 def run_version(a: Args) -> None:
     print(f"etcdctl version: {VERSION}\nAPI version: {API_VERSION}")
+
+
+def run_unsupported(a: Args) -> None:
+    raise CtlError(f"`{a.path.split(' ', 1)[1]}` is not supported by petcdctl (v2 store "
+                   "migration and shell completion scripts are etcd-only)", EXIT_ERROR)
+
+
+def run_help(a: Args) -> None:
+    from petcd.cli.ctl.cmd import help_text
+    from petcd.cli.ctl.commands import ROOT
+    cmd, path = ROOT, "etcdctl"
+    for word in a.args:
+        sub = cmd.sub(word)
+        if sub is None:
+            break
+        cmd, path = sub, f"{path} {word}"
+    out.write(help_text(cmd, path))

@@ -102,6 +102,7 @@ class Args:
         self.command = command
         self.path = path
         self.dash: int | None = None
+        self.inherited: list[Flag] = []
 
     def __getattr__(self, name: str) -> Any:  # for mypy: flags are dynamic
         raise AttributeError(name)
@@ -183,6 +184,7 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
     given: set[str] = set()
     args: list[str] = []
     dash: int | None = None
+    inherited: list[Flag] = []
     i = 0
     descending = True
     while i < len(argv):
@@ -227,6 +229,7 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
         if descending and not args:
             sub = cmd.sub(a)
             if sub is not None:
+                inherited.extend(cmd.flags if cmd is not root else ())
                 cmd = sub
                 path.append(a)
                 add(cmd.flags)
@@ -239,6 +242,7 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
         values.setdefault(f.dest, f.default)
     parsed = Args(values, args, given, cmd, " ".join(path))
     parsed.dash = dash  # where `--` was among the arguments (the exec forms)
+    parsed.inherited = inherited
     return cmd, parsed
 
 
@@ -295,32 +299,35 @@ def _leaves(cmd: Command, prefix: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def help_text(cmd: Command, path: str) -> str:
+def help_text(cmd: Command, path: str, inherited: Sequence[Flag] = ()) -> str:
+    """etcdctl's help for `cmd`; `inherited`: its parents' persistent flags."""
     root = path == "etcdctl"
     parts = ["NAME:\n", f"\t{path.split(' ', 1)[-1] if not root else 'etcdctl'} - "
              f"{cmd.short}\n\n", "USAGE:\n"]
     if root:
         parts.append("\tetcdctl [flags]\n\nVERSION:\n\t" + VERSION + "\n\n")
-    elif cmd.subcommands and not cmd.run:
-        parts.append(f"\tetcdctl {path.split(' ', 1)[1]} <subcommand> [flags]\n\n")
+    elif cmd.subcommands and not cmd.run and "<" in cmd.usage:
+        parts.append(f"\tetcdctl {cmd.usage} [flags]\n\n")
     else:
         parts.append(f"\tetcdctl {cmd.usage} [flags]\n\n")
     if root or (cmd.subcommands and not cmd.run):
         parts.append(f"API VERSION:\n\t{API_VERSION}\n\n\n")
         parts.append("COMMANDS:\n")
         items = _leaves(cmd) if root else [(c.name, c.short) for c in sorted(
-            cmd.subcommands, key=lambda c: c.name)]
+            cmd.subcommands, key=lambda c: c.name) if not c.hidden]
         parts.append(_tab_columns(items, "\t"))
         parts.append("\n")
     if cmd.long:
-        parts.append(f"DESCRIPTION:\n{cmd.long}\n\n")
+        parts.append("DESCRIPTION:\n" + "".join(f"\t{line}\n" for line in
+                                                 cmd.long.split("\n")) + "\n")
     name = "etcdctl" if root else cmd.name
     own = [*cmd.flags, Flag("help", "bool", False, f"help for {name}", short="h")]
     if root:
         own = [*GLOBAL_FLAGS, own[-1]]
     parts.append("OPTIONS:\n" + _tab_columns(_flag_rows(own)) + "\n")
     if not root:
-        parts.append("GLOBAL OPTIONS:\n" + _tab_columns(_flag_rows(GLOBAL_FLAGS)) + "\n")
+        parts.append("GLOBAL OPTIONS:\n"
+                     + _tab_columns(_flag_rows([*GLOBAL_FLAGS, *inherited])) + "\n")
     return "".join(parts)
 
 
@@ -334,7 +341,7 @@ def main(root: Command, argv: list[str]) -> None:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(e.code) from None
     if args.help or not cmd.run:
-        sys.stdout.write(help_text(cmd, args.path))
+        sys.stdout.write(help_text(cmd, args.path, args.inherited))
         raise SystemExit(0)
     module, _, fn = cmd.run.partition(":")
     try:

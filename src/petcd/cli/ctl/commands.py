@@ -40,13 +40,36 @@ _COMPACT = Flag("auto-compact", "bool", False,
 _DEFRAG = Flag("auto-defrag", "bool", False, "Defragment storage after test is finished.")
 
 
-def _c(name: str, short: str, usage: str, run: str, *flags: Flag) -> Command:
-    return Command(name, short, usage=usage, run=run, flags=flags)
+def _c(name: str, short: str, usage: str, run: str, *flags: Flag, long: str = ""
+       ) -> Command:
+    return Command(name, short, usage=usage, run=run, flags=flags, long=long)
 
 
-def _group(name: str, short: str, *subs: Command, flags: tuple[Flag, ...] = ()) -> Command:
-    return Command(name, short, usage=f"{name} <subcommand>", subcommands=list(subs),
-                   flags=flags)
+def _group(name: str, short: str, *subs: Command, flags: tuple[Flag, ...] = (),
+           usage: str = "") -> Command:
+    return Command(name, short, usage=usage or f"{name} <subcommand>",
+                   subcommands=list(subs), flags=flags)
+
+
+_PUT_LONG = """Puts the given key into the store.
+
+When <value> begins with '-', <value> is interpreted as a flag.
+Insert '--' for workaround:
+
+$ put <key> -- <value>
+$ put -- <key> <value>
+
+If <value> isn't given as a command line argument and '--ignore-value' is not specified,
+this command tries to read the value from standard input.
+
+If <lease> isn't given as a command line argument and '--ignore-lease' is not specified,
+this command tries to read the value from standard input.
+
+For example,
+$ cat file | put <key>
+will store the content of the file to <key>."""
+_LIST_LONG = ("When --write-out is set to simple, this command prints out comma-separated "
+              "{} lists for each endpoint.\nThe items in the lists are {}.")
 
 
 ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands=[
@@ -54,7 +77,7 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
        "kv:run_get", *GET_FLAGS),
     _c("put", "Puts the given key into the store",
        "put [options] <key> <value> (<value> can also be given from stdin)", "kv:run_put",
-       *PUT_FLAGS),
+       *PUT_FLAGS, long=_PUT_LONG),
     _c("del", "Removes the specified key or range of keys [key, range_end)",
        "del [options] <key> [range_end]", "kv:run_del", *DEL_FLAGS),
     _c("txn", "Txn processes all the requests in one transaction", "txn [options]",
@@ -94,16 +117,20 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
               Flag("peer-urls", "str", "",
                    "comma separated peer URLs for the updated member.")),
            _c("list", "Lists all members in the cluster", "member list",
-              "cluster:run_member_list"),
+              "cluster:run_member_list", long=_LIST_LONG.format(
+                  "member", "ID, Status, Name, Peer Addrs, Client Addrs, Is Learner")),
            _c("promote", "Promotes a non-voting member in the cluster",
-              "member promote <memberID>", "cluster:run_member_promote")),
+              "member promote <memberID>", "cluster:run_member_promote",
+              long="Promotes a non-voting learner member to a voting one in the cluster.")),
     _group("endpoint", "Endpoint related commands",
            _c("health", "Checks the healthiness of endpoints specified in `--endpoints` flag",
-              "endpoint health", "cluster:run_health", _CLUSTER),
+              "endpoint health", "cluster:run_health"),
            _c("status", "Prints out the status of endpoints specified in `--endpoints` flag",
-              "endpoint status", "cluster:run_status", _CLUSTER),
+              "endpoint status", "cluster:run_status", long=_LIST_LONG.format(
+                  "status", "endpoint, ID, version, db size, is leader, is learner, raft "
+                  "term, raft index, raft applied index, errors")),
            _c("hashkv", "Prints the KV history hash for each endpoint in --endpoints",
-              "endpoint hashkv", "cluster:run_hashkv", _CLUSTER,
+              "endpoint hashkv", "cluster:run_hashkv",
               Flag("rev", "int", 0, "maximum revision to hash (default: all revisions)")),
            flags=(_CLUSTER,)),
     _group("alarm", "Alarm related commands",
@@ -124,8 +151,9 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
     _group("auth", "Enable or disable authentication",
            _c("enable", "Enables authentication", "auth enable", "auth:run_auth_enable"),
            _c("disable", "Disables authentication", "auth disable", "auth:run_auth_disable"),
-           _c("status", "Returns authentication status", "auth status",
-              "auth:run_auth_status")),
+           Command("status", "Returns authentication status", usage="auth status",
+                   run="auth:run_auth_status", hidden=True),  # etcdctl 3.5's
+           usage="auth <enable or disable>"),
     _group("user", "User related commands",
            _c("add", "Adds a new user", "user add <user name or user:password> [options]",
               "auth:run_user_add",
@@ -178,7 +206,8 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
               Flag("load", "str", "s", _LOAD.format("datascale check")),
               Flag("prefix", "str", "/etcdctl-check-datascale/",
                    "The prefix for writing the datascale check's keys."),
-              _COMPACT, _DEFRAG)),
+              _COMPACT, _DEFRAG, long="If no endpoint is provided, localhost will be used. "
+              "If multiple endpoints are provided, first endpoint will be used.")),
     _c("make-mirror", "Makes a mirror at the destination etcd cluster",
        "make-mirror [options] <destination>", "mirror:run_make_mirror",
        Flag("prefix", "str", "", "Key-value prefix to mirror"),
@@ -194,12 +223,40 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
             "Verify certificates of TLS enabled secure servers using this CA bundle"),
        Flag("dest-insecure-transport", "bool", True,
             "Disable transport security for client connections")),
+    _c("migrate", "Migrates keys in a v2 store to a mvcc store", "migrate",
+       "cluster:run_unsupported",
+       Flag("data-dir", "str", "", "Path to the data directory"),
+       Flag("wal-dir", "str", "", "Path to the WAL directory"),
+       Flag("no-ttl", "bool", False, "Do not convert TTL keys"),
+       Flag("transformer", "str", "", "Path to the user-provided transformer program")),
+    Command("completion", "Generate the autocompletion script for the specified shell",
+            usage="completion", long="Generate the autocompletion script for etcdctl for "
+            "the specified shell.\nSee each sub-command's help for details on how to use "
+            "the generated script.", subcommands=[
+                _c(sh, f"Generate the autocompletion script for {sh}", f"completion {sh}",
+                   "cluster:run_unsupported") for sh in ("bash", "fish", "powershell", "zsh")]),
+    _c("help", "Help about any command", "help [command]", "cluster:run_help",
+       long="Help provides help for any command in the application.\nSimply type etcdctl "
+       "help [path to command] for full details."),
     # snapshot runs through the argparse-based module (petcd.cli.ctl.snapshot)
     _group("snapshot", "Manages etcd node snapshots",
            _c("save", "Stores an etcd node backend snapshot to a given file",
               "snapshot save <filename>", "snapshot"),
            _c("status", "Gets backend snapshot status of a given file",
-              "snapshot status <filename>", "snapshot"),
+              "snapshot status <filename>", "snapshot", long=_LIST_LONG.format(
+                  "status", "hash, revision, total keys, total size")),
            _c("restore", "Restores an etcd member snapshot to an etcd directory",
-              "snapshot restore <filename> [options]", "snapshot")),
+              "snapshot restore <filename> [options]", "snapshot",
+              Flag("data-dir", "str", "", "Path to the data directory"),
+              Flag("wal-dir", "str", "",
+                   "Path to the WAL directory (use --data-dir if none given)"),
+              Flag("initial-cluster", "str", "default=http://localhost:2380",
+                   "Initial cluster configuration for restore bootstrap"),
+              Flag("initial-cluster-token", "str", "etcd-cluster",
+                   "Initial cluster token for the etcd cluster during restore bootstrap"),
+              Flag("initial-advertise-peer-urls", "str", "http://localhost:2380",
+                   "List of this member's peer URLs to advertise to the rest of the cluster"),
+              Flag("name", "str", "default", "Human-readable name for this member"),
+              Flag("skip-hash-check", "bool", False, "Ignore snapshot integrity hash value "
+                   "(required if copied from data directory)"))),
 ])
