@@ -114,8 +114,11 @@ class Client:
         elif not colon:
             password = getpass.getpass("Password: ")
         from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-        resp = self.call("Auth", "Authenticate",
-                         rpc.AuthenticateRequest(name=name, password=password))
+        try:
+            resp = self.call("Auth", "Authenticate",
+                             rpc.AuthenticateRequest(name=name, password=password))
+        except CtlError as e:  # etcdctl cannot make its client: a bad connection
+            raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
         self.metadata = [("token", resp.token)]
 
     def stub(self, service: str) -> Any:
