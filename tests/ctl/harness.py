@@ -87,7 +87,7 @@ def assert_same(args: list[str], want: Result, got: Result, pb: Any = None) -> N
     shown = " ".join(args)
     if pb is not None and want.rc == 0:
         assert got.rc == 0, (shown, got.err)
-        assert pb_normal(got.out, pb) == pb_normal(want.out, pb), shown
+        assert normalize(pb_normal(got.out, pb)) == normalize(pb_normal(want.out, pb)), shown
         return
     w = (want.rc, normalize(want.out.decode("utf-8", "replace")), normalize(want.err))
     g = (got.rc, normalize(got.out.decode("utf-8", "replace")), normalize(got.err))

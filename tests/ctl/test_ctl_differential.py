@@ -229,3 +229,76 @@ def test_auth_commands_against_etcd(etcd_factory: Any) -> None:
         want = run(["etcdctl"], a.address, args, None)
         got = run(PETCDCTL, b.address, args, None)
         assert_same(args, want, got)
+
+
+def _stream(tool: list[str], endpoint: str, args: list[str], until: bytes,
+            stdin: str | None = None) -> tuple[str, str, int | None]:
+    """Run a long-lived command until it printed `until` (or 60 s), then end it
+    (closing its stdin first when it reads one)."""
+    import os
+    import subprocess
+    import time
+
+    from petcd.testing import SRC_DIR
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
+    env["PYTHONPATH"] = str(SRC_DIR)
+    p = subprocess.Popen([*tool, "--endpoints", endpoint, *args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert p.stdin is not None and p.stdout is not None
+    if stdin:
+        p.stdin.write(stdin.encode())
+        p.stdin.flush()
+    got: list[bytes] = []
+    deadline = time.monotonic() + 60
+    os.set_blocking(p.stdout.fileno(), False)
+    buf = b""
+    while until not in buf and time.monotonic() < deadline:
+        chunk = p.stdout.read()
+        if chunk:
+            buf += chunk
+        else:
+            time.sleep(0.05)
+    got.append(buf)
+    rc = None
+    if stdin is not None:
+        p.stdin.close()
+        rc = p.wait(30)
+    else:
+        p.terminate()
+        p.wait(30)
+    os.set_blocking(p.stdout.fileno(), True)
+    rest = p.stdout.read()
+    err = p.stderr.read().decode() if p.stderr else ""
+    return (buf + rest).decode(), err, rc
+
+
+def test_watch_forms(pair: tuple[str, str]) -> None:
+    """History from --rev in every form: plain (json, fields, simple --prev-kv), exec and
+    interactive; the servers hold the same history, so the output must be the same."""
+    from .harness import PETCDCTL, normalize, run
+    etcd_ep, petcd_ep = pair
+    revs = []
+    for ep in (etcd_ep, petcd_ep):
+        start = run(["etcdctl"], ep, ["put", "w/a", "1", "-w", "json"], None).out.decode()
+        run(["etcdctl"], ep, ["put", "w/b", "2"], None)
+        run(["etcdctl"], ep, ["put", "w/a", "3"], None)
+        run(["etcdctl"], ep, ["del", "w/b"], None)
+        import json
+        revs.append(json.loads(start)["header"]["revision"])
+    cases = [
+        (["watch", "w/", "--prefix", "--rev", "{}", "--prev-kv"], b"DELETE", None),
+        (["watch", "w/a", "--rev", "{}", "-w", "json"], b'"Mw=="', None),
+        (["watch", "w/", "--prefix", "--rev", "{}", "-w", "fields"], b"DELETE", None),
+        (["watch", "w/", "--prefix", "--rev", "{}", "--", "sh", "-c",
+          "echo $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE"],
+         b'"DELETE" "w/b"', None),
+        (["watch", "-i"], b"DELETE", "watch w/ --prefix --rev {}\n"),
+    ]
+    for args, until, stdin in cases:
+        outs = []
+        for tool, ep, rev in ((["etcdctl"], etcd_ep, revs[0]), (PETCDCTL, petcd_ep, revs[1])):
+            a = [x.format(rev) for x in args]
+            outs.append(_stream(tool, ep, a, until, stdin.format(rev) if stdin else None))
+        (wo, we, wrc), (go, ge, grc) = outs
+        assert (grc, normalize(go), normalize(ge) if stdin else "") == (
+            wrc, normalize(wo), normalize(we) if stdin else ""), args

@@ -346,6 +346,8 @@ def main(root: Command, argv: list[str]) -> None:
     if args.help or not cmd.run:
         sys.stdout.write(help_text(cmd, args.path, args.inherited))
         raise SystemExit(0)
+    if args.debug:
+        _debug(args)
     module, _, fn = cmd.run.partition(":")
     try:
         run: Callable[[Args], None] = getattr(
@@ -356,6 +358,16 @@ def main(root: Command, argv: list[str]) -> None:
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _debug(args: Args) -> None:
+    """--debug: the effective global flags as etcdctl lists them, and gRPC's log."""
+    for f in GLOBAL_FLAGS:
+        v = getattr(args, f.dest)
+        shown = ("true" if v else "false") if f.kind == "bool" else \
+            "[" + " ".join(v) + "]" if f.kind == "list" else str(v)
+        sys.stderr.write(f"ETCDCTL_{f.dest.upper()}={shown}\n")
+    os.environ["GRPC_VERBOSITY"] = "INFO"
 
 
 def bad_args(message: str) -> CtlError:
