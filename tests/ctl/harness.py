@@ -23,8 +23,7 @@ _NORMALIZE = [
     (re.compile(r'"target":"[^"]*"'), '"target":T'),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
     (re.compile(r"took = [0-9.]+[µmn]?s|\"took\":\"[^\"]*\"|\"Took\" : \S+"), "took"),
-    (re.compile(r"\b[0-9a-f]{16}\b"), "HEX16"),
-    (re.compile(r"\b[0-9a-f]{12,15}\b"), "HEX"),
+    (re.compile(r"\b[0-9a-f]{12,16}\b"), "HEX"),
     (re.compile(r"(Member|cluster)\s+[0-9a-f]{1,16}\b"), r"\1 HEX"),
 ]
 

@@ -147,10 +147,15 @@ def test_quick_steps_match_etcdctl(pair: tuple[str, str]) -> None:
         assert_same(args, want, got, pb)
 
 
+CHUNK = 25
+
+
 @pytest.mark.slow
-def test_steps_match_etcdctl(pair: tuple[str, str]) -> None:
+@pytest.mark.parametrize("chunk", range(0, len(STEPS), CHUNK))
+def test_steps_match_etcdctl(pair: tuple[str, str], chunk: int) -> None:
+    """In chunks (the per-test timeout); both servers see the same sequence."""
     etcd_ep, petcd_ep = pair
-    for args, stdin, pb in STEPS:
+    for args, stdin, pb in STEPS[chunk:chunk + CHUNK]:
         want, got = both(etcd_ep, petcd_ep, args, stdin)
         assert_same(args, want, got, pb)
 
@@ -302,3 +307,45 @@ def test_watch_forms(pair: tuple[str, str]) -> None:
         (wo, we, wrc), (go, ge, grc) = outs
         assert (grc, normalize(go), normalize(ge) if stdin else "") == (
             wrc, normalize(wo), normalize(we) if stdin else ""), args
+
+
+def test_elect_and_lock_hold(pair: tuple[str, str]) -> None:
+    """A campaigner and a lock holder that wait for a signal, and an observer: the same
+    output from both tools, and SIGTERM resigns / unlocks (exit 0)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from petcd.testing import SRC_DIR
+
+    from .harness import PETCDCTL, normalize
+    etcd_ep, petcd_ep = pair
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
+    env["PYTHONPATH"] = str(SRC_DIR)
+    results = []
+    for tool, ep in ((["etcdctl"], etcd_ep), (PETCDCTL, petcd_ep)):
+        holders = []
+        for args in (["elect", "el", "v1"], ["lock", "lk"]):
+            # unbuffered: communicate() below must see everything readline() did not take
+            p = subprocess.Popen([*tool, "--endpoints", ep, *args], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env, bufsize=0)
+            assert p.stdout is not None
+            first = p.stdout.readline()  # the key: held / elected
+            holders.append((p, first))
+        observed = _stream(tool, ep, ["elect", "-l", "el"], b"v1")[0]
+        outs = []
+        for p, first in holders:
+            p.send_signal(signal.SIGTERM)
+            rest, err = p.communicate(timeout=30)
+            outs.append((p.returncode, normalize((first + rest).decode()), err.decode()))
+        deadline = time.monotonic() + 10
+        # resigned and unlocked: the keys are gone
+        from .harness import run
+        while run(["etcdctl"], ep, ["get", "--prefix", "el/", "--count-only"],
+                  None).out.decode().count("Count") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = run(["etcdctl"], ep, ["get", "--prefix", "lk/", "--keys-only"], None).out
+        results.append((normalize(observed), outs, left))
+    assert results[1] == results[0]
+    assert results[0][2] == b""
