@@ -721,13 +721,14 @@ class KVStore:
 
     def load_history(self, batch: WriteBatch, records: Iterable[tuple[bytes, bytes]],
                      compact_rev: int) -> int:
-        """Fill an empty store from etcd-format history (its `key` bucket: revision key ->
+        """Fill a store from etcd-format history (its `key` bucket: revision key ->
         KeyValue, deletions marked `t` and holding only the key), in revision order, with
-        etcd's compacted revision (-1: none). Returns the current revision."""
-        if self._rev != 1 or self._writer is not None:
-            raise RuntimeError("mvcc: load_history needs an empty store")
+        etcd's compacted revision (-1: none). Called once per batch of a long history;
+        each call's records come after the last one's. Returns the current revision."""
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open")
         txn = batch.txn
-        last = 0
+        last = self._rev if self._rev > 1 else 0
         for revkey, data in records:
             if len(revkey) not in (_REV_LEN, _REV_LEN + 1) or revkey[8:9] != b"_":
                 raise ValueError(f"mvcc: malformed revision key {revkey.hex()}")

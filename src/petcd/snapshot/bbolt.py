@@ -161,81 +161,79 @@ class BoltReader:
             raise BoltError(f"page {pgid}: overflow past the end")
         return off, flags, count, overflow
 
-    def _elements(self, buf: bytes | mmap.mmap, off: int, flags: int, count: int,
-                  end: int) -> Iterator[tuple[int, bytes, bytes | int]]:
-        """A page's elements: (leaf flags, key, value) or (-1, key, child pgid)."""
-        mm = buf
-        if flags & LEAF_PAGE:
-            for i in range(count):
-                eoff = off + HDR + i * ELEM
-                eflags, pos, ksize, vsize = _LEAF_ELEM.unpack_from(mm, eoff)
-                start = eoff + pos
-                if start + ksize + vsize > end:
-                    raise BoltError(f"page at {off}: element {i} past the page")
-                yield eflags, bytes(mm[start:start + ksize]), \
-                    bytes(mm[start + ksize:start + ksize + vsize])
-        elif flags & BRANCH_PAGE:
-            for i in range(count):
-                eoff = off + HDR + i * ELEM
-                pos, ksize, child = _BRANCH_ELEM.unpack_from(mm, eoff)
-                if eoff + pos + ksize > end:
-                    raise BoltError(f"page at {off}: element {i} past the page")
-                yield -1, bytes(mm[eoff + pos:eoff + pos + ksize]), child
-        else:
-            raise BoltError(f"page at {off}: invalid type {flags:#x}")
-
-    def _walk(self, root: int, seen: dict[int, int] | None,
-              lower: bytes | None = None) -> Iterator[tuple[int, bytes, bytes]]:
-        """The (flags, key, value) leaf elements under page `root`, in key order."""
-        off, flags, count, overflow = self._page(root)
-        if seen is not None:
-            for i in range(root, root + overflow + 1):
-                if i in seen:
-                    raise BoltError(f"page {i}: multiple references")
-                seen[i] = root
-        end = off + (overflow + 1) * self.page_size
-        last: bytes | None = None
-        for eflags, key, value in self._elements(self._mm, off, flags, count, end):
-            if last is not None and key <= last:
-                raise BoltError(f"page {root}: keys out of order")
-            last = key
-            if eflags == -1:
-                assert isinstance(value, int)
-                yield from self._walk(value, seen)
+    def _leaves(self, root: int, seen: dict[int, int] | None
+                ) -> Iterator[tuple[bytes | mmap.mmap, int, int, int]]:
+        """The leaf pages under page `root`, in key order: (buffer, offset, count, end)."""
+        stack = [root]
+        while stack:
+            pgid = stack.pop()
+            off, flags, count, overflow = self._page(pgid)
+            if seen is not None:
+                for i in range(pgid, pgid + overflow + 1):
+                    if i in seen:
+                        raise BoltError(f"page {i}: multiple references")
+                    seen[i] = pgid
+            end = off + (overflow + 1) * self.page_size
+            if off + HDR + ELEM * count > end:
+                raise BoltError(f"page {pgid}: {count} elements do not fit")
+            if flags & LEAF_PAGE:
+                yield self._mm, off, count, end
+            elif flags & BRANCH_PAGE:
+                base = off + HDR
+                children = [child for _, _, child in
+                            _BRANCH_ELEM.iter_unpack(self._mm[base:base + ELEM * count])]
+                stack.extend(reversed(children))
             else:
-                assert isinstance(value, bytes)
-                yield eflags, key, value
+                raise BoltError(f"page {pgid}: invalid type {flags:#x}")
 
-    def _bucket_items(self, header: bytes, seen: dict[int, int] | None
-                      ) -> Iterator[tuple[int, bytes, bytes]]:
+    @staticmethod
+    def _leaf_items(buf: bytes | mmap.mmap, off: int, count: int, end: int
+                    ) -> Iterator[tuple[int, bytes, bytes]]:
+        base = off + HDR
+        for i, (eflags, pos, ksize, vsize) in enumerate(
+                _LEAF_ELEM.iter_unpack(buf[base:base + ELEM * count])):
+            start = base + ELEM * i + pos
+            stop = start + ksize + vsize
+            if stop > end:
+                raise BoltError(f"page at {off}: element {i} past the page")
+            yield eflags, buf[start:start + ksize], buf[start + ksize:stop]
+
+    def _bucket_items(self, header: bytes, seen: dict[int, int] | None = None,
+                      ordered: bool = True) -> Iterator[tuple[int, bytes, bytes]]:
+        """A bucket's (flags, key, value) leaf elements in key order."""
         if len(header) < _BUCKET_HDR.size:
             raise BoltError("bucket header too short")
         root, _ = _BUCKET_HDR.unpack_from(header)
         if root:
-            yield from self._walk(root, seen)
-            return
-        page = header[_BUCKET_HDR.size:]  # inline bucket: a page image after the header
-        if len(page) < HDR:
-            raise BoltError("inline bucket too short")
-        _, flags, count, _ = _PAGE_HDR.unpack_from(page)
-        if not flags & LEAF_PAGE:
-            raise BoltError("inline bucket is not a leaf")
-        last: bytes | None = None
-        for eflags, key, value in self._elements(page, 0, flags, count, len(page)):
-            if last is not None and key <= last:
-                raise BoltError("inline bucket: keys out of order")
-            last = key
-            assert isinstance(value, bytes)
-            yield eflags, key, value
+            pages: Iterable[tuple[bytes | mmap.mmap, int, int, int]] = self._leaves(root, seen)
+        else:  # inline bucket: a page image after the header
+            page = header[_BUCKET_HDR.size:]
+            if len(page) < HDR:
+                raise BoltError("inline bucket too short")
+            _, flags, count, _ = _PAGE_HDR.unpack_from(page)
+            if not flags & LEAF_PAGE or HDR + ELEM * count > len(page):
+                raise BoltError("inline bucket is not a leaf")
+            pages = [(page, 0, count, len(page))]
+        last = b""
+        for page_buf, off, count, end in pages:
+            for item in self._leaf_items(page_buf, off, count, end):
+                if ordered:
+                    if item[1] <= last and last:
+                        raise BoltError(f"page at {off}: keys out of order")
+                    last = item[1]
+                yield item
+
+    def _root_items(self) -> Iterator[tuple[int, bytes, bytes]]:
+        return self._bucket_items(_BUCKET_HDR.pack(self._meta.root, 0))
 
     # -- public -----------------------------------------------------------------------
 
     def buckets(self) -> list[bytes]:
         """The names of the top-level buckets, in order."""
-        return [k for f, k, _ in self._walk(self._meta.root, None) if f & BUCKET_LEAF]
+        return [k for f, k, _ in self._root_items() if f & BUCKET_LEAF]
 
     def bucket_header(self, name: bytes) -> bytes | None:
-        for f, k, v in self._walk(self._meta.root, None):
+        for f, k, v in self._root_items():
             if k == name and f & BUCKET_LEAF:
                 return v
         return None
@@ -246,7 +244,7 @@ class BoltReader:
         header = self.bucket_header(name)
         if header is None:
             return
-        for _, k, v in self._bucket_items(header, None):
+        for _, k, v in self._bucket_items(header):
             yield k, v
 
     def check(self) -> None:
@@ -275,7 +273,7 @@ class BoltReader:
                 seen[i] = meta.freelist
         pending = [_BUCKET_HDR.pack(meta.root, 0)]
         while pending:
-            for f, _, v in self._bucket_items(pending.pop(), seen):
+            for f, _, v in self._bucket_items(pending.pop(), seen, ordered=False):
                 if f & BUCKET_LEAF:
                     pending.append(v)
         for pid in seen:

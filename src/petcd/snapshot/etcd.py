@@ -21,6 +21,7 @@ write batch, rebuilding petcd's index from the history.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ _ALARM = b"alarm"
 _MEMBERS = b"members"
 _REMOVED = b"members_removed"
 CLUSTER_VERSION = b"3.4.0"
+_IMPORT_BATCH = 50_000  # history records per write transaction on import
 
 
 class MigrationError(Exception):
@@ -199,8 +201,15 @@ def import_bolt(bolt: BoltReader, backend: Backend, store: KVStore) -> ImportSum
             yield item
 
     leases = alarms = 0
+    records = history()
+    while True:  # bounded write transactions: LMDB keeps a batch's dirty pages in memory
+        with backend.begin_write() as batch:
+            before = counted
+            revision = store.load_history(batch, itertools.islice(records, _IMPORT_BATCH),
+                                          compact)
+        if counted - before < _IMPORT_BATCH:
+            break
     with backend.begin_write() as batch:
-        revision = store.load_history(batch, history(), compact)
         for k, v in bolt.items(b"lease"):
             lease_id, ttl, remaining = decode_lease(v)
             if len(k) != 8 or _U64.unpack(k)[0] != lease_id & ((1 << 64) - 1):
