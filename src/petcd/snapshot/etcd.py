@@ -9,9 +9,9 @@ Interface facts of etcd 3.4/3.5's layout (bucket: key -> value):
 - `lease`: lease ID (u64 BE) -> leasepb.Lease{ID=1, TTL=2, RemainingTTL=3}.
 - `members`: hex member ID -> JSON {"id": decimal, "peerURLs", "isLearner"?, "name"?,
   "clientURLs"?}; `members_removed`: hex ID -> "removed".
-- `alarm`: serialized AlarmMember -> empty (the same as petcd's `alarm` database).
-- `auth`, `authUsers`, `authRoles`: the auth store (converted by the auth layer's own
-  functions when it has them).
+- `alarm`: serialized AlarmMember -> empty; `auth` (`authEnabled`, `authRevision`),
+  `authUsers` (name -> authpb.User), `authRoles` (name -> authpb.Role): petcd keeps these
+  under the same names, keys and values, so they are copied as they are.
 - `cluster`: `clusterVersion` -> "3.4.0".
 
 Export reads everything in one LMDB read transaction, so the file is the state of one
@@ -37,7 +37,9 @@ from petcd.snapshot.bbolt import BoltError, BoltReader, BoltWriter
 
 _U64 = struct.Struct(">Q")
 _INDEX_TERM = struct.Struct(">QQ")
-_ALARM = b"alarm"
+# Buckets whose records petcd keeps under the same names, keys and values (alarms, and the
+# auth store: `authEnabled`/`authRevision`, users and roles as authpb messages).
+_SAME_LAYOUT = (b"alarm", b"auth", b"authRoles", b"authUsers")
 _MEMBERS = b"members"
 _REMOVED = b"members_removed"
 CLUSTER_VERSION = b"3.4.0"
@@ -121,14 +123,15 @@ def export_bolt(backend: Backend, store: KVStore, out: BinaryIO, page_size: int 
     writer = BoltWriter(out, page_size)
     with backend.read() as txn:
         def items(name: bytes) -> Iterator[tuple[bytes, bytes]]:
-            db = backend.open_db(name)
-            yield from txn.cursor(db=db)
+            db = backend.existing_db(name, txn)
+            if db is not None:
+                yield from txn.cursor(db=db)
 
         _, compact = store.revisions_in(txn)
         index, term = _INDEX_TERM.unpack(txn.get(b"consistent_index", db=backend.meta_db)
                                          or bytes(16))
-        buckets: dict[bytes, Iterator[tuple[bytes, bytes]]] = dict(_auth_buckets(backend, txn))
-        buckets[b"alarm"] = items(_ALARM)
+        buckets: dict[bytes, Iterator[tuple[bytes, bytes]]] = {
+            name: items(name) for name in _SAME_LAYOUT}
         buckets[b"cluster"] = iter([(b"clusterVersion", CLUSTER_VERSION)])
         buckets[b"key"] = store.history_in(txn)
         buckets[b"lease"] = (
@@ -160,12 +163,6 @@ def _etcd_member(raw: bytes) -> bytes:
     return json.dumps(out, separators=(",", ":")).encode()
 
 
-def _auth_buckets(backend: Backend,
-                  txn: object) -> dict[bytes, Iterator[tuple[bytes, bytes]]]:
-    """The auth store's buckets (none until petcd's auth layer provides its export)."""
-    return {}
-
-
 # -- import: etcd bbolt file -> petcd backend ----------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +176,8 @@ class ImportSummary:
 
 def import_bolt(bolt: BoltReader, backend: Backend, store: KVStore) -> ImportSummary:
     """Fills an empty petcd backend with an etcd database's keys (every revision of the
-    history the file holds), compaction state, leases and alarms, in one batch. Members
-    are left to the caller (a restore replaces them)."""
+    history the file holds), compaction state, leases, alarms and auth store. Members are
+    left to the caller (a restore replaces them)."""
     bolt.check()
     buckets = set(bolt.buckets())
     if b"key" not in buckets or b"meta" not in buckets:
@@ -191,7 +188,7 @@ def import_bolt(bolt: BoltReader, backend: Backend, store: KVStore) -> ImportSum
         if name in meta:
             compact = max(compact, _rev_main(meta[name]))
     lease_db = backend.open_db(LEASE_DB)
-    alarm_db = backend.open_db(_ALARM)
+    same_dbs = {name: backend.open_db(name) for name in _SAME_LAYOUT}
     counted = 0
 
     def history() -> Iterator[tuple[bytes, bytes]]:
@@ -216,15 +213,11 @@ def import_bolt(bolt: BoltReader, backend: Backend, store: KVStore) -> ImportSum
                 raise MigrationError(f"lease record {k.hex()} does not match its ID")
             batch.txn.put(id_key(lease_id), lease_record(ttl, remaining), db=lease_db)
             leases += 1
-        for k, _ in bolt.items(b"alarm"):
-            batch.txn.put(k, b"", db=alarm_db)
-            alarms += 1
-        _import_auth(bolt, backend, batch)
+        for name, db in same_dbs.items():
+            for k, v in bolt.items(name):
+                batch.txn.put(k, v, db=db)
+                alarms += name == b"alarm"
     return ImportSummary(revision, compact, counted, leases, alarms)
-
-
-def _import_auth(bolt: BoltReader, backend: Backend, batch: object) -> None:
-    """The auth store's buckets (ignored until petcd's auth layer provides its import)."""
 
 
 # -- status ---------------------------------------------------------------------------------
