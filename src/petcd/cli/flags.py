@@ -147,10 +147,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("pre-vote", B, True, "Run an additional Raft election phase (PreVote).", CLUSTERING,
          True),
     Flag("auto-compaction-retention", S, "0",
-         "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING),
+         "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING, True),
     Flag("auto-compaction-mode", S, "periodic",
          "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit) "
-         "or 'revision' (a number of revisions).", CLUSTERING),
+         "or 'revision' (a number of revisions).", CLUSTERING, True),
     Flag("enable-v2", B, False, "Accept etcd v2 client requests.", CLUSTERING),
     Flag("v2-deprecation", S, "not-yet", "Phase of the v2store deprecation.", CLUSTERING),
     # --- security

@@ -98,6 +98,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        auto_compaction_mode=cfg.auto_compaction[0],
+        auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=str(cfg.values["experimental-grpc-server"]),
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),

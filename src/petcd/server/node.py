@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.errors import EtcdError
 from petcd.lease import metrics as lease_metrics
 from petcd.lease.apply import LeaseApplier
 from petcd.lease.driver import LeaseDriver
@@ -22,12 +24,13 @@ from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
+from petcd.server.compactor import AutoCompactor, make_policy
 from petcd.server.kv_apply import KVApplier
 from petcd.server.maintenance import Maintenance
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Result
+from petcd.server.proposal import COMPACTION, Result
 from petcd.server.raft_log import RaftDriver
 
 log = logging.getLogger("petcd.server")
@@ -64,6 +67,11 @@ class Node:
         # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
         self.maintenance = Maintenance(self)
         self._init_leases(opts)
+        policy = make_policy(opts.auto_compaction_mode, opts.auto_compaction_retention,
+                             time.monotonic())
+        self.compactor = None if policy is None else AutoCompactor(
+            policy, current_revision=lambda: self.store.current_revision,
+            is_leader=lambda: self._log.is_leader, compact=self._compact)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -100,11 +108,15 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        if self.compactor is not None:
+            self.compactor.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        if self.compactor is not None:
+            await self.compactor.stop()
         await self.leases.stop()
         await self._log.stop()
         self.maintenance.close()
@@ -161,6 +173,13 @@ class Node:
         request bytes; request: the same, parsed). Resolves to the response message or
         the EtcdError to answer, once the write is durable and applied."""
         return self._log.propose(kind, raw, request)
+
+    async def _compact(self, revision: int) -> None:
+        """A Compact request through the log, as a client's would go (raises EtcdError)."""
+        req = rpc.CompactionRequest(revision=revision)
+        result = await self.propose(COMPACTION, req.SerializeToString(), req)
+        if isinstance(result, EtcdError):
+            raise result
 
     def read_barrier(self) -> Awaitable[None] | None:
         """For a linearizable read: None if it may run now, else an awaitable that

@@ -32,6 +32,10 @@ class ServerOptions:
     # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
     # the rest continues in later batches so a large compaction never stalls writes.
     compaction_batch_limit: int = 1000
+    # --auto-compaction-mode / -retention: "periodic" (retention in seconds) or "revision"
+    # (retention in revisions); 0 turns auto-compaction off.
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: float = 0.0
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
