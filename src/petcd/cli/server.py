@@ -13,6 +13,7 @@ from typing import cast
 
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
+from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
 from petcd.server.cluster import BootstrapError
 from petcd.server.options import ServerOptions
@@ -134,22 +135,10 @@ def _progress_interval(cfg: config_mod.Config) -> float:
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-             "error": logging.ERROR}.get(cfg.log_level, logging.CRITICAL)
-    handlers: list[logging.Handler] = []
-    for out in cfg.log_outputs or ["default"]:
-        if out in ("default", "stderr"):
-            handlers.append(logging.StreamHandler(sys.stderr))
-        elif out == "stdout":
-            handlers.append(logging.StreamHandler(sys.stdout))
-        else:
-            handlers.append(logging.FileHandler(out))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    root.setLevel(level)
+    logsetup.setup(logger=str(cfg.values["logger"]), log_format=str(cfg.values["log-format"]),
+                   level=cfg.log_level, outputs=list(cfg.log_outputs),
+                   rotate=bool(cfg.values["enable-log-rotation"]),
+                   rotation_json=str(cfg.values["log-rotation-config-json"]))
 
 
 async def run(opts: ServerOptions) -> int:
@@ -194,7 +183,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if wants_version:
         sys.stdout.write(version_text())
         return
-    _setup_logging(cfg)
+    try:
+        _setup_logging(cfg)
+    except (logsetup.LogSetupError, OSError) as e:
+        print(f"petcd: error verifying flags, {e}. See 'petcd --help'.", file=sys.stderr)
+        raise SystemExit(1) from None
     for w in cfg.warnings:
         log.warning("%s", w)
     if cfg.config_file:

@@ -40,6 +40,9 @@ class PeriodicPolicy:
         self._last_success = now
         self._base = period  # the first compaction waits a whole period
 
+    def describe(self) -> dict[str, object]:
+        return {"compact-period": f"{self.period:g}s"}
+
     def sample(self, rev: int) -> None:
         self._revs.append(rev)
         if len(self._revs) > self.window:
@@ -64,6 +67,9 @@ class RevisionPolicy:
         self._prev = 0
         self._current = 0
         self._pending = 0
+
+    def describe(self) -> dict[str, object]:
+        return {"revision-compaction-retention": self.retention}
 
     def sample(self, rev: int) -> None:
         self._current = rev
@@ -132,17 +138,20 @@ class AutoCompactor:
         rev = policy.due(now)
         if rev is None:
             return
-        log.info("starting auto compaction at revision %d", rev)
+        fields = {"fields": {"revision": rev, **policy.describe()}}
+        log.info("starting auto compaction at revision %d", rev, extra=fields)
         started = time.monotonic()
         try:
             await self._compact(rev)
         except EtcdError as e:
             if e.message != errors.COMPACTED.message:  # already compacted counts as done
                 log.warning("failed auto compaction at revision %d: %s (retrying in %gs)",
-                            rev, e.message, policy.retry_interval)
+                            rev, e.message, policy.retry_interval,
+                            extra={"fields": {**fields["fields"], "error": e.message}})
                 self.failures += 1
                 return
         self.compactions += 1
         policy.succeeded(now)
-        log.info("completed auto compaction at revision %d (took %.3fs)", rev,
-                 time.monotonic() - started)
+        took = time.monotonic() - started
+        log.info("completed auto compaction at revision %d (took %.3fs)", rev, took,
+                 extra={"fields": {**fields["fields"], "took": f"{took:.6f}s"}})
