@@ -315,7 +315,9 @@ FLAGS: tuple[Flag, ...] = (
          "port) or 'grpcio' (grpc.aio, with HTTP/1.1 reached through a forwarding hop).",
          EXPERIMENTAL, True, choices=("grpcio", "h2")),
     # --- unsafe
-    Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
+    Flag("force-new-cluster", B, False,
+         "Force to create a new one-member cluster from this member's data (restart only).",
+         UNSAFE, True),
     Flag("unsafe-no-fsync", B, False,
          "Disable fsync: unsafe, loses acknowledged data on a crash.", UNSAFE, True),
     # --- to be deprecated

@@ -99,6 +99,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        force_new_cluster=bool(cfg.values["force-new-cluster"]),
         auto_compaction_mode=cfg.auto_compaction[0],
         auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=str(cfg.values["experimental-grpc-server"]),

@@ -36,6 +36,8 @@ class ServerOptions:
     # (retention in revisions); 0 turns auto-compaction off.
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: float = 0.0
+    # --force-new-cluster: on restart, commit the removal of every other member.
+    force_new_cluster: bool = False
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
