@@ -100,6 +100,11 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         force_new_cluster=bool(cfg.values["force-new-cluster"]),
+        initial_corrupt_check=bool(cfg.values["experimental-initial-corrupt-check"]),
+        corrupt_check_time=float(cfg.values["experimental-corrupt-check-time"]),  # type: ignore[arg-type]
+        compact_hash_check=bool(cfg.values["experimental-compact-hash-check-enabled"]),
+        compact_hash_check_time=float(
+            cfg.values["experimental-compact-hash-check-time"]),  # type: ignore[arg-type]
         auto_compaction_mode=cfg.auto_compaction[0],
         auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=str(cfg.values["experimental-grpc-server"]),

@@ -36,6 +36,12 @@ class ServerOptions:
     # (retention in revisions); 0 turns auto-compaction off.
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: float = 0.0
+    # Corruption checks: before serving (initial), every corrupt_check_time seconds on the
+    # leader (0: off), and after compactions every compact_hash_check_time (if enabled).
+    initial_corrupt_check: bool = False
+    corrupt_check_time: float = 0.0
+    compact_hash_check: bool = False
+    compact_hash_check_time: float = 60.0
     # --force-new-cluster: on restart, commit the removal of every other member.
     force_new_cluster: bool = False
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
