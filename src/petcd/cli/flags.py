@@ -64,7 +64,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("name", S, "default", "Human-readable name for this member.", MEMBER, True),
     Flag("data-dir", S, "", "Path to the data directory.", MEMBER, True,
          shown_default="${name}.petcd"),
-    Flag("wal-dir", S, "", "Path to a dedicated WAL directory.", MEMBER),
+    Flag("wal-dir", S, "", "Path to a dedicated WAL directory.", MEMBER, True),
     Flag("snapshot-count", U, 100000,
          "Number of committed transactions that triggers a snapshot to disk.", MEMBER, True),
     Flag("heartbeat-interval", U, 100, "Time (in milliseconds) of a heartbeat interval.",

@@ -82,6 +82,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
+        wal_dir=str(cfg.values["wal-dir"]),
         listen_client_urls=tuple(cfg.listen_client_urls),
         listen_client_http_urls=tuple(cfg.listen_client_http_urls),
         advertise_client_urls=tuple(cfg.advertise_client_urls),

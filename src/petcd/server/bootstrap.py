@@ -83,7 +83,7 @@ def boot(opts: ServerOptions, backend: Backend, membership: Membership) -> Boot:
     member_dir = os.path.join(opts.data_dir, "member")
     fsync = not opts.unsafe_no_fsync
     server_ssl, client_ssl = peer_contexts(opts)
-    if MemberStorage.exists(opts.data_dir):
+    if MemberStorage.exists(opts.data_dir, opts.wal_dir):
         booted = _restart(opts, backend, membership, member_dir, fsync)
     else:
         booted = _first_start(opts, backend, membership, member_dir, fsync, client_ssl)
@@ -105,7 +105,7 @@ def _first_start(opts: ServerOptions, backend: Backend, membership: Membership,
     membership.cluster_id, membership.local_id = cluster_id, local_id
     membership.load(backend)  # (empty: opens its databases)
     storage = MemberStorage.create(opts.data_dir, encode_metadata(cluster_id, local_id),
-                                   fsync=fsync)
+                                   fsync=fsync, wal_path=opts.wal_dir)
     peers = None
     if ident["state"] == "new":
         peers = [Peer(m.id, add_change(m).context) for m in members]
@@ -117,7 +117,7 @@ def _first_start(opts: ServerOptions, backend: Backend, membership: Membership,
 
 def _restart(opts: ServerOptions, backend: Backend, membership: Membership, member_dir: str,
              fsync: bool) -> Boot:
-    storage, rec = MemberStorage.restore(opts.data_dir, fsync=fsync)
+    storage, rec = MemberStorage.restore(opts.data_dir, fsync=fsync, wal_path=opts.wal_dir)
     if rec.torn_tail is not None:
         log.warning("WAL: cut off a torn write at the end (%s)", rec.torn_tail)
     cluster_id, local_id = decode_metadata(rec.metadata)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class ServerOptions:
     name: str = "default"
     data_dir: str = "default.petcd"
+    wal_dir: str = ""  # --wal-dir: the WAL on its own disk (default <data-dir>/member/wal)
     listen_client_urls: tuple[str, ...] = ("http://localhost:2379",)
     # When set, HTTP is served here only and gRPC owns listen_client_urls (no mux hop).
     listen_client_http_urls: tuple[str, ...] = ()
