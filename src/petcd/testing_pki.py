@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -100,6 +102,8 @@ class TestCA:
             builder = builder.add_extension(_san(hosts), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         stem = f"{self.name}-{cn.replace(' ', '_')}"
+        if (self.dir / f"{stem}.pem").exists():  # the same CN again (e.g. to revoke one)
+            stem += f"-{serial:x}"[:9]
         cert_path, key_path = self.dir / f"{stem}.pem", self.dir / f"{stem}-key.pem"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key_path, key)
@@ -117,3 +121,46 @@ class TestCA:
         path = self.dir / f"{self.name}-crl.pem"
         path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         return path
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """How a test client reaches a TLS client URL: the CA to verify the member with (None:
+    no verification) and the client certificate to present (None: none)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.ca is None:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx.load_verify_locations(cafile=str(self.ca))
+        if self.cert is not None and self.key is not None:
+            ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+    def grpc_credentials(self) -> Any:
+        """grpc.ChannelCredentials (grpc cannot skip verification: `ca` must be given)."""
+        import grpc
+
+        def read(p: Path | None) -> bytes | None:
+            return None if p is None else p.read_bytes()
+
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+
+    def etcdctl_args(self) -> list[str]:
+        args = ["--insecure-skip-tls-verify", "--insecure-transport=false"] \
+            if self.ca is None else ["--cacert", str(self.ca)]
+        if self.cert is not None and self.key is not None:
+            args += ["--cert", str(self.cert), "--key", str(self.key)]
+        return args
+
+    def curl_args(self) -> list[str]:
+        args = ["--insecure"] if self.ca is None else ["--cacert", str(self.ca)]
+        if self.cert is not None and self.key is not None:
+            args += ["--cert", str(self.cert), "--key", str(self.key)]
+        return args

@@ -11,6 +11,8 @@ from pathlib import Path
 from transport_helpers import CLUSTER, FAST, Inbox, eventually, payload, run, seq_of
 
 from petcd.testing import make_pki
+from petcd.testing_pki import Issued, TestCA
+from petcd.tls import Gate, TLSInfo, client_context, server_context
 from petcd.transport import PeerTransport
 
 TLS_LOCAL = "https://127.0.0.1:0"
@@ -114,5 +116,50 @@ def test_tls_peer_without_client_certificate_is_refused(tmp_path: Path) -> None:
         finally:
             await a.stop()
             await c.stop()
+
+    run(main())
+
+
+def test_peer_gate_checks_the_allowed_cn_and_the_crl(tmp_path: Path) -> None:
+    """etcd's --peer-cert-allowed-cn and --peer-crl-file: after the handshake, a peer whose
+    certificate has another CN, or a revoked serial, is cut before it sends a byte."""
+    ca = TestCA(tmp_path, "ca")
+    server, good, stranger, revoked = (ca.issue(cn) for cn in ("m1", "m2", "intruder", "m2"))
+    info = TLSInfo(cert_file=str(server.cert), key_file=str(server.key),
+                   trusted_ca_file=str(ca.cert), client_cert_auth=True,
+                   crl_file=str(ca.write_crl([revoked])), allowed_cn="m2")
+
+    def dialler(peer_id: int, who: Issued) -> PeerTransport:
+        ctx = client_context(TLSInfo(cert_file=str(who.cert), key_file=str(who.key),
+                                     trusted_ca_file=str(ca.cert)))
+        return PeerTransport(peer_id, CLUSTER, ["http://127.0.0.1:0"], Inbox(),
+                             client_ssl=ctx, config=FAST)
+
+    async def main() -> None:
+        inbox = Inbox()
+        a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox, config=FAST,
+                          server_ssl=server_context(info, alpn=()),
+                          server_gate=Gate(info, "peer"))
+        others = {2: dialler(2, good), 3: dialler(3, stranger), 4: dialler(4, revoked)}
+        await a.start()
+        for c in others.values():
+            await c.start()
+        try:
+            for peer_id, c in others.items():
+                a.add_peer(peer_id, c.bound_urls())
+                c.add_peer(1, a.bound_urls())
+                c.send(1, [payload(peer_id, 0)])
+            await inbox.wait_count(1)
+            for peer_id in (3, 4):
+                def dial_failed(c: PeerTransport = others[peer_id]) -> bool:
+                    status = c.status(1)
+                    return status is not None and status.last_error is not None
+                await eventually(dial_failed)
+                assert others[peer_id].active_since(1) is None
+            assert inbox.payloads == [payload(2, 0)]
+        finally:
+            await a.stop()
+            for c in others.values():
+                await c.stop()
 
     run(main())

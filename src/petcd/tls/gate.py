@@ -158,6 +158,7 @@ def auth_properties(transport: asyncio.BaseTransport | None) -> dict[str, list[b
     ssl_object: Any = transport.get_extra_info("ssl_object")
     out = {k: list(v) for k, v in _TLS_BASE.items()}
     out["ssl_session_reused"] = [b"true" if ssl_object.session_reused else b"false"]
+    out["ssl_tls_version"] = [(ssl_object.version() or "").encode()]
     cert = peer_certificate(transport)
     if cert is None:
         return out
