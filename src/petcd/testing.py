@@ -83,7 +83,8 @@ class MemberProcess:
 
         if self.client_tls is None:
             return grpc.insecure_channel(self.address)
-        return grpc.secure_channel(self.address, self.client_tls.grpc_credentials())
+        creds = self.client_tls.grpc_credentials(("127.0.0.1", self.client_port))
+        return grpc.secure_channel(self.address, creds)
 
     @property
     def http_endpoint(self) -> str:
@@ -177,6 +178,8 @@ class MemberProcess:
 
         from petcd.pb.etcdserverpb import rpc_pb2
 
+        if self.client_tls is not None and self.client_tls.ca is None:
+            return self._serves_our_auto_tls_cert()
         try:
             with self.grpc_channel() as ch:
                 member_list = ch.unary_unary(
@@ -187,6 +190,19 @@ class MemberProcess:
         except grpc.RpcError:
             return False
         return any(self.peer_url in m.peerURLs for m in resp.members)
+
+    def _serves_our_auto_tls_cert(self) -> bool:
+        """An auto-TLS member is ours when it serves the certificate in our data dir (a
+        grpc client cannot reach etcd's P-521 auto-TLS certificate to ask it)."""
+        import ssl
+
+        mine = self.data_dir / "fixtures" / "client" / "cert.pem"
+        try:
+            served = ssl.get_server_certificate(("127.0.0.1", self.client_port), timeout=2)
+            return ssl.PEM_cert_to_DER_cert(served) == \
+                ssl.PEM_cert_to_DER_cert(mine.read_text())
+        except (OSError, ValueError):
+            return False
 
     @property
     def running(self) -> bool:

@@ -143,14 +143,18 @@ class ClientTLS:
             ctx.load_cert_chain(self.cert, self.key)
         return ctx
 
-    def grpc_credentials(self) -> Any:
-        """grpc.ChannelCredentials (grpc cannot skip verification: `ca` must be given)."""
+    def grpc_credentials(self, address: tuple[str, int] | None = None) -> Any:
+        """grpc.ChannelCredentials. grpc cannot skip verification: without `ca`, the
+        certificate the server at `address` presents is trusted (auto-TLS members)."""
         import grpc
 
         def read(p: Path | None) -> bytes | None:
             return None if p is None else p.read_bytes()
 
-        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+        root = read(self.ca)
+        if root is None and address is not None:
+            root = ssl.get_server_certificate(address, timeout=10).encode()
+        return grpc.ssl_channel_credentials(root, read(self.key), read(self.cert))
 
     def etcdctl_args(self) -> list[str]:
         args = ["--insecure-skip-tls-verify", "--insecure-transport=false"] \

@@ -1,6 +1,8 @@
 """Self-signed certificates for --auto-tls and --peer-auto-tls, as etcd makes them: an
-ECDSA P-521 key and a certificate (organisation "etcd", server auth, SANs from the
-listen URLs' hosts) in <data-dir>/fixtures/client or /peer, reused on later starts."""
+ECDSA key and a certificate (organisation "etcd", server auth, SANs from the listen URLs'
+hosts) in <data-dir>/fixtures/client or /peer, reused on later starts. etcd uses P-521;
+petcd uses P-256 because gRPC's BoringSSL clients (grpcio, grpc C++) do not accept P-521
+signatures, so they could not reach an etcd auto-TLS member at all."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _generate(cert_path: str, key_path: str, urls: Sequence[str], years: int,
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    key = ec.generate_private_key(ec.SECP521R1())
+    key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "etcd")])
     usages = [ExtendedKeyUsageOID.SERVER_AUTH] + \
