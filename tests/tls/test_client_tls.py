@@ -5,8 +5,12 @@ does. Outcomes must match etcd's wherever etcd has the feature."""
 
 from __future__ import annotations
 
+import os
+import signal
 import ssl
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from petcd.testing import MemberProcess, have_etcd
+from petcd.testing import SRC_DIR, Etcdctl, MemberProcess, free_port, have_etcd
 from petcd.testing_pki import ClientTLS
 
 from .conftest import Pki, curl, etcdctl_ok, grpc_ok, handshake, https_get
@@ -177,3 +181,33 @@ def test_petcd_tls_version_bounds(petcd_factory: Any, pki: Pki) -> None:
     only12.maximum_version = ssl.TLSVersion.TLSv1_2
     assert handshake(m2.client_port, only12) is None
     assert handshake(m2.client_port, pki.client().ssl_context()) == "TLSv1.3"
+
+
+def test_petcd_unixs_and_https_http_urls(pki: Pki, tmp_path: Path) -> None:
+    """TLS on a unix socket (unixs://) and on --listen-client-http-urls (gRPC keeps the
+    client URLs, HTTP gets its own https port)."""
+    port, http_port, peer_port = free_port(), free_port(), free_port()
+    sock = f"localhost:{port}"  # etcd's form: the socket file is ./localhost:<port>
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    env["PYTHONPATH"] = str(SRC_DIR)
+    peer = f"http://127.0.0.1:{peer_port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "petcd", "--data-dir", "d",
+         "--listen-client-urls", f"https://127.0.0.1:{port},unixs://{sock}",
+         "--advertise-client-urls", f"https://127.0.0.1:{port}",
+         "--listen-client-http-urls", f"https://127.0.0.1:{http_port}",
+         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+         "--initial-cluster", f"default={peer}", *pki.server_args()],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = f"https://127.0.0.1:{http_port}/health"
+        deadline = time.monotonic() + 30
+        while https_get(health, pki.client()) != {"health": "true"}:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        Etcdctl(f"unixs://{sock}", cwd=str(tmp_path), tls=pki.client()).ok("put", "u", "1")
+        ctl = Etcdctl(f"https://127.0.0.1:{port}", tls=pki.client())
+        assert ctl.ok("get", "u", "--print-value-only") == "1\n"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
