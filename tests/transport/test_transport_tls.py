@@ -8,6 +8,7 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from transport_helpers import CLUSTER, FAST, Inbox, eventually, payload, run, seq_of
 
 from petcd.testing import make_pki
@@ -161,5 +162,48 @@ def test_peer_gate_checks_the_allowed_cn_and_the_crl(tmp_path: Path) -> None:
             await a.stop()
             for c in others.values():
                 await c.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(("hosts", "verify", "accepted"), [
+    (("127.0.0.2",), True, False),  # another address: refused
+    (("127.0.0.2",), False, True),  # --experimental-peer-skip-client-san-verification
+    (("127.0.0.2", "localhost"), True, True),  # a DNS SAN resolving to the dialler
+    ((), True, True),  # no SANs: nothing to compare (as etcd)
+])
+def test_peer_client_certificate_must_name_its_address(
+        tmp_path: Path, hosts: tuple[str, ...], verify: bool, accepted: bool) -> None:
+    ca = TestCA(tmp_path, "ca")
+    server, dialler = ca.issue("m1"), ca.issue("m2", hosts=hosts)
+    info = TLSInfo(cert_file=str(server.cert), key_file=str(server.key),
+                   trusted_ca_file=str(ca.cert), verify_client_san=verify)
+
+    async def main() -> None:
+        inbox = Inbox()
+        a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox, config=FAST,
+                          server_ssl=server_context(info, alpn=()),
+                          server_gate=Gate(info, "peer") if Gate.needed(info) else None)
+        ctx = client_context(TLSInfo(cert_file=str(dialler.cert), key_file=str(dialler.key),
+                                     trusted_ca_file=str(ca.cert)))
+        c = PeerTransport(2, CLUSTER, ["http://127.0.0.1:0"], Inbox(), client_ssl=ctx,
+                          config=FAST)
+        await a.start()
+        await c.start()
+        try:
+            a.add_peer(2, c.bound_urls())
+            c.add_peer(1, a.bound_urls())
+            c.send(1, [payload(2, 0)])
+            if accepted:
+                await inbox.wait_count(1)
+            else:
+                def dial_failed() -> bool:
+                    status = c.status(1)
+                    return status is not None and status.last_error is not None
+                await eventually(dial_failed)
+                assert not inbox.payloads
+        finally:
+            await a.stop()
+            await c.stop()
 
     run(main())

@@ -126,6 +126,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         peer_cert_allowed_cn=str(v["peer-cert-allowed-cn"]),
         peer_cert_allowed_hostname=str(v["peer-cert-allowed-hostname"]),
         peer_auto_tls=bool(v["peer-auto-tls"]),
+        peer_skip_client_san_verification=bool(
+            v["experimental-peer-skip-client-san-verification"]),
         cert_file=str(v["cert-file"]),
         key_file=str(v["key-file"]),
         client_cert_file=str(v["client-cert-file"]),

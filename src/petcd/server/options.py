@@ -69,6 +69,9 @@ class ServerOptions:
     peer_cert_allowed_cn: str = ""
     peer_cert_allowed_hostname: str = ""
     peer_auto_tls: bool = False
+    # etcd checks that a peer's client certificate SANs name the peer's address, unless
+    # --experimental-peer-skip-client-san-verification.
+    peer_skip_client_san_verification: bool = False
     # Client TLS (https and unixs client URLs), etcd's --cert-file and friends. A trusted
     # CA alone already makes client certificates mandatory (etcd's rule); --auto-tls
     # generates a certificate into <data-dir>/fixtures/client when none is given.

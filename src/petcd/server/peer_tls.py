@@ -54,7 +54,8 @@ def peer_info(opts: ServerOptions) -> TLSInfo | None:
         client_cert_auth=opts.peer_client_cert_auth, crl_file=opts.peer_crl_file,
         allowed_cn=opts.peer_cert_allowed_cn, allowed_hostname=opts.peer_cert_allowed_hostname,
         cipher_suites=opts.cipher_suites, min_version=opts.tls_min_version,
-        max_version=opts.tls_max_version, self_signed=self_signed)
+        max_version=opts.tls_max_version, self_signed=self_signed,
+        verify_client_san=not opts.peer_skip_client_san_verification)
 
 
 def peer_contexts(opts: ServerOptions) -> PeerTLS:

@@ -14,7 +14,9 @@ import asyncio
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from cryptography import x509
@@ -72,6 +74,50 @@ def matches_hostname(cert: x509.Certificate, host: str) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """The remote address is none of the certificate's IP SANs: it passes if one of the
+    certificate's DNS names resolves to it (etcd resolves them too)."""
+
+    host: str
+    names: tuple[str, ...]  # DNS SANs (wildcards cannot be resolved: skipped)
+    all_names: tuple[str, ...]
+
+    async def refusal(self) -> str | None:
+        loop = asyncio.get_running_loop()
+        want = ipaddress.ip_address(self.host)
+        for name in self.names:
+            try:
+                infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+            except OSError:
+                continue
+            if any(ipaddress.ip_address(str(i[4][0])) == want for i in infos):
+                return None
+        quoted = " ".join(f'"{n}"' for n in self.all_names)
+        return f'tls: "{self.host}" does not match any of DNSNames [{quoted}]'
+
+
+def remote_san_refusal(cert: x509.Certificate, host: str) -> str | _Lookup | None:
+    """etcd's peer check: a client certificate with SANs must name the address it
+    connects from (an IP SAN, or a DNS SAN resolving to it)."""
+    san = _san(cert)
+    if san is None:
+        return None
+    ips = san.get_values_for_type(x509.IPAddress)
+    dns = san.get_values_for_type(x509.DNSName)
+    if ips:
+        try:
+            if ipaddress.ip_address(host) in ips:
+                return None
+        except ValueError:
+            pass
+        if not dns:
+            return f"x509: certificate is valid for {', '.join(map(str, ips))}, not {host}"
+    if not dns:
+        return None
+    return _Lookup(host, tuple(n for n in dns if not n.startswith("*")), tuple(dns))
+
+
 class Gate:
     """etcd's post-handshake checks for one listener (see the module docstring)."""
 
@@ -79,6 +125,7 @@ class Gate:
         self._crl_file = info.crl_file
         self._allowed_cn = info.allowed_cn
         self._allowed_hostname = info.allowed_hostname
+        self._check_san = info.verify_client_san
         self._what = what
         self._crl_stamp: tuple[int, int] | None = None
         self._revoked: frozenset[int] = frozenset()
@@ -87,7 +134,8 @@ class Gate:
 
     @staticmethod
     def needed(info: TLSInfo) -> bool:
-        return bool(info.crl_file or info.allowed_cn or info.allowed_hostname)
+        return bool(info.crl_file or info.allowed_cn or info.allowed_hostname
+                    or info.verify_client_san)
 
     def _reload_crl(self) -> None:
         # Re-read only when the file changed: etcd reads it on every connection.
@@ -97,8 +145,9 @@ class Gate:
             self._revoked = load_crl(self._crl_file)
             self._crl_stamp = stamp
 
-    def refusal(self, transport: asyncio.BaseTransport) -> str | None:
-        """Why this handshaken connection must be closed, or None to accept it."""
+    def refusal(self, transport: asyncio.BaseTransport) -> str | _Lookup | None:
+        """Why this handshaken connection must be closed, None to accept it, or a DNS
+        lookup that decides."""
         cert = peer_certificate(transport)
         if cert is None:
             return None  # no certificate asked for or sent: nothing to check (as etcd)
@@ -113,6 +162,10 @@ class Gate:
             return f"{self._what} certificate authentication failed (CN {_common_name(cert)!r})"
         if self._allowed_hostname and not matches_hostname(cert, self._allowed_hostname):
             return f"{self._what} certificate authentication failed (hostname)"
+        if self._check_san:
+            peer = transport.get_extra_info("peername")
+            if isinstance(peer, tuple):
+                return remote_san_refusal(cert, str(peer[0]))
         return None
 
     def wrap(self, factory: Factory) -> Factory:
@@ -122,14 +175,33 @@ class Gate:
 class _Gated(asyncio.Protocol):
     """Stands in for the real protocol until the checks pass (then swaps itself out)."""
 
-    __slots__ = ("_factory", "_gate")
+    __slots__ = ("_factory", "_gate", "_lost", "_task")
 
     def __init__(self, gate: Gate, factory: Factory) -> None:
         self._gate = gate
         self._factory = factory
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        reason = self._gate.refusal(transport)
+        verdict = self._gate.refusal(transport)
+        if isinstance(verdict, _Lookup):
+            # Hold the connection's bytes until the names are resolved.
+            cast(asyncio.Transport, transport).pause_reading()
+            self._task = asyncio.get_running_loop().create_task(
+                self._after_lookup(transport, verdict))
+            return
+        self._decide(transport, verdict)
+
+    async def _after_lookup(self, transport: asyncio.BaseTransport, lookup: _Lookup) -> None:
+        reason = await lookup.refusal()
+        if self._lost:
+            return
+        self._decide(transport, reason)
+        if reason is None:
+            cast(asyncio.Transport, transport).resume_reading()
+
+    def _decide(self, transport: asyncio.BaseTransport, reason: str | None) -> None:
         if reason is not None:
             log.info("rejected connection from %s (%s)",
                      transport.get_extra_info("peername"), reason)
@@ -143,7 +215,7 @@ class _Gated(asyncio.Protocol):
         pass  # only reached on a refused connection being torn down
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self._lost = True
 
 
 _TLS_BASE = {"transport_security_type": [b"ssl"],
