@@ -211,3 +211,23 @@ def test_petcd_unixs_and_https_http_urls(pki: Pki, tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def _served_serial(port: int) -> int:
+    pem = ssl.get_server_certificate(("127.0.0.1", port), timeout=10)
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def test_a_rotated_certificate_is_served_without_restart(start: Start, pki: Pki,
+                                                         tmp_path: Path) -> None:
+    """etcd reads its certificate files at each handshake; petcd notices when they change."""
+    cert, key = tmp_path / "server.pem", tmp_path / "server-key.pem"
+    cert.write_bytes(pki.server.cert.read_bytes())
+    key.write_bytes(pki.server.key.read_bytes())
+    m = start(["--cert-file", str(cert), "--key-file", str(key)], pki.client())
+    assert _served_serial(m.client_port) == pki.server.serial
+    fresh = pki.ca.issue("server")
+    key.write_bytes(fresh.key.read_bytes())
+    cert.write_bytes(fresh.cert.read_bytes())
+    assert _served_serial(m.client_port) == fresh.serial
+    assert grpc_ok(m, pki.client())

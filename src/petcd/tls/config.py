@@ -5,12 +5,16 @@ connection)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+log = logging.getLogger("petcd.tls")
 
 
 class TLSError(Exception):
@@ -191,7 +195,50 @@ ALPN = ("http/1.1", "h2")
 
 
 def server_context(info: TLSInfo, alpn: Sequence[str] = ALPN) -> ssl.SSLContext:
-    """The listening side: our certificate, and the clients' when etcd would require one."""
+    """The listening side: our certificate, and the clients' when etcd would require one.
+    A certificate or key file that changes later is loaded at the next handshake."""
+    ctx = _server_context(info, alpn)
+    _Reloader(info, alpn, ctx)
+    return ctx
+
+
+def _files_stamp(info: TLSInfo) -> tuple[tuple[int, int], ...] | None:
+    try:
+        return tuple((st.st_mtime_ns, st.st_size)
+                     for st in (os.stat(info.cert_file), os.stat(info.key_file)))
+    except OSError:
+        return None
+
+
+class _Reloader:
+    """etcd reads its certificate and key at every handshake, so a rotated pair is served
+    without a restart. Here each ClientHello stats the two files; when they changed, a
+    fresh context is built and the connection (and later ones) switched to it. A pair that
+    does not load (half written, mismatched) is logged and the current one kept."""
+
+    def __init__(self, info: TLSInfo, alpn: Sequence[str], ctx: ssl.SSLContext) -> None:
+        self._info, self._alpn, self._ctx = info, alpn, ctx
+        self._stamp = _files_stamp(info)
+        ctx.sni_callback = self._hello
+
+    def _hello(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+               ctx: ssl.SSLContext) -> None:
+        stamp = _files_stamp(self._info)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                fresh = _server_context(self._info, self._alpn)
+            except TLSError as e:
+                log.warning("keeping the current TLS certificate: %s", e)
+            else:
+                fresh.sni_callback = self._hello
+                self._ctx = fresh
+                log.info("loaded the changed TLS certificate %s", self._info.cert_file)
+        if conn.context is not self._ctx:
+            conn.context = self._ctx
+
+
+def _server_context(info: TLSInfo, alpn: Sequence[str]) -> ssl.SSLContext:
     if info.empty:
         raise TLSError("TLS needs a certificate and key (--cert-file, --key-file)")
     if not (info.cert_file and info.key_file):
