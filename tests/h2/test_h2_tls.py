@@ -100,6 +100,8 @@ def test_auth_context_shows_the_client_certificate(kind: str, tmp_path: Path) ->
             creds = ClientTLS(ca.cert, who.cert, who.key).grpc_credentials()
             with grpc.secure_channel(f"127.0.0.1:{s.port}", creds) as ch:
                 seen[who.cn] = ch.unary_unary("/test.Svc/Echo")(b"auth", timeout=10).decode()
+                meta = ch.unary_unary("/test.Svc/Echo")(b"meta", timeout=10).decode()
+                assert "'ipv4:127.0.0.1:" in meta  # peer() as over plaintext
     finally:
         s.stop()
     assert seen["alice"] == repr((

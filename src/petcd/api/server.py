@@ -1,6 +1,7 @@
 """Start and stop a member's client side: the node (store + log + apply loop), the
 gRPC server, and the listeners on the client URLs (gRPC and HTTP/1.1 on one port
-through the mux, or separately when --listen-client-http-urls is given)."""
+through the mux, or separately when --listen-client-http-urls is given; TLS on https
+and unixs URLs, see server/client_tls.py)."""
 
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ class ClientServer:
             raise OSError(f"listen tcp {target}: bind: address already in use")
 
     async def _listen(self, url: str,
-                      factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+                      factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         u = urlsplit(url)
         tls: dict[str, Any] = {}
@@ -169,7 +170,7 @@ class ClientServer:
             assert self._tls is not None
             tls = {"ssl": self._tls.context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
             if self._tls.gate is not None:
-                factory = self._tls.gate.wrap(factory)  # type: ignore[assignment]
+                factory = self._tls.gate.wrap(factory)
         if u.scheme in ("unix", "unixs"):
             path = u.netloc
             with contextlib.suppress(FileNotFoundError):
