@@ -1,6 +1,7 @@
 """Start and stop a member's client side: the node (store + log + apply loop), the
 gRPC server, and the listeners on the client URLs (gRPC and HTTP/1.1 on one port
-through the mux, or separately when --listen-client-http-urls is given)."""
+through the mux, or separately when --listen-client-http-urls is given; TLS on https
+and unixs URLs, see server/client_tls.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.quota import QuotaKVService
 from petcd.api.watch import WatchService
+from petcd.server.client_tls import GRPCIO_TLS_REFUSED, TLS_SCHEMES, client_tls
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
+from petcd.tls import TLSError
 
 log = logging.getLogger("petcd.api")
 
@@ -34,6 +37,8 @@ log = logging.getLogger("petcd.api")
 # too large reach its own check and get "etcdserver: request is too large".
 GRPC_OVERHEAD_BYTES = 512 * 1024
 _INT32_MAX = 2**31 - 1
+# A client that has not finished its TLS handshake by then is dropped (it holds a socket).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def grpc_options(opts: ServerOptions) -> list[tuple[str, int]]:
@@ -67,6 +72,10 @@ class ClientServer:
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
+        # Certificates first: a bad file fails the start before anything is opened.
+        self._tls = client_tls(opts)
+        if self._tls is not None and opts.grpc_server != "h2":
+            raise TLSError(GRPCIO_TLS_REFUSED)
         self.node = Node(opts, on_fatal=on_fatal, on_removed=on_removed)
         self._grpc: grpc.aio.Server | None = None
         self._h2: GrpcServer | None = None
@@ -155,21 +164,27 @@ class ClientServer:
             raise OSError(f"listen tcp {target}: bind: address already in use")
 
     async def _listen(self, url: str,
-                      factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+                      factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         u = urlsplit(url)
+        tls: dict[str, Any] = {}
+        if u.scheme in TLS_SCHEMES:
+            assert self._tls is not None
+            tls = {"ssl": self._tls.context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+            if self._tls.gate is not None:
+                factory = self._tls.gate.wrap(factory)
         if u.scheme in ("unix", "unixs"):
             path = u.netloc
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
                     os.unlink(path)  # a stale socket of an earlier run, as etcd removes it
             self._socket_files.append(path)
-            return await loop.create_unix_server(factory, path)
+            return await loop.create_unix_server(factory, path, **tls)
         host, port = _host_port(url)
         return await loop.create_server(
             factory, host, port, reuse_address=self.opts.socket_reuse_address or None,
             reuse_port=self.opts.socket_reuse_port or None, backlog=1024,
-            family=socket.AF_UNSPEC)
+            family=socket.AF_UNSPEC, **tls)
 
     async def stop(self, grace: float = 2.0) -> None:
         for listener in self._listeners:

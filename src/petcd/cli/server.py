@@ -15,8 +15,10 @@ from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
 from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
+from petcd.server.client_tls import GRPCIO_TLS_REFUSED
 from petcd.server.cluster import BootstrapError
 from petcd.server.options import ServerOptions
+from petcd.tls import TLSError
 
 log = logging.getLogger("petcd")
 
@@ -75,10 +77,11 @@ def version_text() -> str:
 
 
 def options_from(cfg: config_mod.Config) -> ServerOptions:
+    grpc_server = str(cfg.values["experimental-grpc-server"])
     for url in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
-        if url.startswith(("https://", "unixs://")):
-            # Serving plaintext where the operator asked for TLS would be worse than failing.
-            raise config_mod.ConfigError(f"TLS client URLs are not supported yet ({url})")
+        if url.startswith(("https://", "unixs://")) and grpc_server != "h2":
+            raise config_mod.ConfigError(GRPCIO_TLS_REFUSED)
+    v = cfg.values
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
@@ -108,7 +111,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
             cfg.values["experimental-compact-hash-check-time"]),  # type: ignore[arg-type]
         auto_compaction_mode=cfg.auto_compaction[0],
         auto_compaction_retention=cfg.auto_compaction[1],
-        grpc_server=str(cfg.values["experimental-grpc-server"]),
+        grpc_server=grpc_server,
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,
@@ -129,6 +132,25 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         peer_client_key_file=str(cfg.values["peer-client-key-file"]),
         peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
         peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
+        peer_crl_file=str(v["peer-crl-file"]),
+        peer_cert_allowed_cn=str(v["peer-cert-allowed-cn"]),
+        peer_cert_allowed_hostname=str(v["peer-cert-allowed-hostname"]),
+        peer_auto_tls=bool(v["peer-auto-tls"]),
+        peer_skip_client_san_verification=bool(
+            v["experimental-peer-skip-client-san-verification"]),
+        cert_file=str(v["cert-file"]),
+        key_file=str(v["key-file"]),
+        client_cert_file=str(v["client-cert-file"]),
+        client_key_file=str(v["client-key-file"]),
+        trusted_ca_file=str(v["trusted-ca-file"]),
+        client_cert_auth=bool(v["client-cert-auth"]),
+        client_crl_file=str(v["client-crl-file"]),
+        client_cert_allowed_hostname=str(v["client-cert-allowed-hostname"]),
+        auto_tls=bool(v["auto-tls"]),
+        cipher_suites=tuple(cast(list[str], v["cipher-suites"])),
+        tls_min_version=str(v["tls-min-version"]),
+        tls_max_version=str(v["tls-max-version"]),
+        self_signed_cert_validity=cast(int, v["self-signed-cert-validity"]),
         quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
@@ -212,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(run(opts))
-    except BootstrapError as e:
+    except (BootstrapError, TLSError) as e:
         log.critical("%s", e)
         code = 1
     except OSError as e:

@@ -76,6 +76,33 @@ class ServerOptions:
     peer_client_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    # Beyond the files: CRL, the CN or hostname a peer's certificate must carry, and
+    # --peer-auto-tls (a self-signed certificate in <data-dir>/fixtures/peer).
+    peer_crl_file: str = ""
+    peer_cert_allowed_cn: str = ""
+    peer_cert_allowed_hostname: str = ""
+    peer_auto_tls: bool = False
+    # etcd checks that a peer's client certificate SANs name the peer's address, unless
+    # --experimental-peer-skip-client-san-verification.
+    peer_skip_client_san_verification: bool = False
+    # Client TLS (https and unixs client URLs), etcd's --cert-file and friends. A trusted
+    # CA alone already makes client certificates mandatory (etcd's rule); --auto-tls
+    # generates a certificate into <data-dir>/fixtures/client when none is given.
+    cert_file: str = ""
+    key_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    client_crl_file: str = ""
+    client_cert_allowed_hostname: str = ""
+    auto_tls: bool = False
+    # Shared by client and peer TLS: Go cipher suite names, TLS1.2/TLS1.3 bounds, and
+    # the validity in years of auto-TLS certificates.
+    cipher_suites: tuple[str, ...] = ()
+    tls_min_version: str = "TLS1.2"
+    tls_max_version: str = ""
+    self_signed_cert_validity: int = 1
     # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
     quota_backend_bytes: int = 0
     # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'

@@ -157,7 +157,8 @@ class RaftDriver:
         self._transport = PeerTransport(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self._on_messages,
             self._on_snapshot, config=transport_config, server_ssl=boot.server_ssl,
-            client_ssl=boot.client_ssl, on_peer_status=self._on_peer_status,
+            client_ssl=boot.client_ssl, server_gate=boot.peer_gate,
+            on_peer_status=self._on_peer_status,
             on_rejected=self._on_rejected, on_request=self._on_request)
         self._sync_transport()
 
