@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from petcd.api.auth import AuthService
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
@@ -89,7 +90,8 @@ class ClientServer:
             log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
                         opts.wait_cluster_ready_timeout)
         handlers = (
-            self.kv.handler(), ClusterService(self.node).handler(),
+            self.kv.handler(), AuthService(self.node).handler(),
+            ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
