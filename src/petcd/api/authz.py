@@ -113,10 +113,24 @@ class Authorizer:
         return await self.check(context, checks.check_keys_writable, keys)
 
 
-async def require_admin(authz: Authorizer, context: Context) -> None:
-    """With auth enabled, end the call unless the caller has the root role."""
+# etcd's auth package errors, for the calls where etcd hands them to gRPC unconverted
+# (its maintenance server): clients see code Unknown and these words.
+_UNCONVERTED = {
+    errors.USER_EMPTY: "auth: user name is empty",
+    errors.USER_NOT_FOUND: "auth: user not found",
+    errors.PERMISSION_DENIED: "auth: permission denied",
+    errors.INVALID_AUTH_TOKEN: "auth: invalid auth token",
+}
+
+
+async def require_admin(authz: Authorizer, context: Context, *,
+                        unconverted: bool = False) -> None:
+    """With auth enabled, end the call unless the caller has the root role.
+    `unconverted`: answer as etcd's maintenance server does (see _UNCONVERTED)."""
     if authz.store.enabled:
         try:
             await authz.admin(context)
         except EtcdError as e:
+            if unconverted and e in _UNCONVERTED:
+                await context.abort(grpc.StatusCode.UNKNOWN, _UNCONVERTED[e])
             await context.abort(e.code, e.message)

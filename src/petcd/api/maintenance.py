@@ -67,7 +67,7 @@ class MaintenanceService:
         return out
 
     async def Hash(self, raw: bytes, context: Context) -> bytes:
-        await require_admin(self._authz, context)
+        await require_admin(self._authz, context, unconverted=True)
         h, rev = await self._node.maintenance.hash()
         resp = rpc.HashResponse(hash=h)
         self._header(resp.header, rev)
@@ -75,7 +75,7 @@ class MaintenanceService:
 
     async def HashKV(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.HashKVRequest, raw, context)
-        await require_admin(self._authz, context)
+        await require_admin(self._authz, context, unconverted=True)
         try:
             h, current, compact, hashed = await self._node.maintenance.hash_kv(req.revision)
         except EtcdError as e:
@@ -85,7 +85,7 @@ class MaintenanceService:
         return resp.SerializeToString()
 
     async def Defragment(self, raw: bytes, context: Context) -> bytes:
-        await require_admin(self._authz, context)
+        await require_admin(self._authz, context, unconverted=True)
         try:
             await self._node.maintenance.defragment()
         except EtcdError as e:
@@ -97,7 +97,7 @@ class MaintenanceService:
         whose blob is the sha256 of all the bytes before it: `etcdctl snapshot save`
         writes the blobs to the file and checks that its size is 32 more than a
         multiple of 512; restore checks the digest."""
-        await require_admin(self._authz, context)
+        await require_admin(self._authz, context, unconverted=True)
         f, total = await self._node.maintenance.snapshot()
         try:
             digest = hashlib.sha256()

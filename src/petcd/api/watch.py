@@ -91,7 +91,9 @@ class WatchService:
         try:
             await self._authz.check(context, _check_watch, check)
         except EtcdError as e:
-            return e.message
+            # etcd sends its gRPC error's Go string as the reason.
+            code = "".join(w.capitalize() for w in e.code.name.split("_"))
+            return f"rpc error: code = {code} desc = {e.message}"
         return None
 
     async def _read(self, requests: AsyncIterator[bytes], stream: WatchStream,
