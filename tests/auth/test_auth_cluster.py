@@ -95,6 +95,18 @@ def test_simple_token_on_other_members(cluster_factory: Callable[..., PetcdClust
         with Client(m.address) as cm:
             assert cm.outcome(cm.kv.Put, rpc.PutRequest(key=b"w/1", value=b"1"), alice) == OK
             assert cm.outcome(cm.kv.Put, rpc.PutRequest(key=b"x", value=b"1"), alice) == DENIED
+    # TimeToLive through a follower (forwarded to the leader) is checked where it came in.
+    follower = c.followers(c.wait_leader())[0]
+    with Client(follower.address) as cf:
+        cf.ok(cf.lease.LeaseGrant, rpc.LeaseGrantRequest(ID=9, TTL=60), alice)
+        cf.ok(cf.kv.Put, rpc.PutRequest(key=b"w/l", value=b"1", lease=9), alice)
+        ttl = rpc.LeaseTimeToLiveRequest(ID=9, keys=True)
+        assert list(cf.ok(cf.lease.LeaseTimeToLive, ttl, alice).keys) == [b"w/l"]
+        root = cf.login("root", "rootpw")
+        cf.ok(cf.kv.Put, rpc.PutRequest(key=b"x", value=b"1", lease=9), root)
+        c.wait_applied(_committed(c), [follower])
+        assert cf.outcome(cf.lease.LeaseTimeToLive, ttl, alice) == DENIED
+        assert list(cf.ok(cf.lease.LeaseTimeToLive, ttl, root).keys) == [b"w/l", b"x"]
     # Simple tokens live in memory: a restarted member no longer knows them.
     b.kill()
     b.start()

@@ -141,11 +141,13 @@ class LeaseService:
         req = await parse_request(rpc.LeaseTimeToLiveRequest, raw, context)
         if self._node.is_learner:
             await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
-        if self._auth.enabled:  # READ on every attached key (etcd 3.4.26/3.5.9 on)
+        forwarded = _forwarded(context)
+        # READ on every attached key (etcd 3.4.26/3.5.9 on), checked by the member the
+        # client called (a follower's forwarded call carries no token).
+        if self._auth.enabled and not forwarded:
             await self._check(context, _readable, self._lease_keys(req.ID))
         try:
-            resp = await self._leases.time_to_live(req.ID, req.keys,
-                                                   forwarded=_forwarded(context))
+            resp = await self._leases.time_to_live(req.ID, req.keys, forwarded=forwarded)
         except EtcdError as e:
             await abort(context, e)
         return self._revision_header() + resp.SerializeToString() + self.header.get()
