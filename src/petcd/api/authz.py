@@ -72,19 +72,23 @@ class Authorizer:
             cn = common_name(context)
             return (cn, 0) if cn else _NOBODY
         tokens = self.tokens
-        info = tokens.parse(token)
-        if info is None:
-            raise errors.INVALID_AUTH_TOKEN
         if isinstance(tokens, SimpleTokens):
-            if info.index > self._node.applied_index:
+            user = tokens.lookup(token)
+            if user is None:
+                info = tokens.parse(token)
+                if info is None or info.index <= self._node.applied_index:
+                    raise errors.INVALID_AUTH_TOKEN
                 # Issued through a member ahead of us: wait until we applied it.
                 barrier = self._node.read_barrier()
                 if barrier is not None:
                     await barrier
-            user = tokens.lookup(token)
-            if user is None:
-                raise errors.INVALID_AUTH_TOKEN
+                user = tokens.lookup(token)
+                if user is None:
+                    raise errors.INVALID_AUTH_TOKEN
             return (user, 0)
+        info = tokens.parse(token)
+        if info is None:
+            raise errors.INVALID_AUTH_TOKEN
         return (info.user, info.revision)
 
     async def check(self, context: Context,

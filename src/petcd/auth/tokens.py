@@ -60,8 +60,10 @@ class SimpleTokens:
             self._tokens[token] = [user, now + self.ttl]
             if now >= self._next_sweep:  # expired tokens go at most one TTL late
                 self._next_sweep = now + 1.0
-                for t in [t for t, v in self._tokens.items() if v[1] < now]:
-                    del self._tokens[t]
+                # (list() copies in one step: lookups on the loop thread may pop meanwhile)
+                for t, v in list(self._tokens.items()):
+                    if v[1] < now:
+                        self._tokens.pop(t, None)
 
     def parse(self, token: str) -> TokenInfo | None:
         """The token's shape: None if it can never be valid."""
@@ -72,24 +74,27 @@ class SimpleTokens:
 
     def lookup(self, token: str) -> str | None:
         """The user of a live token, and the token kept alive; None if unknown/expired."""
+        # Lock-free (the hot path with auth on): single dict operations are atomic, and
+        # a lookup racing an invalidation is caught by the auth revision check after it.
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None
         now = time.monotonic()
-        with self._lock:
-            entry = self._tokens.get(token)
-            if entry is None:
-                return None
-            if entry[1] < now:
-                del self._tokens[token]
-                return None
-            entry[1] = now + self.ttl
-            return str(entry[0])
+        if entry[1] < now:
+            self._tokens.pop(token, None)
+            return None
+        entry[1] = now + self.ttl
+        user: str = entry[0]
+        return user
 
     def invalidate(self, user: str | None) -> None:
         with self._lock:
             if user is None:
                 self._tokens.clear()
             else:
-                for t in [t for t, v in self._tokens.items() if v[0] == user]:
-                    del self._tokens[t]
+                for t, v in list(self._tokens.items()):
+                    if v[0] == user:
+                        self._tokens.pop(t, None)
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -200,6 +205,9 @@ def from_option(option: str, simple_ttl: float) -> TokenProvider:
         except OSError as e:
             raise TokenOptionError(f"auth: cannot read {name} {path}: {e.strerror}") from None
 
+    if opts.get("sign-method", "") not in _ALGORITHMS:  # etcd checks it before the keys
+        raise TokenOptionError(
+            f"auth: invalid auth signature method {opts.get('sign-method', '')!r}")
     ttl = 300.0
     if opts.get("ttl"):
         try:

@@ -68,7 +68,19 @@ def encode_stamp(stamp: Stamp) -> bytes:
         return b""
     if stamp is ANON:
         return _ANON_BYTES
-    user, rev = stamp
+    cached = _STAMPS.get(stamp)
+    if cached is not None:
+        return cached
+    if len(_STAMPS) >= 1024:
+        _STAMPS.clear()
+    _STAMPS[stamp] = encoded = _encode_stamp(*stamp)
+    return encoded
+
+
+_STAMPS: dict[tuple[str, int], bytes] = {}  # (user, revision) -> bytes: few distinct
+
+
+def _encode_stamp(user: str, rev: int) -> bytes:
     body = b""
     if user:
         name = user.encode()
