@@ -144,7 +144,8 @@ class AuthService:
     async def UserAdd(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.AuthUserAddRequest, raw, context)
         stamp = await self._admin(context)
-        if not (req.HasField("options") and req.options.no_password) and req.password:
+        no_password = req.HasField("options") and req.options.no_password
+        if not no_password and (req.password or not req.hashedPassword):
             req.hashedPassword = await self._node.passwords.hash(req.password)
         req.password = ""
         return await self._propose(A.USER_ADD, req, stamp, context)
