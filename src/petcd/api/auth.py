@@ -20,7 +20,6 @@ from petcd import errors
 from petcd.api.authz import Authorizer
 from petcd.api.kv import HeaderSuffix, abort, parse_request
 from petcd.auth import apply as A
-from petcd.auth.store import ROOT
 from petcd.auth.tokens import JwtTokens, SimpleTokens
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -251,5 +250,3 @@ class AuthService:
         return grpc.method_handlers_generic_handler(
             "etcdserverpb.Auth", {n: unary(getattr(self, n)) for n in names})
 
-
-__all__ = ["ROOT", "AuthService"]

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import grpc
 
 from petcd import errors
-from petcd.auth import checks
 from petcd.auth.store import AuthStore
 from petcd.auth.tokens import SimpleTokens
 from petcd.errors import EtcdError
@@ -112,9 +111,6 @@ class Authorizer:
         if err is not None:
             raise err
         return (user, rev)
-
-    async def keys_writable(self, context: Context, keys: list[bytes]) -> tuple[str, int]:
-        return await self.check(context, checks.check_keys_writable, keys)
 
 
 # etcd's auth package errors, for the calls where etcd hands them to gRPC unconverted

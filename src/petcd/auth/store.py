@@ -36,6 +36,7 @@ _REVISION = b"authRevision"
 _U64 = struct.Struct(">Q")
 
 ROOT = "root"
+EtcdErrorOrNone = errors.EtcdError | None
 
 
 def has_root_role(user: User) -> bool:
@@ -298,5 +299,3 @@ class AuthStore:
         self._changed(batch)
         return rpc.AuthRoleRevokePermissionResponse()
 
-
-EtcdErrorOrNone = errors.EtcdError | None
