@@ -197,3 +197,28 @@ def test_authenticate_registers_simple_tokens(store: AuthStore) -> None:
     apply(store, "user_change_password", rpc.AuthUserChangePasswordRequest(
         name="alice", hashedPassword="h2"))
     assert tokens.lookup(resp.token) is None
+
+
+class _Ctx:
+    """The two context methods the caller's identity is read from."""
+
+    def __init__(self, md: tuple[tuple[str, str | bytes], ...], auth: dict[str, list[bytes]]
+                 ) -> None:
+        self._md, self._auth = md, auth
+
+    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        return self._md
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self._auth
+
+
+def test_caller_identity_sources() -> None:
+    from petcd.api.authz import common_name, token_of
+    cn = {"x509_common_name": [b"alice"], "transport_security_type": [b"ssl"]}
+    assert token_of(_Ctx((("token", "t1"),), {})) == "t1"  # type: ignore[arg-type]
+    assert token_of(_Ctx((("authorization", "Bearer t2"),), {})) == "t2"  # type: ignore[arg-type]
+    assert token_of(_Ctx((("authorization", "t3"),), {})) == "t3"  # type: ignore[arg-type]
+    assert token_of(_Ctx((("other", "x"),), cn)) is None  # type: ignore[arg-type]
+    assert common_name(_Ctx((), cn)) == "alice"  # type: ignore[arg-type]
+    assert common_name(_Ctx((), {"transport_security_type": [b"insecure"]})) is None  # type: ignore[arg-type]
