@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from petcd.api.auth import AuthService
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.http import HttpApp, HttpProtocol
@@ -100,7 +101,8 @@ class ClientServer:
         if opts.initial_corrupt_check:
             await self.node.initial_corrupt_check()  # raises: the member does not serve
         handlers = (
-            self.kv.handler(), ClusterService(self.node).handler(),
+            self.kv.handler(), AuthService(self.node).handler(),
+            ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler())
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731

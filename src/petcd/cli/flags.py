@@ -211,10 +211,12 @@ FLAGS: tuple[Flag, ...] = (
          True),
     # --- auth
     Flag("auth-token", S, "simple",
-         "v3 authentication token type and its options ('simple' or 'jwt').", AUTH),
+         "v3 authentication token type and its options: 'simple', or 'jwt,pub-key=PATH,"
+         "priv-key=PATH,sign-method=RS256|ES256|...,ttl=5m'.", AUTH, True),
     Flag("bcrypt-cost", U, 10,
-         "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH),
-    Flag("auth-token-ttl", U, 300, "Lifetime in seconds of a simple auth token.", AUTH),
+         "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH, True),
+    Flag("auth-token-ttl", U, 300,
+         "Lifetime in seconds of a simple auth token after its last use.", AUTH, True),
     # --- monitoring
     Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP.", MONITORING),
     Flag("metrics", S, "basic",

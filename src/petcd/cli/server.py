@@ -154,7 +154,23 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
+        auth_token=_auth_token(cfg),
+        auth_token_ttl=float(cast(int, cfg.values["auth-token-ttl"])),
+        bcrypt_cost=cast(int, cfg.values["bcrypt-cost"]),
     )
+
+
+def _auth_token(cfg: config_mod.Config) -> str:
+    """--auth-token, checked now (keys readable and matching) so that a bad one fails
+    the start, as in etcd."""
+    from petcd.auth.tokens import TokenOptionError, from_option
+
+    option = str(cfg.values["auth-token"])
+    try:
+        from_option(option, 300.0)
+    except TokenOptionError as e:
+        raise config_mod.ConfigError(f"--auth-token: {e}") from None
+    return option
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:

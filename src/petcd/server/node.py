@@ -14,6 +14,10 @@ from collections.abc import Awaitable, Callable
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.auth import tokens
+from petcd.auth.apply import AuthApplier
+from petcd.auth.login import Passwords
+from petcd.auth.store import AuthStore
 from petcd.errors import EtcdError
 from petcd.lease import metrics as lease_metrics
 from petcd.lease.apply import LeaseApplier
@@ -32,7 +36,7 @@ from petcd.server.maintenance import Maintenance
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import COMPACTION, Result
+from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raft_log import RaftDriver
 
 log = logging.getLogger("petcd.server")
@@ -84,6 +88,7 @@ class Node:
                 interval=opts.corrupt_check_time,
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
+        self._init_auth(opts)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -101,6 +106,25 @@ class Node:
             self.lessor, self, election_timeout=opts.election_ms / 1000,
             checkpoint_interval=opts.lease_checkpoint_interval if opts.lease_checkpoint
             else None)
+
+    def _init_auth(self, opts: ServerOptions) -> None:
+        """Users, roles and permissions (applied from the log), this member's token
+        provider, password hashing; the apply path's permission gate."""
+        self.auth = AuthStore(self.backend)
+        self.tokens = tokens.from_option(opts.auth_token, opts.auth_token_ttl)
+        if isinstance(self.tokens, tokens.SimpleTokens):
+            self.auth.invalidate_listeners.append(self.tokens.invalidate)
+        self.passwords = Passwords(opts.bcrypt_cost)
+        lessor = self.lessor
+
+        def lease_keys(lease_id: int) -> list[bytes]:
+            lease = lessor.get(lease_id)
+            return [] if lease is None else lessor.keys_of(lease)
+
+        applier = self._applier
+        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index, lease_keys)
+        auth_applier.register(applier.register)
+        applier.auth = auth_applier
 
     # -- lifecycle
     async def listen_peers(self) -> None:
@@ -184,11 +208,14 @@ class Node:
         """etcd's request timeout: 5 s + 2 election timeouts."""
         return self._log.request_timeout
 
-    def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Result]:
+    def propose(self, kind: str, raw: bytes, request: Message,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
         """Queue a mutation (kind: a petcd.server.proposal constant; raw: the client's
-        request bytes; request: the same, parsed). Resolves to the response message or
-        the EtcdError to answer, once the write is durable and applied."""
-        return self._log.propose(kind, raw, request)
+        request bytes; request: the same, parsed; stamp: who asked and the auth revision
+        their permissions were checked at, None for the member's own requests). Resolves
+        to the response message or the EtcdError to answer, once the write is durable and
+        applied."""
+        return self._log.propose(kind, raw, request, stamp)
 
     def _peer_client_urls(self) -> list[tuple[int, list[str]]]:
         return [(m.id, list(m.client_urls)) for m in self.membership.sorted()

@@ -110,3 +110,8 @@ class ServerOptions:
     lease_checkpoint: bool = False
     lease_checkpoint_persist: bool = False
     lease_checkpoint_interval: float = 300.0
+    # Auth: --auth-token ("simple" or "jwt,<options>"), --auth-token-ttl (seconds a
+    # simple token lives after its last use), --bcrypt-cost (password hashing).
+    auth_token: str = "simple"
+    auth_token_ttl: float = 300.0
+    bcrypt_cost: int = 10

@@ -82,7 +82,7 @@ from petcd.server.membership import (
 )
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Committed, Proposal, Result, varint
+from petcd.server.proposal import Committed, Proposal, Result, Stamp, encode_stamp, varint
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
 
@@ -105,8 +105,8 @@ class _Pending(Proposal):
     __slots__ = ("deadline", "started", "term")
 
     def __init__(self, proposal_id: int, kind: str, raw: bytes, request: PbMessage,
-                 future: asyncio.Future[Result], deadline: float) -> None:
-        super().__init__(proposal_id, kind, raw, request, future)
+                 future: asyncio.Future[Result], deadline: float, stamp: Stamp) -> None:
+        super().__init__(proposal_id, kind, raw, request, future, stamp)
         self.deadline = deadline
         self.started = time.time()
         self.term = 0
@@ -303,7 +303,8 @@ class RaftDriver:
         self._wal_thread.shutdown()
         self._storage.close()
 
-    def propose(self, kind: str, raw: bytes, request: PbMessage) -> asyncio.Future[Result]:
+    def propose(self, kind: str, raw: bytes, request: PbMessage,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         if self._stopping:
             fut.set_result(errors.STOPPED)
@@ -316,7 +317,8 @@ class RaftDriver:
             return fut
         pid = self._next_id
         self._next_id = pid + 1
-        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout)
+        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout,
+                     stamp)
         self._queue.append(p)
         self._deadlines.append(p)
         if not self._wake.is_set():
@@ -376,7 +378,7 @@ class RaftDriver:
         tags = _FIELD_TAGS
         origin = b"\x10" + varint(me)
         datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
-                 for p in batch]
+                 + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
             raw.propose_batch(datas)
         except ProposalDropped as e:
@@ -470,7 +472,7 @@ class RaftDriver:
                 del by_index[e.index]
                 if p.term == e.term:
                     local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request))
+                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
                     p.future.set_result(errors.LEADER_CHANGED)
@@ -525,6 +527,8 @@ class RaftDriver:
                     continue
                 c.kind = kind
                 c.request = getattr(ir, kind)
+                if ir.HasField("auth"):
+                    c.stamp = (ir.auth.username, ir.auth.revision)
                 if ir.origin == me:
                     forwarded.append((pos, ir.id))
         return self._applier.apply(entries), forwarded
