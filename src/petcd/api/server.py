@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd.api.cluster import ClusterService, HealthService
+from petcd.api.gateway import Gateway
 from petcd.api.h2 import GrpcServer, ServerConfig
+from petcd.api.h2.registry import Registry
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
 from petcd.api.maintenance import MaintenanceService
@@ -74,7 +76,7 @@ class ClientServer:
         self._socket_files: list[str] = []
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
-        self.http = HttpApp(self.node)
+        self.http = HttpApp(self.node, cors=opts.cors, host_whitelist=opts.host_whitelist)
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -92,6 +94,8 @@ class ClientServer:
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler())
+        if opts.enable_grpc_gateway:
+            self._add_gateway(handlers)
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
@@ -116,6 +120,15 @@ class ClientServer:
                 self._listeners.append(await self._listen(
                     url, lambda: MuxProtocol(sock_path, http_factory)))
         log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
+
+    def _add_gateway(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...]) -> None:
+        """The JSON gateway calls the same handlers the gRPC server serves."""
+        registry = Registry()
+        registry.add_generic_rpc_handlers(handlers)
+        self.gateway = Gateway(
+            registry.lookup,
+            max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
+        self.http.add_route(self.gateway.serves, self.gateway.handle)
 
     async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
                         http_factory: Callable[[], asyncio.Protocol]) -> None:

@@ -116,7 +116,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("socket-reuse-address", B, False,
          "Set SO_REUSEADDR on listeners (bind to an address in TIME_WAIT state).", MEMBER,
          True),
-    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER),
+    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER,
+         True),
     # --- clustering
     Flag("initial-advertise-peer-urls", L, "http://localhost:2380",
          "List of this member's peer URLs to advertise to the rest of the cluster.",
@@ -195,10 +196,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("cipher-suites", SL, "",
          "Comma-separated list of TLS cipher suites for client/server and peers.", SECURITY),
     Flag("cors", SL, "*",
-         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY),
+         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY,
+         True),
     Flag("host-whitelist", SL, "*",
          "Acceptable hostnames in HTTP client requests if the server is not secure "
-         "(empty or * allows all).", SECURITY),
+         "(empty or * allows all).", SECURITY, True),
     Flag("tls-min-version", S, "TLS1.2", "Minimum TLS version supported.", SECURITY),
     Flag("tls-max-version", S, "", "Maximum TLS version supported.", SECURITY),
     # --- auth

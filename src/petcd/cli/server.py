@@ -122,7 +122,16 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
+        enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
+        cors=_strings(cfg.values["cors"]),
+        host_whitelist=_strings(cfg.values["host-whitelist"]),
     )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(s.strip() for s in cast(list[str], value) if s.strip())
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:

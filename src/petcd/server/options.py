@@ -70,3 +70,8 @@ class ServerOptions:
     lease_checkpoint: bool = False
     lease_checkpoint_persist: bool = False
     lease_checkpoint_interval: float = 300.0
+    # HTTP on the client URLs: the JSON gateway (--enable-grpc-gateway), --cors origins
+    # and --host-whitelist ("*" or empty: any).
+    enable_grpc_gateway: bool = True
+    cors: tuple[str, ...] = ("*",)
+    host_whitelist: tuple[str, ...] = ("*",)
