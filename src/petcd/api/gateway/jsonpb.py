@@ -10,7 +10,6 @@ printer walks descriptors slower than this encoder does."""
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Iterator
@@ -241,30 +240,23 @@ def go_b64decode(s: str) -> bytes:
     """Go's base64.StdEncoding: padding required, CR/LF skipped, the error naming the
     byte offset Go names."""
     raw = s.encode("utf-8", "surrogatepass")
-    if b"\n" not in raw and b"\r" not in raw:
-        try:
-            return base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    else:
-        raw_stripped = raw.replace(b"\n", b"").replace(b"\r", b"")
-        try:
-            return base64.b64decode(raw_stripped, validate=True)
-        except (binascii.Error, ValueError):
-            pass
-    raise JsonError(f"illegal base64 data at input byte {_b64_error_offset(raw)}")
+    bad = _b64_error_offset(raw)
+    if bad is not None:
+        raise JsonError(f"illegal base64 data at input byte {bad}")
+    if b"\n" in raw or b"\r" in raw:
+        raw = raw.replace(b"\n", b"").replace(b"\r", b"")
+    return base64.b64decode(raw)
 
 
-def _b64_error_offset(src: bytes) -> int:
-    # Go's decodeQuantum, reduced to where it reports an error.
+def _b64_error_offset(src: bytes) -> int | None:
+    """Where Go's decoder stops on this input, or None if it decodes (Go's
+    decodeQuantum, reduced to its error cases)."""
     si, n = 0, len(src)
     while True:
         j = 0
         while j < 4:
             if si == n:
-                if j == 0:
-                    return n  # unreachable for input that failed to decode
-                return si - j
+                return None if j == 0 else si - j
             c = src[si]
             si += 1
             if c in _B64_CHARS:
@@ -272,11 +264,9 @@ def _b64_error_offset(src: bytes) -> int:
                 continue
             if c in (10, 13):
                 continue
-            if c != 61:  # '='
+            if c != 61 or j < 2:  # not '=', or padding too early
                 return si - 1
-            if j in (0, 1):
-                return si - 1
-            if j == 2:
+            if j == 2:  # "==" expected: the second '=' must follow
                 while si < n and src[si] in (10, 13):
                     si += 1
                 if si == n:
@@ -286,8 +276,7 @@ def _b64_error_offset(src: bytes) -> int:
                 si += 1
             while si < n and src[si] in (10, 13):
                 si += 1
-            return si if si < n else n
-        # a full quantum: go on
+            return si if si < n else None  # after padding only the end may follow
 
 
 # -- encoding -------------------------------------------------------------------------
