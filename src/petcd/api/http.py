@@ -1,6 +1,7 @@
-"""The HTTP/1.1 endpoints etcd serves on its client URLs: /health, /version (and,
-later, /metrics and the JSON gateway). Parsing is h11's; this module routes and
-answers with etcd's exact bodies and headers."""
+"""HTTP/1.1 on etcd's client URLs. Parsing is h11's; this module serves /version itself
+and hands other paths to routes (api/observe.py: /metrics, /health, /livez, /readyz;
+api/gateway: the JSON gateway), with etcd's CORS and host checks, and streams
+responses that are produced over time (chunked, with backpressure)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ from http import HTTPStatus
 from typing import Protocol, cast
 
 import h11
-from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
-from petcd.errors import EtcdError
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -49,7 +48,6 @@ _CORS = [
 ]
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _JSON = (b"Content-Type", b"application/json")
-_METRICS_TYPE = (b"Content-Type", b"text/plain; version=0.0.4; charset=utf-8")  # as etcd
 _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
 
 
@@ -62,8 +60,9 @@ def _version_body() -> bytes:
 class HttpApp:
     def __init__(self, node: Node, *, routes: tuple[Route, ...] = (),
                  cors: tuple[str, ...] = ("*",), host_whitelist: tuple[str, ...] = ("*",),
-                 tls: bool = False) -> None:
+                 tls: bool = False, metrics_only: bool = False) -> None:
         self._node = node
+        self._metrics_only = metrics_only  # a --listen-metrics-urls listener
         self._version = _version_body()
         self._routes = routes
         self._access = AccessControl(cors, host_whitelist, tls)
@@ -91,38 +90,14 @@ class HttpApp:
         path = target.split("?", 1)[0]
         for serves, handler in self._routes:
             if serves(path):
-                return await handler(method, path, headers, body)
-        if path == "/health":
-            if method != "GET":
-                return _not_allowed()
-            ok = self._node.healthy() and not self._alarmed(target)
-            if ok and not self._node.is_learner:  # (a learner serves no linearizable read)
-                barrier = self._node.read_barrier()
-                if barrier is not None:
-                    try:
-                        await barrier
-                    except EtcdError:
-                        ok = False
-            if ok:
-                return 200, [_TEXT], b'{"health":"true"}'
-            # etcd answers with Go's http.Error: nosniff, and a newline after the body.
-            return 503, [_TEXT, _NOSNIFF], b'{"health":"false"}\n'
-        if path == "/metrics":
-            if method != "GET":
-                return _not_allowed()
-            return 200, [_METRICS_TYPE], generate_latest(self._node.metrics.registry)
+                return await handler(method, target, headers, body)
+        if self._metrics_only:
+            return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
         if path == "/version":
             if method != "GET":
                 return _not_allowed()
             return 200, [_JSON], self._version
         return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
-
-
-    def _alarmed(self, target: str) -> bool:
-        """An active alarm makes /health false, unless ?exclude=NAME names its type."""
-        query = urllib.parse.parse_qs(target.partition("?")[2])
-        excluded = set(query.get("exclude", ()))
-        return bool(self._node.maintenance.unhealthy_alarms(excluded))
 
 
 def _with_headers(streamer: Streamer, extra: list[tuple[bytes, bytes]]) -> Streamer:

@@ -19,12 +19,14 @@ import grpc
 
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.gateway import Gateway
+from petcd.api.grpc_metrics import GrpcMetrics
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2.registry import Registry
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
+from petcd.api.observe import Observability
 from petcd.api.quota import QuotaKVService
 from petcd.api.watch import WatchService
 from petcd.server.node import Node
@@ -76,7 +78,11 @@ class ClientServer:
         self._socket_files: list[str] = []
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
-        self.http = HttpApp(self.node, cors=opts.cors, host_whitelist=opts.host_whitelist)
+        self.observe = Observability(self.node, pprof=opts.enable_pprof)
+        self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
+                            cors=opts.cors, host_whitelist=opts.host_whitelist)
+        self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
+                                        extensive=opts.metrics == "extensive")
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
@@ -90,10 +96,11 @@ class ClientServer:
         if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
             log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
                         opts.wait_cluster_ready_timeout)
-        handlers = (
+        handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler())
+        handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
@@ -119,6 +126,7 @@ class ClientServer:
             for url in opts.listen_client_urls:
                 self._listeners.append(await self._listen(
                     url, lambda: MuxProtocol(sock_path, http_factory)))
+        await self._listen_metrics()
         log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
 
     def _add_gateway(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...]) -> None:
@@ -148,8 +156,19 @@ class ClientServer:
             self._listeners.append(await self._listen(url, server.protocol_factory))
         for url in opts.listen_client_http_urls:
             self._listeners.append(await self._listen(url, http_factory))
+        await self._listen_metrics()
         log.info("ready to serve client requests on %s (gRPC server: h2)",
                  ", ".join(opts.listen_client_urls))
+
+    async def _listen_metrics(self) -> None:
+        """--listen-metrics-urls: /metrics and the health endpoints only (etcd's metrics
+        mux), with no gateway and no CORS."""
+        if not self.opts.listen_metrics_urls:
+            return
+        app = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
+                      metrics_only=True)
+        for url in self.opts.listen_metrics_urls:
+            self._listeners.append(await self._listen(url, lambda: HttpProtocol(app.handle)))
 
     def _bind_grpc(self, server: grpc.aio.Server, url: str) -> None:
         u = urlsplit(url)

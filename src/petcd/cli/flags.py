@@ -210,11 +210,12 @@ FLAGS: tuple[Flag, ...] = (
          "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH),
     Flag("auth-token-ttl", U, 300, "Lifetime in seconds of a simple auth token.", AUTH),
     # --- monitoring
-    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP.", MONITORING),
+    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP (petcd: a "
+         "Python cProfile at /debug/pprof/profile).", MONITORING, True),
     Flag("metrics", S, "basic",
-         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING),
+         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING, True),
     Flag("listen-metrics-urls", L, "",
-         "List of URLs to listen on for the metrics and health endpoints.", MONITORING),
+         "List of URLs to listen on for the metrics and health endpoints.", MONITORING, True),
     # --- logging
     Flag("logger", S, "capnslog", "Logger to use ('zap' or 'capnslog'); petcd has one.",
          LOGGING),

@@ -125,7 +125,17 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
         cors=_strings(cfg.values["cors"]),
         host_whitelist=_strings(cfg.values["host-whitelist"]),
+        metrics=_metrics_level(cfg.values["metrics"]),
+        listen_metrics_urls=tuple(_strings(cfg.values["listen-metrics-urls"])),
+        enable_pprof=bool(cfg.values["enable-pprof"]),
     )
+
+
+def _metrics_level(value: object) -> str:
+    if value not in ("basic", "extensive"):
+        raise config_mod.ConfigError(f"unknown metrics option {value!r} "
+                                     "(expected 'basic' or 'extensive')")
+    return str(value)
 
 
 def _strings(value: object) -> tuple[str, ...]:

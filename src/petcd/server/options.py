@@ -75,3 +75,9 @@ class ServerOptions:
     enable_grpc_gateway: bool = True
     cors: tuple[str, ...] = ("*",)
     host_whitelist: tuple[str, ...] = ("*",)
+    # --metrics: "basic", or "extensive" (adds gRPC handling-time histograms);
+    # --listen-metrics-urls: /metrics and /health on their own listeners too.
+    metrics: str = "basic"
+    listen_metrics_urls: tuple[str, ...] = ()
+    # --enable-pprof: a Python profile at /debug/pprof/profile (see api/observe.py).
+    enable_pprof: bool = False

@@ -89,9 +89,9 @@ class Gateway:
     def serves(path: str) -> bool:
         return canonical(path) is not None
 
-    async def handle(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
+    async def handle(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> Reply | Streamer:
-        canon = canonical(path)
+        canon = canonical(target.partition("?")[0])
         route = ROUTES.get(canon) if canon is not None else None
         if route is None:
             return _NOT_FOUND
