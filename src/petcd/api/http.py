@@ -9,6 +9,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -49,6 +50,18 @@ _CORS = [
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 _JSON = (b"Content-Type", b"application/json")
 _NOSNIFF = (b"X-Content-Type-Options", b"nosniff")
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date() -> bytes:
+    """The Date header's value, formatted once per second (formatdate is slow)."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True).encode())
+    return _date_cache[1]
 
 
 def _version_body() -> bytes:
@@ -242,7 +255,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is None or self._transport.is_closing():
             return
         all_headers = [*headers,
-                       (b"Date", email.utils.formatdate(usegmt=True).encode()),
+                       (b"Date", _date()),
                        (b"Content-Length", str(len(body)).encode())]
         try:
             out = self._conn.send(h11.Response(status_code=status, headers=all_headers,
@@ -338,7 +351,7 @@ class _ChunkedOut:
         if p._transport is None:
             return
         p._transport.set_write_buffer_limits(high=OUTPUT_HIGH_WATER)
-        all_headers = [*headers, (b"Date", email.utils.formatdate(usegmt=True).encode())]
+        all_headers = [*headers, (b"Date", _date())]
         p._transport.write(p._conn.send(h11.Response(
             status_code=status, headers=all_headers,
             reason=HTTPStatus(status).phrase.encode())) or b"")

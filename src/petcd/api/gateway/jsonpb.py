@@ -10,6 +10,7 @@ printer walks descriptors slower than this encoder does."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from collections.abc import Iterator
@@ -240,6 +241,12 @@ def go_b64decode(s: str) -> bytes:
     """Go's base64.StdEncoding: padding required, CR/LF skipped, the error naming the
     byte offset Go names."""
     raw = s.encode("utf-8", "surrogatepass")
+    n = len(raw)
+    if n % 4 == 0 and raw.find(b"=") in (-1, n - 1, n - 2):  # the common case, in C
+        try:
+            return binascii.a2b_base64(raw, strict_mode=True)
+        except binascii.Error:
+            pass
     bad = _b64_error_offset(raw)
     if bad is not None:
         raise JsonError(f"illegal base64 data at input byte {bad}")
@@ -300,45 +307,74 @@ def to_json(msg: Message) -> str:
     return "".join(parts)
 
 
+# Per field: its '"name":' prefix, how its values are written, enum names by number.
+_MESSAGE, _BYTES, _QUOTED, _BOOL, _STRING, _ENUM, _NUMBER = range(7)
+_FieldInfo = tuple[str, int, bool, int, dict[int, str] | None]
+_INFO: dict[FieldDescriptor, _FieldInfo] = {}
+
+
+def _info(fd: FieldDescriptor) -> _FieldInfo:
+    info = _INFO.get(fd)
+    if info is None:
+        t = fd.type
+        names = None
+        if t == _FD.TYPE_MESSAGE:
+            kind = _MESSAGE
+        elif t == _FD.TYPE_BYTES:
+            kind = _BYTES
+        elif t in _INT64 or t in _UINT64:
+            kind = _QUOTED
+        elif t == _FD.TYPE_BOOL:
+            kind = _BOOL
+        elif t == _FD.TYPE_STRING:
+            kind = _STRING
+        elif fd.enum_type is not None:
+            kind = _ENUM
+            names = {v.number: v.name for v in fd.enum_type.values}
+        else:
+            kind = _NUMBER
+        info = _INFO[fd] = (f'"{fd.name}":', kind, fd.is_repeated, fd.index, names)
+    return info
+
+
 def _encode(msg: Message, out: list[str]) -> None:
-    out.append("{")
-    first = True
-    fields = list(msg.ListFields())
+    append = out.append
+    append("{")
+    fields = [(_info(fd), v) for fd, v in msg.ListFields()]
     if len(fields) > 1:
-        fields.sort(key=lambda f: f[0].index)  # declaration order, as Go's struct
-    for fd, value in fields:
-        if not first:
-            out.append(",")
-        first = False
-        out.append('"')
-        out.append(fd.name)
-        out.append('":')
-        if fd.is_repeated:
-            out.append("[")
+        fields.sort(key=lambda f: f[0][3])  # declaration order, as Go's struct
+    first = True
+    for (prefix, kind, repeated, _, names), value in fields:
+        if first:
+            first = False
+        else:
+            append(",")
+        append(prefix)
+        if repeated:
+            append("[")
             for i, item in enumerate(value):
                 if i:
-                    out.append(",")
-                _encode_value(fd, item, out)
-            out.append("]")
+                    append(",")
+                _value(kind, names, item, out)
+            append("]")
         else:
-            _encode_value(fd, value, out)
-    out.append("}")
+            _value(kind, names, value, out)
+    append("}")
 
 
-def _encode_value(fd: FieldDescriptor, v: Any, out: list[str]) -> None:
-    t = fd.type
-    if t == _FD.TYPE_MESSAGE:
+def _value(kind: int, names: dict[int, str] | None, v: Any, out: list[str]) -> None:
+    if kind == _MESSAGE:
         _encode(v, out)
-    elif t == _FD.TYPE_BYTES:
+    elif kind == _BYTES:
         out.append('"' + base64.b64encode(v).decode("ascii") + '"')
-    elif t in _INT64 or t in _UINT64:
+    elif kind == _QUOTED:
         out.append(f'"{v}"')
-    elif t == _FD.TYPE_BOOL:
+    elif kind == _BOOL:
         out.append("true" if v else "false")
-    elif t == _FD.TYPE_STRING:
+    elif kind == _STRING:
         out.append(_go_string(v))
-    elif fd.enum_type is not None:
-        ev = fd.enum_type.values_by_number.get(v)
-        out.append(f'"{ev.name}"' if ev is not None else str(v))
+    elif kind == _ENUM:
+        name = names.get(v) if names is not None else None
+        out.append(f'"{name}"' if name is not None else str(v))
     else:
         out.append(json.dumps(v))
