@@ -296,3 +296,37 @@ def test_snapshot_stream(pair: Pair) -> None:
         assert all(set(x) == {"result"} for x in lines)
         import hashlib
         assert hashlib.sha256(blob[:-32]).digest() == blob[-32:]
+
+
+def test_cors_and_host_whitelist(tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = tmp_path_factory.mktemp("gw-cors")
+    args = ["--cors", "http://a.example:8080", "--host-whitelist", "127.0.0.1,localhost"]
+    etcd = EtcdProcess(base / "etcd", args=args)
+    petcd = PetcdProcess(base / "petcd", args=args)
+    try:
+        etcd.start()
+        petcd.start()
+        cors = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+                "Access-Control-Allow-Headers")
+        cases = [
+            ("POST", "/v3/kv/range", {"Origin": "http://a.example:8080"}),
+            ("POST", "/v3/kv/range", {"Origin": "http://b.example"}),
+            ("OPTIONS", "/v3/kv/range", {"Origin": "http://a.example:8080"}),
+            ("GET", "/health", {"Host": "evil.example:1234"}),
+            ("POST", "/v3/kv/put", {"Host": "evil.example"}),
+            ("GET", "/version", {"Host": "localhost:80"}),
+        ]
+        for method, path, headers in cases:
+            seen = []
+            for m in (etcd, petcd):
+                r = requests.request(method, m.endpoint + path, headers=headers,
+                                     data='{"key": "YQ=="}', timeout=10)
+                seen.append((r.status_code, {h: r.headers.get(h) for h in cors},
+                             r.text if r.status_code == 421 else ""))
+            assert seen[0] == seen[1], (method, path, headers)
+        # Nothing was written by the refused put.
+        assert requests.post(petcd.endpoint + "/v3/kv/range", data='{"key": "YQ=="}',
+                             timeout=10).json().get("count") is None
+    finally:
+        etcd.kill()
+        petcd.kill()
