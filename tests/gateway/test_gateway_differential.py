@@ -330,3 +330,31 @@ def test_cors_and_host_whitelist(tmp_path_factory: pytest.TempPathFactory) -> No
     finally:
         etcd.kill()
         petcd.kill()
+
+
+def _curl(*args: str) -> str:
+    import subprocess
+    return subprocess.run(["curl", "-s", *args], capture_output=True, timeout=30,
+                          check=False).stdout.decode()
+
+
+@pytest.mark.skipif(__import__("shutil").which("curl") is None, reason="no curl")
+def test_curl_sequence(pair: Pair) -> None:
+    """The README-style curl session, byte for byte once IDs are normalised."""
+    outs: list[list[Any]] = [[], []]
+    for i, url in enumerate(pair.urls):
+        for path, body in [
+                ("/v3/kv/put", '{"key": "Y3VybC9h", "value": "MQ=="}'),
+                ("/v3/kv/range", '{"key": "Y3VybC9h"}'),
+                ("/v3/kv/txn", '{"compare":[{"key":"Y3VybC9h","result":"EQUAL",'
+                               '"target":"VALUE","value":"MQ=="}],"success":[{"requestPut":'
+                               '{"key":"Y3VybC9h","value":"Mg=="}}]}'),
+                ("/v3/kv/deleterange", '{"key": "Y3VybC9h", "prev_kv": true}'),
+                ("/v3/kv/range", '{"key": "Y3VybC9h", "revision": "1"}')]:
+            outs[i].append(json.loads(_curl(url + path, "-X", "POST", "-d", body)))
+        # The history of the key, streamed (curl gives up after 3 s; the stream stays open).
+        watch = _curl("-N", "--max-time", "3", url + "/v3/watch", "-d",
+                      '{"create_request": {"key": "Y3VybC9h", "start_revision": "1"}}')
+        outs[i].append([json.loads(x) for x in watch.splitlines() if x])
+    assert normalise(outs[0]) == normalise(outs[1])
+    assert len(outs[1][-1]) == 2 and len(outs[1][-1][1]["result"]["events"]) == 3
