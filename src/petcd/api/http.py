@@ -187,6 +187,7 @@ class HttpProtocol(asyncio.Protocol):
         self._body = bytearray()
         self._busy = False
         self._streaming: asyncio.Task[object] | None = None
+        self._reading_paused = False
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
 
@@ -196,6 +197,12 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._conn.receive_data(data)
         self._process()
+        if self._busy and self._transport is not None \
+                and len(self._conn.trailing_data[0]) > INPUT_HOLD_BYTES:
+            # Bytes sent ahead while a response (a watch: maybe for hours) is running
+            # wait in h11's buffer: stop reading past this much.
+            self._transport.pause_reading()
+            self._reading_paused = True
 
     def eof_received(self) -> bool | None:
         self._conn.receive_data(b"")
@@ -249,6 +256,9 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
             return
         self._busy = False
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
         self._process()
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -336,6 +346,8 @@ class HttpProtocol(asyncio.Protocol):
 
 # Bytes a streamed response may hold in the transport before its producer waits.
 OUTPUT_HIGH_WATER = 256 * 1024
+# Bytes of a next request read ahead while a response is running.
+INPUT_HOLD_BYTES = 1024 * 1024
 
 
 class _ChunkedOut:
