@@ -117,7 +117,12 @@ def _convert(flag: Flag, raw: object, *, from_file: bool = False) -> object:
         return sorted(set(urls))
     if kind is Kind.STRINGS:
         items = raw if isinstance(raw, list) else str(raw).split(",")
-        return [str(x).strip() for x in items if str(x).strip()]
+        values = [str(x).strip() for x in items if str(x).strip()]
+        if flag.name == "cors":  # etcd: origins are URLs, or "*"
+            for v in values:
+                if v != "*":
+                    parse_url(v)
+        return values
     if kind is Kind.CHOICE:
         text = str(raw)
         if text not in flag.choices:

@@ -116,7 +116,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("socket-reuse-address", B, False,
          "Set SO_REUSEADDR on listeners (bind to an address in TIME_WAIT state).", MEMBER,
          True),
-    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER),
+    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER,
+         True),
     # --- clustering
     Flag("initial-advertise-peer-urls", L, "http://localhost:2380",
          "List of this member's peer URLs to advertise to the rest of the cluster.",
@@ -200,10 +201,11 @@ FLAGS: tuple[Flag, ...] = (
          "Comma-separated list of TLS cipher suites (Go's names) for client/server and "
          "peers; TLS 1.3 suites are not configurable.", SECURITY, True),
     Flag("cors", SL, "*",
-         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY),
+         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY,
+         True),
     Flag("host-whitelist", SL, "*",
          "Acceptable hostnames in HTTP client requests if the server is not secure "
-         "(empty or * allows all).", SECURITY),
+         "(empty or * allows all).", SECURITY, True),
     Flag("tls-min-version", S, "TLS1.2",
          "Minimum TLS version supported (TLS1.2 or TLS1.3).", SECURITY, True),
     Flag("tls-max-version", S, "",
@@ -218,11 +220,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auth-token-ttl", U, 300,
          "Lifetime in seconds of a simple auth token after its last use.", AUTH, True),
     # --- monitoring
-    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP.", MONITORING),
+    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP (petcd: a "
+         "Python cProfile at /debug/pprof/profile).", MONITORING, True),
     Flag("metrics", S, "basic",
-         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING),
+         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING, True),
     Flag("listen-metrics-urls", L, "",
-         "List of URLs to listen on for the metrics and health endpoints.", MONITORING),
+         "List of URLs to listen on for the metrics and health endpoints.", MONITORING, True),
     # --- logging
     Flag("logger", S, "capnslog",
          "Logger: 'zap' for structured lines (--log-format), or 'capnslog' for petcd's "

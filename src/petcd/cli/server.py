@@ -157,6 +157,12 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         auth_token=_auth_token(cfg),
         auth_token_ttl=float(cast(int, cfg.values["auth-token-ttl"])),
         bcrypt_cost=cast(int, cfg.values["bcrypt-cost"]),
+        enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
+        cors=_strings(cfg.values["cors"]),
+        host_whitelist=_strings(cfg.values["host-whitelist"]),
+        metrics=_metrics_level(cfg.values["metrics"]),
+        listen_metrics_urls=tuple(_strings(cfg.values["listen-metrics-urls"])),
+        enable_pprof=bool(cfg.values["enable-pprof"]),
     )
 
 
@@ -171,6 +177,19 @@ def _auth_token(cfg: config_mod.Config) -> str:
     except TokenOptionError as e:
         raise config_mod.ConfigError(f"--auth-token: {e}") from None
     return option
+
+
+def _metrics_level(value: object) -> str:
+    if value not in ("basic", "extensive"):
+        raise config_mod.ConfigError(f"unknown metrics option {value!r} "
+                                     "(expected 'basic' or 'extensive')")
+    return str(value)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(s.strip() for s in cast(list[str], value) if s.strip())
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:

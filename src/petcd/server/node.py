@@ -26,6 +26,7 @@ from petcd.lease.lessor import Lessor, min_lease_ttl
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server import member_metrics
 from petcd.server.alarm import ALARM
 from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
@@ -89,6 +90,7 @@ class Node:
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
         self._init_auth(opts)
+        member_metrics.register(self, self.metrics.registry)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -198,6 +200,9 @@ class Node:
     @property
     def committed_index(self) -> int:
         return self._log.committed_index
+
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        return self._log.peer_traffic()
 
     @property
     def applied_index(self) -> int:

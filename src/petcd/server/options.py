@@ -115,3 +115,14 @@ class ServerOptions:
     auth_token: str = "simple"
     auth_token_ttl: float = 300.0
     bcrypt_cost: int = 10
+    # HTTP on the client URLs: the JSON gateway (--enable-grpc-gateway), --cors origins
+    # and --host-whitelist ("*" or empty: any).
+    enable_grpc_gateway: bool = True
+    cors: tuple[str, ...] = ("*",)
+    host_whitelist: tuple[str, ...] = ("*",)
+    # --metrics: "basic", or "extensive" (adds gRPC handling-time histograms);
+    # --listen-metrics-urls: /metrics and /health on their own listeners too.
+    metrics: str = "basic"
+    listen_metrics_urls: tuple[str, ...] = ()
+    # --enable-pprof: a Python profile at /debug/pprof/profile (see api/observe.py).
+    enable_pprof: bool = False

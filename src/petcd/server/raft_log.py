@@ -250,6 +250,11 @@ class RaftDriver:
     def is_learner(self) -> bool:
         return self._raw.is_learner
 
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Bytes sent to and received from each peer (lifetime), for metrics."""
+        sent = {pid: st.sent_bytes for pid, st in self._transport.statuses().items()}
+        return sent, dict(self._transport.received_bytes)
+
     def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
         self._leader_listeners.append(listener)
 
