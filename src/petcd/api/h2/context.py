@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 
 if TYPE_CHECKING:
-    from petcd.api.h2.connection import Stream
+    from petcd.api.h2.stream import Stream
 
 _OK = grpc.StatusCode.OK
 _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",
