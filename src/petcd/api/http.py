@@ -9,7 +9,7 @@ import email.utils
 import json
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import cast
 
@@ -87,21 +87,57 @@ def _not_allowed() -> Reply:
     return 405, [(b"Allow", b"GET"), _TEXT, _NOSNIFF], b"Method Not Allowed\n"
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection (keep-alive, one request at a time)."""
+# Bounds of one HTTP/1.1 connection (docs/ARCHITECTURE.md): request line + headers,
+# body, the time a request may take to arrive, and the idle time between requests.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+REQUEST_TIMEOUT = 30.0
+IDLE_TIMEOUT = 120.0
 
-    def __init__(self, handler: Handler) -> None:
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection (keep-alive, one request at a time; reading pauses
+    while a request is answered, so pipelined data is never buffered unread)."""
+
+    def __init__(self, handler: Handler, *, max_body: int = MAX_BODY_BYTES,
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self._handler = handler
-        self._conn = h11.Connection(h11.SERVER)
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._busy = False
+        self._max_body = max_body
+        self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._receiving = False  # a request has started arriving
+        # Set by the listener's connection accounting: called once when the connection ends.
+        self.on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._arm(self._request_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._transport is None or self._busy:
+            return
+        if self._receiving:
+            self._send_error(408, b"request timeout\n")
+        else:
+            self._transport.close()  # idle keep-alive connection
 
     def data_received(self, data: bytes) -> None:
+        if not self._receiving:
+            self._receiving = True
+            self._arm(self._request_timeout)
         self._conn.receive_data(data)
         self._process()
 
@@ -114,18 +150,29 @@ class HttpProtocol(asyncio.Protocol):
         while not self._busy and self._transport is not None:
             try:
                 event = self._conn.next_event()
-            except h11.RemoteProtocolError:
-                self._send_error(400)
+            except h11.RemoteProtocolError as e:
+                self._send_error(e.error_status_hint)
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
                 self._request = event
                 self._body.clear()
+                length = _content_length(event.headers)
+                if length is not None and length > self._max_body:
+                    self._send_error(413, b"request body too large\n")
+                    return
             elif isinstance(event, h11.Data):
                 self._body += event.data
+                if len(self._body) > self._max_body:
+                    self._send_error(413, b"request body too large\n")
+                    return
             elif isinstance(event, h11.EndOfMessage):
                 self._busy = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._transport.pause_reading()
                 asyncio.get_running_loop().create_task(self._respond())
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -154,6 +201,9 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
             return
         self._busy = False
+        self._receiving = False
+        self._arm(self._idle_timeout)
+        self._transport.resume_reading()
         self._process()
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -172,11 +222,27 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._transport.write(out)
 
-    def _send_error(self, status: int) -> None:
+    def _send_error(self, status: int, body: bytes = b"bad request\n") -> None:
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(status, [_TEXT], b"bad request\n")
+            self._send(status, [_TEXT, (b"Connection", b"close")], body)
         if self._transport is not None:
             self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
