@@ -67,6 +67,7 @@ _DATA_FLAGS = bytes((F.DATA, 0))
 _KEEPALIVE_PING = b"petcd-ka"
 
 _PUMP_BATCH = 64  # blocked streams resumed per event loop iteration
+_FRAMES_PER_TURN = 256  # frames handled per event loop iteration, for fairness
 _MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
 _MAX_EMPTY_CONTINUATIONS = 4
 _RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
@@ -115,6 +116,7 @@ class H2Protocol(asyncio.Protocol):
         self._peer: str | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._handshake: asyncio.TimerHandle | None = None
+        self._turn_paused = False  # frames left over for the next event loop iteration
         self._pings = PingPolicy(cfg.keepalive_min_time)
         self._resets = ResetBudget(cfg.reset_burst, cfg.reset_rate)
 
@@ -146,6 +148,9 @@ class H2Protocol(asyncio.Protocol):
             data = self._sniff(data)
             if not data:
                 return
+        self._process(data)
+
+    def _process(self, data: bytes) -> None:
         try:
             pos = self._frames(data)
         except F.H2ConnectionError as e:
@@ -158,8 +163,34 @@ class H2Protocol(asyncio.Protocol):
             return
         if pos < len(data):
             self._buf = bytearray(memoryview(data)[pos:])
+            if len(self._buf) >= self._need and not self._turn_paused:
+                # Frames left after this turn's budget: let other connections run,
+                # read nothing more meanwhile, go on in the next event loop iteration.
+                self._turn_paused = True
+                self._set_reading()
+                self._loop.call_soon(self._next_turn)
         if self._out:
             self._flush()
+
+    def _next_turn(self) -> None:
+        self._turn_paused = False
+        buf = self._buf
+        if self._closed or buf is None:
+            return
+        self._buf = None
+        self._process(bytes(buf))
+        if not self._turn_paused:
+            self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read while neither the transport's output is backed up nor a turn pending."""
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        if self.write_paused or self._turn_paused:
+            t.pause_reading()
+        else:
+            t.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: a gRPC client half-closing is gone
@@ -186,13 +217,11 @@ class H2Protocol(asyncio.Protocol):
         # The client does not read what we send: stop reading what it sends (so PING
         # and SETTINGS cannot make us queue replies without bound), as grpc-go does.
         self.write_paused = True
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
+        self._set_reading()
         waiting, self._drain_waiting = self._drain_waiting, set()
         for stream in waiting:
             if not stream.pending:
@@ -259,7 +288,12 @@ class H2Protocol(asyncio.Protocol):
         pos = 0
         n = len(data)
         unpack = F.HEADER.unpack_from
+        budget = _FRAMES_PER_TURN
         while n - pos >= 9:
+            if not budget:
+                self._need = 9  # the caller sees that complete frames are left
+                return pos
+            budget -= 1
             hi, lo, ftype, flags, sid = unpack(data, pos)
             length = hi << 16 | lo
             end = pos + 9 + length

@@ -13,7 +13,11 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 # RFC 9113 8.2.1: lowercase token characters only (so no uppercase, controls, spaces,
 # separators or non-ASCII); a value has no NUL/CR/LF and no leading/trailing SP/HTAB.
 _BAD_NAME = re.compile(r"[^a-z0-9!#$%&'*+\-.^_`|~]")
-_BAD_VALUE = re.compile(r"[\0\r\n]|^[ \t]|[ \t]$")
+_SPACE = " \t"
+# Names already checked (shared by all connections; bounded).
+_GOOD_NAMES: set[str] = {"content-type", "te", "grpc-timeout", "user-agent",
+                         "grpc-accept-encoding", "grpc-encoding", "authorization", "token"}
+_GOOD_NAMES_MAX = 4096
 # RFC 9113 8.2.2: connection-specific fields make a request malformed (te: only "trailers").
 _CONNECTION_SPECIFIC = frozenset({"connection", "proxy-connection", "keep-alive",
                                   "transfer-encoding", "upgrade"})
@@ -50,6 +54,7 @@ def parse_request_head(headers: list[Header]) -> RequestHead:
     regular = False
     scheme = False
     seen: set[str] = set()
+    good = _GOOD_NAMES
     for name, value in headers:
         if name[:1] == ":":
             if regular:
@@ -67,7 +72,7 @@ def parse_request_head(headers: list[Header]) -> RequestHead:
                 scheme = True
         else:
             regular = True
-            if _BAD_NAME.search(name) is not None or not name:
+            if name not in good and not _good_name(name):
                 head.error = f"invalid header name {name!r}"
                 return head
             if name == "content-type":
@@ -79,9 +84,20 @@ def parse_request_head(headers: list[Header]) -> RequestHead:
             elif name in _CONNECTION_SPECIFIC or (name == "te" and value != "trailers"):
                 head.error = f"connection-specific header {name}"
                 return head
-        if value and _BAD_VALUE.search(value) is not None:
+        if value and (value[0] in _SPACE or value[-1] in _SPACE):
             head.error = f"invalid value of header {name}"
             return head
-    if not head.path or head.method is None or not scheme:
+    values = "".join([v for _, v in headers])  # str `in` is a memchr: one pass each
+    if "\0" in values or "\r" in values or "\n" in values:
+        head.error = "invalid header value"
+    elif not head.path or head.method is None or not scheme:
         head.error = "missing :path, :method or :scheme"
     return head
+
+
+def _good_name(name: str) -> bool:
+    if not name or _BAD_NAME.search(name) is not None:
+        return False
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX and len(name) <= 64:
+        _GOOD_NAMES.add(name)  # names repeat call after call: checked once
+    return True
