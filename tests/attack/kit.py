@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import hpack
@@ -136,6 +137,31 @@ class Raw:
                 self._cond.wait(left)
             self.conn_window -= n
             return True
+
+    def wait_headers(self, streams: int, timeout: float = 60.0) -> None:
+        """Wait until `streams` streams got response headers (the member is done
+        setting up what the attack needs; the reader must run)."""
+        deadline = time.monotonic() + timeout
+        while len(self.headers) < streams:
+            assert time.monotonic() < deadline, f"{len(self.headers)} of {streams} answered"
+            assert not self.closed.is_set(), f"closed: GOAWAY {self.goaway}"
+            time.sleep(0.05)
+
+    def outcome(self, sid: int, timeout: float = 10.0) -> tuple[str, str] | int | None:
+        """(grpc-status, grpc-message) of a call, or the RST_STREAM code it got, or
+        None if the connection closed first (the reader must run)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for payload in self.headers.get(sid, []):
+                fields = dict(hpack.Decoder().decode(payload))  # our blocks never index
+                if "grpc-status" in fields:
+                    return fields["grpc-status"], unquote(fields.get("grpc-message", ""))
+            if sid in self.resets:
+                return self.resets[sid]
+            if self.closed.is_set():
+                return None
+            time.sleep(0.02)
+        raise AssertionError(f"no answer on stream {sid}")
 
     def wait_closed(self, timeout: float = 10.0) -> bool:
         return self.closed.wait(timeout)

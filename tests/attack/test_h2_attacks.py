@@ -59,6 +59,7 @@ def test_settings_flood_with_blocked_streams(member: MemberProcess) -> None:
         frames.append(c.headers_frame(sid, block))
         frames.append(F.frame(F.DATA, F.END_STREAM, sid, body))
     c.send(*frames)
+    c.wait_headers(5000)
     settings = F.settings_frame({F.SETTINGS_INITIAL_WINDOW_SIZE: 0}) * 100
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(settings), per_second=30)
@@ -77,6 +78,7 @@ def test_window_update_flood_with_blocked_streams(member: MemberProcess) -> None
         frames.append(c.headers_frame(sid, block))
         frames.append(F.frame(F.DATA, F.END_STREAM, sid, body))
     c.send(*frames)
+    c.wait_headers(5000)
     updates = F.window_update(0, 1) * 100
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(updates), per_second=30)
@@ -168,9 +170,9 @@ def test_rapid_reset(member: MemberProcess) -> None:
             block = c.block()
             body = range_request()
             sid = 1
-            while not stop.wait(0.05) and not c.closed.is_set():
+            while not stop.wait(0.1) and not c.closed.is_set():
                 frames = []
-                for _ in range(100):
+                for _ in range(50):  # 500 cancelled calls a second per attacker
                     frames += [c.headers_frame(sid, block),
                                F.frame(F.DATA, F.END_STREAM, sid, body),
                                F.rst_stream(sid, F.CANCEL)]
@@ -194,16 +196,17 @@ def test_rapid_reset(member: MemberProcess) -> None:
 
 
 def test_idle_streams_flood(member: MemberProcess) -> None:
-    """Streams opened (HEADERS without END_STREAM) and never finished, by the
-    hundred thousand: the stream budget refuses them, then the reset budget ends the
-    connection."""
+    """Streams opened (HEADERS with 8 KB of distinct metadata, no END_STREAM) and
+    never finished, 2000 a second: the stream memory budget refuses them, then the
+    reset budget ends the connection (GOAWAY ENHANCE_YOUR_CALM)."""
     c = Raw(member.client_port).reading()
-    block = c.block()
+    base = c.block()
     sid = [1]
 
     def step() -> bool:
         frames = []
-        for _ in range(1000):
+        for _ in range(200):
+            block = base + encode_literal(b"x-meta", os.urandom(4096).hex().encode())
             frames.append(c.headers_frame(sid[0], block))
             sid[0] += 2
         return c.send(*frames)
@@ -212,3 +215,4 @@ def test_idle_streams_flood(member: MemberProcess) -> None:
         run_for(6.0, g, step, per_second=10)
     c.close()
     g.check()
+    assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM, c.goaway
