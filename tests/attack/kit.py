@@ -31,6 +31,7 @@ MEMBER_ARGS = ["--unsafe-no-fsync"]
 RSS_GROWTH_MIB = 48.0
 P99_SECONDS = 0.1
 PUT_TIMEOUT = 2.0
+MIN_GUARD_SECONDS = 3.0  # so that a p99 is not the single slowest put
 
 PUT = "/etcdserverpb.KV/Put"
 RANGE = "/etcdserverpb.KV/Range"
@@ -243,21 +244,24 @@ class Guard:
                 f"p99 {self.p99() * 1000:.1f} ms, max {lat[-1] * 1000 if lat else 0:.1f} ms, "
                 f"{len(self.failures)} failed {self.failures[:3]}")
 
-    def check(self) -> None:
+    def check(self, p99: float = P99_SECONDS) -> None:
         print(self.report())
         assert self.member.running, "the member died"
         assert self.peak - self.baseline <= RSS_GROWTH_MIB, self.report()
         assert not self.failures, self.report()
         assert len(self.latencies) >= 10, self.report()
-        assert self.p99() < P99_SECONDS, self.report()
+        assert self.p99() < p99, self.report()
 
 
 @contextmanager
 def guarded(member: MemberProcess) -> Iterator[Guard]:
     guard = Guard(member).start()
     time.sleep(0.3)  # some puts before the attack: the latencies include its start
+    start = time.monotonic()
     try:
         yield guard
+        # an attack stopped early (by a bound) still gets enough puts measured after it
+        time.sleep(max(0.0, MIN_GUARD_SECONDS - (time.monotonic() - start)))
     finally:
         guard.stop()
 

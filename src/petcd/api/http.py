@@ -113,6 +113,7 @@ class HttpProtocol(asyncio.Protocol):
         self._idle_timeout = idle_timeout
         self._timer: asyncio.TimerHandle | None = None
         self._receiving = False  # a request has started arriving
+        self._write_paused = False  # the client does not read our answers
         # Set by the listener's connection accounting: called once when the connection ends.
         self.on_lost: Callable[[], None] | None = None
 
@@ -147,7 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def _process(self) -> None:
-        while not self._busy and self._transport is not None:
+        while not self._busy and not self._write_paused and self._transport is not None:
             try:
                 event = self._conn.next_event()
             except h11.RemoteProtocolError as e:
@@ -203,8 +204,20 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         self._receiving = False
         self._arm(self._idle_timeout)
-        self._transport.resume_reading()
-        self._process()
+        if not self._write_paused:  # else resume_writing goes on
+            self._transport.resume_reading()
+            self._process()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy and self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+            self._process()
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self._transport is None or self._transport.is_closing():

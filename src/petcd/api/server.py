@@ -128,7 +128,9 @@ class ClientServer:
             max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1),
             keepalive_interval=opts.grpc_keepalive_interval,
             keepalive_timeout=opts.grpc_keepalive_timeout,
-            keepalive_min_time=opts.grpc_keepalive_min_time),
+            keepalive_min_time=opts.grpc_keepalive_min_time,
+            handshake_timeout=opts.client_handshake_timeout,
+            max_connections=opts.max_client_connections),
             http_factory=None if separate_http else http_factory)
         server.add_generic_rpc_handlers(handlers)
         self._h2 = server

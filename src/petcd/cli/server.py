@@ -99,6 +99,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         grpc_server=str(cfg.values["experimental-grpc-server"]),
+        max_client_connections=int(cfg.values["experimental-max-client-connections"]),  # type: ignore[call-overload]
+        client_handshake_timeout=float(cfg.values["experimental-client-handshake-timeout"]),  # type: ignore[arg-type]
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,
