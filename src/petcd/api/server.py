@@ -161,7 +161,10 @@ class ClientServer:
             max_receive_message=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1),
             keepalive_interval=opts.grpc_keepalive_interval,
-            keepalive_timeout=opts.grpc_keepalive_timeout),
+            keepalive_timeout=opts.grpc_keepalive_timeout,
+            keepalive_min_time=opts.grpc_keepalive_min_time,
+            handshake_timeout=opts.client_handshake_timeout,
+            max_connections=opts.max_client_connections),
             http_factory=None if separate_http else http_factory)
         server.add_generic_rpc_handlers(handlers)
         self._h2 = server

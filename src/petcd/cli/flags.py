@@ -330,6 +330,13 @@ FLAGS: tuple[Flag, ...] = (
          "gRPC server implementation: 'h2' (petcd's own HTTP/2 server; HTTP/1.1 on the same "
          "port) or 'grpcio' (grpc.aio, with HTTP/1.1 reached through a forwarding hop).",
          EXPERIMENTAL, True, choices=("grpcio", "h2")),
+    # petcd's own (etcd has no such flags; Go's HTTP server has no such limits):
+    Flag("experimental-max-client-connections", U, 10000,
+         "Maximum open connections on the client URLs (0: no limit); more are closed at once.",
+         EXPERIMENTAL, True),
+    Flag("experimental-client-handshake-timeout", D, 10.0,
+         "Time a new client connection has to send the HTTP/2 preface and SETTINGS (or an "
+         "HTTP/1.1 request) before it is closed.", EXPERIMENTAL, True, shown_default="10s"),
     # --- unsafe
     Flag("force-new-cluster", B, False,
          "Force to create a new one-member cluster from this member's data (restart only).",

@@ -112,6 +112,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         auto_compaction_mode=cfg.auto_compaction[0],
         auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=grpc_server,
+        max_client_connections=int(cfg.values["experimental-max-client-connections"]),  # type: ignore[call-overload]
+        client_handshake_timeout=float(cfg.values["experimental-client-handshake-timeout"]),  # type: ignore[arg-type]
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,

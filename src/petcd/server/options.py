@@ -49,6 +49,10 @@ class ServerOptions:
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
+    # Client-URL connections open at once (0: no limit) and the time a new one has to
+    # start talking (--experimental-max-client-connections / -client-handshake-timeout).
+    max_client_connections: int = 10000
+    client_handshake_timeout: float = 10.0
     # Seconds between progress notifications to watchers that asked for them
     # (--experimental-watch-progress-notify-interval; etcd raises < 100ms to 100ms).
     watch_progress_notify_interval: float = 600.0

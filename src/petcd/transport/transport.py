@@ -520,6 +520,7 @@ class PeerTransport:
         self._removed: set[int] = set()
         self._unreachable: set[int] = set()
         self._inbound: set[InboundConnection] = set()
+        self._unadmitted: dict[InboundConnection, None] = {}  # no hello yet (oldest first)
         self._inbound_by_peer: dict[int, InboundConnection] = {}
         self._servers: list[tuple[PeerURL, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -799,6 +800,7 @@ class PeerTransport:
             hello_timeout=self.config.hello_timeout,
             snapshot_buffer=self.config.snapshot_buffer,
             snapshot_timeout=self.config.snapshot_timeout,
+            unadmitted=self._unadmitted,
         )
         self._inbound.add(conn)
         return conn
