@@ -17,6 +17,7 @@ import h11
 from prometheus_client import generate_latest
 
 from petcd import ETCD_API_VERSION
+from petcd.api import raft_status
 from petcd.errors import EtcdError
 from petcd.server.node import Node
 
@@ -69,6 +70,12 @@ class HttpApp:
             if method != "GET":
                 return _not_allowed()
             return 200, [_METRICS_TYPE], generate_latest(self._node.metrics.registry)
+        if path == raft_status.PATH:
+            if method != "GET":
+                return _not_allowed()
+            if not raft_status.authorized(self._node, headers):
+                return 401, [_TEXT, _NOSNIFF], b"unauthorized\n"
+            return 200, [_JSON], raft_status.render(self._node, raft_status.tail_from(target))
         if path == "/version":
             if method != "GET":
                 return _not_allowed()
