@@ -18,14 +18,16 @@ import grpc
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
-from petcd.playground.runner import Cluster, Member
+from petcd.playground.runner import ELECTION_MS, Cluster, Member
 
 log = logging.getLogger("petcd.playground")
 
 POLL_INTERVAL = 0.2  # seconds between two status requests to one member (5 Hz)
 POLL_TIMEOUT = 1.0
 FRESH = 1.2  # a status older than this (seconds) is stale: the member did not answer
-PUT_TIMEOUT = 5.0
+# Longer than a member's own request timeout (5 s + 2 election timeouts), so that a write
+# that fails has been answered by the member itself and is no longer pending anywhere.
+PUT_TIMEOUT = 5.0 + 2 * ELECTION_MS / 1000 + 2.0
 MAX_EVENTS = 200
 MAX_KEYS = 500  # keys the KV browser holds (the rest of a large keyspace is not shown)
 MAX_VALUE_CHARS = 200
@@ -248,10 +250,12 @@ class Observer:
         self.kv_source = m.name
         self.changed.set()
 
+        done = asyncio.Event()
+
         async def requests() -> AsyncIterator[rpc.WatchRequest]:
             yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
                 key=b"\0", range_end=b"\0", start_revision=resp.header.revision + 1))
-            await asyncio.Event().wait()  # keep the stream open
+            await done.wait()  # the stream stays open until we leave it
 
         watch = ch.stream_stream(
             "/etcdserverpb.Watch/Watch", request_serializer=rpc.WatchRequest.SerializeToString,
@@ -264,6 +268,7 @@ class Observer:
                     break  # killed, paused or cut off: it would tell us nothing new
                 await asyncio.wait([reader], timeout=POLL_INTERVAL)
         finally:
+            done.set()
             call.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):

@@ -44,10 +44,11 @@ class PeerProxy:
         for _, a, b in list(self._links):
             _close(a)
             _close(b)
-        for t in list(self._tasks):
-            t.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=2)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     def enforce(self) -> None:
         """Cut every open link the current isolation set forbids."""

@@ -44,7 +44,7 @@ class WebServer:
         self.observer = observer
         self.port = port
         self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._closing = asyncio.Event()
 
     @property
@@ -59,15 +59,15 @@ class WebServer:
         self._closing.set()
         if self._server is not None:
             self._server.close()
-        for t in list(self._conns):
-            t.cancel()
-        await asyncio.gather(*self._conns, return_exceptions=True)
+        for w in list(self._conns.values()):
+            w.close()  # its handler sees the end of its stream and returns
+        await _settle(set(self._conns))
 
     # -- one connection
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = writer
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         try:
             while True:
@@ -93,7 +93,7 @@ class WebServer:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
-            self._conns.discard(task)
+            self._conns.pop(task, None)
 
     def _local(self, host: str) -> bool:
         return host in (f"127.0.0.1:{self.port}", f"localhost:{self.port}")
@@ -164,6 +164,16 @@ class WebServer:
                 return
             await asyncio.sleep(POLL_INTERVAL)
             quiet += POLL_INTERVAL
+
+
+async def _settle(tasks: set[asyncio.Task[None]]) -> None:
+    """Waits a little for connection handlers to return, then cancels the rest (a handler
+    of asyncio.start_server is best left to end by itself: cancelling it is logged)."""
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=2)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader

@@ -155,7 +155,7 @@ $("form[data-action=put]").addEventListener("submit", async (ev) => {
   const out = $("#put-result");
   const key = form.key.value;
   out.dataset.ok = "";
-  out.dataset.key = key;
+  out.dataset.putKey = key;
   out.textContent = `putting ${key}...`;
   const r = await post("/api/put", {key, value: form.value.value, member: form.member.value});
   out.dataset.ok = String(r.ok);
