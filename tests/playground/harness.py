@@ -81,8 +81,8 @@ class Playground:
 
     def logs(self) -> str:
         out = ["".join(self.output)]
-        for log in sorted(self.data_dir.glob("*.log")):
-            out.append(f"===== {log.name} =====\n{log.read_text(errors='replace')[-6000:]}")
+        out.extend(f"===== {log.name} =====\n{log.read_text(errors='replace')[-6000:]}"
+                   for log in sorted(self.data_dir.glob("*.log")))
         return "\n".join(out)
 
 
