@@ -8,7 +8,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev
+# chromium: the browser tests/playground drives with Playwright (never `playwright install`).
+APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test soak lint typecheck check proto bench apt venv clean
@@ -23,9 +24,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# etcd and etcdctl 3.4 from Debian: the reference the end-to-end tests compare against.
+# etcd and etcdctl 3.4 from Debian: the reference the end-to-end tests compare against;
+# chromium for the playground's browser test.
 apt:
 	@command -v etcdctl >/dev/null && command -v etcd >/dev/null && \
+		command -v chromium >/dev/null && \
 		[ -d /usr/share/gocode/src/go.etcd.io/etcd ] || \
 		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
 
