@@ -57,6 +57,16 @@ function makeCard(m) {
   return {card, role, state, values, log, progress, buttons, url, logKey: ""};
 }
 
+// A word for an entry's chip, from the member's summary of it.
+function label(summary) {
+  const put = /^put key=(.*) \(\d+ bytes\)$/.exec(summary);
+  if (put) return put[1];
+  if (summary.startsWith("conf change")) return "conf";
+  if (summary.startsWith("empty")) return "no-op";
+  if (summary.startsWith("delete")) return "del";
+  return summary.split(" ")[0];
+}
+
 function renderCard(m) {
   let c = cards.get(m.name);
   if (!c) { c = makeCard(m); cards.set(m.name, c); }
@@ -84,15 +94,16 @@ function renderCard(m) {
                                "data-committed": String(committed),
                                "title": `#${e.index} term ${e.term}: ${e.summary}` +
                                         (committed ? "" : " (not committed here yet)")},
-                        String(e.index));
-      span.style.background = `hsl(${(e.term * 67) % 360} 70% 86%)`;
+                        "");
+      span.append(el("b", {}, String(e.index)), el("small", {}, label(e.summary)));
+      span.style.setProperty("--hue", String((e.term * 67) % 360));
       return span;
     }));
   }
   const prog = Object.entries(m.progress || {});
   c.progress.replaceChildren(...prog.filter(([n]) => n !== m.name).map(([n, p]) =>
     el("span", {"data-follower": n}, `${n}: match ${p.match} next ${p.next} ${p.state}`)));
-  c.progress.hidden = prog.length === 0;
+  c.progress.hidden = prog.length === 0 || m.state === "killed";
   const killed = m.state === "killed";
   c.buttons.kill.disabled = killed;
   c.buttons.restart.disabled = !killed;
