@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from petcd.api.raft_status import MAX_TAIL, summarize
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
 from petcd.raft import ConfChange, ConfChangeType, Entry, EntryType, encode_conf_change
-from petcd.testing import Etcdctl, MemberProcess
+from petcd.testing import Etcdctl, MemberProcess, PetcdCluster
 
 
 def _get(m: MemberProcess, path: str) -> Any:
@@ -84,3 +86,37 @@ def _entry(**request: Any) -> Entry:
 ])
 def test_summaries(entry: Entry, text: str) -> None:
     assert summarize(entry) == text
+
+
+def test_learner_and_leader_progress(tmp_path: Path) -> None:
+    """A learner says so; the leader reports its follower's match and next."""
+    with PetcdCluster(tmp_path, 1, args=["--heartbeat-interval", "50",
+                                         "--election-timeout", "500"]) as c:
+        leader = c.members[0]
+        proc = c.add_process("learner")
+        out = Etcdctl(leader.endpoint).ok("member", "add", "learner", "--learner",
+                                          f"--peer-urls={proc.peer_url}")
+        assert "added to cluster" in out
+        proc.start()
+        Etcdctl(leader.endpoint).ok("put", "rs/learner", "v")
+
+        def both() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            lead, learner = _get(leader, "/debug/raft"), _get(proc, "/debug/raft")
+            pr = lead.get("progress", {}).get(learner["id"])
+            if pr is None or pr["match"] != lead["lastIndex"] or \
+                    learner["applied"] != lead["commit"]:
+                return None
+            return lead, learner
+
+        deadline = time.monotonic() + 30
+        while (got := both()) is None:
+            assert time.monotonic() < deadline, "the learner did not catch up"
+            time.sleep(0.1)
+        lead, learner = got
+        assert learner["role"] == "learner"
+        assert learner["leader"] == lead["id"] and learner["term"] == lead["term"]
+        pr = lead["progress"][learner["id"]]
+        assert pr["learner"] is True and pr["next"] == lead["lastIndex"] + 1
+        assert pr["state"] == "replicate"
+        assert {m["name"]: m["learner"] for m in lead["members"]} == {
+            "m0": False, "learner": True}
