@@ -37,6 +37,9 @@ async def run(args: argparse.Namespace) -> int:
     temp = not args.data_dir
     data_dir = Path(tempfile.mkdtemp(prefix="petcd-playground-") if temp else args.data_dir)
     cluster = Cluster(data_dir, args.members)
+    if len(cluster.members) != args.members:
+        print(f"petcd playground: {data_dir} holds a playground of {len(cluster.members)} "
+              f"members: starting those (--members {args.members} ignored)", file=sys.stderr)
     observer = Observer(cluster)
     web = WebServer(cluster, observer, args.port)
     try:

@@ -83,7 +83,9 @@ function renderCard(m) {
   c.role.className = `badge role-${m.role}`;
   c.state.textContent = m.state + (m.isolated && m.state !== "isolated" ? " + isolated" : "");
   c.state.className = `badge state-${m.state}`;
-  for (const [key, dd] of Object.entries(c.values)) dd.textContent = m[key] ?? "\u2013";
+  for (const [key, dd] of Object.entries(c.values)) {
+    dd.textContent = m[key] === null || m[key] === undefined || m[key] === "" ? "\u2013" : m[key];
+  }
   const logKey = JSON.stringify([m.commit, m.entries]);
   if (logKey !== c.logKey) {
     c.logKey = logKey;
