@@ -85,6 +85,11 @@ def test_controls_and_clean_stop(tmp_path: Path) -> None:
                  lambda: _state(pg.url)["members"][0]["role"] == "leader")
         wait_for("the key back in the KV view",
                  lambda: [kv["key"] for kv in _state(pg.url)["kv"]] == ["cli"])
+        assert _request(pg.url, "POST", "/api/members/m1/isolate", b"{}", json_post)[0] == 200
+        assert _state(pg.url)["members"][0]["state"] == "isolated"
+        assert _request(pg.url, "POST", "/api/heal-all", b"{}", json_post)[0] == 200
+        assert _state(pg.url)["members"][0]["state"] == "running"
+        assert [e["kind"] for e in _state(pg.url)["events"]][-2:] == ["partition"] * 2
         pids = _pids(pg)
         assert _request(pg.url, "POST", "/api/members/m1/pause", b"{}", json_post)[0] == 200
     finally:

@@ -50,7 +50,6 @@ class Observer:
         self._term = 0
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.changed = asyncio.Event()
 
     # -- lifecycle
     def start(self) -> None:
@@ -69,7 +68,6 @@ class Observer:
 
     def event(self, kind: str, text: str) -> None:
         self.events.append({"t": int(time.time() * 1000), "kind": kind, "text": text})
-        self.changed.set()
 
     # -- polling
     async def _poll(self, m: Member) -> None:
@@ -248,7 +246,6 @@ class Observer:
         self.kv = {kv.key: kv for kv in resp.kvs}
         self.kv_revision = resp.header.revision
         self.kv_source = m.name
-        self.changed.set()
 
         done = asyncio.Event()
 
@@ -283,7 +280,6 @@ class Observer:
                     self.kv[ev.kv.key] = ev.kv
             if wresp.header.revision:
                 self.kv_revision = max(self.kv_revision, wresp.header.revision)
-            self.changed.set()
 
 
 def _cut(text: str) -> str:
