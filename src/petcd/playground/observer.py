@@ -30,7 +30,9 @@ FRESH = 1.2  # a status older than this (seconds) is stale: the member did not a
 PUT_TIMEOUT = 5.0 + 2 * ELECTION_MS / 1000 + 2.0
 MAX_EVENTS = 200
 MAX_KEYS = 500  # keys the KV browser holds (the rest of a large keyspace is not shown)
-MAX_VALUE_CHARS = 200
+MAX_KEY_BYTES = 1024  # longer keys are not shown (nor held)
+MAX_VALUE_CHARS = 200  # values are held and shown cut to this
+MAX_RECEIVE = 64 << 20  # a range of MAX_KEYS keys with large values still fits
 MAX_PUT_BYTES = 64 * 1024
 
 
@@ -41,7 +43,7 @@ class Observer:
         self.status_at: dict[str, float] = {}  # member -> monotonic time of that answer
         self.names: dict[str, str] = {}  # hex member ID -> name
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
-        self.kv: dict[bytes, KeyValue] = {}
+        self.kv: dict[bytes, dict[str, Any]] = {}  # key -> its row in the KV browser
         self.kv_revision = 0
         self.kv_source = ""
         self._roles: dict[str, str] = {}
@@ -170,10 +172,7 @@ class Observer:
                     progress={self.names.get(k, k): v
                               for k, v in doc.get("progress", {}).items()})
             members.append(card)
-        kvs = [{"key": kv.key.decode("utf-8", "replace"),
-                "value": _cut(kv.value.decode("utf-8", "replace")),
-                "createRevision": kv.create_revision, "modRevision": kv.mod_revision,
-                "version": kv.version} for kv in (self.kv[k] for k in sorted(self.kv))]
+        kvs = [self.kv[k] for k in sorted(self.kv)]
         return {"members": members, "leader": self._leader, "term": self._term,
                 "events": list(self.events), "kv": kvs, "kvRevision": self.kv_revision,
                 "kvSource": self.kv_source}
@@ -182,7 +181,8 @@ class Observer:
     def _channel(self, m: Member) -> grpc.aio.Channel:
         ch = self._channels.get(m.name)
         if ch is None:
-            ch = grpc.aio.insecure_channel(f"127.0.0.1:{m.client_port}")
+            ch = grpc.aio.insecure_channel(f"127.0.0.1:{m.client_port}", options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE)])
             self._channels[m.name] = ch
         return ch
 
@@ -243,7 +243,7 @@ class Observer:
         resp = await range_(
             rpc.RangeRequest(key=b"\0", range_end=b"\0", serializable=True, limit=MAX_KEYS),
             timeout=2)
-        self.kv = {kv.key: kv for kv in resp.kvs}
+        self.kv = {kv.key: _row(kv) for kv in resp.kvs if len(kv.key) <= MAX_KEY_BYTES}
         self.kv_revision = resp.header.revision
         self.kv_source = m.name
 
@@ -276,14 +276,20 @@ class Observer:
             for ev in wresp.events:
                 if ev.type == ev.DELETE:
                     self.kv.pop(ev.kv.key, None)
-                elif ev.kv.key in self.kv or len(self.kv) < MAX_KEYS:
-                    self.kv[ev.kv.key] = ev.kv
+                elif len(ev.kv.key) <= MAX_KEY_BYTES and (
+                        ev.kv.key in self.kv or len(self.kv) < MAX_KEYS):
+                    self.kv[ev.kv.key] = _row(ev.kv)
             if wresp.header.revision:
                 self.kv_revision = max(self.kv_revision, wresp.header.revision)
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+def _row(kv: KeyValue) -> dict[str, Any]:
+    value = kv.value[:MAX_VALUE_CHARS * 4].decode("utf-8", "replace")
+    if len(value) > MAX_VALUE_CHARS or len(kv.value) > MAX_VALUE_CHARS * 4:
+        value = f"{value[:MAX_VALUE_CHARS]}..."
+    return {"key": kv.key.decode("utf-8", "replace"), "value": value,
+            "createRevision": kv.create_revision, "modRevision": kv.mod_revision,
+            "version": kv.version}
 
 
 async def _get_json(port: int, path: str) -> dict[str, Any]:
