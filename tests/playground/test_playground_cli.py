@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from petcd.testing import SRC_DIR
+from petcd.testing import SRC_DIR, Etcdctl, have_etcd
 
 from .harness import Playground, wait_for
 
@@ -85,6 +85,11 @@ def test_controls_and_clean_stop(tmp_path: Path) -> None:
                  lambda: _state(pg.url)["members"][0]["role"] == "leader")
         wait_for("the key back in the KV view",
                  lambda: [kv["key"] for kv in _state(pg.url)["kv"]] == ["cli"])
+        if have_etcd():  # etcdctl pointed at the printed URL: its write shows up live
+            Etcdctl(pg.client_urls["m1"]).ok("put", "from-etcdctl", "hi")
+            wait_for("etcdctl's key in the KV view", lambda: [
+                (kv["key"], kv["value"]) for kv in _state(pg.url)["kv"]] == [
+                    ("cli", "v"), ("from-etcdctl", "hi")])
         assert _request(pg.url, "POST", "/api/members/m1/isolate", b"{}", json_post)[0] == 200
         assert _state(pg.url)["members"][0]["state"] == "isolated"
         assert _request(pg.url, "POST", "/api/heal-all", b"{}", json_post)[0] == 200

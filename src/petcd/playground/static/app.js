@@ -104,7 +104,8 @@ function renderCard(m) {
   }
   const prog = Object.entries(m.progress || {});
   c.progress.replaceChildren(...prog.filter(([n]) => n !== m.name).map(([n, p]) =>
-    el("span", {"data-follower": n}, `${n}: match ${p.match} next ${p.next} ${p.state}`)));
+    el("span", {"data-follower": n},
+       `${n}: match ${p.match} next ${p.next} ${p.state}${p.learner ? " (learner)" : ""}`)));
   c.progress.hidden = prog.length === 0 || m.state === "killed";
   const killed = m.state === "killed";
   c.buttons.kill.disabled = killed;
