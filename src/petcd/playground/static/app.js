@@ -163,15 +163,18 @@ function connect() {
   source.onerror = () => { live.dataset.live = "false"; live.textContent = "reconnecting"; };
 }
 
+let putSeq = 0;
 $("form[data-action=put]").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const form = ev.target;
   const out = $("#put-result");
   const key = form.key.value;
+  const seq = ++putSeq;
   out.dataset.ok = "";
   out.dataset.putKey = key;
   out.textContent = `putting ${key}...`;
   const r = await post("/api/put", {key, value: form.value.value, member: form.member.value});
+  if (seq !== putSeq) return;  // a newer put owns the line (this one is in the timeline)
   out.dataset.ok = String(r.ok);
   out.textContent = r.ok ? `${key} written through ${r.member} at revision ${r.revision}`
                          : `${key} failed${r.member ? " through " + r.member : ""}: ${r.error}`;
