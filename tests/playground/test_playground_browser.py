@@ -157,9 +157,20 @@ def _six_scenes(pg: Playground, page: Page) -> None:
     assert page.locator('[data-key="scene6-cut"]').count() == 0
     page.locator('[data-key="scene6"]').wait_for()
 
+    # the timeline told the story: elections, terms, leaders, members down and up, partitions
+    for kind in ("election", "term", "leader", "down", "up", "partition", "fault", "put"):
+        assert page.locator(f'#timeline li[data-kind="{kind}"]').count() > 0, kind
+    assert page.locator('#timeline li', has_text=f"{killed} killed (SIGKILL)").count() == 1
+    assert page.locator('#timeline li', has_text=f"{isolated} isolated").count() == 1
+
 
 def test_six_scenes_three_members(three: tuple[Playground, Page]) -> None:
     _six_scenes(*three)
+    page = three[1]
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, no sideways
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    boxes = [page.locator(f'[data-member="{n}"]').bounding_box() for n in three[0].client_urls]
+    assert all(b is not None and b["width"] <= 390 for b in boxes)
 
 
 def test_six_scenes_and_quorum_loss_five_members(five: tuple[Playground, Page],
