@@ -102,10 +102,11 @@ function renderCard(m) {
       return span;
     }));
   }
-  const prog = Object.entries(m.progress || {});
+  const prog = Object.entries(m.progress || {}).sort(([a], [b]) => a.localeCompare(b));
   c.progress.replaceChildren(...prog.filter(([n]) => n !== m.name).map(([n, p]) =>
     el("span", {"data-follower": n},
-       `${n}: match ${p.match} next ${p.next} ${p.state}${p.learner ? " (learner)" : ""}`)));
+       `${n}: match ${p.match} next ${p.next} ${p.state}${p.learner ? " (learner)" : ""}` +
+       (p.recentActive ? "" : " (not heard from)"))));
   c.progress.hidden = prog.length === 0 || m.state === "killed";
   const killed = m.state === "killed";
   c.buttons.kill.disabled = killed;
