@@ -18,6 +18,7 @@ from typing import Protocol, cast
 import h11
 
 from petcd import ETCD_API_VERSION
+from petcd.api import raft_status
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -106,6 +107,12 @@ class HttpApp:
                 return await handler(method, target, headers, body)
         if self._metrics_only:
             return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
+        if path == raft_status.PATH:
+            if method != "GET":
+                return _not_allowed()
+            if not raft_status.authorized(self._node, headers):
+                return 401, [_TEXT, _NOSNIFF], b"unauthorized\n"
+            return 200, [_JSON], raft_status.render(self._node, raft_status.tail_from(target))
         if path == "/version":
             if method != "GET":
                 return _not_allowed()

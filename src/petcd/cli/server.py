@@ -30,6 +30,9 @@ USAGE = """Usage:
   petcd --version
     Show the version of petcd.
 
+  petcd playground [--members 3|5|7] [--port 8080] [--data-dir DIR]
+    Start a local cluster and a web page showing Raft at work on it.
+
   petcd -h | --help
     Show this help.
 
@@ -234,6 +237,11 @@ async def run(opts: ServerOptions) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["playground"]:  # a subcommand; etcd's flags all start with "-"
+        from petcd.playground.cli import main as playground
+
+        playground(args[1:])
+        return
     try:
         cfg, wants_help, wants_version = config_mod.load(args)
     except config_mod.FlagUsageError as e:

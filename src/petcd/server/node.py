@@ -26,6 +26,8 @@ from petcd.lease.lessor import Lessor, min_lease_ttl
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.raft import Entry
+from petcd.raft import Status as RaftStatus
 from petcd.server import member_metrics
 from petcd.server.alarm import ALARM
 from petcd.server.apply import Applier
@@ -268,6 +270,10 @@ class Node:
         h.cluster_id, h.member_id, h.raft_term = self.cluster_id, self.member_id, self.term
         h.revision = self.store.current_revision
         return resp
+
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` log entries (read-only; see api/raft_status)."""
+        return self._log.raft_status(tail)
 
     def members(self) -> list[rpc.Member]:
         return [m.to_pb() for m in self.membership.sorted()]

@@ -63,6 +63,7 @@ from petcd.raft import (
     encode_message,
 )
 from petcd.raft.errors import RaftError
+from petcd.raft.rawnode import Status as RaftStatus
 from petcd.server.apply import Applier, WaitPhysical
 from petcd.server.bootstrap import Boot
 from petcd.server.ids import member_id as derive_member_id
@@ -1150,6 +1151,14 @@ class RaftDriver:
         deadline = time.monotonic() + self._opts.election_ms / 1000.0
         while self._lead != target and time.monotonic() < deadline:
             await asyncio.sleep(self._tick_s)
+
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` entries of the in-memory log, computed on
+        request from what is already in memory (for the read-only status endpoint)."""
+        mem = self._mem
+        hi = mem.last_index() + 1
+        lo = max(mem.first_index(), hi - max(0, tail))
+        return self._raw.status(), (mem.entries(lo, hi) if lo < hi else [])
 
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on
