@@ -11,6 +11,7 @@ repeats, and recipes (petcd.client.recipes: locks, elections, STM, queues, barri
 This package imports only petcd.pb and third-party libraries, never the server.
 """
 
+from petcd.client.aio import AsyncClient
 from petcd.client.errors import (
     CompactedError,
     ConnectionFailedError,
@@ -45,7 +46,7 @@ from petcd.client.types import (
 )
 
 __all__ = [
-    "Client", "CompactedError", "Compare", "ConnectionFailedError", "CreateRevision",
+    "AsyncClient", "Client", "CompactedError", "Compare", "ConnectionFailedError", "CreateRevision",
     "Delete", "EtcdError", "Event", "EventType", "Get", "GetResult", "Header", "KeyValue",
     "LeaseExpiredError", "LeaseId", "ModRevision", "PermissionDeniedError", "PermissionType",
     "Put", "PutResult", "Txn", "TxnResult", "Value", "Version", "WatchResponse", "prefix_end",
