@@ -250,21 +250,22 @@ class AsyncClient:
 
     # -- Watch
 
-    def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
+    async def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
               from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
               no_put: bool = False, no_delete: bool = False,
               progress_notify: bool = False) -> AsyncWatch:
-        """A watch: `async for` it for `WatchResponse` batches; see `Client.watch`."""
+        """A watch, created on the server when this returns: `async for` it for
+        `WatchResponse` batches; see `Client.watch`."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
                               no_delete=no_delete, progress_notify=progress_notify)
-        return AsyncWatch(self, spec)
-    def add_watch_callback(self, key: Bytes,
+        return await AsyncWatch(self, spec).start()
+    async def add_watch_callback(self, key: Bytes,
                            callback: Callable[[t.WatchResponse | EtcdError], Any],
                            **kw: Any) -> AsyncWatch:
         """Like `watch`, but `callback` (a function or coroutine function) gets each batch,
         or the error that ended the watch, from a task of its own."""
-        w = self.watch(key, **kw)
+        w = await self.watch(key, **kw)
         w.start_callbacks(callback)
         return w
     async def lease_grant(self, ttl: int, lease_id: int = 0, *,

@@ -48,6 +48,7 @@ class AsyncWatch:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
+        self._early: WatchResponse | None = None
         client._children.add(self)
 
     @property
@@ -96,6 +97,19 @@ class AsyncWatch:
         return self
 
     async def __anext__(self) -> WatchResponse:
+        early, self._early = self._early, None
+        if early is not None:
+            return early
+        out = await self._pump(until_created=False)
+        assert out is not None
+        return out
+
+    async def start(self) -> AsyncWatch:
+        """Open the stream and wait until the server created the watch."""
+        await self._pump(until_created=True)
+        return self
+
+    async def _pump(self, until_created: bool) -> WatchResponse | None:
         pause = Backoff(len(self._client.config.endpoints))
         while True:
             if self._closed:
@@ -136,7 +150,12 @@ class AsyncWatch:
                 await self.close()
                 raise
             if out is not None:
+                if until_created:
+                    self._early = out
+                    return None
                 return out
+            if until_created and r.created:
+                return None
 
     async def events(self) -> AsyncIterator[Event]:
         async for batch in self:

@@ -48,6 +48,7 @@ class Watch:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.reconnects = 0  # streams opened after the first (for tests and metrics)
+        self._early: WatchResponse | None = None
         client._children.add(self)
 
     @property
@@ -104,6 +105,20 @@ class Watch:
         return self
 
     def __next__(self) -> WatchResponse:
+        early, self._early = self._early, None
+        if early is not None:
+            return early
+        out = self._pump(until_created=False)
+        assert out is not None
+        return out
+
+    def start(self) -> Watch:
+        """Open the stream and wait until the server created the watch: events from
+        then on are delivered (Client.watch calls this)."""
+        self._pump(until_created=True)
+        return self
+
+    def _pump(self, until_created: bool) -> WatchResponse | None:
         pause = Backoff(len(self._client.config.endpoints))
         while True:
             if self._closed:
@@ -139,7 +154,12 @@ class Watch:
                 self.close()
                 raise
             if out is not None:
+                if until_created:  # (cannot happen: events follow the creation)
+                    self._early = out
+                    return None
                 return out
+            if until_created and r.created:
+                return None
 
     def events(self) -> Iterator[Event]:
         """Every event, one at a time (progress notifications skipped)."""

@@ -271,7 +271,7 @@ class Client:
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
                               no_delete=no_delete, progress_notify=progress_notify)
-        return Watch(self, spec)
+        return Watch(self, spec).start()
 
     def add_watch_callback(self, key: Bytes, callback: Callable[[t.WatchResponse | EtcdError],
                                                                  None], **kw: Any) -> Watch:
