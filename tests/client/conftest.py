@@ -127,6 +127,7 @@ def start_members(kind: str, base: Path, size: int, args: Sequence[str] = ()
                   ) -> list[MemberProcess]:
     """`size` members of petcd or etcd forming one cluster (FAST elections)."""
     cls = PetcdProcess if kind == "petcd" else EtcdProcess
+    base.mkdir(parents=True, exist_ok=True)
     ports = [(free_port(), free_port()) for _ in range(size)]
     initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
     members: list[MemberProcess] = [
