@@ -20,18 +20,21 @@ import grpc
 
 from petcd.api.auth import AuthService
 from petcd.api.cluster import ClusterService, HealthService
+from petcd.api.election import ElectionService
 from petcd.api.gateway import Gateway
 from petcd.api.grpc_metrics import GrpcMetrics
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2.registry import Registry
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
+from petcd.api.lock import LockService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.observe import Observability
 from petcd.api.quota import QuotaKVService
 from petcd.api.watch import WatchService
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED, TLS_SCHEMES, client_tls
+from petcd.server.concurrency import Access, Recipes
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
 from petcd.tls import TLSError
@@ -97,6 +100,8 @@ class ClientServer:
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
+        # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
+        self.recipes = Recipes(Access(self.node, self.watch.hub))
 
     async def start(self) -> None:
         opts = self.opts
@@ -112,7 +117,9 @@ class ClientServer:
             self.kv.handler(), AuthService(self.node).handler(),
             ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
-            self.lease.handler(), self.watch.handler())
+            self.lease.handler(), self.watch.handler(),
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
