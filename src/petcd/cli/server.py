@@ -98,6 +98,10 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        # etcd: 0 (or less) means its defaults, 100ms and 10000.
+        backend_batch_interval_ms=round(
+            float(cfg.values["backend-batch-interval"]) * 1000) or 100,  # type: ignore[arg-type]
+        backend_batch_limit=max(0, int(cfg.values["backend-batch-limit"])) or 10000,  # type: ignore[call-overload]
         grpc_server=str(cfg.values["experimental-grpc-server"]),
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),

@@ -25,6 +25,7 @@ from grpc import StatusCode
 
 from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
+from petcd.mvcc.kvstore import ReadTxn
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import ALARM, NOSPACE, Alarms, alarm_text
 
@@ -115,18 +116,36 @@ class Maintenance:
 
     async def hash(self) -> tuple[int, int]:
         """(CRC-32 of the whole backend, current revision): Maintenance.Hash."""
+        view, reader = await self._off_loop_view()
+
         def run() -> tuple[int, int]:
-            with self.gate.reading():
-                rev = self._store.current_revision
-                return self._backend.hash(), rev
+            try:
+                with view:
+                    return self._backend.hash(view.txn), view.rev
+            finally:
+                reader.__exit__(None, None, None)
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def _off_loop_view(self) -> tuple[ReadTxn, contextlib.AbstractContextManager[None]]:
+        """A view of exactly the applied state (committed first) for a worker thread, and
+        the gate it holds (entered here: only holders of `exclusive` close the gate, so
+        this cannot block; and no file swap can come between the two)."""
+        async with self._applier.exclusive:
+            view = self._store.read_snapshot()
+            reader = self.gate.reading()
+            reader.__enter__()
+        return view, reader
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int, int]:
         """(hash, current revision, compact revision, hashed revision) for HashKV;
         raises COMPACTED / FUTURE_REV as etcd does."""
+        view, reader = await self._off_loop_view()
+
         def run() -> tuple[int, int, int, int]:
-            with self.gate.reading():
-                h, current, compact = self._store.hash_kv(revision)
+            try:
+                h, current, compact = self._store.hash_kv(revision, view)
+            finally:
+                reader.__exit__(None, None, None)
             return h, current, compact, revision if revision > 0 else current
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -180,6 +199,7 @@ class Maintenance:
             with self.gate.reading():
                 self._backend.env.copyfd(tmp.fileno())
         try:
+            self._backend.commit()  # the copy is of the file: everything applied goes in
             await asyncio.get_running_loop().run_in_executor(self._pool, copy)
             size = os.fstat(tmp.fileno()).st_size
             tmp.seek(0)

@@ -32,8 +32,13 @@ class ServerOptions:
     # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
     # the rest continues in later batches so a large compaction never stalls writes.
     compaction_batch_limit: int = 1000
-    # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
+    # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).
     max_batch_entries: int = 4096
+    # The backend commits what was applied at most this long after it was applied
+    # (--backend-batch-interval) and after this many applied operations
+    # (--backend-batch-limit); etcd's defaults. The WAL has everything applied.
+    backend_batch_interval_ms: int = 100
+    backend_batch_limit: int = 10000
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
     # Seconds between progress notifications to watchers that asked for them
