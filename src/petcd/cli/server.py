@@ -117,6 +117,10 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         grpc_server=grpc_server,
         max_client_connections=int(cfg.values["experimental-max-client-connections"]),  # type: ignore[call-overload]
         client_handshake_timeout=float(cfg.values["experimental-client-handshake-timeout"]),  # type: ignore[arg-type]
+        # etcd: 0 (or less) means its defaults, 100ms and 10000.
+        backend_batch_interval_ms=round(
+            float(cfg.values["backend-batch-interval"]) * 1000) or 100,  # type: ignore[arg-type]
+        backend_batch_limit=max(0, int(cfg.values["backend-batch-limit"])) or 10000,  # type: ignore[call-overload]
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,

@@ -54,11 +54,13 @@ class Node:
         self.member_dir = os.path.join(opts.data_dir, "member")
         os.makedirs(os.path.join(self.member_dir, "snap"), mode=0o700, exist_ok=True)
         os.chmod(opts.data_dir, 0o700)
-        # The WAL makes every applied entry durable before it is applied, so an LMDB commit
-        # needs one fsync, not two: a power loss may undo the last commit (never corrupt the
-        # file), and it is applied again from the WAL.
+        # The WAL makes every applied entry durable before it is applied, so the backend
+        # may lag it: it commits in batches (--backend-batch-interval/-limit), and an LMDB
+        # commit needs one fsync, not two: a crash or power loss loses at most what was
+        # not committed (never corrupting the file), and it is applied again from the WAL.
         self.backend = Backend(os.path.join(self.member_dir, "snap", "db"),
-                               sync=not opts.unsafe_no_fsync, metasync=False)
+                               sync=not opts.unsafe_no_fsync, metasync=False,
+                               batch_limit=opts.backend_batch_limit)
         self.store = KVStore(self.backend)
         self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()

@@ -45,8 +45,13 @@ class ServerOptions:
     compact_hash_check_time: float = 60.0
     # --force-new-cluster: on restart, commit the removal of every other member.
     force_new_cluster: bool = False
-    # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
+    # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).
     max_batch_entries: int = 4096
+    # The backend commits what was applied at most this long after it was applied
+    # (--backend-batch-interval) and after this many applied operations
+    # (--backend-batch-limit); etcd's defaults. The WAL has everything applied.
+    backend_batch_interval_ms: int = 100
+    backend_batch_limit: int = 10000
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
     # Client-URL connections open at once (0: no limit) and the time a new one has to

@@ -192,8 +192,11 @@ class RaftDriver:
         self._apply_wake = asyncio.Event()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
-        self._apply_thread = Worker("petcd-apply")
         self._wal_thread = Worker("petcd-wal")
+        # The backend commits what was applied at most this long after it was applied
+        # (and at once after --backend-batch-limit operations: Backend.batch_limit).
+        self._commit_interval = opts.backend_batch_interval_ms / 1000.0
+        self._commit_timer: asyncio.TimerHandle | None = None
 
         # state the API reads
         self._lead = 0
@@ -305,7 +308,9 @@ class RaftDriver:
         for fut, _ in self._physical_waiters:
             if not fut.done():
                 fut.set_result(errors.STOPPED)
-        self._apply_thread.shutdown()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         self._wal_thread.shutdown()
         self._storage.close()
 
@@ -511,7 +516,8 @@ class RaftDriver:
                     base = len(entries)
                     entries.extend(batch)
                     local.extend((base + i, p) for i, p in mine)
-                results, forwarded = await self._apply_thread.run(self._apply_batch, entries)
+                async with self._applier.exclusive:  # (free unless a defragment holds it)
+                    results, forwarded = self._apply_batch(entries)
                 self._after_apply(entries, results, local, forwarded)
         except asyncio.CancelledError:
             raise
@@ -519,7 +525,8 @@ class RaftDriver:
             self._fail(e, "applying committed entries failed")
 
     def _apply_batch(self, entries: list[Committed]) -> tuple[list[Result], list[tuple[int, int]]]:
-        """Apply thread: decode what others proposed, then one Applier batch."""
+        """Decode what others proposed, then one Applier batch (on the loop thread, where
+        reads of the applied state run: no read ever sees half a batch)."""
         me = self.id
         forwarded: list[tuple[int, int]] = []
         applied = self._applier.applied_index
@@ -569,6 +576,9 @@ class RaftDriver:
             if failed:
                 metrics.proposals_failed.inc(failed)
         self._release_reads(applied)
+        if self._commit_timer is None and self._backend.uncommitted:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                self._commit_interval, self._commit_backend)
         if applied - self._snap_index >= self._opts.snapshot_count and not self._snapshotting:
             self._snapshotting = True
             self._spawn(self._take_snapshot(applied))
@@ -586,11 +596,26 @@ class RaftDriver:
             fut.set_result(r)
         return 1 if type(r) is EtcdError else 0
 
+    def _commit_backend(self) -> None:
+        """The batch interval is up: commit what was applied (one synced LMDB commit)."""
+        self._commit_timer = None
+        if self._applier.exclusive.locked():
+            return  # paused: its holder committed, and nothing is applied meanwhile
+        try:
+            self._backend.commit()
+        except Exception as e:
+            self._fail(e, "committing the backend failed")
+
     async def _compact_when_idle(self) -> None:
         """Without writes to carry it, a compaction's physical part gets batches of its own."""
         applier = self._applier
         while applier.compaction_pending and not self._apply_jobs and not self._stopping:
-            await self._apply_thread.run(applier.compaction_step)
+            async with applier.exclusive:
+                applier.compaction_step()
+            await asyncio.sleep(0)  # (a step is bounded; let everything else run between)
+            if self._commit_timer is None and self._backend.uncommitted:
+                self._commit_timer = asyncio.get_running_loop().call_later(
+                    self._commit_interval, self._commit_backend)
         if self._physical_waiters and not applier.compaction_pending:
             for fut, resp in self._physical_waiters:
                 if not fut.done():
@@ -617,13 +642,14 @@ class RaftDriver:
         return cs
 
     def _sync_backend(self) -> None:
-        with self._applier.exclusive:  # (not while a defragment swaps the file)
+        with self._backend.readers.reading():  # (not while a defragment swaps the file)
             self._backend.sync()
 
     async def _take_snapshot(self, index: int) -> None:
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await self._apply_thread.run(self._sync_backend)
+            self._backend.commit()
+            await asyncio.get_running_loop().run_in_executor(None, self._sync_backend)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
@@ -656,6 +682,7 @@ class RaftDriver:
         self._copying += 1
         try:
             try:
+                self._backend.commit()  # the copy must hold everything applied so far
                 await loop.run_in_executor(None, self._copy_backend, path)
             finally:
                 self._copying -= 1
