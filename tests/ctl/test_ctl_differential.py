@@ -224,10 +224,12 @@ AUTH_STEPS = [
 
 
 @pytest.mark.slow
-def test_auth_commands_against_etcd(etcd_factory: Any) -> None:
-    """petcdctl and etcdctl against two fresh etcd members, step by step."""
+@pytest.mark.parametrize("server", ["etcd", "petcd"])
+def test_auth_commands(etcd_factory: Any, petcd_factory: Any, server: str) -> None:
+    """etcdctl against a fresh etcd, petcdctl against a fresh etcd or petcd, step by
+    step."""
     a = etcd_factory()
-    b = etcd_factory()
+    b = etcd_factory() if server == "etcd" else petcd_factory()
     for line in AUTH_STEPS:
         args = line.split()
         from .harness import PETCDCTL, run

@@ -9,28 +9,19 @@ from typing import Any
 
 import grpc
 
-from petcd import errors
-from petcd.api.kv import abort, parse_request
+from petcd.api.kv import abort
+from petcd.api.lock import RecipeService
 from petcd.errors import EtcdError
 from petcd.pb.v3electionpb import v3election_pb2 as pb
-from petcd.server.concurrency import MISSING_LEADER_KEY, Recipes, as_plain
-from petcd.server.proposal import entry_size
+from petcd.server.concurrency import MISSING_LEADER_KEY, as_plain
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ElectionService:
-    def __init__(self, recipes: Recipes, *, max_request_bytes: int) -> None:
-        self._recipes = recipes
-        self._max_request_bytes = max_request_bytes
-
-    async def _parse(self, cls: Any, raw: bytes, context: Context) -> Any:
-        if entry_size(len(raw)) > self._max_request_bytes:
-            await abort(context, errors.REQUEST_TOO_LARGE)
-        return await parse_request(cls, raw, context)
-
+class ElectionService(RecipeService):
     async def Campaign(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.CampaignRequest, raw, context)
+        await self._authorize(context, req.name + b"/", prefix=True, write=True)
         try:
             header, key, rev, lease = await self._recipes.campaign(req.name, req.lease,
                                                                    req.value)
@@ -44,6 +35,7 @@ class ElectionService:
         if not req.HasField("leader"):
             await abort(context, MISSING_LEADER_KEY)
         ld = req.leader
+        await self._authorize(context, ld.key, prefix=False, write=True)
         try:
             header = await self._recipes.proclaim(ld.name, ld.key, ld.rev, ld.lease,
                                                   req.value)
@@ -53,6 +45,7 @@ class ElectionService:
 
     async def Leader(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.LeaderRequest, raw, context)
+        await self._authorize(context, req.name + b"/", prefix=True, write=False)
         try:
             header, kv = await self._recipes.leader(req.name)
         except EtcdError as e:
@@ -61,6 +54,7 @@ class ElectionService:
 
     async def Observe(self, raw: bytes, context: Context) -> AsyncIterator[bytes]:
         req = await self._parse(pb.LeaderRequest, raw, context)
+        await self._authorize(context, req.name + b"/", prefix=True, write=False)
         try:
             async for header, kv in self._recipes.observe(req.name):
                 yield pb.LeaderResponse(header=header, kv=kv).SerializeToString()
@@ -71,6 +65,7 @@ class ElectionService:
         req = await self._parse(pb.ResignRequest, raw, context)
         if not req.HasField("leader"):
             await abort(context, MISSING_LEADER_KEY)
+        await self._authorize(context, req.leader.key, prefix=False, write=True)
         try:
             header = await self._recipes.resign(req.leader.key, req.leader.rev)
         except EtcdError as e:
