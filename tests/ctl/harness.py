@@ -28,10 +28,15 @@ _NORMALIZE = [
 ]
 
 
+_TABLE_LINE = re.compile(r"^[+|].*[+|]$", re.M)
+
+
 def normalize(text: str) -> str:
     for pattern, repl in _NORMALIZE:
         text = pattern.sub(repl, text)
-    return text
+    # a table's column widths follow its (normalised) values
+    return _TABLE_LINE.sub(lambda m: re.sub(r"-+", "-", re.sub(r" +", " ", m.group(0))),
+                           text)
 
 
 @dataclass
