@@ -16,15 +16,18 @@ from petcd.testing import SRC_DIR
 
 PETCDCTL = [sys.executable, "-m", "petcd.cli.ctl"]
 
-_NORMALIZE = [
+_NORMALIZE: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r'"(cluster_id|member_id|raft_term|leader|ID|id)":-?\d+'), r'"\1":N'),
     (re.compile(r'"(ClusterID|MemberID|RaftTerm|ID|Leader)" : -?\d+'), r'"\1" : N'),
     (re.compile(r'"ts":"[^"]*"'), '"ts":T'),
     (re.compile(r'"target":"[^"]*"'), '"target":T'),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
     (re.compile(r"took = [0-9.]+[µmn]?s|\"took\":\"[^\"]*\"|\"Took\" : \S+"), "took"),
+    (re.compile(r"(Member|cluster)\s+[0-9a-f]{1,16}\b"), r"\1 HEX"),  # (%16x: padded)
     (re.compile(r"\b[0-9a-f]{12,16}\b"), "HEX"),
-    (re.compile(r"(Member|cluster)\s+[0-9a-f]{1,16}\b"), r"\1 HEX"),
+    # member add lists the members in ID order, and IDs are random
+    (re.compile(r'ETCD_INITIAL_CLUSTER="([^"]*)"'),
+     lambda m: 'ETCD_INITIAL_CLUSTER="' + ",".join(sorted(m.group(1).split(","))) + '"'),
 ]
 
 

@@ -87,7 +87,8 @@ STEPS: list[Step] = [
     (["member", "remove", "1234"], None, None),
     (["member", "update", "1234", "--peer-urls", "http://127.0.0.1:1"], None, None),
     (["member", "promote", "1234"], None, None),
-    *_fmt("alarm list", rpc.AlarmResponse),
+    # (not -w fields: with no alarm etcd answers without a header and etcdctl 3.4 panics)
+    *[s for s in _fmt("alarm list", rpc.AlarmResponse) if "fields" not in s[0]],
     (["alarm", "disarm"], None, None),
     (["alarm", "list", "extra"], None, None),
     (["defrag"], None, None),
@@ -164,10 +165,15 @@ def test_steps_match_etcdctl(pair: tuple[str, str], chunk: int) -> None:
 def test_member_learner_lifecycle(pair: tuple[str, str]) -> None:
     etcd_ep, petcd_ep = pair
     urls = ("http://127.0.0.1:1", "http://127.0.0.1:2")
+    from .harness import normalize
     for args in (["member", "add", "ln", f"--peer-urls={urls[0]}", "--learner"],
                  ["member", "add", "ln2", f"--peer-urls={urls[0]}", "--learner"],
                  ["member", "list", "-w", "table"]):
         want, got = both(etcd_ep, petcd_ep, list(args))
+        if "table" in args:  # rows in member ID order; IDs are random
+            assert sorted(normalize(got.out.decode()).splitlines()) == sorted(
+                normalize(want.out.decode()).splitlines())
+            continue
         assert_same(list(args), want, got)
     ids = {}
     for name, ep in (("etcd", etcd_ep), ("petcd", petcd_ep)):
