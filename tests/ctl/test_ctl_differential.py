@@ -357,3 +357,29 @@ def test_elect_and_lock_hold(pair: tuple[str, str]) -> None:
         results.append((normalize(observed), outs, left))
     assert results[1] == results[0]
     assert results[0][2] == b""
+
+
+HELP = ["", "get", "put", "txn", "watch", "lease", "lease grant", "lease revoke",
+        "lease timetolive", "lease list", "lease keep-alive", "member", "member add",
+        "member remove", "member update", "member list", "member promote", "endpoint",
+        "endpoint health", "endpoint status", "endpoint hashkv", "alarm", "alarm disarm",
+        "alarm list", "defrag", "snapshot", "snapshot save", "snapshot restore",
+        "snapshot status", "move-leader", "lock", "elect", "auth", "auth enable",
+        "auth disable", "user", "user add", "user delete", "user get", "user list",
+        "user passwd", "user grant-role", "user revoke-role", "role", "role add",
+        "role delete", "role get", "role list", "role grant-permission",
+        "role revoke-permission", "check", "check perf", "check datascale", "make-mirror",
+        "version", "migrate", "del", "compaction"]
+
+
+@pytest.mark.parametrize("command", [
+    "", "put", "endpoint hashkv", "role grant-permission",
+    pytest.param("*", marks=pytest.mark.slow)])
+def test_help_matches_etcdctl(command: str) -> None:
+    """`--help` of every command, byte for byte (no server needed)."""
+    from .harness import PETCDCTL, run
+    for c in HELP if command == "*" else [command]:
+        args = [*c.split(), "--help"]
+        want = run(["etcdctl"], "127.0.0.1:1", args, None)
+        got = run(PETCDCTL, "127.0.0.1:1", args, None)
+        assert (got.rc, got.out, got.err) == (want.rc, want.out, want.err), c
