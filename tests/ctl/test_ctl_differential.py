@@ -205,8 +205,6 @@ def test_endpoint_commands(pair: tuple[str, str]) -> None:
         hexid = re.compile(r"\b[0-9a-f]{6,16}\b")
         w = digits.sub("D", hexid.sub("X", want.out.decode() + want.err))
         g = digits.sub("D", hexid.sub("X", got.out.decode() + got.err))
-        w = re.sub(r',"hash_revision":D', "", w)
-        g = re.sub(r',"hash_revision":D', "", g)
         # (tables: column widths follow the values)
         w = re.sub(r"-+| +", "_", w)
         g = re.sub(r"-+| +", "_", g)
