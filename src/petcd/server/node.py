@@ -68,7 +68,8 @@ class Node:
         self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
-        self._applier = Applier(self.backend, self.kv, self.metrics)
+        self._applier = Applier(self.backend, self.kv, self.metrics,
+                                warn_after=opts.warning_apply_duration)
         self.membership = Membership(0, 0)
         booted = boot(opts, self.backend, self.membership)
         # (the backend may have been replaced by a snapshot's file while booting)
