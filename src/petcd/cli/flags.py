@@ -322,6 +322,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-stop-grpc-service-on-defrag", B, False,
          "Report the gRPC health service as not serving during defragmentation.",
          EXPERIMENTAL, True),
+    Flag("experimental-learner-auto-promote", B, False,
+         "petcd: the leader promotes a learner to voter once it has caught up (its match "
+         "index at least 90% of the leader's commit index, etcd's rule for member promote).",
+         EXPERIMENTAL, True),
     Flag("experimental-max-learners", N, 1, "Maximum number of learners in the cluster.",
          EXPERIMENTAL, True),
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,

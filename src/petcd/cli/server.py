@@ -114,6 +114,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         force_new_cluster=bool(cfg.values["force-new-cluster"]),
+        learner_auto_promote=bool(cfg.values["experimental-learner-auto-promote"]),
         stop_grpc_service_on_defrag=bool(cfg.values["experimental-stop-grpc-service-on-defrag"]),
         bootstrap_defrag_threshold_mb=cast(
             int, cfg.values["experimental-bootstrap-defrag-threshold-megabytes"]),

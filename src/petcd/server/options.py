@@ -52,6 +52,8 @@ class ServerOptions:
     # least this much of the file is free (0: never).
     stop_grpc_service_on_defrag: bool = False
     bootstrap_defrag_threshold_mb: int = 0
+    # --experimental-learner-auto-promote: the leader promotes caught-up learners.
+    learner_auto_promote: bool = False
     # --force-new-cluster: on restart, commit the removal of every other member.
     force_new_cluster: bool = False
     # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).
