@@ -43,10 +43,13 @@ def client_info(opts: ServerOptions) -> TLSInfo | None:
                                   [u for u in urls if _is_tls(u)],
                                   opts.self_signed_cert_validity)
     secure = [u for u in urls if _is_tls(u)]
-    for url in urls:
-        if not _is_tls(url) and (cert or key):
+    for url in (u for u in urls if not _is_tls(u)):
+        if cert or key:
             log.warning("scheme is HTTP while key and cert files are present; ignoring key "
                         "and cert files for %s", url)
+        if opts.client_cert_auth:
+            log.warning("scheme is HTTP while --client-cert-auth is enabled; ignoring client "
+                        "cert auth for %s", url)
     if not secure:
         return None
     if not cert and not key:
