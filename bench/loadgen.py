@@ -131,6 +131,7 @@ def channel(address: str, tls: TLSCreds | None, *, aio: bool = True) -> Any:
 
 async def _worker_main(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
                        conns: int, seconds: float, value_size: int, tls: TLSCreds | None,
+                       metadata: tuple[tuple[str, str], ...],
                        ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
     import grpc
 
@@ -147,6 +148,7 @@ async def _worker_main(addresses: Sequence[str], workload: str, worker: int, con
     errors = 0
     stop_at = time.monotonic() + seconds
     n = len(reqs)
+    md = metadata or None  # e.g. (("token", ...),) with auth on
 
     async def loop(i: int) -> None:
         nonlocal count, errors
@@ -154,7 +156,7 @@ async def _worker_main(addresses: Sequence[str], workload: str, worker: int, con
         j = i
         while time.monotonic() < stop_at:
             try:
-                await call(reqs[j % n], timeout=30)
+                await call(reqs[j % n], timeout=30, metadata=md)
                 count += 1
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -188,9 +190,11 @@ def _worker(*args: Any) -> None:
 
 def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
              clients: int, procs: int, seconds: float, value_size: int,
-             tls: TLSCreds | None = None) -> Cell:
+             tls: TLSCreds | None = None,
+             metadata: tuple[tuple[str, str], ...] = ()) -> Cell:
     """`clients` concurrent callers in `procs` worker processes, spread over `addresses`
-    (over TLS when `tls` is given); server CPU is summed over `members`."""
+    (over TLS when `tls` is given); server CPU is summed over `members`. `metadata` goes
+    with every call."""
     procs = max(1, min(procs, clients))
     # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
     ctx = mp.get_context("spawn")
@@ -200,7 +204,7 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [ctx.Process(target=_worker, args=(list(addresses), workload, i, per[i],
                                                  max(1, min(per[i], 8)), seconds, value_size,
-                                                 tls, ready, go, out))
+                                                 tls, metadata, ready, go, out))
                for i in range(procs)]
     for w in workers:
         w.start()

@@ -43,6 +43,22 @@ def free_port() -> int:
             return port
 
 
+# Flags that keep a member's backend from committing on its own (only at snapshots and
+# clean stops): after a kill -9, everything since its start is in its WAL only.
+LAGGING_BACKEND = ["--backend-batch-interval", "1h", "--backend-batch-limit", "1000000000"]
+
+
+def backend_index(data_dir: str | os.PathLike[str]) -> int:
+    """The Raft index a stopped member's backend file holds (where its replay starts)."""
+    from petcd.mvcc import Backend
+
+    backend = Backend(os.path.join(data_dir, "member", "snap", "db"))
+    try:
+        return backend.committed_index()[0]
+    finally:
+        backend.close()
+
+
 class MemberProcess:
     """One server process; subclasses say how to start it. Output goes to a log file."""
 

@@ -117,7 +117,12 @@ def _convert(flag: Flag, raw: object, *, from_file: bool = False) -> object:
         return sorted(set(urls))
     if kind is Kind.STRINGS:
         items = raw if isinstance(raw, list) else str(raw).split(",")
-        return [str(x).strip() for x in items if str(x).strip()]
+        values = [str(x).strip() for x in items if str(x).strip()]
+        if flag.name == "cors":  # etcd: origins are URLs, or "*"
+            for v in values:
+                if v != "*":
+                    parse_url(v)
+        return values
     if kind is Kind.CHOICE:
         text = str(raw)
         if text not in flag.choices:
@@ -223,6 +228,22 @@ class Config:
         return self._int("max-concurrent-streams")
 
     @property
+    def auto_compaction(self) -> tuple[str, float]:
+        """(mode, retention) as etcd reads them: a whole number is hours in periodic mode
+        and revisions in revision mode; anything else a Go duration (in revision mode,
+        etcd then takes its nanoseconds as the count)."""
+        mode = self._str("auto-compaction-mode") or "periodic"
+        text = self._str("auto-compaction-retention") or "0"
+        if text.isascii() and text.isdigit():
+            n = int(text)
+            return mode, float(n * 3600 if mode == "periodic" else n)
+        try:
+            seconds = parse_duration(text)
+        except ValueError as e:
+            raise ConfigError(f"error parsing CompactionRetention: {e}") from None
+        return mode, seconds if mode == "periodic" else float(int(seconds * 1e9))
+
+    @property
     def compaction_batch_limit(self) -> int:
         limit = self._int("experimental-compaction-batch-limit")
         return limit if limit > 0 else 1000  # etcd: 0 means its default
@@ -310,6 +331,7 @@ class Config:
         mode = self._str("auto-compaction-mode")
         if mode not in ("", "periodic", "revision"):
             raise ConfigError(f"unknown auto-compaction-mode {mode!r}")
+        _ = self.auto_compaction  # a retention etcd cannot parse fails the start
         if self.log_level not in ("debug", "info", "warn", "error", "dpanic", "panic",
                                   "fatal"):
             raise ConfigError(f"unknown log level {self.log_level!r}")

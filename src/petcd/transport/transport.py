@@ -126,6 +126,7 @@ class PeerStatus:
     sent: int  # messages handed to the socket (lifetime)
     dropped: int  # messages dropped: queue full, or lost with a failed connection
     last_error: str | None  # why the last dial or connection failed, None once active
+    sent_bytes: int = 0  # message frames handed to the socket (lifetime)
 
 
 class _Hasher(Protocol):
@@ -202,6 +203,7 @@ class _Peer:
         self.flush_scheduled = False
         self.since: float | None = None
         self.sent = 0
+        self.sent_bytes = 0
         self.dropped = 0
         self.last_error: str | None = None
         self.closed = False
@@ -243,6 +245,7 @@ class _Peer:
         # Large payloads: hand the pieces over as they are (uvloop writes them with writev,
         # saving a copy). Small ones: one joined buffer costs less per message.
         big = self.queued_bytes > WRITEV_MIN_AVERAGE * len(queue)
+        self.sent_bytes += self.queued_bytes + FRAME_HEADER.size * len(queue)
         self.queue = []
         self.queued_bytes = 0
         self.sent += len(queue)
@@ -458,6 +461,7 @@ class _Peer:
             sent=self.sent,
             dropped=self.dropped,
             last_error=self.last_error,
+            sent_bytes=self.sent_bytes,
         )
 
 
@@ -497,6 +501,8 @@ class PeerTransport:
         _check_id("cluster_id", cluster_id)
         self.local_id = local_id
         self.cluster_id = cluster_id
+        # Bytes read from each peer's connections (peer ID -> bytes; 0: before its hello).
+        self.received_bytes: dict[int, int] = {}
         self.config = config or TransportConfig()
         self._listen = [parse_peer_url(u) for u in listen_urls]
         for url in self._listen:
@@ -514,6 +520,7 @@ class PeerTransport:
         self._removed: set[int] = set()
         self._unreachable: set[int] = set()
         self._inbound: set[InboundConnection] = set()
+        self._unadmitted: dict[InboundConnection, None] = {}  # no hello yet (oldest first)
         self._inbound_by_peer: dict[int, InboundConnection] = {}
         self._servers: list[tuple[PeerURL, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -793,6 +800,7 @@ class PeerTransport:
             hello_timeout=self.config.hello_timeout,
             snapshot_buffer=self.config.snapshot_buffer,
             snapshot_timeout=self.config.snapshot_timeout,
+            unadmitted=self._unadmitted,
         )
         self._inbound.add(conn)
         return conn
