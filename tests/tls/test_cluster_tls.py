@@ -90,13 +90,14 @@ def test_cluster_with_peer_and_client_tls(kind: str, pki: Pki, tmp_path: Path,
     assert len(urls) == 6 and all(u.startswith("https://") for u in urls)
     health = Etcdctl(endpoints, tls=alice)("endpoint", "health")
     assert health.returncode == 0 and health.stderr.count("is healthy") == 3, health
-    # A follower forwards keep-alives and TimeToLive to the leader's https client URL
-    # with its own certificate (the leader asks for one).
-    lease = Etcdctl(leader.endpoint, tls=alice).ok("lease", "grant", "60").split()[1]
-    follower = Etcdctl(c.followers(leader)[0].endpoint, tls=alice)
-    kept = follower.ok("lease", "keep-alive", "--once", lease)
-    assert f"lease {lease} keepalived with TTL(60)" in kept, kept
-    assert "remaining" in follower.ok("lease", "timetolive", lease)
+    # Keep-alives and TimeToLive through every member: two of them are followers, which
+    # forward to the leader with their own certificate (the leader asks for one).
+    lease = Etcdctl(endpoints[0], tls=alice).ok("lease", "grant", "60").split()[1]
+    for m in members:
+        ctl = Etcdctl(m.endpoint, tls=alice)
+        kept = ctl.ok("lease", "keep-alive", "--once", lease)
+        assert f"lease {lease} keepalived with TTL(60)" in kept, kept
+        assert "remaining" in ctl.ok("lease", "timetolive", lease)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -120,3 +121,10 @@ def test_cluster_on_auto_tls(kind: str, tmp_path: Path, clusters: list[PetcdClus
     for m in members[1:]:
         assert Etcdctl(m.endpoint, tls=ClientTLS()).ok(
             "get", "tls/auto", "--print-value-only") == "v\n"
+    # Followers forward keep-alives to the leader, whose certificate is self-signed.
+    lease = Etcdctl(members[0].endpoint, tls=ClientTLS()).ok(
+        "lease", "grant", "60").split()[1]
+    for m in members:
+        kept = Etcdctl(m.endpoint, tls=ClientTLS(), timeout=20)(
+            "--command-timeout=8s", "lease", "keep-alive", "--once", lease)
+        assert f"lease {lease} keepalived with TTL(60)" in kept.stdout, kept
