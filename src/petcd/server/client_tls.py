@@ -73,7 +73,7 @@ def client_tls(opts: ServerOptions) -> ClientTLS | None:
         return None
     context = server_context(info)
     if info.client_cert_file or info.client_key_file:
-        # etcd presents these when the member dials its own client URL (its gateway);
-        # petcd's gateway is in-process, but a broken pair still fails the start.
+        # Presented when this member dials other members' client URLs (member_client);
+        # a broken pair fails the start rather than the first forwarded call.
         client_context(info)
     return ClientTLS(context, Gate(info) if Gate.needed(info) else None)
