@@ -12,7 +12,8 @@ from google.protobuf.message import Message
 
 from petcd.errors import EtcdError
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
-from petcd.pb.wire import varint, varint_len
+from petcd.pb.wire import varint as varint  # re-exported: callers import it from here
+from petcd.pb.wire import varint_len as varint_len
 
 # The oneof field of InternalRequest that carries each kind of proposal.
 PUT = "put"
