@@ -211,6 +211,11 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def call(self, call: calls.Call[T], *, timeout: float | None = _UNSET) -> T:
+        """Run a prebuilt unary call (petcd.client.calls), with the same failover, retry
+        and token handling as every method (for wrappers that need raw responses)."""
+        return await self._unary(call, timeout)
+
     # -- KV
 
     async def get(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,

@@ -222,6 +222,11 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def call(self, call: calls.Call[T], *, timeout: float | None = _UNSET) -> T:
+        """Run a prebuilt unary call (petcd.client.calls), with the same failover, retry
+        and token handling as every method (for wrappers that need raw responses)."""
+        return self._unary(call, timeout)
+
     # -- KV
 
     def get(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
