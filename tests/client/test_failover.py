@@ -56,6 +56,9 @@ def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
     # The watcher starts on a follower; the writer never uses it, so writes go on
     # while the watcher is cut off.
     c = connect([follower.address, leader.address, other.address], timeout=20)
+    lease = c.lease_grant(2).id
+    ka = c.keep_alive(lease)  # refreshed through the same (soon dead) member
+    c.put("ka/key", "v", lease=lease)
     start = c.put(prefix + "start", "").header.revision
     w = c.watch(prefix, prefix=True)
     connected = follower
@@ -71,6 +74,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
             if len(seen) >= 30:
                 break
         connected.kill()  # mid-stream: the writer keeps going on the others
+        killed_at = time.monotonic()
         time.sleep(0.5)  # events committed meanwhile must not be lost
         for batch in w:
             seen.extend(batch.events)
@@ -87,6 +91,12 @@ def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
     assert c.endpoint != connected.address
     _collect_until(w, (prefix + "end").encode(), seen, time.monotonic() + 60)
     w.close()
+
+    # The keep-alive moved to another member too: the lease outlived its 2 s TTL.
+    time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
+    assert ka.lost is None and c.get("ka/key").value == b"v"
+    c.lease_revoke(lease)
+    assert ka.wait_lost(10) is not None  # and it reports the loss
 
     # The store's history from a fresh watch on a survivor: the same events, in order.
     survivor = next(m for m in members if m.running)

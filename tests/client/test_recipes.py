@@ -49,7 +49,7 @@ def _spawn(code: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def test_lock_excludes_8_processes(backend: MemberProcess, pfx: str) -> None:
-    n = 5
+    n = 3
     procs = [_spawn(WORKER, backend.address, pfx + "mx", str(n)) for _ in range(8)]
     for p in procs:
         _, err = p.communicate(timeout=180)
