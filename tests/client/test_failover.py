@@ -31,6 +31,16 @@ def _writer(endpoints: list[str], prefix: str, stop: threading.Event) -> threadi
     return th
 
 
+def _roles(members: list[Any]) -> tuple[Any, Any, Any]:
+    """(leader, follower, other follower)."""
+    with Client(members[0].address) as probe:
+        leader_id = probe.status().leader
+        ids = {m.id: m for m in probe.member_list().members}
+    leader = next(m for m in members if m.address in ids[leader_id].client_urls[0])
+    follower, other = (m for m in members if m is not leader)
+    return leader, follower, other
+
+
 def _collect_until(w: Any, key: bytes, out: list[Event], deadline: float) -> None:
     for batch in w:
         out.extend(batch.events)
@@ -47,11 +57,7 @@ def _triples(events: list[Event]) -> list[tuple[bytes, int, bytes]]:
 def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
                                              connect: Connect) -> None:
     members = members_factory(kind, 3)
-    with Client(members[0].address) as probe:
-        leader_id = probe.status().leader
-        ids = {m.id: m for m in probe.member_list().members}
-    leader = next(m for m in members if m.address in ids[leader_id].client_urls[0])
-    follower, other = (m for m in members if m is not leader)
+    leader, follower, other = _roles(members)
     prefix = "fo/"
     # The watcher starts on a follower; the writer never uses it, so writes go on
     # while the watcher is cut off.
@@ -119,3 +125,27 @@ def test_write_retried_only_when_unsent(kind: str, members_factory: Any) -> None
         rev = c.put("retry/k", "v").header.revision
         assert c.get("retry/k").kvs[0].mod_revision == rev
         assert c.endpoint != members[0].address
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_watch_leaves_a_hung_member(kind: str, members_factory: Any, connect: Connect) -> None:
+    """SIGSTOP (no RST, no FIN): gRPC keepalive finds the member dead; the watch resumes
+    on another one and reads move on too."""
+    members = members_factory(kind, 3, ["--grpc-keepalive-min-time", "500ms"])
+    leader, follower, other = _roles(members)
+    c = connect([follower.address, leader.address, other.address], keepalive_time=1,
+                keepalive_timeout=1, timeout=20)
+    w = c.watch("hung/", prefix=True)
+    follower.pause()
+    try:
+        with Client([leader.address, other.address], timeout=20) as writer:
+            rev = writer.put("hung/k", "v").header.revision
+        t0 = time.monotonic()
+        batch = next(iter(w))
+        assert [e.kv.mod_revision for e in batch.events] == [rev]
+        assert time.monotonic() - t0 < 30
+        assert c.get("hung/k").value == b"v"
+        assert c.endpoint != follower.address
+        w.close()
+    finally:
+        follower.resume()
