@@ -125,6 +125,16 @@ def test_write_retried_only_when_unsent(kind: str, members_factory: Any) -> None
         rev = c.put("retry/k", "v").header.revision
         assert c.get("retry/k").kvs[0].mod_revision == rev
         assert c.endpoint != members[0].address
+        # MoveLeader: asked of the leader, names a running follower
+        leader, follower, _ = _roles([m for m in members if m.running] + [members[0]])
+        with Client(leader.address, timeout=20) as lc:
+            target = next(m.id for m in lc.member_list().members
+                          if follower.address in m.client_urls[0])
+            lc.move_leader(target)
+            deadline = time.monotonic() + 20
+            while lc.status().leader != target:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
 
 
 @pytest.mark.parametrize("kind", BACKENDS)

@@ -335,6 +335,12 @@ class AsyncClient:
     async def alarm_list(self, *, timeout: float | None = _UNSET) -> list[t.Alarm]:
         return await self._unary(calls.alarm(rpc.AlarmRequest.GET), timeout)
 
+    async def alarm_activate(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NOSPACE,
+                       *, timeout: float | None = _UNSET) -> list[t.Alarm]:
+        """Raise an alarm (NOSPACE: the cluster refuses writes until it is disarmed)."""
+        return await self._unary(calls.alarm(rpc.AlarmRequest.ACTIVATE, member_id, alarm.value),
+                           timeout)
+
     async def alarm_disarm(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NONE, *,
                      timeout: float | None = _UNSET) -> list[t.Alarm]:
         return await self._unary(calls.alarm(rpc.AlarmRequest.DEACTIVATE, member_id, alarm.value),
