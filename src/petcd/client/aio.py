@@ -21,6 +21,7 @@ from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
     EtcdError,
+    UnavailableError,
     from_rpc_error,
 )
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
@@ -173,6 +174,13 @@ class AsyncClient:
                 continue
             try:
                 await self._ensure_token(conn, deadline)
+            except (ConnectionFailedError, UnavailableError):
+                self._failover(conn)
+                if backoff.exhausted(deadline):
+                    raise
+                await asyncio.sleep(backoff.next_pause())
+                continue
+            try:
                 return await attempt(conn, deadline)
             except grpc.RpcError as e:
                 action = decide(e, idempotent,

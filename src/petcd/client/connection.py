@@ -169,7 +169,7 @@ class Backoff:
         rounds = self.failures // self.members
         return float(min(1.0, 0.05 * 2 ** (rounds - 1)))
 
-    def exhausted(self, deadline: Deadline, max_rounds: int = 5) -> bool:
+    def exhausted(self, deadline: Deadline, max_rounds: int = 8) -> bool:
         # With no deadline, give up after a few full rounds over every member.
         if deadline.at is not None:
             return deadline.passed()

@@ -19,6 +19,7 @@ from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
     EtcdError,
+    UnavailableError,
     from_rpc_error,
 )
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
@@ -180,6 +181,14 @@ class Client:
                 continue
             try:
                 self._ensure_token(conn, deadline)
+            except (ConnectionFailedError, UnavailableError):
+                # authenticating failed for want of a member: the request was not sent
+                self._failover(conn)
+                if backoff.exhausted(deadline):
+                    raise
+                time.sleep(backoff.next_pause())
+                continue
+            try:
                 return attempt(conn, deadline)
             except grpc.RpcError as e:
                 action = decide(e, idempotent,
