@@ -78,7 +78,7 @@ class AsyncClient:
         async with AsyncClient("127.0.0.1:2379") as c:
             await c.put("k", "v")
             print((await c.get("k")).value)
-            async with c.watch("k") as w:
+            async with await c.watch("k") as w:    # created on the server here
                 async for batch in w:
                     ...
 
