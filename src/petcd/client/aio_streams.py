@@ -164,8 +164,11 @@ class AsyncWatch:
                 yield e
 
     async def request_progress(self) -> None:
+        """Ask for a progress notification on the current stream (a broken stream is
+        left for the next read to notice and replace)."""
         if self._call is not None:
-            await self._call.write(self.state.progress_request())
+            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                await self._call.write(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], Any]) -> None:
         async def run() -> None:
