@@ -96,6 +96,8 @@ class ClientServer:
         if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
             log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
                         opts.wait_cluster_ready_timeout)
+        if opts.initial_corrupt_check:
+            await self.node.initial_corrupt_check()  # raises: the member does not serve
         handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (
             self.kv.handler(), ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),

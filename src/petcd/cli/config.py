@@ -227,6 +227,22 @@ class Config:
         return self._int("max-concurrent-streams")
 
     @property
+    def auto_compaction(self) -> tuple[str, float]:
+        """(mode, retention) as etcd reads them: a whole number is hours in periodic mode
+        and revisions in revision mode; anything else a Go duration (in revision mode,
+        etcd then takes its nanoseconds as the count)."""
+        mode = self._str("auto-compaction-mode") or "periodic"
+        text = self._str("auto-compaction-retention") or "0"
+        if text.isascii() and text.isdigit():
+            n = int(text)
+            return mode, float(n * 3600 if mode == "periodic" else n)
+        try:
+            seconds = parse_duration(text)
+        except ValueError as e:
+            raise ConfigError(f"error parsing CompactionRetention: {e}") from None
+        return mode, seconds if mode == "periodic" else float(int(seconds * 1e9))
+
+    @property
     def compaction_batch_limit(self) -> int:
         limit = self._int("experimental-compaction-batch-limit")
         return limit if limit > 0 else 1000  # etcd: 0 means its default
@@ -314,6 +330,7 @@ class Config:
         mode = self._str("auto-compaction-mode")
         if mode not in ("", "periodic", "revision"):
             raise ConfigError(f"unknown auto-compaction-mode {mode!r}")
+        _ = self.auto_compaction  # a retention etcd cannot parse fails the start
         if self.log_level not in ("debug", "info", "warn", "error", "dpanic", "panic",
                                   "fatal"):
             raise ConfigError(f"unknown log level {self.log_level!r}")

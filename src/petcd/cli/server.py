@@ -13,6 +13,7 @@ from typing import cast
 
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
+from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
 from petcd.server.cluster import BootstrapError
 from petcd.server.options import ServerOptions
@@ -81,6 +82,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
+        wal_dir=str(cfg.values["wal-dir"]),
         listen_client_urls=tuple(cfg.listen_client_urls),
         listen_client_http_urls=tuple(cfg.listen_client_http_urls),
         advertise_client_urls=tuple(cfg.advertise_client_urls),
@@ -98,6 +100,14 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        force_new_cluster=bool(cfg.values["force-new-cluster"]),
+        initial_corrupt_check=bool(cfg.values["experimental-initial-corrupt-check"]),
+        corrupt_check_time=float(cfg.values["experimental-corrupt-check-time"]),  # type: ignore[arg-type]
+        compact_hash_check=bool(cfg.values["experimental-compact-hash-check-enabled"]),
+        compact_hash_check_time=float(
+            cfg.values["experimental-compact-hash-check-time"]),  # type: ignore[arg-type]
+        auto_compaction_mode=cfg.auto_compaction[0],
+        auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=str(cfg.values["experimental-grpc-server"]),
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
@@ -151,22 +161,10 @@ def _progress_interval(cfg: config_mod.Config) -> float:
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-             "error": logging.ERROR}.get(cfg.log_level, logging.CRITICAL)
-    handlers: list[logging.Handler] = []
-    for out in cfg.log_outputs or ["default"]:
-        if out in ("default", "stderr"):
-            handlers.append(logging.StreamHandler(sys.stderr))
-        elif out == "stdout":
-            handlers.append(logging.StreamHandler(sys.stdout))
-        else:
-            handlers.append(logging.FileHandler(out))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    root.setLevel(level)
+    logsetup.setup(logger=str(cfg.values["logger"]), log_format=str(cfg.values["log-format"]),
+                   level=cfg.log_level, outputs=list(cfg.log_outputs),
+                   rotate=bool(cfg.values["enable-log-rotation"]),
+                   rotation_json=str(cfg.values["log-rotation-config-json"]))
 
 
 async def run(opts: ServerOptions) -> int:
@@ -211,7 +209,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if wants_version:
         sys.stdout.write(version_text())
         return
-    _setup_logging(cfg)
+    try:
+        _setup_logging(cfg)
+    except (logsetup.LogSetupError, OSError) as e:
+        print(f"petcd: error verifying flags, {e}. See 'petcd --help'.", file=sys.stderr)
+        raise SystemExit(1) from None
     for w in cfg.warnings:
         log.warning("%s", w)
     if cfg.config_file:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.errors import EtcdError
 from petcd.lease import metrics as lease_metrics
 from petcd.lease.apply import LeaseApplier
 from petcd.lease.driver import LeaseDriver
@@ -21,14 +23,17 @@ from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server import member_metrics
+from petcd.server.alarm import ALARM
 from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
+from petcd.server.compactor import AutoCompactor, make_policy
+from petcd.server.corruption import CorruptionMonitor, initial_check
 from petcd.server.kv_apply import KVApplier
 from petcd.server.maintenance import Maintenance
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Result
+from petcd.server.proposal import COMPACTION, Result
 from petcd.server.raft_log import RaftDriver
 
 log = logging.getLogger("petcd.server")
@@ -66,6 +71,21 @@ class Node:
         self.maintenance = Maintenance(self)
         self._init_leases(opts)
         member_metrics.register(self, self.metrics.registry)
+        policy = make_policy(opts.auto_compaction_mode, opts.auto_compaction_retention,
+                             time.monotonic())
+        self.compactor = None if policy is None else AutoCompactor(
+            policy, current_revision=lambda: self.store.current_revision,
+            is_leader=lambda: self._log.is_leader, compact=self._compact)
+        self.corruption = None
+        if opts.corrupt_check_time > 0 or opts.compact_hash_check:
+            self.corruption = CorruptionMonitor(
+                hash_kv=self.maintenance.hash_kv, peers=self._peer_client_urls,
+                is_leader=lambda: self._log.is_leader, member_id=self.member_id,
+                raise_alarm=self._raise_corrupt,
+                compact_revision=lambda: self.store.compact_revision,
+                interval=opts.corrupt_check_time,
+                compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
+                else 0.0)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -102,11 +122,19 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        if self.compactor is not None:
+            self.compactor.start()
+        if self.corruption is not None:
+            self.corruption.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        if self.corruption is not None:
+            await self.corruption.stop()
+        if self.compactor is not None:
+            await self.compactor.stop()
         await self.leases.stop()
         await self._log.stop()
         self.maintenance.close()
@@ -166,6 +194,28 @@ class Node:
         request bytes; request: the same, parsed). Resolves to the response message or
         the EtcdError to answer, once the write is durable and applied."""
         return self._log.propose(kind, raw, request)
+
+    def _peer_client_urls(self) -> list[tuple[int, list[str]]]:
+        return [(m.id, list(m.client_urls)) for m in self.membership.sorted()
+                if m.id != self.member_id]
+
+    async def initial_corrupt_check(self) -> None:
+        """--experimental-initial-corrupt-check: raises RuntimeError on a mismatch."""
+        await initial_check(self.maintenance.hash_kv, self._peer_client_urls())
+
+    async def _raise_corrupt(self, member_id: int) -> None:
+        req = rpc.AlarmRequest(action=rpc.AlarmRequest.ACTIVATE, memberID=member_id,
+                               alarm=rpc.CORRUPT)
+        result = await self.propose(ALARM, req.SerializeToString(), req)
+        if isinstance(result, EtcdError):
+            raise result
+
+    async def _compact(self, revision: int) -> None:
+        """A Compact request through the log, as a client's would go (raises EtcdError)."""
+        req = rpc.CompactionRequest(revision=revision)
+        result = await self.propose(COMPACTION, req.SerializeToString(), req)
+        if isinstance(result, EtcdError):
+            raise result
 
     def read_barrier(self) -> Awaitable[None] | None:
         """For a linearizable read: None if it may run now, else an awaitable that

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class ServerOptions:
     name: str = "default"
     data_dir: str = "default.petcd"
+    wal_dir: str = ""  # --wal-dir: the WAL on its own disk (default <data-dir>/member/wal)
     listen_client_urls: tuple[str, ...] = ("http://localhost:2379",)
     # When set, HTTP is served here only and gRPC owns listen_client_urls (no mux hop).
     listen_client_http_urls: tuple[str, ...] = ()
@@ -32,6 +33,18 @@ class ServerOptions:
     # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
     # the rest continues in later batches so a large compaction never stalls writes.
     compaction_batch_limit: int = 1000
+    # --auto-compaction-mode / -retention: "periodic" (retention in seconds) or "revision"
+    # (retention in revisions); 0 turns auto-compaction off.
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: float = 0.0
+    # Corruption checks: before serving (initial), every corrupt_check_time seconds on the
+    # leader (0: off), and after compactions every compact_hash_check_time (if enabled).
+    initial_corrupt_check: bool = False
+    corrupt_check_time: float = 0.0
+    compact_hash_check: bool = False
+    compact_hash_check_time: float = 60.0
+    # --force-new-cluster: on restart, commit the removal of every other member.
+    force_new_cluster: bool = False
     # Upper bound on proposals applied in one batch (one LMDB write txn + one sync).
     max_batch_entries: int = 4096
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
