@@ -93,3 +93,25 @@ def test_gateway_disabled(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert requests.get(m.endpoint + "/health", timeout=10).status_code == 200
     finally:
         m.kill()
+
+
+def test_gateway_on_client_http_urls_with_grpcio(tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    """--listen-client-http-urls carries the gateway; with the grpc.aio fallback server
+    too (the gateway calls the handlers directly, whichever server runs gRPC)."""
+    m = PetcdProcess(tmp_path_factory.mktemp("gw-http") / "m", separate_http=True,
+                     args=["--experimental-grpc-server=grpcio"])
+    m.start()
+    try:
+        r = requests.post(m.http_endpoint + "/v3/kv/put", timeout=10,
+                          data='{"key": "aHR0cA==", "value": "dg=="}')
+        assert r.status_code == 200, r.text
+        r = requests.post(m.http_endpoint + "/v3/kv/range", data='{"key": "aHR0cA=="}',
+                          timeout=10)
+        assert r.json()["kvs"][0]["value"] == "dg=="
+        got = _samples(m.http_endpoint)
+        ok = 'grpc_server_handled_total{"grpc_code": "OK", "grpc_method": "Put", ' \
+             '"grpc_service": "etcdserverpb.KV", "grpc_type": "unary"}'
+        assert got[ok] == 1
+    finally:
+        m.kill()
