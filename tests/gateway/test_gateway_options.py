@@ -76,6 +76,9 @@ def test_watch_cancelled_when_client_leaves(member: tuple[PetcdProcess, str]) ->
               f"{body}".encode())
     assert b'"created":true' in s.recv(65536)
     assert streams() == before + 1
+    received = 'grpc_server_msg_received_total{"grpc_method": "Watch", ' \
+        '"grpc_service": "etcdserverpb.Watch", "grpc_type": "bidi_stream"}'
+    assert _samples(metrics_url)[received] >= 1
     s.close()
     deadline = time.monotonic() + 20
     while streams() != before and time.monotonic() < deadline:
