@@ -11,13 +11,14 @@ import json
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Protocol, cast
 
 import h11
 
 from petcd import ETCD_API_VERSION
+from petcd.api import raft_status
 from petcd.server.node import Node
 
 log = logging.getLogger("petcd.http")
@@ -106,6 +107,12 @@ class HttpApp:
                 return await handler(method, target, headers, body)
         if self._metrics_only:
             return 404, [_TEXT, _NOSNIFF], b"404 page not found\n"
+        if path == raft_status.PATH:
+            if method != "GET":
+                return _not_allowed()
+            if not raft_status.authorized(self._node, headers):
+                return 401, [_TEXT, _NOSNIFF], b"unauthorized\n"
+            return 200, [_JSON], raft_status.render(self._node, raft_status.tail_from(target))
         if path == "/version":
             if method != "GET":
                 return _not_allowed()
@@ -176,25 +183,61 @@ def _not_allowed() -> Reply:
     return 405, [(b"Allow", b"GET"), _TEXT, _NOSNIFF], b"Method Not Allowed\n"
 
 
-class HttpProtocol(asyncio.Protocol):
-    """One HTTP/1.1 connection (keep-alive, one request at a time)."""
+# Bounds of one HTTP/1.1 connection (docs/ARCHITECTURE.md): request line + headers,
+# body, the time a request may take to arrive, and the idle time between requests.
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+REQUEST_TIMEOUT = 30.0
+IDLE_TIMEOUT = 120.0
 
-    def __init__(self, handler: Handler) -> None:
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection (keep-alive, one request at a time; reading pauses
+    while a request is answered, so pipelined data is never buffered unread)."""
+
+    def __init__(self, handler: Handler, *, max_body: int = MAX_BODY_BYTES,
+                 request_timeout: float = REQUEST_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self._handler = handler
-        self._conn = h11.Connection(h11.SERVER)
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._request: h11.Request | None = None
         self._body = bytearray()
         self._busy = False
         self._streaming: asyncio.Task[object] | None = None
-        self._reading_paused = False
-        self._paused = False
+        self._reading_paused = False  # held back: a response runs and input piled up
         self._drain: asyncio.Future[None] | None = None
+        self._max_body = max_body
+        self._request_timeout = request_timeout
+        self._idle_timeout = idle_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._receiving = False  # a request has started arriving
+        self._write_paused = False  # the client does not read our answers
+        # Set by the listener's connection accounting: called once when the connection ends.
+        self.on_lost: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._arm(self._request_timeout)
+
+    def _arm(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._transport is None or self._busy:
+            return
+        if self._receiving:
+            self._send_error(408, b"request timeout\n")
+        else:
+            self._transport.close()  # idle keep-alive connection
 
     def data_received(self, data: bytes) -> None:
+        if not self._receiving:
+            self._receiving = True
+            self._arm(self._request_timeout)
         self._conn.receive_data(data)
         self._process()
         if self._busy and self._transport is not None \
@@ -210,21 +253,33 @@ class HttpProtocol(asyncio.Protocol):
         return None
 
     def _process(self) -> None:
-        while not self._busy and self._transport is not None:
+        while not self._busy and not self._write_paused and self._transport is not None:
             try:
                 event = self._conn.next_event()
-            except h11.RemoteProtocolError:
-                self._send_error(400)
+            except h11.RemoteProtocolError as e:
+                self._send_error(e.error_status_hint)
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return
             if isinstance(event, h11.Request):
                 self._request = event
                 self._body.clear()
+                length = _content_length(event.headers)
+                if length is not None and length > self._max_body:
+                    self._send_error(413, b"request body too large\n")
+                    return
             elif isinstance(event, h11.Data):
                 self._body += event.data
+                if len(self._body) > self._max_body:
+                    self._send_error(413, b"request body too large\n")
+                    return
             elif isinstance(event, h11.EndOfMessage):
                 self._busy = True
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                # Reading goes on while the response runs (so a client that goes away
+                # mid-stream is seen), bounded by INPUT_HOLD_BYTES in data_received.
                 asyncio.get_running_loop().create_task(self._respond())
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -256,10 +311,12 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
             return
         self._busy = False
-        if self._reading_paused:
+        self._receiving = False
+        self._arm(self._idle_timeout)
+        if not self._write_paused:  # else resume_writing goes on
             self._reading_paused = False
             self._transport.resume_reading()
-        self._process()
+            self._process()
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -277,9 +334,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._transport.write(out)
 
-    def _send_error(self, status: int) -> None:
+    def _send_error(self, status: int, body: bytes = b"bad request\n") -> None:
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._send(status, [_TEXT], b"bad request\n")
+            self._send(status, [_TEXT, (b"Connection", b"close")], body)
         if self._transport is not None:
             self._transport.close()
 
@@ -321,16 +378,28 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        # The client does not read our answers: stop reading its requests too (no pile
+        # of answers), and streamed responses wait in drain().
+        self._write_paused = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self._write_paused = False
         waiter, self._drain = self._drain, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._transport is None or self._transport.is_closing():
+            return
+        if not self._busy:
+            self._reading_paused = False
+            self._transport.resume_reading()
+            self._process()
+        elif not self._reading_paused:
+            self._transport.resume_reading()
 
     async def drain(self) -> None:
-        while self._paused and self._transport is not None:
+        while self._write_paused and self._transport is not None:
             if self._drain is None:
                 self._drain = asyncio.get_running_loop().create_future()
             await self._drain
@@ -342,6 +411,12 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
         if self._streaming is not None:
             self._streaming.cancel()  # the client went away: end its stream
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
 
 # Bytes a streamed response may hold in the transport before its producer waits.
@@ -374,5 +449,15 @@ class _ChunkedOut:
             raise asyncio.CancelledError()
         if data:
             p._transport.write(p._conn.send(h11.Data(data=data)) or b"")
-        if p._paused:
+        if p._write_paused:
             await p.drain()
+
+
+def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

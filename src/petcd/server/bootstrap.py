@@ -47,6 +47,7 @@ from petcd.server.membership import (
 )
 from petcd.server.options import ServerOptions
 from petcd.server.peer_tls import peer_contexts
+from petcd.tls import Gate
 from petcd.transport import RequestFailed, peer_request
 from petcd.wal.storage import MemberStorage
 
@@ -67,6 +68,7 @@ class Boot:
     restarted: bool
     server_ssl: ssl.SSLContext | None = None  # for https peer URLs
     client_ssl: ssl.SSLContext | None = None
+    peer_gate: Gate | None = None  # etcd's checks of inbound peers' certificates
 
 
 def encode_metadata(cluster_id: int, local_id: int) -> bytes:
@@ -82,12 +84,13 @@ def boot(opts: ServerOptions, backend: Backend, membership: Membership) -> Boot:
     """Open or create the member's Raft storage; fills `membership`."""
     member_dir = os.path.join(opts.data_dir, "member")
     fsync = not opts.unsafe_no_fsync
-    server_ssl, client_ssl = peer_contexts(opts)
+    peer_tls = peer_contexts(opts)
     if MemberStorage.exists(opts.data_dir, opts.wal_dir):
         booted = _restart(opts, backend, membership, member_dir, fsync)
     else:
-        booted = _first_start(opts, backend, membership, member_dir, fsync, client_ssl)
-    booted.server_ssl, booted.client_ssl = server_ssl, client_ssl
+        booted = _first_start(opts, backend, membership, member_dir, fsync, peer_tls.client)
+    booted.server_ssl, booted.client_ssl = peer_tls.server, peer_tls.client
+    booted.peer_gate = peer_tls.gate
     return booted
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
+from petcd.tls import Gate
+
 from ._inbound import InboundConnection, SnapshotChunks
 from .wire import (
     FRAME_HEADER,
@@ -489,6 +491,7 @@ class PeerTransport:
         *,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        server_gate: Gate | None = None,
         config: TransportConfig | None = None,
         on_peer_status: Callable[[int, bool], None] | None = None,
         on_rejected: Callable[[int, Status, str], None] | None = None,
@@ -509,6 +512,7 @@ class PeerTransport:
         self._on_snapshot = on_snapshot
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
+        self._server_gate = server_gate
         self._on_peer_status = on_peer_status
         self._on_rejected = on_rejected
         self._on_request = on_request
@@ -516,6 +520,7 @@ class PeerTransport:
         self._removed: set[int] = set()
         self._unreachable: set[int] = set()
         self._inbound: set[InboundConnection] = set()
+        self._unadmitted: dict[InboundConnection, None] = {}  # no hello yet (oldest first)
         self._inbound_by_peer: dict[int, InboundConnection] = {}
         self._servers: list[tuple[PeerURL, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -533,8 +538,11 @@ class PeerTransport:
         self._loop = loop
         try:
             for url in self._listen:
+                factory: Callable[[], asyncio.BaseProtocol] = self._new_inbound
+                if url.tls and self._server_gate is not None:
+                    factory = self._server_gate.wrap(factory)
                 server = await loop.create_server(
-                    self._new_inbound,
+                    factory,
                     url.host,
                     url.port,
                     ssl=self._server_ssl if url.tls else None,
@@ -792,6 +800,7 @@ class PeerTransport:
             hello_timeout=self.config.hello_timeout,
             snapshot_buffer=self.config.snapshot_buffer,
             snapshot_timeout=self.config.snapshot_timeout,
+            unadmitted=self._unadmitted,
         )
         self._inbound.add(conn)
         return conn
