@@ -178,7 +178,7 @@ def _stream_lines(url: str, body: str, want: int, timeout: float = 15.0) -> list
     out: list[Any] = []
     with requests.post(url, data=body, stream=True, timeout=timeout) as r:
         assert r.status_code == 200, r.text
-        for line in r.iter_lines():
+        for line in r.iter_lines(chunk_size=None):
             if line:
                 out.append(json.loads(line))
             if len(out) >= want:
@@ -210,7 +210,7 @@ def test_watch_stream(pair: Pair) -> None:
     def watch(i: int) -> None:
         with requests.post(pair.urls[i] + "/v3/watch", data=body, stream=True,
                            timeout=20) as r:
-            for line in r.iter_lines():
+            for line in r.iter_lines(chunk_size=None):
                 if not line:
                     continue
                 results[i].append(json.loads(line))
@@ -291,7 +291,7 @@ def test_snapshot_stream(pair: Pair) -> None:
         with requests.post(url + "/v3/maintenance/snapshot", data="{}", stream=True,
                            timeout=30) as r:
             assert r.status_code == 200
-            lines = [json.loads(x) for x in r.iter_lines() if x]
+            lines = [json.loads(x) for x in r.iter_lines(chunk_size=None) if x]
         blob = b"".join(base64.b64decode(x["result"].get("blob", "")) for x in lines)
         assert all(set(x) == {"result"} for x in lines)
         import hashlib
@@ -356,7 +356,7 @@ def test_curl_sequence(pair: Pair) -> None:
         events: list[Any] = []
         with requests.post(url + "/v3/watch", stream=True, timeout=30, data=json.dumps(
                 {"create_request": {"key": "Y3VybC9h", "start_revision": "1"}})) as r:
-            for line in r.iter_lines():
+            for line in r.iter_lines(chunk_size=None):
                 if line:
                     events += json.loads(line)["result"].get("events", [])
                 if len(events) >= 3:

@@ -117,7 +117,7 @@ def test_lock_and_election(both: Both) -> None:
         with requests.post(url + "/v3/election/observe", data=json.dumps({"name": b64("el")}),
                            stream=True, timeout=20) as r:
             assert r.status_code == 200
-            for line in r.iter_lines():
+            for line in r.iter_lines(chunk_size=None):
                 if line:
                     observed.append(normalise(json.loads(line)))
                     break
