@@ -167,7 +167,6 @@ def test_member_learner_lifecycle(pair: tuple[str, str]) -> None:
     urls = ("http://127.0.0.1:1", "http://127.0.0.1:2")
     from .harness import normalize
     for args in (["member", "add", "ln", f"--peer-urls={urls[0]}", "--learner"],
-                 ["member", "add", "ln2", f"--peer-urls={urls[0]}", "--learner"],
                  ["member", "list", "-w", "table"]):
         want, got = both(etcd_ep, petcd_ep, list(args))
         if "table" in args:  # rows in member ID order; IDs are random
@@ -175,19 +174,18 @@ def test_member_learner_lifecycle(pair: tuple[str, str]) -> None:
                 normalize(want.out.decode()).splitlines())
             continue
         assert_same(list(args), want, got)
+    from .harness import PETCDCTL, run
     ids = {}
     for name, ep in (("etcd", etcd_ep), ("petcd", petcd_ep)):
-        from .harness import PETCDCTL, run
         listed = run(PETCDCTL, ep, ["member", "list"], None).out.decode()
         ids[name] = next(line.split(",")[0] for line in listed.splitlines()
                          if "unstarted" in line)
     for tmpl in (["member", "update", "{}", f"--peer-urls={urls[1]}"],
                  ["member", "promote", "{}"], ["member", "remove", "{}"],
                  ["member", "remove", "{}"]):
-        want, got = both(etcd_ep, petcd_ep, [a.format(ids["etcd"]) for a in tmpl])
-        from .harness import PETCDCTL as _P
-        from .harness import run as _run
-        got = _run(_P, petcd_ep, [a.format(ids["petcd"]) for a in tmpl], None)
+        # (each tool against its own server: the member IDs may differ, or coincide)
+        want = run(["etcdctl"], etcd_ep, [a.format(ids["etcd"]) for a in tmpl], None)
+        got = run(PETCDCTL, petcd_ep, [a.format(ids["petcd"]) for a in tmpl], None)
         assert_same(tmpl, want, got)
 
 
