@@ -23,6 +23,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from petcd.auth.tokens import SimpleTokens
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
 from petcd.raft import ConfChangeType, Entry, EntryType, ProgressState, Role, decode_conf_change
 from petcd.raft.codec import CodecError
@@ -42,10 +43,22 @@ _CONF = {ConfChangeType.ADD_NODE: "add", ConfChangeType.REMOVE_NODE: "remove",
 
 
 def authorized(node: Node, headers: list[tuple[bytes, bytes]]) -> bool:
-    """THE AUTH HOOK. When auth is enabled (issue 11), this status must be given only to an
-    authenticated user (a token in `authorization`, or a client certificate): the log tail
-    names keys. Until auth exists every client may read it, as /metrics."""
-    return True
+    """With auth enabled the log tail names keys: only a user with the root role may read
+    it, named by a token in the Authorization header (as the JSON gateway takes it)."""
+    if not node.auth.enabled:
+        return True
+    token = next((v.decode("latin-1") for k, v in headers if k == b"authorization"), "")
+    if token[:7].lower() == "bearer ":
+        token = token[7:]
+    if not token:
+        return False
+    tokens = node.tokens
+    if isinstance(tokens, SimpleTokens):
+        user = tokens.lookup(token)
+    else:
+        info = tokens.parse(token)
+        user = None if info is None else info.user
+    return user is not None and node.auth.is_admin(user) is None
 
 
 def tail_from(target: str) -> int:

@@ -64,7 +64,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("name", S, "default", "Human-readable name for this member.", MEMBER, True),
     Flag("data-dir", S, "", "Path to the data directory.", MEMBER, True,
          shown_default="${name}.petcd"),
-    Flag("wal-dir", S, "", "Path to a dedicated WAL directory.", MEMBER),
+    Flag("wal-dir", S, "", "Path to a dedicated WAL directory.", MEMBER, True),
     Flag("snapshot-count", U, 100000,
          "Number of committed transactions that triggers a snapshot to disk.", MEMBER, True),
     Flag("heartbeat-interval", U, 100, "Time (in milliseconds) of a heartbeat interval.",
@@ -91,9 +91,10 @@ FLAGS: tuple[Flag, ...] = (
          "Raise an alarm when the backend size exceeds this (0 means the default, 2 GiB).",
          MEMBER, True),
     Flag("backend-batch-interval", D, 0,
-         "Maximum time before committing the backend transaction.", MEMBER, shown_default=""),
+         "Maximum time before committing the backend transaction.", MEMBER, True,
+         shown_default=""),
     Flag("backend-batch-limit", N, 0,
-         "Maximum operations before committing the backend transaction.", MEMBER),
+         "Maximum operations before committing the backend transaction.", MEMBER, True),
     Flag("max-txn-ops", U, 128, "Maximum number of operations permitted in a transaction.",
          MEMBER, True),
     Flag("max-request-bytes", U, 1572864,
@@ -116,7 +117,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("socket-reuse-address", B, False,
          "Set SO_REUSEADDR on listeners (bind to an address in TIME_WAIT state).", MEMBER,
          True),
-    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER),
+    Flag("enable-grpc-gateway", B, True, "Enable the gRPC gateway (HTTP/JSON API).", MEMBER,
+         True),
     # --- clustering
     Flag("initial-advertise-peer-urls", L, "http://localhost:2380",
          "List of this member's peer URLs to advertise to the rest of the cluster.",
@@ -147,27 +149,31 @@ FLAGS: tuple[Flag, ...] = (
     Flag("pre-vote", B, True, "Run an additional Raft election phase (PreVote).", CLUSTERING,
          True),
     Flag("auto-compaction-retention", S, "0",
-         "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING),
+         "Auto compaction retention length; 0 disables auto compaction.", CLUSTERING, True),
     Flag("auto-compaction-mode", S, "periodic",
          "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit) "
-         "or 'revision' (a number of revisions).", CLUSTERING),
+         "or 'revision' (a number of revisions).", CLUSTERING, True),
     Flag("enable-v2", B, False, "Accept etcd v2 client requests.", CLUSTERING),
     Flag("v2-deprecation", S, "not-yet", "Phase of the v2store deprecation.", CLUSTERING),
     # --- security
-    Flag("cert-file", S, "", "Path to the client server TLS cert file.", SECURITY),
-    Flag("key-file", S, "", "Path to the client server TLS key file.", SECURITY),
-    Flag("client-cert-auth", B, False, "Enable client cert authentication.", SECURITY),
+    Flag("cert-file", S, "", "Path to the client server TLS cert file.", SECURITY, True),
+    Flag("key-file", S, "", "Path to the client server TLS key file.", SECURITY, True),
+    Flag("client-cert-auth", B, False, "Enable client cert authentication.", SECURITY, True),
     Flag("client-cert-file", S, "",
-         "Path to an explicit client TLS cert file (else --cert-file is used).", SECURITY),
+         "Path to an explicit client TLS cert file (else --cert-file is used) for the "
+         "member's own connections to its client URLs; petcd makes none, so the pair is "
+         "only checked at start.", SECURITY, True),
     Flag("client-key-file", S, "",
-         "Path to an explicit client TLS key file (else --key-file is used).", SECURITY),
+         "Path to an explicit client TLS key file (else --key-file is used); see "
+         "--client-cert-file.", SECURITY, True),
     Flag("client-crl-file", S, "", "Path to the client certificate revocation list file.",
-         SECURITY),
+         SECURITY, True),
     Flag("client-cert-allowed-hostname", S, "",
-         "Allowed TLS hostname for client cert authentication.", SECURITY),
-    Flag("trusted-ca-file", S, "", "Path to the client server TLS trusted CA cert file.",
-         SECURITY),
-    Flag("auto-tls", B, False, "Client TLS using generated certificates.", SECURITY),
+         "Allowed TLS hostname for client cert authentication.", SECURITY, True),
+    Flag("trusted-ca-file", S, "",
+         "Path to the client server TLS trusted CA cert file (also makes client "
+         "certificates mandatory, as in etcd).", SECURITY, True),
+    Flag("auto-tls", B, False, "Client TLS using generated certificates.", SECURITY, True),
     Flag("peer-cert-file", S, "", "Path to the peer server TLS cert file.", SECURITY, True),
     Flag("peer-key-file", S, "", "Path to the peer server TLS key file.", SECURITY, True),
     Flag("peer-client-cert-auth", B, False, "Enable peer client cert authentication.",
@@ -181,55 +187,65 @@ FLAGS: tuple[Flag, ...] = (
     Flag("peer-trusted-ca-file", S, "", "Path to the peer server TLS trusted CA file.",
          SECURITY, True),
     Flag("peer-cert-allowed-cn", S, "",
-         "Required CN for client certs connecting to the peer endpoint.", SECURITY),
+         "Required CN for client certs connecting to the peer endpoint.", SECURITY, True),
     Flag("peer-cert-allowed-hostname", S, "",
-         "Allowed TLS hostname for inter-peer authentication.", SECURITY),
+         "Allowed TLS hostname for inter-peer authentication.", SECURITY, True),
     Flag("peer-auto-tls", B, False,
          "Peer TLS using self-generated certificates if no peer key/cert files are given.",
-         SECURITY),
+         SECURITY, True),
     Flag("self-signed-cert-validity", U, 1,
          "Validity (in years) of the certificates --auto-tls and --peer-auto-tls generate.",
-         SECURITY),
+         SECURITY, True),
     Flag("peer-crl-file", S, "", "Path to the peer certificate revocation list file.",
-         SECURITY),
+         SECURITY, True),
     Flag("cipher-suites", SL, "",
-         "Comma-separated list of TLS cipher suites for client/server and peers.", SECURITY),
+         "Comma-separated list of TLS cipher suites (Go's names) for client/server and "
+         "peers; TLS 1.3 suites are not configurable.", SECURITY, True),
     Flag("cors", SL, "*",
-         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY),
+         "Comma-separated allow-list of origins for CORS (empty or * allows all).", SECURITY,
+         True),
     Flag("host-whitelist", SL, "*",
          "Acceptable hostnames in HTTP client requests if the server is not secure "
-         "(empty or * allows all).", SECURITY),
-    Flag("tls-min-version", S, "TLS1.2", "Minimum TLS version supported.", SECURITY),
-    Flag("tls-max-version", S, "", "Maximum TLS version supported.", SECURITY),
+         "(empty or * allows all).", SECURITY, True),
+    Flag("tls-min-version", S, "TLS1.2",
+         "Minimum TLS version supported (TLS1.2 or TLS1.3).", SECURITY, True),
+    Flag("tls-max-version", S, "",
+         "Maximum TLS version supported (TLS1.2 or TLS1.3; empty: the highest).", SECURITY,
+         True),
     # --- auth
     Flag("auth-token", S, "simple",
-         "v3 authentication token type and its options ('simple' or 'jwt').", AUTH),
+         "v3 authentication token type and its options: 'simple', or 'jwt,pub-key=PATH,"
+         "priv-key=PATH,sign-method=RS256|ES256|...,ttl=5m'.", AUTH, True),
     Flag("bcrypt-cost", U, 10,
-         "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH),
-    Flag("auth-token-ttl", U, 300, "Lifetime in seconds of a simple auth token.", AUTH),
+         "Cost of the bcrypt hashing of auth passwords (4 to 31).", AUTH, True),
+    Flag("auth-token-ttl", U, 300,
+         "Lifetime in seconds of a simple auth token after its last use.", AUTH, True),
     # --- monitoring
-    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP.", MONITORING),
+    Flag("enable-pprof", B, False, "Enable runtime profiling data via HTTP (petcd: a "
+         "Python cProfile at /debug/pprof/profile).", MONITORING, True),
     Flag("metrics", S, "basic",
-         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING),
+         "Level of detail of exported metrics ('basic' or 'extensive').", MONITORING, True),
     Flag("listen-metrics-urls", L, "",
-         "List of URLs to listen on for the metrics and health endpoints.", MONITORING),
+         "List of URLs to listen on for the metrics and health endpoints.", MONITORING, True),
     # --- logging
-    Flag("logger", S, "capnslog", "Logger to use ('zap' or 'capnslog'); petcd has one.",
-         LOGGING),
+    Flag("logger", S, "capnslog",
+         "Logger: 'zap' for structured lines (--log-format), or 'capnslog' for petcd's "
+         "human-readable lines.", LOGGING, True),
     Flag("log-outputs", SL, "default",
          "Log targets: 'default', 'stderr', 'stdout' or file paths (comma separated).",
          LOGGING, True),
     Flag("log-level", S, "info",
          "Log level: debug, info, warn, error, panic or fatal.", LOGGING, True),
-    Flag("log-format", S, "json", "Log format: json or console.", LOGGING),
+    Flag("log-format", S, "json", "Log format with --logger zap: json or console.", LOGGING,
+         True),
     Flag("enable-log-rotation", B, False,
-         "Enable log rotation of a single log-outputs file target.", LOGGING),
+         "Enable log rotation of a single log-outputs file target.", LOGGING, True),
     Flag("log-rotation-config-json", S,
          '{"maxsize": 100, "maxage": 0, "maxbackups": 0, "localtime": false, '
-         '"compress": false}', "Log rotation settings, as JSON.", LOGGING),
+         '"compress": false}', "Log rotation settings, as JSON.", LOGGING, True),
     Flag("warning-unary-request-duration", D, 0.3,
          "Log a warning when a unary request takes longer than this.", LOGGING,
-         shown_default="300ms"),
+         True, shown_default="300ms"),
     # --- v2 proxy
     Flag("proxy", C, "off", "Proxy mode ('off', 'readonly' or 'on').", PROXY,
          choices=("off", "readonly", "on")),
@@ -255,13 +271,15 @@ FLAGS: tuple[Flag, ...] = (
          "Samples to collect per million spans.", TRACING),
     # --- experimental
     Flag("experimental-initial-corrupt-check", B, False,
-         "Check data corruption before serving any client or peer traffic.", EXPERIMENTAL),
+         "Check data corruption before serving any client or peer traffic.", EXPERIMENTAL,
+         True),
     Flag("experimental-corrupt-check-time", D, 0.0,
-         "Time between cluster corruption check passes.", EXPERIMENTAL, shown_default="0s"),
+         "Time between cluster corruption check passes.", EXPERIMENTAL, True,
+         shown_default="0s"),
     Flag("experimental-compact-hash-check-enabled", B, False,
-         "Check data corruption after each compaction.", EXPERIMENTAL),
+         "Check data corruption after each compaction.", EXPERIMENTAL, True),
     Flag("experimental-compact-hash-check-time", D, 60.0,
-         "Time between leader checks of followers' compaction hashes.", EXPERIMENTAL,
+         "Time between leader checks of followers' compaction hashes.", EXPERIMENTAL, True,
          shown_default="1m"),
     Flag("experimental-enable-v2v3", S, "",
          "Serve v2 requests through the v3 backend under this prefix.", EXPERIMENTAL),
@@ -278,21 +296,22 @@ FLAGS: tuple[Flag, ...] = (
     Flag("experimental-compaction-sleep-interval", D, 0.01,
          "Sleep between compaction batches.", EXPERIMENTAL, shown_default="10ms"),
     Flag("experimental-peer-skip-client-san-verification", B, False,
-         "Skip verification of the SAN field in peer client certificates.", EXPERIMENTAL),
+         "Skip verification of the SAN field in peer client certificates.", EXPERIMENTAL,
+         True),
     Flag("experimental-watch-progress-notify-interval", D, 600.0,
          "Interval of periodic watch progress notifications.", EXPERIMENTAL, True,
          shown_default="10m"),
     Flag("experimental-warning-apply-duration", D, 0.1,
          "Log a warning when applying a request takes longer than this.", EXPERIMENTAL,
-         shown_default="100ms"),
+         True, shown_default="100ms"),
     Flag("experimental-warning-unary-request-duration", D, 0.3,
          "Log a warning when a unary request takes longer than this.", EXPERIMENTAL,
-         shown_default="300ms"),
+         True, shown_default="300ms"),
     Flag("experimental-txn-mode-write-with-shared-buffer", B, True,
          "Let write transactions use a shared buffer in their read operations.", EXPERIMENTAL),
     Flag("experimental-bootstrap-defrag-threshold-megabytes", U, 0,
          "Minimum reclaimable megabytes in the backend to defragment it on startup.",
-         EXPERIMENTAL),
+         EXPERIMENTAL, True),
     Flag("experimental-snapshot-catchup-entries", U, 5000,
          "Entries kept for slow followers to catch up after compacting the Raft log.",
          EXPERIMENTAL, True),
@@ -302,7 +321,11 @@ FLAGS: tuple[Flag, ...] = (
          EXPERIMENTAL),
     Flag("experimental-stop-grpc-service-on-defrag", B, False,
          "Report the gRPC health service as not serving during defragmentation.",
-         EXPERIMENTAL),
+         EXPERIMENTAL, True),
+    Flag("experimental-learner-auto-promote", B, False,
+         "petcd: the leader promotes a learner to voter once it has caught up (its match "
+         "index at least 90% of the leader's commit index, etcd's rule for member promote).",
+         EXPERIMENTAL, True),
     Flag("experimental-max-learners", N, 1, "Maximum number of learners in the cluster.",
          EXPERIMENTAL, True),
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
@@ -312,8 +335,17 @@ FLAGS: tuple[Flag, ...] = (
          "gRPC server implementation: 'h2' (petcd's own HTTP/2 server; HTTP/1.1 on the same "
          "port) or 'grpcio' (grpc.aio, with HTTP/1.1 reached through a forwarding hop).",
          EXPERIMENTAL, True, choices=("grpcio", "h2")),
+    # petcd's own (etcd has no such flags; Go's HTTP server has no such limits):
+    Flag("experimental-max-client-connections", U, 10000,
+         "Maximum open connections on the client URLs (0: no limit); more are closed at once.",
+         EXPERIMENTAL, True),
+    Flag("experimental-client-handshake-timeout", D, 10.0,
+         "Time a new client connection has to send the HTTP/2 preface and SETTINGS (or an "
+         "HTTP/1.1 request) before it is closed.", EXPERIMENTAL, True, shown_default="10s"),
     # --- unsafe
-    Flag("force-new-cluster", B, False, "Force a new one-member cluster.", UNSAFE),
+    Flag("force-new-cluster", B, False,
+         "Force to create a new one-member cluster from this member's data (restart only).",
+         UNSAFE, True),
     Flag("unsafe-no-fsync", B, False,
          "Disable fsync: unsafe, loses acknowledged data on a crash.", UNSAFE, True),
     # --- to be deprecated
@@ -331,3 +363,49 @@ IGNORED: tuple[str, ...] = (
 )
 
 BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
+
+# Flags of etcd's that cannot apply to petcd, and what petcd does when one is set to a
+# value other than its default: "refuse" fails the start with the reason (the setting
+# would change behaviour petcd does not have), "warn" starts with a warning (the setting
+# only tunes something petcd does not have). Either way, never silently ignored.
+_DISCOVERY = ("discovery needs etcd's discovery service or DNS SRV records; petcd "
+              "bootstraps from --initial-cluster: list the members there")
+_PROXY = ("the v2 proxy (deprecated by etcd) is not part of petcd: point clients at "
+          "the members themselves")
+_TRACING = "distributed tracing (OpenTelemetry) is not built into petcd"
+NOT_FOR_PETCD: dict[str, tuple[str, str]] = {
+    "discovery": ("refuse", _DISCOVERY),
+    "discovery-srv": ("refuse", _DISCOVERY),
+    "discovery-srv-name": ("refuse", _DISCOVERY),
+    "discovery-proxy": ("refuse", _DISCOVERY),
+    "discovery-fallback": ("warn", _DISCOVERY),
+    "proxy": ("refuse", _PROXY),
+    "proxy-failure-wait": ("warn", _PROXY),
+    "proxy-refresh-interval": ("warn", _PROXY),
+    "proxy-dial-timeout": ("warn", _PROXY),
+    "proxy-write-timeout": ("warn", _PROXY),
+    "proxy-read-timeout": ("warn", _PROXY),
+    "enable-v2": ("refuse", "petcd does not serve the v2 keys API yet; use the v3 API "
+                            "(etcdctl with ETCDCTL_API=3, the JSON gateway under /v3/)"),
+    "v2-deprecation": ("warn", "petcd has no v2 store: it behaves as 'gone' whatever this "
+                               "says"),
+    "experimental-enable-v2v3": ("refuse", "petcd does not serve the v2 API over v3"),
+    "experimental-enable-distributed-tracing": ("refuse", _TRACING),
+    "experimental-distributed-tracing-address": ("warn", _TRACING),
+    "experimental-distributed-tracing-service-name": ("warn", _TRACING),
+    "experimental-distributed-tracing-instance-id": ("warn", _TRACING),
+    "experimental-distributed-tracing-sampling-rate": ("warn", _TRACING),
+    "experimental-backend-bbolt-freelist-type": (
+        "warn", "petcd's backend is LMDB, which has no freelist type to choose"),
+    "experimental-txn-mode-write-with-shared-buffer": (
+        "warn", "petcd's write transactions always read their own writes"),
+    "experimental-compaction-sleep-interval": (
+        "warn", "petcd interleaves compaction batches with write batches instead of "
+                "sleeping between them (--experimental-compaction-batch-limit sizes them)"),
+    "experimental-downgrade-check-time": (
+        "warn", "petcd has no cluster downgrade protocol to check"),
+    "experimental-memory-mlock": (
+        "refuse", "petcd cannot lock LMDB's map in memory (it maps the whole file "
+                  "lazily); keep the backend below the machine's memory instead"),
+    "log-package-levels": ("warn", "capnslog's per-package levels: use --log-level"),
+}
