@@ -59,6 +59,7 @@ def _open(request: pytest.FixtureRequest, chromium: Browser, tmp_path: Path,
         if request.session.testsfailed > failed:
             print(pg.logs())
         assert code == 0, pg.logs()
+        assert not pg.leftovers, "a member outlived the playground"
         left = [d for d in (tmp_path / "pg").iterdir() if d.is_dir()]
         assert left, "the data dir was given: it must be kept"
 

@@ -105,6 +105,7 @@ def test_controls_and_clean_stop(tmp_path: Path) -> None:
     finally:
         code = pg.stop()
     assert code == 0, pg.logs()
+    assert not pg.leftovers
     assert not any(_alive(p) for p in pids)  # a paused member is stopped too
     assert (tmp_path / "pg" / "m1" / "member").is_dir()  # a given data dir is kept
 
