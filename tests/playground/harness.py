@@ -32,7 +32,8 @@ T = TypeVar("T")
 @contextlib.contextmanager
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # generous: a cold chromium on a busy 2-core machine is slow to come up
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=120_000)
         try:
             yield b
         finally:

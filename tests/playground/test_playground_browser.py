@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page
 
 from .harness import (
     CHROMIUM,
+    WAIT,
     Playground,
     act,
     border_style,
@@ -49,6 +50,7 @@ def _open(request: pytest.FixtureRequest, chromium: Browser, tmp_path: Path,
           members: int) -> Iterator[tuple[Playground, Page]]:
     pg = Playground(members, tmp_path / "pg")
     page = chromium.new_page(viewport={"width": 1360, "height": 900})
+    page.set_default_timeout(WAIT * 1000)
     failed = request.session.testsfailed
     try:
         page.goto(pg.url)
