@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import PetcdCluster
+from petcd.testing import EtcdProcess, PetcdCluster, have_etcd
 
 from .clients import READ, Client, jwt_option
 
@@ -116,3 +118,39 @@ def test_simple_token_on_other_members(cluster_factory: Callable[..., PetcdClust
             "UNAUTHENTICATED", "etcdserver: invalid auth token")
         assert cb.outcome(cb.kv.Range, rpc.RangeRequest(key=b"w/1"),
                           cb.login("alice", "apw")) == OK
+
+
+def _token_elsewhere(members: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Log in on the first member, use the token on each of the others."""
+    (_, first), others = members[0], members[1:]
+    with Client(first) as ca:
+        ca.setup_users()
+        token = ca.login("alice", "apw")
+    out = []
+    for _, address in others:
+        with Client(address) as cm:
+            out.append(cm.outcome(cm.kv.Put, rpc.PutRequest(key=b"w/1", value=b"1"), token))
+            out.append(cm.outcome(cm.kv.Range, rpc.RangeRequest(key=b"x"), token))
+    return out
+
+
+@pytest.mark.skipif(not have_etcd(), reason="etcd 3.4 not installed")
+def test_simple_token_on_other_members_as_etcd(
+        cluster_factory: Callable[..., PetcdCluster], tmp_path: Path) -> None:
+    """etcd 3.4 replicates a simple token through the log: it works on every member."""
+    etcds = [EtcdProcess(tmp_path / f"etcd-{i}", name=f"e{i}",
+                         args=["--initial-cluster-token", "auth-test"]) for i in range(3)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in etcds)
+    try:
+        for m in etcds:
+            m.initial_cluster = initial
+            m._spawn()
+        for m in etcds:
+            m.wait_ready(60)
+        want = _token_elsewhere([(m.name, m.address) for m in etcds])
+    finally:
+        for m in etcds:
+            m.kill()
+    c = cluster_factory()
+    got = _token_elsewhere([(m.name, m.address) for m in c.members])
+    assert got == want == [OK, DENIED] * 2
