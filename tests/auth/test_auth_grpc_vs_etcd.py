@@ -141,7 +141,7 @@ def test_grpc_auth_transcript(token: str, tmp_path: Path,
                               etcd_factory: Callable[..., MemberProcess],
                               petcd_factory: Callable[..., MemberProcess]) -> None:
     args = [] if token == "simple" else ["--auth-token", jwt_option(tmp_path)]
-    e = etcd_factory(args=args)
+    e = etcd_factory(args=[*args, "--bcrypt-cost", "4"])
     p = petcd_factory(args=[*args, "--bcrypt-cost", "4"])
     with Client(e.address) as ce:
         want = scenario(ce)
