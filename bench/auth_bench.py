@@ -76,7 +76,7 @@ def main() -> None:
                             m = members[n]
                             runs[n].append(run_cell([m], [m.address], wl, c, args.procs,
                                                     args.seconds, args.value_size,
-                                                    metadata[n]))
+                                                    metadata=metadata[n]))
                     for n in names:
                         cell = results[(n, wl, c)] = median(runs[n])
                         print(f"{n:15} {wl:19} clients={c:<3} {cell.rate:9.0f} ops/s  "

@@ -40,9 +40,10 @@ async def load(address: str, keys: int, conns: int = 8) -> None:
 
 
 def rss_mib(pid: int) -> float:
+    """Anonymous resident memory: the mapped database file's pages are page cache."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith("RssAnon:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 

@@ -1,15 +1,14 @@
-"""The apply path: committed log entries, in log order, applied to the store in ONE
-LMDB write transaction per batch, with the index of the last entry stored in that
-same transaction (so a crash never half-applies a batch, and replaying entries that
-are already applied is recognised and skipped)."""
+"""The apply path: committed log entries, in log order, applied to the store as one
+backend batch, with the index of the last entry stored with them (so a crash never
+half-applies a batch, and replaying entries that are already applied is recognised
+and skipped). Runs on the event loop thread, where reads of the applied state run
+too; the backend commits its write transaction in batches (see mvcc/backend.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
@@ -34,9 +33,8 @@ class WaitPhysical:
         self.response = response
 
 
-# Called on the apply thread right after a batch commits, with the batch's events (in
-# revision order) and the store revision after it. Listeners must be quick and must not
-# touch asyncio objects directly (use loop.call_soon_threadsafe).
+# Called on the event loop right after a batch is applied, with the batch's events (in
+# revision order) and the store revision after it. Listeners must be quick.
 CommitListener = Callable[[list[KVEvent], int], None]
 Handler = Callable[[Any, Any], Any]
 
@@ -68,9 +66,11 @@ class Applier:
         self.applied_index, self.applied_term = backend.consistent_index()
         self._commit_listeners: list[CommitListener] = []
         self._wrappers: dict[str, list[Callable[[Handler], Handler]]] = {}
-        # Held for every write batch; whoever needs the backend without a batch open
-        # (defragment) takes it to pause the apply path between batches.
-        self.exclusive = threading.Lock()
+        # Held by whoever needs the backend with nothing applied meanwhile (defragment,
+        # a snapshot install); the apply loop takes it around each batch.
+        self.exclusive = asyncio.Lock()
+        if metrics is not None:
+            backend.commit_hooks.append(metrics.backend_commit.observe)
         # Log index of the entry being applied (for handlers that need it).
         self.index = 0
         # The permission gate of applied client requests while auth is enabled.
@@ -86,20 +86,13 @@ class Applier:
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
-        """From the event loop: hold the apply path (`exclusive`) for the block, once the
-        batch being applied is done (waited for off the loop). Whoever replaces or
-        rewrites the backend file (defragment, a snapshot from the leader) holds it, so
-        the two never overlap and no batch is open meanwhile."""
-        acquired = asyncio.get_running_loop().run_in_executor(None, self.exclusive.acquire)
-        try:
-            await asyncio.shield(acquired)
-        except asyncio.CancelledError:
-            acquired.add_done_callback(lambda _: self.exclusive.release())
-            raise
-        try:
+        """Hold the apply path (`exclusive`) for the block, with everything applied so
+        far committed. Whoever replaces or rewrites the backend file (defragment, a
+        snapshot from the leader) holds it, so the two never overlap and nothing is
+        applied or committed meanwhile."""
+        async with self.exclusive:
+            self._backend.commit()
             yield
-        finally:
-            self.exclusive.release()
 
     def wrap(self, kind: str, wrapper: Callable[[Handler], Handler]) -> None:
         """Put wrapper(handler) in place of the handler of `kind` (a gate in front of
@@ -113,19 +106,20 @@ class Applier:
 
     def apply(self, entries: Sequence[Committed]) -> list[Result]:
         """Apply a batch; one result per entry (response, EtcdError, or None when the
-        entry was empty or already applied). Runs on the apply thread; the only writer."""
+        entry was empty or already applied). The only writer; not while `exclusive` is
+        held by someone else (the apply loop takes it)."""
         results: list[Result] = [None] * len(entries)
         applied = self.applied_index
         todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
         if not todo:
             return results
-        with self.exclusive:
-            return self._apply(todo, results)
+        return self._apply(todo, results)
 
     def _apply(self, todo: list[tuple[int, Committed]], results: list[Result]) -> list[Result]:
         handlers = self._handlers
         auth = self.auth
         batch = self._backend.begin_write()
+        batch.ops = len(todo)
         try:
             for i, entry in todo:
                 kind, request = entry.decode()
@@ -153,14 +147,12 @@ class Applier:
             self._kv.store.compact_step(batch, self._kv.compact_budget)
             last = todo[-1][1]
             batch.set_consistent_index(last.index, last.term)
-            started = time.perf_counter()
-            batch.commit()  # synced: the durability point of every entry in the batch
+            batch.commit()  # applied: what reads see from now on (on disk: when batched)
         except BaseException:
             batch.abort()  # a no-op after a failed commit (the batch is finished)
             raise
         metrics = self.metrics
         if metrics is not None:
-            metrics.backend_commit.observe(time.perf_counter() - started)
             metrics.apply_batch_size.observe(len(todo))
         self.applied_index, self.applied_term = last.index, last.term
         if self._commit_listeners and batch.events:
@@ -176,5 +168,5 @@ class Applier:
 
     def compaction_step(self) -> None:
         """One batch of physical compaction only, for when no writes come to carry it."""
-        with self.exclusive, self._backend.begin_write() as batch:
+        with self._backend.begin_write() as batch:
             self._kv.store.compact_step(batch, self._kv.compact_budget)

@@ -118,13 +118,16 @@ def restore(cfg: RestoreConfig) -> str:
     data_dir = opts.data_dir
     if os.path.exists(data_dir):
         raise RestoreError(f'data-dir "{data_dir}" exists')
-    if cfg.wal_dir:
-        raise RestoreError("--wal-dir is not supported yet (petcd keeps the WAL in the "
-                           "data dir)")
+    wal_dir = cfg.wal_dir
+    if wal_dir and os.path.exists(wal_dir):
+        raise RestoreError(f'wal-dir "{wal_dir}" exists')
     # Build beside the target and rename at the end: a failed restore leaves nothing a
     # member could boot from.
     staging = f"{data_dir.rstrip(os.sep)}.restoring"
+    wal_staging = f"{wal_dir.rstrip(os.sep)}.restoring" if wal_dir else ""
     shutil.rmtree(staging, ignore_errors=True)
+    if wal_staging:
+        shutil.rmtree(wal_staging, ignore_errors=True)
     try:
         member_dir = os.path.join(staging, "member")
         snap_dir = os.path.join(member_dir, "snap")
@@ -145,7 +148,8 @@ def restore(cfg: RestoreConfig) -> str:
         index = len(members)
         _reset_backend(db_path, info.cluster_id, info.local_id, members, index)
         storage = MemberStorage.create(staging, encode_metadata(info.cluster_id,
-                                                                info.local_id))
+                                                                info.local_id),
+                                       wal_path=wal_staging)
         try:
             voters = tuple(m.id for m in members)
             snapshot = Snapshot(SnapshotMetadata(index, 1, ConfState(voters=voters)))
@@ -153,10 +157,16 @@ def restore(cfg: RestoreConfig) -> str:
         finally:
             storage.close()
         _fsync_tree(staging)
+        if wal_staging:
+            _fsync_tree(wal_staging)
+            os.rename(wal_staging, wal_dir)
+            _fsync_dir(os.path.dirname(os.path.abspath(wal_dir)))
         os.rename(staging, data_dir)
         _fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if wal_staging:
+            shutil.rmtree(wal_staging, ignore_errors=True)
         raise
     return data_dir
 

@@ -21,6 +21,7 @@ write batch, rebuilding petcd's index from the history.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import struct
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import crc32c
+import lmdb
 
 from petcd.lease.lessor import LEASE_DB, id_key, lease_record, parse_lease_record
 from petcd.mvcc.backend import Backend
@@ -117,11 +119,14 @@ def _rev_main(raw: bytes) -> int:
 
 # -- export: petcd backend -> etcd bbolt file ----------------------------------------------
 
-def export_bolt(backend: Backend, store: KVStore, out: BinaryIO, page_size: int = 4096) -> int:
+def export_bolt(backend: Backend, store: KVStore, out: BinaryIO, page_size: int = 4096,
+                txn: lmdb.Transaction[bytes] | None = None) -> int:
     """Writes the backend as an etcd snapshot database (no sha256 trailer) into `out`, a
-    seekable file; returns its size."""
+    seekable file; returns its size. `txn`: the read transaction to export (from another
+    thread: `backend.read_snapshot()` taken on the applying thread); default: the
+    applied state read here."""
     writer = BoltWriter(out, page_size)
-    with backend.read() as txn:
+    with contextlib.nullcontext(txn) if txn is not None else backend.read() as txn:
         def items(name: bytes) -> Iterator[tuple[bytes, bytes]]:
             db = backend.existing_db(name, txn)
             if db is not None:
