@@ -12,15 +12,19 @@ stamp whose revision is no longer current (petcd.auth.apply).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
 
 from petcd import errors
+from petcd.auth import checks
 from petcd.auth.store import AuthStore
 from petcd.auth.tokens import SimpleTokens
 from petcd.errors import EtcdError
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
+from petcd.server.proposal import ANON, Stamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
@@ -134,3 +138,40 @@ async def require_admin(authz: Authorizer, context: Context, *,
             if unconverted and e in _UNCONVERTED:
                 await context.abort(grpc.StatusCode.UNKNOWN, _UNCONVERTED[e])
             await context.abort(e.code, e.message)
+
+
+# The caller of a Lock or Election call, for the KV steps the recipes make on its
+# behalf (petcd.server.concurrency calls Access.authorize before each, as etcd's lock
+# and election servers call KV with the caller's token). Set per call, in its task.
+CALLER: ContextVar[Who | None] = ContextVar("petcd_auth_caller", default=None)
+
+
+async def bind_caller(authz: Authorizer, context: Context) -> None:
+    """Name this call's caller for the recipe steps (auth enabled; raises EtcdError)."""
+    if authz.store.enabled:
+        CALLER.set(await authz.who(context))
+
+
+def recipe_checker(authz: Authorizer) -> Callable[[object], Stamp]:
+    """Access.authorize for the recipes: checks a step as the KV service would for the
+    bound caller and returns the stamp its proposal carries."""
+    store = authz.store
+
+    def authorize(request: object) -> Stamp:
+        if not store.enabled:
+            return ANON
+        user, token_rev = CALLER.get() or _NOBODY
+        rev = store.revision
+        as_rev = token_rev or (rev if user else 0)
+        err: EtcdError | None = None
+        if isinstance(request, rpc.TxnRequest):
+            err = checks.check_txn(store, user, as_rev, request)
+        elif isinstance(request, rpc.DeleteRangeRequest):
+            err = checks.check_delete(store, user, as_rev, request)
+        elif isinstance(request, rpc.RangeRequest):
+            err = checks.check_range(store, user, as_rev, request)
+        if err is not None:
+            raise err
+        return (user, rev)
+
+    return authorize

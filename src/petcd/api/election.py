@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from petcd import errors
+from petcd.api.authz import Authorizer, bind_caller
 from petcd.api.kv import abort, parse_request
 from petcd.errors import EtcdError
 from petcd.pb.v3electionpb import v3election_pb2 as pb
@@ -20,14 +21,22 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ElectionService:
-    def __init__(self, recipes: Recipes, *, max_request_bytes: int) -> None:
+    def __init__(self, recipes: Recipes, *, max_request_bytes: int,
+                 authz: Authorizer | None = None) -> None:
         self._recipes = recipes
         self._max_request_bytes = max_request_bytes
+        self._authz = authz
 
     async def _parse(self, cls: Any, raw: bytes, context: Context) -> Any:
         if entry_size(len(raw)) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
-        return await parse_request(cls, raw, context)
+        req = await parse_request(cls, raw, context)
+        if self._authz is not None:  # the caller the recipe steps are checked for
+            try:
+                await bind_caller(self._authz, context)
+            except EtcdError as e:
+                await abort(context, as_plain(e))
+        return req
 
     async def Campaign(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.CampaignRequest, raw, context)
