@@ -46,12 +46,16 @@ def steps(m: MemberProcess, ca: TestCA, certs: dict[str, Any]) -> list[tuple[int
     return out
 
 
-def test_common_name_is_the_user(tmp_path: Path, etcd_factory: Any, petcd_factory: Any) -> None:
+@pytest.mark.parametrize("flag", ["--client-cert-auth", "--client-cert-auth=false"])
+def test_common_name_is_the_user(flag: str, tmp_path: Path, etcd_factory: Any,
+                                 petcd_factory: Any) -> None:
+    """(Without --client-cert-auth, --trusted-ca-file still makes clients present a
+    certificate, but its CN names nobody: the same on etcd.)"""
     ca = TestCA(tmp_path / "pki")
     server = ca.issue("server")
     certs = {cn: ca.issue(cn, hosts=()) for cn in ("root", "alice", "carol")}
     args = ["--cert-file", str(server.cert), "--key-file", str(server.key),
-            "--trusted-ca-file", str(ca.cert), "--client-cert-auth", "--bcrypt-cost", "4"]
+            "--trusted-ca-file", str(ca.cert), flag, "--bcrypt-cost", "4"]
     tls = ClientTLS(ca.cert, certs["root"].cert, certs["root"].key)
     want = steps(etcd_factory(args=args, client_tls=tls), ca, certs)
     got = steps(petcd_factory(args=args, client_tls=tls), ca, certs)

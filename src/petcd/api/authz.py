@@ -3,10 +3,10 @@ auth is enabled (services test `node.auth.enabled` first: one attribute when it 
 
 The caller is named by a token in the `token` gRPC metadata (etcd's clients) or
 `authorization` (what the HTTP gateway passes the Authorization header as), else, with
-a verified client certificate, by its common name (etcd's rule; a token wins), else
-nobody. A check reads the auth revision first, checks the request against the state,
-and returns the stamp the proposal carries: (user, that revision). Applying refuses a
-stamp whose revision is no longer current (petcd.auth.apply).
+--client-cert-auth, by the verified client certificate's common name (etcd's rule; a
+token wins), else nobody. A check reads the auth revision first, checks the request
+against the state, and returns the stamp the proposal carries: (user, that revision).
+Applying refuses a stamp whose revision is no longer current (petcd.auth.apply).
 """
 
 from __future__ import annotations
@@ -66,13 +66,16 @@ class Authorizer:
         self._node = node
         self.store: AuthStore = node.auth
         self.tokens = node.tokens
+        # etcd names a caller by its certificate only with --client-cert-auth (a client
+        # certificate required by --trusted-ca-file alone does not count).
+        self._by_cn = node.opts.client_cert_auth
 
     async def who(self, context: Context) -> Who:
         """The caller; raises INVALID_AUTH_TOKEN for a token that is not (or no longer)
         valid. ("", 0) when nobody is named."""
         token = token_of(context)
         if token is None:
-            cn = common_name(context)
+            cn = common_name(context) if self._by_cn else None
             return (cn, 0) if cn else _NOBODY
         tokens = self.tokens
         if isinstance(tokens, SimpleTokens):
