@@ -52,6 +52,13 @@ def test_cluster_with_peer_and_client_tls(pki: Pki, tmp_path: Path,
     assert len(urls) == 6 and all(u.startswith("https://") for u in urls)
     health = Etcdctl(c.endpoints, tls=alice)("endpoint", "health")
     assert health.returncode == 0 and health.stderr.count("is healthy") == 3, health
+    # A follower forwards keep-alives and TimeToLive to the leader's https client URL
+    # with its own certificate (the leader asks for one).
+    lease = Etcdctl(leader.endpoint, tls=alice).ok("lease", "grant", "60").split()[1]
+    follower = Etcdctl(c.followers(leader)[0].endpoint, tls=alice)
+    kept = follower.ok("lease", "keep-alive", "--once", lease)
+    assert f"lease {lease} keepalived with TTL(60)" in kept, kept
+    assert "remaining" in follower.ok("lease", "timetolive", lease)
 
 
 def test_cluster_on_auto_tls(tmp_path: Path, clusters: list[PetcdCluster]) -> None:

@@ -9,35 +9,16 @@ from typing import Any
 
 import grpc
 
-from petcd import errors
-from petcd.api.authz import Authorizer, bind_caller
-from petcd.api.kv import abort, parse_request
+from petcd.api.kv import abort
+from petcd.api.lock import RecipeService
 from petcd.errors import EtcdError
 from petcd.pb.v3electionpb import v3election_pb2 as pb
-from petcd.server.concurrency import MISSING_LEADER_KEY, Recipes, as_plain
-from petcd.server.proposal import entry_size
+from petcd.server.concurrency import MISSING_LEADER_KEY, as_plain
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class ElectionService:
-    def __init__(self, recipes: Recipes, *, max_request_bytes: int,
-                 authz: Authorizer | None = None) -> None:
-        self._recipes = recipes
-        self._max_request_bytes = max_request_bytes
-        self._authz = authz
-
-    async def _parse(self, cls: Any, raw: bytes, context: Context) -> Any:
-        if entry_size(len(raw)) > self._max_request_bytes:
-            await abort(context, errors.REQUEST_TOO_LARGE)
-        req = await parse_request(cls, raw, context)
-        if self._authz is not None:  # the caller the recipe steps are checked for
-            try:
-                await bind_caller(self._authz, context)
-            except EtcdError as e:
-                await abort(context, as_plain(e))
-        return req
-
+class ElectionService(RecipeService):
     async def Campaign(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.CampaignRequest, raw, context)
         try:

@@ -19,7 +19,12 @@ from petcd.server.proposal import entry_size
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class LockService:
+class RecipeService:
+    """What the Lock and Election services share: size check, parsing, and (auth
+    enabled) naming the caller, so that every KV step the recipe takes for this call is
+    checked and stamped as the caller's (api.authz.recipe_checker behind
+    Access.authorize), as etcd's lock and election servers call KV with its token."""
+
     def __init__(self, recipes: Recipes, *, max_request_bytes: int,
                  authz: Authorizer | None = None) -> None:
         self._recipes = recipes
@@ -30,13 +35,15 @@ class LockService:
         if entry_size(len(raw)) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
         req = await parse_request(cls, raw, context)
-        if self._authz is not None:  # the caller the recipe steps are checked for
+        if self._authz is not None:
             try:
                 await bind_caller(self._authz, context)
             except EtcdError as e:
                 await abort(context, as_plain(e))
         return req
 
+
+class LockService(RecipeService):
     async def Lock(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.LockRequest, raw, context)
         try:

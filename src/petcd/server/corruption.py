@@ -22,7 +22,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import grpc
 
@@ -44,21 +43,14 @@ class PeerHash:
 HashKV = Callable[[int], Awaitable[tuple[int, int, int, int]]]  # maintenance.hash_kv
 
 
-def _target(url: str) -> str:
-    u = urlsplit(url)
-    if u.scheme in ("unix", "unixs"):
-        return f"unix:{u.netloc}{u.path}"
-    return u.netloc
-
-
-async def peer_hashes(peers: Sequence[tuple[int, list[str]]], revision: int
-                      ) -> list[PeerHash]:
+async def peer_hashes(peers: Sequence[tuple[int, list[str]]], revision: int,
+                      channel: Callable[[str], grpc.aio.Channel]) -> list[PeerHash]:
     """HashKV at `revision` from each peer that answers ((member ID, client URLs) each);
     peers that cannot (down, compacted past it, not there yet) are left out."""
     async def ask(member_id: int, urls: list[str]) -> PeerHash | None:
         for url in urls:
             try:
-                async with grpc.aio.insecure_channel(_target(url)) as ch:
+                async with channel(url) as ch:
                     raw = await ch.unary_unary("/etcdserverpb.Maintenance/HashKV", None, None)(
                         rpc.HashKVRequest(revision=revision).SerializeToString(),
                         timeout=_TIMEOUT)
@@ -85,6 +77,7 @@ class CorruptionMonitor:
                  is_leader: Callable[[], bool], member_id: int,
                  raise_alarm: Callable[[int], Awaitable[None]],
                  compact_revision: Callable[[], int],
+                 channel: Callable[[str], grpc.aio.Channel],
                  interval: float, compact_interval: float) -> None:
         self._hash_kv = hash_kv
         self._peers = peers
@@ -92,6 +85,7 @@ class CorruptionMonitor:
         self._member_id = member_id
         self._raise_alarm = raise_alarm
         self._compact_revision = compact_revision
+        self._channel = channel
         self._interval = interval
         self._compact_interval = compact_interval
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,7 +119,7 @@ class CorruptionMonitor:
     async def check(self) -> None:
         """etcd's periodic check at the leader's current revision."""
         h, _, compact, rev = await self._hash_kv(0)
-        answers = await peer_hashes(self._peers(), rev)
+        answers = await peer_hashes(self._peers(), rev, self._channel)
         bad = mismatches(h, compact, answers)
         h2, _, compact2, _ = await self._hash_kv(rev)
         if h2 != h and compact2 == compact:
@@ -138,7 +132,7 @@ class CorruptionMonitor:
         if rev <= 0 or rev == self._last_compact_checked:
             return
         h, _, compact, _ = await self._hash_kv(rev)
-        answers = await peer_hashes(self._peers(), rev)
+        answers = await peer_hashes(self._peers(), rev, self._channel)
         await self._report(mismatches(h, compact, answers), rev)
         self._last_compact_checked = rev
 
@@ -151,11 +145,12 @@ class CorruptionMonitor:
             await self._raise_alarm(member_id)
 
 
-async def initial_check(hash_kv: HashKV, peers: list[tuple[int, list[str]]]) -> None:
+async def initial_check(hash_kv: HashKV, peers: list[tuple[int, list[str]]],
+                        channel: Callable[[str], grpc.aio.Channel]) -> None:
     """Raises RuntimeError when a peer's hash at our revision differs over the same
     compacted history (etcd refuses to start then)."""
     h, _, compact, rev = await hash_kv(0)
-    answers = await peer_hashes(peers, rev)
+    answers = await peer_hashes(peers, rev, channel)
     bad = mismatches(h, compact, answers)
     log.info("initial corruption check at revision %d: %d peers compared, %d differ", rev,
              len(answers), len(bad))

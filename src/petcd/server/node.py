@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+import grpc
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
@@ -36,6 +37,7 @@ from petcd.server.compactor import AutoCompactor, make_policy
 from petcd.server.corruption import CorruptionMonitor, initial_check
 from petcd.server.kv_apply import KVApplier
 from petcd.server.maintenance import Maintenance
+from petcd.server.member_client import MemberChannels
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
@@ -50,6 +52,7 @@ class Node:
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
+        self._member_channels = MemberChannels(opts)
         self._on_fatal = on_fatal
         self.member_dir = os.path.join(opts.data_dir, "member")
         os.makedirs(os.path.join(self.member_dir, "snap"), mode=0o700, exist_ok=True)
@@ -90,6 +93,7 @@ class Node:
                 is_leader=lambda: self._log.is_leader, member_id=self.member_id,
                 raise_alarm=self._raise_corrupt,
                 compact_revision=lambda: self.store.compact_revision,
+                channel=self.member_channel,
                 interval=opts.corrupt_check_time,
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
@@ -226,13 +230,18 @@ class Node:
         applied."""
         return self._log.propose(kind, raw, request, stamp)
 
+    def member_channel(self, url: str) -> grpc.aio.Channel:
+        """A gRPC channel to another member's client URL, with this member's TLS."""
+        return self._member_channels.channel(url)
+
     def _peer_client_urls(self) -> list[tuple[int, list[str]]]:
         return [(m.id, list(m.client_urls)) for m in self.membership.sorted()
                 if m.id != self.member_id]
 
     async def initial_corrupt_check(self) -> None:
         """--experimental-initial-corrupt-check: raises RuntimeError on a mismatch."""
-        await initial_check(self.maintenance.hash_kv, self._peer_client_urls())
+        await initial_check(self.maintenance.hash_kv, self._peer_client_urls(),
+                            self.member_channel)
 
     async def _raise_corrupt(self, member_id: int) -> None:
         req = rpc.AlarmRequest(action=rpc.AlarmRequest.ACTIVATE, memberID=member_id,
