@@ -93,8 +93,12 @@ class ClientServer:
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
         self.observe = Observability(self.node, pprof=opts.enable_pprof)
+        # --host-whitelist guards plaintext HTTP only (etcd checks req.TLS == nil): on
+        # TLS-only client URLs any Host is accepted.
+        http_urls = opts.listen_client_http_urls or opts.listen_client_urls
         self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
-                            cors=opts.cors, host_whitelist=opts.host_whitelist)
+                            cors=opts.cors, host_whitelist=opts.host_whitelist,
+                            tls=all(u.startswith(TLS_SCHEMES) for u in http_urls))
         self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
                                         extensive=opts.metrics == "extensive",
             slow_request=opts.warning_unary_request_duration)
