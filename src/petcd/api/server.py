@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd.api.auth import AuthService
+from petcd.api.authz import Authorizer, recipe_checker
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.election import ElectionService
 from petcd.api.gateway import Gateway
@@ -106,7 +107,10 @@ class ClientServer:
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
         # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
-        self.recipes = Recipes(Access(self.node, self.watch.hub))
+        access = Access(self.node, self.watch.hub)
+        self.authz = Authorizer(self.node)
+        access.authorize = recipe_checker(self.authz)
+        self.recipes = Recipes(access)
 
     async def start(self) -> None:
         opts = self.opts
@@ -124,8 +128,10 @@ class ClientServer:
             ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler(),
-            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
-            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                        authz=self.authz).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                            authz=self.authz).handler())
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
