@@ -48,6 +48,12 @@ class Client:
         self._keeper = threading.Thread(target=run, daemon=True)
         self._keeper.start()
 
+    def stop_keep_alive(self) -> None:
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
+
     def lock(self, name: bytes, lease: int, timeout: float = 30) -> lpb.LockResponse:
         return self.locks.Lock(lpb.LockRequest(name=name, lease=lease), timeout=timeout)
 

@@ -90,18 +90,20 @@ def test_key_format_reentry_and_errors(member: MemberProcess) -> None:
 
 def test_handover_on_lease_expiry_and_waiter_giving_up(member: MemberProcess) -> None:
     a, b = Client(member.address), Client(member.address)
-    la = a.grant(2)  # not kept alive
+    la = a.grant(5)
+    a.keep_alive(la)  # until b has given up (a loaded machine must not expire it early)
     lb = b.grant(30)
     ka = a.lock(b"exp", la).key
     # b gives up after 0.5 s: its queue key must be removed
     with pytest.raises(grpc.RpcError) as err:
         b.lock(b"exp", lb, timeout=0.5)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert _timed_out(err.value)
     kb = b"exp/" + format(lb, "x").encode()
     deadline = time.monotonic() + 10
     while b.get(kb).kvs:
         assert time.monotonic() < deadline, "the waiter's key stayed after it gave up"
         time.sleep(0.05)
+    a.stop_keep_alive()  # a's lease now expires, and b is handed the lock
     got = b.lock(b"exp", lb, timeout=30)
     assert got.key == kb
     assert not a.get(ka).kvs  # a's key went with its lease
@@ -112,7 +114,7 @@ def test_handover_on_lease_expiry_and_waiter_giving_up(member: MemberProcess) ->
 def test_handover_when_holder_is_killed(member: MemberProcess) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]))
     holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.concurrency.clients", member.address, "crash", "2"],
+        [sys.executable, "-m", "tests.concurrency.clients", member.address, "crash", "5"],
         stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     try:
         assert holder.stdout is not None
@@ -123,18 +125,26 @@ def test_handover_when_holder_is_killed(member: MemberProcess) -> None:
         # held and kept alive: nobody else gets it
         with pytest.raises(grpc.RpcError) as err:
             c.lock(b"crash", lease, timeout=3)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert _timed_out(err.value)
         holder.kill()  # SIGKILL: no unlock, the lease stops being renewed
         holder.wait()
         killed = time.monotonic()
         got = c.lock(b"crash", lease, timeout=30)
         assert got.key.startswith(b"crash/")
-        assert time.monotonic() - killed < 15
+        assert time.monotonic() - killed < 30  # TTL 5 s + expiry scan, on a loaded machine
         assert not c.get(line[0].encode()).kvs
         c.close()
     finally:
         holder.kill()
         holder.wait()
+
+
+def _timed_out(e: grpc.RpcError) -> bool:
+    """The client's deadline passed. (etcd may answer first, its in-process client's
+    "context deadline exceeded" with code Unknown.)"""
+    code, details = e.code(), e.details() or ""  # type: ignore[attr-defined]
+    return bool(code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+        code == grpc.StatusCode.UNKNOWN and "deadline exceeded" in details))
 
 
 def _claim(c: Client, me: bytes) -> bool:

@@ -1,6 +1,7 @@
-"""check perf and check datascale: etcdctl 3.4's workloads (puts of a fixed value size
-at a fixed rate for 60 s from several clients; datascale: memory growth of the
-endpoint while writing) and their pass/fail summary."""
+"""check perf and check datascale: etcdctl 3.4's workloads (perf: puts at a fixed rate
+for 60 s from several clients; datascale: the endpoint's resident memory growth, read
+from its /metrics, while writing N 1 KiB pairs) and their pass/fail summary. Client
+threads are capped at 64 (Python threads, not goroutines); no progress bar."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import threading
 import time
 
 from petcd.cli.ctl.client import Client
-from petcd.cli.ctl.cmd import Args, bad_args
-from petcd.cli.ctl.common import EXIT_BAD_FEATURE, EXIT_ERROR, CtlError
+from petcd.cli.ctl.cmd import Args
+from petcd.cli.ctl.common import EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, CtlError
 from petcd.cli.ctl.kv import prefix_end
 from petcd.cli.ctl.output import go_quote
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
+_ALIASES = {"small": "s", "medium": "m", "large": "l", "xLarge": "xl"}
+_SCALE = {"s": (10000, 50), "m": (100000, 200), "l": (1000000, 500), "xl": (3000000, 1000)}
 # name: (clients, put rate/s, value size, datascale key count)
 _LOADS = {"s": (50, 150, 2 * 256, 10000), "m": (200, 1000, 2 * 256, 100000),
           "l": (500, 8000, 2 * 256, 1000000), "xl": (1000, 15000, 2 * 256, 3000000)}
@@ -23,9 +26,10 @@ _DURATION = float(os.environ.get("PETCDCTL_CHECK_PERF_DURATION", "60"))
 
 
 def _load(a: Args) -> tuple[int, int, int, int]:
-    if a.load not in _LOADS:
+    load = _ALIASES.get(a.load, a.load)
+    if load not in _LOADS:
         raise CtlError(f"unknown load option {a.load}", EXIT_BAD_FEATURE)
-    return _LOADS[a.load]
+    return _LOADS[load]
 
 
 def _cleanup(a: Args, c: Client, prefix: bytes) -> None:
@@ -111,10 +115,76 @@ def run_perf(a: Args) -> None:
         raise SystemExit(EXIT_ERROR)
 
 
+def _memory(a: Args, endpoint: str) -> float:
+    """The member's process_resident_memory_bytes from its /metrics (0: unreadable)."""
+    import ssl
+    import urllib.request
+    scheme = "https" if (a.cacert or a.cert or not a.insecure_transport) else "http"
+    host = endpoint.split("://", 1)[-1]
+    ctx = None
+    if scheme == "https":
+        ctx = ssl.create_default_context(cafile=a.cacert or None)
+        if a.cert:
+            ctx.load_cert_chain(a.cert, a.key or None)
+    try:
+        with urllib.request.urlopen(f"{scheme}://{host}/metrics", timeout=10,
+                                    context=ctx) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("process_resident_memory_bytes "):
+                    return float(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
 def run_datascale(a: Args) -> None:
-    _, _, size, keys = _load(a)
-    raise CtlError("check datascale reads the member's process memory from etcd's "
-                   "/metrics (process_resident_memory_bytes) and writes "
-                   f"{keys} keys of {size} bytes; not implemented in petcdctl yet",
-                   EXIT_ERROR) if not a.args else bad_args("check datascale takes no "
-                                                           "arguments")
+    if a.load not in _LOADS and a.load not in _ALIASES:
+        raise CtlError(f"unknown load option {a.load}", EXIT_BAD_FEATURE)
+    limit, clients = _SCALE[_ALIASES.get(a.load, a.load)]
+    prefix = a.prefix.encode()
+    c = Client(a)
+    got = c.call("KV", "Range", rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix),
+                                                 limit=1))
+    if got.kvs:
+        raise CtlError(f"prefix {go_quote(a.prefix)} has keys. Delete with etcdctl del "
+                       f"--prefix {a.prefix} first", EXIT_INVALID_INPUT)
+    before = _memory(a, c.endpoints[0])
+    if not before:
+        print("FAIL: Could not read process_resident_memory_bytes before the put operations.")
+        raise SystemExit(EXIT_ERROR)
+    print(f"Start data scale check for work load [{limit} key-value pairs, 1024 bytes per "
+          f"key-value, {clients} concurrent clients].", flush=True)
+    value = bytes(512)
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    todo = iter(range(limit))
+
+    def worker() -> None:
+        import random
+        while True:
+            with lock:
+                if next(todo, None) is None:
+                    return
+            key = prefix + random.getrandbits(63).to_bytes(8, "little") + bytes(504)
+            try:
+                c.call("KV", "Put", rpc.PutRequest(key=key, value=value))
+            except CtlError as e:
+                with lock:
+                    errors[str(e)] = errors.get(str(e), 0) + 1
+
+    threads = [threading.Thread(target=worker) for _ in range(min(clients, 64))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = _memory(a, c.endpoints[0])
+    if not after:
+        print("FAIL: Could not read process_resident_memory_bytes after the put operations.")
+        raise SystemExit(EXIT_ERROR)
+    _cleanup(a, c, prefix)
+    if errors:
+        print("FAIL: too many errors")
+        for k, v in errors.items():
+            print(f"FAIL: ERROR({k}) -> {v}")
+        raise SystemExit(EXIT_ERROR)
+    print(f"PASS: Approximate system memory used : {(after - before) / 2**20:.2f} MB.")

@@ -74,9 +74,9 @@ class Client:
         a = self.args
         ka = parse_duration(a.keepalive_time)
         kt = parse_duration(a.keepalive_timeout)
-        # etcd closes connections that ping more often than its --grpc-keepalive-min-time
-        # (5 s by default; grpc-go's client pings less eagerly than gRPC's C core).
-        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 5000)),
+        # grpc-go (etcdctl's) raises a keepalive time below 10 s to 10 s; so do we (etcd
+        # closes connections that ping more often than its --grpc-keepalive-min-time).
+        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 10000)),
                    ("grpc.keepalive_permit_without_calls", 0),
                    ("grpc.http2.max_pings_without_data", 0),
                    ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
@@ -114,8 +114,11 @@ class Client:
         elif not colon:
             password = getpass.getpass("Password: ")
         from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-        resp = self.call("Auth", "Authenticate",
-                         rpc.AuthenticateRequest(name=name, password=password))
+        try:
+            resp = self.call("Auth", "Authenticate",
+                             rpc.AuthenticateRequest(name=name, password=password))
+        except CtlError as e:  # etcdctl cannot make its client: a bad connection
+            raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
         self.metadata = [("token", resp.token)]
 
     def stub(self, service: str) -> Any:

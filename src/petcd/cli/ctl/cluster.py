@@ -81,10 +81,6 @@ def run_member_list(a: Args) -> None:
     if a.write_out == "table":
         out.write(out.table(_MEMBER_HEADER, _member_rows(resp.members)))
         return
-    if a.write_out == "json" and a.hex:
-        d = out.go_json_value(resp)
-        out.write(out.dumps(d).replace('"ID":', '"ID":') + "\n")
-        return
     _rpc_out(a, resp, "".join(", ".join(r) + "\n" for r in _member_rows(resp.members)),
              _member_fields(resp.members))
 

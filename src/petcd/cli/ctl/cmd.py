@@ -198,7 +198,7 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
             name, eq, value = a[2:].partition("=")
             f = flags.get(name)
             if f is None:
-                raise _unknown(cmd, f"unknown flag: --{name}")
+                raise _Usage(cmd, " ".join(path), f"unknown flag: --{name}")
             if not eq:
                 if f.kind == "bool":
                     value = "true"
@@ -206,7 +206,7 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
                     value = argv[i]
                     i += 1
                 else:
-                    raise _unknown(cmd, f"flag needs an argument: --{name}")
+                    raise _Usage(cmd, " ".join(path), f"flag needs an argument: --{name}")
             values[f.dest] = _convert(f, value)
             given.add(f.name)
             continue
@@ -214,13 +214,14 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
             letter, rest = a[1], a[2:]
             f = shorts.get(letter)
             if f is None:
-                raise _unknown(cmd, f"unknown shorthand flag: '{letter}' in {a}")
+                raise _Usage(cmd, " ".join(path), f"unknown shorthand flag: '{letter}' in {a}")
             if f.kind == "bool":
                 values[f.dest] = _convert(f, rest.lstrip("=") or "true")
             else:
                 if not rest:
                     if i >= len(argv):
-                        raise _unknown(cmd, f"flag needs an argument: '{letter}' in -{letter}")
+                        raise _Usage(cmd, " ".join(path),
+                                     f"flag needs an argument: '{letter}' in -{letter}")
                     rest = argv[i]
                     i += 1
                 values[f.dest] = _convert(f, rest.lstrip("="))
@@ -247,13 +248,10 @@ def parse(root: Command, argv: list[str]) -> tuple[Command, Args]:
 
 
 class _Usage(Exception):
-    def __init__(self, cmd: Command, message: str) -> None:
+    def __init__(self, cmd: Command, path: str, message: str) -> None:
         super().__init__(message)
         self.cmd = cmd
-
-
-def _unknown(cmd: Command, message: str) -> _Usage:
-    return _Usage(cmd, message)
+        self.path = path
 
 
 def _env_defaults(values: dict[str, Any]) -> None:
@@ -335,7 +333,12 @@ def main(root: Command, argv: list[str]) -> None:
     try:
         cmd, args = parse(root, argv)
     except _Usage as e:
-        print(f"Error: {e}", file=sys.stderr)
+        # cobra: the error, the command's help, then etcdctl's own report of it
+        sys.stderr.write(f"Error: {e}\n")
+        sys.stderr.flush()
+        sys.stdout.write(help_text(e.cmd, e.path))
+        sys.stdout.flush()
+        sys.stderr.write(f"\nError: {e}\n")
         raise SystemExit(EXIT_ERROR) from None
     except CtlError as e:
         print(f"Error: {e}", file=sys.stderr)
@@ -343,6 +346,8 @@ def main(root: Command, argv: list[str]) -> None:
     if args.help or not cmd.run:
         sys.stdout.write(help_text(cmd, args.path, args.inherited))
         raise SystemExit(0)
+    if args.debug:
+        _debug(args)
     module, _, fn = cmd.run.partition(":")
     try:
         run: Callable[[Args], None] = getattr(
@@ -353,6 +358,16 @@ def main(root: Command, argv: list[str]) -> None:
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _debug(args: Args) -> None:
+    """--debug: the effective global flags as etcdctl lists them, and gRPC's log."""
+    for f in GLOBAL_FLAGS:
+        v = getattr(args, f.dest)
+        shown = ("true" if v else "false") if f.kind == "bool" else \
+            "[" + " ".join(v) + "]" if f.kind == "list" else str(v)
+        sys.stderr.write(f"ETCDCTL_{f.dest.upper()}={shown}\n")
+    os.environ["GRPC_VERBOSITY"] = "INFO"
 
 
 def bad_args(message: str) -> CtlError:

@@ -74,10 +74,16 @@ def unsupported(fmt: str) -> CtlError:
     return CtlError(f"{fmt} not supported as output format", EXIT_BAD_FEATURE)
 
 
+# Fields etcd 3.5 added that etcdctl 3.4 does not know (it drops them when decoding).
+_NOT_IN_34 = {"hash_revision"}
+
+
 def go_json_value(msg: Any) -> dict[str, Any]:
     """A protobuf message as Go's encoding/json writes etcd's gogo struct."""
     out: dict[str, Any] = {}
     for fd in msg.DESCRIPTOR.fields:
+        if fd.name in _NOT_IN_34:
+            continue
         if fd.containing_oneof is not None:
             if msg.WhichOneof(fd.containing_oneof.name) != fd.name:
                 continue
