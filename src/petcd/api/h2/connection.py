@@ -582,7 +582,7 @@ class H2Protocol(asyncio.Protocol):
                          f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
             return
         headers = blk.headers
-        cost = STREAM_BASE_COST + sum(len(k) + len(v) + 32 for k, v in headers)
+        cost = STREAM_BASE_COST + blk.size
         stream = Stream(self, sid, path, headers, method, self._cfg.initial_window, cost)
         self.streams[sid] = stream
         self._stream_memory += cost
