@@ -196,8 +196,8 @@ def test_rapid_reset(member: MemberProcess) -> None:
 
 
 def test_idle_streams_flood(member: MemberProcess) -> None:
-    """Streams opened (HEADERS with 8 KB of distinct metadata, no END_STREAM) and
-    never finished, 2000 a second: the stream memory budget refuses them, then the
+    """Streams opened (HEADERS with 12 KB of distinct metadata, no END_STREAM) and
+    never finished, 800 a second: the stream memory budget refuses them, then the
     reset budget ends the connection (GOAWAY ENHANCE_YOUR_CALM)."""
     c = Raw(member.client_port).reading()
     base = c.block()
@@ -206,13 +206,13 @@ def test_idle_streams_flood(member: MemberProcess) -> None:
     def step() -> bool:
         frames = []
         for _ in range(200):
-            block = base + encode_literal(b"x-meta", os.urandom(4096).hex().encode())
+            block = base + encode_literal(b"x-meta", os.urandom(6000).hex().encode())
             frames.append(c.headers_frame(sid[0], block))
             sid[0] += 2
         return c.send(*frames)
 
     with guarded(member) as g:
-        run_for(6.0, g, step, per_second=10)
+        run_for(8.0, g, step, per_second=4)
     c.close()
     g.check()
     assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM, c.goaway

@@ -67,7 +67,7 @@ _DATA_FLAGS = bytes((F.DATA, 0))
 _KEEPALIVE_PING = b"petcd-ka"
 
 _PUMP_BATCH = 64  # blocked streams resumed per event loop iteration
-_FRAMES_PER_TURN = 256  # frames handled per event loop iteration, for fairness
+_FRAMES_PER_TURN = 128  # frames handled per event loop iteration, for fairness
 _MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
 _MAX_EMPTY_CONTINUATIONS = 4
 _RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
