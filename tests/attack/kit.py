@@ -58,8 +58,12 @@ class Raw:
     reads and parses what the server sends (else the client never reads)."""
 
     def __init__(self, port: int, settings: dict[int, int] | None = None,
-                 preface: bool = True, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                 preface: bool = True, timeout: float = 10.0, rcvbuf: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # a client that reads nothing and buffers little: our output backs up
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
         self.enc = hpack.Encoder()
         self.goaway: tuple[int, int, bytes] | None = None  # last stream, code, debug
         self.resets: dict[int, int] = {}

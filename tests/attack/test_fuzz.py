@@ -30,8 +30,12 @@ from petcd.wal import frame as wal_frame
 
 SHORT = settings(max_examples=150, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LONG = settings(max_examples=20000, deadline=None,
+LONG = settings(max_examples=3000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _slow(test: Callable[..., Any]) -> Any:
+    return pytest.mark.slow(pytest.mark.timeout(1800)(test))
 
 
 # --- HTTP/2 connection, no sockets ---------------------------------------------------
@@ -140,7 +144,7 @@ def _frame_sequences(s: settings) -> Callable[..., Any]:
 
 
 test_h2_frames = _frame_sequences(SHORT)
-test_h2_frames_long = pytest.mark.slow(_frame_sequences(LONG))
+test_h2_frames_long = _slow(_frame_sequences(LONG))
 
 
 @SHORT
@@ -170,7 +174,7 @@ def _hpack(s: settings) -> Callable[..., Any]:
 
 
 test_hpack_decoder = _hpack(SHORT)
-test_hpack_decoder_long = pytest.mark.slow(_hpack(LONG))
+test_hpack_decoder_long = _slow(_hpack(LONG))
 
 _header = st.tuples(st.text(min_size=1, max_size=20), st.text(max_size=40))
 
@@ -246,7 +250,7 @@ def _peer(s: settings) -> Callable[..., Any]:
 
 
 test_peer_framing = _peer(SHORT)
-test_peer_framing_long = pytest.mark.slow(_peer(LONG))
+test_peer_framing_long = _slow(_peer(LONG))
 
 
 # --- WAL frames and request decoding -------------------------------------------------------
@@ -265,7 +269,7 @@ def _wal(s: settings) -> Callable[..., Any]:
 
 
 test_wal_frames = _wal(SHORT)
-test_wal_frames_long = pytest.mark.slow(_wal(LONG))
+test_wal_frames_long = _slow(_wal(LONG))
 
 _REQUEST_TYPES = [rpc.RangeRequest, rpc.PutRequest, rpc.DeleteRangeRequest, rpc.TxnRequest,
                   rpc.CompactionRequest, rpc.LeaseGrantRequest, rpc.WatchRequest,

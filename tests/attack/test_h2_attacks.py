@@ -135,7 +135,7 @@ def test_streaming_bodies_held_across_streams(member: MemberProcess) -> None:
 def test_ping_flood_without_reading(member: MemberProcess) -> None:
     """PINGs as fast as possible from a client that never reads: the member must not
     queue their ACKs; grpc-go's policy answers GOAWAY too_many_pings."""
-    c = Raw(member.client_port, timeout=2.0)
+    c = Raw(member.client_port, timeout=2.0, rcvbuf=4096)
     pings = F.frame(F.PING, 0, 0, b"12345678") * 4096
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(pings))
@@ -150,7 +150,7 @@ def test_ping_flood_without_reading(member: MemberProcess) -> None:
 
 def test_settings_flood_without_reading(member: MemberProcess) -> None:
     """SETTINGS frames from a client that never reads: their ACKs must not pile up."""
-    c = Raw(member.client_port, timeout=2.0)
+    c = Raw(member.client_port, timeout=2.0, rcvbuf=4096)
     settings = F.settings_frame({}) * 8192
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(settings))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 
 from petcd.api.h2 import frames as F
-from petcd.api.h2.budgets import PingPolicy, ResetBudget
+from petcd.api.h2.budgets import PingPolicy, TokenBucket
 from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import (
     RESPONSE_HEADERS,
@@ -118,7 +118,8 @@ class H2Protocol(asyncio.Protocol):
         self._handshake: asyncio.TimerHandle | None = None
         self._turn_paused = False  # frames left over for the next event loop iteration
         self._pings = PingPolicy(cfg.keepalive_min_time)
-        self._resets = ResetBudget(cfg.reset_burst, cfg.reset_rate)
+        self._resets = TokenBucket(cfg.reset_burst, cfg.reset_rate)
+        self._settings_budget = TokenBucket(cfg.settings_burst, cfg.settings_rate)
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -645,6 +646,8 @@ class H2Protocol(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "SETTINGS size")
+        if not self._settings_budget.spend(self._loop.time()):
+            self._calm("too_many_settings")
         if not self._settings_seen:
             self._settings_seen = True
             if self._handshake is not None:
