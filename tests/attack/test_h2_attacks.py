@@ -5,7 +5,6 @@ puts must keep succeeding with p99 under kit.P99_SECONDS."""
 from __future__ import annotations
 
 import os
-import random
 import threading
 
 from petcd.api.h2 import frames as F
@@ -19,29 +18,31 @@ def test_hpack_cache_amplification(member: MemberProcess) -> None:
     """Distinct big header blocks (no indexing: the old block cache kept them all with
     their decoded lists), on several connections."""
     conns = [Raw(member.client_port).reading() for _ in range(4)]
-    rnd = random.Random(1)
-    sids = [1] * len(conns)
-    with guarded(member) as g:
-        def step() -> bool:
-            i = rnd.randrange(len(conns))
-            c = conns[i]
-            base = c.block()
+    # made before the clock starts: the attacker's own CPU is not the member's latency
+    calls: list[list[bytes]] = [[] for _ in conns]
+    for i, c in enumerate(conns):
+        for n in range(150):
+            sid = 1 + 2 * n
             # ~60 KB of fields, split over HEADERS + CONTINUATION (frames <= 16 KB)
-            fields = b"".join(encode_literal(b"x-pad-%d" % k, os.urandom(3500).hex().encode())
-                              for k in range(8))
-            block = base + fields
+            block = c.block() + b"".join(
+                encode_literal(b"x-pad-%d" % k, os.urandom(3500).hex().encode())
+                for k in range(8))
             parts = [block[j:j + 16384] for j in range(0, len(block), 16384)]
-            frames = [F.frame(F.HEADERS, 0 if len(parts) > 1 else F.END_HEADERS, sids[i],
-                              parts[0])]
-            for k, p in enumerate(parts[1:], 1):
-                frames.append(F.frame(F.CONTINUATION,
-                                      F.END_HEADERS if k == len(parts) - 1 else 0, sids[i], p))
-            sids[i] += 2
-            if not c.send(*frames, F.frame(F.DATA, F.END_STREAM, sids[i] - 2,
-                                           range_request())):
-                conns[i] = Raw(member.client_port).reading()
-                sids[i] = 1
-            return True
+            frames = [F.frame(F.HEADERS, 0, sid, parts[0])]
+            frames += [F.frame(F.CONTINUATION, F.END_HEADERS if k == len(parts) - 1 else 0,
+                               sid, p) for k, p in enumerate(parts[1:], 1)]
+            frames.append(F.frame(F.DATA, F.END_STREAM, sid, range_request()))
+            calls[i].append(b"".join(frames))
+    turn = [0]
+
+    def step() -> bool:
+        i = turn[0] % len(conns)
+        turn[0] += 1
+        if calls[i]:
+            conns[i].send(calls[i].pop(0))
+        return any(calls)
+
+    with guarded(member) as g:
         run_for(8.0, g, step, per_second=150)
     for c in conns:
         c.close()
@@ -197,22 +198,17 @@ def test_rapid_reset(member: MemberProcess) -> None:
 
 def test_idle_streams_flood(member: MemberProcess) -> None:
     """Streams opened (HEADERS with 12 KB of distinct metadata, no END_STREAM) and
-    never finished, 800 a second: the stream memory budget refuses them, then the
+    never finished, 600 a second: the stream memory budget refuses them, then the
     reset budget ends the connection (GOAWAY ENHANCE_YOUR_CALM)."""
     c = Raw(member.client_port).reading()
     base = c.block()
-    sid = [1]
-
-    def step() -> bool:
-        frames = []
-        for _ in range(200):
-            block = base + encode_literal(b"x-meta", os.urandom(6000).hex().encode())
-            frames.append(c.headers_frame(sid[0], block))
-            sid[0] += 2
-        return c.send(*frames)
+    # made before the clock starts: the attacker's own CPU is not the member's latency
+    frames = [c.headers_frame(1 + 2 * i, base + encode_literal(
+        b"x-meta", os.urandom(6000).hex().encode())) for i in range(6000)]
+    batches = [b"".join(frames[i:i + 300]) for i in range(0, len(frames), 300)]
 
     with guarded(member) as g:
-        run_for(8.0, g, step, per_second=4)
+        run_for(10.0, g, lambda: bool(batches) and c.send(batches.pop(0)), per_second=2)
     c.close()
     g.check()
     assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM, c.goaway

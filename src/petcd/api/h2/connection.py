@@ -117,6 +117,7 @@ class H2Protocol(asyncio.Protocol):
         self._keepalive: asyncio.TimerHandle | None = None
         self._handshake: asyncio.TimerHandle | None = None
         self._turn_paused = False  # frames left over for the next event loop iteration
+        self._left: tuple[bytes, int] | None = None  # those frames: bytes and position
         self._pings = PingPolicy(cfg.keepalive_min_time)
         self._resets = TokenBucket(cfg.reset_burst, cfg.reset_rate)
         self._settings_budget = TokenBucket(cfg.settings_burst, cfg.settings_rate)
@@ -138,6 +139,10 @@ class H2Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        left = self._left
+        if left is not None:  # (arrived although reading was paused for a turn)
+            self._left = None
+            data = left[0][left[1]:] + data
         buf = self._buf
         if buf is not None:
             buf += data
@@ -149,11 +154,11 @@ class H2Protocol(asyncio.Protocol):
             data = self._sniff(data)
             if not data:
                 return
-        self._process(data)
+        self._process(data, 0)
 
-    def _process(self, data: bytes) -> None:
+    def _process(self, data: bytes, pos: int) -> None:
         try:
-            pos = self._frames(data)
+            pos = self._frames(data, pos)
         except F.H2ConnectionError as e:
             self.connection_error(e.code, str(e))
             return
@@ -163,23 +168,27 @@ class H2Protocol(asyncio.Protocol):
             self.connection_error(F.INTERNAL_ERROR, "internal error")
             return
         if pos < len(data):
-            self._buf = bytearray(memoryview(data)[pos:])
-            if len(self._buf) >= self._need and not self._turn_paused:
+            if len(data) - pos >= self._need:
                 # Frames left after this turn's budget: let other connections run,
-                # read nothing more meanwhile, go on in the next event loop iteration.
-                self._turn_paused = True
-                self._set_reading()
-                self._loop.call_soon(self._next_turn)
+                # read nothing more meanwhile, go on in the next event loop iteration
+                # (from the same bytes: no copy).
+                self._left = (data, pos)
+                if not self._turn_paused:
+                    self._turn_paused = True
+                    self._set_reading()
+                    self._loop.call_soon(self._next_turn)
+            else:
+                self._buf = bytearray(memoryview(data)[pos:])
         if self._out:
             self._flush()
 
     def _next_turn(self) -> None:
         self._turn_paused = False
-        buf = self._buf
-        if self._closed or buf is None:
+        left, self._left = self._left, None
+        if self._closed or left is None:
+            self._set_reading()
             return
-        self._buf = None
-        self._process(bytes(buf))
+        self._process(*left)
         if not self._turn_paused:
             self._set_reading()
 
@@ -285,8 +294,7 @@ class H2Protocol(asyncio.Protocol):
         http.data_received(data)
 
     # -- frames in
-    def _frames(self, data: bytes) -> int:
-        pos = 0
+    def _frames(self, data: bytes, pos: int) -> int:
         n = len(data)
         unpack = F.HEADER.unpack_from
         budget = _FRAMES_PER_TURN
