@@ -1,5 +1,15 @@
-"""The LMDB backend: one environment per member, one write transaction per
-applied batch, with the applied Raft index stored in that same transaction.
+"""The LMDB backend: one environment per member and ONE open LMDB write transaction
+holding the applied state.
+
+Applied batches (`begin_write()`) end in that transaction, each recording the applied
+Raft index and term in it; the transaction is committed (synced) when `batch_limit`
+operations have been applied since the last commit, or when the owner calls `commit()`
+(the server: every --backend-batch-interval, and before anything reads the file from
+elsewhere: hashes, snapshots, defragment). Reads of the applied state (`read()`) go
+through that same transaction on the thread that applies, so a read never misses an
+applied write; another thread may read only when nothing applied is uncommitted, and
+otherwise takes `read_snapshot()` from the applying thread. A crash loses at most what
+was not committed: the WAL has it, and replay from the stored index repairs it.
 
 Layers above (KV store, lease, auth, membership) open their own named
 databases with `open_db` and write through `WriteBatch.txn`.
@@ -12,6 +22,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol
@@ -27,32 +38,41 @@ _COPY_CHUNK = 1 << 20
 
 
 class BatchListener(Protocol):
-    """Something that keeps in-memory state derived from a write batch (the
-    KV store's revision, for instance) and must hear how the batch ended."""
+    """Something that keeps in-memory state derived from applied batches (the KV
+    store's revision, for instance) and must hear how each batch ended.
 
-    def before_commit(self, batch: WriteBatch) -> None: ...
-    def after_commit(self, batch: WriteBatch) -> None: ...
+    `before_end` may still write into the batch; after `after_end` the batch's changes
+    are the applied state (what reads see), committed to disk or not yet."""
+
+    def before_end(self, batch: WriteBatch) -> None: ...
+    def after_end(self, batch: WriteBatch) -> None: ...
     def after_abort(self, batch: WriteBatch) -> None: ...
 
 
-class WriteBatch:
-    """The single LMDB write transaction of one applied batch.
+class BackendFailed(RuntimeError):
+    """An applied batch was lost from memory (a batch failed while earlier ones were
+    not committed yet, or a commit failed): only a restart (WAL replay) repairs it."""
 
-    `with backend.begin_write() as batch:` commits on a normal exit (the
-    commit is synced: durable once the block ends) and aborts if an exception
-    escapes. Only one batch may be open at a time.
+
+class WriteBatch:
+    """The writes of one applied batch, in the backend's open write transaction.
+
+    `with backend.begin_write() as batch:` ends the batch on a normal exit (its
+    changes become the applied state; the backend commits to disk per its batching)
+    and aborts if an exception escapes. Only one batch may be open at a time.
     """
 
-    __slots__ = ("_backend", "_index", "_open", "events", "txn")
+    __slots__ = ("_backend", "_index", "_open", "events", "ops", "txn")
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
-        self.txn: lmdb.Transaction[bytes] = backend.env.begin(write=True)
+        self.txn: lmdb.Transaction[bytes] = backend._write_txn()
         # What the KV store changed in this batch, in revision order: the
-        # watch layer fans these out once the batch has committed.
+        # watch layer fans these out once the batch has ended.
         self.events: list[KVEvent] = []
         self._index: tuple[int, int] | None = None
         self._open = True
+        self.ops = 1  # operations it counts for --backend-batch-limit
 
     def set_consistent_index(self, index: int, term: int) -> None:
         """Record the Raft index and term of the last entry this batch applied."""
@@ -60,32 +80,40 @@ class WriteBatch:
         self._index = (index, term)
 
     def commit(self) -> None:
+        """End the batch (the name says what it means with `batch_limit` 1: durable)."""
         if not self._open:
             raise RuntimeError("write batch already finished")
         backend = self._backend
         try:
             for listener in backend.listeners:
-                listener.before_commit(self)
-            self.txn.commit()
+                listener.before_end(self)
         except BaseException:
-            self._finish_abort()
+            self.abort()
             raise
         self._open = False
         backend.batch = None
         if self._index is not None:
             backend._consistent_index = self._index
+        if backend._uncommitted + self.ops >= backend.batch_limit:
+            backend.commit()  # (raises BackendFailed if it fails: nothing to undo)
+        else:
+            backend._uncommitted += self.ops  # (never > 0 with limit 1: other threads read)
         for listener in backend.listeners:
-            listener.after_commit(self)
+            listener.after_end(self)
 
     def abort(self) -> None:
-        if self._open:
-            self.txn.abort()
-            self._finish_abort()
-
-    def _finish_abort(self) -> None:
+        if not self._open:
+            return
         self._open = False
-        self._backend.batch = None
-        for listener in self._backend.listeners:
+        backend = self._backend
+        backend.batch = None
+        txn, backend._txn = backend._txn, None
+        if txn is not None:
+            txn.abort()
+        if backend._uncommitted:
+            # Earlier applied batches went with it: memory no longer matches anything.
+            backend.failed = "an applied batch failed before earlier ones were committed"
+        for listener in backend.listeners:
             listener.after_abort(self)
 
     def __enter__(self) -> WriteBatch:
@@ -141,7 +169,8 @@ class Backend:
 
     Commits are synced (`sync=True`); `metasync=False` saves one fsync per
     commit but a power loss may then undo the last commit, which is only safe
-    once a WAL can replay it.
+    once a WAL can replay it. `batch_limit`: operations applied before the open
+    transaction is committed (1: every batch; more only with a WAL to replay).
     """
 
     def __init__(
@@ -152,8 +181,18 @@ class Backend:
         max_readers: int = 1024,
         sync: bool = True,
         metasync: bool = True,
+        batch_limit: int = 1,
     ) -> None:
         self.path = path
+        self.batch_limit = max(1, batch_limit)
+        # The applied state: committed file + this open write transaction (None when
+        # everything applied is committed); `_owner` is the thread that began it.
+        self._txn: lmdb.Transaction[bytes] | None = None
+        self._owner = 0
+        self._uncommitted = 0  # operations of ended batches not committed yet
+        self.failed = ""  # why applied state was lost (BackendFailed), or ""
+        # Called after each commit with its duration in seconds (metrics, the quota).
+        self.commit_hooks: list[Callable[[float], None]] = []
         self._options = {
             "map_size": map_size,
             "max_readers": max_readers,
@@ -182,6 +221,7 @@ class Backend:
         self.env.reader_check()  # free reader slots of processes that died
         self.meta_db = self.open_db(META_DB)
         self._consistent_index = self._read_consistent_index()
+        self._committed_index = self._consistent_index
 
     def _open_env(self) -> lmdb.Environment:
         opts = self._options
@@ -204,6 +244,51 @@ class Backend:
         index, term = _INDEX_TERM.unpack(raw)
         return (index, term)
 
+    def _write_txn(self) -> lmdb.Transaction[bytes]:
+        """The open write transaction (begun now if everything is committed)."""
+        if self.failed:
+            raise BackendFailed(self.failed)
+        txn = self._txn
+        if txn is None:
+            txn = self._txn = self.env.begin(write=True)
+            self._owner = threading.get_ident()
+        elif self._owner != threading.get_ident():
+            raise RuntimeError("the backend's write transaction belongs to another thread")
+        return txn
+
+    def commit(self) -> bool:
+        """Commit (synced) what the ended batches applied; returns whether there was
+        anything. On the thread that applies, with no batch open."""
+        txn = self._txn
+        if txn is None:
+            return False
+        if self.batch is not None:
+            raise RuntimeError("cannot commit while a write batch is open")
+        if self._owner != threading.get_ident():
+            raise RuntimeError("commit() from another thread than the one applying")
+        self._txn = None
+        started = time.perf_counter()
+        try:
+            txn.commit()
+        except BaseException as e:
+            self.failed = f"backend commit failed: {e}"
+            raise BackendFailed(self.failed) from e
+        self._uncommitted = 0
+        self._committed_index = self._consistent_index
+        took = time.perf_counter() - started
+        for hook in self.commit_hooks:
+            hook(took)
+        return True
+
+    @property
+    def uncommitted(self) -> int:
+        """Operations applied since the last commit."""
+        return self._uncommitted
+
+    def committed_index(self) -> tuple[int, int]:
+        """(Raft index, term) in the committed file: where replay starts after a crash."""
+        return self._committed_index
+
     def open_db(
         self, name: bytes, *, dupsort: bool = False, dupfixed: bool = False
     ) -> lmdb._Database:
@@ -216,12 +301,22 @@ class Backend:
             if self._db_flags[name] != (dupsort, dupfixed):
                 raise ValueError(f"database {name!r} already opened with other flags")
             return db
-        if self.batch is not None:
+        if self.batch is not None or self._txn is not None:
             raise RuntimeError("open databases before applying batches")
         db = self.env.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
         self._dbs[name] = db
         self._db_flags[name] = (dupsort, dupfixed)
         return db
+
+    def existing_db(self, name: bytes, txn: lmdb.Transaction[bytes]) -> lmdb._Database | None:
+        """A handle on a named database for a reader, or None if the file has none (safe
+        while a batch is open: nothing is created)."""
+        db = self._dbs.get(name)
+        if db is not None:
+            return db
+        if txn.get(name) is None:  # named databases are listed in the main database
+            return None
+        return self.env.open_db(name, txn=txn, create=False)
 
     def begin_write(self) -> WriteBatch:
         """THE write transaction of one applied batch (a context manager)."""
@@ -230,13 +325,40 @@ class Backend:
         self.batch = WriteBatch(self)
         return self.batch
 
-    def read(self) -> lmdb.Transaction[bytes]:
-        """A read-only snapshot of the last committed state (a context manager)."""
+    def read_txn(self) -> tuple[lmdb.Transaction[bytes], bool]:
+        """(txn, owned): the applied state. While applied changes are uncommitted, that
+        is the open write transaction itself (owned=False: do not end it, do not keep it
+        past this synchronous step), readable only on the applying thread between
+        batches; otherwise a read-only snapshot of the file that the caller ends
+        (owned=True). Other threads take `read_snapshot()` on the applying thread."""
+        if self.failed:
+            raise BackendFailed(self.failed)
+        if self._uncommitted:
+            if self._owner != threading.get_ident() or self.batch is not None:
+                raise RuntimeError("applied changes are not committed yet: read them on the "
+                                   "applying thread between batches, or take read_snapshot()")
+            return self._txn, False  # type: ignore[return-value]
+        return self.env.begin(), True
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """The applied state, as `read_txn()`, as a context manager."""
+        txn, owned = self.read_txn()
+        try:
+            yield txn
+        finally:
+            if owned:
+                txn.abort()
+
+    def read_snapshot(self) -> lmdb.Transaction[bytes]:
+        """From the applying thread: commit, then a read-only snapshot of the applied
+        state that any thread may read (and must end: abort())."""
+        self.commit()
         return self.env.begin()
 
     def consistent_index(self) -> tuple[int, int]:
-        """(Raft index, term) of the last entry applied by a committed batch;
-        (0, 0) on a fresh backend."""
+        """(Raft index, term) of the last entry applied by an ended batch (committed
+        or not); (0, 0) on a fresh backend."""
         return self._consistent_index
 
     def size(self) -> int:
@@ -267,15 +389,16 @@ class Backend:
             dbs[name] = db
         return dbs
 
-    def hash(self) -> int:
+    def hash(self, txn: lmdb.Transaction[bytes] | None = None) -> int:
         """CRC-32 of every database's name, keys and values, in order, without
         the consistent index (which differs between members applying the same
-        log at different speeds). Maintenance.Hash."""
+        log at different speeds). Maintenance.Hash. `txn`: a `read_snapshot()`
+        (any thread), else the applied state via `read()`."""
         crc = 0
-        with self.env.begin() as txn:
-            for name, db in sorted(self._all_dbs(txn).items()):
+        with contextlib.nullcontext(txn) if txn is not None else self.read() as t:
+            for name, db in sorted(self._all_dbs(t).items()):
                 crc = zlib.crc32(name, crc)
-                for key, value in txn.cursor(db):
+                for key, value in t.cursor(db):
                     if db is self.meta_db and key == _CONSISTENT_INDEX:
                         continue
                     crc = zlib.crc32(value, zlib.crc32(key, crc))
@@ -284,7 +407,8 @@ class Backend:
     def snapshot_to(self, fileobj: BinaryIO) -> int:
         """Write a consistent copy of the whole backend (a valid LMDB data
         file, openable with `Backend`) to `fileobj`; returns bytes written.
-        Safe while batches are applied (it copies one read snapshot)."""
+        Safe while batches are applied (it copies one read snapshot of the
+        committed file: commit() first on the applying thread)."""
         with tempfile.TemporaryFile(dir=os.path.dirname(self.path) or ".") as tmp:
             self.env.copyfd(tmp.fileno())
             tmp.seek(0)
@@ -310,8 +434,8 @@ class Backend:
         """First half of defragment(): the compact copy, beside the file. Reads
         may go on meanwhile; no batch may commit until defragment_swap() (it
         would be missing from the copy)."""
-        if self.batch is not None:
-            raise RuntimeError("cannot defragment while a write batch is open")
+        if self.batch is not None or self._txn is not None:
+            raise RuntimeError("cannot defragment with a write batch open or uncommitted")
         fd = os.open(self.path + ".defrag", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self._defrag_txnid = self.env.info()["last_txnid"]
@@ -323,8 +447,8 @@ class Backend:
     def defragment_swap(self) -> None:
         """Second half of defragment(): put the copy in place of the file and
         reopen. Needs no batch open and no read transaction in any thread."""
-        if self.batch is not None:
-            raise RuntimeError("cannot defragment while a write batch is open")
+        if self.batch is not None or self._txn is not None:
+            raise RuntimeError("cannot defragment with a write batch open or uncommitted")
         tmp_path = self.path + ".defrag"
         if not os.path.exists(tmp_path):
             raise RuntimeError("defragment_swap() without defragment_copy()")
@@ -359,19 +483,29 @@ class Backend:
         `restore_hooks` run. Needs the backend to itself, as defragment() does."""
         if self.batch is not None:
             raise RuntimeError("cannot restore while a write batch is open")
+        self.commit()
         self._replace_file(path)
-        self._consistent_index = self._read_consistent_index()
+        self._consistent_index = self._committed_index = self._read_consistent_index()
         for hook in self.reopen_hooks:
             hook()
         for hook in self.restore_hooks:
             hook()
 
     def sync(self) -> None:
-        """Flush everything committed to disk (commits may not sync the meta page)."""
+        """Flush everything committed to disk (commits may not sync the meta page).
+        Any thread; commit() first on the applying one for the applied state."""
         self.env.sync(True)
 
-    def close(self) -> None:
+    def close(self, *, commit: bool = True) -> None:
+        """Commit what was applied (saves replaying it) and close. commit=False drops
+        what is not committed, as a crash would (tests)."""
         if self.batch is not None:
             self.batch.abort()
+        if self._txn is not None:
+            if commit and self._owner == threading.get_ident() and not self.failed:
+                self.commit()
+            else:
+                self._txn.abort()  # (another thread's: the WAL replays it)
+                self._txn = None
         self.env.close()
 

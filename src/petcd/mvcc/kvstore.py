@@ -18,7 +18,8 @@ the main revision and are numbered by sub. Layout (see docs/ARCHITECTURE.md):
            changed them.
 
 All methods are synchronous. Writes happen only inside the backend's
-WriteBatch (the apply loop); reads use their own LMDB snapshot.
+WriteBatch (the apply loop); reads see the backend's applied state
+(`Backend.read_txn`): its open write transaction on the applying thread.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -341,13 +342,26 @@ class KVView:
 
 
 class ReadTxn(KVView):
-    """A consistent read snapshot (context manager): `rev` is the store's
-    revision at the time it was opened, `compact_rev` the compacted one."""
+    """A consistent read of the applied state (context manager): `rev` is the
+    store's revision at the time it was opened, `compact_rev` the compacted one.
+    Over the backend's open write transaction (on the applying thread) it must be
+    used within one synchronous step: the next batch or commit changes or ends it."""
 
-    __slots__ = ()
+    __slots__ = ("_owned",)
+
+    def __init__(self, store: KVStore, txn: lmdb.Transaction[bytes], rev: int,
+                 compact_rev: int, owned: bool = True) -> None:
+        KVView.__init__(self, store, txn, rev, compact_rev)
+        self._owned = owned
+
+    @property
+    def txn(self) -> lmdb.Transaction[bytes]:
+        """The LMDB transaction read (the whole backend, for Maintenance.Hash)."""
+        return self._txn
 
     def close(self) -> None:
-        self._txn.abort()
+        if self._owned:
+            self._txn.abort()
 
     def __enter__(self) -> ReadTxn:
         return self
@@ -358,7 +372,8 @@ class ReadTxn(KVView):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._txn.abort()
+        if self._owned:
+            self._txn.abort()
 
 
 class TxnWrite(KVView):
@@ -603,8 +618,8 @@ class KVStore:
         backend.restore_hooks.append(self._reload)
 
     def _reload(self) -> None:
-        """Read the committed state (at start, and after the backend was replaced by a
-        snapshot from the leader)."""
+        """Read the state from the backend (at start, and after the backend was replaced
+        by a snapshot from the leader)."""
         with self.backend.read() as txn:
             self._committed_rev, self._committed_compact = self._revisions(txn)
             raw = txn.get(_META_PHYSICAL, db=self._meta)
@@ -631,14 +646,18 @@ class KVStore:
 
     # -- state -------------------------------------------------------------------
 
+    # `_committed_*`: as of the last ended batch (the applied state reads see, whether
+    # the backend has committed it to disk yet or not); `_rev`, `_compact`, `_pending`:
+    # inside the batch being applied.
+
     @property
     def current_revision(self) -> int:
-        """The revision of the last committed change (1 on a fresh store)."""
+        """The revision of the last applied change (1 on a fresh store)."""
         return self._committed_rev
 
     @property
     def compact_revision(self) -> int:
-        """The last committed compaction revision (-1: never compacted)."""
+        """The last applied compaction revision (-1: never compacted)."""
         return self._committed_compact
 
     @property
@@ -648,7 +667,7 @@ class KVStore:
 
     # -- BatchListener -------------------------------------------------------------
 
-    def before_commit(self, batch: WriteBatch) -> None:
+    def before_end(self, batch: WriteBatch) -> None:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is still open at commit")
         if self._rev != self._committed_rev or self._compact != self._committed_compact:
@@ -660,7 +679,7 @@ class KVStore:
             else:
                 batch.txn.put(_META_PHYSICAL, _I64.pack(pending[0]) + pending[1], db=self._meta)
 
-    def after_commit(self, batch: WriteBatch) -> None:
+    def after_end(self, batch: WriteBatch) -> None:
         self._cursor = self._cursor_txn = None
         self._committed_rev = self._rev
         self._committed_compact = self._compact
@@ -676,10 +695,18 @@ class KVStore:
     # -- reads -------------------------------------------------------------------
 
     def read(self) -> ReadTxn:
-        """A read snapshot of the committed state (use as context manager)."""
-        txn = self.backend.env.begin()
-        # The revisions come from the snapshot itself, not from memory: the
-        # apply loop may commit (in another thread) at any moment.
+        """A read of the applied state (use as context manager; see ReadTxn)."""
+        txn, owned = self.backend.read_txn()
+        # The revisions come from the transaction itself, not from memory: whatever
+        # it is (the open write transaction, or a snapshot another thread took), they
+        # match its contents.
+        rev, compact = self._revisions(txn)
+        return ReadTxn(self, txn, rev, compact, owned)
+
+    def read_snapshot(self) -> ReadTxn:
+        """On the applying thread: commit, then a read of the applied state that any
+        thread may use (hashes run on worker threads)."""
+        txn = self.backend.read_snapshot()
         rev, compact = self._revisions(txn)
         return ReadTxn(self, txn, rev, compact)
 
@@ -709,6 +736,50 @@ class KVStore:
         """One range read in its own snapshot (see `KVView.range`)."""
         with self.read() as r:
             return r.range(key, end, rev=rev, limit=limit, count_only=count_only)
+
+    def revisions_in(self, txn: lmdb.Transaction[bytes]) -> tuple[int, int]:
+        """(current, compacted) revision as of a read transaction of the backend."""
+        return self._revisions(txn)
+
+    def history_in(self, txn: lmdb.Transaction[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (revision key, serialized KeyValue) in revision order, as of a read
+        transaction: the same records, keyed the same way, as etcd's `key` bucket."""
+        yield from txn.cursor(db=self._kv)
+
+    def load_history(self, batch: WriteBatch, records: Iterable[tuple[bytes, bytes]],
+                     compact_rev: int) -> int:
+        """Fill a store from etcd-format history (its `key` bucket: revision key ->
+        KeyValue, deletions marked `t` and holding only the key), in revision order, with
+        etcd's compacted revision (-1: none). Called once per batch of a long history;
+        each call's records come after the last one's. Returns the current revision."""
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open")
+        txn = batch.txn
+        last = self._rev if self._rev > 1 else 0
+        for revkey, data in records:
+            if len(revkey) not in (_REV_LEN, _REV_LEN + 1) or revkey[8:9] != b"_":
+                raise ValueError(f"mvcc: malformed revision key {revkey.hex()}")
+            kv = KeyValue.FromString(data)
+            key = bytes(kv.key)
+            if not key:
+                raise ValueError(f"mvcc: record {revkey.hex()} has no key")
+            if len(key) > _DIRECT_KEY_MAX:
+                ikey = _surrogate(key)
+                txn.put(ikey, key, db=self._longkeys)
+            else:
+                ikey = key
+            if not txn.put(revkey, data, db=self._kv, append=True):
+                raise ValueError("mvcc: history out of revision order")
+            if len(revkey) > _REV_LEN:
+                entry = revkey + _ENTRY_TAIL.pack(0, 0, 0)
+            else:
+                entry = revkey + _LIVE_FLAG + _ENTRY_TAIL.pack(
+                    kv.create_revision, kv.version, kv.lease)
+            txn.put(ikey, entry, db=self._index)
+            last = _entry_main(revkey)
+        self._rev = max(1, last, compact_rev)
+        self._compact = compact_rev
+        return self._rev
 
     def lease_attachments(self) -> list[tuple[int, bytes]]:
         """(lease, key) of every existing key that has a lease: what the
@@ -846,14 +917,14 @@ class KVStore:
 
     # -- hashing -------------------------------------------------------------------
 
-    def hash_kv(self, rev: int = 0) -> tuple[int, int, int]:
+    def hash_kv(self, rev: int = 0, view: ReadTxn | None = None) -> tuple[int, int, int]:
         """(hash, current revision, compact revision) for HashKV: a CRC-32 of
         the `kv` records (key and value) with main revision <= rev (0: the
         current revision) that compaction keeps, so members that applied the
         same log agree, however far their physical compaction has got.
         Raises COMPACTED if 0 < rev <= compact revision, FUTURE_REV if
-        rev > current."""
-        with self.read() as r:
+        rev > current. `view`: a read_snapshot() (ended here), else read()."""
+        with view if view is not None else self.read() as r:
             current, compact = r.rev, r.compact_rev
             if rev > 0 and rev <= compact:
                 raise errors.COMPACTED

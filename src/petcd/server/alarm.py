@@ -81,7 +81,8 @@ class Quota:
             log.warning("backend quota %d exceeds the recommended maximum %d", self.limit,
                         MAX_QUOTA_BYTES)
         self.size = backend.size()
-        backend.listeners.append(self)
+        # The file grows only when the backend commits.
+        backend.commit_hooks.append(lambda _took: self.refresh())
         backend.reopen_hooks.append(self.refresh)
 
     def refresh(self) -> None:
@@ -92,20 +93,10 @@ class Quota:
         limit = self.limit
         return cost == 0 or limit is None or self.size + cost < limit
 
-    # BatchListener: the file grows only when a batch commits.
-    def before_commit(self, batch: WriteBatch) -> None:
-        pass
-
-    def after_commit(self, batch: WriteBatch) -> None:
-        self.size = self._backend.size()
-
-    def after_abort(self, batch: WriteBatch) -> None:
-        pass
-
 
 class AlarmStore:
     """The persisted alarm set. Changes are made inside the apply batch and become
-    visible to readers (Status, /health) when it commits."""
+    visible to readers (Status, /health) when it ends."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
@@ -165,10 +156,10 @@ class AlarmStore:
         return found
 
     # BatchListener
-    def before_commit(self, batch: WriteBatch) -> None:
+    def before_end(self, batch: WriteBatch) -> None:
         pass
 
-    def after_commit(self, batch: WriteBatch) -> None:
+    def after_end(self, batch: WriteBatch) -> None:
         self._committed = self._working
 
     def after_abort(self, batch: WriteBatch) -> None:

@@ -1,17 +1,17 @@
-"""The apply path: committed log entries, in log order, applied to the store in ONE
-LMDB write transaction per batch, with the index of the last entry stored in that
-same transaction (so a crash never half-applies a batch, and replaying entries that
-are already applied is recognised and skipped)."""
+"""The apply path: committed log entries, in log order, applied to the store as one
+backend batch, with the index of the last entry stored with them (so a crash never
+half-applies a batch, and replaying entries that are already applied is recognised
+and skipped). Runs on the event loop thread, where reads of the applied state run
+too; the backend commits its write transaction in batches (see mvcc/backend.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
@@ -19,7 +19,7 @@ from petcd.mvcc.types import KVEvent
 from petcd.server import proposal as P
 from petcd.server.kv_apply import KVApplier
 from petcd.server.metrics import Metrics
-from petcd.server.proposal import Committed, Result
+from petcd.server.proposal import Committed, Result, Stamp
 
 log = logging.getLogger("petcd.apply")
 
@@ -34,16 +34,31 @@ class WaitPhysical:
         self.response = response
 
 
-# Called on the apply thread right after a batch commits, with the batch's events (in
-# revision order) and the store revision after it. Listeners must be quick and must not
-# touch asyncio objects directly (use loop.call_soon_threadsafe).
+# Called on the event loop right after a batch is applied, with the batch's events (in
+# revision order) and the store revision after it. Listeners must be quick.
 CommitListener = Callable[[list[KVEvent], int], None]
 Handler = Callable[[Any, Any], Any]
 
 
+class _AuthStore(Protocol):
+    enabled: bool
+
+
+class AuthGate(Protocol):
+    """petcd.auth.apply.AuthApplier as the apply path sees it."""
+
+    @property
+    def store(self) -> _AuthStore: ...
+
+    def gate(self, kind: str, request: Any, stamp: Stamp) -> EtcdError | None: ...
+
+
 class Applier:
-    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None) -> None:
+    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None,
+                 warn_after: float = 0.1) -> None:
         self._backend = backend
+        # --experimental-warning-apply-duration: a batch applied slower than this is logged.
+        self.warn_after = warn_after
         self._kv = kv
         self.metrics = metrics
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {
@@ -55,9 +70,15 @@ class Applier:
         self.applied_index, self.applied_term = backend.consistent_index()
         self._commit_listeners: list[CommitListener] = []
         self._wrappers: dict[str, list[Callable[[Handler], Handler]]] = {}
-        # Held for every write batch; whoever needs the backend without a batch open
-        # (defragment) takes it to pause the apply path between batches.
-        self.exclusive = threading.Lock()
+        # Held by whoever needs the backend with nothing applied meanwhile (defragment,
+        # a snapshot install); the apply loop takes it around each batch.
+        self.exclusive = asyncio.Lock()
+        if metrics is not None:
+            backend.commit_hooks.append(metrics.backend_commit.observe)
+        # Log index of the entry being applied (for handlers that need it).
+        self.index = 0
+        # The permission gate of applied client requests while auth is enabled.
+        self.auth: AuthGate | None = None
 
     def register(self, kind: str, handler: Callable[[Any, Any], Any]) -> None:
         """Route committed InternalRequests of `kind` (a oneof field name) to
@@ -69,20 +90,13 @@ class Applier:
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
-        """From the event loop: hold the apply path (`exclusive`) for the block, once the
-        batch being applied is done (waited for off the loop). Whoever replaces or
-        rewrites the backend file (defragment, a snapshot from the leader) holds it, so
-        the two never overlap and no batch is open meanwhile."""
-        acquired = asyncio.get_running_loop().run_in_executor(None, self.exclusive.acquire)
-        try:
-            await asyncio.shield(acquired)
-        except asyncio.CancelledError:
-            acquired.add_done_callback(lambda _: self.exclusive.release())
-            raise
-        try:
+        """Hold the apply path (`exclusive`) for the block, with everything applied so
+        far committed. Whoever replaces or rewrites the backend file (defragment, a
+        snapshot from the leader) holds it, so the two never overlap and nothing is
+        applied or committed meanwhile."""
+        async with self.exclusive:
+            self._backend.commit()
             yield
-        finally:
-            self.exclusive.release()
 
     def wrap(self, kind: str, wrapper: Callable[[Handler], Handler]) -> None:
         """Put wrapper(handler) in place of the handler of `kind` (a gate in front of
@@ -96,18 +110,21 @@ class Applier:
 
     def apply(self, entries: Sequence[Committed]) -> list[Result]:
         """Apply a batch; one result per entry (response, EtcdError, or None when the
-        entry was empty or already applied). Runs on the apply thread; the only writer."""
+        entry was empty or already applied). The only writer; not while `exclusive` is
+        held by someone else (the apply loop takes it)."""
         results: list[Result] = [None] * len(entries)
         applied = self.applied_index
         todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
         if not todo:
             return results
-        with self.exclusive:
-            return self._apply(todo, results)
+        return self._apply(todo, results)
 
     def _apply(self, todo: list[tuple[int, Committed]], results: list[Result]) -> list[Result]:
+        started = time.perf_counter()
         handlers = self._handlers
+        auth = self.auth
         batch = self._backend.begin_write()
+        batch.ops = len(todo)
         try:
             for i, entry in todo:
                 kind, request = entry.decode()
@@ -117,6 +134,12 @@ class Applier:
                 if handler is None:
                     log.error("no apply handler for %s (entry %d); skipped", kind, entry.index)
                     continue
+                self.index = entry.index
+                if auth is not None and auth.store.enabled:
+                    refused = auth.gate(kind, request, entry.stamp)
+                    if refused is not None:
+                        results[i] = refused
+                        continue
                 try:
                     results[i] = handler(batch, request)
                 except EtcdError as e:
@@ -129,15 +152,19 @@ class Applier:
             self._kv.store.compact_step(batch, self._kv.compact_budget)
             last = todo[-1][1]
             batch.set_consistent_index(last.index, last.term)
-            started = time.perf_counter()
-            batch.commit()  # synced: the durability point of every entry in the batch
+            batch.commit()  # applied: what reads see from now on (on disk: when batched)
         except BaseException:
             batch.abort()  # a no-op after a failed commit (the batch is finished)
             raise
         metrics = self.metrics
         if metrics is not None:
-            metrics.backend_commit.observe(time.perf_counter() - started)
             metrics.apply_batch_size.observe(len(todo))
+        took = time.perf_counter() - started
+        if took > self.warn_after > 0:
+            log.warning("apply request took too long: %d entries up to index %d in %.3fs "
+                        "(expected %gs)", len(todo), last.index, took, self.warn_after,
+                        extra={"fields": {"took": f"{took:.6f}s", "entries": len(todo),
+                                          "expected-duration": f"{self.warn_after:g}s"}})
         self.applied_index, self.applied_term = last.index, last.term
         if self._commit_listeners and batch.events:
             revision = self._kv.store.current_revision
@@ -152,5 +179,5 @@ class Applier:
 
     def compaction_step(self) -> None:
         """One batch of physical compaction only, for when no writes come to carry it."""
-        with self.exclusive, self._backend.begin_write() as batch:
+        with self._backend.begin_write() as batch:
             self._kv.store.compact_step(batch, self._kv.compact_budget)

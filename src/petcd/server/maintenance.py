@@ -25,8 +25,10 @@ from grpc import StatusCode
 
 from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
+from petcd.mvcc.kvstore import ReadTxn
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import ALARM, NOSPACE, Alarms, alarm_text
+from petcd.snapshot.etcd import export_bolt
 
 if TYPE_CHECKING:
     from petcd.server.node import Node
@@ -115,22 +117,44 @@ class Maintenance:
 
     async def hash(self) -> tuple[int, int]:
         """(CRC-32 of the whole backend, current revision): Maintenance.Hash."""
+        view, reader = await self._off_loop_view()
+
         def run() -> tuple[int, int]:
-            with self.gate.reading():
-                rev = self._store.current_revision
-                return self._backend.hash(), rev
+            try:
+                with view:
+                    return self._backend.hash(view.txn), view.rev
+            finally:
+                reader.__exit__(None, None, None)
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def _off_loop_view(self) -> tuple[ReadTxn, contextlib.AbstractContextManager[None]]:
+        """A view of exactly the applied state (committed first) for a worker thread, and
+        the gate it holds (entered here: only holders of `exclusive` close the gate, so
+        this cannot block; and no file swap can come between the two)."""
+        async with self._applier.exclusive:
+            view = self._store.read_snapshot()
+            reader = self.gate.reading()
+            reader.__enter__()
+        return view, reader
 
     async def hash_kv(self, revision: int) -> tuple[int, int, int, int]:
         """(hash, current revision, compact revision, hashed revision) for HashKV;
         raises COMPACTED / FUTURE_REV as etcd does."""
+        view, reader = await self._off_loop_view()
+
         def run() -> tuple[int, int, int, int]:
-            with self.gate.reading():
-                h, current, compact = self._store.hash_kv(revision)
+            try:
+                h, current, compact = self._store.hash_kv(revision, view)
+            finally:
+                reader.__exit__(None, None, None)
             return h, current, compact, revision if revision > 0 else current
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     # -- defragment
+
+    @property
+    def defragmenting(self) -> bool:
+        return self._defrag is not None and not self._defrag.done()
 
     async def defragment(self) -> None:
         """Rewrite the backend compactly. Runs to the end even if the caller goes away
@@ -171,14 +195,27 @@ class Maintenance:
     # -- snapshot
 
     async def snapshot(self) -> tuple[BinaryIO, int]:
-        """A consistent copy of the backend in an unnamed temporary file (positioned at
-        its start), and its size. The caller closes it."""
+        """The backend as an etcd snapshot database (bbolt, so etcdctl and etcd can read
+        and restore it) in an unnamed temporary file positioned at its start, and its
+        size. One LMDB read transaction: the state of one committed batch. The caller
+        closes the file."""
         snap_dir = os.path.dirname(self._backend.path) or "."
         tmp = tempfile.TemporaryFile(dir=snap_dir)  # noqa: SIM115 - handed to the caller
 
+        # Taken here, on the applying thread with the apply path held: everything applied
+        # is committed first, the gate is entered before any swap could come, and the
+        # worker reads exactly that state whatever is applied meanwhile.
+        async with self._applier.exclusive:
+            txn = self._backend.read_snapshot()
+            reader = self.gate.reading()
+            reader.__enter__()
+
         def copy() -> None:
-            with self.gate.reading():
-                self._backend.env.copyfd(tmp.fileno())
+            try:
+                export_bolt(self._backend, self._node.store, tmp, txn=txn)
+            finally:
+                txn.abort()
+                reader.__exit__(None, None, None)
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, copy)
             size = os.fstat(tmp.fileno()).st_size

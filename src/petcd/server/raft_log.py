@@ -63,6 +63,7 @@ from petcd.raft import (
     encode_message,
 )
 from petcd.raft.errors import RaftError
+from petcd.raft.rawnode import Status as RaftStatus
 from petcd.server.apply import Applier, WaitPhysical
 from petcd.server.bootstrap import Boot
 from petcd.server.ids import member_id as derive_member_id
@@ -82,7 +83,7 @@ from petcd.server.membership import (
 )
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Committed, Proposal, Result, varint
+from petcd.server.proposal import Committed, Proposal, Result, Stamp, encode_stamp, varint
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
 
@@ -105,8 +106,8 @@ class _Pending(Proposal):
     __slots__ = ("deadline", "started", "term")
 
     def __init__(self, proposal_id: int, kind: str, raw: bytes, request: PbMessage,
-                 future: asyncio.Future[Result], deadline: float) -> None:
-        super().__init__(proposal_id, kind, raw, request, future)
+                 future: asyncio.Future[Result], deadline: float, stamp: Stamp) -> None:
+        super().__init__(proposal_id, kind, raw, request, future, stamp)
         self.deadline = deadline
         self.started = time.time()
         self.term = 0
@@ -157,7 +158,8 @@ class RaftDriver:
         self._transport = PeerTransport(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self._on_messages,
             self._on_snapshot, config=transport_config, server_ssl=boot.server_ssl,
-            client_ssl=boot.client_ssl, on_peer_status=self._on_peer_status,
+            client_ssl=boot.client_ssl, server_gate=boot.peer_gate,
+            on_peer_status=self._on_peer_status,
             on_rejected=self._on_rejected, on_request=self._on_request)
         self._sync_transport()
 
@@ -168,7 +170,7 @@ class RaftDriver:
         self._snapshotting = False
         self._durable = self._mem.last_index()  # last log index known to be in the WAL
         if metrics is not None:
-            self._storage.wal.fsync_observer = metrics.wal_fsync.observe
+            self._storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -190,8 +192,11 @@ class RaftDriver:
         self._apply_wake = asyncio.Event()
         self._apply_idle = asyncio.Event()
         self._apply_idle.set()
-        self._apply_thread = Worker("petcd-apply")
         self._wal_thread = Worker("petcd-wal")
+        # The backend commits what was applied at most this long after it was applied
+        # (and at once after --backend-batch-limit operations: Backend.batch_limit).
+        self._commit_interval = opts.backend_batch_interval_ms / 1000.0
+        self._commit_timer: asyncio.TimerHandle | None = None
 
         # state the API reads
         self._lead = 0
@@ -249,6 +254,11 @@ class RaftDriver:
     def is_learner(self) -> bool:
         return self._raw.is_learner
 
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Bytes sent to and received from each peer (lifetime), for metrics."""
+        sent = {pid: st.sent_bytes for pid, st in self._transport.statuses().items()}
+        return sent, dict(self._transport.received_bytes)
+
     def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
         self._leader_listeners.append(listener)
 
@@ -298,11 +308,14 @@ class RaftDriver:
         for fut, _ in self._physical_waiters:
             if not fut.done():
                 fut.set_result(errors.STOPPED)
-        self._apply_thread.shutdown()
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
         self._wal_thread.shutdown()
         self._storage.close()
 
-    def propose(self, kind: str, raw: bytes, request: PbMessage) -> asyncio.Future[Result]:
+    def propose(self, kind: str, raw: bytes, request: PbMessage,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         if self._stopping:
             fut.set_result(errors.STOPPED)
@@ -315,7 +328,8 @@ class RaftDriver:
             return fut
         pid = self._next_id
         self._next_id = pid + 1
-        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout)
+        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout,
+                     stamp)
         self._queue.append(p)
         self._deadlines.append(p)
         if not self._wake.is_set():
@@ -375,7 +389,7 @@ class RaftDriver:
         tags = _FIELD_TAGS
         origin = b"\x10" + varint(me)
         datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
-                 for p in batch]
+                 + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
             raw.propose_batch(datas)
         except ProposalDropped as e:
@@ -469,7 +483,7 @@ class RaftDriver:
                 del by_index[e.index]
                 if p.term == e.term:
                     local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request))
+                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
                     p.future.set_result(errors.LEADER_CHANGED)
@@ -502,7 +516,8 @@ class RaftDriver:
                     base = len(entries)
                     entries.extend(batch)
                     local.extend((base + i, p) for i, p in mine)
-                results, forwarded = await self._apply_thread.run(self._apply_batch, entries)
+                async with self._applier.exclusive:  # (free unless a defragment holds it)
+                    results, forwarded = self._apply_batch(entries)
                 self._after_apply(entries, results, local, forwarded)
         except asyncio.CancelledError:
             raise
@@ -510,7 +525,8 @@ class RaftDriver:
             self._fail(e, "applying committed entries failed")
 
     def _apply_batch(self, entries: list[Committed]) -> tuple[list[Result], list[tuple[int, int]]]:
-        """Apply thread: decode what others proposed, then one Applier batch."""
+        """Decode what others proposed, then one Applier batch (on the loop thread, where
+        reads of the applied state run: no read ever sees half a batch)."""
         me = self.id
         forwarded: list[tuple[int, int]] = []
         applied = self._applier.applied_index
@@ -524,6 +540,8 @@ class RaftDriver:
                     continue
                 c.kind = kind
                 c.request = getattr(ir, kind)
+                if ir.HasField("auth"):
+                    c.stamp = (ir.auth.username, ir.auth.revision)
                 if ir.origin == me:
                     forwarded.append((pos, ir.id))
         return self._applier.apply(entries), forwarded
@@ -558,6 +576,9 @@ class RaftDriver:
             if failed:
                 metrics.proposals_failed.inc(failed)
         self._release_reads(applied)
+        if self._commit_timer is None and self._backend.uncommitted:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                self._commit_interval, self._commit_backend)
         if applied - self._snap_index >= self._opts.snapshot_count and not self._snapshotting:
             self._snapshotting = True
             self._spawn(self._take_snapshot(applied))
@@ -575,11 +596,26 @@ class RaftDriver:
             fut.set_result(r)
         return 1 if type(r) is EtcdError else 0
 
+    def _commit_backend(self) -> None:
+        """The batch interval is up: commit what was applied (one synced LMDB commit)."""
+        self._commit_timer = None
+        if self._applier.exclusive.locked():
+            return  # paused: its holder committed, and nothing is applied meanwhile
+        try:
+            self._backend.commit()
+        except Exception as e:
+            self._fail(e, "committing the backend failed")
+
     async def _compact_when_idle(self) -> None:
         """Without writes to carry it, a compaction's physical part gets batches of its own."""
         applier = self._applier
         while applier.compaction_pending and not self._apply_jobs and not self._stopping:
-            await self._apply_thread.run(applier.compaction_step)
+            async with applier.exclusive:
+                applier.compaction_step()
+            await asyncio.sleep(0)  # (a step is bounded; let everything else run between)
+            if self._commit_timer is None and self._backend.uncommitted:
+                self._commit_timer = asyncio.get_running_loop().call_later(
+                    self._commit_interval, self._commit_backend)
         if self._physical_waiters and not applier.compaction_pending:
             for fut, resp in self._physical_waiters:
                 if not fut.done():
@@ -606,13 +642,14 @@ class RaftDriver:
         return cs
 
     def _sync_backend(self) -> None:
-        with self._applier.exclusive:  # (not while a defragment swaps the file)
+        with self._backend.readers.reading():  # (not while a defragment swaps the file)
             self._backend.sync()
 
     async def _take_snapshot(self, index: int) -> None:
         try:
             # The WAL may drop entries only once the backend holds them durably.
-            await self._apply_thread.run(self._sync_backend)
+            self._backend.commit()
+            await asyncio.get_running_loop().run_in_executor(None, self._sync_backend)
             mem = self._mem
             if index <= mem.snapshot().metadata.index:
                 return
@@ -645,6 +682,7 @@ class RaftDriver:
         self._copying += 1
         try:
             try:
+                self._backend.commit()  # the copy must hold everything applied so far
                 await loop.run_in_executor(None, self._copy_backend, path)
             finally:
                 self._copying -= 1
@@ -1141,6 +1179,14 @@ class RaftDriver:
         while self._lead != target and time.monotonic() < deadline:
             await asyncio.sleep(self._tick_s)
 
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` entries of the in-memory log, computed on
+        request from what is already in memory (for the read-only status endpoint)."""
+        mem = self._mem
+        hi = mem.last_index() + 1
+        lo = max(mem.first_index(), hi - max(0, tail))
+        return self._raw.status(), (mem.entries(lo, hi) if lo < hi else [])
+
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on
         followers."""
@@ -1198,3 +1244,18 @@ def _resolve(waiters: list[asyncio.Future[None]], err: EtcdError | None) -> None
             fut.set_result(None)
         else:
             fut.set_exception(err)
+
+
+SLOW_FSYNC = 1.0  # seconds: etcd's warning threshold for a WAL sync
+
+
+def _fsync_observer(observe: Callable[[float], None]) -> Callable[[float], None]:
+    """The WAL sync histogram, plus etcd's warning for a sync slower than a second (runs
+    on the WAL thread; logging is thread-safe)."""
+    def observer(took: float) -> None:
+        observe(took)
+        if took > SLOW_FSYNC:
+            log.warning("slow fdatasync: took %.3fs, expected less than %gs", took,
+                        SLOW_FSYNC, extra={"fields": {"took": f"{took:.6f}s",
+                                                      "expected-duration": f"{SLOW_FSYNC:g}s"}})
+    return observer

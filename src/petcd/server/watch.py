@@ -3,9 +3,9 @@ watcher whose key or range it touches, from any start revision (etcd's watchable
 store and watch streams).
 
 The hub runs on the event loop and is fed by `notify(events, revision)`, once per
-applied batch (the apply thread hands a batch over with one call_soon_threadsafe, see
-`commit_listener`). It knows nothing of the apply loop, so an API worker process could
-run its own hub fed over IPC; all it reads is the MVCC store (LMDB: any process).
+applied batch (the apply path hands a batch over with one call_soon, see
+`commit_listener`). It knows nothing of the apply loop; all it reads is the MVCC store's
+applied state (`KVStore.read`, on the loop thread).
 
 - A watcher is *synced* when it has been given every event up to the hub's revision:
   each new batch is matched against the synced group and delivered at once.
@@ -461,13 +461,14 @@ class WatchHub:
         return self._loop
 
     def commit_listener(self) -> Callable[[list[KVEvent], int], None]:
-        """The Applier commit listener (apply thread) feeding this hub: one
-        call_soon_threadsafe per batch. Register it before the apply loop starts."""
+        """The Applier commit listener (event loop, right after a batch is applied)
+        feeding this hub: one call_soon per batch, so the batch's writers are answered
+        first. Register it before the apply loop starts."""
         loop = self.loop
         notify = self.notify
 
         def on_commit(events: list[KVEvent], revision: int) -> None:
-            loop.call_soon_threadsafe(notify, events, revision)
+            loop.call_soon(notify, events, revision)
 
         return on_commit
 

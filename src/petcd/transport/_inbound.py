@@ -105,6 +105,9 @@ class InboundHost(TypingProtocol):
 
     def inbound_closed(self, conn: InboundConnection) -> None: ...
 
+    @property
+    def received_bytes(self) -> dict[int, int]: ...
+
 
 class SnapshotError(ConnectionError):
     """A snapshot stream ended before its END frame or failed verification."""
@@ -236,6 +239,8 @@ class InboundConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        counts = self._host.received_bytes
+        counts[self.peer_id] = counts.get(self.peer_id, 0) + nbytes
         try:
             self._process()
         except ProtocolError as exc:

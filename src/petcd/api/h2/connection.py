@@ -47,6 +47,7 @@ from petcd.api.h2.stream import (
     NOT_BLOCKED,
     Stream,
 )
+from petcd.tls.gate import auth_properties
 
 if TYPE_CHECKING:
     from petcd.api.h2.server import GrpcServer
@@ -114,6 +115,7 @@ class H2Protocol(asyncio.Protocol):
         self._goaway_sent = False
         self._closed = False
         self._peer: str | None = None
+        self._auth: dict[str, list[bytes]] | None = None
         self._keepalive: asyncio.TimerHandle | None = None
         self._handshake: asyncio.TimerHandle | None = None
         self._turn_paused = False  # frames left over for the next event loop iteration
@@ -988,6 +990,12 @@ class H2Protocol(asyncio.Protocol):
             else:
                 self._peer = f"unix:{addr or ''}"
         return self._peer
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """grpc's auth context (TLS, the client certificate's CN and SANs), made once."""
+        if self._auth is None:
+            self._auth = auth_properties(self._transport)
+        return self._auth
 
     def goaway(self) -> None:
         """Graceful shutdown: no new streams; close once the open ones are done."""

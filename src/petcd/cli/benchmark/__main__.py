@@ -1,0 +1,5 @@
+import sys
+
+from petcd.cli.benchmark import main
+
+sys.exit(main())
