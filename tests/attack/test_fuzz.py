@@ -219,6 +219,10 @@ class _Host:
     def inbound_closed(self, conn: InboundConnection) -> None:
         pass
 
+    @property
+    def received_bytes(self) -> dict[int, int]:
+        return {}
+
 
 def _peer(s: settings) -> Callable[..., Any]:
     @s

@@ -36,7 +36,7 @@ class ServerConfig:
     reset_rate: float = 100.0
     settings_burst: int = 1000
     settings_rate: float = 100.0
-    stream_memory: int = 16 * 1024 * 1024
+    stream_memory: int = 4 * 1024 * 1024
     max_connections: int = 0
     # Server pings (--grpc-keepalive-interval/-timeout): a connection whose client does
     # not answer a ping within keepalive_timeout is closed. 0 disables.
