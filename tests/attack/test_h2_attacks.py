@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 import threading
 
+import grpc
+
 from petcd.api.h2 import frames as F
 from petcd.api.h2.hpack_codec import encode_literal
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess
 
-from .kit import MiB, Raw, guarded, range_request, run_for
+from .kit import PUT, MiB, Raw, guarded, range_request, run_for
 
 
 def test_hpack_cache_amplification(member: MemberProcess) -> None:
@@ -69,7 +72,11 @@ def test_settings_flood_with_blocked_streams(member: MemberProcess) -> None:
 
 
 def test_window_update_flood_with_blocked_streams(member: MemberProcess) -> None:
-    """Streams blocked on the connection window, then 1-byte WINDOW_UPDATEs."""
+    """Streams blocked on the connection window (1 KB answers: 64 of them use it up),
+    then 1-byte WINDOW_UPDATEs."""
+    with grpc.insecure_channel(f"127.0.0.1:{member.client_port}") as ch:
+        ch.unary_unary(PUT, request_serializer=lambda b: b, response_deserializer=lambda b: b)(
+            rpc.PutRequest(key=b"attack", value=b"v" * 1000).SerializeToString(), timeout=10)
     c = Raw(member.client_port).reading()
     block = c.block()
     body = range_request()
