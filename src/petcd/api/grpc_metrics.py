@@ -95,9 +95,22 @@ def _wrap_unary(fn: Callable[..., Any], st: MethodStats) -> Callable[..., Any]:
     return call
 
 
-def _wrap_stream(fn: Callable[..., Any], st: MethodStats) -> Callable[..., Any]:
+async def _counted(requests: Any, st: MethodStats) -> Any:
+    async for message in requests:
+        st.received += 1
+        if type(message) is bytes:
+            st.received_bytes += len(message)
+        yield message
+
+
+def _wrap_stream(fn: Callable[..., Any], st: MethodStats,
+                 request_streaming: bool) -> Callable[..., Any]:
     async def call(arg: Any, context: Any) -> Any:
         st.started += 1
+        if request_streaming:
+            arg = _counted(arg, st)
+        else:
+            st.received += 1
         timer = st.timer
         t0 = time.perf_counter() if timer is not None else 0.0
         code = _CANCELLED  # unless it ends otherwise: the client went away
@@ -151,9 +164,9 @@ class _Instrumented(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             st = self._owner.stats_for(service, method, _kind(mh))
             m: Any = mh
             if m.stream_stream is not None:
-                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st))
+                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st, True))
             elif m.unary_stream is not None:
-                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st))
+                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st, False))
             elif m.unary_unary is not None:
                 mh = m._replace(unary_unary=_wrap_unary(m.unary_unary, st))
             # (a client-streaming unary call is left as it is: etcd has none)

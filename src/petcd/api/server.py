@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd.api.auth import AuthService
+from petcd.api.authz import Authorizer, recipe_checker
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.election import ElectionService
 from petcd.api.gateway import Gateway
@@ -92,8 +93,12 @@ class ClientServer:
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
         self.observe = Observability(self.node, pprof=opts.enable_pprof)
+        # --host-whitelist guards plaintext HTTP only (etcd checks req.TLS == nil): on
+        # TLS-only client URLs any Host is accepted.
+        http_urls = opts.listen_client_http_urls or opts.listen_client_urls
         self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
-                            cors=opts.cors, host_whitelist=opts.host_whitelist)
+                            cors=opts.cors, host_whitelist=opts.host_whitelist,
+                            tls=all(u.startswith(TLS_SCHEMES) for u in http_urls))
         self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
                                         extensive=opts.metrics == "extensive",
             slow_request=opts.warning_unary_request_duration)
@@ -102,7 +107,10 @@ class ClientServer:
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
         # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
-        self.recipes = Recipes(Access(self.node, self.watch.hub))
+        access = Access(self.node, self.watch.hub)
+        self.authz = Authorizer(self.node)
+        access.authorize = recipe_checker(self.authz)
+        self.recipes = Recipes(access)
 
     async def start(self) -> None:
         opts = self.opts
@@ -120,8 +128,10 @@ class ClientServer:
             ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler(),
-            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
-            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                        authz=self.authz).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                            authz=self.authz).handler())
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)

@@ -160,9 +160,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("key-file", S, "", "Path to the client server TLS key file.", SECURITY, True),
     Flag("client-cert-auth", B, False, "Enable client cert authentication.", SECURITY, True),
     Flag("client-cert-file", S, "",
-         "Path to an explicit client TLS cert file (else --cert-file is used) for the "
-         "member's own connections to its client URLs; petcd makes none, so the pair is "
-         "only checked at start.", SECURITY, True),
+         "Path to an explicit client TLS cert file (else --cert-file is used), presented "
+         "when this member dials other members' https client URLs.", SECURITY, True),
     Flag("client-key-file", S, "",
          "Path to an explicit client TLS key file (else --key-file is used); see "
          "--client-cert-file.", SECURITY, True),
