@@ -5,43 +5,47 @@ puts must keep succeeding with p99 under kit.P99_SECONDS."""
 from __future__ import annotations
 
 import os
-import random
 import threading
+
+import grpc
 
 from petcd.api.h2 import frames as F
 from petcd.api.h2.hpack_codec import encode_literal
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess
 
-from .kit import MiB, Raw, guarded, range_request, run_for
+from .kit import PUT, MiB, Raw, guarded, range_request, run_for
 
 
 def test_hpack_cache_amplification(member: MemberProcess) -> None:
     """Distinct big header blocks (no indexing: the old block cache kept them all with
     their decoded lists), on several connections."""
     conns = [Raw(member.client_port).reading() for _ in range(4)]
-    rnd = random.Random(1)
-    sids = [1] * len(conns)
-    with guarded(member) as g:
-        def step() -> bool:
-            i = rnd.randrange(len(conns))
-            c = conns[i]
-            base = c.block()
+    # made before the clock starts: the attacker's own CPU is not the member's latency
+    calls: list[list[bytes]] = [[] for _ in conns]
+    for i, c in enumerate(conns):
+        for n in range(150):
+            sid = 1 + 2 * n
             # ~60 KB of fields, split over HEADERS + CONTINUATION (frames <= 16 KB)
-            fields = b"".join(encode_literal(b"x-pad-%d" % k, os.urandom(3500).hex().encode())
-                              for k in range(8))
-            block = base + fields
+            block = c.block() + b"".join(
+                encode_literal(b"x-pad-%d" % k, os.urandom(3500).hex().encode())
+                for k in range(8))
             parts = [block[j:j + 16384] for j in range(0, len(block), 16384)]
-            frames = [F.frame(F.HEADERS, 0 if len(parts) > 1 else F.END_HEADERS, sids[i],
-                              parts[0])]
-            for k, p in enumerate(parts[1:], 1):
-                frames.append(F.frame(F.CONTINUATION,
-                                      F.END_HEADERS if k == len(parts) - 1 else 0, sids[i], p))
-            sids[i] += 2
-            if not c.send(*frames, F.frame(F.DATA, F.END_STREAM, sids[i] - 2,
-                                           range_request())):
-                conns[i] = Raw(member.client_port).reading()
-                sids[i] = 1
-            return True
+            frames = [F.frame(F.HEADERS, 0, sid, parts[0])]
+            frames += [F.frame(F.CONTINUATION, F.END_HEADERS if k == len(parts) - 1 else 0,
+                               sid, p) for k, p in enumerate(parts[1:], 1)]
+            frames.append(F.frame(F.DATA, F.END_STREAM, sid, range_request()))
+            calls[i].append(b"".join(frames))
+    turn = [0]
+
+    def step() -> bool:
+        i = turn[0] % len(conns)
+        turn[0] += 1
+        if calls[i]:
+            conns[i].send(calls[i].pop(0))
+        return any(calls)
+
+    with guarded(member) as g:
         run_for(8.0, g, step, per_second=150)
     for c in conns:
         c.close()
@@ -49,17 +53,17 @@ def test_hpack_cache_amplification(member: MemberProcess) -> None:
 
 
 def test_settings_flood_with_blocked_streams(member: MemberProcess) -> None:
-    """Thousands of streams whose responses wait for window (the client's initial
+    """1500 streams whose responses wait for window (the client's initial
     window is 0), then a flood of SETTINGS frames: each used to walk every stream."""
     c = Raw(member.client_port, {F.SETTINGS_INITIAL_WINDOW_SIZE: 0}).reading()
     block = c.block()
     body = range_request()
     frames = []
-    for sid in range(1, 2 * 5000, 2):
+    for sid in range(1, 2 * 1500, 2):
         frames.append(c.headers_frame(sid, block))
         frames.append(F.frame(F.DATA, F.END_STREAM, sid, body))
     c.send(*frames)
-    c.wait_headers(5000)
+    c.wait_headers(1500)
     settings = F.settings_frame({F.SETTINGS_INITIAL_WINDOW_SIZE: 0}) * 100
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(settings), per_second=30)
@@ -68,17 +72,21 @@ def test_settings_flood_with_blocked_streams(member: MemberProcess) -> None:
 
 
 def test_window_update_flood_with_blocked_streams(member: MemberProcess) -> None:
-    """Streams blocked on the connection window, then 1-byte WINDOW_UPDATEs."""
+    """Streams blocked on the connection window (1 KB answers: 64 of them use it up),
+    then 1-byte WINDOW_UPDATEs."""
+    with grpc.insecure_channel(f"127.0.0.1:{member.client_port}") as ch:
+        ch.unary_unary(PUT, request_serializer=lambda b: b, response_deserializer=lambda b: b)(
+            rpc.PutRequest(key=b"attack", value=b"v" * 1000).SerializeToString(), timeout=10)
     c = Raw(member.client_port).reading()
     block = c.block()
     body = range_request()
     # use up the connection window with responses nobody acknowledges
     frames = []
-    for sid in range(1, 2 * 5000, 2):
+    for sid in range(1, 2 * 1500, 2):
         frames.append(c.headers_frame(sid, block))
         frames.append(F.frame(F.DATA, F.END_STREAM, sid, body))
     c.send(*frames)
-    c.wait_headers(5000)
+    c.wait_headers(1500)
     updates = F.window_update(0, 1) * 100
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(updates), per_second=30)
@@ -135,7 +143,7 @@ def test_streaming_bodies_held_across_streams(member: MemberProcess) -> None:
 def test_ping_flood_without_reading(member: MemberProcess) -> None:
     """PINGs as fast as possible from a client that never reads: the member must not
     queue their ACKs; grpc-go's policy answers GOAWAY too_many_pings."""
-    c = Raw(member.client_port, timeout=2.0)
+    c = Raw(member.client_port, timeout=2.0, rcvbuf=4096)
     pings = F.frame(F.PING, 0, 0, b"12345678") * 4096
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(pings))
@@ -150,7 +158,7 @@ def test_ping_flood_without_reading(member: MemberProcess) -> None:
 
 def test_settings_flood_without_reading(member: MemberProcess) -> None:
     """SETTINGS frames from a client that never reads: their ACKs must not pile up."""
-    c = Raw(member.client_port, timeout=2.0)
+    c = Raw(member.client_port, timeout=2.0, rcvbuf=4096)
     settings = F.settings_frame({}) * 8192
     with guarded(member) as g:
         run_for(6.0, g, lambda: c.send(settings))
@@ -196,23 +204,18 @@ def test_rapid_reset(member: MemberProcess) -> None:
 
 
 def test_idle_streams_flood(member: MemberProcess) -> None:
-    """Streams opened (HEADERS with 8 KB of distinct metadata, no END_STREAM) and
-    never finished, 2000 a second: the stream memory budget refuses them, then the
+    """Streams opened (HEADERS with 12 KB of distinct metadata, no END_STREAM) and
+    never finished, 600 a second: the stream memory budget refuses them, then the
     reset budget ends the connection (GOAWAY ENHANCE_YOUR_CALM)."""
     c = Raw(member.client_port).reading()
     base = c.block()
-    sid = [1]
-
-    def step() -> bool:
-        frames = []
-        for _ in range(200):
-            block = base + encode_literal(b"x-meta", os.urandom(4096).hex().encode())
-            frames.append(c.headers_frame(sid[0], block))
-            sid[0] += 2
-        return c.send(*frames)
+    # made before the clock starts: the attacker's own CPU is not the member's latency
+    frames = [c.headers_frame(1 + 2 * i, base + encode_literal(
+        b"x-meta", os.urandom(6000).hex().encode())) for i in range(6000)]
+    batches = [b"".join(frames[i:i + 300]) for i in range(0, len(frames), 300)]
 
     with guarded(member) as g:
-        run_for(6.0, g, step, per_second=10)
+        run_for(10.0, g, lambda: bool(batches) and c.send(batches.pop(0)), per_second=2)
     c.close()
     g.check()
     assert c.goaway is not None and c.goaway[1] == F.ENHANCE_YOUR_CALM, c.goaway

@@ -77,7 +77,7 @@ def test_pipelined_requests_from_a_client_that_does_not_read(member: MemberProce
     the member reads no more while it answers one (nor while its answers back up)
     instead of buffering requests or answers without bound."""
     s = socket.create_connection(("127.0.0.1", member.client_port), timeout=2)
-    req = (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n" % (b"p" * 8000)) * 100
+    req = (b"GET /version HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\n\r\n" % (b"p" * 8000)) * 100
 
     def step() -> bool:
         try:

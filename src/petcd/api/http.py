@@ -206,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         self._busy = False
         self._streaming: asyncio.Task[object] | None = None
         self._reading_paused = False  # held back: a response runs and input piled up
+        self._held = 0  # bytes received while a response runs (h11 holds them unparsed)
         self._drain: asyncio.Future[None] | None = None
         self._max_body = max_body
         self._request_timeout = request_timeout
@@ -240,8 +241,11 @@ class HttpProtocol(asyncio.Protocol):
             self._arm(self._request_timeout)
         self._conn.receive_data(data)
         self._process()
-        if self._busy and self._transport is not None \
-                and len(self._conn.trailing_data[0]) > INPUT_HOLD_BYTES:
+        if not self._busy:
+            return
+        # (counted here: h11's trailing_data copies its whole buffer on every call)
+        self._held += len(data)
+        if self._transport is not None and self._held > INPUT_HOLD_BYTES:
             # Bytes sent ahead while a response (a watch: maybe for hours) is running
             # wait in h11's buffer: stop reading past this much.
             self._transport.pause_reading()
@@ -275,11 +279,15 @@ class HttpProtocol(asyncio.Protocol):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self._busy = True
+                self._held = 0
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
-                # Reading goes on while the response runs (so a client that goes away
-                # mid-stream is seen), bounded by INPUT_HOLD_BYTES in data_received.
+                # Reading pauses while the handler runs; a streamed response reads on
+                # (so a client that goes away mid-stream is seen), bounded by
+                # INPUT_HOLD_BYTES in data_received.
+                self._transport.pause_reading()
+                self._reading_paused = True
                 asyncio.get_running_loop().create_task(self._respond())
                 return
             elif isinstance(event, h11.ConnectionClosed):
@@ -298,8 +306,12 @@ class HttpProtocol(asyncio.Protocol):
             reply = 500, [_TEXT], b"internal server error\n"
         if isinstance(reply, tuple):
             self._send(*reply)
-        elif not await self._stream(reply):
-            return
+        else:
+            if self._transport is not None and not self._write_paused:
+                self._reading_paused = False
+                self._transport.resume_reading()
+            if not await self._stream(reply):
+                return
         if self._transport is None:
             return
         if self._conn.our_state is h11.MUST_CLOSE or self._conn.their_state is h11.MUST_CLOSE:

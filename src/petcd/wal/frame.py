@@ -187,7 +187,15 @@ def encode_batch(
 
 
 def decode_batch(payload: bytes, after_index: int = 0) -> Batch:
-    """Decode a BATCH payload; only entries with index > after_index are built."""
+    """Decode a BATCH payload; only entries with index > after_index are built.
+    Raises ValueError (or IndexError, OverflowError) for a payload that is not one."""
+    try:
+        return _decode_batch(payload, after_index)
+    except struct.error as e:  # too short for what its counts say (found by fuzzing)
+        raise ValueError(f"truncated batch: {e}") from None
+
+
+def _decode_batch(payload: bytes, after_index: int) -> Batch:
     flags, n, first = _BATCH_HEAD.unpack_from(payload)
     pos = _BATCH_HEAD.size
     state = None

@@ -1,7 +1,10 @@
 """Per-connection abuse accounting, sans-IO (the caller passes the clock): the ping
 policy grpc-go enforces (--grpc-keepalive-min-time) and a budget of reset streams
 (HTTP/2 Rapid Reset, CVE-2023-44487). Both answer "still within budget?"; the
-connection sends GOAWAY ENHANCE_YOUR_CALM when one says no."""
+connection sends GOAWAY ENHANCE_YOUR_CALM when one says no.
+
+SETTINGS frames have a budget too (nghttp2 bounds queued ACKs likewise): a client has
+no reason to send more than a few, and each costs us an ACK."""
 
 from __future__ import annotations
 
@@ -39,9 +42,9 @@ class PingPolicy:
         return self._strikes <= MAX_PING_STRIKES
 
 
-class ResetBudget:
-    """A token bucket of streams the client may cancel (RST_STREAM on a call still in
-    progress) or have refused: `burst` at once, refilled at `rate` per second."""
+class TokenBucket:
+    """A budget of events (streams the client cancels or has refused; SETTINGS frames,
+    each of which we must acknowledge): `burst` at once, refilled at `rate` a second."""
 
     __slots__ = ("_burst", "_last", "_rate", "_tokens")
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 import grpc
 
 from petcd.api.h2 import frames as F
-from petcd.api.h2.budgets import PingPolicy, ResetBudget
+from petcd.api.h2.budgets import PingPolicy, TokenBucket
 from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import (
     RESPONSE_HEADERS,
@@ -68,7 +68,7 @@ _DATA_FLAGS = bytes((F.DATA, 0))
 _KEEPALIVE_PING = b"petcd-ka"
 
 _PUMP_BATCH = 64  # blocked streams resumed per event loop iteration
-_FRAMES_PER_TURN = 256  # frames handled per event loop iteration, for fairness
+_FRAMES_PER_TURN = 128  # frames handled per event loop iteration, for fairness
 _MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
 _MAX_EMPTY_CONTINUATIONS = 4
 _RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
@@ -119,8 +119,10 @@ class H2Protocol(asyncio.Protocol):
         self._keepalive: asyncio.TimerHandle | None = None
         self._handshake: asyncio.TimerHandle | None = None
         self._turn_paused = False  # frames left over for the next event loop iteration
+        self._left: tuple[bytes, int] | None = None  # those frames: bytes and position
         self._pings = PingPolicy(cfg.keepalive_min_time)
-        self._resets = ResetBudget(cfg.reset_burst, cfg.reset_rate)
+        self._resets = TokenBucket(cfg.reset_burst, cfg.reset_rate)
+        self._settings_budget = TokenBucket(cfg.settings_burst, cfg.settings_rate)
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,6 +141,10 @@ class H2Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
+        left = self._left
+        if left is not None:  # (arrived although reading was paused for a turn)
+            self._left = None
+            data = left[0][left[1]:] + data
         buf = self._buf
         if buf is not None:
             buf += data
@@ -150,11 +156,11 @@ class H2Protocol(asyncio.Protocol):
             data = self._sniff(data)
             if not data:
                 return
-        self._process(data)
+        self._process(data, 0)
 
-    def _process(self, data: bytes) -> None:
+    def _process(self, data: bytes, pos: int) -> None:
         try:
-            pos = self._frames(data)
+            pos = self._frames(data, pos)
         except F.H2ConnectionError as e:
             self.connection_error(e.code, str(e))
             return
@@ -164,23 +170,27 @@ class H2Protocol(asyncio.Protocol):
             self.connection_error(F.INTERNAL_ERROR, "internal error")
             return
         if pos < len(data):
-            self._buf = bytearray(memoryview(data)[pos:])
-            if len(self._buf) >= self._need and not self._turn_paused:
+            if len(data) - pos >= self._need:
                 # Frames left after this turn's budget: let other connections run,
-                # read nothing more meanwhile, go on in the next event loop iteration.
-                self._turn_paused = True
-                self._set_reading()
-                self._loop.call_soon(self._next_turn)
+                # read nothing more meanwhile, go on in the next event loop iteration
+                # (from the same bytes: no copy).
+                self._left = (data, pos)
+                if not self._turn_paused:
+                    self._turn_paused = True
+                    self._set_reading()
+                    self._loop.call_soon(self._next_turn)
+            else:
+                self._buf = bytearray(memoryview(data)[pos:])
         if self._out:
             self._flush()
 
     def _next_turn(self) -> None:
         self._turn_paused = False
-        buf = self._buf
-        if self._closed or buf is None:
+        left, self._left = self._left, None
+        if self._closed or left is None:
+            self._set_reading()
             return
-        self._buf = None
-        self._process(bytes(buf))
+        self._process(*left)
         if not self._turn_paused:
             self._set_reading()
 
@@ -286,8 +296,7 @@ class H2Protocol(asyncio.Protocol):
         http.data_received(data)
 
     # -- frames in
-    def _frames(self, data: bytes) -> int:
-        pos = 0
+    def _frames(self, data: bytes, pos: int) -> int:
         n = len(data)
         unpack = F.HEADER.unpack_from
         budget = _FRAMES_PER_TURN
@@ -584,7 +593,7 @@ class H2Protocol(asyncio.Protocol):
                          f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
             return
         headers = blk.headers
-        cost = STREAM_BASE_COST + sum(len(k) + len(v) + 32 for k, v in headers)
+        cost = STREAM_BASE_COST + blk.size
         stream = Stream(self, sid, path, headers, method, self._cfg.initial_window, cost)
         self.streams[sid] = stream
         self._stream_memory += cost
@@ -647,6 +656,8 @@ class H2Protocol(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "SETTINGS size")
+        if not self._settings_budget.spend(self._loop.time()):
+            self._calm("too_many_settings")
         if not self._settings_seen:
             self._settings_seen = True
             if self._handshake is not None:

@@ -50,12 +50,14 @@ class HeaderListTooLarge(Exception):
 
 
 class Block:
-    """A decoded header block; `head` is for the caller to cache what it derives."""
+    """A decoded header block: its list, the list's size (RFC 9113 6.5.2), and `head`
+    for the caller to cache what it derives."""
 
-    __slots__ = ("head", "headers")
+    __slots__ = ("head", "headers", "size")
 
-    def __init__(self, headers: list[Header]) -> None:
+    def __init__(self, headers: list[Header], size: int) -> None:
         self.headers = headers
+        self.size = size
         self.head: object = None
 
 
@@ -82,7 +84,7 @@ class Decoder:
             return hit[1]
         generation = self._generation
         headers, size = self._decode(block)
-        blk = Block(headers)
+        blk = Block(headers, size)
         # Cached only when no field changed the table, and small: a client repeating
         # its block gets the fast path, one sending many distinct blocks costs no memory.
         if (self._generation == generation and len(block) <= CACHED_BLOCK_MAX

@@ -26,14 +26,17 @@ class ServerConfig:
     # Abuse bounds (docs/ARCHITECTURE.md lists them): a client must finish the preface
     # and its SETTINGS within handshake_timeout; pings sooner than keepalive_min_time
     # (--grpc-keepalive-min-time) count as strikes, as grpc-go counts them; streams the
-    # client resets (or we refuse) spend a token bucket; open streams are charged
+    # client resets (or we refuse) spend a token bucket, and so do SETTINGS frames
+    # (each needs an ACK); open streams are charged
     # STREAM_BASE_COST + their header list size against stream_memory; at most
     # max_connections connections are open at once (0: no limit).
     handshake_timeout: float = 10.0
     keepalive_min_time: float = 5.0
     reset_burst: int = 1000
     reset_rate: float = 100.0
-    stream_memory: int = 16 * 1024 * 1024
+    settings_burst: int = 1000
+    settings_rate: float = 100.0
+    stream_memory: int = 4 * 1024 * 1024
     max_connections: int = 0
     # Server pings (--grpc-keepalive-interval/-timeout): a connection whose client does
     # not answer a ping within keepalive_timeout is closed. 0 disables.
