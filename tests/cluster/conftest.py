@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from petcd.testing import PetcdCluster
+from petcd.testing import Etcdctl, PetcdCluster
 
 # Fast elections keep failover tests short; the ratio is etcd's default (1:10).
 FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
@@ -75,3 +76,17 @@ def healed(cluster: PetcdCluster) -> Iterator[PetcdCluster]:
         if not m.running:
             m.start()
     cluster.wait_leader()
+
+
+def add_member(ctl: Etcdctl, name: str, peer_url: str, *flags: str,
+               timeout: float = 20.0) -> None:
+    """`member add`, again while the cluster is not yet healthy enough for it (strict
+    reconfiguration waits until every member has been connected for a while)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = ctl("member", "add", name, f"--peer-urls={peer_url}", *flags)
+        if r.returncode == 0:
+            return
+        assert "unhealthy cluster" in r.stderr, r.stderr
+        assert time.monotonic() < deadline, r.stderr
+        time.sleep(0.3)

@@ -6,24 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable
 from typing import Any
 
 from petcd.testing import Etcdctl, PetcdCluster
 
-
-def add_member(ctl: Etcdctl, name: str, peer_url: str, timeout: float = 20.0) -> None:
-    """`member add`, again while the cluster is not yet healthy enough for it (strict
-    reconfiguration waits until the last member added is connected)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        r = ctl("member", "add", name, f"--peer-urls={peer_url}")
-        if r.returncode == 0:
-            return
-        assert "unhealthy cluster" in r.stderr, r.stderr
-        assert time.monotonic() < deadline, r.stderr
-        time.sleep(0.3)
+from .conftest import add_member
 
 
 def test_force_new_cluster_after_losing_two_members(

@@ -12,6 +12,8 @@ import pytest
 
 from petcd.testing import Etcdctl, PetcdCluster
 
+from .conftest import add_member
+
 
 def learners(ctl: Etcdctl) -> dict[str, bool]:
     doc = json.loads(ctl.ok("member", "list", "-w", "json"))
@@ -39,7 +41,7 @@ def test_learner_promoted_when_caught_up(auto: bool,
     loader.start()
     try:
         new = c.add_process("m3", args=flags)
-        ctl.ok("member", "add", "m3", "--learner", f"--peer-urls={new.peer_url}")
+        add_member(ctl, "m3", new.peer_url, "--learner")
         new.start()
         deadline = time.monotonic() + (30 if auto else 8)
         while learners(ctl).get("m3", True) and time.monotonic() < deadline:

@@ -176,7 +176,8 @@ def test_help_version_and_bad_flags() -> None:
             if line.startswith("  --"):
                 flag = line.split()[0]
                 assert f"  {flag} " in out.stdout, f"{flag} missing from petcd --help"
-    assert "[not yet used]" in out.stdout
+    assert "[not yet used]" not in out.stdout  # every flag acts, or is refused/warned with why
+    assert "--proxy: refused: " in out.stdout
     assert petcd_cmd("--version").stdout.startswith("petcd Version: ")
     bad = petcd_cmd("--no-such-flag")
     assert bad.returncode == 2 and "flag provided but not defined: -no-such-flag" in bad.stderr
