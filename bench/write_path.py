@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import itertools
+
 import grpc
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -98,12 +100,12 @@ def main() -> None:
             m.stop()
         events = [(n, t) for n, t in json.loads(out.read_text())]
     cyc = cycles(events)[len(lats) // 10:]  # skip the warm-up
-    commits = [e - s for (n, s), (n2, e) in zip(events, events[1:], strict=False)
+    commits = [e - s for (n, s), (n2, e) in itertools.pairwise(events)
                if n == "commit_start" and n2 == "commit_end"]
     print(f"{len(cyc)} puts traced; client-observed latency: median "
           f"{statistics.median(lats) * 1e6:.0f} us, mean {statistics.mean(lats) * 1e6:.0f} us")
     print(f"{'stage':58} {'median us':>10} {'mean us':>9}")
-    for prev, cur in zip(STAGES, STAGES[1:], strict=False):
+    for prev, cur in itertools.pairwise(STAGES):
         d = [(c[cur] - c[prev]) / 1e3 for c in cyc]
         print(f"{LABELS[cur]:58} {statistics.median(d):10.0f} {statistics.mean(d):9.0f}")
     total = [(c["sent"] - c["recv"]) / 1e3 for c in cyc]
