@@ -8,7 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev
+# chromium: the browser tests/playground drives with Playwright (never `playwright install`);
+# patroni and postgresql: the slow Patroni-over-the-gateway test.
+APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev chromium patroni postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test soak lint typecheck check proto bench apt venv clean
@@ -23,9 +25,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# etcd and etcdctl 3.4 from Debian: the reference the end-to-end tests compare against.
+# etcd and etcdctl 3.4 from Debian: the reference the end-to-end tests compare against;
+# chromium for the playground's browser test; patroni and postgresql for the slow
+# Patroni-over-the-gateway test.
 apt:
 	@command -v etcdctl >/dev/null && command -v etcd >/dev/null && \
+		command -v chromium >/dev/null && \
+		command -v patroni >/dev/null && [ -d /usr/lib/postgresql ] && \
 		[ -d /usr/share/gocode/src/go.etcd.io/etcd ] || \
 		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
 

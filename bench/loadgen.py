@@ -120,15 +120,30 @@ def _requests(workload: str, worker: int, value_size: int, keys: int) -> tuple[s
         for i in range(100)]
 
 
+# TLS for the load: (root CA, client key, client certificate chain) in PEM.
+TLSCreds = tuple[bytes, bytes | None, bytes | None]
+
+
+def channel(address: str, tls: TLSCreds | None, *, aio: bool = True) -> Any:
+    """A grpc channel of its own (no shared subchannel); over TLS when `tls` is given."""
+    import grpc
+
+    opts = [("grpc.use_local_subchannel_pool", 1)]
+    mod: Any = grpc.aio if aio else grpc
+    if tls is None:
+        return mod.insecure_channel(address, options=opts)
+    return mod.secure_channel(address, grpc.ssl_channel_credentials(*tls), options=opts)
+
+
 async def _worker_main(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
-                       conns: int, seconds: float, value_size: int,
+                       conns: int, seconds: float, value_size: int, tls: TLSCreds | None,
+                       metadata: tuple[tuple[str, str], ...],
                        ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
     import grpc
 
     method, reqs = _requests(workload, worker, value_size, 1000)
     # Connections go round the addresses, starting at a different one in each worker.
-    channels = [grpc.aio.insecure_channel(addresses[(worker + i) % len(addresses)],
-                                          options=[("grpc.use_local_subchannel_pool", 1)])
+    channels = [channel(addresses[(worker + i) % len(addresses)], tls)
                 for i in range(conns)]
     calls = [ch.unary_unary(method) for ch in channels]  # bytes in, bytes out
     for ch in channels:
@@ -139,6 +154,7 @@ async def _worker_main(addresses: Sequence[str], workload: str, worker: int, con
     errors = 0
     stop_at = time.monotonic() + seconds
     n = len(reqs)
+    md = metadata or None  # e.g. (("token", ...),) with auth on
 
     async def loop(i: int) -> None:
         nonlocal count, errors
@@ -146,7 +162,7 @@ async def _worker_main(addresses: Sequence[str], workload: str, worker: int, con
         j = i
         while time.monotonic() < stop_at:
             try:
-                await call(reqs[j % n], timeout=30)
+                await call(reqs[j % n], timeout=30, metadata=md)
                 count += 1
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -179,9 +195,12 @@ def _worker(*args: Any) -> None:
 
 
 def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
-             clients: int, procs: int, seconds: float, value_size: int) -> Cell:
-    """`clients` concurrent callers in `procs` worker processes, spread over `addresses`;
-    server CPU is summed over `members`."""
+             clients: int, procs: int, seconds: float, value_size: int,
+             tls: TLSCreds | None = None,
+             metadata: tuple[tuple[str, str], ...] = ()) -> Cell:
+    """`clients` concurrent callers in `procs` worker processes, spread over `addresses`
+    (over TLS when `tls` is given); server CPU is summed over `members`. `metadata` goes
+    with every call."""
     procs = max(1, min(procs, clients))
     # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
     ctx = mp.get_context("spawn")
@@ -191,7 +210,7 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     workers = [ctx.Process(target=_worker, args=(list(addresses), workload, i, per[i],
                                                  max(1, min(per[i], 8)), seconds, value_size,
-                                                 ready, go, out))
+                                                 tls, metadata, ready, go, out))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -219,11 +238,9 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
                 client1 - client0, sum(e for _, e in results), used)
 
 
-def preload(address: str, value_size: int) -> None:
+def preload(address: str, value_size: int, tls: TLSCreds | None = None) -> None:
     """The 100 keys the range workloads read."""
-    import grpc
-
-    with grpc.insecure_channel(address) as ch:
+    with channel(address, tls, aio=False) as ch:
         put = ch.unary_unary("/etcdserverpb.KV/Put")
         for i in range(100):
             put(rpc.PutRequest(key=b"bench/0/%06d" % i,

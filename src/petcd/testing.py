@@ -17,7 +17,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from petcd.testing_pki import ClientTLS
 
 SRC_DIR = Path(__file__).resolve().parents[1]  # the directory holding petcd/
 ETCD_BIN = os.environ.get("PETCD_TEST_ETCD", "/usr/bin/etcd")
@@ -65,9 +68,13 @@ class MemberProcess:
                  args: Sequence[str] = (), env: Mapping[str, str] | None = None,
                  client_port: int | None = None, peer_port: int | None = None,
                  initial_cluster: str | None = None,
-                 initial_cluster_state: str = "new", peer_scheme: str = "http") -> None:
+                 initial_cluster_state: str = "new", peer_scheme: str = "http",
+                 client_tls: ClientTLS | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.peer_scheme = peer_scheme  # https: pass the --peer-* TLS flags in args
+        # Given: the client URL is https (pass --cert-file etc. in args) and the helpers
+        # here (readiness, status) reach it with these client settings.
+        self.client_tls = client_tls
         self.name = name
         # None: a cluster of one (this member); else --initial-cluster as given.
         self.initial_cluster = initial_cluster
@@ -83,7 +90,17 @@ class MemberProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        scheme = "http" if self.client_tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
+
+    def grpc_channel(self) -> Any:
+        """A grpc channel to the client port (secure when the client URL is https)."""
+        import grpc
+
+        if self.client_tls is None:
+            return grpc.insecure_channel(self.address)
+        creds = self.client_tls.grpc_credentials(("127.0.0.1", self.client_port))
+        return grpc.secure_channel(self.address, creds)
 
     @property
     def http_endpoint(self) -> str:
@@ -152,13 +169,15 @@ class MemberProcess:
         """Until GET /health answers 200; raises (with the log) if the process dies."""
         deadline = time.monotonic() + timeout
         url = self.http_endpoint + "/health"
+        tls = None if not url.startswith("https") or self.client_tls is None else \
+            self.client_tls.ssl_context()
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode} before "
                                    f"becoming ready; log:\n{self.log_tail()}")
             with contextlib.suppress(OSError, urllib.error.URLError), \
-                    urllib.request.urlopen(url, timeout=1.0) as r:
+                    urllib.request.urlopen(url, timeout=1.0, context=tls) as r:
                 if r.status == 200 and (not self._fresh or self._is_ours()):
                     return
             if time.monotonic() > deadline:
@@ -175,8 +194,10 @@ class MemberProcess:
 
         from petcd.pb.etcdserverpb import rpc_pb2
 
+        if self.client_tls is not None and self.client_tls.ca is None:
+            return self._serves_our_auto_tls_cert()
         try:
-            with grpc.insecure_channel(self.address) as ch:
+            with self.grpc_channel() as ch:
                 member_list = ch.unary_unary(
                     "/etcdserverpb.Cluster/MemberList",
                     request_serializer=rpc_pb2.MemberListRequest.SerializeToString,
@@ -185,6 +206,19 @@ class MemberProcess:
         except grpc.RpcError:
             return False
         return any(self.peer_url in m.peerURLs for m in resp.members)
+
+    def _serves_our_auto_tls_cert(self) -> bool:
+        """An auto-TLS member is ours when it serves the certificate in our data dir (a
+        grpc client cannot reach etcd's P-521 auto-TLS certificate to ask it)."""
+        import ssl
+
+        mine = self.data_dir / "fixtures" / "client" / "cert.pem"
+        try:
+            served = ssl.get_server_certificate(("127.0.0.1", self.client_port), timeout=2)
+            return ssl.PEM_cert_to_DER_cert(served) == \
+                ssl.PEM_cert_to_DER_cert(mine.read_text())
+        except (OSError, ValueError):
+            return False
 
     @property
     def running(self) -> bool:
@@ -258,7 +292,7 @@ class PetcdProcess(MemberProcess):
     def http_endpoint(self) -> str:
         if self.http_port is None:
             return self.endpoint
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{self.endpoint.split(':', 1)[0]}://127.0.0.1:{self.http_port}"
 
     def command(self) -> list[str]:
         http = [] if self.http_port is None else ["--listen-client-http-urls",
@@ -291,16 +325,18 @@ class Etcdctl:
     """Runs etcdctl (v3 API) against endpoints; returns CompletedProcess with text."""
 
     def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 30.0,
-                 cwd: str | None = None) -> None:
+                 cwd: str | None = None, tls: ClientTLS | None = None) -> None:
         self.endpoints = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
         self.timeout = timeout
         self.cwd = cwd  # unix:// endpoints name socket files relative to it
+        self.tls_args = [] if tls is None else tls.etcdctl_args()
 
     def __call__(self, *args: str, input: str | None = None,
                  check: bool = False) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
         env["ETCDCTL_API"] = "3"
-        return subprocess.run([ETCDCTL_BIN, "--endpoints", self.endpoints, *args],
+        return subprocess.run([ETCDCTL_BIN, "--endpoints", self.endpoints, *self.tls_args,
+                               *args],
                               input=input, capture_output=True, text=True, env=env,
                               timeout=self.timeout, check=check, cwd=self.cwd)
 
@@ -337,7 +373,7 @@ def member_status(m: MemberProcess, timeout: float = 1.0) -> MemberStatus | None
     if not m.running:
         return None
     try:
-        with grpc.insecure_channel(m.address) as ch:
+        with m.grpc_channel() as ch:
             status = ch.unary_unary(
                 "/etcdserverpb.Maintenance/Status",
                 request_serializer=rpc_pb2.StatusRequest.SerializeToString,
@@ -362,9 +398,11 @@ class PetcdCluster:
 
     def __init__(self, base_dir: str | os.PathLike[str], size: int = 3, *,
                  args: Sequence[str] = (), token: str = "petcd-test-cluster",
-                 env: Mapping[str, str] | None = None, peer_scheme: str = "http") -> None:
+                 env: Mapping[str, str] | None = None, peer_scheme: str = "http",
+                 client_tls: ClientTLS | None = None) -> None:
         self.base_dir = Path(base_dir)
         self.peer_scheme = peer_scheme
+        self.client_tls = client_tls  # https client URLs (args carry --cert-file etc.)
         self.size = size
         self.args = list(args)
         self.token = token
@@ -399,7 +437,8 @@ class PetcdCluster:
         self.members = [
             PetcdProcess(self.base_dir / f"g{self._generation}-m{i}", name=f"m{i}",
                          args=[*self.args, "--initial-cluster-token", self.token],
-                         env=self.env, peer_scheme=self.peer_scheme)
+                         env=self.env, peer_scheme=self.peer_scheme,
+                         client_tls=self.client_tls)
             for i in range(self.size)]
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
@@ -415,7 +454,7 @@ class PetcdCluster:
         m = PetcdProcess(self.base_dir / f"g{self._generation}-{name}", name=name,
                          args=[*self.args, "--initial-cluster-token", self.token, *args],
                          env=self.env, initial_cluster_state="existing",
-                         peer_scheme=self.peer_scheme)
+                         peer_scheme=self.peer_scheme, client_tls=self.client_tls)
         m.initial_cluster = ",".join([*(f"{x.name}={x.peer_url}" for x in self.members),
                                       f"{name}={m.peer_url}"])
         self.members.append(m)
@@ -528,72 +567,9 @@ class PetcdCluster:
 
 def make_pki(directory: Path) -> tuple[Path, Path, Path]:
     """A CA and one peer certificate (server and client use, for 127.0.0.1) signed by it:
-    (ca.pem, peer.pem, key.pem) in `directory`."""
-    import datetime
-    import ipaddress
+    (ca, cert, key) paths in `directory` (petcd.testing_pki has the general factory)."""
+    from petcd.testing_pki import TestCA
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "petcd test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "petcd peer")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "peer.pem", "key.pem"))
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, cert_path, key_path
+    ca = TestCA(directory, "pki")
+    peer = ca.issue("petcd peer", hosts=("127.0.0.1",))
+    return ca.cert, peer.cert, peer.key

@@ -147,10 +147,62 @@ def test_options_carry_the_cluster() -> None:
     assert config.parse_url("http://10.0.0.1:2380").port == 2380
 
 
-def test_tls_urls_are_refused_until_tls_exists() -> None:
-    cfg, _, _ = load(["--listen-client-urls", "https://127.0.0.1:1",
-                      "--advertise-client-urls", "https://127.0.0.1:1"], {})
-    with pytest.raises(ConfigError, match="TLS client URLs are not supported yet"):
+def test_tls_flags_reach_the_options() -> None:
+    url = "https://127.0.0.1:1"
+    cfg, _, _ = load(["--listen-client-urls", url, "--advertise-client-urls", url,
+                      "--cert-file", "/c.pem", "--key-file", "/k.pem",
+                      "--client-cert-auth", "--cipher-suites",
+                      "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256",
+                      "--peer-cert-allowed-cn", "peer"],
+                     {"ETCD_CLIENT_CRL_FILE": "/crl.pem", "ETCD_TLS_MAX_VERSION": "TLS1.2",
+                      "ETCD_PEER_AUTO_TLS": "true"})
+    opts = options_from(cfg)
+    assert (opts.cert_file, opts.key_file, opts.client_cert_auth) == ("/c.pem", "/k.pem", True)
+    assert opts.cipher_suites == ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                                  "TLS_AES_128_GCM_SHA256")
+    assert (opts.client_crl_file, opts.tls_max_version) == ("/crl.pem", "TLS1.2")
+    assert (opts.peer_cert_allowed_cn, opts.peer_auto_tls) == ("peer", True)
+    assert "not yet used" not in "".join(
+        line for line in help_text().splitlines()
+        if any(w in line for w in ("cert", "key-file", "tls", "cipher", "crl", "ca-file")))
+
+
+def test_tls_config_file_keys(tmp_path: Path) -> None:
+    f = tmp_path / "etcd.conf.yml"
+    f.write_text("client-transport-security:\n  client-cert-file: /cc.pem\n  auto-tls: true\n"
+                 "  allowed-hostname: a.example\n"
+                 "peer-transport-security:\n  client-cert-file: /pcc.pem\n"
+                 "  allowed-cn: m1\n  crl-file: /p.crl\n  auto-tls: true\n"
+                 "cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n"
+                 "tls-min-version: TLS1.2\n")
+    cfg, _, _ = load(["--config-file", str(f)], {})
+    v = cfg.values
+    assert (v["client-cert-file"], v["auto-tls"]) == ("/cc.pem", True)
+    assert v["client-cert-allowed-hostname"] == "a.example"
+    assert (v["peer-client-cert-file"], v["peer-cert-allowed-cn"]) == ("/pcc.pem", "m1")
+    assert (v["peer-crl-file"], v["peer-auto-tls"]) == ("/p.crl", True)
+    assert v["cipher-suites"] == ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cipher-suites", "TLS_FOO"], 'unexpected TLS cipher suite "TLS_FOO"'),
+    (["--tls-min-version", "TLS1.1"],
+     r'unexpected TLS version "TLS1.1" \(must be one of: TLS1.2, TLS1.3\)'),
+    (["--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"],
+     r"min version \(TLS1.3\) is greater than max version \(TLS1.2\)"),
+    (["--tls-min-version", "TLS1.3", "--cipher-suites", "TLS_AES_128_GCM_SHA256"],
+     "cipher suites cannot be configured when only TLS1.3 or greater is supported"),
+])
+def test_bad_tls_settings_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(args, {})
+
+
+def test_grpcio_server_refuses_tls_urls() -> None:
+    url = "https://127.0.0.1:1"
+    cfg, _, _ = load(["--listen-client-urls", url, "--advertise-client-urls", url,
+                      "--experimental-grpc-server", "grpcio"], {})
+    with pytest.raises(ConfigError, match="grpcio cannot serve https/unixs client URLs"):
         options_from(cfg)
 
 

@@ -41,6 +41,12 @@ async def echo(raw: bytes, context: Any) -> bytes:
     if raw == b"meta":
         md = [(m[0], m[1]) for m in context.invocation_metadata()]
         return repr((sorted(md), context.peer(), context.time_remaining() is not None)).encode()
+    if raw == b"auth":  # the client's TLS identity as the handler sees it
+        ctx = context.auth_context()
+        keep = ("transport_security_type", "x509_common_name", "x509_subject_alternative_name",
+                "peer_dns", "peer_ip", "x509_subject")
+        return repr(({k: v for k, v in sorted(ctx.items()) if k in keep},
+                     context.peer_identity_key(), context.peer_identities())).encode()
     if raw == b"raise":
         raise ValueError("boom")
     if raw == b"trailing":
@@ -116,9 +122,10 @@ class ServerThread:
     """Serves the test service on 127.0.0.1:<port> from its own thread and loop."""
 
     def __init__(self, kind: str, config: ServerConfig | None = None,
-                 ssl: Any = None) -> None:
+                 ssl: Any = None, grpc_credentials: Any = None) -> None:
         self.kind = kind
-        self.ssl = ssl
+        self.ssl = ssl  # for h2: an ssl.SSLContext; for grpcio: grpc_credentials
+        self.grpc_credentials = grpc_credentials
         self.config = config or ServerConfig(max_receive_message=4 * 1024 * 1024)
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +164,10 @@ class ServerThread:
             self._grpc = grpc.aio.server(options=[
                 ("grpc.max_receive_message_length", self.config.max_receive_message)])
             self._grpc.add_generic_rpc_handlers((handlers(),))
-            self.port = self._grpc.add_insecure_port("127.0.0.1:0")
+            if self.grpc_credentials is not None:
+                self.port = self._grpc.add_secure_port("127.0.0.1:0", self.grpc_credentials)
+            else:
+                self.port = self._grpc.add_insecure_port("127.0.0.1:0")
             await self._grpc.start()
         self._ready.set()
         await self._stop.wait()

@@ -8,9 +8,12 @@ import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from transport_helpers import CLUSTER, FAST, Inbox, eventually, payload, run, seq_of
 
 from petcd.testing import make_pki
+from petcd.testing_pki import Issued, TestCA
+from petcd.tls import Gate, TLSInfo, client_context, server_context
 from petcd.transport import PeerTransport
 
 TLS_LOCAL = "https://127.0.0.1:0"
@@ -111,6 +114,94 @@ def test_tls_peer_without_client_certificate_is_refused(tmp_path: Path) -> None:
 
             await eventually(dial_failed)  # the transport reports dial failures by status only
             assert c.active_since(1) is None and not inbox.payloads
+        finally:
+            await a.stop()
+            await c.stop()
+
+    run(main())
+
+
+def test_peer_gate_checks_the_allowed_cn_and_the_crl(tmp_path: Path) -> None:
+    """etcd's --peer-cert-allowed-cn and --peer-crl-file: after the handshake, a peer whose
+    certificate has another CN, or a revoked serial, is cut before it sends a byte."""
+    ca = TestCA(tmp_path, "ca")
+    server, good, stranger, revoked = (ca.issue(cn) for cn in ("m1", "m2", "intruder", "m2"))
+    info = TLSInfo(cert_file=str(server.cert), key_file=str(server.key),
+                   trusted_ca_file=str(ca.cert), client_cert_auth=True,
+                   crl_file=str(ca.write_crl([revoked])), allowed_cn="m2")
+
+    def dialler(peer_id: int, who: Issued) -> PeerTransport:
+        ctx = client_context(TLSInfo(cert_file=str(who.cert), key_file=str(who.key),
+                                     trusted_ca_file=str(ca.cert)))
+        return PeerTransport(peer_id, CLUSTER, ["http://127.0.0.1:0"], Inbox(),
+                             client_ssl=ctx, config=FAST)
+
+    async def main() -> None:
+        inbox = Inbox()
+        a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox, config=FAST,
+                          server_ssl=server_context(info, alpn=()),
+                          server_gate=Gate(info, "peer"))
+        others = {2: dialler(2, good), 3: dialler(3, stranger), 4: dialler(4, revoked)}
+        await a.start()
+        for c in others.values():
+            await c.start()
+        try:
+            for peer_id, c in others.items():
+                a.add_peer(peer_id, c.bound_urls())
+                c.add_peer(1, a.bound_urls())
+                c.send(1, [payload(peer_id, 0)])
+            await inbox.wait_count(1)
+            for peer_id in (3, 4):
+                def dial_failed(c: PeerTransport = others[peer_id]) -> bool:
+                    status = c.status(1)
+                    return status is not None and status.last_error is not None
+                await eventually(dial_failed)
+                assert others[peer_id].active_since(1) is None
+            assert inbox.payloads == [payload(2, 0)]
+        finally:
+            await a.stop()
+            for c in others.values():
+                await c.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(("hosts", "verify", "accepted"), [
+    (("127.0.0.2",), True, False),  # another address: refused
+    (("127.0.0.2",), False, True),  # --experimental-peer-skip-client-san-verification
+    (("127.0.0.2", "localhost"), True, True),  # a DNS SAN resolving to the dialler
+    ((), True, True),  # no SANs: nothing to compare (as etcd)
+])
+def test_peer_client_certificate_must_name_its_address(
+        tmp_path: Path, hosts: tuple[str, ...], verify: bool, accepted: bool) -> None:
+    ca = TestCA(tmp_path, "ca")
+    server, dialler = ca.issue("m1"), ca.issue("m2", hosts=hosts)
+    info = TLSInfo(cert_file=str(server.cert), key_file=str(server.key),
+                   trusted_ca_file=str(ca.cert), verify_client_san=verify)
+
+    async def main() -> None:
+        inbox = Inbox()
+        a = PeerTransport(1, CLUSTER, [TLS_LOCAL], inbox, config=FAST,
+                          server_ssl=server_context(info, alpn=()),
+                          server_gate=Gate(info, "peer") if Gate.needed(info) else None)
+        ctx = client_context(TLSInfo(cert_file=str(dialler.cert), key_file=str(dialler.key),
+                                     trusted_ca_file=str(ca.cert)))
+        c = PeerTransport(2, CLUSTER, ["http://127.0.0.1:0"], Inbox(), client_ssl=ctx,
+                          config=FAST)
+        await a.start()
+        await c.start()
+        try:
+            a.add_peer(2, c.bound_urls())
+            c.add_peer(1, a.bound_urls())
+            c.send(1, [payload(2, 0)])
+            if accepted:
+                await inbox.wait_count(1)
+            else:
+                def dial_failed() -> bool:
+                    status = c.status(1)
+                    return status is not None and status.last_error is not None
+                await eventually(dial_failed)
+                assert not inbox.payloads
         finally:
             await a.stop()
             await c.stop()

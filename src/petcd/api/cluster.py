@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd import errors
+from petcd.api.authz import Authorizer, require_admin
 from petcd.api.kv import abort, parse_request, raw_service
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -36,8 +37,11 @@ def _peer_urls(urls: Any) -> list[str]:
 
 
 class ClusterService:
+    """With auth enabled, membership changes need the root role (as etcd's)."""
+
     def __init__(self, node: Node) -> None:
         self._node = node
+        self._authz = Authorizer(node)
 
     def _header(self, resp: Any) -> None:
         node = self._node
@@ -66,6 +70,7 @@ class ClusterService:
 
     async def MemberAdd(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberAddRequest, raw, context)
+        await require_admin(self._authz, context)
         try:
             member, members = await self._node.add_member(_peer_urls(req.peerURLs),
                                                            req.isLearner)
@@ -78,6 +83,7 @@ class ClusterService:
 
     async def MemberRemove(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberRemoveRequest, raw, context)
+        await require_admin(self._authz, context)
         try:
             _, members = await self._node.remove_member(req.ID)
         except EtcdError as e:
@@ -86,6 +92,7 @@ class ClusterService:
 
     async def MemberUpdate(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberUpdateRequest, raw, context)
+        await require_admin(self._authz, context)
         try:
             _, members = await self._node.update_member(req.ID, _peer_urls(req.peerURLs))
         except EtcdError as e:
@@ -94,6 +101,7 @@ class ClusterService:
 
     async def MemberPromote(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberPromoteRequest, raw, context)
+        await require_admin(self._authz, context)
         try:
             _, members = await self._node.promote_member(req.ID)
         except EtcdError as e:

@@ -5,6 +5,7 @@ re-encoded per call (protobuf merges a repeated embedded message field)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -13,13 +14,16 @@ from google.protobuf.message import Message as PbMessage
 
 from petcd import errors
 from petcd.api import validate
+from petcd.api.authz import Authorizer
+from petcd.auth import checks
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server import proposal as P
 from petcd.server.node import Node
-from petcd.server.proposal import entry_size, varint
+from petcd.server.proposal import ANON, entry_size, varint
 
 M = TypeVar("M", bound=PbMessage)
+Q = TypeVar("Q", bound=PbMessage)
 
 _EtcdError = EtcdError
 
@@ -74,6 +78,28 @@ class KVService:
         self._max_request_bytes = max_request_bytes
         self._max_txn_ops = max_txn_ops
         self.header = HeaderSuffix(node)
+        self._auth = node.auth
+        self._authz = Authorizer(node)
+
+    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any], check: Any,
+                         req: Any) -> tuple[str, int]:
+        """(Auth enabled) the stamp of a permitted request; else the call ends."""
+        try:
+            if check is None:
+                return await self._authz.admin(context)
+            return await self._authz.check(context, check, req)
+        except EtcdError as e:
+            await abort(context, e)
+
+    async def _authorized_read(self, context: grpc.aio.ServicerContext[Any, Any], check: Any,
+                               req: Q, read: Callable[[Q], M]) -> M:
+        """Read with auth enabled: permitted first, and refused if the auth state moved
+        while it ran (etcd's doSerialize)."""
+        _, rev = await self._authorize(context, check, req)
+        resp = read(req)
+        if self._auth.revision != rev:
+            await abort(context, errors.AUTH_OLD_REVISION)
+        return resp
 
     async def Range(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
@@ -91,16 +117,20 @@ class KVService:
                 except EtcdError as e:
                     await abort(context, e)
         try:
-            resp = node.range(req)
+            if self._auth.enabled:
+                resp = await self._authorized_read(context, checks.check_range, req, node.range)
+            else:
+                resp = node.range(req)
         except EtcdError as e:
             await abort(context, e)
         return resp.SerializeToString() + self.header.get()
 
     async def _propose(self, kind: str, raw: bytes, req: Any,
-                       context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+                       context: grpc.aio.ServicerContext[Any, Any], check: Any) -> bytes:
         if entry_size(len(raw)) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
-        result = await self._node.propose(kind, raw, req)
+        stamp = await self._authorize(context, check, req) if self._auth.enabled else ANON
+        result = await self._node.propose(kind, raw, req, stamp)
         if type(result) is _EtcdError:
             await abort(context, result)
         out: bytes = result.SerializeToString() + self.header.get()
@@ -115,7 +145,7 @@ class KVService:
             validate.check_put(req)
         except EtcdError as e:
             await abort(context, e)
-        return await self._propose(P.PUT, raw, req, context)
+        return await self._propose(P.PUT, raw, req, context, checks.check_put)
 
     async def DeleteRange(self, raw: bytes,
                           context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -125,7 +155,7 @@ class KVService:
             await undecodable(context, e)
         if not req.key:
             await abort(context, errors.EMPTY_KEY)
-        return await self._propose(P.DELETE_RANGE, raw, req, context)
+        return await self._propose(P.DELETE_RANGE, raw, req, context, checks.check_delete)
 
     async def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
@@ -138,7 +168,7 @@ class KVService:
             await abort(context, e)
         ranges = _readonly_ranges(req)
         if ranges is None:
-            return await self._propose(P.TXN, raw, req, context)
+            return await self._propose(P.TXN, raw, req, context, checks.check_txn)
         # Only ranges: a read, as in etcd (no log entry; a barrier unless all serializable).
         node = self._node
         if not all(r.serializable for r in ranges):
@@ -149,7 +179,11 @@ class KVService:
                 except EtcdError as e:
                     await abort(context, e)
         try:
-            resp = node.kv.txn(None, req)
+            if self._auth.enabled:
+                resp = await self._authorized_read(context, checks.check_txn, req,
+                                                   lambda r: node.kv.txn(None, r))
+            else:
+                resp = node.kv.txn(None, req)
         except EtcdError as e:
             await abort(context, e)
         return resp.SerializeToString() + self.header.get()
@@ -159,7 +193,7 @@ class KVService:
             req = rpc.CompactionRequest.FromString(raw)
         except DecodeError as e:
             await undecodable(context, e)
-        return await self._propose(P.COMPACTION, raw, req, context)
+        return await self._propose(P.COMPACTION, raw, req, context, None)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
         return raw_service("etcdserverpb.KV", {

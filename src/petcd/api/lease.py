@@ -15,14 +15,17 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from petcd import errors
+from petcd.api.authz import Authorizer
 from petcd.api.kv import HeaderSuffix, abort, parse_request, undecodable
 from petcd.api.quota import LEASE_OVERHEAD, check_quota
+from petcd.auth import checks
+from petcd.auth.store import AuthStore
 from petcd.errors import EtcdError
 from petcd.lease.apply import LEASE_GRANT, LEASE_REVOKE
 from petcd.lease.driver import FORWARDED
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
-from petcd.server.proposal import entry_size, varint
+from petcd.server.proposal import ANON, Stamp, entry_size, varint
 
 _EtcdError = EtcdError
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -31,6 +34,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def _forwarded(context: Context) -> bool:
     md = context.invocation_metadata()
     return md is not None and any(k == FORWARDED for k, _ in md)
+
+
+def _nothing(store: AuthStore, user: str, rev: int, arg: Any) -> EtcdError | None:
+    return None
+
+
+def _readable(store: AuthStore, user: str, rev: int, keys: list[bytes]) -> EtcdError | None:
+    for key in keys:
+        err = checks.permitted(store, user, rev, key, b"", False)
+        if err is not None:
+            return err
+    return None
 
 
 def _int64(n: int) -> bytes:
@@ -44,16 +59,31 @@ class LeaseService:
         self._store = node.store
         self._max_request_bytes = max_request_bytes
         self.header = HeaderSuffix(node)
+        self._auth = node.auth
+        self._authz = Authorizer(node)
+
+    def _lease_keys(self, lease_id: int) -> list[bytes]:
+        lessor = self._node.lessor
+        lease = lessor.get(lease_id)
+        return [] if lease is None else lessor.keys_of(lease)
+
+    async def _check(self, context: Context, check: Any, arg: Any) -> tuple[str, int]:
+        """With auth enabled: the stamp, or the call ends with the refusal."""
+        try:
+            return await self._authz.check(context, check, arg)
+        except EtcdError as e:
+            await abort(context, e)
 
     def _revision_header(self) -> bytes:
         """`header {revision}`: merged by the client with the constant header suffix."""
         body = b"\x18" + varint(self._store.current_revision)
         return b"\x0a" + varint(len(body)) + body
 
-    async def _propose(self, kind: str, raw: bytes, req: Any, context: Context) -> bytes:
+    async def _propose(self, kind: str, raw: bytes, req: Any, context: Context,
+                       stamp: Stamp) -> bytes:
         if entry_size(len(raw)) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
-        result = await self._node.propose(kind, raw, req)
+        result = await self._node.propose(kind, raw, req, stamp)
         if type(result) is _EtcdError:
             await abort(context, result)
         out: bytes = result.SerializeToString() + self.header.get()
@@ -66,11 +96,17 @@ class LeaseService:
         if req.ID == 0:  # the server chooses; the log entry carries the choice
             req.ID = self._leases.new_id()
             raw = req.SerializeToString()
-        return await self._propose(LEASE_GRANT, raw, req, context)
+        # etcd checks no permission for a grant, but an invalid token is refused.
+        stamp = await self._check(context, _nothing, None) if self._auth.enabled else ANON
+        return await self._propose(LEASE_GRANT, raw, req, context, stamp)
 
     async def LeaseRevoke(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.LeaseRevokeRequest, raw, context)
-        return await self._propose(LEASE_REVOKE, raw, req, context)
+        stamp = ANON
+        if self._auth.enabled:  # WRITE on every attached key (checked again at apply)
+            stamp = await self._check(context, checks.check_keys_writable,
+                                      self._lease_keys(req.ID))
+        return await self._propose(LEASE_REVOKE, raw, req, context, stamp)
 
     async def LeaseKeepAlive(self, requests: AsyncIterator[bytes],
                              context: Context) -> AsyncIterator[bytes]:
@@ -105,9 +141,13 @@ class LeaseService:
         req = await parse_request(rpc.LeaseTimeToLiveRequest, raw, context)
         if self._node.is_learner:
             await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
+        forwarded = _forwarded(context)
+        # READ on every attached key (etcd 3.4.26/3.5.9 on), checked by the member the
+        # client called (a follower's forwarded call carries no token).
+        if self._auth.enabled and not forwarded:
+            await self._check(context, _readable, self._lease_keys(req.ID))
         try:
-            resp = await self._leases.time_to_live(req.ID, req.keys,
-                                                   forwarded=_forwarded(context))
+            resp = await self._leases.time_to_live(req.ID, req.keys, forwarded=forwarded)
         except EtcdError as e:
             await abort(context, e)
         return self._revision_header() + resp.SerializeToString() + self.header.get()
@@ -115,6 +155,8 @@ class LeaseService:
     async def LeaseLeases(self, raw: bytes, context: Context) -> bytes:
         if self._node.is_learner:
             await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
+        if self._auth.enabled:  # no permission needed (etcd), but a valid token if any
+            await self._check(context, _nothing, None)
         resp = rpc.LeaseLeasesResponse()
         resp.header.revision = self._store.current_revision
         out = resp.leases

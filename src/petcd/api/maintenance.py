@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from petcd import errors
+from petcd.api.authz import Authorizer, require_admin
 from petcd.api.kv import abort, parse_request
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -34,8 +35,12 @@ def snapshot_message(remaining: int, blob: bytes) -> bytes:
 
 
 class MaintenanceService:
+    """With auth enabled, Hash, HashKV, Defragment, Snapshot (etcd's authMaintenanceServer)
+    and MoveLeader (petcd's addition: etcd 3.4 does not check it) need the root role."""
+
     def __init__(self, node: Node) -> None:
         self._node = node
+        self._authz = Authorizer(node)
 
     def _header(self, h: rpc.ResponseHeader, revision: int) -> None:
         node = self._node
@@ -62,6 +67,7 @@ class MaintenanceService:
         return out
 
     async def Hash(self, raw: bytes, context: Context) -> bytes:
+        await require_admin(self._authz, context, unconverted=True)
         h, rev = await self._node.maintenance.hash()
         resp = rpc.HashResponse(hash=h)
         self._header(resp.header, rev)
@@ -69,6 +75,7 @@ class MaintenanceService:
 
     async def HashKV(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.HashKVRequest, raw, context)
+        await require_admin(self._authz, context, unconverted=True)
         try:
             h, current, compact, hashed = await self._node.maintenance.hash_kv(req.revision)
         except EtcdError as e:
@@ -78,6 +85,7 @@ class MaintenanceService:
         return resp.SerializeToString()
 
     async def Defragment(self, raw: bytes, context: Context) -> bytes:
+        await require_admin(self._authz, context, unconverted=True)
         try:
             await self._node.maintenance.defragment()
         except EtcdError as e:
@@ -89,6 +97,7 @@ class MaintenanceService:
         whose blob is the sha256 of all the bytes before it: `etcdctl snapshot save`
         writes the blobs to the file and checks that its size is 32 more than a
         multiple of 512; restore checks the digest."""
+        await require_admin(self._authz, context, unconverted=True)
         f, total = await self._node.maintenance.snapshot()
         try:
             digest = hashlib.sha256()
@@ -106,6 +115,7 @@ class MaintenanceService:
 
     async def MoveLeader(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MoveLeaderRequest, raw, context)
+        await require_admin(self._authz, context)
         node = self._node
         try:
             await node.move_leader(req.targetID)

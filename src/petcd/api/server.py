@@ -1,6 +1,7 @@
 """Start and stop a member's client side: the node (store + log + apply loop), the
 gRPC server, and the listeners on the client URLs (gRPC and HTTP/1.1 on one port
-through the mux, or separately when --listen-client-http-urls is given)."""
+through the mux, or separately when --listen-client-http-urls is given; TLS on https
+and unixs URLs, see server/client_tls.py)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,26 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from petcd.api.auth import AuthService
 from petcd.api.cluster import ClusterService, HealthService
+from petcd.api.election import ElectionService
+from petcd.api.gateway import Gateway
+from petcd.api.grpc_metrics import GrpcMetrics
 from petcd.api.h2 import GrpcServer, ServerConfig
+from petcd.api.h2.registry import Registry
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
+from petcd.api.lock import LockService
 from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
+from petcd.api.observe import Observability
 from petcd.api.quota import QuotaKVService
 from petcd.api.watch import WatchService
+from petcd.server.client_tls import GRPCIO_TLS_REFUSED, TLS_SCHEMES, client_tls
+from petcd.server.concurrency import Access, Recipes
 from petcd.server.node import Node
 from petcd.server.options import ServerOptions
+from petcd.tls import TLSError
 
 log = logging.getLogger("petcd.api")
 
@@ -34,6 +45,8 @@ log = logging.getLogger("petcd.api")
 # too large reach its own check and get "etcdserver: request is too large".
 GRPC_OVERHEAD_BYTES = 512 * 1024
 _INT32_MAX = 2**31 - 1
+# A client that has not finished its TLS handshake by then is dropped (it holds a socket).
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 def grpc_options(opts: ServerOptions) -> list[tuple[str, int]]:
@@ -67,6 +80,10 @@ class ClientServer:
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
+        # Certificates first: a bad file fails the start before anything is opened.
+        self._tls = client_tls(opts)
+        if self._tls is not None and opts.grpc_server != "h2":
+            raise TLSError(GRPCIO_TLS_REFUSED)
         self.node = Node(opts, on_fatal=on_fatal, on_removed=on_removed)
         self._grpc: grpc.aio.Server | None = None
         self._h2: GrpcServer | None = None
@@ -74,11 +91,17 @@ class ClientServer:
         self._socket_files: list[str] = []
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
-        self.http = HttpApp(self.node)
+        self.observe = Observability(self.node, pprof=opts.enable_pprof)
+        self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
+                            cors=opts.cors, host_whitelist=opts.host_whitelist)
+        self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
+                                        extensive=opts.metrics == "extensive")
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
+        # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
+        self.recipes = Recipes(Access(self.node, self.watch.hub))
 
     async def start(self) -> None:
         opts = self.opts
@@ -88,10 +111,18 @@ class ClientServer:
         if not await self.node.wait_ready(opts.wait_cluster_ready_timeout):
             log.warning("not yet part of the cluster after %.1fs; serving clients anyway",
                         opts.wait_cluster_ready_timeout)
-        handlers = (
-            self.kv.handler(), ClusterService(self.node).handler(),
+        if opts.initial_corrupt_check:
+            await self.node.initial_corrupt_check()  # raises: the member does not serve
+        handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (
+            self.kv.handler(), AuthService(self.node).handler(),
+            ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
-            self.lease.handler(), self.watch.handler())
+            self.lease.handler(), self.watch.handler(),
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
+        handlers = self.grpc_metrics.instrument(handlers)
+        if opts.enable_grpc_gateway:
+            self._add_gateway(handlers)
         http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
@@ -115,7 +146,17 @@ class ClientServer:
             for url in opts.listen_client_urls:
                 self._listeners.append(await self._listen(
                     url, lambda: MuxProtocol(sock_path, http_factory)))
+        await self._listen_metrics()
         log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
+
+    def _add_gateway(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...]) -> None:
+        """The JSON gateway calls the same handlers the gRPC server serves."""
+        registry = Registry()
+        registry.add_generic_rpc_handlers(handlers)
+        self.gateway = Gateway(
+            registry.lookup,
+            max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
+        self.http.add_route(self.gateway.serves, self.gateway.handle)
 
     async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
                         http_factory: Callable[[], asyncio.Protocol]) -> None:
@@ -127,7 +168,10 @@ class ClientServer:
             max_receive_message=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             max_concurrent_streams=min(opts.max_concurrent_streams, 2**32 - 1),
             keepalive_interval=opts.grpc_keepalive_interval,
-            keepalive_timeout=opts.grpc_keepalive_timeout),
+            keepalive_timeout=opts.grpc_keepalive_timeout,
+            keepalive_min_time=opts.grpc_keepalive_min_time,
+            handshake_timeout=opts.client_handshake_timeout,
+            max_connections=opts.max_client_connections),
             http_factory=None if separate_http else http_factory)
         server.add_generic_rpc_handlers(handlers)
         self._h2 = server
@@ -135,8 +179,19 @@ class ClientServer:
             self._listeners.append(await self._listen(url, server.protocol_factory))
         for url in opts.listen_client_http_urls:
             self._listeners.append(await self._listen(url, http_factory))
+        await self._listen_metrics()
         log.info("ready to serve client requests on %s (gRPC server: h2)",
                  ", ".join(opts.listen_client_urls))
+
+    async def _listen_metrics(self) -> None:
+        """--listen-metrics-urls: /metrics and the health endpoints only (etcd's metrics
+        mux), with no gateway and no CORS."""
+        if not self.opts.listen_metrics_urls:
+            return
+        app = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
+                      metrics_only=True)
+        for url in self.opts.listen_metrics_urls:
+            self._listeners.append(await self._listen(url, lambda: HttpProtocol(app.handle)))
 
     def _bind_grpc(self, server: grpc.aio.Server, url: str) -> None:
         u = urlsplit(url)
@@ -153,21 +208,27 @@ class ClientServer:
             raise OSError(f"listen tcp {target}: bind: address already in use")
 
     async def _listen(self, url: str,
-                      factory: Callable[[], asyncio.Protocol]) -> asyncio.Server:
+                      factory: Callable[[], asyncio.BaseProtocol]) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         u = urlsplit(url)
+        tls: dict[str, Any] = {}
+        if u.scheme in TLS_SCHEMES:
+            assert self._tls is not None
+            tls = {"ssl": self._tls.context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT}
+            if self._tls.gate is not None:
+                factory = self._tls.gate.wrap(factory)
         if u.scheme in ("unix", "unixs"):
             path = u.netloc
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
                     os.unlink(path)  # a stale socket of an earlier run, as etcd removes it
             self._socket_files.append(path)
-            return await loop.create_unix_server(factory, path)
+            return await loop.create_unix_server(factory, path, **tls)
         host, port = _host_port(url)
         return await loop.create_server(
             factory, host, port, reuse_address=self.opts.socket_reuse_address or None,
             reuse_port=self.opts.socket_reuse_port or None, backlog=1024,
-            family=socket.AF_UNSPEC)
+            family=socket.AF_UNSPEC, **tls)
 
     async def stop(self, grace: float = 2.0) -> None:
         for listener in self._listeners:

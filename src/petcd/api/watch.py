@@ -9,17 +9,30 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from petcd import errors
+from petcd.api.authz import Authorizer
+from petcd.auth import checks
+from petcd.auth.store import AuthStore
+from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
-from petcd.server.watch import WatchHub, WatchMetrics, WatchStream
+from petcd.server.watch import INVALID_WATCH_ID, WatchHub, WatchMetrics, WatchStream
 
 log = logging.getLogger("petcd.api.watch")
+
+
+class ByteRange(NamedTuple):
+    key: bytes
+    range_end: bytes
+
+
+def _check_watch(store: AuthStore, user: str, rev: int, r: ByteRange) -> EtcdError | None:
+    return checks.permitted(store, user, rev, r.key, r.range_end, False)
 
 
 class WatchService:
@@ -31,6 +44,8 @@ class WatchService:
                             progress_interval=progress_interval)
         node.metrics.registry.register(WatchMetrics(self.hub))
         self._stopping = False
+        self._auth = node.auth
+        self._authz = Authorizer(node)
 
     def start(self) -> None:
         """Call on the event loop before the node applies anything: every commit from
@@ -54,7 +69,7 @@ class WatchService:
         stream = self.hub.open_stream()
         failure: list[str] = []
         reader = asyncio.get_running_loop().create_task(
-            self._read(requests, stream, failure), name="watch-reader")
+            self._read(requests, stream, failure, context), name="watch-reader")
         try:
             async for msg in stream.messages():
                 yield msg
@@ -66,9 +81,23 @@ class WatchService:
             reader.cancel()
             stream.close()
 
-    @staticmethod
-    async def _read(requests: AsyncIterator[bytes], stream: WatchStream,
-                    failure: list[str]) -> None:
+    async def _refused(self, req: rpc.WatchCreateRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """With auth enabled: why this watch may not be created (READ on its range at
+        creation, as etcd checks; a from-key watch needs the whole range from its key,
+        where etcd 3.4 checks only the key itself), or None."""
+        end = req.range_end
+        check = ByteRange(req.key or b"\x00", end)
+        try:
+            await self._authz.check(context, _check_watch, check)
+        except EtcdError as e:
+            # etcd sends its gRPC error's Go string as the reason.
+            code = "".join(w.capitalize() for w in e.code.name.split("_"))
+            return f"rpc error: code = {code} desc = {e.message}"
+        return None
+
+    async def _read(self, requests: AsyncIterator[bytes], stream: WatchStream,
+                    failure: list[str], context: grpc.aio.ServicerContext[Any, Any]) -> None:
         parse = rpc.WatchRequest.FromString
         try:
             async for raw in requests:
@@ -81,6 +110,14 @@ class WatchService:
                     return
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
+                    if self._auth.enabled:
+                        reason = await self._refused(req.create_request, context)
+                        if reason is not None:
+                            hub = stream.hub
+                            stream.push(hub.control(
+                                hub.revision, watch_id=INVALID_WATCH_ID, created=True,
+                                canceled=True, cancel_reason=reason))
+                            continue
                     stream.create(req.create_request)
                 elif kind == "cancel_request":
                     stream.cancel(req.cancel_request.watch_id)

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 import yaml
 
 from petcd.cli.flags import BY_NAME, IGNORED, Flag, Kind
+from petcd.tls.config import TLSError, check_tls_settings
 
 
 class ConfigError(Exception):
@@ -116,7 +117,12 @@ def _convert(flag: Flag, raw: object, *, from_file: bool = False) -> object:
         return sorted(set(urls))
     if kind is Kind.STRINGS:
         items = raw if isinstance(raw, list) else str(raw).split(",")
-        return [str(x).strip() for x in items if str(x).strip()]
+        values = [str(x).strip() for x in items if str(x).strip()]
+        if flag.name == "cors":  # etcd: origins are URLs, or "*"
+            for v in values:
+                if v != "*":
+                    parse_url(v)
+        return values
     if kind is Kind.CHOICE:
         text = str(raw)
         if text not in flag.choices:
@@ -222,6 +228,22 @@ class Config:
         return self._int("max-concurrent-streams")
 
     @property
+    def auto_compaction(self) -> tuple[str, float]:
+        """(mode, retention) as etcd reads them: a whole number is hours in periodic mode
+        and revisions in revision mode; anything else a Go duration (in revision mode,
+        etcd then takes its nanoseconds as the count)."""
+        mode = self._str("auto-compaction-mode") or "periodic"
+        text = self._str("auto-compaction-retention") or "0"
+        if text.isascii() and text.isdigit():
+            n = int(text)
+            return mode, float(n * 3600 if mode == "periodic" else n)
+        try:
+            seconds = parse_duration(text)
+        except ValueError as e:
+            raise ConfigError(f"error parsing CompactionRetention: {e}") from None
+        return mode, seconds if mode == "periodic" else float(int(seconds * 1e9))
+
+    @property
     def compaction_batch_limit(self) -> int:
         limit = self._int("experimental-compaction-batch-limit")
         return limit if limit > 0 else 1000  # etcd: 0 means its default
@@ -309,11 +331,17 @@ class Config:
         mode = self._str("auto-compaction-mode")
         if mode not in ("", "periodic", "revision"):
             raise ConfigError(f"unknown auto-compaction-mode {mode!r}")
+        _ = self.auto_compaction  # a retention etcd cannot parse fails the start
         if self.log_level not in ("debug", "info", "warn", "error", "dpanic", "panic",
                                   "fatal"):
             raise ConfigError(f"unknown log level {self.log_level!r}")
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be >0")
+        try:
+            check_tls_settings(self._list("cipher-suites"), self._str("tls-min-version"),
+                               self._str("tls-max-version"))
+        except TLSError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _check_bind_urls(urls: Sequence[str]) -> None:
@@ -383,9 +411,19 @@ def _set(cfg: Config, flag: Flag, raw: object, origin: str, *, from_file: bool =
     cfg.explicit.add(flag.name)
 
 
-_SECURITY_KEYS = {"cert-file": "cert-file", "key-file": "key-file",
-                  "client-cert-auth": "client-cert-auth", "trusted-ca-file": "trusted-ca-file",
-                  "auto-tls": "auto-tls", "crl-file": "client-crl-file"}
+# etcd's client-transport-security / peer-transport-security keys -> (client flag, peer flag)
+_SECURITY_KEYS = {
+    "cert-file": ("cert-file", "peer-cert-file"),
+    "key-file": ("key-file", "peer-key-file"),
+    "client-cert-file": ("client-cert-file", "peer-client-cert-file"),
+    "client-key-file": ("client-key-file", "peer-client-key-file"),
+    "client-cert-auth": ("client-cert-auth", "peer-client-cert-auth"),
+    "trusted-ca-file": ("trusted-ca-file", "peer-trusted-ca-file"),
+    "auto-tls": ("auto-tls", "peer-auto-tls"),
+    "crl-file": ("client-crl-file", "peer-crl-file"),
+    "allowed-cn": ("", "peer-cert-allowed-cn"),
+    "allowed-hostname": ("client-cert-allowed-hostname", "peer-cert-allowed-hostname"),
+}
 
 
 def load_config_file(path: str) -> Config:
@@ -405,15 +443,11 @@ def load_config_file(path: str) -> Config:
     for key, value in data.items():
         key = str(key)
         if key in ("client-transport-security", "peer-transport-security"):
-            prefix = "" if key.startswith("client") else "peer-"
+            side = 0 if key.startswith("client") else 1
             if isinstance(value, Mapping):
                 for sub, sub_value in value.items():
-                    target = _SECURITY_KEYS.get(str(sub))
-                    if target is None:
-                        continue
-                    if prefix:
-                        target = "peer-" + target.removeprefix("client-")
-                    if target in BY_NAME:
+                    target = _SECURITY_KEYS.get(str(sub), ("", ""))[side]
+                    if target and sub_value is not None:
                         _set(cfg, BY_NAME[target], sub_value, f"{key}.{sub}", from_file=True)
             continue
         flag = BY_NAME.get(key)

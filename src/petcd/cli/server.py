@@ -13,9 +13,12 @@ from typing import cast
 
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
+from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
+from petcd.server.client_tls import GRPCIO_TLS_REFUSED
 from petcd.server.cluster import BootstrapError
 from petcd.server.options import ServerOptions
+from petcd.tls import TLSError
 
 log = logging.getLogger("petcd")
 
@@ -26,6 +29,9 @@ USAGE = """Usage:
 
   petcd --version
     Show the version of petcd.
+
+  petcd playground [--members 3|5|7] [--port 8080] [--data-dir DIR]
+    Start a local cluster and a web page showing Raft at work on it.
 
   petcd -h | --help
     Show this help.
@@ -74,13 +80,15 @@ def version_text() -> str:
 
 
 def options_from(cfg: config_mod.Config) -> ServerOptions:
+    grpc_server = str(cfg.values["experimental-grpc-server"])
     for url in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
-        if url.startswith(("https://", "unixs://")):
-            # Serving plaintext where the operator asked for TLS would be worse than failing.
-            raise config_mod.ConfigError(f"TLS client URLs are not supported yet ({url})")
+        if url.startswith(("https://", "unixs://")) and grpc_server != "h2":
+            raise config_mod.ConfigError(GRPCIO_TLS_REFUSED)
+    v = cfg.values
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
+        wal_dir=str(cfg.values["wal-dir"]),
         listen_client_urls=tuple(cfg.listen_client_urls),
         listen_client_http_urls=tuple(cfg.listen_client_http_urls),
         advertise_client_urls=tuple(cfg.advertise_client_urls),
@@ -98,11 +106,21 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        force_new_cluster=bool(cfg.values["force-new-cluster"]),
+        initial_corrupt_check=bool(cfg.values["experimental-initial-corrupt-check"]),
+        corrupt_check_time=float(cfg.values["experimental-corrupt-check-time"]),  # type: ignore[arg-type]
+        compact_hash_check=bool(cfg.values["experimental-compact-hash-check-enabled"]),
+        compact_hash_check_time=float(
+            cfg.values["experimental-compact-hash-check-time"]),  # type: ignore[arg-type]
+        auto_compaction_mode=cfg.auto_compaction[0],
+        auto_compaction_retention=cfg.auto_compaction[1],
+        grpc_server=grpc_server,
+        max_client_connections=int(cfg.values["experimental-max-client-connections"]),  # type: ignore[call-overload]
+        client_handshake_timeout=float(cfg.values["experimental-client-handshake-timeout"]),  # type: ignore[arg-type]
         # etcd: 0 (or less) means its defaults, 100ms and 10000.
         backend_batch_interval_ms=round(
             float(cfg.values["backend-batch-interval"]) * 1000) or 100,  # type: ignore[arg-type]
         backend_batch_limit=max(0, int(cfg.values["backend-batch-limit"])) or 10000,  # type: ignore[call-overload]
-        grpc_server=str(cfg.values["experimental-grpc-server"]),
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,
@@ -123,10 +141,64 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         peer_client_key_file=str(cfg.values["peer-client-key-file"]),
         peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
         peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
+        peer_crl_file=str(v["peer-crl-file"]),
+        peer_cert_allowed_cn=str(v["peer-cert-allowed-cn"]),
+        peer_cert_allowed_hostname=str(v["peer-cert-allowed-hostname"]),
+        peer_auto_tls=bool(v["peer-auto-tls"]),
+        peer_skip_client_san_verification=bool(
+            v["experimental-peer-skip-client-san-verification"]),
+        cert_file=str(v["cert-file"]),
+        key_file=str(v["key-file"]),
+        client_cert_file=str(v["client-cert-file"]),
+        client_key_file=str(v["client-key-file"]),
+        trusted_ca_file=str(v["trusted-ca-file"]),
+        client_cert_auth=bool(v["client-cert-auth"]),
+        client_crl_file=str(v["client-crl-file"]),
+        client_cert_allowed_hostname=str(v["client-cert-allowed-hostname"]),
+        auto_tls=bool(v["auto-tls"]),
+        cipher_suites=tuple(cast(list[str], v["cipher-suites"])),
+        tls_min_version=str(v["tls-min-version"]),
+        tls_max_version=str(v["tls-max-version"]),
+        self_signed_cert_validity=cast(int, v["self-signed-cert-validity"]),
         quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
         lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
         lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
+        auth_token=_auth_token(cfg),
+        auth_token_ttl=float(cast(int, cfg.values["auth-token-ttl"])),
+        bcrypt_cost=cast(int, cfg.values["bcrypt-cost"]),
+        enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
+        cors=_strings(cfg.values["cors"]),
+        host_whitelist=_strings(cfg.values["host-whitelist"]),
+        metrics=_metrics_level(cfg.values["metrics"]),
+        listen_metrics_urls=tuple(_strings(cfg.values["listen-metrics-urls"])),
+        enable_pprof=bool(cfg.values["enable-pprof"]),
     )
+
+
+def _auth_token(cfg: config_mod.Config) -> str:
+    """--auth-token, checked now (keys readable and matching) so that a bad one fails
+    the start, as in etcd."""
+    from petcd.auth.tokens import TokenOptionError, from_option
+
+    option = str(cfg.values["auth-token"])
+    try:
+        from_option(option, 300.0)
+    except TokenOptionError as e:
+        raise config_mod.ConfigError(f"--auth-token: {e}") from None
+    return option
+
+
+def _metrics_level(value: object) -> str:
+    if value not in ("basic", "extensive"):
+        raise config_mod.ConfigError(f"unknown metrics option {value!r} "
+                                     "(expected 'basic' or 'extensive')")
+    return str(value)
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    return tuple(s.strip() for s in cast(list[str], value) if s.strip())
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:
@@ -136,22 +208,10 @@ def _progress_interval(cfg: config_mod.Config) -> float:
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-             "error": logging.ERROR}.get(cfg.log_level, logging.CRITICAL)
-    handlers: list[logging.Handler] = []
-    for out in cfg.log_outputs or ["default"]:
-        if out in ("default", "stderr"):
-            handlers.append(logging.StreamHandler(sys.stderr))
-        elif out == "stdout":
-            handlers.append(logging.StreamHandler(sys.stdout))
-        else:
-            handlers.append(logging.FileHandler(out))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root = logging.getLogger()
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    root.setLevel(level)
+    logsetup.setup(logger=str(cfg.values["logger"]), log_format=str(cfg.values["log-format"]),
+                   level=cfg.log_level, outputs=list(cfg.log_outputs),
+                   rotate=bool(cfg.values["enable-log-rotation"]),
+                   rotation_json=str(cfg.values["log-rotation-config-json"]))
 
 
 async def run(opts: ServerOptions) -> int:
@@ -181,6 +241,11 @@ async def run(opts: ServerOptions) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["playground"]:  # a subcommand; etcd's flags all start with "-"
+        from petcd.playground.cli import main as playground
+
+        playground(args[1:])
+        return
     try:
         cfg, wants_help, wants_version = config_mod.load(args)
     except config_mod.FlagUsageError as e:
@@ -196,7 +261,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if wants_version:
         sys.stdout.write(version_text())
         return
-    _setup_logging(cfg)
+    try:
+        _setup_logging(cfg)
+    except (logsetup.LogSetupError, OSError) as e:
+        print(f"petcd: error verifying flags, {e}. See 'petcd --help'.", file=sys.stderr)
+        raise SystemExit(1) from None
     for w in cfg.warnings:
         log.warning("%s", w)
     if cfg.config_file:
@@ -214,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             code = runner.run(run(opts))
-    except BootstrapError as e:
+    except (BootstrapError, TLSError) as e:
         log.critical("%s", e)
         code = 1
     except OSError as e:

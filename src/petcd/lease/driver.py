@@ -27,7 +27,6 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf.message import Message
@@ -59,6 +58,10 @@ class LeaseHost(Protocol):
     def add_leader_listener(self, listener: Callable[[int, int], None]) -> None: ...
 
     def members(self) -> list[rpc.Member]: ...
+
+    def member_channel(self, url: str) -> grpc.aio.Channel:
+        """A channel to another member's client URL (TLS as this member's settings)."""
+        ...
 
 
 class LeaseDriver:
@@ -228,7 +231,7 @@ class LeaseDriver:
             return link
         for m in self.host.members():
             if leader == m.ID and m.clientURLs:
-                self._link = LeaderLink(leader, m.clientURLs[0])
+                self._link = LeaderLink(leader, self.host.member_channel(m.clientURLs[0]))
                 return self._link
         return None
 
@@ -355,13 +358,6 @@ class LeaseDriver:
             lambda _: self._clearing.discard(lease_id))
 
 
-def _grpc_target(url: str) -> str:
-    u = urlsplit(url)
-    if u.scheme in ("unix", "unixs"):
-        return f"unix:{u.netloc}{u.path}"
-    return u.netloc
-
-
 class LeaderLink:
     """One LeaseKeepAlive stream to the leader, shared by every forwarded keep-alive of
     this member. Requests go into a queue that gRPC drains as the stream's request
@@ -369,9 +365,9 @@ class LeaderLink:
     messages one after the other, so responses resolve the waiters in order. If the
     stream fails, every waiter fails and the next renewal opens a new one."""
 
-    def __init__(self, member_id: int, url: str) -> None:
+    def __init__(self, member_id: int, channel: grpc.aio.Channel) -> None:
         self.member_id = member_id
-        self._channel = grpc.aio.insecure_channel(_grpc_target(url))
+        self._channel = channel
         # No (de)serializers: bytes in, bytes out.
         self._keep_alive = self._channel.stream_stream(
             "/etcdserverpb.Lease/LeaseKeepAlive", None, None)

@@ -59,6 +59,16 @@ def min_lease_ttl(heartbeat_ms: int, election_ms: int) -> int:
     return max(1, math.ceil((3 * ticks // 2) * heartbeat_ms / 1000))
 
 
+def lease_record(ttl: int, remaining_ttl: int = 0) -> bytes:
+    """A lease's stored record: granted TTL and checkpointed remaining TTL (0: none)."""
+    return _RECORD.pack(ttl, remaining_ttl)
+
+
+def parse_lease_record(raw: bytes) -> tuple[int, int]:
+    ttl, remaining = _RECORD.unpack(raw)
+    return ttl, remaining
+
+
 def id_key(lease_id: int) -> bytes:
     return _ID_KEY.pack(lease_id & 0xFFFF_FFFF_FFFF_FFFF)
 

@@ -308,6 +308,16 @@ class Backend:
         self._db_flags[name] = (dupsort, dupfixed)
         return db
 
+    def existing_db(self, name: bytes, txn: lmdb.Transaction[bytes]) -> lmdb._Database | None:
+        """A handle on a named database for a reader, or None if the file has none (safe
+        while a batch is open: nothing is created)."""
+        db = self._dbs.get(name)
+        if db is not None:
+            return db
+        if txn.get(name) is None:  # named databases are listed in the main database
+            return None
+        return self.env.open_db(name, txn=txn, create=False)
+
     def begin_write(self) -> WriteBatch:
         """THE write transaction of one applied batch (a context manager)."""
         if self.batch is not None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -736,6 +736,50 @@ class KVStore:
         """One range read in its own snapshot (see `KVView.range`)."""
         with self.read() as r:
             return r.range(key, end, rev=rev, limit=limit, count_only=count_only)
+
+    def revisions_in(self, txn: lmdb.Transaction[bytes]) -> tuple[int, int]:
+        """(current, compacted) revision as of a read transaction of the backend."""
+        return self._revisions(txn)
+
+    def history_in(self, txn: lmdb.Transaction[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored (revision key, serialized KeyValue) in revision order, as of a read
+        transaction: the same records, keyed the same way, as etcd's `key` bucket."""
+        yield from txn.cursor(db=self._kv)
+
+    def load_history(self, batch: WriteBatch, records: Iterable[tuple[bytes, bytes]],
+                     compact_rev: int) -> int:
+        """Fill a store from etcd-format history (its `key` bucket: revision key ->
+        KeyValue, deletions marked `t` and holding only the key), in revision order, with
+        etcd's compacted revision (-1: none). Called once per batch of a long history;
+        each call's records come after the last one's. Returns the current revision."""
+        if self._writer is not None:
+            raise RuntimeError("mvcc: a write request is open")
+        txn = batch.txn
+        last = self._rev if self._rev > 1 else 0
+        for revkey, data in records:
+            if len(revkey) not in (_REV_LEN, _REV_LEN + 1) or revkey[8:9] != b"_":
+                raise ValueError(f"mvcc: malformed revision key {revkey.hex()}")
+            kv = KeyValue.FromString(data)
+            key = bytes(kv.key)
+            if not key:
+                raise ValueError(f"mvcc: record {revkey.hex()} has no key")
+            if len(key) > _DIRECT_KEY_MAX:
+                ikey = _surrogate(key)
+                txn.put(ikey, key, db=self._longkeys)
+            else:
+                ikey = key
+            if not txn.put(revkey, data, db=self._kv, append=True):
+                raise ValueError("mvcc: history out of revision order")
+            if len(revkey) > _REV_LEN:
+                entry = revkey + _ENTRY_TAIL.pack(0, 0, 0)
+            else:
+                entry = revkey + _LIVE_FLAG + _ENTRY_TAIL.pack(
+                    kv.create_revision, kv.version, kv.lease)
+            txn.put(ikey, entry, db=self._index)
+            last = _entry_main(revkey)
+        self._rev = max(1, last, compact_rev)
+        self._compact = compact_rev
+        return self._rev
 
     def lease_attachments(self) -> list[tuple[int, bytes]]:
         """(lease, key) of every existing key that has a lease: what the

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
@@ -18,7 +18,7 @@ from petcd.mvcc.types import KVEvent
 from petcd.server import proposal as P
 from petcd.server.kv_apply import KVApplier
 from petcd.server.metrics import Metrics
-from petcd.server.proposal import Committed, Result
+from petcd.server.proposal import Committed, Result, Stamp
 
 log = logging.getLogger("petcd.apply")
 
@@ -37,6 +37,19 @@ class WaitPhysical:
 # revision order) and the store revision after it. Listeners must be quick.
 CommitListener = Callable[[list[KVEvent], int], None]
 Handler = Callable[[Any, Any], Any]
+
+
+class _AuthStore(Protocol):
+    enabled: bool
+
+
+class AuthGate(Protocol):
+    """petcd.auth.apply.AuthApplier as the apply path sees it."""
+
+    @property
+    def store(self) -> _AuthStore: ...
+
+    def gate(self, kind: str, request: Any, stamp: Stamp) -> EtcdError | None: ...
 
 
 class Applier:
@@ -58,6 +71,10 @@ class Applier:
         self.exclusive = asyncio.Lock()
         if metrics is not None:
             backend.commit_hooks.append(metrics.backend_commit.observe)
+        # Log index of the entry being applied (for handlers that need it).
+        self.index = 0
+        # The permission gate of applied client requests while auth is enabled.
+        self.auth: AuthGate | None = None
 
     def register(self, kind: str, handler: Callable[[Any, Any], Any]) -> None:
         """Route committed InternalRequests of `kind` (a oneof field name) to
@@ -100,6 +117,7 @@ class Applier:
 
     def _apply(self, todo: list[tuple[int, Committed]], results: list[Result]) -> list[Result]:
         handlers = self._handlers
+        auth = self.auth
         batch = self._backend.begin_write()
         batch.ops = len(todo)
         try:
@@ -111,6 +129,12 @@ class Applier:
                 if handler is None:
                     log.error("no apply handler for %s (entry %d); skipped", kind, entry.index)
                     continue
+                self.index = entry.index
+                if auth is not None and auth.store.enabled:
+                    refused = auth.gate(kind, request, entry.stamp)
+                    if refused is not None:
+                        results[i] = refused
+                        continue
                 try:
                     results[i] = handler(batch, request)
                 except EtcdError as e:

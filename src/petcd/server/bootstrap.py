@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from petcd.mvcc.backend import Backend
-from petcd.raft import MemoryStorage, Peer
+from petcd.raft import (
+    ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Peer,
+    Snapshot,
+)
+from petcd.raft.codec import decode_conf_change, encode_conf_change
 from petcd.server import cluster as cluster_mod
 from petcd.server.cluster import BootstrapError
 from petcd.server.membership import (
@@ -34,9 +43,11 @@ from petcd.server.membership import (
     Membership,
     add_change,
     members_from_json,
+    remove_change,
 )
 from petcd.server.options import ServerOptions
 from petcd.server.peer_tls import peer_contexts
+from petcd.tls import Gate
 from petcd.transport import RequestFailed, peer_request
 from petcd.wal.storage import MemberStorage
 
@@ -57,6 +68,7 @@ class Boot:
     restarted: bool
     server_ssl: ssl.SSLContext | None = None  # for https peer URLs
     client_ssl: ssl.SSLContext | None = None
+    peer_gate: Gate | None = None  # etcd's checks of inbound peers' certificates
 
 
 def encode_metadata(cluster_id: int, local_id: int) -> bytes:
@@ -72,12 +84,13 @@ def boot(opts: ServerOptions, backend: Backend, membership: Membership) -> Boot:
     """Open or create the member's Raft storage; fills `membership`."""
     member_dir = os.path.join(opts.data_dir, "member")
     fsync = not opts.unsafe_no_fsync
-    server_ssl, client_ssl = peer_contexts(opts)
-    if MemberStorage.exists(opts.data_dir):
+    peer_tls = peer_contexts(opts)
+    if MemberStorage.exists(opts.data_dir, opts.wal_dir):
         booted = _restart(opts, backend, membership, member_dir, fsync)
     else:
-        booted = _first_start(opts, backend, membership, member_dir, fsync, client_ssl)
-    booted.server_ssl, booted.client_ssl = server_ssl, client_ssl
+        booted = _first_start(opts, backend, membership, member_dir, fsync, peer_tls.client)
+    booted.server_ssl, booted.client_ssl = peer_tls.server, peer_tls.client
+    booted.peer_gate = peer_tls.gate
     return booted
 
 
@@ -95,7 +108,7 @@ def _first_start(opts: ServerOptions, backend: Backend, membership: Membership,
     membership.cluster_id, membership.local_id = cluster_id, local_id
     membership.load(backend)  # (empty: opens its databases)
     storage = MemberStorage.create(opts.data_dir, encode_metadata(cluster_id, local_id),
-                                   fsync=fsync)
+                                   fsync=fsync, wal_path=opts.wal_dir)
     peers = None
     if ident["state"] == "new":
         peers = [Peer(m.id, add_change(m).context) for m in members]
@@ -107,7 +120,7 @@ def _first_start(opts: ServerOptions, backend: Backend, membership: Membership,
 
 def _restart(opts: ServerOptions, backend: Backend, membership: Membership, member_dir: str,
              fsync: bool) -> Boot:
-    storage, rec = MemberStorage.restore(opts.data_dir, fsync=fsync)
+    storage, rec = MemberStorage.restore(opts.data_dir, fsync=fsync, wal_path=opts.wal_dir)
     if rec.torn_tail is not None:
         log.warning("WAL: cut off a torn write at the end (%s)", rec.torn_tail)
     cluster_id, local_id = decode_metadata(rec.metadata)
@@ -117,8 +130,12 @@ def _restart(opts: ServerOptions, backend: Backend, membership: Membership, memb
     if rec.snapshot is not None:
         mem.apply_snapshot(rec.snapshot)
         snap_index = rec.snapshot.metadata.index
-    mem.append(rec.entries)
-    mem.set_hard_state(rec.hard_state)
+    entries, hard_state = rec.entries, rec.hard_state
+    if opts.force_new_cluster:
+        entries, hard_state = _force_new_cluster(storage, rec.snapshot, entries, hard_state,
+                                                 local_id, backend.consistent_index()[0])
+    mem.append(entries)
+    mem.set_hard_state(hard_state)
     applied = backend.consistent_index()[0]
     if applied < snap_index:
         # The snapshot came from the leader with a backend file that was not swapped in yet.
@@ -144,6 +161,39 @@ def _restart(opts: ServerOptions, backend: Backend, membership: Membership, memb
         elif ident is not None:
             membership.reset([Member.from_json(m) for m in ident["members"]])
     return Boot(cluster_id, local_id, storage, mem, applied, peers, restarted=True)
+
+
+def _force_new_cluster(storage: MemberStorage, snapshot: Snapshot | None,
+                       entries: list[Entry], hard_state: HardState, local_id: int,
+                       applied: int) -> tuple[list[Entry], HardState]:
+    """etcd's --force-new-cluster: keep the committed log, drop what was not committed, and
+    commit the removal of every other member, so this member goes on as the one voter of
+    its cluster with all its data. The new entries are saved to the WAL before anything
+    else happens; applying them removes the others from the member list too."""
+    commit = max(hard_state.commit, applied)
+    kept = [e for e in entries if e.index <= commit]
+    ids: set[int] = set()
+    if snapshot is not None:
+        cs = snapshot.metadata.conf_state
+        ids = set(cs.voters) | set(cs.learners)
+    for e in kept:
+        if e.type == EntryType.CONF_CHANGE:
+            cc = decode_conf_change(e.data)
+            if cc.type in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+                ids.add(cc.node_id)
+            elif cc.type == ConfChangeType.REMOVE_NODE:
+                ids.discard(cc.node_id)
+    last = kept[-1].index if kept else (snapshot.metadata.index if snapshot else 0)
+    term = max(hard_state.term, kept[-1].term if kept else 0)
+    removals = [Entry(term, last + i + 1, EntryType.CONF_CHANGE,
+                      encode_conf_change(remove_change(member_id)))
+                for i, member_id in enumerate(sorted(ids - {local_id}))]
+    new_state = HardState(term, hard_state.vote, last + len(removals))
+    storage.save(new_state, removals)
+    log.warning("forcing a new cluster: kept %d committed entries, dropped %d uncommitted, "
+                "removing members %s", len(kept), len(entries) - len(kept),
+                ", ".join(f"{i:x}" for i in sorted(ids - {local_id})) or "none")
+    return kept + removals, new_state
 
 
 def _new_identity(opts: ServerOptions, client_ssl: ssl.SSLContext | None) -> dict[str, Any]:

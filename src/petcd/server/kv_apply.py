@@ -72,6 +72,8 @@ class KVApplier:
         # it visits that many index keys, and the apply loop must call
         # store.compact_step() in later batches until physically_compacted.
         self.compact_budget = compact_budget
+        # Requests seen (etcd_mvcc_*_total): plain ints, read when /metrics is scraped.
+        self.puts = self.deletes = self.ranges = self.txns = 0
 
     def _check_lease(self, lease: int) -> None:
         if lease:
@@ -82,6 +84,7 @@ class KVApplier:
     # -- Put / DeleteRange -----------------------------------------------------------
 
     def put(self, batch: WriteBatch, req: pb.PutRequest) -> pb.PutResponse:
+        self.puts += 1
         self._check_lease(req.lease)
         tw = self.store.write(batch)
         try:
@@ -105,6 +108,7 @@ class KVApplier:
     def delete_range(
         self, batch: WriteBatch, req: pb.DeleteRangeRequest
     ) -> pb.DeleteRangeResponse:
+        self.deletes += 1
         with self.store.write(batch) as tw:
             resp = pb.DeleteRangeResponse()
             self._delete_into(tw, req, resp)
@@ -123,6 +127,7 @@ class KVApplier:
 
     def range(self, req: pb.RangeRequest, batch: WriteBatch | None = None) -> pb.RangeResponse:
         """A read: in its own snapshot, or inside `batch` (seeing its writes)."""
+        self.ranges += 1
         resp = pb.RangeResponse()
         if batch is None:
             with self.store.read() as view:
@@ -227,6 +232,7 @@ class KVApplier:
     def txn(self, batch: WriteBatch | None, req: pb.TxnRequest) -> pb.TxnResponse:
         """A Txn. With batch=None it runs on a read snapshot and must not
         write (the caller sends only read-only txns that way)."""
+        self.txns += 1
         store = self.store
         resp = pb.TxnResponse()
         if batch is None:

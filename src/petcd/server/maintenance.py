@@ -28,6 +28,7 @@ from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import ReadTxn
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import ALARM, NOSPACE, Alarms, alarm_text
+from petcd.snapshot.etcd import export_bolt
 
 if TYPE_CHECKING:
     from petcd.server.node import Node
@@ -190,16 +191,28 @@ class Maintenance:
     # -- snapshot
 
     async def snapshot(self) -> tuple[BinaryIO, int]:
-        """A consistent copy of the backend in an unnamed temporary file (positioned at
-        its start), and its size. The caller closes it."""
+        """The backend as an etcd snapshot database (bbolt, so etcdctl and etcd can read
+        and restore it) in an unnamed temporary file positioned at its start, and its
+        size. One LMDB read transaction: the state of one committed batch. The caller
+        closes the file."""
         snap_dir = os.path.dirname(self._backend.path) or "."
         tmp = tempfile.TemporaryFile(dir=snap_dir)  # noqa: SIM115 - handed to the caller
 
+        # Taken here, on the applying thread with the apply path held: everything applied
+        # is committed first, the gate is entered before any swap could come, and the
+        # worker reads exactly that state whatever is applied meanwhile.
+        async with self._applier.exclusive:
+            txn = self._backend.read_snapshot()
+            reader = self.gate.reading()
+            reader.__enter__()
+
         def copy() -> None:
-            with self.gate.reading():
-                self._backend.env.copyfd(tmp.fileno())
+            try:
+                export_bolt(self._backend, self._node.store, tmp, txn=txn)
+            finally:
+                txn.abort()
+                reader.__exit__(None, None, None)
         try:
-            self._backend.commit()  # the copy is of the file: everything applied goes in
             await asyncio.get_running_loop().run_in_executor(self._pool, copy)
             size = os.fstat(tmp.fileno()).st_size
             tmp.seek(0)

@@ -8,11 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 
+import grpc
 from google.protobuf.message import Message
 
 from petcd import ETCD_API_VERSION
+from petcd.auth import tokens
+from petcd.auth.apply import AuthApplier
+from petcd.auth.login import Passwords
+from petcd.auth.store import AuthStore
+from petcd.errors import EtcdError
 from petcd.lease import metrics as lease_metrics
 from petcd.lease.apply import LeaseApplier
 from petcd.lease.driver import LeaseDriver
@@ -20,14 +27,21 @@ from petcd.lease.lessor import Lessor, min_lease_ttl
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.raft import Entry
+from petcd.raft import Status as RaftStatus
+from petcd.server import member_metrics
+from petcd.server.alarm import ALARM
 from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
+from petcd.server.compactor import AutoCompactor, make_policy
+from petcd.server.corruption import CorruptionMonitor, initial_check
 from petcd.server.kv_apply import KVApplier
 from petcd.server.maintenance import Maintenance
+from petcd.server.member_client import MemberChannels
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Result
+from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raft_log import RaftDriver
 
 log = logging.getLogger("petcd.server")
@@ -38,6 +52,7 @@ class Node:
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
         self.opts = opts
+        self._member_channels = MemberChannels(opts)
         self._on_fatal = on_fatal
         self.member_dir = os.path.join(opts.data_dir, "member")
         os.makedirs(os.path.join(self.member_dir, "snap"), mode=0o700, exist_ok=True)
@@ -66,6 +81,24 @@ class Node:
         # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
         self.maintenance = Maintenance(self)
         self._init_leases(opts)
+        policy = make_policy(opts.auto_compaction_mode, opts.auto_compaction_retention,
+                             time.monotonic())
+        self.compactor = None if policy is None else AutoCompactor(
+            policy, current_revision=lambda: self.store.current_revision,
+            is_leader=lambda: self._log.is_leader, compact=self._compact)
+        self.corruption = None
+        if opts.corrupt_check_time > 0 or opts.compact_hash_check:
+            self.corruption = CorruptionMonitor(
+                hash_kv=self.maintenance.hash_kv, peers=self._peer_client_urls,
+                is_leader=lambda: self._log.is_leader, member_id=self.member_id,
+                raise_alarm=self._raise_corrupt,
+                compact_revision=lambda: self.store.compact_revision,
+                channel=self.member_channel,
+                interval=opts.corrupt_check_time,
+                compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
+                else 0.0)
+        self._init_auth(opts)
+        member_metrics.register(self, self.metrics.registry)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -83,6 +116,25 @@ class Node:
             self.lessor, self, election_timeout=opts.election_ms / 1000,
             checkpoint_interval=opts.lease_checkpoint_interval if opts.lease_checkpoint
             else None)
+
+    def _init_auth(self, opts: ServerOptions) -> None:
+        """Users, roles and permissions (applied from the log), this member's token
+        provider, password hashing; the apply path's permission gate."""
+        self.auth = AuthStore(self.backend)
+        self.tokens = tokens.from_option(opts.auth_token, opts.auth_token_ttl)
+        if isinstance(self.tokens, tokens.SimpleTokens):
+            self.auth.invalidate_listeners.append(self.tokens.invalidate)
+        self.passwords = Passwords(opts.bcrypt_cost)
+        lessor = self.lessor
+
+        def lease_keys(lease_id: int) -> list[bytes]:
+            lease = lessor.get(lease_id)
+            return [] if lease is None else lessor.keys_of(lease)
+
+        applier = self._applier
+        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index, lease_keys)
+        auth_applier.register(applier.register)
+        applier.auth = auth_applier
 
     # -- lifecycle
     async def listen_peers(self) -> None:
@@ -102,11 +154,19 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        if self.compactor is not None:
+            self.compactor.start()
+        if self.corruption is not None:
+            self.corruption.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        if self.corruption is not None:
+            await self.corruption.stop()
+        if self.compactor is not None:
+            await self.compactor.stop()
         await self.leases.stop()
         await self._log.stop()
         self.maintenance.close()
@@ -149,6 +209,9 @@ class Node:
     def committed_index(self) -> int:
         return self._log.committed_index
 
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        return self._log.peer_traffic()
+
     @property
     def applied_index(self) -> int:
         return self._log.applied_index
@@ -158,11 +221,41 @@ class Node:
         """etcd's request timeout: 5 s + 2 election timeouts."""
         return self._log.request_timeout
 
-    def propose(self, kind: str, raw: bytes, request: Message) -> asyncio.Future[Result]:
+    def propose(self, kind: str, raw: bytes, request: Message,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
         """Queue a mutation (kind: a petcd.server.proposal constant; raw: the client's
-        request bytes; request: the same, parsed). Resolves to the response message or
-        the EtcdError to answer, once the write is durable and applied."""
-        return self._log.propose(kind, raw, request)
+        request bytes; request: the same, parsed; stamp: who asked and the auth revision
+        their permissions were checked at, None for the member's own requests). Resolves
+        to the response message or the EtcdError to answer, once the write is durable and
+        applied."""
+        return self._log.propose(kind, raw, request, stamp)
+
+    def member_channel(self, url: str) -> grpc.aio.Channel:
+        """A gRPC channel to another member's client URL, with this member's TLS."""
+        return self._member_channels.channel(url)
+
+    def _peer_client_urls(self) -> list[tuple[int, list[str]]]:
+        return [(m.id, list(m.client_urls)) for m in self.membership.sorted()
+                if m.id != self.member_id]
+
+    async def initial_corrupt_check(self) -> None:
+        """--experimental-initial-corrupt-check: raises RuntimeError on a mismatch."""
+        await initial_check(self.maintenance.hash_kv, self._peer_client_urls(),
+                            self.member_channel)
+
+    async def _raise_corrupt(self, member_id: int) -> None:
+        req = rpc.AlarmRequest(action=rpc.AlarmRequest.ACTIVATE, memberID=member_id,
+                               alarm=rpc.CORRUPT)
+        result = await self.propose(ALARM, req.SerializeToString(), req)
+        if isinstance(result, EtcdError):
+            raise result
+
+    async def _compact(self, revision: int) -> None:
+        """A Compact request through the log, as a client's would go (raises EtcdError)."""
+        req = rpc.CompactionRequest(revision=revision)
+        result = await self.propose(COMPACTION, req.SerializeToString(), req)
+        if isinstance(result, EtcdError):
+            raise result
 
     def read_barrier(self) -> Awaitable[None] | None:
         """For a linearizable read: None if it may run now, else an awaitable that
@@ -188,6 +281,10 @@ class Node:
         h.cluster_id, h.member_id, h.raft_term = self.cluster_id, self.member_id, self.term
         h.revision = self.store.current_revision
         return resp
+
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` log entries (read-only; see api/raft_status)."""
+        return self._log.raft_status(tail)
 
     def members(self) -> list[rpc.Member]:
         return [m.to_pb() for m in self.membership.sorted()]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 class ServerOptions:
     name: str = "default"
     data_dir: str = "default.petcd"
+    wal_dir: str = ""  # --wal-dir: the WAL on its own disk (default <data-dir>/member/wal)
     listen_client_urls: tuple[str, ...] = ("http://localhost:2379",)
     # When set, HTTP is served here only and gRPC owns listen_client_urls (no mux hop).
     listen_client_http_urls: tuple[str, ...] = ()
@@ -32,6 +33,18 @@ class ServerOptions:
     # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
     # the rest continues in later batches so a large compaction never stalls writes.
     compaction_batch_limit: int = 1000
+    # --auto-compaction-mode / -retention: "periodic" (retention in seconds) or "revision"
+    # (retention in revisions); 0 turns auto-compaction off.
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: float = 0.0
+    # Corruption checks: before serving (initial), every corrupt_check_time seconds on the
+    # leader (0: off), and after compactions every compact_hash_check_time (if enabled).
+    initial_corrupt_check: bool = False
+    corrupt_check_time: float = 0.0
+    compact_hash_check: bool = False
+    compact_hash_check_time: float = 60.0
+    # --force-new-cluster: on restart, commit the removal of every other member.
+    force_new_cluster: bool = False
     # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).
     max_batch_entries: int = 4096
     # The backend commits what was applied at most this long after it was applied
@@ -41,6 +54,10 @@ class ServerOptions:
     backend_batch_limit: int = 10000
     # --experimental-grpc-server: "grpcio" (grpc.aio) or "h2" (petcd.api.h2).
     grpc_server: str = "h2"
+    # Client-URL connections open at once (0: no limit) and the time a new one has to
+    # start talking (--experimental-max-client-connections / -client-handshake-timeout).
+    max_client_connections: int = 10000
+    client_handshake_timeout: float = 10.0
     # Seconds between progress notifications to watchers that asked for them
     # (--experimental-watch-progress-notify-interval; etcd raises < 100ms to 100ms).
     watch_progress_notify_interval: float = 600.0
@@ -68,6 +85,33 @@ class ServerOptions:
     peer_client_key_file: str = ""
     peer_trusted_ca_file: str = ""
     peer_client_cert_auth: bool = False
+    # Beyond the files: CRL, the CN or hostname a peer's certificate must carry, and
+    # --peer-auto-tls (a self-signed certificate in <data-dir>/fixtures/peer).
+    peer_crl_file: str = ""
+    peer_cert_allowed_cn: str = ""
+    peer_cert_allowed_hostname: str = ""
+    peer_auto_tls: bool = False
+    # etcd checks that a peer's client certificate SANs name the peer's address, unless
+    # --experimental-peer-skip-client-san-verification.
+    peer_skip_client_san_verification: bool = False
+    # Client TLS (https and unixs client URLs), etcd's --cert-file and friends. A trusted
+    # CA alone already makes client certificates mandatory (etcd's rule); --auto-tls
+    # generates a certificate into <data-dir>/fixtures/client when none is given.
+    cert_file: str = ""
+    key_file: str = ""
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    trusted_ca_file: str = ""
+    client_cert_auth: bool = False
+    client_crl_file: str = ""
+    client_cert_allowed_hostname: str = ""
+    auto_tls: bool = False
+    # Shared by client and peer TLS: Go cipher suite names, TLS1.2/TLS1.3 bounds, and
+    # the validity in years of auto-TLS certificates.
+    cipher_suites: tuple[str, ...] = ()
+    tls_min_version: str = "TLS1.2"
+    tls_max_version: str = ""
+    self_signed_cert_validity: int = 1
     # --quota-backend-bytes: NOSPACE alarm past this backend size (0: 2 GiB; < 0: no quota).
     quota_backend_bytes: int = 0
     # --experimental-enable-lease-checkpoint(-persist): the leader records long leases'
@@ -75,3 +119,19 @@ class ServerOptions:
     lease_checkpoint: bool = False
     lease_checkpoint_persist: bool = False
     lease_checkpoint_interval: float = 300.0
+    # Auth: --auth-token ("simple" or "jwt,<options>"), --auth-token-ttl (seconds a
+    # simple token lives after its last use), --bcrypt-cost (password hashing).
+    auth_token: str = "simple"
+    auth_token_ttl: float = 300.0
+    bcrypt_cost: int = 10
+    # HTTP on the client URLs: the JSON gateway (--enable-grpc-gateway), --cors origins
+    # and --host-whitelist ("*" or empty: any).
+    enable_grpc_gateway: bool = True
+    cors: tuple[str, ...] = ("*",)
+    host_whitelist: tuple[str, ...] = ("*",)
+    # --metrics: "basic", or "extensive" (adds gRPC handling-time histograms);
+    # --listen-metrics-urls: /metrics and /health on their own listeners too.
+    metrics: str = "basic"
+    listen_metrics_urls: tuple[str, ...] = ()
+    # --enable-pprof: a Python profile at /debug/pprof/profile (see api/observe.py).
+    enable_pprof: bool = False

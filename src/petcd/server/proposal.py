@@ -53,37 +53,76 @@ def entry_size(raw_len: int) -> int:
     return raw_len + varint_len(raw_len) + 14
 
 
+# Who made a client request and the auth revision it was checked at (InternalRequest
+# .auth); None for a member's own requests (lease expiry, alarms).
+Stamp = tuple[str, int] | None
+# A client request made while auth was disabled: refused if it applies after auth
+# got enabled ("user name is empty", as etcd).
+ANON: Stamp = ("", 0)
+_ANON_BYTES = b"\x1a\x00"
+
+
+def encode_stamp(stamp: Stamp) -> bytes:
+    """InternalRequest field 3 (AuthStamp), b"" for None."""
+    if stamp is None:
+        return b""
+    if stamp is ANON:
+        return _ANON_BYTES
+    cached = _STAMPS.get(stamp)
+    if cached is not None:
+        return cached
+    if len(_STAMPS) >= 1024:
+        _STAMPS.clear()
+    _STAMPS[stamp] = encoded = _encode_stamp(*stamp)
+    return encoded
+
+
+_STAMPS: dict[tuple[str, int], bytes] = {}  # (user, revision) -> bytes: few distinct
+
+
+def _encode_stamp(user: str, rev: int) -> bytes:
+    body = b""
+    if user:
+        name = user.encode()
+        body += b"\x0a" + varint(len(name)) + name
+    if rev:
+        body += b"\x10" + varint(rev)
+    return b"\x1a" + varint(len(body)) + body
+
+
 class Proposal:
-    __slots__ = ("future", "id", "kind", "raw", "request")
+    __slots__ = ("future", "id", "kind", "raw", "request", "stamp")
 
     def __init__(self, proposal_id: int, kind: str, raw: bytes, request: Message,
-                 future: asyncio.Future[Result]) -> None:
+                 future: asyncio.Future[Result], stamp: Stamp = None) -> None:
         self.id = proposal_id
         self.kind = kind
         self.raw = raw
         self.request = request
         self.future = future
+        self.stamp = stamp
 
     @property
     def data(self) -> bytes:
         """The serialized InternalRequest (what the WAL stores and peers receive)."""
         return _FIELD_TAGS[self.kind] + varint(len(self.raw)) + self.raw + b"\x08" + varint(
-            self.id)
+            self.id) + encode_stamp(self.stamp)
 
 
 class Committed:
     """A log entry ready to apply. `request` is set when this member proposed it (or
     decoded it already; a raft ConfChange for membership changes)."""
 
-    __slots__ = ("data", "index", "kind", "request", "term")
+    __slots__ = ("data", "index", "kind", "request", "stamp", "term")
 
     def __init__(self, index: int, term: int, kind: str | None, request: Any,
-                 data: bytes = b"") -> None:
+                 data: bytes = b"", stamp: Stamp = None) -> None:
         self.index = index
         self.term = term
         self.kind = kind
         self.request = request
         self.data = data
+        self.stamp = stamp
 
     def decode(self) -> tuple[str | None, Message | None]:
         if self.request is not None:
@@ -92,6 +131,8 @@ class Committed:
             return None, None  # an empty entry (e.g. a new leader's no-op)
         ir = InternalRequest.FromString(self.data)
         kind = ir.WhichOneof("request")
+        if ir.HasField("auth"):
+            self.stamp = (ir.auth.username, ir.auth.revision)
         return kind, (getattr(ir, kind) if kind else None)
 
 

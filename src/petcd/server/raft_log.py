@@ -63,6 +63,7 @@ from petcd.raft import (
     encode_message,
 )
 from petcd.raft.errors import RaftError
+from petcd.raft.rawnode import Status as RaftStatus
 from petcd.server.apply import Applier, WaitPhysical
 from petcd.server.bootstrap import Boot
 from petcd.server.ids import member_id as derive_member_id
@@ -82,7 +83,7 @@ from petcd.server.membership import (
 )
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
-from petcd.server.proposal import Committed, Proposal, Result, varint
+from petcd.server.proposal import Committed, Proposal, Result, Stamp, encode_stamp, varint
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
 
@@ -105,8 +106,8 @@ class _Pending(Proposal):
     __slots__ = ("deadline", "started", "term")
 
     def __init__(self, proposal_id: int, kind: str, raw: bytes, request: PbMessage,
-                 future: asyncio.Future[Result], deadline: float) -> None:
-        super().__init__(proposal_id, kind, raw, request, future)
+                 future: asyncio.Future[Result], deadline: float, stamp: Stamp) -> None:
+        super().__init__(proposal_id, kind, raw, request, future, stamp)
         self.deadline = deadline
         self.started = time.time()
         self.term = 0
@@ -157,7 +158,8 @@ class RaftDriver:
         self._transport = PeerTransport(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self._on_messages,
             self._on_snapshot, config=transport_config, server_ssl=boot.server_ssl,
-            client_ssl=boot.client_ssl, on_peer_status=self._on_peer_status,
+            client_ssl=boot.client_ssl, server_gate=boot.peer_gate,
+            on_peer_status=self._on_peer_status,
             on_rejected=self._on_rejected, on_request=self._on_request)
         self._sync_transport()
 
@@ -252,6 +254,11 @@ class RaftDriver:
     def is_learner(self) -> bool:
         return self._raw.is_learner
 
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Bytes sent to and received from each peer (lifetime), for metrics."""
+        sent = {pid: st.sent_bytes for pid, st in self._transport.statuses().items()}
+        return sent, dict(self._transport.received_bytes)
+
     def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
         self._leader_listeners.append(listener)
 
@@ -307,7 +314,8 @@ class RaftDriver:
         self._wal_thread.shutdown()
         self._storage.close()
 
-    def propose(self, kind: str, raw: bytes, request: PbMessage) -> asyncio.Future[Result]:
+    def propose(self, kind: str, raw: bytes, request: PbMessage,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         if self._stopping:
             fut.set_result(errors.STOPPED)
@@ -320,7 +328,8 @@ class RaftDriver:
             return fut
         pid = self._next_id
         self._next_id = pid + 1
-        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout)
+        p = _Pending(pid, kind, raw, request, fut, time.monotonic() + self.request_timeout,
+                     stamp)
         self._queue.append(p)
         self._deadlines.append(p)
         if not self._wake.is_set():
@@ -380,7 +389,7 @@ class RaftDriver:
         tags = _FIELD_TAGS
         origin = b"\x10" + varint(me)
         datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
-                 for p in batch]
+                 + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
             raw.propose_batch(datas)
         except ProposalDropped as e:
@@ -474,7 +483,7 @@ class RaftDriver:
                 del by_index[e.index]
                 if p.term == e.term:
                     local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request))
+                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
                     p.future.set_result(errors.LEADER_CHANGED)
@@ -531,6 +540,8 @@ class RaftDriver:
                     continue
                 c.kind = kind
                 c.request = getattr(ir, kind)
+                if ir.HasField("auth"):
+                    c.stamp = (ir.auth.username, ir.auth.revision)
                 if ir.origin == me:
                     forwarded.append((pos, ir.id))
         return self._applier.apply(entries), forwarded
@@ -1167,6 +1178,14 @@ class RaftDriver:
         deadline = time.monotonic() + self._opts.election_ms / 1000.0
         while self._lead != target and time.monotonic() < deadline:
             await asyncio.sleep(self._tick_s)
+
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` entries of the in-memory log, computed on
+        request from what is already in memory (for the read-only status endpoint)."""
+        mem = self._mem
+        hi = mem.last_index() + 1
+        lo = max(mem.first_index(), hi - max(0, tail))
+        return self._raw.status(), (mem.entries(lo, hi) if lo < hi else [])
 
     def progress(self) -> dict[int, int]:
         """The leader's view of each member's log (member id -> match index); empty on

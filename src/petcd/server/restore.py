@@ -1,6 +1,7 @@
 """Snapshot files (what Maintenance.Snapshot streams and `etcdctl snapshot save` writes:
-the LMDB backend followed by the sha256 of it) turned back into a data dir, and their
-status. Used by `petcdctl snapshot restore|status`.
+an etcd backend database (bbolt) followed by its sha256) turned back into a data dir, and
+their status. Used by `petcdctl snapshot restore|status`. Files from etcd and from petcd
+are the same format; petcd backend files (LMDB, what petcd streamed before) restore too.
 
 A restored data dir is a new cluster holding the snapshot's data, laid out as a member
 that has already started once (as etcd's restore does): the backend's member list is
@@ -24,11 +25,14 @@ from dataclasses import dataclass
 import lmdb
 
 from petcd.mvcc.backend import Backend
+from petcd.mvcc.kvstore import KVStore
 from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from petcd.server.bootstrap import encode_metadata
 from petcd.server.cluster import bootstrap
 from petcd.server.membership import MEMBERS_DB, REMOVED_DB, Member, Membership, add_change
 from petcd.server.options import ServerOptions
+from petcd.snapshot.bbolt import BoltError, BoltReader, is_bolt
+from petcd.snapshot.etcd import MigrationError, bolt_status, import_bolt
 from petcd.wal.storage import MemberStorage
 
 SHA256_SIZE = 32
@@ -54,10 +58,18 @@ class SnapshotStatus:
 
 
 def snapshot_status(path: str) -> SnapshotStatus:
-    """What `etcdctl snapshot status` reports, for a petcd backend file (with or without
-    its sha256 trailer); raises OSError or lmdb.Error for a missing or broken file."""
-    os.stat(path)  # FileNotFoundError with the path, as etcdctl reports it
-    env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
+    """What `etcdctl snapshot status` reports, for an etcd snapshot (bbolt) or a petcd
+    backend file (LMDB), with or without its sha256 trailer; raises OSError, BoltError or
+    lmdb.Error for a missing or broken file."""
+    with open(path, "rb") as f:  # FileNotFoundError with the path, as etcdctl reports it
+        head = f.read(4096)
+    if is_bolt(head):
+        st = bolt_status(path)
+        return SnapshotStatus(st.hash, st.revision, st.total_key, st.total_size)
+    try:
+        env = lmdb.open(path, subdir=False, readonly=True, lock=False, max_dbs=64)
+    except lmdb.InvalidError:
+        raise BoltError("invalid database") from None  # neither format: bbolt's words
     try:
         crc = 0
         total = 0
@@ -106,26 +118,38 @@ def restore(cfg: RestoreConfig) -> str:
     data_dir = opts.data_dir
     if os.path.exists(data_dir):
         raise RestoreError(f'data-dir "{data_dir}" exists')
-    if cfg.wal_dir:
-        raise RestoreError("--wal-dir is not supported yet (petcd keeps the WAL in the "
-                           "data dir)")
+    wal_dir = cfg.wal_dir
+    if wal_dir and os.path.exists(wal_dir):
+        raise RestoreError(f'wal-dir "{wal_dir}" exists')
     # Build beside the target and rename at the end: a failed restore leaves nothing a
     # member could boot from.
     staging = f"{data_dir.rstrip(os.sep)}.restoring"
+    wal_staging = f"{wal_dir.rstrip(os.sep)}.restoring" if wal_dir else ""
     shutil.rmtree(staging, ignore_errors=True)
+    if wal_staging:
+        shutil.rmtree(wal_staging, ignore_errors=True)
     try:
         member_dir = os.path.join(staging, "member")
         snap_dir = os.path.join(member_dir, "snap")
         os.makedirs(snap_dir, mode=0o700)
         os.chmod(staging, 0o700)
         db_path = os.path.join(snap_dir, "db")
-        _copy_verified(cfg.snapshot_path, db_path, cfg.skip_hash_check)
+        received = db_path + ".received"
+        _copy_verified(cfg.snapshot_path, received, cfg.skip_hash_check)
+        with open(received, "rb") as f:
+            head = f.read(4096)
+        if is_bolt(head):  # an etcd snapshot (or petcd's, which is in etcd's format)
+            _import_etcd(received, db_path)
+            os.unlink(received)
+        else:  # a petcd backend file (LMDB), as petcd wrote snapshots before
+            os.rename(received, db_path)
         members = [Member(m.id, m.name, list(m.peer_urls))
                    for m in sorted(info.members.values(), key=lambda m: m.id)]
         index = len(members)
         _reset_backend(db_path, info.cluster_id, info.local_id, members, index)
         storage = MemberStorage.create(staging, encode_metadata(info.cluster_id,
-                                                                info.local_id))
+                                                                info.local_id),
+                                       wal_path=wal_staging)
         try:
             voters = tuple(m.id for m in members)
             snapshot = Snapshot(SnapshotMetadata(index, 1, ConfState(voters=voters)))
@@ -133,12 +157,30 @@ def restore(cfg: RestoreConfig) -> str:
         finally:
             storage.close()
         _fsync_tree(staging)
+        if wal_staging:
+            _fsync_tree(wal_staging)
+            os.rename(wal_staging, wal_dir)
+            _fsync_dir(os.path.dirname(os.path.abspath(wal_dir)))
         os.rename(staging, data_dir)
         _fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if wal_staging:
+            shutil.rmtree(wal_staging, ignore_errors=True)
         raise
     return data_dir
+
+
+def _import_etcd(bolt_path: str, db_path: str) -> None:
+    """A new petcd backend at db_path holding an etcd backend's data."""
+    backend = Backend(db_path)
+    try:
+        with BoltReader(bolt_path) as bolt:
+            import_bolt(bolt, backend, KVStore(backend))
+    except (BoltError, MigrationError, ValueError) as e:
+        raise RestoreError(f"snapshot {bolt_path}: {e}") from e
+    finally:
+        backend.close()
 
 
 def _reset_backend(db_path: str, cluster_id: int, local_id: int, members: list[Member],

@@ -60,7 +60,8 @@ Behaviour:
   (see petcd.transport.wire) and closes the connection when it refuses.
 * Snapshots travel on their own connection, in DATA frames, with backpressure both ways; the
   receiver acknowledges after its handler returned. Nothing holds a whole snapshot in memory.
-* TLS: ``server_ssl`` serves https listen URLs, ``client_ssl`` dials https peer URLs.
+* TLS: ``server_ssl`` serves https listen URLs, ``client_ssl`` dials https peer URLs;
+  ``server_gate`` (petcd.tls.Gate) checks inbound peers' certificates after the handshake.
 """
 
 from ._inbound import SnapshotChunks, SnapshotError

@@ -32,6 +32,15 @@ log = logging.getLogger("petcd.transport")
 
 INITIAL_BUFFER = 256 * 1024
 SMALL_FRAME = 4096
+# Budgets for anonymous connections (anyone can dial the peer URL): before a valid
+# hello, and for REQUEST connections (which a member that does not know the cluster yet
+# may open) until their request has arrived. Each starts with a small buffer that grows
+# only as bytes arrive, must be done within hello_timeout, and at most MAX_UNADMITTED
+# exist (the oldest is dropped for a new one, so a flood of idle dialers cannot keep a
+# restarting member out); a request is at most MAX_REQUEST bytes.
+HELLO_BUFFER = 4096
+MAX_UNADMITTED = 32
+MAX_REQUEST = 4 * 1024 * 1024
 
 _HELLO = 0
 _MESSAGES = 1
@@ -95,6 +104,9 @@ class InboundHost(TypingProtocol):
     def request_received(self, conn: InboundConnection, from_id: int, payload: bytes) -> None: ...
 
     def inbound_closed(self, conn: InboundConnection) -> None: ...
+
+    @property
+    def received_bytes(self) -> dict[int, int]: ...
 
 
 class SnapshotError(ConnectionError):
@@ -180,13 +192,15 @@ class InboundConnection(asyncio.BufferedProtocol):
         hello_timeout: float,
         snapshot_buffer: int,
         snapshot_timeout: float,
+        unadmitted: dict[InboundConnection, None] | None = None,
     ) -> None:
         self._host = host
+        self._unadmitted = unadmitted
         self._max_frame = max_frame
         self._hello_timeout = hello_timeout
         self._snapshot_buffer = snapshot_buffer
         self._snapshot_timeout = snapshot_timeout
-        self._buf = bytearray(INITIAL_BUFFER)
+        self._buf = bytearray(HELLO_BUFFER)
         self._view = memoryview(self._buf)
         self._start = 0  # first byte not yet consumed
         self._end = 0  # end of received data
@@ -211,12 +225,22 @@ class InboundConnection(asyncio.BufferedProtocol):
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         self._timer = asyncio.get_running_loop().call_later(self._hello_timeout, self._no_hello)
+        waiting = self._unadmitted
+        if waiting is not None:
+            if len(waiting) >= MAX_UNADMITTED:
+                oldest = next(iter(waiting))
+                del waiting[oldest]
+                log.warning("too many peer connections without a handshake: dropping one")
+                oldest.abort()
+            waiting[self] = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self._end += nbytes
+        counts = self._host.received_bytes
+        counts[self.peer_id] = counts.get(self.peer_id, 0) + nbytes
         try:
             self._process()
         except ProtocolError as exc:
@@ -230,6 +254,8 @@ class InboundConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = _CLOSED
+        if self._unadmitted is not None:
+            self._unadmitted.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -260,8 +286,9 @@ class InboundConnection(asyncio.BufferedProtocol):
 
     def _no_hello(self) -> None:
         self._timer = None
-        if self._state == _HELLO:
-            log.warning("closing peer connection: no handshake within %.1fs", self._hello_timeout)
+        if self._state in (_HELLO, _REQ_HEADER, _REQ_BODY):
+            log.warning("closing peer connection: no handshake or request within %.1fs",
+                        self._hello_timeout)
             self.abort()
 
     def _make_room(self) -> None:
@@ -276,7 +303,10 @@ class InboundConnection(asyncio.BufferedProtocol):
         if start + need <= size and end < size:
             return
         if need > size:
-            self._resize(max(need, min(2 * size, self._max_frame + FRAME_HEADER.size)))
+            if self._state == _REQ_BODY:  # anonymous: memory only for bytes that came
+                self._resize(min(need, 2 * size))
+            else:
+                self._resize(max(need, min(2 * size, self._max_frame + FRAME_HEADER.size)))
             return
         pending = end - start
         self._view[:pending] = self._view[start:end]  # overlapping move is fine (memmove)
@@ -317,8 +347,9 @@ class InboundConnection(asyncio.BufferedProtocol):
                 return
             elif state == _REQ_HEADER:
                 (n,) = FRAME_HEADER.unpack_from(self._buf, self._start)
-                if n > self._max_frame:
-                    raise ProtocolError(f"request of {n} bytes exceeds the limit {self._max_frame}")
+                limit = min(self._max_frame, MAX_REQUEST)
+                if n > limit:
+                    raise ProtocolError(f"request of {n} bytes exceeds the limit {limit}")
                 self._start += FRAME_HEADER.size
                 self._state, self._need = _REQ_BODY, n
             elif state == _REQ_BODY:
@@ -326,6 +357,11 @@ class InboundConnection(asyncio.BufferedProtocol):
                 body = bytes(self._view[start : start + self._need])
                 self._start = start + self._need
                 self._state, self._need = _REQ_DONE, 0
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                if self._unadmitted is not None:
+                    self._unadmitted.pop(self, None)
                 self._host.request_received(self, self.peer_id, body)
             elif state == _REQ_DONE:
                 if self._end > self._start:
@@ -360,6 +396,8 @@ class InboundConnection(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._unadmitted is not None and hello.kind != Kind.REQUEST:
+            self._unadmitted.pop(self, None)
         self.peer_id = hello.from_id
         self.kind = hello.kind
         reply = self._host.admit(hello, self)
@@ -370,12 +408,16 @@ class InboundConnection(asyncio.BufferedProtocol):
             self._start = self._end  # ignore whatever else the peer sent
             self.transport.close()
         elif hello.kind == Kind.MESSAGES:
+            self._resize(INITIAL_BUFFER)  # a member: room for many messages per read
             self._state = _MESSAGES
             self._need = FRAME_HEADER.size
         elif hello.kind == Kind.REQUEST:
             self._state = _REQ_HEADER
             self._need = FRAME_HEADER.size
+            self._timer = asyncio.get_running_loop().call_later(
+                self._hello_timeout, self._no_hello)
         else:
+            self._resize(INITIAL_BUFFER)
             self._state = _SNAP_HEADER
             self._need = SNAP_FRAME_HEADER.size
 

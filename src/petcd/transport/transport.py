@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 from urllib.parse import urlsplit
 
+from petcd.tls import Gate
+
 from ._inbound import InboundConnection, SnapshotChunks
 from .wire import (
     FRAME_HEADER,
@@ -124,6 +126,7 @@ class PeerStatus:
     sent: int  # messages handed to the socket (lifetime)
     dropped: int  # messages dropped: queue full, or lost with a failed connection
     last_error: str | None  # why the last dial or connection failed, None once active
+    sent_bytes: int = 0  # message frames handed to the socket (lifetime)
 
 
 class _Hasher(Protocol):
@@ -200,6 +203,7 @@ class _Peer:
         self.flush_scheduled = False
         self.since: float | None = None
         self.sent = 0
+        self.sent_bytes = 0
         self.dropped = 0
         self.last_error: str | None = None
         self.closed = False
@@ -241,6 +245,7 @@ class _Peer:
         # Large payloads: hand the pieces over as they are (uvloop writes them with writev,
         # saving a copy). Small ones: one joined buffer costs less per message.
         big = self.queued_bytes > WRITEV_MIN_AVERAGE * len(queue)
+        self.sent_bytes += self.queued_bytes + FRAME_HEADER.size * len(queue)
         self.queue = []
         self.queued_bytes = 0
         self.sent += len(queue)
@@ -456,6 +461,7 @@ class _Peer:
             sent=self.sent,
             dropped=self.dropped,
             last_error=self.last_error,
+            sent_bytes=self.sent_bytes,
         )
 
 
@@ -485,6 +491,7 @@ class PeerTransport:
         *,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        server_gate: Gate | None = None,
         config: TransportConfig | None = None,
         on_peer_status: Callable[[int, bool], None] | None = None,
         on_rejected: Callable[[int, Status, str], None] | None = None,
@@ -494,6 +501,8 @@ class PeerTransport:
         _check_id("cluster_id", cluster_id)
         self.local_id = local_id
         self.cluster_id = cluster_id
+        # Bytes read from each peer's connections (peer ID -> bytes; 0: before its hello).
+        self.received_bytes: dict[int, int] = {}
         self.config = config or TransportConfig()
         self._listen = [parse_peer_url(u) for u in listen_urls]
         for url in self._listen:
@@ -503,6 +512,7 @@ class PeerTransport:
         self._on_snapshot = on_snapshot
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
+        self._server_gate = server_gate
         self._on_peer_status = on_peer_status
         self._on_rejected = on_rejected
         self._on_request = on_request
@@ -510,6 +520,7 @@ class PeerTransport:
         self._removed: set[int] = set()
         self._unreachable: set[int] = set()
         self._inbound: set[InboundConnection] = set()
+        self._unadmitted: dict[InboundConnection, None] = {}  # no hello yet (oldest first)
         self._inbound_by_peer: dict[int, InboundConnection] = {}
         self._servers: list[tuple[PeerURL, asyncio.Server]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -527,8 +538,11 @@ class PeerTransport:
         self._loop = loop
         try:
             for url in self._listen:
+                factory: Callable[[], asyncio.BaseProtocol] = self._new_inbound
+                if url.tls and self._server_gate is not None:
+                    factory = self._server_gate.wrap(factory)
                 server = await loop.create_server(
-                    self._new_inbound,
+                    factory,
                     url.host,
                     url.port,
                     ssl=self._server_ssl if url.tls else None,
@@ -786,6 +800,7 @@ class PeerTransport:
             hello_timeout=self.config.hello_timeout,
             snapshot_buffer=self.config.snapshot_buffer,
             snapshot_timeout=self.config.snapshot_timeout,
+            unadmitted=self._unadmitted,
         )
         self._inbound.add(conn)
         return conn

@@ -55,8 +55,9 @@ class MemberStorage:
         self.snapshotter = snapshotter
 
     @staticmethod
-    def exists(data_dir: str) -> bool:
-        return WAL.exists(wal_dir(data_dir))
+    def exists(data_dir: str, wal_path: str = "") -> bool:
+        """wal_path: the WAL's own directory (--wal-dir); default <data-dir>/member/wal."""
+        return WAL.exists(wal_path or wal_dir(data_dir))
 
     @classmethod
     def create(
@@ -66,10 +67,12 @@ class MemberStorage:
         *,
         segment_size: int = SEGMENT_SIZE,
         fsync: bool = True,
+        wal_path: str = "",
     ) -> MemberStorage:
         os.makedirs(os.path.join(data_dir, "member"), mode=0o700, exist_ok=True)
         snapshotter = Snapshotter(snap_dir(data_dir))
-        wal = WAL.create(wal_dir(data_dir), metadata, segment_size=segment_size, fsync=fsync)
+        wal = WAL.create(wal_path or wal_dir(data_dir), metadata, segment_size=segment_size,
+                         fsync=fsync)
         return cls(wal, snapshotter)
 
     @classmethod
@@ -79,12 +82,14 @@ class MemberStorage:
         *,
         segment_size: int = SEGMENT_SIZE,
         fsync: bool = True,
+        wal_path: str = "",
     ) -> tuple[MemberStorage, Recovered]:
         """Load the newest valid snapshot, then replay the WAL after it."""
+        wals = wal_path or wal_dir(data_dir)
         snapshotter = Snapshotter(snap_dir(data_dir))
-        snapshot = snapshotter.load_newest_available(WAL.valid_snapshots(wal_dir(data_dir)))
+        snapshot = snapshotter.load_newest_available(WAL.valid_snapshots(wals))
         start = marker_of(snapshot) if snapshot is not None else WalSnapshot()
-        wal = WAL.open(wal_dir(data_dir), start, segment_size=segment_size, fsync=fsync)
+        wal = WAL.open(wals, start, segment_size=segment_size, fsync=fsync)
         try:
             metadata, hard_state, entries = wal.read_all()
         except BaseException:

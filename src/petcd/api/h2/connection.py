@@ -2,47 +2,62 @@
 Protocol. HTTP/1.1 clients on the same listener are handed to the HTTP protocol as soon
 as their first bytes differ from the HTTP/2 preface (no forwarding hop).
 
-Hot path of a unary call: one data_received parses HEADERS (a cached HPACK decode) and
-DATA, the handler runs in a task, and its response (HEADERS, DATA, trailers, with
-pre-encoded header blocks) is appended to the connection's output, which is written
-once per event loop iteration for all calls finished in it.
+Hot path of a unary call: one data_received parses HEADERS (a cached HPACK decode and
+header check) and DATA, the handler runs in a task, and its response (HEADERS, DATA,
+trailers, with pre-encoded header blocks) is appended to the connection's output,
+which is written once per event loop iteration for all calls finished in it.
+
+Bounds against hostile clients (docs/ARCHITECTURE.md has the list with defaults):
+reading stops while the transport's write buffer is above its high-water mark, so
+replies to PING/SETTINGS cannot pile up; request bytes held (partial bodies, queued
+messages) count against the connection window, which is refunded only as they are
+consumed; each incoming frame does O(1) work plus at most _PUMP_BATCH streams woken
+per event loop iteration; pings, resets and open streams have budgets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-import grpc.aio
 
 from petcd.api.h2 import frames as F
+from petcd.api.h2.budgets import PingPolicy, ResetBudget
 from petcd.api.h2.context import ServerContext
-from petcd.api.h2.hpack_codec import RESPONSE_HEADERS, Decoder, Header, HpackError
-from petcd.api.h2.registry import Method
+from petcd.api.h2.hpack_codec import (
+    RESPONSE_HEADERS,
+    Block,
+    Decoder,
+    HeaderListTooLarge,
+    HpackError,
+)
+from petcd.api.h2.request_head import RequestHead, parse_request_head, parse_timeout
 from petcd.api.h2.status import (
     OK_TRAILERS,
     metadata_block,
     status_block,
     trailers_only_block,
 )
+from petcd.api.h2.stream import (
+    BLOCKED_ON_CONNECTION,
+    BLOCKED_ON_STREAM,
+    NOT_BLOCKED,
+    Stream,
+)
+from petcd.tls.gate import auth_properties
 
 if TYPE_CHECKING:
     from petcd.api.h2.server import GrpcServer
 
+__all__ = ["H2Protocol", "Stream", "parse_timeout"]
+
 log = logging.getLogger("petcd.h2")
 
-_AbortError = grpc.aio.AbortError
-_EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
 _SC = grpc.StatusCode
 _OK = _SC.OK
-_CancelledError = asyncio.CancelledError
-
-_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 # Pre-built frame header prefixes (length, type, flags) of the constant blocks.
 _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
@@ -52,199 +67,12 @@ _OK_TRAILERS_PREFIX = (len(OK_TRAILERS).to_bytes(3, "big")
 _DATA_FLAGS = bytes((F.DATA, 0))
 _KEEPALIVE_PING = b"petcd-ka"
 
-
-def parse_timeout(value: str) -> float | None:
-    """grpc-timeout (1-8 digits and a unit) in seconds; None if malformed."""
-    unit = _TIMEOUT_UNITS.get(value[-1:])
-    digits = value[:-1]
-    if unit is None or not 1 <= len(digits) <= 8 or not digits.isdigit():
-        return None
-    return int(digits) * unit
-
-
-class Stream:
-    """One gRPC call on its HTTP/2 stream."""
-
-    __slots__ = (
-        "_done_callbacks",
-        "cancelled",
-        "closed",
-        "conn",
-        "context",
-        "deadline",
-        "drain_waiter",
-        "headers",
-        "headers_sent",
-        "messages",
-        "method",
-        "path",
-        "pending",
-        "queued_bytes",
-        "rbuf",
-        "reader",
-        "recv_window",
-        "remote_closed",
-        "send_window",
-        "sid",
-        "task",
-        "timer",
-        "trailers",
-    )
-
-    def __init__(self, conn: H2Protocol, sid: int, path: str, headers: list[Header],
-                 method: Method, recv_window: int, send_window: int) -> None:
-        self.conn = conn
-        self.sid = sid
-        self.path = path
-        self.headers = headers
-        self.method = method
-        self.recv_window = recv_window  # what the client may still send us
-        self.send_window = send_window  # what we may still send it
-        self.remote_closed = False  # END_STREAM (or reset) received
-        self.closed = False  # the call is over: no more output from the handler
-        self.cancelled = False
-        self.headers_sent = False
-        self.rbuf: bytes | bytearray = b""  # request bytes not yet cut into messages
-        self.messages: deque[bytes] | None = None  # streaming requests: complete messages
-        self.queued_bytes = 0  # bytes of `messages` (held back from flow-control credit)
-        self.reader: asyncio.Future[None] | None = None
-        self.pending: deque[memoryview] = deque()  # response bytes waiting for window
-        self.trailers: bytes | None = None  # sent once `pending` is empty
-        self.drain_waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.deadline: float | None = None
-        self.context: ServerContext | None = None
-        self._done_callbacks: list[Callable[[], None]] | None = None
-
-    # -- handler side
-    def time_remaining(self) -> float | None:
-        if self.deadline is None:
-            return None
-        return max(0.0, self.deadline - asyncio.get_running_loop().time())
-
-    def add_done_callback(self, fn: Callable[[], None]) -> None:
-        if self.closed:
-            fn()
-            return
-        if self._done_callbacks is None:
-            self._done_callbacks = []
-        self._done_callbacks.append(fn)
-
-    def run_done_callbacks(self) -> None:
-        callbacks, self._done_callbacks = self._done_callbacks, None
-        for fn in callbacks or ():
-            try:
-                fn()
-            except Exception:
-                log.exception("gRPC done callback failed")
-
-    async def read(self) -> Any:
-        msgs = self.messages
-        if msgs is None:
-            raise RuntimeError("read() on a call whose request is not a stream")
-        while not msgs:
-            if self.remote_closed or self.closed:
-                return _EOF
-            waiter = self.reader = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self.reader = None
-        raw = msgs.popleft()
-        self.queued_bytes -= len(raw) + 5
-        self.conn.credit(self)
-        d = self.method.deserialize
-        return raw if d is None else d(raw)
-
-    async def requests(self) -> AsyncIterator[Any]:
-        while True:
-            msg = await self.read()
-            if msg is _EOF:
-                return
-            yield msg
-
-    def send_headers(self) -> None:
-        if not self.headers_sent and not self.closed:
-            self.conn.send_headers(self)
-
-    async def write(self, message: Any) -> None:
-        if self.closed:
-            raise _CancelledError() if self.cancelled else RuntimeError("the call is over")
-        s = self.method.serialize
-        payload: bytes = message if s is None else s(message)
-        conn = self.conn
-        conn.send_message(self, payload)
-        if self.pending or conn.write_paused:
-            await conn.drain(self)
-
-    # -- call runners (one task per call)
-    async def run_unary_request(self, request: bytes) -> None:
-        m = self.method
-        ctx = self.context = ServerContext(self)
-        try:
-            req = request if m.deserialize is None else m.deserialize(request)
-            if m.response_streaming:
-                await self._stream_responses(m.fn(req, ctx))
-                self.conn.finish(self, ctx._code, ctx._details, ctx)
-                return
-            resp = await m.fn(req, ctx)
-        except _AbortError:
-            self.conn.finish(self, ctx._code, ctx._details, ctx)
-            return
-        except _CancelledError:
-            if self.closed:  # reset by the client, deadline, shutdown: nothing to answer
-                return
-            raise
-        except Exception as e:
-            self._failed(e)
-            return
-        if ctx._code is not _OK:
-            self.conn.finish(self, ctx._code, ctx._details, ctx)
-        elif resp is None:
-            self.conn.finish(self, _SC.INTERNAL, "handler returned no response", ctx)
-        else:
-            s = m.serialize
-            self.conn.send_unary_response(self, resp if s is None else s(resp), ctx)
-
-    async def run_stream_request(self) -> None:
-        m = self.method
-        ctx = self.context = ServerContext(self)
-        try:
-            if m.response_streaming:
-                await self._stream_responses(m.fn(self.requests(), ctx))
-                self.conn.finish(self, ctx._code, ctx._details, ctx)
-                return
-            resp = await m.fn(self.requests(), ctx)
-        except _AbortError:
-            self.conn.finish(self, ctx._code, ctx._details, ctx)
-            return
-        except _CancelledError:
-            if self.closed:
-                return
-            raise
-        except Exception as e:
-            self._failed(e)
-            return
-        if ctx._code is not _OK or resp is None:
-            self.conn.finish(self, ctx._code, ctx._details, ctx)
-        else:
-            s = m.serialize
-            self.conn.send_unary_response(self, resp if s is None else s(resp), ctx)
-
-    async def _stream_responses(self, result: Any) -> None:
-        if inspect.isasyncgen(result):
-            async for resp in result:
-                await self.write(resp)
-        elif inspect.isawaitable(result):
-            await result  # writes through context.write()
-        elif result is not None:
-            raise TypeError(f"streaming handler returned {type(result).__name__}")
-
-    def _failed(self, e: Exception) -> None:
-        log.error("gRPC handler for %s failed", self.path, exc_info=e)
-        ctx = self.context
-        self.conn.finish(self, _SC.UNKNOWN, f"Unexpected {type(e)}: {e}", ctx)
+_PUMP_BATCH = 64  # blocked streams resumed per event loop iteration
+_FRAMES_PER_TURN = 256  # frames handled per event loop iteration, for fairness
+_MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
+_MAX_EMPTY_CONTINUATIONS = 4
+_RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
+STREAM_BASE_COST = 2048  # a stream's memory besides its header list, charged to the budget
 
 
 class H2Protocol(asyncio.Protocol):
@@ -252,37 +80,65 @@ class H2Protocol(asyncio.Protocol):
 
     def __init__(self, server: GrpcServer) -> None:
         self._server = server
-        self._cfg = server.config
+        cfg = self._cfg = server.config
         self._registry = server.registry
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        self._admitted = False
         self._sniffing = True
         self._buf: bytearray | None = None
         self._need = 0
         self.streams: dict[int, Stream] = {}
         self._last_sid = 0
-        self._decoder = Decoder()
-        self._cont: tuple[int, int, bytearray] | None = None  # header block in CONTINUATIONs
+        self._recent_resets: deque[int] = deque(maxlen=_RECENT_RESETS)
+        self._decoder = Decoder(max_list_size=cfg.max_header_list_size)
+        # A header block in CONTINUATIONs: stream, flags, bytes, frames, empty frames,
+        # and the stream error found in its HEADERS frame (raised once it is decoded).
+        self._cont: tuple[int, int, bytearray, list[int], str] | None = None
         self._settings_seen = False
         self._peer_max_frame = F.DEFAULT_MAX_FRAME
         self._peer_initial_window = F.DEFAULT_WINDOW
         self._send_window = F.DEFAULT_WINDOW
-        self._recv_window = self._cfg.connection_window
-        self._blocked: dict[int, Stream] = {}
+        self._recv_window = cfg.connection_window
+        self._held = 0  # request bytes buffered for streams, not yet consumed
+        self._stream_memory = 0  # sum of open streams' `cost`
+        # Streams whose output waits: for the connection window (FIFO; entries whose
+        # stream left that state are skipped), or for their own window.
+        self._conn_blocked: deque[Stream] = deque()
+        self._window_blocked: dict[int, Stream] = {}
+        self._sweep: list[Stream] = []  # window-blocked streams to retry after SETTINGS
+        self._pump_scheduled = False
+        self._drain_waiting: set[Stream] = set()  # handlers waiting for resume_writing
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self.write_paused = False
         self._goaway_sent = False
-        self._goaway_sid = 0
         self._closed = False
         self._peer: str | None = None
+        self._auth: dict[str, list[bytes]] | None = None
         self._keepalive: asyncio.TimerHandle | None = None
+        self._handshake: asyncio.TimerHandle | None = None
+        self._turn_paused = False  # frames left over for the next event loop iteration
+        self._pings = PingPolicy(cfg.keepalive_min_time)
+        self._resets = ResetBudget(cfg.reset_burst, cfg.reset_rate)
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if not self._server.admit():
+            log.warning("refusing a client connection from %s: %d connections open",
+                        self.peer(), self._server.accepted)
+            self._sniffing = False
+            self._closed = True
+            self._transport.abort()
+            return
+        self._admitted = True
+        self._handshake = self._loop.call_later(self._cfg.handshake_timeout,
+                                                self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
         buf = self._buf
         if buf is not None:
             buf += data
@@ -294,15 +150,49 @@ class H2Protocol(asyncio.Protocol):
             data = self._sniff(data)
             if not data:
                 return
+        self._process(data)
+
+    def _process(self, data: bytes) -> None:
         try:
             pos = self._frames(data)
         except F.H2ConnectionError as e:
             self.connection_error(e.code, str(e))
             return
+        except Exception as e:  # a bug: answer it as HTTP/2 does, without a log flood
+            log.warning("HTTP/2 connection from %s: internal error %r", self.peer(), e)
+            log.debug("internal error", exc_info=True)
+            self.connection_error(F.INTERNAL_ERROR, "internal error")
+            return
         if pos < len(data):
             self._buf = bytearray(memoryview(data)[pos:])
+            if len(self._buf) >= self._need and not self._turn_paused:
+                # Frames left after this turn's budget: let other connections run,
+                # read nothing more meanwhile, go on in the next event loop iteration.
+                self._turn_paused = True
+                self._set_reading()
+                self._loop.call_soon(self._next_turn)
         if self._out:
             self._flush()
+
+    def _next_turn(self) -> None:
+        self._turn_paused = False
+        buf = self._buf
+        if self._closed or buf is None:
+            return
+        self._buf = None
+        self._process(bytes(buf))
+        if not self._turn_paused:
+            self._set_reading()
+
+    def _set_reading(self) -> None:
+        """Read while neither the transport's output is backed up nor a turn pending."""
+        t = self._transport
+        if t is None or t.is_closing():
+            return
+        if self.write_paused or self._turn_paused:
+            t.pause_reading()
+        else:
+            t.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too: a gRPC client half-closing is gone
@@ -310,22 +200,35 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._transport = None
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+        for timer in (self._keepalive, self._handshake):
+            if timer is not None:
+                timer.cancel()
         for stream in list(self.streams.values()):
             self._abandon(stream)
         self.streams.clear()
-        self._blocked.clear()
+        self._conn_blocked.clear()
+        self._window_blocked.clear()
+        self._sweep.clear()
+        self._drain_waiting.clear()
+        if self._admitted:
+            self._admitted = False
+            self._server.release()
         self._server.connection_closed(self)
 
     def pause_writing(self) -> None:
+        # The client does not read what we send: stop reading what it sends (so PING
+        # and SETTINGS cannot make us queue replies without bound), as grpc-go does.
         self.write_paused = True
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for stream in list(self.streams.values()):
+        self._set_reading()
+        waiting, self._drain_waiting = self._drain_waiting, set()
+        for stream in waiting:
             if not stream.pending:
                 self._wake_drain(stream)
+        self._schedule_pump()
 
     # -- connection start: HTTP/2 preface or HTTP/1.1
     def _sniff(self, data: bytes) -> bytes:
@@ -353,14 +256,31 @@ class H2Protocol(asyncio.Protocol):
             self._keepalive = self._loop.call_later(cfg.keepalive_interval, self._send_ping)
         return data[len(F.PREFACE):]
 
+    def _handshake_timeout(self) -> None:
+        self._handshake = None
+        log.info("client %s did not complete a handshake within %.1fs: closing",
+                 self.peer(), self._cfg.handshake_timeout)
+        if self._sniffing:
+            self._closed = True
+            if self._transport is not None:
+                self._transport.abort()
+        else:
+            self.connection_error(F.SETTINGS_TIMEOUT, "no SETTINGS from the client")
+
     def _hand_to_http(self, data: bytes) -> None:
         transport = self._transport
         assert transport is not None
+        if self._handshake is not None:
+            self._handshake.cancel()  # the HTTP/1.1 side has its own timeouts
+            self._handshake = None
         factory = self._server.http_factory
         if factory is None:
             transport.close()
             return
         http = factory()
+        if self._admitted and hasattr(http, "on_lost"):
+            self._admitted = False  # HTTP/1.1 gives the connection back when it ends
+            cast(Any, http).on_lost = self._server.release
         transport.set_protocol(http)
         http.connection_made(transport)
         http.data_received(data)
@@ -370,7 +290,12 @@ class H2Protocol(asyncio.Protocol):
         pos = 0
         n = len(data)
         unpack = F.HEADER.unpack_from
+        budget = _FRAMES_PER_TURN
         while n - pos >= 9:
+            if not budget:
+                self._need = 9  # the caller sees that complete frames are left
+                return pos
+            budget -= 1
             hi, lo, ftype, flags, sid = unpack(data, pos)
             length = hi << 16 | lo
             end = pos + 9 + length
@@ -406,6 +331,8 @@ class H2Protocol(asyncio.Protocol):
                         raise F.H2ConnectionError(F.PROTOCOL_ERROR, "PRIORITY on stream 0")
                     if length != 5:
                         raise F.StreamError(sid, F.FRAME_SIZE_ERROR, "PRIORITY size")
+                    if F.u32(payload) & 0x7FFFFFFF == sid:  # RFC 9113 5.3.1
+                        raise F.StreamError(sid, F.PROTOCOL_ERROR, "stream depends on itself")
                 elif ftype == F.GOAWAY:
                     if sid != 0:
                         raise F.H2ConnectionError(F.PROTOCOL_ERROR, "GOAWAY on a stream")
@@ -425,27 +352,28 @@ class H2Protocol(asyncio.Protocol):
         self._recv_window -= size
         if self._recv_window < 0:
             raise F.H2ConnectionError(F.FLOW_CONTROL_ERROR, "connection window exceeded")
-        cw = self._cfg.connection_window
-        if self._recv_window <= cw >> 1:
-            self._write(F.window_update(0, cw - self._recv_window))
-            self._recv_window = cw
         stream = self.streams.get(sid)
         if stream is None:
+            self._credit_connection()  # nobody holds these bytes
             if sid > self._last_sid:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we answered or reset: ignored
         if stream.remote_closed:
+            self._credit_connection()
             raise F.StreamError(sid, F.STREAM_CLOSED, "DATA after END_STREAM")
         stream.recv_window -= size
         if stream.recv_window < 0:
+            self._credit_connection()
             raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window exceeded")
         if flags & F.PADDED:
             payload = _unpad(payload)
         if payload and not stream.closed:
+            self._held += len(payload)
             self._feed(stream, payload)
+        self._credit_connection()
         if flags & F.END_STREAM:
             self._end_of_request(stream)
-        else:
+        elif not stream.closed:
             self.credit(stream)
 
     def _feed(self, stream: Stream, payload: bytes) -> None:
@@ -463,15 +391,20 @@ class H2Protocol(asyncio.Protocol):
                 size = int.from_bytes(rbuf[1:5], "big")
                 if size > limit:
                     self._too_large(stream, size)
+                elif len(rbuf) > 5 + size:  # more than the one message it declared
+                    self.abort_call(stream, _SC.INTERNAL,
+                                    "grpc: expected exactly one request message")
             return
         while len(rbuf) >= 5:
             size = int.from_bytes(rbuf[1:5], "big")
             if size > limit:
+                stream.rbuf = rbuf  # (held bytes are counted from it when forgotten)
                 self._too_large(stream, size)
                 return
             if len(rbuf) < 5 + size:
                 break
             if rbuf[0]:
+                stream.rbuf = rbuf
                 self._compressed(stream)
                 return
             msgs.append(bytes(rbuf[5:5 + size]))
@@ -489,6 +422,12 @@ class H2Protocol(asyncio.Protocol):
         self.abort_call(stream, _SC.INTERNAL,
                         "grpc: compressed flag set with identity or empty encoding")
 
+    def consumed(self, stream: Stream, n: int) -> None:
+        """A handler took n request bytes off the stream's queue."""
+        self._held -= n
+        self.credit(stream)
+        self._credit_connection()
+
     def credit(self, stream: Stream) -> None:
         """Give the client back stream window for what it sent that is not waiting
         in the message queue (handlers that do not read hold the client back)."""
@@ -499,6 +438,17 @@ class H2Protocol(asyncio.Protocol):
         if give > 0:
             stream.recv_window += give
             self._write(F.window_update(stream.sid, give))
+
+    def _credit_connection(self) -> None:
+        """Connection window back for what no stream holds: the client can never have
+        more than connection_window bytes buffered here."""
+        cw = self._cfg.connection_window
+        if self._recv_window > cw >> 1:
+            return
+        give = cw - self._recv_window - self._held
+        if give >= cw >> 2:
+            self._recv_window += give
+            self._write(F.window_update(0, give))
 
     def _end_of_request(self, stream: Stream) -> None:
         stream.remote_closed = True
@@ -514,6 +464,8 @@ class H2Protocol(asyncio.Protocol):
             return
         body = stream.rbuf
         stream.rbuf = b""
+        self._held -= len(body)
+        self._credit_connection()
         if len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
             self.abort_call(stream, _SC.INTERNAL,
                             "grpc: expected exactly one request message" if body else
@@ -529,77 +481,94 @@ class H2Protocol(asyncio.Protocol):
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & F.PADDED:
             payload = _unpad(payload)
+        error = ""
         if flags & F.PRIORITY_FLAG:
             if len(payload) < 5:
                 raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "HEADERS priority too short")
+            if F.u32(payload) & 0x7FFFFFFF == sid:  # RFC 9113 5.3.1
+                error = "stream depends on itself"
             payload = payload[5:]
         if not flags & F.END_HEADERS:
-            self._cont = (sid, flags, bytearray(payload))
+            self._cont = (sid, flags, bytearray(payload), [1, 0], error)
             return
-        self._on_header_block(sid, flags & F.END_STREAM, payload)
+        self._on_header_block(sid, flags & F.END_STREAM, payload, error)
 
     def _on_continuation(self, sid: int, flags: int, payload: bytes) -> None:
         cont = self._cont
         if cont is None or cont[0] != sid:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "unexpected CONTINUATION")
-        block = cont[2]
+        block, counts = cont[2], cont[3]
         block += payload
-        if len(block) > self._cfg.max_header_list_size + 4096:
+        counts[0] += 1
+        if not payload:
+            counts[1] += 1
+        if (len(block) > self._cfg.max_header_list_size + 4096
+                or counts[0] > _MAX_BLOCK_FRAMES or counts[1] > _MAX_EMPTY_CONTINUATIONS):
             raise F.H2ConnectionError(F.ENHANCE_YOUR_CALM, "header block too large")
         if flags & F.END_HEADERS:
             self._cont = None
-            self._on_header_block(sid, cont[1] & F.END_STREAM, bytes(block))
+            self._on_header_block(sid, cont[1] & F.END_STREAM, bytes(block), cont[4])
 
-    def _decode(self, block: bytes) -> list[Header]:
+    def _decode(self, block: bytes) -> Block | None:
+        """The decoded block; None if its list is over max_header_list_size."""
         try:
             return self._decoder.decode(block)
+        except HeaderListTooLarge:
+            return None
         except HpackError as e:
             raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
 
-    def _on_header_block(self, sid: int, end_stream: int, block: bytes) -> None:
+    def _on_header_block(self, sid: int, end_stream: int, block: bytes, error: str) -> None:
         stream = self.streams.get(sid)
         if stream is not None:  # trailers: the end of a request
             self._decode(block)
+            if error:
+                raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
             if stream.remote_closed:
                 raise F.StreamError(sid, F.STREAM_CLOSED, "HEADERS after END_STREAM")
             if not end_stream:
                 raise F.StreamError(sid, F.PROTOCOL_ERROR, "trailers without END_STREAM")
             self._end_of_request(stream)
             return
-        if sid <= self._last_sid:  # a stream already over
+        if sid <= self._last_sid:
             self._decode(block)
-            return
+            if sid in self._recent_resets:  # sent before our RST_STREAM reached it
+                return
+            # RFC 9113 5.1.1: stream ids only grow; a closed stream gets no new headers.
+            raise F.H2ConnectionError(F.PROTOCOL_ERROR, f"HEADERS on closed stream {sid}")
         if not sid & 1:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "even stream id from a client")
         self._last_sid = sid
-        headers = self._decode(block)
-        if self._goaway_sent or len(self.streams) >= self._cfg.max_concurrent_streams:
+        blk = self._decode(block)
+        if error:
+            raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
+        if self._goaway_sent:
             self._write(F.rst_stream(sid, F.REFUSED_STREAM))
             return
-        if len(block) > 256 and _list_size(headers) > self._cfg.max_header_list_size:
+        if (len(self.streams) >= self._cfg.max_concurrent_streams
+                or self._stream_memory >= self._cfg.stream_memory):
+            self._write(F.rst_stream(sid, F.REFUSED_STREAM))
+            self._spend_reset()
+            return
+        if blk is None:
             self._reject(sid, end_stream, _SC.RESOURCE_EXHAUSTED,
                          "header list size exceeds the limit")
             return
-        self._start_call(sid, end_stream, headers)
+        head = blk.head
+        if head is None:
+            head = blk.head = parse_request_head(blk.headers)
+        assert isinstance(head, RequestHead)
+        if head.error is not None:
+            raise F.StreamError(sid, F.PROTOCOL_ERROR, head.error)
+        self._start_call(sid, end_stream, blk, head)
 
-    def _start_call(self, sid: int, end_stream: int, headers: list[Header]) -> None:
-        path = http_method = ctype = timeout = encoding = None
-        for name, value in headers:
-            if name == ":path":
-                path = value
-            elif name == ":method":
-                http_method = value
-            elif name == "content-type":
-                ctype = value
-            elif name == "grpc-timeout":
-                timeout = value
-            elif name == "grpc-encoding":
-                encoding = value
-        if path is None or http_method is None:
-            raise F.StreamError(sid, F.PROTOCOL_ERROR, "missing :path or :method")
-        if http_method != "POST":
-            self._reject(sid, end_stream, _SC.INTERNAL, f"invalid method {http_method!r}", 405)
+    def _start_call(self, sid: int, end_stream: int, blk: Block, head: RequestHead) -> None:
+        path = head.path
+        assert path is not None
+        if head.method != "POST":
+            self._reject(sid, end_stream, _SC.INTERNAL, f"invalid method {head.method!r}", 405)
             return
+        ctype = head.content_type
         if ctype is None or not ctype.startswith("application/grpc"):
             self._reject(sid, end_stream, _SC.INTERNAL,
                          f"invalid gRPC request content-type {ctype!r}", 415)
@@ -609,13 +578,17 @@ class H2Protocol(asyncio.Protocol):
             self._reject(sid, end_stream, _SC.UNIMPLEMENTED,
                          self._registry.unknown_message(path))
             return
+        encoding = head.encoding
         if encoding is not None and encoding != "identity":
             self._reject(sid, end_stream, _SC.UNIMPLEMENTED,
                          f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
             return
-        stream = Stream(self, sid, path, headers, method, self._cfg.initial_window,
-                        self._peer_initial_window)
+        headers = blk.headers
+        cost = STREAM_BASE_COST + sum(len(k) + len(v) + 32 for k, v in headers)
+        stream = Stream(self, sid, path, headers, method, self._cfg.initial_window, cost)
         self.streams[sid] = stream
+        self._stream_memory += cost
+        timeout = head.timeout
         if timeout is not None:
             seconds = parse_timeout(timeout)
             if seconds is None:
@@ -632,10 +605,12 @@ class H2Protocol(asyncio.Protocol):
     def _reject(self, sid: int, end_stream: int, code: grpc.StatusCode, message: str,
                 http_status: int = 200) -> None:
         """Answer a call that never started with a Trailers-Only response."""
+        self._pings.data_sent = True
         self._write(F.headers_frames(sid, trailers_only_block(code, message, b"", http_status),
                                      True, self._peer_max_frame))
         if not end_stream:
             self._write(F.rst_stream(sid, F.NO_ERROR))
+            self._recent_resets.append(sid)
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -647,10 +622,8 @@ class H2Protocol(asyncio.Protocol):
             self._send_window += inc
             if self._send_window > F.MAX_WINDOW:
                 raise F.H2ConnectionError(F.FLOW_CONTROL_ERROR, "connection window overflow")
-            for blocked in list(self._blocked.values()):
-                self._pump(blocked)
-                if self._send_window <= 0:
-                    break
+            if self._conn_blocked:
+                self._schedule_pump()
             return
         stream = self.streams.get(sid)
         if stream is None:
@@ -659,10 +632,10 @@ class H2Protocol(asyncio.Protocol):
             return
         if inc == 0:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-        stream.send_window += inc
-        if stream.send_window > F.MAX_WINDOW:
+        stream.send_credit += inc
+        if self._peer_initial_window + stream.send_credit > F.MAX_WINDOW:
             raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window overflow")
-        if stream.pending or stream.trailers is not None:
+        if stream.blocked == BLOCKED_ON_STREAM:
             self._pump(stream)
 
     def _on_settings(self, sid: int, flags: int, payload: bytes) -> None:
@@ -674,17 +647,22 @@ class H2Protocol(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "SETTINGS size")
-        self._settings_seen = True
+        if not self._settings_seen:
+            self._settings_seen = True
+            if self._handshake is not None:
+                self._handshake.cancel()
+                self._handshake = None
         for key, value in F.parse_settings(payload):
             if key == F.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > F.MAX_WINDOW:
                     raise F.H2ConnectionError(F.FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self._peer_initial_window
+                # Stream windows are relative to this value: nothing to walk. Streams
+                # waiting for their window are retried in batches if it grew.
+                grew = value > self._peer_initial_window
                 self._peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > F.MAX_WINDOW:
-                        raise F.H2ConnectionError(F.FLOW_CONTROL_ERROR, "stream window overflow")
+                if grew and self._window_blocked and not self._sweep:
+                    self._sweep = list(self._window_blocked.values())
+                    self._schedule_pump()
             elif key == F.SETTINGS_MAX_FRAME_SIZE:
                 if not F.DEFAULT_MAX_FRAME <= value <= F.MAX_FRAME_LIMIT:
                     raise F.H2ConnectionError(F.PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
@@ -693,8 +671,6 @@ class H2Protocol(asyncio.Protocol):
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "bad SETTINGS_ENABLE_PUSH")
             # header table size: our encoder never indexes; the others concern clients
         self._write(F.frame(F.SETTINGS, F.ACK, 0))
-        for stream in list(self._blocked.values()):
-            self._pump(stream)
 
     def _on_ping(self, sid: int, flags: int, payload: bytes) -> None:
         if sid != 0:
@@ -702,6 +678,8 @@ class H2Protocol(asyncio.Protocol):
         if len(payload) != 8:
             raise F.H2ConnectionError(F.FRAME_SIZE_ERROR, "PING size")
         if not flags & F.ACK:
+            if not self._pings.allow(self._loop.time(), bool(self.streams)):
+                self._calm("too_many_pings")
             self._write(F.frame(F.PING, F.ACK, 0, payload))
         elif payload == _KEEPALIVE_PING and self._keepalive is not None:
             self._keepalive.cancel()  # the client is alive: next ping after the interval
@@ -733,6 +711,17 @@ class H2Protocol(asyncio.Protocol):
         stream.remote_closed = True
         self._abandon(stream)
         self._forget(stream)
+        self._spend_reset()
+
+    def _spend_reset(self) -> None:
+        if not self._resets.spend(self._loop.time()):
+            self._calm("too_many_resets")
+
+    @staticmethod
+    def _calm(debug: str) -> None:
+        """The client exceeded a budget: GOAWAY ENHANCE_YOUR_CALM with `debug` as its
+        debug data (grpc-go's words), and the connection is closed."""
+        raise F.H2ConnectionError(F.ENHANCE_YOUR_CALM, debug)
 
     def _on_goaway(self) -> None:
         # The client opens no more streams; the open ones finish normally.
@@ -762,6 +751,7 @@ class H2Protocol(asyncio.Protocol):
         if ctx is not None and ctx.initial_metadata:
             block += metadata_block(ctx.initial_metadata)
         stream.headers_sent = True
+        self._pings.data_sent = True
         self._write(F.headers_frames(stream.sid, block, False, self._peer_max_frame))
 
     def send_unary_response(self, stream: Stream, payload: bytes,
@@ -774,11 +764,13 @@ class H2Protocol(asyncio.Protocol):
                         f"grpc: trying to send message larger than max ({n - 5} vs. "
                         f"{self._cfg.max_send_message})", ctx)
             return
-        if (not stream.headers_sent and n <= self._send_window and n <= stream.send_window
+        if (not stream.headers_sent and n <= self._send_window
+                and n <= self._peer_initial_window + stream.send_credit
                 and n <= self._peer_max_frame and not (ctx and (ctx._trailing or
                                                                  ctx.initial_metadata))):
             # The common case, in one write: headers, the message, trailers.
             self._send_window -= n
+            self._pings.data_sent = True
             sidb = stream.sid.to_bytes(4, "big")
             self._write(b"".join((
                 _RESP_HEADERS_PREFIX, sidb, RESPONSE_HEADERS,
@@ -800,10 +792,19 @@ class H2Protocol(asyncio.Protocol):
         """Send what flow control allows of a stream's pending data, then its trailers."""
         pending = stream.pending
         sid = stream.sid
+        if stream.blocked == BLOCKED_ON_STREAM:
+            del self._window_blocked[sid]
+        stream.blocked = NOT_BLOCKED
         while pending:
-            window = min(self._send_window, stream.send_window)
+            stream_window = self._peer_initial_window + stream.send_credit
+            if stream_window <= 0:
+                stream.blocked = BLOCKED_ON_STREAM
+                self._window_blocked[sid] = stream
+                return
+            window = min(self._send_window, stream_window)
             if window <= 0:
-                self._blocked[sid] = stream
+                stream.blocked = BLOCKED_ON_CONNECTION
+                self._conn_blocked.append(stream)
                 return
             chunk = pending[0]
             size = min(len(chunk), window, self._peer_max_frame)
@@ -813,9 +814,9 @@ class H2Protocol(asyncio.Protocol):
                 pending[0] = chunk[size:]
                 chunk = chunk[:size]
             self._send_window -= size
-            stream.send_window -= size
+            stream.send_credit -= size
+            self._pings.data_sent = True
             self._write(F.frame(F.DATA, 0, sid, chunk))  # type: ignore[arg-type]
-        self._blocked.pop(sid, None)
         if stream.trailers is not None:
             self._write(F.headers_frames(sid, stream.trailers, True, self._peer_max_frame))
             stream.trailers = None
@@ -823,15 +824,48 @@ class H2Protocol(asyncio.Protocol):
         elif not self.write_paused:
             self._wake_drain(stream)
 
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and (self._conn_blocked or self._sweep):
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump_some)
+
+    def _pump_some(self) -> None:
+        """Resume at most _PUMP_BATCH blocked streams, then yield to the event loop:
+        a window opening never costs one callback time proportional to the streams."""
+        self._pump_scheduled = False
+        if self._closed:
+            return
+        budget = _PUMP_BATCH
+        blocked = self._conn_blocked
+        while blocked and budget and self._send_window > 0:
+            stream = blocked.popleft()
+            if stream.blocked == BLOCKED_ON_CONNECTION:  # else forgotten or moved on
+                budget -= 1
+                self._pump(stream)
+        sweep = self._sweep
+        while sweep and budget:
+            stream = sweep.pop()
+            if stream.blocked == BLOCKED_ON_STREAM:
+                budget -= 1
+                if self._peer_initial_window + stream.send_credit > 0:
+                    self._pump(stream)
+        if self._out:
+            self._flush()
+        if (blocked and self._send_window > 0) or sweep:
+            self._schedule_pump()
+
     async def drain(self, stream: Stream) -> None:
         while (stream.pending or self.write_paused) and not stream.closed:
             waiter = stream.drain_waiter = self._loop.create_future()
+            if not stream.pending:
+                self._drain_waiting.add(stream)
             try:
                 await waiter
             finally:
                 stream.drain_waiter = None
+                self._drain_waiting.discard(stream)
         if stream.cancelled:
-            raise _CancelledError()
+            raise asyncio.CancelledError()
 
     def finish(self, stream: Stream, code: grpc.StatusCode, message: str,
                ctx: ServerContext | None) -> None:
@@ -839,6 +873,7 @@ class H2Protocol(asyncio.Protocol):
         if stream.closed:
             return
         trailing = metadata_block(ctx._trailing) if ctx is not None and ctx._trailing else b""
+        self._pings.data_sent = True
         if not stream.headers_sent:
             self._write(F.headers_frames(stream.sid, trailers_only_block(code, message, trailing),
                                          True, self._peer_max_frame))
@@ -863,6 +898,7 @@ class H2Protocol(asyncio.Protocol):
 
     def reset_stream(self, sid: int, code: int) -> None:
         self._write(F.rst_stream(sid, code))
+        self._recent_resets.append(sid)
         stream = self.streams.get(sid)
         if stream is not None:
             stream.remote_closed = True
@@ -875,13 +911,25 @@ class H2Protocol(asyncio.Protocol):
         if not stream.remote_closed:
             # Answered before the request ended: the client need not send the rest.
             self._write(F.rst_stream(stream.sid, F.NO_ERROR))
+            self._recent_resets.append(stream.sid)
             stream.remote_closed = True
         self._forget(stream)
 
     def _forget(self, stream: Stream) -> None:
         sid = stream.sid
-        self.streams.pop(sid, None)
-        self._blocked.pop(sid, None)
+        if self.streams.pop(sid, None) is not None:
+            self._stream_memory -= stream.cost
+        if stream.blocked == BLOCKED_ON_STREAM:
+            del self._window_blocked[sid]
+        stream.blocked = NOT_BLOCKED  # a stale entry in _conn_blocked is skipped
+        held = len(stream.rbuf) + stream.queued_bytes
+        if held:
+            stream.rbuf = b""
+            stream.queued_bytes = 0
+            if stream.messages:
+                stream.messages.clear()
+            self._held -= held
+            self._credit_connection()
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
@@ -932,12 +980,17 @@ class H2Protocol(asyncio.Protocol):
                 self._peer = f"unix:{addr or ''}"
         return self._peer
 
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """grpc's auth context (TLS, the client certificate's CN and SANs), made once."""
+        if self._auth is None:
+            self._auth = auth_properties(self._transport)
+        return self._auth
+
     def goaway(self) -> None:
         """Graceful shutdown: no new streams; close once the open ones are done."""
         if self._goaway_sent or self._closed:
             return
         self._goaway_sent = True
-        self._goaway_sid = self._last_sid
         self._write(F.goaway(self._last_sid, F.NO_ERROR))
         if not self.streams:
             self._close_when_flushed()
@@ -946,9 +999,14 @@ class H2Protocol(asyncio.Protocol):
         log.info("HTTP/2 connection error from %s: %s", self.peer(), message)
         self._write(F.goaway(self._last_sid, code, message.encode()[:256]))
         self._goaway_sent = True
+        self._closed_by_us()
+
+    def _closed_by_us(self) -> None:
+        """After a GOAWAY for an error: read nothing more, cancel calls, close."""
         for stream in list(self.streams.values()):
             self._abandon(stream)
         self._close_when_flushed()
+        self._closed = True  # data_received ignores what is still in flight
 
     def close(self) -> None:
         """Drop the connection now (end of a shutdown's grace period)."""
@@ -969,7 +1027,3 @@ def _unpad(payload: bytes) -> bytes:
     if pad >= len(payload):
         raise F.H2ConnectionError(F.PROTOCOL_ERROR, "padding exceeds the frame")
     return payload[1:len(payload) - pad]
-
-
-def _list_size(headers: list[Header]) -> int:
-    return sum(len(k) + len(v) + 32 for k, v in headers)

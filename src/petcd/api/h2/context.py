@@ -1,5 +1,6 @@
 """The per-call context handed to handlers: the subset of grpc.aio.ServicerContext that
-services use (abort, metadata, peer, deadline, streaming read/write, done callbacks)."""
+services use (abort, metadata, peer, deadline, streaming read/write, done callbacks, and
+the TLS client identity)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 
+from petcd.tls.gate import peer_identity_key
+
 if TYPE_CHECKING:
-    from petcd.api.h2.connection import Stream
+    from petcd.api.h2.stream import Stream
 
 _OK = grpc.StatusCode.OK
 _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",
@@ -116,11 +119,15 @@ class ServerContext:
     def disable_next_message_compression(self) -> None:
         pass
 
-    def auth_context(self) -> dict[str, Any]:
-        return {}
+    # -- the client's TLS identity, as grpc.aio reports it
+    def auth_context(self) -> dict[str, list[bytes]]:
+        """{} without TLS; else grpc's keys: transport_security_type [b'ssl'] and, for a
+        client certificate, x509_common_name, x509_subject_alternative_name, ..."""
+        return self._stream.conn.auth_context()
 
-    def peer_identities(self) -> None:
-        return None
+    def peer_identity_key(self) -> str | None:
+        return peer_identity_key(self.auth_context())
 
-    def peer_identity_key(self) -> None:
-        return None
+    def peer_identities(self) -> list[bytes] | None:
+        key = self.peer_identity_key()
+        return None if key is None else self.auth_context()[key]

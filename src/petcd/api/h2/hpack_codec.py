@@ -8,6 +8,12 @@ checked against a table generation counter). Other blocks are decoded field by f
 Huffman strings are decoded by the `hpack` library and remembered (a varying
 grpc-timeout value is the common case). The static table is the `hpack` library's.
 
+Bounds (per connection, so a client cannot grow them): the dynamic table is the
+4096 octets we announce; a decoded list may not exceed max_list_size (checked field
+by field, so a small block of references to one big entry is stopped too); the block
+cache holds only blocks of <= 1 KiB whose list is <= 8 KiB, at most 256 of them and
+128 KiB in all; the Huffman cache only strings of <= 64 octets, at most 256.
+
 Encoding: the server never inserts into its dynamic table (literal fields without
 indexing only), so its header blocks do not depend on state and constant ones
 (`:status 200` + content-type, `grpc-status: 0`) are pre-encoded once.
@@ -26,35 +32,69 @@ _STATIC_LEN = len(_STATIC)
 _ENTRY_OVERHEAD = 32  # RFC 7541 4.1
 
 
+CACHED_BLOCK_MAX = 1024  # block bytes
+CACHED_LIST_MAX = 8192  # decoded list size (RFC 9113 accounting)
+CACHE_ENTRIES = 256
+CACHE_BYTES = 128 * 1024  # block bytes + list sizes of all cached entries
+HUFFMAN_CACHED_MAX = 64
+HUFFMAN_ENTRIES = 256
+
+
 class HpackError(Exception):
     """The header block cannot be decoded: a connection error (COMPRESSION_ERROR)."""
 
 
-class Decoder:
-    __slots__ = ("_block_cache", "_dynamic", "_generation", "_huffman_cache", "_size",
-                 "max_size", "settings_max_size")
+class HeaderListTooLarge(Exception):
+    """The decoded list exceeds max_list_size. The whole block was decoded (the dynamic
+    table stays in step with the client's) but the list kept: the request is refused."""
 
-    def __init__(self, max_size: int = 4096) -> None:
+
+class Block:
+    """A decoded header block; `head` is for the caller to cache what it derives."""
+
+    __slots__ = ("head", "headers")
+
+    def __init__(self, headers: list[Header]) -> None:
+        self.headers = headers
+        self.head: object = None
+
+
+class Decoder:
+    __slots__ = ("_block_cache", "_cache_bytes", "_dynamic", "_generation", "_huffman_cache",
+                 "_size", "max_list_size", "max_size", "settings_max_size")
+
+    def __init__(self, max_size: int = 4096, max_list_size: int = 64 * 1024) -> None:
         self._dynamic: list[Header] = []  # newest first
         self._size = 0
         self.max_size = max_size
         self.settings_max_size = max_size  # what we announced: the peer's upper bound
+        self.max_list_size = max_list_size
         self._generation = 0
-        self._block_cache: dict[bytes, tuple[int, list[Header]]] = {}
+        self._block_cache: dict[bytes, tuple[int, Block]] = {}
+        self._cache_bytes = 0
         self._huffman_cache: dict[bytes, str] = {}
 
-    def decode(self, block: bytes) -> list[Header]:
-        """The header list of a block. Callers must not modify the returned list."""
+    def decode(self, block: bytes) -> Block:
+        """The header list of a block (raises HpackError, HeaderListTooLarge). Callers
+        must not modify the returned list."""
         hit = self._block_cache.get(block)
         if hit is not None and hit[0] == self._generation:
             return hit[1]
         generation = self._generation
-        headers = self._decode(block)
-        if self._generation == generation:  # only indexed or non-indexing fields
-            if len(self._block_cache) >= 256:
-                self._block_cache.clear()
-            self._block_cache[block] = (generation, headers)
-        return headers
+        headers, size = self._decode(block)
+        blk = Block(headers)
+        # Cached only when no field changed the table, and small: a client repeating
+        # its block gets the fast path, one sending many distinct blocks costs no memory.
+        if (self._generation == generation and len(block) <= CACHED_BLOCK_MAX
+                and size <= CACHED_LIST_MAX):
+            cost = len(block) + size
+            cache = self._block_cache
+            if len(cache) >= CACHE_ENTRIES or self._cache_bytes + cost > CACHE_BYTES:
+                cache.clear()
+                self._cache_bytes = 0
+            cache[block] = (generation, blk)
+            self._cache_bytes += cost
+        return blk
 
     def _field(self, index: int) -> Header:
         if index <= 0:
@@ -66,16 +106,23 @@ class Decoder:
             raise HpackError(f"index {index} beyond the table")
         return self._dynamic[i]
 
-    def _decode(self, data: bytes) -> list[Header]:
+    def _decode(self, data: bytes) -> tuple[list[Header], int]:
         out: list[Header] = []
+        append = out.append
         pos = 0
         end = len(data)
         first = True
+        size = 0  # the list's size as RFC 9113 6.5.2 counts it (names, values, 32 each)
+        limit = self.max_list_size
         while pos < end:
             b = data[pos]
             if b & 0x80:  # indexed field
                 index, pos = _integer(data, pos, 7)
-                out.append(self._field(index))
+                field = self._field(index)
+                size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+                if size > limit:
+                    append = _discard  # keep decoding for the table, keep nothing
+                append(field)
                 first = False
                 continue
             if b & 0xE0 == 0x20:  # dynamic table size update: only before the first field
@@ -98,10 +145,15 @@ class Decoder:
             else:
                 name, pos = self._string(data, pos)
             value, pos = self._string(data, pos)
-            out.append((name, value))
+            size += len(name) + len(value) + _ENTRY_OVERHEAD
+            if size > limit:
+                append = _discard
+            append((name, value))
             if indexing:
                 self._insert(name, value)
-        return out
+        if size > limit:
+            raise HeaderListTooLarge(f"header list of {size} bytes exceeds {limit}")
+        return out, size
 
     def _string(self, data: bytes, pos: int) -> tuple[str, int]:
         if pos >= len(data):
@@ -120,9 +172,10 @@ class Decoder:
                 text = decode_huffman(raw).decode("latin-1")
             except Exception as e:  # the library raises its own HPACKDecodingError
                 raise HpackError(f"bad Huffman string: {e}") from None
-            if len(self._huffman_cache) >= 1024:
-                self._huffman_cache.clear()
-            self._huffman_cache[raw] = text
+            if len(raw) <= HUFFMAN_CACHED_MAX:
+                if len(self._huffman_cache) >= HUFFMAN_ENTRIES:
+                    self._huffman_cache.clear()
+                self._huffman_cache[raw] = text
         return text, stop
 
     def _insert(self, name: str, value: str) -> None:
@@ -141,6 +194,10 @@ class Decoder:
         while dyn and self._size + room > self.max_size:
             n, v = dyn.pop()
             self._size -= len(n) + len(v) + _ENTRY_OVERHEAD
+
+
+def _discard(field: Header) -> None:
+    pass
 
 
 def _integer(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:

@@ -1,9 +1,8 @@
-"""`petcdctl`: etcdctl's command line for petcd. Each command group is a module here
-(`snapshot` today) that adds its subcommands with `register(subparsers, common)`;
-global flags (`common`) are accepted before or after the command, as etcdctl's
-persistent flags are, and from ETCDCTL_<FLAG> variables. Real `etcdctl` works against
-petcd unchanged for every client-side command; petcdctl is needed where the file
-format is petcd's own (snapshot restore and status)."""
+"""`petcdctl`: etcdctl 3.4's command line. The command tree is `commands.ROOT`
+(parsed by `cmd`, etcdctl's flag rules); each command group runs from its own module
+(kv, watch, lease, cluster, recipes, auth, check, mirror), imported only when its
+command runs, so `petcdctl get k` loads gRPC and the KV messages and nothing else.
+`snapshot` keeps its argparse module (its files are petcd's own format)."""
 
 from __future__ import annotations
 
@@ -12,11 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from petcd.cli.ctl import snapshot
 from petcd.cli.ctl.common import EXIT_BAD_ARGS, GLOBAL_DEFAULTS, CtlError, global_flags
 
-COMMANDS = (snapshot,)
-BOOL_FLAGS = {"hex", "debug", *snapshot.BOOL_FLAGS}
+BOOL_FLAGS = {"hex", "debug", "skip-hash-check"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "commands and flags).")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>",
                                        parser_class=_Parser)
-    for module in COMMANDS:
-        module.register(subparsers, common)
+    from petcd.cli.ctl import snapshot  # (imports the server's restore code)
+    snapshot.register(subparsers, common)
     parser.set_defaults(**GLOBAL_DEFAULTS)
     return parser
 
@@ -67,10 +64,37 @@ def _go_bools(argv: list[str]) -> list[str]:
     return out
 
 
+def _first_word(argv: list[str]) -> str | None:
+    """The first positional argument (global flags may come before it)."""
+    from petcd.cli.ctl.cmd import GLOBAL_FLAGS
+    takes_value = {f"--{f.name}" for f in GLOBAL_FLAGS if f.kind != "bool"} | {"-w", "-d"}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return None
+        if a.startswith("-"):
+            i += 2 if a in takes_value else 1
+            continue
+        return a
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    api = os.environ.get("ETCDCTL_API", "3")
+    if api not in ("3", "3.4", ""):
+        print(f"Error: petcdctl speaks only etcd's v3 API (ETCDCTL_API={api} asks for "
+              "another); unset it or set ETCDCTL_API=3", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_ARGS)
+    if _first_word(args) != "snapshot" or "-h" in args or "--help" in args:
+        from petcd.cli.ctl import cmd
+        from petcd.cli.ctl.commands import ROOT
+        cmd.main(ROOT, args)
+        return
     parser = build_parser()
     _env_defaults(parser)
-    args = parser.parse_args(_go_bools(list(sys.argv[1:] if argv is None else argv)))
+    args = parser.parse_args(_go_bools(args))  # type: ignore[assignment]
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help()

@@ -1,6 +1,6 @@
 """`petcdctl snapshot save|restore|status`, with etcdctl 3.4's arguments, flags,
-messages and exit codes. Files are petcd backends (LMDB) plus a sha256 trailer;
-`etcdctl snapshot save` against petcd writes the same files."""
+messages and exit codes. Files are etcd backend databases (bbolt) plus a sha256 trailer,
+from etcd or petcd alike; petcd backend files (LMDB) are still read."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from petcd.server.restore import (
     restore,
     snapshot_status,
 )
+from petcd.snapshot.bbolt import BoltError
 
 BOOL_FLAGS = ("skip-hash-check",)
 
@@ -100,6 +101,8 @@ def run_status(args: argparse.Namespace) -> None:
         st = snapshot_status(path)
     except FileNotFoundError:
         raise CtlError(f"stat {path}: no such file or directory") from None
+    except BoltError as e:  # an etcd-format file that is damaged
+        raise CtlError(str(e)) from None
     except Exception as e:  # lmdb.Error for anything that is not a backend file
         raise CtlError(f"{path}: not a petcd snapshot ({e})") from None
     sys.stdout.write(format_status(st, args.write_out))

@@ -1,0 +1,177 @@
+"""petcdctl's connection: the endpoints, TLS and auth flags turned into a gRPC channel
+(stubs from petcd.pb, nothing of petcd's server), and RPC failures turned into
+etcdctl's stderr and exit codes (clientv3's retry warning line, then
+"Error: <etcd's words>")."""
+
+from __future__ import annotations
+
+import datetime
+import getpass
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no C-core log lines on stderr
+import grpc
+
+from petcd.cli.ctl.cmd import Args, parse_duration
+from petcd.cli.ctl.common import EXIT_BAD_ARGS, EXIT_BAD_CONNECTION, EXIT_ERROR, CtlError
+
+
+def go_code(code: grpc.StatusCode) -> str:
+    if code == grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    return "".join(p.capitalize() for p in code.name.split("_")).replace("Ok", "OK")
+
+
+def strip_scheme(ep: str) -> str:
+    for scheme in ("http://", "https://", "unix://", "unixs://"):
+        if ep.startswith(scheme):
+            return ep[len(scheme):]
+    return ep
+
+
+def error_text(e: grpc.RpcError) -> str:
+    """How clientv3 shows an RPC failure: etcd's own errors by their words, anything
+    else as gRPC-Go's status text."""
+    code, desc = e.code(), e.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "context deadline exceeded"
+    if code == grpc.StatusCode.CANCELLED:
+        return "context canceled"
+    if desc.startswith(("etcdserver: ", "mvcc: ", "auth: ")) and \
+            code != grpc.StatusCode.UNKNOWN:
+        return desc
+    return f"rpc error: code = {go_code(code)} desc = {desc}"
+
+
+class Client:
+    def __init__(self, args: Args, endpoints: list[str] | None = None) -> None:
+        if args.discovery_srv:
+            raise CtlError("DNS SRV discovery (--discovery-srv) is not supported by "
+                           "petcdctl; list the members with --endpoints", EXIT_BAD_ARGS)
+        self.args = args
+        self.endpoints = [strip_scheme(e) for e in (endpoints or args.endpoints)]
+        self.dial_timeout = parse_duration(args.dial_timeout)
+        self.command_timeout = parse_duration(args.command_timeout)
+        self.target_id = f"endpoint://client-{uuid.uuid4()}/{self.endpoints[0]}"
+        self._channel: grpc.Channel | None = None
+        self.metadata: list[tuple[str, str]] = []
+        self._stubs: dict[str, Any] = {}
+
+    # -- connection
+    def _secure(self) -> bool:
+        a = self.args
+        eps = a.endpoints
+        return bool(a.cacert or a.cert or a.key or not a.insecure_transport
+                    or any(e.startswith(("https://", "unixs://")) for e in eps))
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is not None:
+            return self._channel
+        a = self.args
+        ka = parse_duration(a.keepalive_time)
+        kt = parse_duration(a.keepalive_timeout)
+        # etcd closes connections that ping more often than its --grpc-keepalive-min-time
+        # (5 s by default; grpc-go's client pings less eagerly than gRPC's C core).
+        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 5000)),
+                   ("grpc.keepalive_permit_without_calls", 0),
+                   ("grpc.http2.max_pings_without_data", 0),
+                   ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
+                   ("grpc.max_receive_message_length", 2**31 - 1)]
+        target = self.endpoints[0] if len(self.endpoints) == 1 else \
+            "ipv4:" + ",".join(self.endpoints)
+        if self._secure():
+            if a.insecure_skip_tls_verify:
+                raise CtlError("--insecure-skip-tls-verify is not supported by petcdctl "
+                               "(gRPC Python always verifies); pass --cacert", EXIT_BAD_ARGS)
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(a.cacert), private_key=_read(a.key),
+                certificate_chain=_read(a.cert))
+            ch = grpc.secure_channel(target, creds, options)
+        else:
+            ch = grpc.insecure_channel(target, options)
+        try:
+            grpc.channel_ready_future(ch).result(timeout=self.dial_timeout)
+        except grpc.FutureTimeoutError:
+            ch.close()
+            raise CtlError("context deadline exceeded", EXIT_ERROR) from None
+        self._channel = ch
+        if a.user:
+            self._authenticate()
+        return ch
+
+    def _authenticate(self) -> None:
+        a = self.args
+        name, colon, password = a.user.partition(":")
+        if a.password:
+            if colon:
+                raise CtlError("--user shouldn't contain password when --password is given",
+                               EXIT_BAD_ARGS)
+            password = a.password
+        elif not colon:
+            password = getpass.getpass("Password: ")
+        from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+        resp = self.call("Auth", "Authenticate",
+                         rpc.AuthenticateRequest(name=name, password=password))
+        self.metadata = [("token", resp.token)]
+
+    def stub(self, service: str) -> Any:
+        if service not in self._stubs:
+            ch = self.channel()
+            if service in ("Lock",):
+                from petcd.pb.v3lockpb import v3lock_pb2_grpc as lg
+                self._stubs[service] = lg.LockStub(ch)  # type: ignore[no-untyped-call]
+            elif service == "Election":
+                from petcd.pb.v3electionpb import v3election_pb2_grpc as eg
+                self._stubs[service] = eg.ElectionStub(ch)  # type: ignore[no-untyped-call]
+            else:
+                from petcd.pb.etcdserverpb import rpc_pb2_grpc as rg
+                self._stubs[service] = getattr(rg, service + "Stub")(ch)
+        return self._stubs[service]
+
+    def call(self, service: str, method: str, request: Any, *,
+             timeout: float | None = -1.0) -> Any:
+        """A unary call with --command-timeout (None: no deadline)."""
+        fn = getattr(self.stub(service), method)
+        try:
+            return fn(request, timeout=self.command_timeout if timeout == -1.0 else timeout,
+                      metadata=self.metadata or None)
+        except grpc.RpcError as e:
+            raise self.failure(e) from None
+
+    def failure(self, e: grpc.RpcError, *, warn: bool = True) -> CtlError:
+        if warn:
+            self.warn(e)
+        code = EXIT_ERROR
+        if e.code() == grpc.StatusCode.UNAVAILABLE and not (e.details() or "").startswith(
+                "etcdserver"):
+            code = EXIT_BAD_CONNECTION
+        return CtlError(error_text(e), code)
+
+    def warn(self, e: grpc.RpcError) -> None:
+        """clientv3's retry interceptor logs each failed unary attempt."""
+        now = datetime.datetime.now(datetime.UTC)
+        line = {"level": "warn",
+                "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+                "caller": "clientv3/retry_interceptor.go:62",
+                "msg": "retrying of unary invoker failed", "target": self.target_id,
+                "attempt": 0,
+                "error": f"rpc error: code = {go_code(e.code())} desc = {e.details()}"}
+        sys.stderr.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+
+def _read(path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CtlError(str(e), EXIT_BAD_CONNECTION) from None

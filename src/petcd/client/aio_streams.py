@@ -1,0 +1,263 @@
+"""The asyncio twins of petcd.client.streams: `AsyncWatch` (a resuming watch stream, an
+async iterator) and `AsyncKeepAlive` (a task refreshing a lease)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+from grpc.aio import EOF as _EOF  # type: ignore[attr-defined]
+
+from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
+from petcd.client.errors import (
+    ClientClosedError,
+    EtcdError,
+    LeaseExpiredError,
+    LeaseNotFoundError,
+    from_rpc_error,
+)
+from petcd.client.streams import FATAL_STREAM_CODES, WATCH_METHOD
+from petcd.client.types import Event, WatchResponse
+from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+
+if TYPE_CHECKING:
+    from petcd.client.aio import AsyncClient, _AConn
+
+
+async def _call_back(fn: Callable[..., Any], arg: object) -> None:
+    out = fn(arg)
+    if inspect.isawaitable(out):
+        await out
+
+
+class AsyncWatch:
+    """`async for batch in watch`; see `AsyncClient.watch` and `Client.watch`."""
+
+    def __init__(self, client: AsyncClient, spec: WatchSpec) -> None:
+        self._client = client
+        self.state = WatchState(spec)
+        self._call: Any = None
+        self._conn: _AConn | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.reconnects = 0
+        self._early: WatchResponse | None = None
+        client._children.add(self)
+
+    @property
+    def next_revision(self) -> int:
+        return self.state.next_rev
+
+    async def _open(self) -> None:
+        from petcd.client.aio import _DialFailed
+
+        c = self._client
+        backoff = Backoff(len(c.config.endpoints))
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            conn = None
+            try:
+                conn = await c._conn(Deadline(None))
+                await c._ensure_token(conn, Deadline(c.config.dial_timeout))
+                call = conn.stream(WATCH_METHOD, rpc.WatchResponse)(
+                    metadata=c._metadata + WATCH_METADATA)
+                await call.write(self.state.create_request())
+            except _DialFailed as d:
+                c._failover(d.conn)
+                await asyncio.sleep(backoff.next_pause())
+                continue
+            except (EtcdError, grpc.RpcError) as e:
+                code = e.code() if isinstance(e, grpc.RpcError) else e.code
+                if code in FATAL_STREAM_CODES:
+                    raise from_rpc_error(e) if isinstance(e, grpc.RpcError) else e from None
+                if conn is not None:
+                    c._failover(conn)
+                await asyncio.sleep(backoff.next_pause())
+                continue
+            self._call, self._conn = call, conn
+            return
+
+    def _drop_stream(self, failover: bool) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call.cancel()
+        if failover and self._conn is not None:
+            self._client._failover(self._conn)
+        self.reconnects += 1
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> WatchResponse:
+        early, self._early = self._early, None
+        if early is not None:
+            return early
+        out = await self._pump(until_created=False)
+        assert out is not None
+        return out
+
+    async def start(self) -> AsyncWatch:
+        """Open the stream and wait until the server created the watch."""
+        await self._pump(until_created=True)
+        return self
+
+    async def _pump(self, until_created: bool) -> WatchResponse | None:
+        pause = Backoff(len(self._client.config.endpoints))
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._call is None:
+                await self._open()
+            try:
+                r = await self._call.read()
+            except asyncio.CancelledError:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise
+            except grpc.RpcError as e:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                code = e.code()
+                if code in FATAL_STREAM_CODES:
+                    await self.close()
+                    raise from_rpc_error(e) from None
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    self._client._token = None
+                self._drop_stream(failover=code != grpc.StatusCode.UNAUTHENTICATED)
+                await asyncio.sleep(pause.next_pause())
+                continue
+            if r is _EOF:
+                if self._closed:
+                    raise StopAsyncIteration
+                self._drop_stream(failover=True)
+                continue
+            try:
+                out = self.state.on_response(r)
+            except Reconnect as rc:
+                if rc.reauth:
+                    self._client._token = None
+                self._drop_stream(failover=not rc.reauth)
+                continue
+            except EtcdError:
+                await self.close()
+                raise
+            if out is not None:
+                if until_created:
+                    self._early = out
+                    return None
+                return out
+            if until_created and r.created:
+                return None
+
+    async def events(self) -> AsyncIterator[Event]:
+        async for batch in self:
+            for e in batch.events:
+                yield e
+
+    async def request_progress(self) -> None:
+        if self._call is not None:
+            await self._call.write(self.state.progress_request())
+
+    def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], Any]) -> None:
+        async def run() -> None:
+            try:
+                async for batch in self:
+                    await _call_back(callback, batch)
+            except EtcdError as e:
+                if not self._closed:
+                    await _call_back(callback, e)
+
+        self._task = asyncio.get_running_loop().create_task(run())
+
+    async def cancel(self) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._drop_stream(failover=False)
+        self._client._children.discard(self)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> AsyncWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncKeepAlive:
+    """Refreshes a lease from a task; see `AsyncClient.keep_alive`."""
+
+    def __init__(self, client: AsyncClient, lease_id: int,
+                 on_lost: Callable[[EtcdError], Any] | None) -> None:
+        self._client = client
+        self.lease_id = lease_id
+        self.on_lost = on_lost
+        self.ttl: int | None = None
+        self.lost: EtcdError | None = None
+        self._lost_event = asyncio.Event()
+        self._stop = asyncio.Event()
+        client._children.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _run(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            ttl = self.ttl
+            try:
+                r = await self._client.lease_keepalive_once(
+                    self.lease_id, timeout=max(1.0, (ttl or 3) / 3))
+            except ClientClosedError:
+                return
+            except LeaseNotFoundError as e:
+                await self._lose(e)
+                return
+            except EtcdError as e:
+                if self._stop.is_set():
+                    return
+                if ttl is not None and time.monotonic() - last_ok > ttl:
+                    await self._lose(LeaseExpiredError(
+                        f"lease {self.lease_id:x} not refreshed for {ttl}s: {e.message}"))
+                    return
+                await self._pause(0.2)
+                continue
+            if r.ttl <= 0:
+                await self._lose(LeaseExpiredError(f"lease {self.lease_id:x} expired or revoked"))
+                return
+            self.ttl, last_ok = r.ttl, time.monotonic()
+            await self._pause(max(0.1, r.ttl / 3))
+
+    async def _lose(self, e: EtcdError) -> None:
+        self.lost = e
+        self._lost_event.set()
+        if self.on_lost is not None:
+            await _call_back(self.on_lost, e)
+
+    async def wait_lost(self, timeout: float | None = None) -> EtcdError | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost_event.wait(), timeout)
+        return self.lost
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._client._children.discard(self)
+        if self._task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    close = stop

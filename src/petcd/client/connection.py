@@ -1,0 +1,170 @@
+"""Connection settings and the retry policy, shared by both client flavours (no IO here
+except reading certificate files).
+
+Retry rules (what makes a retry safe):
+- reads (Range, a read-only Txn, Status, MemberList, ...) are retried on the next member
+  after any UNAVAILABLE error: running them twice changes nothing;
+- writes are retried only when gRPC failed before the request left the client (no
+  connection could be made), or when the member refused it before proposing it ("no
+  leader", "not capable", a learner): a write that may have reached Raft is never sent
+  twice, its UnavailableError reaches the caller;
+- "invalid auth token" (an expired token) makes the client authenticate again with the
+  user/password it was given and re-send once: the server refused the request unread.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from petcd.client.errors import surely_not_sent
+
+_REFUSED_UNREAD = frozenset({
+    "etcdserver: no leader", "etcdserver: not capable",
+    "etcdserver: rpc not supported for learner",
+})
+_TOKEN_EXPIRED = frozenset({
+    "etcdserver: invalid auth token", "etcdserver: revision of auth store is old",
+})
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], bool]:
+    """("host:port" targets, any https) from "a:1,b:2" or URLs like http://a:1."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    targets, tls = [], False
+    for raw in items:
+        e = raw.strip()
+        if not e:
+            continue
+        for scheme in ("https://", "http://", "unixs://", "unix://"):
+            if e.startswith(scheme):
+                tls = tls or scheme in ("https://", "unixs://")
+                e = ("unix:" + e[len(scheme):]) if scheme.startswith("unix") else \
+                    e[len(scheme):]
+                break
+        targets.append(e.rstrip("/"))
+    if not targets:
+        raise ValueError("no endpoints given")
+    return targets, tls
+
+
+def _read(v: str | bytes | Path | None) -> bytes | None:
+    if v is None or isinstance(v, bytes):
+        return v
+    return Path(v).read_bytes()
+
+
+@dataclass
+class Config:
+    """Everything a client needs to connect; see `Client` for the meaning of each."""
+
+    endpoints: list[str]
+    tls: bool = False
+    ca_cert: bytes | None = None
+    cert_key: bytes | None = None
+    cert_cert: bytes | None = None
+    user: str | None = None
+    password: str | None = None
+    timeout: float | None = None
+    dial_timeout: float | None = 5.0
+    keepalive_time: float | None = None
+    keepalive_timeout: float = 20.0
+    grpc_options: list[tuple[str, object]] = field(default_factory=list)
+
+    @classmethod
+    def make(cls, endpoints: str | Sequence[str], *, ca_cert: str | bytes | Path | None = None,
+             cert_key: str | bytes | Path | None = None,
+             cert_cert: str | bytes | Path | None = None, **kw: object) -> Config:
+        targets, tls = parse_endpoints(endpoints)
+        cfg = cls(targets, tls or ca_cert is not None or cert_cert is not None,
+                  _read(ca_cert), _read(cert_key), _read(cert_cert), **kw)  # type: ignore[arg-type]
+        if (cfg.user is None) != (cfg.password is None):
+            raise ValueError("give both user and password, or neither")
+        if (cfg.cert_key is None) != (cfg.cert_cert is None):
+            raise ValueError("give both cert_key and cert_cert, or neither")
+        return cfg
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if not self.tls:
+            return None
+        return grpc.ssl_channel_credentials(self.ca_cert, self.cert_key, self.cert_cert)
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        opts: list[tuple[str, object]] = [
+            # etcd answers up to --max-request-bytes + some; its Go client accepts any size
+            ("grpc.max_receive_message_length", -1),
+            ("grpc.max_send_message_length", -1),
+            # Come back quickly to a member that restarts (gRPC's default backs off to 2 min).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
+        if self.keepalive_time is not None:
+            opts += [("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
+                     ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
+                     ("grpc.keepalive_permit_without_calls", 1),
+                     ("grpc.http2.max_pings_without_data", 0)]
+        names = {n for n, _ in self.grpc_options}
+        return [o for o in opts if o[0] not in names] + list(self.grpc_options)
+
+
+class Action(enum.Enum):
+    RAISE = 0
+    FAILOVER = 1  # move to the next member, then retry
+    REAUTH = 2    # authenticate again, then retry
+
+
+def decide(e: grpc.RpcError, idempotent: bool, *, can_reauth: bool) -> Action:
+    """What to do after a failed attempt (see the module docstring)."""
+    code = e.code() if hasattr(e, "code") else None
+    details = (e.details() if hasattr(e, "details") else "") or ""
+    if details in _TOKEN_EXPIRED and can_reauth:
+        return Action.REAUTH
+    if code == grpc.StatusCode.UNAVAILABLE and (
+            idempotent or surely_not_sent(e) or details in _REFUSED_UNREAD):
+        return Action.FAILOVER
+    return Action.RAISE
+
+
+class Deadline:
+    """The time left for one call across all its attempts (None: no limit)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+
+class Backoff:
+    """Pause after each full round of failed members: 50 ms doubling up to 1 s."""
+
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.failures = 0
+
+    def next_pause(self) -> float:
+        self.failures += 1
+        if self.failures % self.members:
+            return 0.0
+        rounds = self.failures // self.members
+        return float(min(1.0, 0.05 * 2 ** (rounds - 1)))
+
+    def exhausted(self, deadline: Deadline, max_rounds: int = 5) -> bool:
+        # With no deadline, give up after a few full rounds over every member.
+        if deadline.at is not None:
+            return deadline.passed()
+        return self.failures >= self.members * max_rounds
+
+
+WATCH_METADATA = (("hasleader", "true"),)  # etcd cancels the stream if its member has no leader

@@ -1,0 +1,109 @@
+"""The watch protocol without IO: what to send to (re)start a watch and what each server
+answer means. Shared by the sync and asyncio watches.
+
+The state remembers the next revision the caller has not seen yet. A (re)created watch
+asks for exactly that revision, and events below it are dropped, so after a reconnect to
+any member the caller gets every event once, in order: no gap, no repeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from petcd.client.errors import CompactedError, PermissionDeniedError, WatchError
+from petcd.client.ops import Bytes, key_range
+from petcd.client.types import Event, Header, WatchResponse
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+
+# Reasons the server cancels a watch that a new stream (maybe on another member, maybe
+# after authenticating again) cures.
+_RECONNECT_REASONS = ("etcdserver: no leader", "etcdserver: invalid auth token",
+                      "etcdserver: revision of auth store is old")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSpec:
+    key: bytes
+    range_end: bytes = b""
+    start_revision: int = 0
+    prev_kv: bool = False
+    no_put: bool = False
+    no_delete: bool = False
+    progress_notify: bool = False
+
+    @classmethod
+    def make(cls, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
+             from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
+             no_put: bool = False, no_delete: bool = False,
+             progress_notify: bool = False) -> WatchSpec:
+        k, end = key_range(key, range_end, prefix=prefix, from_key=from_key)
+        return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify)
+
+
+class Reconnect(Exception):
+    """Internal: the stream must be re-opened (elsewhere, or after re-authenticating)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reauth = "auth" in reason
+
+
+
+
+class WatchState:
+    def __init__(self, spec: WatchSpec) -> None:
+        self.spec = spec
+        # 0 until known: "from the revision after the one current when created".
+        self.next_rev = spec.start_revision
+        self.watch_id = -1
+
+    def create_request(self) -> rpc.WatchRequest:
+        s = self.spec
+        filters = [f for f, on in ((rpc.WatchCreateRequest.NOPUT, s.no_put),
+                                   (rpc.WatchCreateRequest.NODELETE, s.no_delete)) if on]
+        return rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+            key=s.key, range_end=s.range_end, start_revision=self.next_rev,
+            progress_notify=s.progress_notify, filters=filters, prev_kv=s.prev_kv))
+
+    def cancel_request(self) -> rpc.WatchRequest:
+        return rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=self.watch_id))
+
+    @staticmethod
+    def progress_request() -> rpc.WatchRequest:
+        return rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+
+    def on_response(self, r: rpc.WatchResponse) -> WatchResponse | None:
+        """The batch to hand to the caller (None: nothing for them). Raises
+        CompactedError / WatchError / PermissionDeniedError, or Reconnect."""
+        if r.created:
+            self.watch_id = r.watch_id
+            if self.next_rev == 0 and not r.canceled:
+                self.next_rev = r.header.revision + 1
+        if r.canceled:
+            if r.compact_revision:
+                raise CompactedError(
+                    "etcdserver: mvcc: required revision has been compacted",
+                    compact_revision=r.compact_revision)
+            reason = r.cancel_reason
+            if reason in _RECONNECT_REASONS:
+                raise Reconnect(reason)
+            if reason == "etcdserver: permission denied":
+                raise PermissionDeniedError(reason)
+            raise WatchError(reason or "etcdserver: watch canceled")
+        if r.compact_revision:
+            raise CompactedError("etcdserver: mvcc: required revision has been compacted",
+                                 compact_revision=r.compact_revision)
+        header = Header.from_pb(r.header)
+        if r.events:
+            events = [Event.from_pb(e) for e in r.events if e.kv.mod_revision >= self.next_rev]
+            if not events:
+                return None  # all seen before a reconnect
+            self.next_rev = events[-1].kv.mod_revision + 1
+            return WatchResponse(header, events)
+        if r.created or self.next_rev == 0:
+            return None
+        # No events and not the creation answer: a progress notification; every event
+        # up to header.revision has been sent.
+        if r.header.revision >= self.next_rev:
+            self.next_rev = r.header.revision + 1
+        return WatchResponse(header, [], progress_notify=True)

@@ -1,0 +1,291 @@
+"""Tools of the attack suite: a raw HTTP/2 client (frames by hand, hpack for the
+well-formed blocks), a guard that watches a member's RSS and a concurrent client's put
+latency while an attack runs, and the member fixtures' arguments.
+
+Attacks stop early when the member's RSS has grown past the bound (so a regression
+fails the test instead of swapping the machine)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+import hpack
+
+from petcd.api.h2 import frames as F
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import MemberProcess
+
+MiB = 1024 * 1024
+# Every member under attack: no fsync (the suite measures the front door, not the disk).
+MEMBER_ARGS = ["--unsafe-no-fsync"]
+# The bounds every attack is held to (measured on a loaded 2-core box: an attack-free
+# run's put p99 is a few ms; today's holes cost seconds or hundreds of MB).
+RSS_GROWTH_MIB = 48.0
+P99_SECONDS = 0.1
+PUT_TIMEOUT = 2.0
+MIN_GUARD_SECONDS = 3.0  # so that a p99 is not the single slowest put
+
+PUT = "/etcdserverpb.KV/Put"
+RANGE = "/etcdserverpb.KV/Range"
+
+
+def grpc_msg(body: bytes) -> bytes:
+    return b"\0" + len(body).to_bytes(4, "big") + body
+
+
+def range_request(key: bytes = b"attack") -> bytes:
+    return grpc_msg(rpc.RangeRequest(key=key, serializable=True).SerializeToString())
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Raw:
+    """An HTTP/2 client writing frames by hand. `reading()` starts a thread that
+    reads and parses what the server sends (else the client never reads)."""
+
+    def __init__(self, port: int, settings: dict[int, int] | None = None,
+                 preface: bool = True, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.enc = hpack.Encoder()
+        self.goaway: tuple[int, int, bytes] | None = None  # last stream, code, debug
+        self.resets: dict[int, int] = {}
+        self.headers: dict[int, list[bytes]] = {}
+        self.closed = threading.Event()
+        self.conn_window = F.DEFAULT_WINDOW
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        if preface:
+            self.send(F.PREFACE + F.settings_frame(settings or {}))
+
+    def send(self, *frames: bytes) -> bool:
+        try:
+            self.sock.sendall(b"".join(frames))
+            return True
+        except OSError:
+            self.closed.set()
+            return False
+
+    def block(self, path: str = RANGE, *extra: tuple[str, str]) -> bytes:
+        return bytes(self.enc.encode([
+            (":method", "POST"), (":scheme", "http"), (":path", path),
+            (":authority", "attack"), ("content-type", "application/grpc"),
+            ("te", "trailers"), *extra]))
+
+    def headers_frame(self, sid: int, block: bytes, end_stream: bool = False) -> bytes:
+        return F.frame(F.HEADERS, F.END_HEADERS | (F.END_STREAM if end_stream else 0),
+                       sid, block)
+
+    def reading(self) -> Raw:
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(1 << 20)
+                if not chunk:
+                    break
+                buf += chunk
+                while len(buf) >= 9:
+                    hi, lo, ftype, flags, sid = F.HEADER.unpack_from(buf)
+                    n = hi << 16 | lo
+                    if len(buf) < 9 + n:
+                        break
+                    payload, buf = buf[9:9 + n], buf[9 + n:]
+                    self._on_frame(ftype, flags, sid, payload)
+        except OSError:
+            pass
+        self.closed.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _on_frame(self, ftype: int, flags: int, sid: int, payload: bytes) -> None:
+        if ftype == F.GOAWAY:
+            self.goaway = (F.u32(payload[:4]), F.u32(payload[4:8]), payload[8:])
+        elif ftype == F.RST_STREAM:
+            self.resets[sid] = F.u32(payload)
+        elif ftype == F.HEADERS:
+            self.headers.setdefault(sid, []).append(payload)
+        elif ftype == F.WINDOW_UPDATE and sid == 0:
+            with self._cond:
+                self.conn_window += F.u32(payload)
+                self._cond.notify_all()
+
+    def take_window(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until the connection window has n bytes (the reader must run)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.conn_window < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed.is_set():
+                    return False
+                self._cond.wait(left)
+            self.conn_window -= n
+            return True
+
+    def wait_headers(self, streams: int, timeout: float = 60.0) -> None:
+        """Wait until `streams` streams got response headers (the member is done
+        setting up what the attack needs; the reader must run)."""
+        deadline = time.monotonic() + timeout
+        while len(self.headers) < streams:
+            assert time.monotonic() < deadline, f"{len(self.headers)} of {streams} answered"
+            assert not self.closed.is_set(), f"closed: GOAWAY {self.goaway}"
+            time.sleep(0.05)
+
+    def outcome(self, sid: int, timeout: float = 10.0) -> tuple[str, str] | int | None:
+        """(grpc-status, grpc-message) of a call, or the RST_STREAM code it got, or
+        None if the connection closed first (the reader must run)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for payload in self.headers.get(sid, []):
+                fields = dict(hpack.Decoder().decode(payload))  # our blocks never index
+                if "grpc-status" in fields:
+                    return fields["grpc-status"], unquote(fields.get("grpc-message", ""))
+            if sid in self.resets:
+                return self.resets[sid]
+            if self.closed.is_set():
+                return None
+            time.sleep(0.02)
+        raise AssertionError(f"no answer on stream {sid}")
+
+    def wait_closed(self, timeout: float = 10.0) -> bool:
+        return self.closed.wait(timeout)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.sock.close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+class Guard:
+    """While an attack runs: a client puts every few ms through its own connection
+    (latency and failures recorded), and the member's RSS is sampled."""
+
+    def __init__(self, member: MemberProcess) -> None:
+        assert member.proc is not None
+        self.member = member
+        self.pid = member.proc.pid
+        self.baseline = rss_mib(self.pid)
+        self.peak = self.baseline
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._put_loop, daemon=True),
+                         threading.Thread(target=self._rss_loop, daemon=True)]
+
+    def over(self) -> bool:
+        """True once the RSS grew past the bound: attacks stop then."""
+        return self.peak - self.baseline > RSS_GROWTH_MIB or self._stop.is_set()
+
+    def _rss_loop(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.peak = max(self.peak, rss_mib(self.pid))
+            except OSError:
+                return
+
+    def _put_loop(self) -> None:
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.member.client_port}")
+        put = channel.unary_unary(PUT, request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+        body = rpc.PutRequest(key=b"guard", value=b"v" * 100).SerializeToString()
+        try:
+            put(body, timeout=10)  # connected before the clock starts
+        except grpc.RpcError as e:
+            self.failures.append(f"first put: {e.code()}")
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    put(body, timeout=PUT_TIMEOUT)
+                except grpc.RpcError as e:
+                    self.failures.append(f"{e.code()}: {e.details()}")
+                self.latencies.append(time.monotonic() - t0)
+                self._stop.wait(0.01)
+        finally:
+            channel.close()
+
+    def start(self) -> Guard:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(PUT_TIMEOUT + 5)
+        self.peak = max(self.peak, rss_mib(self.pid))
+
+    def p99(self) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("inf")
+
+    def report(self) -> str:
+        lat = sorted(self.latencies)
+        return (f"RSS {self.baseline:.0f} -> peak {self.peak:.0f} MiB; "
+                f"{len(lat)} puts, p50 {lat[len(lat) // 2] * 1000 if lat else 0:.1f} ms, "
+                f"p99 {self.p99() * 1000:.1f} ms, max {lat[-1] * 1000 if lat else 0:.1f} ms, "
+                f"{len(self.failures)} failed {self.failures[:3]}")
+
+    def check(self, p99: float = P99_SECONDS) -> None:
+        print(self.report())
+        assert self.member.running, "the member died"
+        assert self.peak - self.baseline <= RSS_GROWTH_MIB, self.report()
+        assert not self.failures, self.report()
+        assert len(self.latencies) >= 10, self.report()
+        assert self.p99() < p99, self.report()
+
+
+@contextmanager
+def guarded(member: MemberProcess) -> Iterator[Guard]:
+    guard = Guard(member).start()
+    time.sleep(0.3)  # some puts before the attack: the latencies include its start
+    start = time.monotonic()
+    try:
+        yield guard
+        # an attack stopped early (by a bound) still gets enough puts measured after it
+        time.sleep(max(0.0, MIN_GUARD_SECONDS - (time.monotonic() - start)))
+    finally:
+        guard.stop()
+
+
+def run_for(seconds: float, guard: Guard, step: Callable[[], Any],
+            per_second: float = 0.0) -> int:
+    """Call step() (at most per_second times a second, when given) until `seconds`
+    passed, the RSS bound is exceeded, or step returns False; the number of calls.
+    Paced attacks measure amplification (what a modest client makes the member do);
+    the member's CPU is not the resource under test."""
+    start = time.monotonic()
+    deadline = start + seconds
+    n = 0
+    while time.monotonic() < deadline and not guard.over():
+        if step() is False:
+            break
+        n += 1
+        if per_second:
+            delay = start + n / per_second - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    return n
+
+
+def member_log_has(member: MemberProcess, text: str) -> bool:
+    return os.path.exists(member.log_path) and text in member.log_path.read_text(
+        errors="replace")

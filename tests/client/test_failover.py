@@ -1,0 +1,111 @@
+"""Failover on 3-member clusters of petcd and of etcd 3.4: the member a client (and its
+watch) is connected to is killed mid-stream; calls go on elsewhere, and the watch resumes
+on another member with no gap and no duplicate, checked against the store's history."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from petcd.client import Client, Event
+from petcd.client.errors import EtcdError
+
+from .conftest import BACKENDS, Connect
+
+
+def _writer(endpoints: list[str], prefix: str, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        with Client(endpoints, timeout=5) as w:
+            i = 0
+            while not stop.is_set():
+                try:
+                    w.put(f"{prefix}{i:05d}", str(i))
+                    i += 1
+                except EtcdError:
+                    time.sleep(0.05)  # an election: the write's fate is unknown, go on
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def _collect_until(w: Any, key: bytes, out: list[Event], deadline: float) -> None:
+    for batch in w:
+        out.extend(batch.events)
+        if any(e.kv.key == key for e in batch.events):
+            return
+        assert time.monotonic() < deadline, "watch stalled"
+
+
+def _triples(events: list[Event]) -> list[tuple[bytes, int, bytes]]:
+    return [(e.kv.key, e.kv.mod_revision, e.kv.value) for e in events]
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
+                                             connect: Connect) -> None:
+    members = members_factory(kind, 3)
+    with Client(members[0].address) as probe:
+        leader_id = probe.status().leader
+        ids = {m.id: m for m in probe.member_list().members}
+    leader = next(m for m in members if m.address in ids[leader_id].client_urls[0])
+    follower, other = (m for m in members if m is not leader)
+    prefix = "fo/"
+    # The watcher starts on a follower; the writer never uses it, so writes go on
+    # while the watcher is cut off.
+    c = connect([follower.address, leader.address, other.address], timeout=20)
+    start = c.put(prefix + "start", "").header.revision
+    w = c.watch(prefix, prefix=True)
+    connected = follower
+    assert c.endpoint == follower.address
+
+    stop = threading.Event()
+    writer = _writer([leader.address, other.address], prefix + "k", stop)
+    seen: list[Event] = []
+    deadline = time.monotonic() + 60
+    try:
+        for batch in w:
+            seen.extend(batch.events)
+            if len(seen) >= 30:
+                break
+        connected.kill()  # mid-stream: the writer keeps going on the others
+        time.sleep(0.5)  # events committed meanwhile must not be lost
+        for batch in w:
+            seen.extend(batch.events)
+            if len(seen) >= 80:
+                break
+            assert time.monotonic() < deadline, "watch stalled after the kill"
+    finally:
+        stop.set()
+        writer.join()
+    assert w.reconnects >= 1
+    # Unary calls moved on too: a read and a write through the same client.
+    end = c.put(prefix + "end", "").header.revision
+    assert c.get(prefix + "end").kvs[0].mod_revision == end
+    assert c.endpoint != connected.address
+    _collect_until(w, (prefix + "end").encode(), seen, time.monotonic() + 60)
+    w.close()
+
+    # The store's history from a fresh watch on a survivor: the same events, in order.
+    survivor = next(m for m in members if m.running)
+    with Client(survivor.address) as fresh, \
+            fresh.watch(prefix, prefix=True, start_revision=start + 1) as h:
+        history: list[Event] = []
+        _collect_until(h, (prefix + "end").encode(), history, time.monotonic() + 60)
+    assert _triples(seen) == _triples(history)
+    revs = [e.kv.mod_revision for e in seen]
+    assert revs == sorted(set(revs)) and len(revs) > 80
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_write_retried_only_when_unsent(kind: str, members_factory: Any) -> None:
+    """The first endpoint is dead before the call: the write goes to the next member
+    (the connection failed, so nothing was sent); reads fail over too."""
+    members = members_factory(kind, 3)
+    members[0].kill()
+    with Client([m.address for m in members], dial_timeout=1, timeout=20) as c:
+        rev = c.put("retry/k", "v").header.revision
+        assert c.get("retry/k").kvs[0].mod_revision == rev
+        assert c.endpoint != members[0].address

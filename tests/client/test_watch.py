@@ -1,0 +1,97 @@
+"""Watch through both flavours against petcd and etcd: key, prefix, range, from a
+revision, prev_kv, filters, progress, callbacks, a compacted start."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+import pytest
+
+from petcd.client import EventType
+from petcd.client.errors import CompactedError
+from petcd.testing import MemberProcess
+
+from .conftest import Connect
+
+
+def take(w: Any, n: int) -> list[Any]:
+    """The next n events of a watch."""
+    out: list[Any] = []
+    for batch in w:
+        out.extend(batch.events)
+        if len(out) >= n:
+            break
+    assert len(out) == n, out
+    return out
+
+
+def test_watch_key_prefix_range(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+    c = connect(backend.address)
+    with c.watch(pfx + "a") as one, c.watch(pfx, prefix=True) as every, \
+            c.watch(pfx + "b", pfx + "d") as rng:
+        c.put(pfx + "a", "1")
+        c.put(pfx + "b", "2")
+        c.put(pfx + "e", "3")
+        c.delete(pfx + "a")
+        c.put(pfx + "c", "4")
+        assert [(e.type, e.kv.key[len(pfx):], e.kv.value) for e in take(one, 2)] == \
+            [(EventType.PUT, b"a", b"1"), (EventType.DELETE, b"a", b"")]
+        assert [e.kv.key[len(pfx):] for e in take(every, 5)] == [b"a", b"b", b"e", b"a", b"c"]
+        assert [e.kv.key[len(pfx):] for e in take(rng, 2)] == [b"b", b"c"]
+
+
+def test_watch_from_revision_prev_kv_filters(backend: MemberProcess, connect: Connect,
+                                             pfx: str) -> None:
+    c = connect(backend.address)
+    first = c.put(pfx + "k", "1").header.revision
+    c.put(pfx + "k", "2")
+    c.delete(pfx + "k")
+    with c.watch(pfx + "k", start_revision=first, prev_kv=True) as w:
+        evs = take(w, 3)
+        assert [e.kv.mod_revision for e in evs] == [first, first + 1, first + 2]
+        assert evs[1].prev_kv.value == b"1" and evs[2].prev_kv.value == b"2"
+        assert w.next_revision == first + 3
+    with c.watch(pfx + "k", start_revision=first, no_put=True) as w:
+        assert [e.type for e in take(w, 1)] == [EventType.DELETE]
+    with c.watch(pfx + "k", start_revision=first, no_delete=True) as w:
+        c.put(pfx + "k", "3")
+        assert [e.kv.value for e in take(w, 3)] == [b"1", b"2", b"3"]
+
+
+def test_progress(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+    c = connect(backend.address)
+    with c.watch(pfx + "quiet") as w:
+        rev = c.put(pfx + "other", "x").header.revision
+        w.request_progress()
+        batch = next(iter(w))
+        assert batch.progress_notify and batch.events == []
+        assert batch.header.revision >= rev and w.next_revision == batch.header.revision + 1
+
+
+def test_callbacks(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+    c = connect(backend.address)
+    got: queue.Queue[Any] = queue.Queue()
+    w = c.add_watch_callback(pfx, got.put, prefix=True)
+    for i in range(3):
+        c.put(f"{pfx}{i}", str(i))
+    seen: list[bytes] = []
+    while len(seen) < 3:
+        seen.extend(e.kv.value for e in got.get(timeout=20).events)
+    assert seen == [b"0", b"1", b"2"]
+    w.cancel()
+    c.put(pfx + "after", "x")
+    time.sleep(0.2)
+    assert got.empty()
+
+
+def test_compacted_start(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+    c = connect(backend.address)
+    first = c.put(pfx + "k", "1").header.revision
+    last = c.put(pfx + "k", "2").header.revision
+    c.compact(last)
+    with pytest.raises(CompactedError) as e:
+        w = c.watch(pfx + "k", start_revision=first)
+        next(iter(w))
+    assert e.value.compact_revision == last
