@@ -16,7 +16,7 @@ import grpc
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
-from petcd.testing import LAGGING_BACKEND, Etcdctl, backend_index
+from petcd.testing import LAGGING_BACKEND, SRC_DIR, Etcdctl, backend_index
 
 
 def _watch_history(address: str, key: bytes) -> list[bytes]:
@@ -53,7 +53,8 @@ def test_every_read_path_sees_uncommitted_writes(petcd_factory: Any, tmp_path: P
     snap = str(tmp_path / "snap.db")
     ctl.ok("snapshot", "save", snap)  # commits first: the file holds every write
     petcdctl = subprocess.run([sys.executable, "-m", "petcd.cli.ctl", "snapshot", "status",
-                               snap, "-w", "json"], capture_output=True, text=True, timeout=60)
+                               snap, "-w", "json"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(SRC_DIR)})
     status = json.loads(petcdctl.stdout)
     assert status["revision"] == rev
     ctl.ok("put", "after-snapshot", "y")
