@@ -5,16 +5,20 @@ leader's snapshot (the auth databases travel in the backend file)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import PetcdCluster
+from petcd.testing import EtcdProcess, PetcdCluster, have_etcd
 
 from .clients import READ, Client, jwt_option
 
 DENIED = ("PERMISSION_DENIED", "etcdserver: permission denied")
 OK = ("OK", "")
+OLD_REVISION = ("INVALID_ARGUMENT", "etcdserver: revision of auth store is old")
 
 
 def _committed(c: PetcdCluster) -> int:
@@ -107,12 +111,57 @@ def test_simple_token_on_other_members(cluster_factory: Callable[..., PetcdClust
         c.wait_applied(_committed(c), [follower])
         assert cf.outcome(cf.lease.LeaseTimeToLive, ttl, alice) == DENIED
         assert list(cf.ok(cf.lease.LeaseTimeToLive, ttl, root).keys) == [b"w/l", b"x"]
-    # Simple tokens live in memory: a restarted member no longer knows them.
+    # After a kill -9 and restart the member serves logins and checks again. (Whether a
+    # simple token issued before survives is not asserted: once, under heavy load, one
+    # did; see the report of issue 11.)
     b.kill()
     b.start()
     c.wait_applied(_committed(c), [b])
     with Client(b.address) as cb:
-        assert cb.outcome(cb.kv.Range, rpc.RangeRequest(key=b"w/1"), alice) == (
-            "UNAUTHENTICATED", "etcdserver: invalid auth token")
-        assert cb.outcome(cb.kv.Range, rpc.RangeRequest(key=b"w/1"),
-                          cb.login("alice", "apw")) == OK
+        token = cb.login("alice", "apw")
+        assert cb.outcome(cb.kv.Range, rpc.RangeRequest(key=b"w/1"), token) == OK
+        assert cb.outcome(cb.kv.Range, rpc.RangeRequest(key=b"x"), token) == DENIED
+
+
+def _token_elsewhere(members: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Log in on the first member, use the token on each of the others."""
+    (_, first), others = members[0], members[1:]
+    with Client(first) as ca:
+        ca.setup_users()
+        token = ca.login("alice", "apw")
+    out = []
+    for _, address in others:
+        with Client(address) as cm:
+            # etcd 3.4 on a member still applying the login may answer "revision of auth
+            # store is old" (it reads the revision before waiting for the token's index):
+            # retried, as clientv3 retries it.
+            for _ in range(20):
+                put = cm.outcome(cm.kv.Put, rpc.PutRequest(key=b"w/1", value=b"1"), token)
+                if put != OLD_REVISION:
+                    break
+                time.sleep(0.5)
+            out.append(put)
+            out.append(cm.outcome(cm.kv.Range, rpc.RangeRequest(key=b"x"), token))
+    return out
+
+
+@pytest.mark.skipif(not have_etcd(), reason="etcd 3.4 not installed")
+def test_simple_token_on_other_members_as_etcd(
+        cluster_factory: Callable[..., PetcdCluster], tmp_path: Path) -> None:
+    """etcd 3.4 replicates a simple token through the log: it works on every member."""
+    etcds = [EtcdProcess(tmp_path / f"etcd-{i}", name=f"e{i}",
+                         args=["--initial-cluster-token", "auth-test"]) for i in range(3)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in etcds)
+    try:
+        for m in etcds:
+            m.initial_cluster = initial
+            m._spawn()
+        for m in etcds:
+            m.wait_ready(60)
+        want = _token_elsewhere([(m.name, m.address) for m in etcds])
+    finally:
+        for m in etcds:
+            m.kill()
+    c = cluster_factory()
+    got = _token_elsewhere([(m.name, m.address) for m in c.members])
+    assert got == want == [OK, DENIED] * 2

@@ -141,12 +141,58 @@ def test_grpc_auth_transcript(token: str, tmp_path: Path,
                               etcd_factory: Callable[..., MemberProcess],
                               petcd_factory: Callable[..., MemberProcess]) -> None:
     args = [] if token == "simple" else ["--auth-token", jwt_option(tmp_path)]
-    e = etcd_factory(args=args)
+    e = etcd_factory(args=[*args, "--bcrypt-cost", "4"])
     p = petcd_factory(args=[*args, "--bcrypt-cost", "4"])
     with Client(e.address) as ce:
         want = scenario(ce)
     with Client(p.address) as cp:
         got = scenario(cp)
     assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g == w
+
+
+def lock_election(c: Client) -> list[tuple[Any, ...]]:
+    """Lock and Election with auth on: their KV steps are the caller's."""
+    from petcd.pb.v3electionpb import v3election_pb2 as epb
+    from petcd.pb.v3electionpb import v3election_pb2_grpc as egrpc
+    from petcd.pb.v3lockpb import v3lock_pb2 as lpb
+    from petcd.pb.v3lockpb import v3lock_pb2_grpc as lgrpc
+
+    c.setup_users()
+    root, alice = c.login("root", "rootpw"), c.login("alice", "apw")
+    lock, election = lgrpc.LockStub(c.channel), egrpc.ElectionStub(c.channel)
+    c.ok(c.lease.LeaseGrant, rpc.LeaseGrantRequest(ID=700, TTL=60), alice)
+    out: list[tuple[Any, ...]] = []
+    code, details, resp = c.call(lock.Lock, lpb.LockRequest(name=b"w/lock", lease=700), alice)
+    out.append(("lock w/", code, details, resp.key if resp else None))
+    out.append(("lock x", *c.outcome(lock.Lock, lpb.LockRequest(name=b"x", lease=700), alice)))
+    out.append(("lock anonymous", *c.outcome(lock.Lock, lpb.LockRequest(name=b"w/l2",
+                                                                         lease=700))))
+    out.append(("unlock x", *c.outcome(lock.Unlock, lpb.UnlockRequest(key=b"x/1"), alice)))
+    out.append(("unlock w/", *c.outcome(lock.Unlock, lpb.UnlockRequest(
+        key=b"w/lock/2bc"), alice)))
+    out.append(("campaign x", *c.outcome(election.Campaign, epb.CampaignRequest(
+        name=b"x", lease=700, value=b"v"), alice)))
+    out.append(("campaign w/", *c.outcome(election.Campaign, epb.CampaignRequest(
+        name=b"w/e", lease=700, value=b"v"), alice)))
+    out.append(("leader w/", *c.outcome(election.Leader, epb.LeaderRequest(name=b"w/e"),
+                                        alice)))
+    out.append(("leader x", *c.outcome(election.Leader, epb.LeaderRequest(name=b"x"), alice)))
+    out.append(("leader x root", *c.outcome(election.Leader, epb.LeaderRequest(name=b"x"),
+                                            root)))
+    out.append(("lock bogus token", *c.outcome(lock.Lock, lpb.LockRequest(
+        name=b"w/l3", lease=700), "bogus")))
+    return out
+
+
+def test_lock_and_election_as_the_caller(etcd_factory: Callable[..., MemberProcess],
+                                         petcd_factory: Callable[..., MemberProcess]) -> None:
+    e = etcd_factory(args=["--bcrypt-cost", "4"])
+    p = petcd_factory(args=["--bcrypt-cost", "4"])
+    with Client(e.address) as ce:
+        want = lock_election(ce)
+    with Client(p.address) as cp:
+        got = lock_election(cp)
     for g, w in zip(got, want, strict=True):
         assert g == w

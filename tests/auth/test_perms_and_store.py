@@ -45,7 +45,7 @@ def _model_covers(perms: list[tuple[bytes, bytes]], key: bytes, end: bytes) -> b
     return all(any(b <= a and c <= e for b, e in ivs) for a, c in itertools.pairwise(cuts))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(ranges, max_size=5), ranges)
 def test_interval_set_matches_the_model(perms: list[tuple[bytes, bytes]],
                                         req: tuple[bytes, bytes]) -> None:

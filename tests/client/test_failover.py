@@ -31,6 +31,16 @@ def _writer(endpoints: list[str], prefix: str, stop: threading.Event) -> threadi
     return th
 
 
+def _roles(members: list[Any]) -> tuple[Any, Any, Any]:
+    """(leader, follower, other follower)."""
+    with Client(members[0].address) as probe:
+        leader_id = probe.status().leader
+        ids = {m.id: m for m in probe.member_list().members}
+    leader = next(m for m in members if m.address in ids[leader_id].client_urls[0])
+    follower, other = (m for m in members if m is not leader)
+    return leader, follower, other
+
+
 def _collect_until(w: Any, key: bytes, out: list[Event], deadline: float) -> None:
     for batch in w:
         out.extend(batch.events)
@@ -43,19 +53,21 @@ def _triples(events: list[Event]) -> list[tuple[bytes, int, bytes]]:
     return [(e.kv.key, e.kv.mod_revision, e.kv.value) for e in events]
 
 
+@pytest.mark.parametrize("victim", ["follower", pytest.param("leader", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
+def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_factory: Any,
                                              connect: Connect) -> None:
     members = members_factory(kind, 3)
-    with Client(members[0].address) as probe:
-        leader_id = probe.status().leader
-        ids = {m.id: m for m in probe.member_list().members}
-    leader = next(m for m in members if m.address in ids[leader_id].client_urls[0])
-    follower, other = (m for m in members if m is not leader)
+    leader, follower, other = _roles(members)
+    if victim == "leader":  # the watcher's member is the leader: an election follows
+        leader, follower = follower, leader
     prefix = "fo/"
-    # The watcher starts on a follower; the writer never uses it, so writes go on
+    # The watcher starts on the victim; the writer never uses it, so writes go on
     # while the watcher is cut off.
     c = connect([follower.address, leader.address, other.address], timeout=20)
+    lease = c.lease_grant(2).id
+    ka = c.keep_alive(lease)  # refreshed through the same (soon dead) member
+    c.put("ka/key", "v", lease=lease)
     start = c.put(prefix + "start", "").header.revision
     w = c.watch(prefix, prefix=True)
     connected = follower
@@ -71,6 +83,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
             if len(seen) >= 30:
                 break
         connected.kill()  # mid-stream: the writer keeps going on the others
+        killed_at = time.monotonic()
         time.sleep(0.5)  # events committed meanwhile must not be lost
         for batch in w:
             seen.extend(batch.events)
@@ -87,6 +100,12 @@ def test_watch_and_calls_survive_member_kill(kind: str, members_factory: Any,
     assert c.endpoint != connected.address
     _collect_until(w, (prefix + "end").encode(), seen, time.monotonic() + 60)
     w.close()
+
+    # The keep-alive moved to another member too: the lease outlived its 2 s TTL.
+    time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
+    assert ka.lost is None and c.get("ka/key").value == b"v"
+    c.lease_revoke(lease)
+    assert ka.wait_lost(10) is not None  # and it reports the loss
 
     # The store's history from a fresh watch on a survivor: the same events, in order.
     survivor = next(m for m in members if m.running)
@@ -109,3 +128,37 @@ def test_write_retried_only_when_unsent(kind: str, members_factory: Any) -> None
         rev = c.put("retry/k", "v").header.revision
         assert c.get("retry/k").kvs[0].mod_revision == rev
         assert c.endpoint != members[0].address
+        # MoveLeader: asked of the leader, names a running follower
+        leader, follower, _ = _roles([m for m in members if m.running] + [members[0]])
+        with Client(leader.address, timeout=20) as lc:
+            target = next(m.id for m in lc.member_list().members
+                          if follower.address in m.client_urls[0])
+            lc.move_leader(target)
+            deadline = time.monotonic() + 20
+            while lc.status().leader != target:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_watch_leaves_a_hung_member(kind: str, members_factory: Any, connect: Connect) -> None:
+    """SIGSTOP (no RST, no FIN): gRPC keepalive finds the member dead; the watch resumes
+    on another one and reads move on too."""
+    members = members_factory(kind, 3, ["--grpc-keepalive-min-time", "500ms"])
+    leader, follower, other = _roles(members)
+    c = connect([follower.address, leader.address, other.address], keepalive_time=1,
+                keepalive_timeout=1, timeout=20)
+    w = c.watch("hung/", prefix=True)
+    follower.pause()
+    try:
+        with Client([leader.address, other.address], timeout=20) as writer:
+            rev = writer.put("hung/k", "v").header.revision
+        t0 = time.monotonic()
+        batch = next(iter(w))
+        assert [e.kv.mod_revision for e in batch.events] == [rev]
+        assert time.monotonic() - t0 < 30
+        assert c.get("hung/k").value == b"v"
+        assert c.endpoint != follower.address
+        w.close()
+    finally:
+        follower.resume()

@@ -49,7 +49,7 @@ def _spawn(code: str, *args: str) -> subprocess.Popen[bytes]:
 
 
 def test_lock_excludes_8_processes(backend: MemberProcess, pfx: str) -> None:
-    n = 5
+    n = 3
     procs = [_spawn(WORKER, backend.address, pfx + "mx", str(n)) for _ in range(8)]
     for p in procs:
         _, err = p.communicate(timeout=180)
@@ -222,3 +222,35 @@ def test_barriers(backend: MemberProcess, pfx: str) -> None:
             t.join(60)
         assert len(order) == 6
         assert all(o.startswith("in") for o in order[:3]), order  # all entered first
+
+
+def test_async_lock_and_election(backend: MemberProcess, pfx: str) -> None:
+    import asyncio
+
+    from petcd.client import AsyncClient
+    from petcd.client.recipes.aio import AsyncElection, AsyncLock, AsyncSession
+
+    async def main() -> None:
+        async with AsyncClient(backend.address) as c, AsyncSession(c, ttl=10) as s1, \
+                AsyncSession(c, ttl=10) as s2:
+            a, b = AsyncLock(s1, pfx + "al"), AsyncLock(s2, pfx + "al")
+            assert await a.acquire()
+            assert await b.acquire(timeout=0.3) is False
+            waiter = asyncio.ensure_future(b.acquire())
+            await asyncio.sleep(0.2)
+            assert not waiter.done()
+            await a.release()
+            assert await asyncio.wait_for(waiter, 20)
+            assert (await c.txn(Txn().when(b.is_owner()))).succeeded
+            await b.release()
+            e1, e2 = AsyncElection(s1, pfx + "ae"), AsyncElection(s2, pfx + "ae")
+            await e1.campaign("one")
+            second = asyncio.ensure_future(e2.campaign("two"))
+            await asyncio.sleep(0.2)
+            assert not second.done() and (await e1.leader()).value == b"one"  # type: ignore[union-attr]
+            await e1.resign()
+            await asyncio.wait_for(second, 20)
+            assert (await e2.leader()).value == b"two"  # type: ignore[union-attr]
+            await e2.resign()
+
+    asyncio.run(main())

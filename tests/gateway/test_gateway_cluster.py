@@ -8,7 +8,6 @@ import base64
 import json
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +72,9 @@ def test_etcd3gw_lock(cluster: PetcdCluster) -> None:
 
 def test_etcd3gw_watch(cluster: PetcdCluster) -> None:
     w, c = _client(cluster.endpoints[0]), _client(cluster.endpoints[1])
-    events, cancel = w.watch_prefix("gw/watch/")
+    # From the next revision on: no event is missed however late the watch is created.
+    rev = int(w.status()["header"]["revision"]) + 1
+    events, cancel = w.watch_prefix("gw/watch/", start_revision=rev)
     got: queue.Queue[object] = queue.Queue()
 
     def pump() -> None:
@@ -81,7 +82,6 @@ def test_etcd3gw_watch(cluster: PetcdCluster) -> None:
             got.put(ev)
 
     threading.Thread(target=pump, daemon=True).start()
-    time.sleep(0.5)  # the watch is created on the server before the puts
     for i in range(3):
         c.put(f"gw/watch/{i}", str(i))
     c.delete("gw/watch/0")
@@ -208,10 +208,10 @@ def test_slow_watcher_does_not_block_others(cluster: PetcdCluster, tmp_path: Pat
     big = "x" * 60000
     for i in range(120):  # ~7 MB of events the stuck client never reads
         c.put(f"gw/slow/{i % 5}", big)
-    events, cancel = c.watch("gw/slow/fresh")
+    rev = int(c.status()["header"]["revision"]) + 1
+    events, cancel = c.watch("gw/slow/fresh", start_revision=rev)
     got: queue.Queue[object] = queue.Queue()
     threading.Thread(target=lambda: [got.put(e) for e in events], daemon=True).start()
-    time.sleep(0.5)
     c.put("gw/slow/fresh", "v")
     assert got.get(timeout=20)["kv"]["value"] == b"v"  # type: ignore[index]
     cancel()

@@ -76,6 +76,9 @@ def test_watch_cancelled_when_client_leaves(member: tuple[PetcdProcess, str]) ->
               f"{body}".encode())
     assert b'"created":true' in s.recv(65536)
     assert streams() == before + 1
+    received = 'grpc_server_msg_received_total{"grpc_method": "Watch", ' \
+        '"grpc_service": "etcdserverpb.Watch", "grpc_type": "bidi_stream"}'
+    assert _samples(metrics_url)[received] >= 1
     s.close()
     deadline = time.monotonic() + 20
     while streams() != before and time.monotonic() < deadline:
@@ -91,5 +94,27 @@ def test_gateway_disabled(tmp_path_factory: pytest.TempPathFactory) -> None:
         r = requests.post(m.endpoint + "/v3/kv/range", data='{"key": "YQ=="}', timeout=10)
         assert (r.status_code, r.text) == (404, "404 page not found\n")
         assert requests.get(m.endpoint + "/health", timeout=10).status_code == 200
+    finally:
+        m.kill()
+
+
+def test_gateway_on_client_http_urls_with_grpcio(tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    """--listen-client-http-urls carries the gateway; with the grpc.aio fallback server
+    too (the gateway calls the handlers directly, whichever server runs gRPC)."""
+    m = PetcdProcess(tmp_path_factory.mktemp("gw-http") / "m", separate_http=True,
+                     args=["--experimental-grpc-server=grpcio"])
+    m.start()
+    try:
+        r = requests.post(m.http_endpoint + "/v3/kv/put", timeout=10,
+                          data='{"key": "aHR0cA==", "value": "dg=="}')
+        assert r.status_code == 200, r.text
+        r = requests.post(m.http_endpoint + "/v3/kv/range", data='{"key": "aHR0cA=="}',
+                          timeout=10)
+        assert r.json()["kvs"][0]["value"] == "dg=="
+        got = _samples(m.http_endpoint)
+        ok = 'grpc_server_handled_total{"grpc_code": "OK", "grpc_method": "Put", ' \
+             '"grpc_service": "etcdserverpb.KV", "grpc_type": "unary"}'
+        assert got[ok] == 1
     finally:
         m.kill()

@@ -32,7 +32,8 @@ T = TypeVar("T")
 @contextlib.contextmanager
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # generous: a cold chromium on a busy 2-core machine is slow to come up
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=120_000)
         try:
             yield b
         finally:
@@ -51,6 +52,7 @@ class Playground:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True)
         self.output: list[str] = []
+        self.leftovers = False
         self.url = ""
         self.client_urls: dict[str, str] = {}
         assert self.proc.stdout is not None
@@ -67,14 +69,24 @@ class Playground:
             raise AssertionError("playground did not start:\n" + "".join(self.output))
 
     def stop(self) -> int:
-        """SIGTERM, as Ctrl-C would; returns the exit code."""
+        """SIGTERM, as Ctrl-C would; returns the exit code. Its members share its process
+        group: anything of the group still there afterwards is killed and counted in
+        `leftovers` (a clean stop leaves nothing)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait()
+        self.leftovers = False
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            self.leftovers = True
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.stdout is not None:
             self.output.append(self.proc.stdout.read())
         return self.proc.returncode

@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page
 
 from .harness import (
     CHROMIUM,
+    WAIT,
     Playground,
     act,
     border_style,
@@ -49,6 +50,7 @@ def _open(request: pytest.FixtureRequest, chromium: Browser, tmp_path: Path,
           members: int) -> Iterator[tuple[Playground, Page]]:
     pg = Playground(members, tmp_path / "pg")
     page = chromium.new_page(viewport={"width": 1360, "height": 900})
+    page.set_default_timeout(WAIT * 1000)
     failed = request.session.testsfailed
     try:
         page.goto(pg.url)
@@ -59,6 +61,7 @@ def _open(request: pytest.FixtureRequest, chromium: Browser, tmp_path: Path,
         if request.session.testsfailed > failed:
             print(pg.logs())
         assert code == 0, pg.logs()
+        assert not pg.leftovers, "a member outlived the playground"
         left = [d for d in (tmp_path / "pg").iterdir() if d.is_dir()]
         assert left, "the data dir was given: it must be kept"
 
@@ -85,6 +88,40 @@ def _screenshot(page: Page, tmp_path: Path) -> None:
         shutil.copy(shot, keep)
 
 
+def _dashed_then_solid(page: Page, names: set[str], key: str) -> bool:
+    """Pauses a majority of the members (the leader's followers), writes `key`, and checks
+    that the entry is dashed on the leader until they resume, then solid everywhere. False
+    if the leader stepped down before the write reached it (nothing to check then)."""
+    leader, _ = one_leader(page)
+    followers = sorted(names - {leader})
+    paused = followers[:len(names) // 2 + len(names) % 2]  # enough to stop commits
+    for f in paused:
+        act(page, f, "pause")
+    wait_for("paused", lambda: all(cards(page)[f].state == "paused" for f in paused))
+    commit = cards(page)[leader].commit
+    put(page, key, "replicated")
+
+    def dashed_or_deposed() -> tuple[int | None] | None:
+        c = cards(page)[leader]
+        index = next((i for i, ok in c.entries.items() if i > commit and not ok), None)
+        if index is not None:
+            return (index,)
+        return (None,) if c.role != "leader" else None
+
+    (index,) = wait_for("a dashed entry on the leader", dashed_or_deposed)
+    if index is not None:
+        assert border_style(page, leader, index) == "dashed"
+    for f in paused:
+        act(page, f, "resume")
+    if index is None:
+        return False
+    wait_for("the entry solid everywhere", lambda: all(
+        c.entries.get(index) is True for c in cards(page).values()))
+    assert border_style(page, leader, index) == "solid"
+    page.locator(f'[data-key="{key}"]').wait_for()
+    return True
+
+
 def _six_scenes(pg: Playground, page: Page) -> None:
     names = set(pg.client_urls)
     assert len(names) == len(cards(page)) or wait_for(
@@ -95,23 +132,15 @@ def _six_scenes(pg: Playground, page: Page) -> None:
     # 1. an election: exactly one leader, everyone else following it in its term
     leader, term = one_leader(page)
 
-    # 2. replication: with the followers paused the leader's new entry stays dashed
-    followers = sorted(names - {leader})
-    quorum_gone = followers[:len(names) // 2 + len(names) % 2]  # enough to stop commits
-    for f in quorum_gone:
-        act(page, f, "pause")
-    wait_for("paused", lambda: all(cards(page)[f].state == "paused" for f in quorum_gone))
-    commit = cards(page)[leader].commit
-    put(page, "scene2", "replicated")
-    index = wait_for("a dashed entry on the leader", lambda: next(
-        (i for i, ok in cards(page)[leader].entries.items() if i > commit and not ok), None))
-    assert border_style(page, leader, index) == "dashed"
-    for f in quorum_gone:
-        act(page, f, "resume")
-    wait_for("the entry solid everywhere", lambda: all(
-        c.entries.get(index) is True for c in cards(page).values()))
-    assert border_style(page, leader, index) == "solid"
-    page.locator('[data-key="scene2"]').wait_for()
+    # 2. replication: with a majority paused the leader's new entry stays dashed; solid once
+    # they resume. (On a loaded machine the leader may notice the lost quorum and step down
+    # (check-quorum) before the write reaches it: then no entry is made, and the scene is
+    # set up again.)
+    for attempt in range(3):
+        if _dashed_then_solid(page, names, f"scene2-{attempt}"):
+            break
+    else:
+        raise AssertionError("the leader stepped down before every write reached it")
 
     # 3. kill the leader: an X on it, a new leader with a higher term, writes accepted
     leader, term = one_leader(page)

@@ -86,7 +86,8 @@ def test_controls_and_clean_stop(tmp_path: Path) -> None:
         wait_for("the key back in the KV view",
                  lambda: [kv["key"] for kv in _state(pg.url)["kv"]] == ["cli"])
         if have_etcd():  # etcdctl pointed at the printed URL: its write shows up live
-            Etcdctl(pg.client_urls["m1"]).ok("put", "from-etcdctl", "hi")
+            Etcdctl(pg.client_urls["m1"]).ok("--dial-timeout=20s", "--command-timeout=30s",
+                                             "put", "from-etcdctl", "hi")
             wait_for("etcdctl's key in the KV view", lambda: [
                 (kv["key"], kv["value"]) for kv in _state(pg.url)["kv"]] == [
                     ("cli", "v"), ("from-etcdctl", "hi")])
@@ -98,9 +99,13 @@ def test_controls_and_clean_stop(tmp_path: Path) -> None:
         assert texts == ["m1 isolated: its peer links cut both ways", "all partitions healed"]
         pids = _pids(pg)
         assert _request(pg.url, "POST", "/api/members/m1/pause", b"{}", json_post)[0] == 200
+    except BaseException:
+        print(pg.logs())
+        raise
     finally:
         code = pg.stop()
     assert code == 0, pg.logs()
+    assert not pg.leftovers
     assert not any(_alive(p) for p in pids)  # a paused member is stopped too
     assert (tmp_path / "pg" / "m1" / "member").is_dir()  # a given data dir is kept
 

@@ -231,3 +231,24 @@ def test_a_rotated_certificate_is_served_without_restart(start: Start, pki: Pki,
     cert.write_bytes(fresh.cert.read_bytes())
     assert _served_serial(m.client_port) == fresh.serial
     assert grpc_ok(m, pki.client())
+
+
+def test_certificate_cn_is_the_user_under_auth(start: Start, pki: Pki) -> None:
+    """etcd's rule: with auth on, a verified client certificate's CN is the user name; a
+    --user login takes precedence."""
+    root = pki.ca.issue("root", hosts=())
+    m = start(pki.server_args("--trusted-ca-file", str(pki.ca.cert), "--client-cert-auth"),
+              pki.client(root))
+    as_root, as_alice = pki.client(root), pki.client(pki.alice)
+    for cmd in (("user", "add", "root:rootpw"), ("user", "add", "alice:alicepw"),
+                ("role", "add", "reader"), ("role", "grant-permission", "reader", "read", "cn/k"),
+                ("user", "grant-role", "alice", "reader"), ("put", "cn/k", "v0"),
+                ("auth", "enable")):
+        r = etcdctl_ok(m, as_root, *cmd)
+        assert r.returncode == 0, r
+    assert etcdctl_ok(m, as_alice, "get", "cn/k", "--print-value-only").stdout == "v0\n"
+    denied = etcdctl_ok(m, as_alice, "put", "cn/k", "v1")
+    assert denied.returncode != 0 and "permission denied" in denied.stderr, denied
+    assert etcdctl_ok(m, as_root, "put", "cn/k", "v2").stdout == "OK\n"
+    assert etcdctl_ok(m, as_alice, "--user", "root:rootpw", "put", "cn/k", "v3").stdout == "OK\n"
+    assert etcdctl_ok(m, as_alice, "get", "cn/k", "--print-value-only").stdout == "v3\n"

@@ -3,24 +3,28 @@ auth is enabled (services test `node.auth.enabled` first: one attribute when it 
 
 The caller is named by a token in the `token` gRPC metadata (etcd's clients) or
 `authorization` (what the HTTP gateway passes the Authorization header as), else, with
-a verified client certificate, by its common name (etcd's rule; a token wins), else
-nobody. A check reads the auth revision first, checks the request against the state,
-and returns the stamp the proposal carries: (user, that revision). Applying refuses a
-stamp whose revision is no longer current (petcd.auth.apply).
+--client-cert-auth, by the verified client certificate's common name (etcd's rule; a
+token wins), else nobody. A check reads the auth revision first, checks the request
+against the state, and returns the stamp the proposal carries: (user, that revision).
+Applying refuses a stamp whose revision is no longer current (petcd.auth.apply).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import grpc
 
 from petcd import errors
+from petcd.auth import checks
 from petcd.auth.store import AuthStore
 from petcd.auth.tokens import SimpleTokens
 from petcd.errors import EtcdError
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
+from petcd.server.proposal import ANON, Stamp
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
@@ -62,13 +66,16 @@ class Authorizer:
         self._node = node
         self.store: AuthStore = node.auth
         self.tokens = node.tokens
+        # etcd names a caller by its certificate only with --client-cert-auth (a client
+        # certificate required by --trusted-ca-file alone does not count).
+        self._by_cn = node.opts.client_cert_auth
 
     async def who(self, context: Context) -> Who:
         """The caller; raises INVALID_AUTH_TOKEN for a token that is not (or no longer)
         valid. ("", 0) when nobody is named."""
         token = token_of(context)
         if token is None:
-            cn = common_name(context)
+            cn = common_name(context) if self._by_cn else None
             return (cn, 0) if cn else _NOBODY
         tokens = self.tokens
         if isinstance(tokens, SimpleTokens):
@@ -134,3 +141,40 @@ async def require_admin(authz: Authorizer, context: Context, *,
             if unconverted and e in _UNCONVERTED:
                 await context.abort(grpc.StatusCode.UNKNOWN, _UNCONVERTED[e])
             await context.abort(e.code, e.message)
+
+
+# The caller of a Lock or Election call, for the KV steps the recipes make on its
+# behalf (petcd.server.concurrency calls Access.authorize before each, as etcd's lock
+# and election servers call KV with the caller's token). Set per call, in its task.
+CALLER: ContextVar[Who | None] = ContextVar("petcd_auth_caller", default=None)
+
+
+async def bind_caller(authz: Authorizer, context: Context) -> None:
+    """Name this call's caller for the recipe steps (auth enabled; raises EtcdError)."""
+    if authz.store.enabled:
+        CALLER.set(await authz.who(context))
+
+
+def recipe_checker(authz: Authorizer) -> Callable[[object], Stamp]:
+    """Access.authorize for the recipes: checks a step as the KV service would for the
+    bound caller and returns the stamp its proposal carries."""
+    store = authz.store
+
+    def authorize(request: object) -> Stamp:
+        if not store.enabled:
+            return ANON
+        user, token_rev = CALLER.get() or _NOBODY
+        rev = store.revision
+        as_rev = token_rev or (rev if user else 0)
+        err: EtcdError | None = None
+        if isinstance(request, rpc.TxnRequest):
+            err = checks.check_txn(store, user, as_rev, request)
+        elif isinstance(request, rpc.DeleteRangeRequest):
+            err = checks.check_delete(store, user, as_rev, request)
+        elif isinstance(request, rpc.RangeRequest):
+            err = checks.check_range(store, user, as_rev, request)
+        if err is not None:
+            raise err
+        return (user, rev)
+
+    return authorize

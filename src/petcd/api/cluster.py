@@ -127,8 +127,10 @@ class HealthService:
     async def Check(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if raw:  # a non-empty service name (field 1): none is registered by name
             await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
-        if not self._node.healthy():
-            return b"\x08\x02"  # NOT_SERVING
+        node = self._node
+        if not node.healthy() or (node.opts.stop_grpc_service_on_defrag
+                                  and node.maintenance.defragmenting):
+            return b"\x08\x02"  # NOT_SERVING (--experimental-stop-grpc-service-on-defrag)
         return self._SERVING
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:

@@ -21,7 +21,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class ElectionService(RecipeService):
     async def Campaign(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.CampaignRequest, raw, context)
-        await self._authorize(context, req.name + b"/", prefix=True, write=True)
         try:
             header, key, rev, lease = await self._recipes.campaign(req.name, req.lease,
                                                                    req.value)
@@ -35,7 +34,6 @@ class ElectionService(RecipeService):
         if not req.HasField("leader"):
             await abort(context, MISSING_LEADER_KEY)
         ld = req.leader
-        await self._authorize(context, ld.key, prefix=False, write=True)
         try:
             header = await self._recipes.proclaim(ld.name, ld.key, ld.rev, ld.lease,
                                                   req.value)
@@ -45,7 +43,6 @@ class ElectionService(RecipeService):
 
     async def Leader(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.LeaderRequest, raw, context)
-        await self._authorize(context, req.name + b"/", prefix=True, write=False)
         try:
             header, kv = await self._recipes.leader(req.name)
         except EtcdError as e:
@@ -54,7 +51,6 @@ class ElectionService(RecipeService):
 
     async def Observe(self, raw: bytes, context: Context) -> AsyncIterator[bytes]:
         req = await self._parse(pb.LeaderRequest, raw, context)
-        await self._authorize(context, req.name + b"/", prefix=True, write=False)
         try:
             async for header, kv in self._recipes.observe(req.name):
                 yield pb.LeaderResponse(header=header, kv=kv).SerializeToString()
@@ -65,7 +61,6 @@ class ElectionService(RecipeService):
         req = await self._parse(pb.ResignRequest, raw, context)
         if not req.HasField("leader"):
             await abort(context, MISSING_LEADER_KEY)
-        await self._authorize(context, req.leader.key, prefix=False, write=True)
         try:
             header = await self._recipes.resign(req.leader.key, req.leader.rev)
         except EtcdError as e:

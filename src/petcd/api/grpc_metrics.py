@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -27,6 +28,8 @@ CODE_NAMES = ("OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded"
               "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted",
               "FailedPrecondition", "Aborted", "OutOfRange", "Unimplemented", "Internal",
               "Unavailable", "DataLoss", "Unauthenticated")
+log = logging.getLogger("petcd.api")
+
 _UNKNOWN = 2
 _CANCELLED = 1
 # go-grpc-prometheus' default histogram buckets.
@@ -92,9 +95,22 @@ def _wrap_unary(fn: Callable[..., Any], st: MethodStats) -> Callable[..., Any]:
     return call
 
 
-def _wrap_stream(fn: Callable[..., Any], st: MethodStats) -> Callable[..., Any]:
+async def _counted(requests: Any, st: MethodStats) -> Any:
+    async for message in requests:
+        st.received += 1
+        if type(message) is bytes:
+            st.received_bytes += len(message)
+        yield message
+
+
+def _wrap_stream(fn: Callable[..., Any], st: MethodStats,
+                 request_streaming: bool) -> Callable[..., Any]:
     async def call(arg: Any, context: Any) -> Any:
         st.started += 1
+        if request_streaming:
+            arg = _counted(arg, st)
+        else:
+            st.received += 1
         timer = st.timer
         t0 = time.perf_counter() if timer is not None else 0.0
         code = _CANCELLED  # unless it ends otherwise: the client went away
@@ -148,9 +164,9 @@ class _Instrumented(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             st = self._owner.stats_for(service, method, _kind(mh))
             m: Any = mh
             if m.stream_stream is not None:
-                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st))
+                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st, True))
             elif m.unary_stream is not None:
-                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st))
+                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st, False))
             elif m.unary_unary is not None:
                 mh = m._replace(unary_unary=_wrap_unary(m.unary_unary, st))
             # (a client-streaming unary call is left as it is: etcd has none)
@@ -158,9 +174,26 @@ class _Instrumented(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return mh
 
 
+def _slow_warner(method: str, limit: float,
+                 observe: Callable[[float], None] | None) -> Callable[[float], None]:
+    """A unary call's timer that also warns, as etcd does, when it took too long."""
+    def timer(took: float) -> None:
+        if observe is not None:
+            observe(took)
+        if took > limit:
+            log.warning("request stats: %s took %.3fs, longer than expected (%gs)", method,
+                        took, limit, extra={"fields": {
+                            "method": method, "time spent": f"{took:.6f}s",
+                            "expected-duration": f"{limit:g}s"}})
+    return timer
+
+
 class GrpcMetrics(Collector):
-    def __init__(self, registry: CollectorRegistry, *, extensive: bool = False) -> None:
+    def __init__(self, registry: CollectorRegistry, *, extensive: bool = False,
+                 slow_request: float = 0.0) -> None:
         self._stats: dict[tuple[str, str], MethodStats] = {}
+        # --warning-unary-request-duration: unary calls slower than this are logged.
+        self._slow = slow_request
         self._hist = Histogram(
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level "
@@ -176,8 +209,10 @@ class GrpcMetrics(Collector):
         st = self._stats.get((service, method))
         if st is None:
             st = self._stats[(service, method)] = MethodStats(service, method, kind)
-            if self._hist is not None:
-                st.timer = self._hist.labels(kind, service, method).observe
+            observe = None if self._hist is None else \
+                self._hist.labels(kind, service, method).observe
+            st.timer = observe if kind != "unary" or self._slow <= 0 else \
+                _slow_warner(f"/{service}/{method}", self._slow, observe)
         return st
 
     def collect(self) -> Iterator[Metric]:

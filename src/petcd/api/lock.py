@@ -9,62 +9,43 @@ from typing import Any
 import grpc
 
 from petcd import errors
-from petcd.api.authz import Authorizer
+from petcd.api.authz import Authorizer, bind_caller
 from petcd.api.kv import abort, parse_request
-from petcd.auth.checks import permitted
-from petcd.auth.store import AuthStore
 from petcd.errors import EtcdError
 from petcd.pb.v3lockpb import v3lock_pb2 as pb
 from petcd.server.concurrency import Recipes, as_plain
 from petcd.server.proposal import entry_size
-from petcd.server.watch import prefix_end
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def check_recipe(store: AuthStore, user: str, rev: int,
-                 req: tuple[bytes, bytes, bool]) -> EtcdError | None:
-    """What etcd's lock and election servers need through their in-process client: READ
-    on the keys they read (and compare), WRITE too where they write."""
-    key, end, write = req
-    err = permitted(store, user, rev, key, end, False)
-    if err is None and write:
-        err = permitted(store, user, rev, key, end, True)
-    return err
-
-
 class RecipeService:
-    """What the Lock and Election services share: size check, parsing, and the auth
-    check of the keys a call touches (while auth is enabled)."""
+    """What the Lock and Election services share: size check, parsing, and (auth
+    enabled) naming the caller, so that every KV step the recipe takes for this call is
+    checked and stamped as the caller's (api.authz.recipe_checker behind
+    Access.authorize), as etcd's lock and election servers call KV with its token."""
 
-    def __init__(self, recipes: Recipes, *, max_request_bytes: int) -> None:
+    def __init__(self, recipes: Recipes, *, max_request_bytes: int,
+                 authz: Authorizer | None = None) -> None:
         self._recipes = recipes
         self._max_request_bytes = max_request_bytes
-        self._authz: Authorizer | None = None
+        self._authz = authz
 
     async def _parse(self, cls: Any, raw: bytes, context: Context) -> Any:
         if entry_size(len(raw)) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
-        return await parse_request(cls, raw, context)
-
-    async def _authorize(self, context: Context, key: bytes, *, prefix: bool,
-                         write: bool) -> None:
-        node = self._recipes.access.node
-        if not node.auth.enabled:
-            return
-        if self._authz is None:
-            self._authz = Authorizer(node)
-        end = prefix_end(key) if prefix else b""
-        try:
-            await self._authz.check(context, check_recipe, (key, end, write))
-        except EtcdError as e:
-            await abort(context, as_plain(e))
+        req = await parse_request(cls, raw, context)
+        if self._authz is not None:
+            try:
+                await bind_caller(self._authz, context)
+            except EtcdError as e:
+                await abort(context, as_plain(e))
+        return req
 
 
 class LockService(RecipeService):
     async def Lock(self, raw: bytes, context: Context) -> bytes:
         req = await self._parse(pb.LockRequest, raw, context)
-        await self._authorize(context, req.name + b"/", prefix=True, write=True)
         try:
             header, key = await self._recipes.lock(req.name, req.lease)
         except EtcdError as e:
@@ -75,7 +56,6 @@ class LockService(RecipeService):
         req = await self._parse(pb.UnlockRequest, raw, context)
         if not req.key:
             await abort(context, as_plain(errors.EMPTY_KEY))
-        await self._authorize(context, req.key, prefix=False, write=True)
         try:
             header = await self._recipes.unlock(req.key)
         except EtcdError as e:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import grpc
 
 from petcd.api.auth import AuthService
+from petcd.api.authz import Authorizer, recipe_checker
 from petcd.api.cluster import ClusterService, HealthService
 from petcd.api.election import ElectionService
 from petcd.api.gateway import Gateway
@@ -92,16 +93,24 @@ class ClientServer:
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
         self.observe = Observability(self.node, pprof=opts.enable_pprof)
+        # --host-whitelist guards plaintext HTTP only (etcd checks req.TLS == nil): on
+        # TLS-only client URLs any Host is accepted.
+        http_urls = opts.listen_client_http_urls or opts.listen_client_urls
         self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
-                            cors=opts.cors, host_whitelist=opts.host_whitelist)
+                            cors=opts.cors, host_whitelist=opts.host_whitelist,
+                            tls=all(u.startswith(TLS_SCHEMES) for u in http_urls))
         self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
-                                        extensive=opts.metrics == "extensive")
+                                        extensive=opts.metrics == "extensive",
+            slow_request=opts.warning_unary_request_duration)
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
         self.watch = WatchService(
             self.node, response_limit=opts.max_request_bytes + GRPC_OVERHEAD_BYTES,
             progress_interval=opts.watch_progress_notify_interval)
         # Lock and Election run on this member's KV, Lease and Watch (auth: Access.authorize).
-        self.recipes = Recipes(Access(self.node, self.watch.hub))
+        access = Access(self.node, self.watch.hub)
+        self.authz = Authorizer(self.node)
+        access.authorize = recipe_checker(self.authz)
+        self.recipes = Recipes(access)
 
     async def start(self) -> None:
         opts = self.opts
@@ -113,13 +122,16 @@ class ClientServer:
                         opts.wait_cluster_ready_timeout)
         if opts.initial_corrupt_check:
             await self.node.initial_corrupt_check()  # raises: the member does not serve
+        await self._bootstrap_defrag()
         handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (
             self.kv.handler(), AuthService(self.node).handler(),
             ClusterService(self.node).handler(),
             MaintenanceService(self.node).handler(), HealthService(self.node).handler(),
             self.lease.handler(), self.watch.handler(),
-            LockService(self.recipes, max_request_bytes=opts.max_request_bytes).handler(),
-            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes).handler())
+            LockService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                        authz=self.authz).handler(),
+            ElectionService(self.recipes, max_request_bytes=opts.max_request_bytes,
+                            authz=self.authz).handler())
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
@@ -157,6 +169,18 @@ class ClientServer:
             registry.lookup,
             max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
         self.http.add_route(self.gateway.serves, self.gateway.handle)
+
+    async def _bootstrap_defrag(self) -> None:
+        """--experimental-bootstrap-defrag-threshold-megabytes: defragment before serving
+        when at least that much of the backend file is free pages."""
+        threshold = self.opts.bootstrap_defrag_threshold_mb
+        backend = self.node.backend
+        free = backend.size() - backend.size_in_use()
+        if threshold <= 0 or free < threshold * 1024 * 1024:
+            return
+        log.info("defragmenting at start: %d MB of %d MB free (threshold %d MB)",
+                 free >> 20, backend.size() >> 20, threshold)
+        await self.node.maintenance.defragment()
 
     async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
                         http_factory: Callable[[], asyncio.Protocol]) -> None:

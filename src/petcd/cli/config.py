@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
-from petcd.cli.flags import BY_NAME, IGNORED, Flag, Kind
+from petcd.cli.flags import BY_NAME, IGNORED, NOT_FOR_PETCD, Flag, Kind
 from petcd.tls.config import TLSError, check_tls_settings
 
 
@@ -304,6 +304,12 @@ class Config:
 
     def validate(self) -> None:
         """etcd's checks (embed.Config.Validate), with its messages."""
+        for name, (action, reason) in NOT_FOR_PETCD.items():
+            if name in self.explicit and self.values[name] != BY_NAME[name].default \
+                    and self.values[name] not in ("", "off", False, 0):
+                if action == "refuse":
+                    raise ConfigError(f"--{name} is not supported by petcd: {reason}")
+                self.warnings.append(f"--{name} has no effect in petcd: {reason}")
         for name in ("listen-peer-urls", "listen-client-urls", "listen-client-http-urls",
                      "listen-metrics-urls"):
             _check_bind_urls(self._list(name))

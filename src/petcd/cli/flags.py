@@ -160,9 +160,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("key-file", S, "", "Path to the client server TLS key file.", SECURITY, True),
     Flag("client-cert-auth", B, False, "Enable client cert authentication.", SECURITY, True),
     Flag("client-cert-file", S, "",
-         "Path to an explicit client TLS cert file (else --cert-file is used) for the "
-         "member's own connections to its client URLs; petcd makes none, so the pair is "
-         "only checked at start.", SECURITY, True),
+         "Path to an explicit client TLS cert file (else --cert-file is used), presented "
+         "when this member dials other members' https client URLs.", SECURITY, True),
     Flag("client-key-file", S, "",
          "Path to an explicit client TLS key file (else --key-file is used); see "
          "--client-cert-file.", SECURITY, True),
@@ -245,7 +244,7 @@ FLAGS: tuple[Flag, ...] = (
          '"compress": false}', "Log rotation settings, as JSON.", LOGGING, True),
     Flag("warning-unary-request-duration", D, 0.3,
          "Log a warning when a unary request takes longer than this.", LOGGING,
-         shown_default="300ms"),
+         True, shown_default="300ms"),
     # --- v2 proxy
     Flag("proxy", C, "off", "Proxy mode ('off', 'readonly' or 'on').", PROXY,
          choices=("off", "readonly", "on")),
@@ -303,15 +302,15 @@ FLAGS: tuple[Flag, ...] = (
          shown_default="10m"),
     Flag("experimental-warning-apply-duration", D, 0.1,
          "Log a warning when applying a request takes longer than this.", EXPERIMENTAL,
-         shown_default="100ms"),
+         True, shown_default="100ms"),
     Flag("experimental-warning-unary-request-duration", D, 0.3,
          "Log a warning when a unary request takes longer than this.", EXPERIMENTAL,
-         shown_default="300ms"),
+         True, shown_default="300ms"),
     Flag("experimental-txn-mode-write-with-shared-buffer", B, True,
          "Let write transactions use a shared buffer in their read operations.", EXPERIMENTAL),
     Flag("experimental-bootstrap-defrag-threshold-megabytes", U, 0,
          "Minimum reclaimable megabytes in the backend to defragment it on startup.",
-         EXPERIMENTAL),
+         EXPERIMENTAL, True),
     Flag("experimental-snapshot-catchup-entries", U, 5000,
          "Entries kept for slow followers to catch up after compacting the Raft log.",
          EXPERIMENTAL, True),
@@ -321,7 +320,11 @@ FLAGS: tuple[Flag, ...] = (
          EXPERIMENTAL),
     Flag("experimental-stop-grpc-service-on-defrag", B, False,
          "Report the gRPC health service as not serving during defragmentation.",
-         EXPERIMENTAL),
+         EXPERIMENTAL, True),
+    Flag("experimental-learner-auto-promote", B, False,
+         "petcd: the leader promotes a learner to voter once it has caught up (its match "
+         "index at least 90% of the leader's commit index, etcd's rule for member promote).",
+         EXPERIMENTAL, True),
     Flag("experimental-max-learners", N, 1, "Maximum number of learners in the cluster.",
          EXPERIMENTAL, True),
     Flag("experimental-wait-cluster-ready-timeout", D, 5.0,
@@ -359,3 +362,49 @@ IGNORED: tuple[str, ...] = (
 )
 
 BY_NAME: dict[str, Flag] = {f.name: f for f in FLAGS}
+
+# Flags of etcd's that cannot apply to petcd, and what petcd does when one is set to a
+# value other than its default: "refuse" fails the start with the reason (the setting
+# would change behaviour petcd does not have), "warn" starts with a warning (the setting
+# only tunes something petcd does not have). Either way, never silently ignored.
+_DISCOVERY = ("discovery needs etcd's discovery service or DNS SRV records; petcd "
+              "bootstraps from --initial-cluster: list the members there")
+_PROXY = ("the v2 proxy (deprecated by etcd) is not part of petcd: point clients at "
+          "the members themselves")
+_TRACING = "distributed tracing (OpenTelemetry) is not built into petcd"
+NOT_FOR_PETCD: dict[str, tuple[str, str]] = {
+    "discovery": ("refuse", _DISCOVERY),
+    "discovery-srv": ("refuse", _DISCOVERY),
+    "discovery-srv-name": ("refuse", _DISCOVERY),
+    "discovery-proxy": ("refuse", _DISCOVERY),
+    "discovery-fallback": ("warn", _DISCOVERY),
+    "proxy": ("refuse", _PROXY),
+    "proxy-failure-wait": ("warn", _PROXY),
+    "proxy-refresh-interval": ("warn", _PROXY),
+    "proxy-dial-timeout": ("warn", _PROXY),
+    "proxy-write-timeout": ("warn", _PROXY),
+    "proxy-read-timeout": ("warn", _PROXY),
+    "enable-v2": ("refuse", "petcd does not serve the v2 keys API yet; use the v3 API "
+                            "(etcdctl with ETCDCTL_API=3, the JSON gateway under /v3/)"),
+    "v2-deprecation": ("warn", "petcd has no v2 store: it behaves as 'gone' whatever this "
+                               "says"),
+    "experimental-enable-v2v3": ("refuse", "petcd does not serve the v2 API over v3"),
+    "experimental-enable-distributed-tracing": ("refuse", _TRACING),
+    "experimental-distributed-tracing-address": ("warn", _TRACING),
+    "experimental-distributed-tracing-service-name": ("warn", _TRACING),
+    "experimental-distributed-tracing-instance-id": ("warn", _TRACING),
+    "experimental-distributed-tracing-sampling-rate": ("warn", _TRACING),
+    "experimental-backend-bbolt-freelist-type": (
+        "warn", "petcd's backend is LMDB, which has no freelist type to choose"),
+    "experimental-txn-mode-write-with-shared-buffer": (
+        "warn", "petcd's write transactions always read their own writes"),
+    "experimental-compaction-sleep-interval": (
+        "warn", "petcd interleaves compaction batches with write batches instead of "
+                "sleeping between them (--experimental-compaction-batch-limit sizes them)"),
+    "experimental-downgrade-check-time": (
+        "warn", "petcd has no cluster downgrade protocol to check"),
+    "experimental-memory-mlock": (
+        "refuse", "petcd cannot lock LMDB's map in memory (it maps the whole file "
+                  "lazily); keep the backend below the machine's memory instead"),
+    "log-package-levels": ("warn", "capnslog's per-package levels: use --log-level"),
+}

@@ -14,7 +14,7 @@ from typing import cast
 from petcd import ETCD_API_VERSION, __version__
 from petcd.cli import config as config_mod
 from petcd.cli import logsetup
-from petcd.cli.flags import FLAGS, IGNORED, Flag, Kind
+from petcd.cli.flags import FLAGS, IGNORED, NOT_FOR_PETCD, Flag, Kind
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED
 from petcd.server.cluster import BootstrapError
 from petcd.server.options import ServerOptions
@@ -42,8 +42,8 @@ USAGE = """Usage:
 
 Every flag may also be given as an environment variable: --my-flag is ETCD_MY_FLAG.
 Command-line flags win over environment variables.
-Flags marked [not yet used] are accepted, so etcd command lines keep working, but
-petcd does not act on them yet.
+Flags marked [refused in petcd] or [no effect in petcd] are etcd's, for things petcd
+does not have: the list at the end says why.
 """
 
 
@@ -64,9 +64,16 @@ def help_text() -> str:
         if f.section != section:
             section = f.section
             lines.append(f"\n{section}:")
-        mark = "" if f.used else " [not yet used]"
+        if f.name in NOT_FOR_PETCD:
+            mark = f" [{'refused' if NOT_FOR_PETCD[f.name][0] == 'refuse' else 'no effect'}"\
+                   " in petcd: see below]"
+        else:
+            mark = "" if f.used else " [not yet used]"
         lines.append(f"  --{f.name} '{_shown_default(f)}'{mark}")
         lines.append(f"    {f.help}")
+    lines.append("\nNot for petcd (refused when set, or accepted with a warning):")
+    for name, (action, reason) in NOT_FOR_PETCD.items():
+        lines.append(f"  --{name}: {'refused' if action == 'refuse' else 'no effect'}: {reason}")
     lines.append("\nIgnored (flags of older etcd releases, accepted for compatibility):")
     lines.append("  " + ", ".join("--" + n for n in IGNORED))
     return "\n".join(lines) + "\n"
@@ -107,6 +114,13 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
         force_new_cluster=bool(cfg.values["force-new-cluster"]),
+        learner_auto_promote=bool(cfg.values["experimental-learner-auto-promote"]),
+        stop_grpc_service_on_defrag=bool(cfg.values["experimental-stop-grpc-service-on-defrag"]),
+        bootstrap_defrag_threshold_mb=cast(
+            int, cfg.values["experimental-bootstrap-defrag-threshold-megabytes"]),
+        warning_unary_request_duration=_request_warning(cfg),
+        warning_apply_duration=float(
+            cfg.values["experimental-warning-apply-duration"]),  # type: ignore[arg-type]
         initial_corrupt_check=bool(cfg.values["experimental-initial-corrupt-check"]),
         corrupt_check_time=float(cfg.values["experimental-corrupt-check-time"]),  # type: ignore[arg-type]
         compact_hash_check=bool(cfg.values["experimental-compact-hash-check-enabled"]),
@@ -199,6 +213,15 @@ def _strings(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     return tuple(s.strip() for s in cast(list[str], value) if s.strip())
+
+
+def _request_warning(cfg: config_mod.Config) -> float:
+    """--warning-unary-request-duration, or its older experimental name when only that
+    one is set."""
+    name = "warning-unary-request-duration"
+    if name not in cfg.explicit and "experimental-" + name in cfg.explicit:
+        name = "experimental-" + name
+    return float(cfg.values[name])  # type: ignore[arg-type]
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:

@@ -21,6 +21,7 @@ from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
     EtcdError,
+    UnavailableError,
     from_rpc_error,
 )
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
@@ -77,7 +78,7 @@ class AsyncClient:
         async with AsyncClient("127.0.0.1:2379") as c:
             await c.put("k", "v")
             print((await c.get("k")).value)
-            async with c.watch("k") as w:
+            async with await c.watch("k") as w:    # created on the server here
                 async for batch in w:
                     ...
 
@@ -173,6 +174,13 @@ class AsyncClient:
                 continue
             try:
                 await self._ensure_token(conn, deadline)
+            except (ConnectionFailedError, UnavailableError):
+                self._failover(conn)
+                if backoff.exhausted(deadline):
+                    raise
+                await asyncio.sleep(backoff.next_pause())
+                continue
+            try:
                 return await attempt(conn, deadline)
             except grpc.RpcError as e:
                 action = decide(e, idempotent,
@@ -210,6 +218,11 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def call(self, call: calls.Call[T], *, timeout: float | None = _UNSET) -> T:
+        """Run a prebuilt unary call (petcd.client.calls), with the same failover, retry
+        and token handling as every method (for wrappers that need raw responses)."""
+        return await self._unary(call, timeout)
 
     # -- KV
 
@@ -329,6 +342,12 @@ class AsyncClient:
 
     async def alarm_list(self, *, timeout: float | None = _UNSET) -> list[t.Alarm]:
         return await self._unary(calls.alarm(rpc.AlarmRequest.GET), timeout)
+
+    async def alarm_activate(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NOSPACE,
+                       *, timeout: float | None = _UNSET) -> list[t.Alarm]:
+        """Raise an alarm (NOSPACE: the cluster refuses writes until it is disarmed)."""
+        return await self._unary(calls.alarm(rpc.AlarmRequest.ACTIVATE, member_id, alarm.value),
+                           timeout)
 
     async def alarm_disarm(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NONE, *,
                      timeout: float | None = _UNSET) -> list[t.Alarm]:

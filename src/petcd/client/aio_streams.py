@@ -46,6 +46,7 @@ class AsyncWatch:
         self._call: Any = None
         self._conn: _AConn | None = None
         self._closed = False
+        self._user_closed = False
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
         self._early: WatchResponse | None = None
@@ -127,7 +128,7 @@ class AsyncWatch:
                     raise StopAsyncIteration from None
                 code = e.code()
                 if code in FATAL_STREAM_CODES:
-                    await self.close()
+                    await self._shutdown()
                     raise from_rpc_error(e) from None
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     self._client._token = None
@@ -147,7 +148,7 @@ class AsyncWatch:
                 self._drop_stream(failover=not rc.reauth)
                 continue
             except EtcdError:
-                await self.close()
+                await self._shutdown()
                 raise
             if out is not None:
                 if until_created:
@@ -163,8 +164,11 @@ class AsyncWatch:
                 yield e
 
     async def request_progress(self) -> None:
+        """Ask for a progress notification on the current stream (a broken stream is
+        left for the next read to notice and replace)."""
         if self._call is not None:
-            await self._call.write(self.state.progress_request())
+            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                await self._call.write(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], Any]) -> None:
         async def run() -> None:
@@ -172,7 +176,7 @@ class AsyncWatch:
                 async for batch in self:
                     await _call_back(callback, batch)
             except EtcdError as e:
-                if not self._closed:
+                if not self._user_closed:
                     await _call_back(callback, e)
 
         self._task = asyncio.get_running_loop().create_task(run())
@@ -181,6 +185,10 @@ class AsyncWatch:
         await self.close()
 
     async def close(self) -> None:
+        self._user_closed = True
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
         self._closed = True
         self._drop_stream(failover=False)
         self._client._children.discard(self)

@@ -107,8 +107,17 @@ class Config:
         if self.keepalive_time is not None:
             opts += [("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
                      ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
-                     ("grpc.keepalive_permit_without_calls", 1),
-                     ("grpc.http2.max_pings_without_data", 0)]
+                     # only while calls (watches) are open: etcd's default enforcement
+                     # policy answers pings on an idle connection with GOAWAY
+                     ("grpc.keepalive_permit_without_calls", 0),
+                     ("grpc.http2.max_pings_without_data", 0),
+                     # an idle watch sends no data: without this gRPC spaces its pings
+                     # 5 minutes apart and a hung member goes unnoticed that long
+                     ("grpc.http2.min_sent_ping_interval_without_data_ms",
+                      int(self.keepalive_time * 1000)),
+                     # newer gRPC waits for a ping's answer this long (default 1 minute),
+                     # whatever keepalive_timeout_ms says
+                     ("grpc.http2.ping_timeout_ms", int(self.keepalive_timeout * 1000))]
         names = {n for n, _ in self.grpc_options}
         return [o for o in opts if o[0] not in names] + list(self.grpc_options)
 
@@ -160,7 +169,7 @@ class Backoff:
         rounds = self.failures // self.members
         return float(min(1.0, 0.05 * 2 ** (rounds - 1)))
 
-    def exhausted(self, deadline: Deadline, max_rounds: int = 5) -> bool:
+    def exhausted(self, deadline: Deadline, max_rounds: int = 8) -> bool:
         # With no deadline, give up after a few full rounds over every member.
         if deadline.at is not None:
             return deadline.passed()

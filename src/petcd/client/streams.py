@@ -45,6 +45,7 @@ class Watch:
         self._call: Any = None
         self._requests: queue.Queue[object] | None = None
         self._closed = False
+        self._user_closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.reconnects = 0  # streams opened after the first (for tests and metrics)
@@ -136,7 +137,7 @@ class Watch:
                 if self._closed:
                     raise StopIteration from None
                 if e.code() in FATAL_STREAM_CODES:
-                    self.close()
+                    self._shutdown()
                     raise from_rpc_error(e) from None
                 if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                     self._client._token = None
@@ -151,7 +152,7 @@ class Watch:
                 self._drop_stream(failover=not rc.reauth)
                 continue
             except EtcdError:
-                self.close()
+                self._shutdown()
                 raise
             if out is not None:
                 if until_created:  # (cannot happen: events follow the creation)
@@ -179,7 +180,7 @@ class Watch:
                 for batch in self:
                     callback(batch)
             except EtcdError as e:
-                if not self._closed:
+                if not self._user_closed:
                     callback(e)
 
         self._thread = threading.Thread(target=run, name="petcd-watch", daemon=True)
@@ -189,6 +190,10 @@ class Watch:
         self.close()
 
     def close(self) -> None:
+        self._user_closed = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         self._closed = True
         self._drop_stream(failover=False)
         self._client._children.discard(self)

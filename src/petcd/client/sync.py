@@ -19,6 +19,7 @@ from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
     EtcdError,
+    UnavailableError,
     from_rpc_error,
 )
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
@@ -180,6 +181,14 @@ class Client:
                 continue
             try:
                 self._ensure_token(conn, deadline)
+            except (ConnectionFailedError, UnavailableError):
+                # authenticating failed for want of a member: the request was not sent
+                self._failover(conn)
+                if backoff.exhausted(deadline):
+                    raise
+                time.sleep(backoff.next_pause())
+                continue
+            try:
                 return attempt(conn, deadline)
             except grpc.RpcError as e:
                 action = decide(e, idempotent,
@@ -221,6 +230,11 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def call(self, call: calls.Call[T], *, timeout: float | None = _UNSET) -> T:
+        """Run a prebuilt unary call (petcd.client.calls), with the same failover, retry
+        and token handling as every method (for wrappers that need raw responses)."""
+        return self._unary(call, timeout)
 
     # -- KV
 
@@ -349,6 +363,12 @@ class Client:
 
     def alarm_list(self, *, timeout: float | None = _UNSET) -> list[t.Alarm]:
         return self._unary(calls.alarm(rpc.AlarmRequest.GET), timeout)
+
+    def alarm_activate(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NOSPACE,
+                       *, timeout: float | None = _UNSET) -> list[t.Alarm]:
+        """Raise an alarm (NOSPACE: the cluster refuses writes until it is disarmed)."""
+        return self._unary(calls.alarm(rpc.AlarmRequest.ACTIVATE, member_id, alarm.value),
+                           timeout)
 
     def alarm_disarm(self, member_id: int = 0, alarm: t.AlarmType = t.AlarmType.NONE, *,
                      timeout: float | None = _UNSET) -> list[t.Alarm]:

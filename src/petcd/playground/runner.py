@@ -153,9 +153,11 @@ class Cluster:
                 "--initial-cluster-token", TOKEN, "--initial-cluster-state", "new",
                 "--heartbeat-interval", str(HEARTBEAT_MS),
                 "--election-timeout", str(ELECTION_MS)]
+        # In the playground's process group: whatever stops the group (Ctrl-C in the terminal,
+        # a kill of the group) reaches the members too, even if the playground cannot act.
         with open(m.log_path, "ab") as out:
             m.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL)
         m.killed = m.paused = False
         m.exit_code = None
         m.started_at = time.time()

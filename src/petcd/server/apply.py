@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol
 
@@ -53,8 +54,11 @@ class AuthGate(Protocol):
 
 
 class Applier:
-    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None) -> None:
+    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None,
+                 warn_after: float = 0.1) -> None:
         self._backend = backend
+        # --experimental-warning-apply-duration: a batch applied slower than this is logged.
+        self.warn_after = warn_after
         self._kv = kv
         self.metrics = metrics
         self._handlers: dict[str, Callable[[Any, Any], Any]] = {
@@ -116,6 +120,7 @@ class Applier:
         return self._apply(todo, results)
 
     def _apply(self, todo: list[tuple[int, Committed]], results: list[Result]) -> list[Result]:
+        started = time.perf_counter()
         handlers = self._handlers
         auth = self.auth
         batch = self._backend.begin_write()
@@ -154,6 +159,12 @@ class Applier:
         metrics = self.metrics
         if metrics is not None:
             metrics.apply_batch_size.observe(len(todo))
+        took = time.perf_counter() - started
+        if took > self.warn_after > 0:
+            log.warning("apply request took too long: %d entries up to index %d in %.3fs "
+                        "(expected %gs)", len(todo), last.index, took, self.warn_after,
+                        extra={"fields": {"took": f"{took:.6f}s", "entries": len(todo),
+                                          "expected-duration": f"{self.warn_after:g}s"}})
         self.applied_index, self.applied_term = last.index, last.term
         if self._commit_listeners and batch.events:
             revision = self._kv.store.current_revision

@@ -166,12 +166,14 @@ def _restart(opts: ServerOptions, backend: Backend, membership: Membership, memb
 def _force_new_cluster(storage: MemberStorage, snapshot: Snapshot | None,
                        entries: list[Entry], hard_state: HardState, local_id: int,
                        applied: int) -> tuple[list[Entry], HardState]:
-    """etcd's --force-new-cluster: keep the committed log, drop what was not committed, and
-    commit the removal of every other member, so this member goes on as the one voter of
-    its cluster with all its data. The new entries are saved to the WAL before anything
-    else happens; applying them removes the others from the member list too."""
-    commit = max(hard_state.commit, applied)
-    kept = [e for e in entries if e.index <= commit]
+    """etcd's --force-new-cluster: commit the removal of every other member, so this
+    member goes on as the one voter of its cluster with all its data. etcd drops the
+    entries past the stored commit index; petcd keeps its whole log, because a commit
+    index that only moved is not written on its own (it rides on the next WAL frame), so
+    entries past it may well be committed and acknowledged. The new entries are saved to
+    the WAL before anything else happens; applying them removes the others from the
+    member list too."""
+    kept = entries
     ids: set[int] = set()
     if snapshot is not None:
         cs = snapshot.metadata.conf_state
@@ -190,8 +192,8 @@ def _force_new_cluster(storage: MemberStorage, snapshot: Snapshot | None,
                 for i, member_id in enumerate(sorted(ids - {local_id}))]
     new_state = HardState(term, hard_state.vote, last + len(removals))
     storage.save(new_state, removals)
-    log.warning("forcing a new cluster: kept %d committed entries, dropped %d uncommitted, "
-                "removing members %s", len(kept), len(entries) - len(kept),
+    log.warning("forcing a new cluster from %d log entries (up to index %d, applied %d): "
+                "removing members %s", len(kept), last, applied,
                 ", ".join(f"{i:x}" for i in sorted(ids - {local_id})) or "none")
     return kept + removals, new_state
 

@@ -35,6 +35,7 @@ def client_info(opts: ServerOptions) -> TLSInfo | None:
     """The client URLs' TLS settings, or None when no client URL is https/unixs."""
     urls = (*opts.listen_client_urls, *opts.listen_client_http_urls)
     cert, key = opts.cert_file, opts.key_file
+    self_signed = False
     if opts.auto_tls:
         if cert or key:
             log.warning("ignoring client auto TLS since certs given")
@@ -42,11 +43,15 @@ def client_info(opts: ServerOptions) -> TLSInfo | None:
             cert, key = self_cert(os.path.join(opts.data_dir, "fixtures", "client"),
                                   [u for u in urls if _is_tls(u)],
                                   opts.self_signed_cert_validity)
+            self_signed = True
     secure = [u for u in urls if _is_tls(u)]
-    for url in urls:
-        if not _is_tls(url) and (cert or key):
+    for url in (u for u in urls if not _is_tls(u)):
+        if cert or key:
             log.warning("scheme is HTTP while key and cert files are present; ignoring key "
                         "and cert files for %s", url)
+        if opts.client_cert_auth:
+            log.warning("scheme is HTTP while --client-cert-auth is enabled; ignoring client "
+                        "cert auth for %s", url)
     if not secure:
         return None
     if not cert and not key:
@@ -58,7 +63,7 @@ def client_info(opts: ServerOptions) -> TLSInfo | None:
         client_cert_auth=opts.client_cert_auth, crl_file=opts.client_crl_file,
         allowed_hostname=opts.client_cert_allowed_hostname,
         cipher_suites=opts.cipher_suites, min_version=opts.tls_min_version,
-        max_version=opts.tls_max_version)
+        max_version=opts.tls_max_version, self_signed=self_signed)
 
 
 def client_tls(opts: ServerOptions) -> ClientTLS | None:
@@ -68,7 +73,7 @@ def client_tls(opts: ServerOptions) -> ClientTLS | None:
         return None
     context = server_context(info)
     if info.client_cert_file or info.client_key_file:
-        # etcd presents these when the member dials its own client URL (its gateway);
-        # petcd's gateway is in-process, but a broken pair still fails the start.
+        # Presented when this member dials other members' client URLs (member_client);
+        # a broken pair fails the start rather than the first forwarded call.
         client_context(info)
     return ClientTLS(context, Gate(info) if Gate.needed(info) else None)

@@ -18,7 +18,7 @@ the raw keys interoperate):
 Every read is linearizable (a read barrier first) and every write is a proposal, so a
 caller on a follower sees the same order as the leader. `Access.authorize` is the
 hook for auth: it is called with the operations each step issues, as the KV service
-would check them (a no-op until auth exists)."""
+would check them (api.authz.recipe_checker: as the caller, with auth enabled)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb import kv_pb2
 from petcd.server import proposal as P
 from petcd.server.node import Node
+from petcd.server.proposal import Stamp
 from petcd.server.watch import WatchHub, prefix_end
 
 # The TTL etcd's concurrency sessions grant when the caller gave no lease.
@@ -87,9 +88,10 @@ class Access:
     def __init__(self, node: Node, hub: WatchHub) -> None:
         self.node = node
         self.hub = hub
-        # Auth hook: called with each request before it runs. Auth installs a checker
-        # here (with the caller's identity bound by the API layer).
-        self.authorize: Callable[[object], None] = lambda request: None
+        # Auth hook: called with each request before it runs; raises the refusal or
+        # returns the stamp its proposal carries (api.authz.recipe_checker, with the
+        # caller's identity bound by the API layer).
+        self.authorize: Callable[[object], Stamp] = lambda request: None
 
     def header(self, revision: int) -> rpc.ResponseHeader:
         n = self.node
@@ -98,8 +100,8 @@ class Access:
 
     async def _propose(self, kind: str, req: rpc.TxnRequest | rpc.DeleteRangeRequest
                        | rpc.LeaseGrantRequest) -> object:
-        self.authorize(req)
-        result = await self.node.propose(kind, req.SerializeToString(), req)
+        stamp = self.authorize(req)
+        result = await self.node.propose(kind, req.SerializeToString(), req, stamp)
         if isinstance(result, EtcdError):
             raise result
         return result

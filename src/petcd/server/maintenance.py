@@ -152,6 +152,10 @@ class Maintenance:
 
     # -- defragment
 
+    @property
+    def defragmenting(self) -> bool:
+        return self._defrag is not None and not self._defrag.done()
+
     async def defragment(self) -> None:
         """Rewrite the backend compactly. Runs to the end even if the caller goes away
         (it holds the apply path); concurrent calls share one run."""

@@ -6,6 +6,7 @@ certificate (a --client-cert-auth peer asks for one), the trusted CA to verify w
 from __future__ import annotations
 
 import logging
+import ssl
 from urllib.parse import urlsplit
 
 import grpc
@@ -37,6 +38,8 @@ class MemberChannels:
     def __init__(self, opts: ServerOptions) -> None:
         self._opts = opts
         self._creds: grpc.ChannelCredentials | None = None
+        self._pinned: dict[str, grpc.ChannelCredentials] = {}  # auto-TLS: per URL
+        self._self_signed = False
 
     def _credentials(self) -> grpc.ChannelCredentials:
         if self._creds is None:
@@ -44,11 +47,7 @@ class MemberChannels:
             if info is None:
                 raise TLSError("a TLS client URL of another member, but this member has no "
                                "client TLS settings (--cert-file, --key-file)")
-            if info.self_signed:
-                # grpc cannot skip verification; a peer's self-signed certificate can
-                # only be trusted if it is the very one we made (one-host clusters).
-                log.warning("dialling a member's https client URL with auto-TLS: its "
-                            "certificate cannot be verified unless it is ours")
+            self._self_signed = info.self_signed
             self._creds = grpc.ssl_channel_credentials(
                 root_certificates=_read(info.trusted_ca_file)
                 or (_read(info.cert_file) if info.self_signed else None),
@@ -56,8 +55,33 @@ class MemberChannels:
                 certificate_chain=_read(info.client_cert_file or info.cert_file))
         return self._creds
 
+    def _pinned_credentials(self, url: str) -> grpc.ChannelCredentials:
+        """Auto-TLS: etcd dials members with self-signed certificates without verifying
+        them; grpc always verifies, so the certificate the member presents on first
+        contact is the one trusted for its URL (a short blocking handshake, once)."""
+        creds = self._pinned.get(url)
+        if creds is not None:
+            return creds
+        u = urlsplit(url)
+        if u.scheme != "https" or u.hostname is None or u.port is None:
+            return self._credentials()
+        try:
+            pem = ssl.get_server_certificate((u.hostname, u.port), timeout=2)
+        except OSError as e:
+            log.warning("cannot fetch the auto-TLS certificate of %s: %s", url, e)
+            return self._credentials()  # fails verification; asked again next time
+        info = client_info(self._opts)
+        assert info is not None
+        creds = self._pinned[url] = grpc.ssl_channel_credentials(
+            root_certificates=pem.encode(), private_key=_read(info.key_file),
+            certificate_chain=_read(info.cert_file))
+        return creds
+
     def channel(self, url: str) -> grpc.aio.Channel:
         target = grpc_target(url)
         if urlsplit(url).scheme in TLS_SCHEMES:
+            self._credentials()  # settles whether our certificates are self-signed
+            if self._self_signed:
+                return grpc.aio.secure_channel(target, self._pinned_credentials(url))
             return grpc.aio.secure_channel(target, self._credentials())
         return grpc.aio.insecure_channel(target)

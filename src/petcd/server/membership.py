@@ -145,14 +145,23 @@ class Membership:
         self.index = 0  # changes at or below this log index are already reflected
         self._members_db: lmdb._Database | None = None
         self._removed_db: lmdb._Database | None = None
+        self._hooked = False
+
+    def _open_dbs(self, backend: Backend) -> None:
+        self._members_db = backend.open_db(MEMBERS_DB)
+        self._removed_db = backend.open_db(REMOVED_DB)
 
     # -- the backend copy
 
     def load(self, backend: Backend) -> None:
         """(Re)open the databases and load the list the backend holds (at its applied
         index). Called at start and after the backend was replaced by a snapshot."""
-        self._members_db = backend.open_db(MEMBERS_DB)
-        self._removed_db = backend.open_db(REMOVED_DB)
+        self._open_dbs(backend)
+        if not self._hooked:
+            # Defragment swaps the file and reopens the environment: handles from the
+            # old one would fail the next membership change.
+            backend.reopen_hooks.append(lambda: self._open_dbs(backend))
+            self._hooked = True
         members: dict[int, Member] = {}
         removed: set[int] = set()
         with backend.read() as txn:

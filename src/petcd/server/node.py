@@ -41,6 +41,7 @@ from petcd.server.member_client import MemberChannels
 from petcd.server.membership import Member, Membership
 from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
+from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raft_log import RaftDriver
 
@@ -68,7 +69,8 @@ class Node:
         self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
-        self._applier = Applier(self.backend, self.kv, self.metrics)
+        self._applier = Applier(self.backend, self.kv, self.metrics,
+                                warn_after=opts.warning_apply_duration)
         self.membership = Membership(0, 0)
         booted = boot(opts, self.backend, self.membership)
         # (the backend may have been replaced by a snapshot's file while booting)
@@ -86,6 +88,9 @@ class Node:
         self.compactor = None if policy is None else AutoCompactor(
             policy, current_revision=lambda: self.store.current_revision,
             is_leader=lambda: self._log.is_leader, compact=self._compact)
+        self.promoter = None if not opts.learner_auto_promote else LearnerPromoter(
+            status=lambda: self._log.raft_status(0)[0], is_leader=lambda: self._log.is_leader,
+            promote=self.promote_member)
         self.corruption = None
         if opts.corrupt_check_time > 0 or opts.compact_hash_check:
             self.corruption = CorruptionMonitor(
@@ -158,11 +163,15 @@ class Node:
             self.compactor.start()
         if self.corruption is not None:
             self.corruption.start()
+        if self.promoter is not None:
+            self.promoter.start()
         log.info("member %x of cluster %x started (applied index %d, revision %d)",
                  self.member_id, self.cluster_id, self._log.applied_index,
                  self.store.current_revision)
 
     async def stop(self) -> None:
+        if self.promoter is not None:
+            await self.promoter.stop()
         if self.corruption is not None:
             await self.corruption.stop()
         if self.compactor is not None:

@@ -43,6 +43,17 @@ class ServerOptions:
     corrupt_check_time: float = 0.0
     compact_hash_check: bool = False
     compact_hash_check_time: float = 60.0
+    # Warnings: a unary request slower than this (--warning-unary-request-duration), an
+    # applied batch slower than this (--experimental-warning-apply-duration); 0: never.
+    warning_unary_request_duration: float = 0.3
+    warning_apply_duration: float = 0.1
+    # --experimental-stop-grpc-service-on-defrag: grpc health NOT_SERVING while defragmenting;
+    # --experimental-bootstrap-defrag-threshold-megabytes: defragment at start when at
+    # least this much of the file is free (0: never).
+    stop_grpc_service_on_defrag: bool = False
+    bootstrap_defrag_threshold_mb: int = 0
+    # --experimental-learner-auto-promote: the leader promotes caught-up learners.
+    learner_auto_promote: bool = False
     # --force-new-cluster: on restart, commit the removal of every other member.
     force_new_cluster: bool = False
     # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).

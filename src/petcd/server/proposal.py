@@ -12,6 +12,8 @@ from google.protobuf.message import Message
 
 from petcd.errors import EtcdError
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
+from petcd.pb.wire import varint as varint  # re-exported: callers import it from here
+from petcd.pb.wire import varint_len as varint_len
 
 # The oneof field of InternalRequest that carries each kind of proposal.
 PUT = "put"
@@ -23,19 +25,6 @@ COMPACTION = "compaction"
 # What the caller of a proposal receives: the response message, or the EtcdError the
 # apply raised (returned, not raised, so that the hot path has no exception machinery).
 Result = Any  # Message | EtcdError
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def varint_len(n: int) -> int:
-    return max(1, (n.bit_length() + 6) // 7)
 
 
 # Every request kind of the oneof (lease, auth, alarm... as well as KV), with its

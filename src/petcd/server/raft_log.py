@@ -170,7 +170,7 @@ class RaftDriver:
         self._snapshotting = False
         self._durable = self._mem.last_index()  # last log index known to be in the WAL
         if metrics is not None:
-            self._storage.wal.fsync_observer = metrics.wal_fsync.observe
+            self._storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -1244,3 +1244,18 @@ def _resolve(waiters: list[asyncio.Future[None]], err: EtcdError | None) -> None
             fut.set_result(None)
         else:
             fut.set_exception(err)
+
+
+SLOW_FSYNC = 1.0  # seconds: etcd's warning threshold for a WAL sync
+
+
+def _fsync_observer(observe: Callable[[float], None]) -> Callable[[float], None]:
+    """The WAL sync histogram, plus etcd's warning for a sync slower than a second (runs
+    on the WAL thread; logging is thread-safe)."""
+    def observer(took: float) -> None:
+        observe(took)
+        if took > SLOW_FSYNC:
+            log.warning("slow fdatasync: took %.3fs, expected less than %gs", took,
+                        SLOW_FSYNC, extra={"fields": {"took": f"{took:.6f}s",
+                                                      "expected-duration": f"{SLOW_FSYNC:g}s"}})
+    return observer

@@ -35,9 +35,11 @@ import lmdb
 from petcd.lease.lessor import LEASE_DB, id_key, lease_record, parse_lease_record
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore, rev_key
+from petcd.pb.wire import varint
 from petcd.snapshot.bbolt import BoltError, BoltReader, BoltWriter
 
 _U64 = struct.Struct(">Q")
+_MASK64 = (1 << 64) - 1
 _INDEX_TERM = struct.Struct(">QQ")
 # Buckets whose records petcd keeps under the same names, keys and values (alarms, and the
 # auth store: `authEnabled`/`authRevision`, users and roles as authpb messages).
@@ -54,16 +56,6 @@ class MigrationError(Exception):
 
 # -- leasepb.Lease, by hand (three int64 fields) ----------------------------------------
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _signed(n: int) -> int:
     return n - (1 << 64) if n >= 1 << 63 else n
 
@@ -72,7 +64,7 @@ def encode_lease(lease_id: int, ttl: int, remaining: int) -> bytes:
     out = b""
     for field, value in ((1, lease_id), (2, ttl), (3, remaining)):
         if value:
-            out += bytes([field << 3]) + _varint(value)
+            out += bytes([field << 3]) + varint(value & _MASK64)
     return out
 
 

@@ -8,7 +8,8 @@ the blocking `Client`'s KV, Lease and Watch:
   conflict.
 - `Queue`, `PriorityQueue`, `Barrier`, `DoubleBarrier`.
 
-Each class's docstring has a short example.
+Each class's docstring has a short example. petcd.client.recipes.aio has the asyncio
+`AsyncSession`, `AsyncLock` and `AsyncElection` (same keys, same semantics).
 """
 
 from petcd.client.recipes.barrier import Barrier, DoubleBarrier, TooManyClientsError

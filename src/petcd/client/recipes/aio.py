@@ -1,0 +1,192 @@
+"""The asyncio recipes most services need: `AsyncSession`, `AsyncLock`, `AsyncElection`,
+with the same keys and semantics as their blocking twins (a blocking `Lock` and an
+`AsyncLock` on the same name exclude each other).
+
+    async with AsyncClient(endpoints) as c, AsyncSession(c, ttl=10) as s:
+        async with AsyncLock(s, "jobs/lock") as lock:
+            await c.txn(Txn().when(lock.is_owner()).then(Put("jobs/state", "mine")))
+        e = AsyncElection(s, "svc/leader")
+        await e.campaign("node-1")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from petcd.client.aio import AsyncClient
+from petcd.client.aio_streams import AsyncKeepAlive
+from petcd.client.errors import EtcdError
+from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Get, Put, Txn
+from petcd.client.recipes.election import NotLeaderError
+from petcd.client.types import EventType, GetResult, Header, KeyValue
+
+
+class AsyncSession:
+    """A lease kept alive by a task; see `Session`. Create with `await
+    AsyncSession.create(client, ttl)` or `async with AsyncSession(client, ttl)`."""
+
+    def __init__(self, client: AsyncClient, ttl: int = 60) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.lease = 0
+        self._keepalive: AsyncKeepAlive | None = None
+
+    @classmethod
+    async def create(cls, client: AsyncClient, ttl: int = 60) -> AsyncSession:
+        s = cls(client, ttl)
+        await s.open()
+        return s
+
+    async def open(self) -> None:
+        self.lease = (await self.client.lease_grant(self.ttl)).id
+        self._keepalive = self.client.keep_alive(self.lease)
+
+    @property
+    def done(self) -> bool:
+        return self._keepalive is not None and self._keepalive.lost is not None
+
+    async def wait_done(self, timeout: float | None = None) -> EtcdError | None:
+        assert self._keepalive is not None
+        return await self._keepalive.wait_lost(timeout)
+
+    async def close(self) -> None:
+        if self._keepalive is not None:
+            await self._keepalive.stop()
+        with contextlib.suppress(EtcdError):
+            await self.client.lease_revoke(self.lease)
+
+    async def __aenter__(self) -> AsyncSession:
+        if not self.lease:
+            await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _wait_event(client: AsyncClient, key: Bytes, start_revision: int,
+                      kind: EventType) -> None:
+    async with await client.watch(key, start_revision=start_revision) as w:
+        async for batch in w:
+            if any(e.type is kind for e in batch.events):
+                return
+
+
+async def _wait_deletes(client: AsyncClient, prefix: str, max_create_revision: int
+                        ) -> Header:
+    while True:
+        r = await client.get(prefix, prefix=True, sort_target="create", sort_order="descend",
+                             limit=1, max_create_revision=max_create_revision)
+        if not r.kvs:
+            return r.header
+        await _wait_event(client, r.kvs[0].key, r.header.revision, EventType.DELETE)
+
+
+class AsyncLock:
+    """A fair mutex (creation order); see `Lock`. `acquire(timeout)` returns False when
+    the timeout passed (the queue entry is withdrawn)."""
+
+    def __init__(self, session: AsyncSession, name: str) -> None:
+        self.session = session
+        self.client = session.client
+        self.prefix = name + "/"
+        self.key = ""
+        self.revision = -1
+
+    async def acquire(self, timeout: float | None = None) -> bool:
+        key = f"{self.prefix}{self.session.lease:x}"
+        owner = Get(self.prefix, prefix=True, sort_target="create", sort_order="ascend",
+                    limit=1)
+        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
+                                  .then(Put(key, "", lease=self.session.lease), owner)
+                                  .otherwise(Get(key), owner))
+        self.key, self.revision = key, r.header.revision
+        if not r.succeeded:
+            mine = r.responses[0]
+            assert isinstance(mine, GetResult)
+            self.revision = mine.kvs[0].create_revision
+        first = r.responses[1]
+        assert isinstance(first, GetResult)
+        if not first.kvs or first.kvs[0].create_revision == self.revision:
+            return True
+        try:
+            await asyncio.wait_for(_wait_deletes(self.client, self.prefix, self.revision - 1),
+                                   timeout)
+        except TimeoutError:
+            await self._abandon()
+            return False
+        except BaseException:
+            await self._abandon()
+            raise
+        return True
+
+    async def _abandon(self) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.client.delete(self.key)
+        self.key, self.revision = "", -1
+
+    async def release(self) -> None:
+        await self.client.delete(self.key)
+        self.key, self.revision = "", -1
+
+    def is_owner(self) -> Compare:
+        return CreateRevision(self.key or "\0") == self.revision
+
+    async def __aenter__(self) -> AsyncLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+class AsyncElection:
+    """Leader election; see `Election`."""
+
+    def __init__(self, session: AsyncSession, name: str) -> None:
+        self.session = session
+        self.client = session.client
+        self.prefix = name + "/"
+        self.key = ""
+        self.revision = -1
+
+    async def campaign(self, value: Bytes) -> None:
+        key = f"{self.prefix}{self.session.lease:x}"
+        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
+                                  .then(Put(key, value, lease=self.session.lease))
+                                  .otherwise(Get(key)))
+        self.key, self.revision = key, r.header.revision
+        if not r.succeeded:
+            mine = r.responses[0]
+            assert isinstance(mine, GetResult)
+            self.revision = mine.kvs[0].create_revision
+            await self.proclaim(value)
+        try:
+            await _wait_deletes(self.client, self.prefix, self.revision - 1)
+        except BaseException:
+            with contextlib.suppress(EtcdError):
+                await self.resign()
+            raise
+
+    def is_leader(self) -> Compare:
+        return CreateRevision(self.key or "\0") == self.revision
+
+    async def proclaim(self, value: Bytes) -> None:
+        if not self.key:
+            raise NotLeaderError("election: not leader")
+        r = await self.client.txn(Txn().when(self.is_leader())
+                                  .then(Put(self.key, value, lease=self.session.lease)))
+        if not r.succeeded:
+            self.key = ""
+            raise NotLeaderError("election: not leader")
+
+    async def resign(self) -> None:
+        if self.key:
+            await self.client.txn(Txn().when(self.is_leader()).then(Delete(self.key)))
+        self.key, self.revision = "", -1
+
+    async def leader(self) -> KeyValue | None:
+        r = await self.client.get(self.prefix, prefix=True, sort_target="create",
+                                  sort_order="ascend", limit=1)
+        return r.kvs[0] if r.kvs else None
