@@ -22,7 +22,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-WORKLOADS = ("put", "range-linearizable", "range-serializable")
+WORKLOADS = ("put", "txn-put", "range-linearizable", "range-serializable")
 
 # What every benchmark can be pointed at: petcd with its own HTTP/2 gRPC server (the default),
 # petcd on grpc.aio behind the HTTP/gRPC mux (the fallback server), and real etcd 3.4.
@@ -106,6 +106,12 @@ def _requests(workload: str, worker: int, value_size: int, keys: int) -> tuple[s
         value = b"v" * value_size
         return "/etcdserverpb.KV/Put", [
             rpc.PutRequest(key=b"bench/%d/%06d" % (worker, i), value=value).SerializeToString()
+            for i in range(keys)]
+    if workload == "txn-put":  # etcd benchmark's txn-put: a Txn of one put
+        value = b"v" * value_size
+        return "/etcdserverpb.KV/Txn", [
+            rpc.TxnRequest(success=[rpc.RequestOp(request_put=rpc.PutRequest(
+                key=b"bench/%d/%06d" % (worker, i), value=value))]).SerializeToString()
             for i in range(keys)]
     serializable = workload == "range-serializable"
     return "/etcdserverpb.KV/Range", [

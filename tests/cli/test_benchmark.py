@@ -6,6 +6,7 @@ written (with smaller totals, to stay quick)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from petcd.cli.benchmark.report import Stats, format_text, to_json
-from petcd.testing import MemberProcess
+from petcd.testing import SRC_DIR, MemberProcess
 
 
 def test_report_arithmetic_and_layout() -> None:
@@ -50,9 +51,10 @@ def parse(text: str) -> dict[str, Any]:
 
 
 def bench(member: MemberProcess, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(SRC_DIR)}  # this checkout's petcd
     r = subprocess.run([sys.executable, "-m", "petcd.cli.benchmark",
                         f"--endpoints={member.address}", *args],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     return r.stdout
 

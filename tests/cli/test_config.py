@@ -204,3 +204,13 @@ def test_grpcio_server_refuses_tls_urls() -> None:
                       "--experimental-grpc-server", "grpcio"], {})
     with pytest.raises(ConfigError, match="grpcio cannot serve https/unixs client URLs"):
         options_from(cfg)
+
+
+def test_backend_batching_flags() -> None:
+    # etcd: 0 means its defaults (100ms, 10000 operations)
+    opts = options_from(load([], {})[0])
+    assert (opts.backend_batch_interval_ms, opts.backend_batch_limit) == (100, 10000)
+    opts = options_from(load(["--backend-batch-interval", "250ms",
+                              "--backend-batch-limit", "7"], {})[0])
+    assert (opts.backend_batch_interval_ms, opts.backend_batch_limit) == (250, 7)
+    assert "[not yet used]" not in help_text().split("--backend-batch-interval")[1][:200]

@@ -443,7 +443,7 @@ class RaftDriver:
             elif snapshot is not None:
                 self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
-            self._storage.save(rd.hard_state, ())  # commit index only: kept for the next frame
+            self._storage.save(rd.hard_state, ())  # commit index only: written, not synced
         mem = self._mem
         if snapshot is not None:
             mem.apply_snapshot(snapshot)

@@ -481,8 +481,10 @@ class WAL:
 
         A hard state that changes only `commit` is not worth an fdatasync (a lost
         commit index is learnt again from the leader): with no entries and no
-        marker it is kept in memory and written with the next frame, or by
-        sync()/close(). Returns whether anything was written and synced."""
+        marker it is written at once without one (as etcd does), so a kill -9
+        keeps it (the backend may lag the WAL, and --force-new-cluster keeps only
+        committed entries); the next frame's fdatasync makes it durable. Returns
+        whether anything was written and synced."""
         with self._lock:
             self._check_append()
             n = len(entries)
@@ -495,6 +497,9 @@ class WAL:
                 self._state = hard_state
                 self._state_dirty = True
             if not must_sync:
+                if self._state_dirty:
+                    self._append(fr.encode_batch(self._state, None, ()), sync=False)
+                    self._state_dirty = False
                 return False
             state = self._state if self._state_dirty else None
             self._append(fr.encode_batch(state, snapshot, entries))
@@ -526,14 +531,14 @@ class WAL:
             self._check_append()
             self._cut()
 
-    def _append(self, payload: bytes) -> None:
+    def _append(self, payload: bytes, sync: bool = True) -> None:
         header, pad, crc = fr.frame_parts(fr.BATCH, payload, self._crc)
         size = len(header) + len(payload) + len(pad)
         try:
             written = os.pwritev(self._fd, [header, payload, pad], self._offset)
             if written < size:
                 write_all(self._fd, (header + payload + pad)[written:], self._offset + written)
-            if self._fsync:
+            if self._fsync and sync:
                 started = time.monotonic()
                 os.fdatasync(self._fd)
                 took = time.monotonic() - started

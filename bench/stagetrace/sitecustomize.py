@@ -1,0 +1,73 @@
+"""Imported at start-up by a petcd server that bench/write_path.py launches (this
+directory is put on its PYTHONPATH): wraps the functions a lone write passes through so
+that each records (stage, perf_counter_ns) when it runs, and writes the records to
+$PETCD_STAGES_OUT at exit. Not part of petcd."""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any
+
+_OUT = os.environ.get("PETCD_STAGES_OUT")
+_events: list[tuple[str, int]] = []
+_now = time.perf_counter_ns
+
+
+def _wrap(cls: Any, name: str, before: str | None, after: str | None,
+          when: Any = None) -> None:
+    fn = getattr(cls, name)
+    if getattr(fn, "__code__", None) is not None and fn.__code__.co_flags & 0x80:  # async
+        raise TypeError(f"{name} is a coroutine function")
+
+    @functools.wraps(fn)
+    def traced(*args: Any, **kw: Any) -> Any:
+        on = when is None or when(*args, **kw)
+        if on and before:
+            _events.append((before, _now()))
+        r = fn(*args, **kw)
+        if on and after:
+            _events.append((after, _now()))
+        return r
+    setattr(cls, name, traced)
+
+
+def _install() -> None:
+    from petcd.api.h2.connection import H2Protocol
+    from petcd.server.raft_log import RaftDriver
+    from petcd.wal.storage import MemberStorage
+
+    _wrap(H2Protocol, "data_received", "recv", None)
+    _wrap(RaftDriver, "propose", "propose", None)
+    _wrap(RaftDriver, "_flush_proposals", "flush", None, lambda self: bool(self._queue))
+    _wrap(MemberStorage, "save", "wal_start", "wal_end",
+          lambda self, hs, entries, *a, **k: bool(entries))
+    _wrap(RaftDriver, "_hand_out", "hand_out", None)
+    _wrap(RaftDriver, "_apply_batch", "apply_start", "apply_end")
+    _wrap(RaftDriver, "_after_apply", None, "answered")
+    _wrap(H2Protocol, "_flush", "sent", None, lambda self: bool(self._out))
+    try:
+        from petcd.mvcc.backend import Backend
+        _wrap(Backend, "commit", "commit_start", "commit_end",
+              lambda self: self._txn is not None)
+    except AttributeError:
+        pass  # (before batching: commits happen inside _apply_batch)
+
+
+def _dump() -> None:
+    if _OUT:
+        with open(_OUT, "w") as f:
+            json.dump(_events, f)
+
+
+if os.environ.get("PETCD_SRC"):
+    # Another checkout's petcd: ahead of the editable install's import hook.
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+    sys.path.insert(0, os.environ["PETCD_SRC"])
+if _OUT:
+    _install()
+    atexit.register(_dump)

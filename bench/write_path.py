@@ -1,0 +1,120 @@
+"""Where a lone write's time goes, stage by stage, inside one petcd member.
+
+    python bench/write_path.py [--puts 2000] [--src DIR]
+
+Starts a member whose functions on the write path record timestamps (bench/stagetrace,
+loaded via PYTHONPATH), sends --puts sequential puts from one client, and prints the
+median and mean time between consecutive stages of each put. --src runs another
+checkout's petcd (e.g. an older commit unpacked with `git archive`) for a before/after
+comparison in the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import itertools
+
+import grpc
+
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import PetcdProcess
+
+STAGES = ["recv", "propose", "flush", "wal_start", "wal_end", "hand_out", "apply_start",
+          "apply_end", "answered", "sent"]
+LABELS = {
+    "propose": "request read -> proposed (h2, parse, handler)",
+    "flush": "proposed -> handed to Raft (Ready loop wakes)",
+    "wal_start": "Raft propose + Ready -> WAL write starts (thread hop)",
+    "wal_end": "WAL write + fdatasync",
+    "hand_out": "WAL done -> committed entries handed out (hop back)",
+    "apply_start": "handed out -> apply starts",
+    "apply_end": "apply (LMDB txn; before: + synced commit)",
+    "answered": "applied -> caller's future resolved",
+    "sent": "resolved -> response written (handler, h2)",
+}
+
+
+def cycles(events: list[tuple[str, int]]) -> list[dict[str, int]]:
+    """One dict stage -> time per put: from each 'propose', the last 'recv' before it and
+    the first of each later stage in order."""
+    out = []
+    last_recv = 0
+    i = 0
+    while i < len(events):
+        name, t = events[i]
+        if name == "recv":
+            last_recv = t
+        if name != "propose":
+            i += 1
+            continue
+        cyc = {"recv": last_recv, "propose": t}
+        want = 2
+        j = i + 1
+        while j < len(events) and want < len(STAGES):
+            n, tj = events[j]
+            if n == "propose":
+                break
+            if n == STAGES[want]:
+                cyc[n] = tj
+                want += 1
+            j += 1
+        if want == len(STAGES):
+            out.append(cyc)
+        i = j
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--puts", type=int, default=2000)
+    ap.add_argument("--src", default="", help="petcd source dir to run instead of this one")
+    args = ap.parse_args()
+    trace_dir = Path(__file__).resolve().parent / "stagetrace"
+    with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
+        out = Path(tmp) / "stages.json"
+        env = {**os.environ, "PETCD_STAGES_OUT": str(out), "PETCD_SRC": args.src,
+               "PYTHONPATH": str(trace_dir)}
+        m = PetcdProcess(Path(tmp) / "m", env=env)
+        m.start()
+        lats = []
+        try:
+            with grpc.insecure_channel(m.address) as ch:
+                put = ch.unary_unary("/etcdserverpb.KV/Put",
+                                     request_serializer=rpc.PutRequest.SerializeToString,
+                                     response_deserializer=rpc.PutResponse.FromString)
+                for i in range(args.puts):
+                    t = time.perf_counter()
+                    put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256))
+                    lats.append(time.perf_counter() - t)
+        finally:
+            m.stop()
+        events = [(n, t) for n, t in json.loads(out.read_text())]
+    cyc = cycles(events)[len(lats) // 10:]  # skip the warm-up
+    commits = [e - s for (n, s), (n2, e) in itertools.pairwise(events)
+               if n == "commit_start" and n2 == "commit_end"]
+    print(f"{len(cyc)} puts traced; client-observed latency: median "
+          f"{statistics.median(lats) * 1e6:.0f} us, mean {statistics.mean(lats) * 1e6:.0f} us")
+    print(f"{'stage':58} {'median us':>10} {'mean us':>9}")
+    for prev, cur in itertools.pairwise(STAGES):
+        d = [(c[cur] - c[prev]) / 1e3 for c in cyc]
+        print(f"{LABELS[cur]:58} {statistics.median(d):10.0f} {statistics.mean(d):9.0f}")
+    total = [(c["sent"] - c["recv"]) / 1e3 for c in cyc]
+    print(f"{'server total (request read -> response written)':58} "
+          f"{statistics.median(total):10.0f} {statistics.mean(total):9.0f}")
+    if commits:
+        print(f"batched backend commits: {len(commits)}, median "
+              f"{statistics.median(commits) / 1e3:.0f} us (off the puts' path)")
+
+
+if __name__ == "__main__":
+    main()
