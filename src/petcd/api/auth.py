@@ -11,6 +11,7 @@ the user themself, RoleGet for a holder of the role (etcd's rules)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -160,18 +161,25 @@ class AuthService:
         req = await parse_request(rpc.AuthUserGetRequest, raw, context)
         await self._barrier(context)
         store = self._store
-        if store.enabled:
-            try:
-                user, _ = await self._authz.who(context)
-            except EtcdError as e:
-                await abort(context, e)
-            err = store.is_admin(user)
-            if err is not None and req.name != user:
-                await abort(context, err)
+        await self._admin_or(context, lambda user: user == req.name)
         found = store.users.get(req.name)
         if found is None:
             await abort(context, errors.USER_NOT_FOUND)
         return self._answer(rpc.AuthUserGetResponse(roles=found.roles))
+
+    async def _admin_or(self, context: Context, allowed: Callable[[str], bool]) -> None:
+        """While auth is on: a root-role user, or one `allowed` (etcd lets users read
+        themselves and their own roles)."""
+        store = self._store
+        if not store.enabled:
+            return
+        try:
+            user, _ = await self._authz.who(context)
+        except EtcdError as e:
+            await abort(context, e)
+        err = store.is_admin(user)
+        if err is not None and not allowed(user):
+            await abort(context, err)
 
     async def UserList(self, raw: bytes, context: Context) -> bytes:
         await parse_request(rpc.AuthUserListRequest, raw, context)
@@ -209,14 +217,7 @@ class AuthService:
         req = await parse_request(rpc.AuthRoleGetRequest, raw, context)
         await self._barrier(context)
         store = self._store
-        if store.enabled:
-            try:
-                user, _ = await self._authz.who(context)
-            except EtcdError as e:
-                await abort(context, e)
-            err = store.is_admin(user)
-            if err is not None and not store.has_role(user, req.role):
-                await abort(context, err)
+        await self._admin_or(context, lambda user: store.has_role(user, req.role))
         role = store.roles.get(req.role)
         if role is None:
             await abort(context, errors.ROLE_NOT_FOUND)
