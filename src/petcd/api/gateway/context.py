@@ -10,15 +10,16 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from petcd.api.h2.context import CallStatus
+
 _OK = grpc.StatusCode.OK
 _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
-class GatewayContext:
-    __slots__ = ("_code", "_details", "_done", "_metadata", "_method", "_requests",
-                 "_sink", "_trailing", "ended", "written")
+class GatewayContext(CallStatus):
+    __slots__ = ("_done", "_metadata", "_method", "_requests", "_sink", "ended", "written")
 
     def __init__(self, method: str, metadata: Metadata,
                  requests: AsyncIterator[Any] | None = None,
@@ -33,33 +34,6 @@ class GatewayContext:
         self._done: list[Callable[[Any], None]] = []
         self.ended = False
         self.written = 0  # responses written so far (streams)
-
-    # -- status
-    async def abort(self, code: grpc.StatusCode, details: str = "",
-                    trailing_metadata: Sequence[tuple[str, str | bytes]] = ()) -> None:
-        if code is _OK:
-            raise ValueError("abort() needs a non-OK status code")
-        self._code = code
-        self._details = details
-        raise grpc.aio.AbortError()
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def set_details(self, details: str) -> None:
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        self._trailing = metadata
-
-    def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
-        return self._trailing
 
     # -- call information
     def invocation_metadata(self) -> Metadata:

@@ -23,16 +23,15 @@ _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
-class ServerContext:
-    __slots__ = ("_code", "_details", "_metadata", "_stream", "_trailing", "initial_metadata")
+class CallStatus:
+    """The status half of grpc.aio.ServicerContext (abort, codes, details, trailing
+    metadata), shared by the h2 server's context and the JSON gateway's. Subclasses set
+    `_code`, `_details` and `_trailing` in their own __init__ (hot path: no super call)."""
 
-    def __init__(self, stream: Stream) -> None:
-        self._stream = stream
-        self._code = _OK
-        self._details = ""
-        self._trailing: Sequence[tuple[str, str | bytes]] = ()
-        self._metadata: Metadata | None = None
-        self.initial_metadata: Sequence[tuple[str, str | bytes]] = ()
+    __slots__ = ("_code", "_details", "_trailing")
+    _code: grpc.StatusCode
+    _details: str
+    _trailing: Sequence[tuple[str, str | bytes]]
 
     # -- status
     async def abort(self, code: grpc.StatusCode, details: str = "",
@@ -63,6 +62,18 @@ class ServerContext:
 
     def trailing_metadata(self) -> Sequence[tuple[str, str | bytes]]:
         return self._trailing
+
+
+class ServerContext(CallStatus):
+    __slots__ = ("_metadata", "_stream", "initial_metadata")
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self._code = _OK
+        self._details = ""
+        self._trailing: Sequence[tuple[str, str | bytes]] = ()
+        self._metadata: Metadata | None = None
+        self.initial_metadata: Sequence[tuple[str, str | bytes]] = ()
 
     # -- call information
     def invocation_metadata(self) -> Metadata:
