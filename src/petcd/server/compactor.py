@@ -16,13 +16,13 @@ step them with a scripted clock; `AutoCompactor` runs one on the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from petcd import errors
 from petcd.errors import EtcdError
+from petcd.server.background import Background
 
 log = logging.getLogger("petcd.compactor")
 
@@ -98,9 +98,11 @@ def make_policy(mode: str, retention: float, now: float) -> Policy | None:
     return PeriodicPolicy(retention, now)
 
 
-class AutoCompactor:
+class AutoCompactor(Background):
     """Runs a policy: sample, wait one interval, compact through `compact` if due and this
     member leads. `compact(rev)` proposes a CompactionRequest and raises EtcdError."""
+
+    name = "auto-compactor"
 
     def __init__(self, policy: Policy, *, current_revision: Callable[[], int],
                  is_leader: Callable[[], bool],
@@ -111,18 +113,8 @@ class AutoCompactor:
         self._is_leader = is_leader
         self._compact = compact
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
         self.compactions = 0  # successful (or already compacted) runs, for metrics/tests
         self.failures = 0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="auto-compactor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         policy = self.policy

@@ -7,12 +7,12 @@ tried again at the next check."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from petcd.errors import EtcdError
 from petcd.raft import Status
+from petcd.server.background import Background
 
 log = logging.getLogger("petcd.server")
 
@@ -26,24 +26,16 @@ def ready_learners(status: Status) -> list[int]:
                   and pr.match >= READY_FRACTION * status.commit)
 
 
-class LearnerPromoter:
+class LearnerPromoter(Background):
+    name = "promoter"
+
     def __init__(self, *, status: Callable[[], Status], is_leader: Callable[[], bool],
                  promote: Callable[[int], Awaitable[object]], interval: float = 1.0) -> None:
         self._status = status
         self._is_leader = is_leader
         self._promote = promote
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
         self.promoted: list[int] = []
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="promoter")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         while True:
