@@ -10,7 +10,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Small WAL segments for every member the suite starts (inherited by spawned processes):
+# a full run starts hundreds of members and 64 MiB preallocations filled the disk.
+os.environ.setdefault("PETCD_WAL_SEGMENT_SIZE", str(4 * 1024 * 1024))
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any

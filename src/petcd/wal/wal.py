@@ -45,7 +45,9 @@ from petcd.wal.frame import WalSnapshot
 
 log = logging.getLogger("petcd.wal")
 
-SEGMENT_SIZE = 64 * 1024 * 1024
+# etcd's segment size. PETCD_WAL_SEGMENT_SIZE shrinks it for the test suite only, where
+# hundreds of members would otherwise preallocate 64 MiB each (etcd's tests do the same).
+SEGMENT_SIZE = int(os.environ.get("PETCD_WAL_SEGMENT_SIZE", 64 * 1024 * 1024))
 SLOW_FSYNC = 1.0  # seconds; longer fdatasyncs are logged, as etcd does
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 _NO_ENTRIES = 1 << 64  # "after index" that makes decode_batch build no entries
