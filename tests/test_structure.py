@@ -56,7 +56,6 @@ OVERSIZE = {
     "raft/raft.py",
     "server/watch.py",
     "testing.py",
-    "transport/transport.py",
     "wal/wal.py",
 }
 
