@@ -54,7 +54,6 @@ OVERSIZE = {
     "mvcc/backend.py",
     # to be split next on the tidy branch (issue 17)
     "raft/raft.py",
-    "server/watch.py",
     "testing.py",
     "wal/wal.py",
 }
