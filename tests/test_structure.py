@@ -55,7 +55,6 @@ OVERSIZE = {
     # to be split next on the tidy branch (issue 17)
     "raft/raft.py",
     "testing.py",
-    "wal/wal.py",
 }
 
 
