@@ -15,7 +15,7 @@ from wal_testutil import entries, reopen, write_log
 from petcd.raft.types import HardState
 from petcd.wal import WAL, CorruptWALError, MissingSegmentError
 from petcd.wal.frame import SECTOR
-from petcd.wal.wal import FrameInfo, list_segments, scan_segment
+from petcd.wal.segments import FrameInfo, list_segments, scan_segment
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
