@@ -172,6 +172,10 @@ def _handle_damage(
         claimed_end = off + fr.frame_size(length)
         incomplete = off + fr.HEADER_SIZE + length > len(buf)
     data_end = len(buf.rstrip(b"\0"))
+    if claimed_end is None and data_end <= off + fr.HEADER_SIZE:
+        # The data stops inside a damaged header (SIGKILL can end a write() at a page
+        # boundary, and a preallocated file is zeros after it): a header cut short.
+        incomplete = True
     scan_from = max(off + fr.ALIGN, claimed_end or 0)
     later = find_intact_frame(buf, scan_from, data_end)
     if later is not None:
