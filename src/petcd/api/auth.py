@@ -49,7 +49,7 @@ class AuthService:
 
     def _answer(self, resp: Message) -> bytes:
         """resp + header {revision} + the constant header part."""
-        body = b"\x18" + varint(self._node.store.current_revision)
+        body = b"\x18" + varint(self._node.revision)
         out: bytes = resp.SerializeToString() + b"\x0a" + varint(len(body)) + body
         return out + self.header.get()
 

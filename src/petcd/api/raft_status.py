@@ -87,7 +87,7 @@ def render(node: Node, tail: int) -> bytes:
         "firstIndex": st.first_index,
         "lastIndex": st.last_index,
         "lastTerm": last.term if last is not None and last.index == st.last_index else None,
-        "revision": node.store.current_revision,
+        "revision": node.revision,
         "members": [{"id": f"{m.id:x}", "name": m.name, "learner": m.is_learner}
                     for m in node.membership.sorted()],
         "entries": [{"index": e.index, "term": e.term,

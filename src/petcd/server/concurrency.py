@@ -117,7 +117,7 @@ class Access:
         return resp
 
     async def grant(self, ttl: int) -> int:
-        req = rpc.LeaseGrantRequest(TTL=ttl, ID=self.node.leases.new_id())
+        req = rpc.LeaseGrantRequest(TTL=ttl, ID=self.node.new_lease_id())
         resp = await self._propose(LEASE_GRANT, req)
         assert isinstance(resp, rpc.LeaseGrantResponse)
         return resp.ID

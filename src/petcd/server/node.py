@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry
 
 from petcd import ETCD_API_VERSION
 from petcd.auth import tokens
@@ -44,11 +45,19 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raft_log import RaftDriver
+from petcd.server.watch import WatchHub, WatchMetrics
 
 log = logging.getLogger("petcd.server")
 
 
 class Node:
+    """The member, as the API layer uses it. Calls: propose, read_barrier, range/read_txn,
+    revision, status and membership, the lease calls, the watch hub, metrics_registry.
+    Services it hands out whole: `maintenance` (alarms, quota, hashes, defragment,
+    snapshots), `auth` (read for permission checks; written only by applying), `tokens`,
+    `passwords`, `opts`. The API never touches the backend, the store, the applier or
+    the log itself."""
+
     def __init__(self, opts: ServerOptions,
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None) -> None:
@@ -130,14 +139,9 @@ class Node:
         if isinstance(self.tokens, tokens.SimpleTokens):
             self.auth.invalidate_listeners.append(self.tokens.invalidate)
         self.passwords = Passwords(opts.bcrypt_cost)
-        lessor = self.lessor
-
-        def lease_keys(lease_id: int) -> list[bytes]:
-            lease = lessor.get(lease_id)
-            return [] if lease is None else lessor.keys_of(lease)
-
         applier = self._applier
-        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index, lease_keys)
+        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index,
+                                   self.lease_keys)
         auth_applier.register(applier.register)
         applier.auth = auth_applier
 
@@ -274,6 +278,70 @@ class Node:
     def range(self, request: rpc.RangeRequest) -> rpc.RangeResponse:
         """A read straight from the store (serializable; after a barrier, linearizable)."""
         return self.kv.range(request)
+
+    def read_txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
+        """A txn made of ranges only, read straight from the store (as `range`)."""
+        return self.kv.txn(None, request)
+
+    @property
+    def revision(self) -> int:
+        """The store's current revision (what response headers carry)."""
+        return self.store.current_revision
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """Where the API layer registers its own metrics (served at /metrics)."""
+        return self.metrics.registry
+
+    # -- watch: the hub reads the store and is fed every applied batch
+    def watch_hub(self, *, response_limit: int, progress_interval: float) -> WatchHub:
+        hub = WatchHub(self.store, cluster_id=self.cluster_id, member_id=self.member_id,
+                       term=lambda: self.term, response_limit=response_limit,
+                       progress_interval=progress_interval)
+        self.metrics.registry.register(WatchMetrics(hub))
+        return hub
+
+    def feed_watch_hub(self, hub: WatchHub) -> None:
+        """Call on the event loop before start(): every commit from here on reaches the
+        hub. After a snapshot from the leader replaced the store, its revisions came
+        without events, so every watcher catches up from the store."""
+        hub.revision = self.store.current_revision
+        self._applier.add_commit_listener(hub.commit_listener())
+        self.backend.restore_hooks.append(lambda: hub.notify([], self.store.current_revision))
+
+    # -- leases (renewals and TTLs are the lease driver's: no log entry)
+    def new_lease_id(self) -> int:
+        return self.leases.new_id()
+
+    def renew_lease_now(self, lease_id: int) -> int | None:
+        """Keep-alive fast path: the TTL, 0 for a missing lease, None: call renew_lease."""
+        return self.leases.renew_now(lease_id)
+
+    async def renew_lease(self, lease_id: int, *, forwarded: bool = False) -> int:
+        return await self.leases.renew(lease_id, forwarded=forwarded)
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool, *,
+                                 forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
+        return await self.leases.time_to_live(lease_id, keys, forwarded=forwarded)
+
+    def lease_ids(self) -> list[int]:
+        return self.leases.leases()
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys attached to a lease ([] if there is no such lease)."""
+        lease = self.lessor.get(lease_id)
+        return [] if lease is None else self.lessor.keys_of(lease)
+
+    async def bootstrap_defrag(self, threshold_mb: int) -> None:
+        """--experimental-bootstrap-defrag-threshold-megabytes: defragment before serving
+        when at least that much of the backend file is free pages."""
+        backend = self.backend
+        free = backend.size() - backend.size_in_use()
+        if threshold_mb <= 0 or free < threshold_mb * 1024 * 1024:
+            return
+        log.info("defragmenting at start: %d MB of %d MB free (threshold %d MB)",
+                 free >> 20, backend.size() >> 20, threshold_mb)
+        await self.maintenance.defragment()
 
     def status(self) -> rpc.StatusResponse:
         resp = rpc.StatusResponse(
