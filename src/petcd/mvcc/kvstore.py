@@ -136,9 +136,9 @@ class KVView:
         if rev <= 0:
             return self.rev
         if rev > self.rev:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV()
         if rev < self.compact_rev:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         return rev
 
     def get(self, key: bytes, rev: int = 0) -> bytes | None:
@@ -300,7 +300,7 @@ class KVView:
         revision), in revision order; prev_kv is not filled. For watchers
         that start in the past: raises COMPACTED if start_rev is compacted."""
         if start_rev <= self.compact_rev:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         last = self.rev if end_rev <= 0 else min(end_rev, self.rev)
         out: list[KVEvent] = []
         cur = self._txn.cursor(db=self._kv)
@@ -436,7 +436,7 @@ class TxnWrite(KVView):
         keep the current value / lease and raise KEY_NOT_FOUND (having
         written nothing) if the key does not exist."""
         if not key:
-            raise errors.EMPTY_KEY
+            raise errors.EMPTY_KEY()
         txn = self._txn
         rev = self.begin_rev + 1
         long_key = len(key) > _DIRECT_KEY_MAX
@@ -455,7 +455,7 @@ class TxnWrite(KVView):
                 prev = entry
         if prev is None:
             if ignore_value or ignore_lease:
-                raise errors.KEY_NOT_FOUND
+                raise errors.KEY_NOT_FOUND()
             create, version, old_lease = rev, 1, 0
             prev_kv = None
         else:
@@ -831,9 +831,9 @@ class KVStore:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         if rev <= self._compact:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         if rev > self._rev:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV()
         self._compact = rev
         # A later compaction supersedes one under way: start over with it.
         self._pending = (rev, b"")
@@ -927,9 +927,9 @@ class KVStore:
         with view if view is not None else self.read() as r:
             current, compact = r.rev, r.compact_rev
             if rev > 0 and rev <= compact:
-                raise errors.COMPACTED
+                raise errors.COMPACTED()
             if rev > current:
-                raise errors.FUTURE_REV
+                raise errors.FUTURE_REV()
             upto = current if rev <= 0 else rev
             limit = _REV.pack(upto + 1, b"_", 0)
             # While a compaction is under way, records at or below it may

@@ -79,7 +79,7 @@ class KVApplier:
         if lease:
             lessor = self.store.lessor
             if lessor is None or not lessor.lease_exists(lease):
-                raise errors.LEASE_NOT_FOUND
+                raise errors.LEASE_NOT_FOUND()
 
     # -- Put / DeleteRange -----------------------------------------------------------
 
@@ -255,7 +255,7 @@ class KVApplier:
         writes = self._flatten(plan, puts, ranges)
         for put in puts:
             if (put.ignore_value or put.ignore_lease) and before.get(put.key) is None:
-                raise errors.KEY_NOT_FOUND
+                raise errors.KEY_NOT_FOUND()
             self._check_lease(put.lease)
         self._check_ranges(before, ranges)
         with store.write(batch, atomic=writes) as tw:
@@ -303,9 +303,9 @@ class KVApplier:
         for r in ranges:
             rev = r.revision
             if rev > view.rev:
-                raise errors.FUTURE_REV
+                raise errors.FUTURE_REV()
             if 0 < rev < view.compact_rev:
-                raise errors.COMPACTED
+                raise errors.COMPACTED()
 
     @staticmethod
     def _compare(view: KVView, c: pb.Compare) -> bool:

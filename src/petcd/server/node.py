@@ -261,14 +261,14 @@ class Node:
                                alarm=rpc.CORRUPT)
         result = await self.propose(ALARM, req.SerializeToString(), req)
         if isinstance(result, EtcdError):
-            raise result
+            raise result()
 
     async def _compact(self, revision: int) -> None:
         """A Compact request through the log, as a client's would go (raises EtcdError)."""
         req = rpc.CompactionRequest(revision=revision)
         result = await self.propose(COMPACTION, req.SerializeToString(), req)
         if isinstance(result, EtcdError):
-            raise result
+            raise result()
 
     def read_barrier(self) -> Awaitable[None] | None:
         """For a linearizable read: None if it may run now, else an awaitable that
