@@ -53,7 +53,6 @@ OVERSIZE = {
     "mvcc/kvstore.py",
     "mvcc/backend.py",
     # to be split next on the tidy branch (issue 17)
-    "testing.py",
 }
 
 
