@@ -27,7 +27,7 @@ from petcd.server.alarm import (
     txn_upper_bound,
 )
 from petcd.server.apply import Applier
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.proposal import Committed
 
 MEMBER = 0x8E9E05C52164694D
@@ -45,7 +45,7 @@ class Member:
     def _open(self) -> None:
         self.backend = Backend(str(self.path / "db"))
         self.store = KVStore(self.backend)
-        self.applier = Applier(self.backend, KVApplier(self.store))
+        self.applier = Applier(self.backend, KVRequests(self.store))
         self.alarms = Alarms(self.backend, self.applier, self.quota, self._on_exceeded)
         self.index = self.applier.applied_index
 

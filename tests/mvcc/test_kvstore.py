@@ -591,7 +591,7 @@ def test_incremental_compaction(tmp_path: Path) -> None:
         with slow.backend.begin_write() as batch:
             slow.store.compact(batch, at, budget=2)
             batch.set_consistent_index(len(log) + 1, 1)
-        assert slow.store.compaction_pending and not slow.store.physically_compacted
+        assert slow.store.compaction_left_in_batch and not slow.store.physically_compacted
         assert slow.store.compact_revision == at
         assert slow.kv_records() != fast.kv_records()
 
@@ -608,7 +608,7 @@ def test_incremental_compaction(tmp_path: Path) -> None:
         with slow.backend.begin_write() as batch:
             assert not slow.store.compact_step(batch, 2)
         slow.reopen()  # the work left survives a restart
-        assert slow.store.compaction_pending
+        assert slow.store.compaction_left_in_batch
         same_reads()
         steps = 0
         while not slow.store.physically_compacted:

@@ -826,7 +826,7 @@ class KVStore:
 
         budget=None removes everything within this batch. Otherwise only
         that many index keys are visited now; `compact_step` in later
-        batches does the rest (`compaction_pending`). Reads, HashKV and
+        batches does the rest (`compaction_left_in_batch`). Reads, HashKV and
         history are the same either way: only the file holds more meanwhile."""
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
@@ -841,7 +841,7 @@ class KVStore:
         return self._rev
 
     @property
-    def compaction_pending(self) -> bool:
+    def compaction_left_in_batch(self) -> bool:
         """Physical compaction work is left (in the open batch's view)."""
         return self._pending is not None
 

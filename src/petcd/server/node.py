@@ -36,7 +36,7 @@ from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
 from petcd.server.compactor import AutoCompactor, make_policy
 from petcd.server.corruption import CorruptionMonitor, initial_check
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.maintenance import Maintenance
 from petcd.server.member_client import MemberChannels
 from petcd.server.membership import Member, Membership
@@ -75,7 +75,7 @@ class Node:
                                sync=not opts.unsafe_no_fsync, metasync=False,
                                batch_limit=opts.backend_batch_limit)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
+        self.kv = KVRequests(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
         self._applier = Applier(self.backend, self.kv, self.metrics,

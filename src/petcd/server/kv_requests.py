@@ -1,5 +1,6 @@
-"""Executes etcd's KV requests (Range, Put, DeleteRange, Txn, Compaction)
-against the MVCC store, with etcd's exact semantics and response shapes.
+"""KVRequests executes etcd's KV requests (Range, Put, DeleteRange, Txn, Compaction)
+against the MVCC store, with etcd's exact semantics and response shapes: reads straight
+on the applied state (Node.range/read_txn), writes when their log entry is applied.
 
 Writes run inside the apply loop's WriteBatch; a request that raises
 EtcdError leaves nothing behind in the batch. Responses carry only
@@ -61,7 +62,7 @@ def range_end(raw: bytes) -> bytes | None:
     return raw
 
 
-class KVApplier:
+class KVRequests:
     """The KV service's state machine. `lessor` stays None until leases
     exist (issue 7); until then any request naming a lease fails with
     LEASE_NOT_FOUND, as no lease can exist."""
@@ -295,7 +296,7 @@ class KVApplier:
             elif kind == "request_delete_range":
                 writes = True
             elif nested is not None:
-                writes = KVApplier._flatten(nested, puts, ranges) or writes
+                writes = KVRequests._flatten(nested, puts, ranges) or writes
         return writes
 
     @staticmethod
