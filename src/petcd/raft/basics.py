@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from petcd.raft.errors import (
     ConfigError,
@@ -15,6 +16,10 @@ from petcd.raft.types import (
     Message,
     MessageType,
 )
+
+if TYPE_CHECKING:
+    from petcd.raft.log import RaftLog
+    from petcd.raft.progress import Progress
 
 NONE = 0  # "no node": no leader known, no vote cast
 
@@ -112,3 +117,32 @@ _PROBE = ProgressState.PROBE
 _SNAPSHOT = ProgressState.SNAPSHOT
 
 _WON, _LOST, _PENDING = 1, 2, 3
+
+
+class RaftFields:
+    """The state Raft.__init__ sets up, declared once for the role mixins (leader.py,
+    follower.py) that read and write it: annotations only, no attributes at runtime."""
+
+    id: int
+    term: int
+    lead: int
+    role: Role
+    log: RaftLog
+    msgs: list[Message]
+    read_states: list[ReadState]
+    prs: dict[int, Progress]
+    peers: tuple[int, ...]
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    voter_set: frozenset[int]
+    is_learner: bool
+    election_elapsed: int
+    lead_transferee: int
+    pending_conf_index: int
+    pending_reads: dict[bytes, PendingRead]
+    deferred_reads: list[Message]
+    disable_proposal_forwarding: bool
+    max_msg_size: int
+    max_inflight: int
+    max_uncommitted_size: int
+    uncommitted_size: int

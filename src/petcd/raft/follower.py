@@ -23,7 +23,7 @@ from petcd.raft.basics import (
     _VOTE_RESP,
     _WON,
     NONE,
-    PendingRead,
+    RaftFields,
     ReadState,
     Role,
 )
@@ -32,8 +32,6 @@ from petcd.raft.errors import (
     InvariantViolation,
     ProposalDropped,
 )
-from petcd.raft.log import RaftLog
-from petcd.raft.progress import Progress
 from petcd.raft.types import (
     Entry,
     Message,
@@ -42,33 +40,10 @@ from petcd.raft.types import (
 )
 
 
-class FollowerRole:
+class FollowerRole(RaftFields):
     """Mixed into Raft: the methods candidates and followers step messages with."""
 
-    if TYPE_CHECKING:  # the state they share, set up by Raft.__init__
-        id: int
-        term: int
-        lead: int
-        role: Role
-        log: RaftLog
-        msgs: list[Message]
-        read_states: list[ReadState]
-        prs: dict[int, Progress]
-        peers: tuple[int, ...]
-        voters: tuple[int, ...]
-        learners: tuple[int, ...]
-        voter_set: frozenset[int]
-        is_learner: bool
-        election_elapsed: int
-        lead_transferee: int
-        pending_conf_index: int
-        pending_reads: dict[bytes, PendingRead]
-        deferred_reads: list[Message]
-        disable_proposal_forwarding: bool
-        max_msg_size: int
-        max_inflight: int
-        max_uncommitted_size: int
-        uncommitted_size: int
+    if TYPE_CHECKING:  # methods of Raft and LeaderRole it calls
 
         def become_follower(self, term: int, lead: int) -> None: ...
         def hup(self, transfer: bool = False) -> None: ...

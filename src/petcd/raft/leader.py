@@ -25,6 +25,7 @@ from petcd.raft.basics import (
     _TRANSFER_LEADER,
     NONE,
     PendingRead,
+    RaftFields,
     ReadState,
     Role,
 )
@@ -36,7 +37,6 @@ from petcd.raft.errors import (
     ReadIndexDropped,
     SnapshotTemporarilyUnavailable,
 )
-from petcd.raft.log import RaftLog
 from petcd.raft.progress import Progress
 from petcd.raft.storage import entries_size
 from petcd.raft.types import (
@@ -47,33 +47,10 @@ from petcd.raft.types import (
 )
 
 
-class LeaderRole:
+class LeaderRole(RaftFields):
     """Mixed into Raft: the methods a leader steps messages with."""
 
-    if TYPE_CHECKING:  # the state they share, set up by Raft.__init__
-        id: int
-        term: int
-        lead: int
-        role: Role
-        log: RaftLog
-        msgs: list[Message]
-        read_states: list[ReadState]
-        prs: dict[int, Progress]
-        peers: tuple[int, ...]
-        voters: tuple[int, ...]
-        learners: tuple[int, ...]
-        voter_set: frozenset[int]
-        is_learner: bool
-        election_elapsed: int
-        lead_transferee: int
-        pending_conf_index: int
-        pending_reads: dict[bytes, PendingRead]
-        deferred_reads: list[Message]
-        disable_proposal_forwarding: bool
-        max_msg_size: int
-        max_inflight: int
-        max_uncommitted_size: int
-        uncommitted_size: int
+    if TYPE_CHECKING:  # methods of Raft and FollowerRole it calls
 
         def _check_quorum(self) -> None: ...
 
