@@ -1,7 +1,7 @@
 """The member as the API layer sees it: propose a mutation, wait for a read barrier,
 read from the store, report status and membership, change membership. The API never
 touches storage or the log directly: everything goes through the Raft driver
-(server/raft_log.py), a cluster of one included."""
+(server/raftnode/), a cluster of one included."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -43,9 +44,11 @@ from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
-from petcd.server.raft_log import RaftDriver
+from petcd.server.raftnode import RaftDriver
 
 log = logging.getLogger("petcd.server")
+
+T = TypeVar("T")
 
 
 class Node:
@@ -238,6 +241,12 @@ class Node:
         to the response message or the EtcdError to answer, once the write is durable and
         applied."""
         return self._log.propose(kind, raw, request, stamp)
+
+    async def call_leader(self, here: Callable[[], Awaitable[T]],
+                          there: Callable[[int], Awaitable[T]], deadline: float) -> T:
+        """here() on the leader, else there(leader id), retried on LeaderUnreachable
+        until `deadline` (loop time); see raftnode.leadership.LeaderWatch."""
+        return await self._log.call_leader(here, there, deadline)
 
     def member_channel(self, url: str) -> grpc.aio.Channel:
         """A gRPC channel to another member's client URL, with this member's TLS."""

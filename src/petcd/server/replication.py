@@ -1,5 +1,5 @@
 """The seam between the member and its log: what `Node` needs from whatever orders
-proposals (the Raft driver, server/raft_log.py). Whoever implements it applies committed
+proposals (the Raft driver, server/raftnode/). Whoever implements it applies committed
 entries through `petcd.server.apply.Applier`, in log order, one backend write txn per
 batch, and resolves each proposal's future with the apply result once its batch is
 durable."""

@@ -1,0 +1,499 @@
+"""The Raft driver: the ReplicatedLog every member (a cluster of one too) writes through.
+
+One asyncio task runs the Ready loop of petcd.raft.RawNode, following its contract:
+
+    proposals queued since the last Ready ──propose_batch──> RawNode
+    rd = ready()
+      soft state      leader changes: listeners, metrics, pending reads fail
+      send first      if rd.send_before_persist (a leader streams while it writes)
+      persist         MemberStorage.save(hard state, entries, snapshot): one WAL frame, one
+                      fdatasync, on the WAL thread; then the in-memory Raft storage
+      send            the other messages (snapshots go on their own connection)
+      hand out        committed entries -> apply queue (conf changes are applied to Raft,
+                      the member list and the transport right here, in log order)
+      read states     ReadIndex answers
+      advance
+
+The pieces around it live beside it: proposals.py (the proposal tracker), applying.py
+(the apply queue, a second task), reads.py (ReadIndex batching), snapshots.py,
+members.py (conf changes, Cluster RPCs, publishing), leadership.py. Callers are answered
+after their entry is applied on this member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message as PbMessage
+
+from petcd import errors
+from petcd.errors import EtcdError
+from petcd.mvcc.backend import Backend
+from petcd.raft import (
+    Config,
+    Entry,
+    EntryType,
+    Message,
+    RawNode,
+    Ready,
+    Role,
+    decode_conf_change,
+)
+from petcd.raft.errors import RaftError
+from petcd.raft.rawnode import Status as RaftStatus
+from petcd.server.apply import Applier
+from petcd.server.bootstrap import Boot
+from petcd.server.membership import CONF_CHANGE_KIND, Member, Membership
+from petcd.server.metrics import Metrics
+from petcd.server.options import ServerOptions
+from petcd.server.proposal import Committed, Result, Stamp
+from petcd.server.raftnode.applying import ApplyQueue
+from petcd.server.raftnode.leadership import Leadership
+from petcd.server.raftnode.members import MemberOps
+from petcd.server.raftnode.peers import Peers
+from petcd.server.raftnode.proposals import Pending, ProposalTracker
+from petcd.server.raftnode.reads import LinearizableReads
+from petcd.server.raftnode.snapshots import Snapshots
+from petcd.server.worker import Worker
+from petcd.transport import PeerTransport, TransportConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_APPLY_GAP = 5000  # committed - applied beyond which new proposals are refused
+
+_CONF_CHANGE = EntryType.CONF_CHANGE
+
+
+class RaftDriver:
+    def __init__(self, opts: ServerOptions, boot: Boot, applier: Applier, backend: Backend,
+                 membership: Membership, metrics: Metrics | None = None, *,
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 on_removed: Callable[[], None] | None = None,
+                 transport_config: TransportConfig | None = None) -> None:
+        self.opts = opts
+        self.id = boot.local_id
+        self.cluster_id = boot.cluster_id
+        self.storage = boot.storage
+        self.mem = boot.raft_storage
+        self.applier = applier
+        self.backend = backend
+        self.membership = membership
+        self.metrics = metrics
+        self._on_fatal = on_fatal
+        self._on_removed = on_removed
+        self.tick_s = opts.heartbeat_ms / 1000.0
+        self.election_ticks = max(2, opts.election_ms // max(1, opts.heartbeat_ms))
+        self.request_timeout = 5.0 + 2 * opts.election_ms / 1000.0
+        self.raw = RawNode(Config(
+            id=self.id, election_tick=self.election_ticks, heartbeat_tick=1,
+            applied=boot.applied, max_size_per_msg=1 << 20, max_inflight_msgs=256,
+            pre_vote=opts.pre_vote, check_quorum=True), self.mem)
+        if boot.bootstrap_peers:
+            self.raw.bootstrap(boot.bootstrap_peers)
+        applier.register(CONF_CHANGE_KIND, lambda batch, cc: membership.write(batch, cc))
+
+        self._stopping = False
+        self._failed = False
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.TimerHandle | None = None
+        # Set once our name and client URLs are in the member list (etcd's ReadyNotify).
+        self.ready = asyncio.Event()
+
+        self.leadership = Leadership(self)
+        self.members = MemberOps(self)
+        self.proposals = ProposalTracker(self.id)
+        self.reads = LinearizableReads(self.raw, lambda: applier.applied_index, self.wake,
+                                       lambda: self._stopping, self.request_timeout)
+        self.apply_queue = ApplyQueue(self.id, applier, backend, metrics,
+                                      opts.backend_batch_interval_ms / 1000.0,
+                                      self._after_apply, self.fail, lambda: self._stopping)
+        self.wal_thread = Worker("petcd-wal")
+        self.peers = Peers(self)
+        self.transport = PeerTransport(
+            self.id, self.cluster_id, list(opts.listen_peer_urls), self.peers.on_messages,
+            self.snapshots_receive, config=transport_config, server_ssl=boot.server_ssl,
+            client_ssl=boot.client_ssl, server_gate=boot.peer_gate,
+            on_peer_status=self.peers.on_peer_status,
+            on_rejected=self.peers.on_rejected, on_request=self.members.on_request)
+        self.members.sync_transport()
+        self.snapshots = Snapshots(self, boot.applied)
+        self._durable = self.mem.last_index()  # last log index known to be in the WAL
+        if metrics is not None:
+            self.storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
+
+        # state the API reads
+        self._term = self.raw.term
+        self._committed = self.raw.commit_index
+
+    # ------------------------------------------------------------------ the seam
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def last_index(self) -> int:
+        return self.raw.last_index
+
+    @property
+    def committed_index(self) -> int:
+        return self._committed
+
+    @property
+    def applied_index(self) -> int:
+        return self.applier.applied_index
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping
+
+    @property
+    def leader_id(self) -> int:
+        return self.leadership.lead
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership.role == Role.LEADER
+
+    @property
+    def is_learner(self) -> bool:
+        return self.raw.is_learner
+
+    def peer_traffic(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Bytes sent to and received from each peer (lifetime), for metrics."""
+        sent = {pid: st.sent_bytes for pid, st in self.transport.statuses().items()}
+        return sent, dict(self.transport.received_bytes)
+
+    def add_leader_listener(self, listener: Callable[[int, int], None]) -> None:
+        self.leadership.add_listener(listener)
+
+    async def call_leader(self, here: Callable[[], Awaitable[T]],
+                          there: Callable[[int], Awaitable[T]], deadline: float) -> T:
+        """Run a call on the leader: here() if this member leads, else there(leader);
+        retried with the next leader on LeaderUnreachable (see LeaderWatch)."""
+        return await self.leadership.watch.call_leader(here, there, deadline)
+
+    async def listen(self) -> None:
+        """Bind the peer URLs (before start(), so that a taken port fails the start)."""
+        await self.transport.start()
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.leadership.notify(self._term)
+        self._tasks = [loop.create_task(self._run(), name="raft-ready-loop"),
+                       loop.create_task(self.apply_queue.run(), name="raft-apply-loop")]
+        self._ticker = loop.call_later(self.tick_s, self._on_tick)
+        if self.applier.compaction_pending:
+            self.apply_queue.kick()
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Hand leadership over (if we lead others), refuse new proposals, fail those
+        waiting, finish what is handed out, close."""
+        if self._stopping and not self._tasks:
+            return
+        if not self._stopping and self.leadership.role == Role.LEADER:
+            await self.leadership.transfer_on_shutdown()
+        self._stopping = True
+        self.leadership.watch.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        # Not in the log yet: refused now. Reads too. What the current Ready hands out
+        # is still applied and answered with its result.
+        self.proposals.refuse_queued(errors.STOPPED)
+        self._fail_reads(errors.STOPPED)
+        self._wake.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._fail_all(errors.STOPPED)  # proposed, but not committed in time
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.transport.stop()
+        self.apply_queue.stop()
+        self.wal_thread.shutdown()
+        self.storage.close()
+
+    def propose(self, kind: str, raw: bytes, request: PbMessage,
+                stamp: Stamp = None) -> asyncio.Future[Result]:
+        fut: asyncio.Future[Result]
+        if self._stopping:
+            err: EtcdError | None = errors.STOPPED
+        elif self.raw.is_learner:
+            err = errors.NOT_SUPPORTED_FOR_LEARNER
+        elif self._committed - self.applier.applied_index > MAX_APPLY_GAP:
+            err = errors.TOO_MANY_REQUESTS
+        else:
+            fut = self.proposals.add(kind, raw, request, stamp,
+                                     time.monotonic() + self.request_timeout)
+            if not self._wake.is_set():
+                self._wake.set()
+            return fut
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(err)
+        return fut
+
+    def read_barrier(self) -> Awaitable[None] | None:
+        raw = self.raw
+        if self.leadership.role == Role.LEADER and raw.voters == (self.id,):
+            # A lone voter cannot be deposed without its own vote, and every write it
+            # acknowledged is applied: nothing to wait for.
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._stopping:
+            fut.set_exception(errors.STOPPED)
+        elif raw.is_learner:
+            fut.set_exception(errors.NOT_SUPPORTED_FOR_LEARNER)
+        else:
+            self.reads.wait(fut)
+        return fut
+
+    async def conf_change(self, cc: Any, *, timeout: float | None = None) -> EtcdError | None:
+        return await self.members.conf_change(cc, timeout=timeout)
+
+    async def member_op(self, op: str, **args: Any) -> tuple[Member | None, list[Member]]:
+        return await self.members.member_op(op, **args)
+
+    async def move_leader(self, target: int) -> None:
+        await self.leadership.move_leader(target)
+
+    def raft_status(self, tail: int) -> tuple[RaftStatus, list[Entry]]:
+        """Raft's state and the last `tail` entries of the in-memory log, computed on
+        request from what is already in memory (for the read-only status endpoint)."""
+        mem = self.mem
+        hi = mem.last_index() + 1
+        lo = max(mem.first_index(), hi - max(0, tail))
+        return self.raw.status(), (mem.entries(lo, hi) if lo < hi else [])
+
+    def progress(self) -> dict[int, int]:
+        """The leader's view of each member's log (member id -> match index); empty on
+        followers."""
+        return {mid: pr.match for mid, pr in self.raw.status().progress.items()}
+
+    # ------------------------------------------------------------------ Ready loop
+
+    def wake(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def snapshots_receive(self, from_id: int, metadata: bytes,
+                                chunks: AsyncIterator[bytes]) -> None:
+        await self.snapshots.receive(from_id, metadata, chunks)
+
+    def step(self, m: Message) -> None:
+        try:
+            self.raw.step(m)
+        except ValueError as e:
+            log.warning("dropping a peer message: %s", e)
+        except RaftError as e:
+            self.fail(e, "the Raft core refused a message")
+
+    def removed(self) -> None:
+        if self._on_removed is not None:
+            log.warning("the member has been permanently removed from the cluster")
+            cb, self._on_removed = self._on_removed, None
+            cb()
+
+    async def _run(self) -> None:
+        raw = self.raw
+        try:
+            while not self._stopping:
+                await self._wake.wait()
+                # One loop iteration for the requests already read to be proposed with
+                # this one: bigger batches, hardly any latency.
+                await asyncio.sleep(0)
+                self._wake.clear()
+                self._flush_proposals()
+                while raw.has_ready() and not self._stopping:
+                    await self._handle_ready(raw.ready())
+                    self._flush_proposals()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self.fail(e, "the Raft loop failed")
+        finally:
+            self.apply_queue.close()  # lets the apply loop finish and end
+
+    def _flush_proposals(self) -> None:
+        proposals = self.proposals
+        if not proposals.queue or self.leadership.lead == 0:
+            return
+        if proposals.flush(self.raw, self.opts.max_batch_entries) and \
+                self.metrics is not None:
+            self.metrics.proposals_pending.set(proposals.in_flight)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        raw = self.raw
+        if rd.soft_state is not None:
+            self.leadership.on_soft_state(rd.soft_state)
+        messages = rd.messages
+        if messages and rd.send_before_persist:
+            self.peers.send(messages)
+            messages = []
+        snapshot = rd.snapshot
+        committed = rd.committed_entries
+        if rd.must_sync or snapshot is not None:
+            if committed and snapshot is None:
+                # Committed entries that earlier Readies already made durable need not
+                # wait for this fsync (a leader's are usually all of them): apply them
+                # while the WAL writes the new ones.
+                durable = self._durable
+                if rd.entries:
+                    durable = min(durable, rd.entries[0].index - 1)
+                if committed[0].index <= durable:
+                    n = bisect.bisect_right(committed, durable, key=_index)
+                    self._hand_out(committed[:n])
+                    committed = committed[n:]
+            await self.wal_thread.run(self.storage.save, rd.hard_state, rd.entries,
+                                      snapshot)
+            if rd.entries:
+                self._durable = rd.entries[-1].index
+            elif snapshot is not None:
+                self._durable = snapshot.metadata.index
+        elif rd.hard_state is not None:
+            self.storage.save(rd.hard_state, ())  # commit index only: written, not synced
+        mem = self.mem
+        if snapshot is not None:
+            mem.apply_snapshot(snapshot)
+        if rd.entries:
+            mem.append(rd.entries)
+        if rd.hard_state is not None:
+            mem.set_hard_state(rd.hard_state)
+            self._term = rd.hard_state.term
+            self._committed = rd.hard_state.commit
+        if messages:
+            self.peers.send(messages)
+        if snapshot is not None:
+            await self.snapshots.install(snapshot.metadata.index,
+                                         snapshot.metadata.conf_state)
+        if committed:
+            self._hand_out(committed)
+        if rd.read_states:
+            self.reads.on_read_states(rd.read_states)
+        raw.advance(rd)
+        self.leadership.notify(self._term)
+
+    def _hand_out(self, entries: list[Entry]) -> None:
+        batch: list[Committed] = []
+        local: list[tuple[int, Pending]] = []
+        by_index = self.proposals.by_index
+        for e in entries:
+            if e.type == _CONF_CHANGE:
+                cc = decode_conf_change(e.data)
+                cs = self.raw.apply_conf_change(cc)
+                self.snapshots.conf_changed(e.index, cs)
+                self.membership.apply(e.index, cc)
+                self.members.after_conf_change(cc)
+                batch.append(Committed(e.index, e.term, CONF_CHANGE_KIND, cc))
+                continue
+            p = by_index.get(e.index) if by_index else None
+            if p is not None:
+                del by_index[e.index]
+                if p.term == e.term:
+                    local.append((len(batch), p))
+                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
+                    continue
+                if not p.future.done():  # our entry at this index was overwritten
+                    p.future.set_result(errors.LEADER_CHANGED)
+            batch.append(Committed(e.index, e.term, None, None, e.data))
+        self._committed = max(self._committed, entries[-1].index)
+        self.apply_queue.push(batch, local)
+
+    # ------------------------------------------------------------------ after applying
+
+    def _after_apply(self, entries: list[Committed], results: list[Result],
+                     local: list[tuple[int, Pending]],
+                     forwarded: list[tuple[int, int]]) -> None:
+        failed = self.proposals.answer(results, local, forwarded,
+                                       self.apply_queue.wait_physical)
+        members = self.members
+        if not self.ready.is_set() and members.published():
+            self.ready.set()
+        if members.waiting:
+            members.conf_changes_applied(
+                [c.request.id for c in entries if c.kind == CONF_CHANGE_KIND])
+        metrics = self.metrics
+        applied = self.applier.applied_index
+        if metrics is not None:
+            metrics.proposals_applied.set(applied)
+            metrics.proposals_committed.set(self._committed)
+            metrics.proposals_pending.set(self.proposals.in_flight)
+            metrics.compaction_pending.set(int(self.applier.compaction_pending))
+            if failed:
+                metrics.proposals_failed.inc(failed)
+        self.reads.release(applied)
+        self.snapshots.maybe_take(applied)
+
+    # ------------------------------------------------------------------ ticks
+
+    def _on_tick(self) -> None:
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(self.tick_s, self._on_tick)
+        raw = self.raw
+        raw.tick()
+        for peer in self.transport.drain_unreachable():
+            raw.report_unreachable(peer)
+        now = time.monotonic()
+        self.proposals.expire(now, self.leadership.timeout_error)
+        self.reads.on_tick(now)
+        self.members.on_tick(now, self.leadership.lead)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ failures
+
+    def _fail_all(self, err: EtcdError) -> None:
+        self.proposals.fail_all(err)
+        self._fail_reads(err)
+
+    def _fail_reads(self, err: EtcdError) -> None:
+        self.members.fail(err)
+        self.reads.fail(err)
+
+    def fail(self, e: BaseException, what: str) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        log.critical("%s; stopping", what, exc_info=e)
+        self._stopping = True
+        self.leadership.watch.close()
+        self._fail_all(errors.STOPPED)
+        if self._on_fatal is not None:
+            self._on_fatal(e)
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _index(e: Entry) -> int:
+    return e.index
+
+
+SLOW_FSYNC = 1.0  # seconds: etcd's warning threshold for a WAL sync
+
+
+def _fsync_observer(observe: Callable[[float], None]) -> Callable[[float], None]:
+    """The WAL sync histogram, plus etcd's warning for a sync slower than a second (runs
+    on the WAL thread; logging is thread-safe)."""
+    def observer(took: float) -> None:
+        observe(took)
+        if took > SLOW_FSYNC:
+            log.warning("slow fdatasync: took %.3fs, expected less than %gs", took,
+                        SLOW_FSYNC, extra={"fields": {"took": f"{took:.6f}s",
+                                                      "expected-duration": f"{SLOW_FSYNC:g}s"}})
+    return observer
