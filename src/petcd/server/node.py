@@ -45,6 +45,7 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raftnode import RaftDriver
+from petcd.transport import PeerTransport
 
 log = logging.getLogger("petcd.server")
 
@@ -54,7 +55,8 @@ T = TypeVar("T")
 class Node:
     def __init__(self, opts: ServerOptions,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 on_removed: Callable[[], None] | None = None) -> None:
+                 on_removed: Callable[[], None] | None = None, *,
+                 transport_factory: Callable[..., PeerTransport] = PeerTransport) -> None:
         self.opts = opts
         self._member_channels = MemberChannels(opts)
         self._on_fatal = on_fatal
@@ -82,7 +84,8 @@ class Node:
         self.cluster_id = booted.cluster_id
         self.member_id = booted.local_id
         self._log = RaftDriver(opts, booted, self._applier, self.backend, self.membership,
-                               self.metrics, on_fatal=on_fatal, on_removed=on_removed)
+                               self.metrics, on_fatal=on_fatal, on_removed=on_removed,
+                               transport_factory=transport_factory)
         # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
         self.maintenance = Maintenance(self)
         self._init_leases(opts)

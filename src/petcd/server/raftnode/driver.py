@@ -77,7 +77,8 @@ class RaftDriver:
                  membership: Membership, metrics: Metrics | None = None, *,
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None,
-                 transport_config: TransportConfig | None = None) -> None:
+                 transport_config: TransportConfig | None = None,
+                 transport_factory: Callable[..., PeerTransport] = PeerTransport) -> None:
         self.opts = opts
         self.id = boot.local_id
         self.cluster_id = boot.cluster_id
@@ -116,10 +117,12 @@ class RaftDriver:
                                        lambda: self._stopping, self.request_timeout)
         self.apply_queue = ApplyQueue(self.id, applier, backend, metrics,
                                       opts.backend_batch_interval_ms / 1000.0,
-                                      self._after_apply, self.fail, lambda: self._stopping)
+                                      self._after_apply, self.fail, lambda: self._stopping,
+                                      opts.compaction_sleep_interval)
         self.wal_thread = Worker("petcd-wal")
         self.peers = Peers(self)
-        self.transport = PeerTransport(
+        # (tests run members in one process over an in-memory transport)
+        self.transport = transport_factory(
             self.id, self.cluster_id, list(opts.listen_peer_urls), self.peers.on_messages,
             self.snapshots_receive, config=transport_config, server_ssl=boot.server_ssl,
             client_ssl=boot.client_ssl, server_gate=boot.peer_gate,
