@@ -613,14 +613,14 @@ class KVStore:
         self._writer: TxnWrite | None = None
         self._cursor_txn: lmdb.Transaction[bytes] | None = None
         self._cursor: lmdb.Cursor[bytes] | None = None
-        self._reload()
+        self.reload()
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._open_dbs)
-        backend.restore_hooks.append(self._reload)
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
         """Read the state from the backend (at start, and after the backend was replaced
-        by a snapshot from the leader)."""
+        by a snapshot from the leader: the member calls it then, before anything that
+        derives state from the store)."""
         with self.backend.read() as txn:
             self._committed_rev, self._committed_compact = self._revisions(txn)
             raw = txn.get(_META_PHYSICAL, db=self._meta)

@@ -79,6 +79,7 @@ class Node:
         self.membership = Membership(0, 0)
         booted = boot(opts, self.backend, self.membership)
         # (the backend may have been replaced by a snapshot's file while booting)
+        self.store.reload()
         self._applier.applied_index, self._applier.applied_term = \
             self.backend.consistent_index()
         self.cluster_id = booted.cluster_id
@@ -110,6 +111,17 @@ class Node:
                 else 0.0)
         self._init_auth(opts)
         member_metrics.register(self, self.metrics.registry)
+        self.backend.restore_hooks.append(self._reload_after_restore)
+
+    def _reload_after_restore(self) -> None:
+        """A snapshot from the leader replaced the backend file (on the loop thread, the
+        apply path paused): everything derived from it is read again, in this order, each
+        step reading what the ones before restored. (The member list is reloaded by the
+        Raft driver; the API's watch hub catches up after this.)"""
+        self.store.reload()  # revisions, compaction under way
+        self.lessor.recover(self.store)  # leases and the keys attached to them
+        self.auth.load()  # users, roles, whether auth is on
+        self.maintenance.alarms.reload()  # alarms, then the write gates they set
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -118,8 +130,6 @@ class Node:
                              min_ttl=min_lease_ttl(opts.heartbeat_ms, opts.election_ms),
                              persist_checkpoints=opts.lease_checkpoint_persist)
         self.lessor.recover(self.store)
-        # A snapshot from the leader replaces the backend: reload (after the KV store).
-        self.backend.restore_hooks.append(lambda: self.lessor.recover(self.store))
         lease_metrics.register(self.lessor, self.metrics.registry)
         self.store.lessor = self.lessor
         LeaseApplier(self.lessor, self.store).register(self._applier.register)
