@@ -1,29 +1,17 @@
 """The Raft driver: the ReplicatedLog every member (a cluster of one too) writes through.
+One asyncio task runs the Ready loop of petcd.raft.RawNode (ready.py).
 
-One asyncio task runs the Ready loop of petcd.raft.RawNode, following its contract:
-
-    proposals queued since the last Ready ──propose_batch──> RawNode
-    rd = ready()
-      soft state      leader changes: listeners, metrics, pending reads fail
-      send first      if rd.send_before_persist (a leader streams while it writes)
-      persist         MemberStorage.save(hard state, entries, snapshot): one WAL frame, one
-                      fdatasync, on the WAL thread; then the in-memory Raft storage
-      send            the other messages (snapshots go on their own connection)
-      hand out        committed entries -> apply queue (conf changes are applied to Raft,
-                      the member list and the transport right here, in log order)
-      read states     ReadIndex answers
-      advance
-
-The pieces around it live beside it: proposals.py (the proposal tracker), applying.py
-(the apply queue, a second task), reads.py (ReadIndex batching), snapshots.py,
-members.py (conf changes, Cluster RPCs, publishing), leadership.py. Callers are answered
-after their entry is applied on this member.
+Here: the wiring, the lifecycle and what the member (server/node.py) calls. Beside it,
+one module per seam: ready.py (the loop above), proposals.py (the proposal tracker),
+applying.py (the apply queue, a second task), reads.py (ReadIndex batching),
+snapshots.py, members.py (conf changes, Cluster RPCs, publishing), leadership.py
+(leader state, the call_leader helper, MoveLeader), peers.py (the transport's side).
+Callers are answered after their entry is applied on this member.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
@@ -41,9 +29,7 @@ from petcd.raft import (
     EntryType,
     Message,
     RawNode,
-    Ready,
     Role,
-    decode_conf_change,
 )
 from petcd.raft.errors import RaftError
 from petcd.raft.rawnode import Status as RaftStatus
@@ -59,6 +45,7 @@ from petcd.server.raftnode.members import MemberOps
 from petcd.server.raftnode.peers import Peers
 from petcd.server.raftnode.proposals import Pending, ProposalTracker
 from petcd.server.raftnode.reads import LinearizableReads
+from petcd.server.raftnode.ready import ReadyLoop
 from petcd.server.raftnode.snapshots import Snapshots
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, TransportConfig
@@ -103,7 +90,6 @@ class RaftDriver:
 
         self._stopping = False
         self._failed = False
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.TimerHandle | None = None
@@ -130,19 +116,15 @@ class RaftDriver:
             on_rejected=self.peers.on_rejected, on_request=self.members.on_request)
         self.members.sync_transport()
         self.snapshots = Snapshots(self, boot.applied)
-        self._durable = self.mem.last_index()  # last log index known to be in the WAL
+        self.ready_loop = ReadyLoop(self)
         if metrics is not None:
             self.storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
-
-        # state the API reads
-        self._term = self.raw.term
-        self._committed = self.raw.commit_index
 
     # ------------------------------------------------------------------ the seam
 
     @property
     def term(self) -> int:
-        return self._term
+        return self.ready_loop.term
 
     @property
     def last_index(self) -> int:
@@ -150,7 +132,7 @@ class RaftDriver:
 
     @property
     def committed_index(self) -> int:
-        return self._committed
+        return self.ready_loop.committed
 
     @property
     def applied_index(self) -> int:
@@ -192,13 +174,13 @@ class RaftDriver:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.leadership.notify(self._term)
-        self._tasks = [loop.create_task(self._run(), name="raft-ready-loop"),
+        self.leadership.notify(self.ready_loop.term)
+        self._tasks = [loop.create_task(self.ready_loop.run(), name="raft-ready-loop"),
                        loop.create_task(self.apply_queue.run(), name="raft-apply-loop")]
         self._ticker = loop.call_later(self.tick_s, self._on_tick)
         if self.applier.compaction_pending:
             self.apply_queue.kick()
-        self._wake.set()
+        self.ready_loop.wake()
 
     async def stop(self) -> None:
         """Hand leadership over (if we lead others), refuse new proposals, fail those
@@ -215,7 +197,7 @@ class RaftDriver:
         # is still applied and answered with its result.
         self.proposals.refuse_queued(errors.STOPPED)
         self._fail_reads(errors.STOPPED)
-        self._wake.set()
+        self.ready_loop.wake()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -236,13 +218,12 @@ class RaftDriver:
             err: EtcdError | None = errors.STOPPED
         elif self.raw.is_learner:
             err = errors.NOT_SUPPORTED_FOR_LEARNER
-        elif self._committed - self.applier.applied_index > MAX_APPLY_GAP:
+        elif self.ready_loop.committed - self.applier.applied_index > MAX_APPLY_GAP:
             err = errors.TOO_MANY_REQUESTS
         else:
             fut = self.proposals.add(kind, raw, request, stamp,
                                      time.monotonic() + self.request_timeout)
-            if not self._wake.is_set():
-                self._wake.set()
+            self.ready_loop.wake()
             return fut
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(err)
@@ -288,8 +269,7 @@ class RaftDriver:
     # ------------------------------------------------------------------ Ready loop
 
     def wake(self) -> None:
-        if not self._wake.is_set():
-            self._wake.set()
+        self.ready_loop.wake()
 
     async def snapshots_receive(self, from_id: int, metadata: bytes,
                                 chunks: AsyncIterator[bytes]) -> None:
@@ -309,111 +289,6 @@ class RaftDriver:
             cb, self._on_removed = self._on_removed, None
             cb()
 
-    async def _run(self) -> None:
-        raw = self.raw
-        try:
-            while not self._stopping:
-                await self._wake.wait()
-                # One loop iteration for the requests already read to be proposed with
-                # this one: bigger batches, hardly any latency.
-                await asyncio.sleep(0)
-                self._wake.clear()
-                self._flush_proposals()
-                while raw.has_ready() and not self._stopping:
-                    await self._handle_ready(raw.ready())
-                    self._flush_proposals()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            self.fail(e, "the Raft loop failed")
-        finally:
-            self.apply_queue.close()  # lets the apply loop finish and end
-
-    def _flush_proposals(self) -> None:
-        proposals = self.proposals
-        if not proposals.queue or self.leadership.lead == 0:
-            return
-        if proposals.flush(self.raw, self.opts.max_batch_entries) and \
-                self.metrics is not None:
-            self.metrics.proposals_pending.set(proposals.in_flight)
-
-    async def _handle_ready(self, rd: Ready) -> None:
-        raw = self.raw
-        if rd.soft_state is not None:
-            self.leadership.on_soft_state(rd.soft_state)
-        messages = rd.messages
-        if messages and rd.send_before_persist:
-            self.peers.send(messages)
-            messages = []
-        snapshot = rd.snapshot
-        committed = rd.committed_entries
-        if rd.must_sync or snapshot is not None:
-            if committed and snapshot is None:
-                # Committed entries that earlier Readies already made durable need not
-                # wait for this fsync (a leader's are usually all of them): apply them
-                # while the WAL writes the new ones.
-                durable = self._durable
-                if rd.entries:
-                    durable = min(durable, rd.entries[0].index - 1)
-                if committed[0].index <= durable:
-                    n = bisect.bisect_right(committed, durable, key=_index)
-                    self._hand_out(committed[:n])
-                    committed = committed[n:]
-            await self.wal_thread.run(self.storage.save, rd.hard_state, rd.entries,
-                                      snapshot)
-            if rd.entries:
-                self._durable = rd.entries[-1].index
-            elif snapshot is not None:
-                self._durable = snapshot.metadata.index
-        elif rd.hard_state is not None:
-            self.storage.save(rd.hard_state, ())  # commit index only: written, not synced
-        mem = self.mem
-        if snapshot is not None:
-            mem.apply_snapshot(snapshot)
-        if rd.entries:
-            mem.append(rd.entries)
-        if rd.hard_state is not None:
-            mem.set_hard_state(rd.hard_state)
-            self._term = rd.hard_state.term
-            self._committed = rd.hard_state.commit
-        if messages:
-            self.peers.send(messages)
-        if snapshot is not None:
-            await self.snapshots.install(snapshot.metadata.index,
-                                         snapshot.metadata.conf_state)
-        if committed:
-            self._hand_out(committed)
-        if rd.read_states:
-            self.reads.on_read_states(rd.read_states)
-        raw.advance(rd)
-        self.leadership.notify(self._term)
-
-    def _hand_out(self, entries: list[Entry]) -> None:
-        batch: list[Committed] = []
-        local: list[tuple[int, Pending]] = []
-        by_index = self.proposals.by_index
-        for e in entries:
-            if e.type == _CONF_CHANGE:
-                cc = decode_conf_change(e.data)
-                cs = self.raw.apply_conf_change(cc)
-                self.snapshots.conf_changed(e.index, cs)
-                self.membership.apply(e.index, cc)
-                self.members.after_conf_change(cc)
-                batch.append(Committed(e.index, e.term, CONF_CHANGE_KIND, cc))
-                continue
-            p = by_index.get(e.index) if by_index else None
-            if p is not None:
-                del by_index[e.index]
-                if p.term == e.term:
-                    local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
-                    continue
-                if not p.future.done():  # our entry at this index was overwritten
-                    p.future.set_result(errors.LEADER_CHANGED)
-            batch.append(Committed(e.index, e.term, None, None, e.data))
-        self._committed = max(self._committed, entries[-1].index)
-        self.apply_queue.push(batch, local)
-
     # ------------------------------------------------------------------ after applying
 
     def _after_apply(self, entries: list[Committed], results: list[Result],
@@ -431,7 +306,7 @@ class RaftDriver:
         applied = self.applier.applied_index
         if metrics is not None:
             metrics.proposals_applied.set(applied)
-            metrics.proposals_committed.set(self._committed)
+            metrics.proposals_committed.set(self.ready_loop.committed)
             metrics.proposals_pending.set(self.proposals.in_flight)
             metrics.compaction_pending.set(int(self.applier.compaction_pending))
             if failed:
@@ -454,7 +329,7 @@ class RaftDriver:
         self.proposals.expire(now, self.leadership.timeout_error)
         self.reads.on_tick(now)
         self.members.on_tick(now, self.leadership.lead)
-        self._wake.set()
+        self.ready_loop.wake()
 
     # ------------------------------------------------------------------ failures
 
@@ -481,10 +356,6 @@ class RaftDriver:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _index(e: Entry) -> int:
-    return e.index
 
 
 SLOW_FSYNC = 1.0  # seconds: etcd's warning threshold for a WAL sync
