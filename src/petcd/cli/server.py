@@ -16,7 +16,7 @@ from petcd.cli import config as config_mod
 from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, NOT_FOR_PETCD, Flag, Kind
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED
-from petcd.server.cluster import BootstrapError
+from petcd.server.errors import BootstrapError
 from petcd.server.options import ServerOptions
 from petcd.tls import TLSError
 

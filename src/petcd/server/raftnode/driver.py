@@ -1,4 +1,4 @@
-"""The Raft driver: the ReplicatedLog every member (a cluster of one too) writes through.
+"""The Raft driver: the replicated log every member (a cluster of one too) writes through.
 One asyncio task runs the Ready loop of petcd.raft.RawNode (ready.py).
 
 Here: the wiring, the lifecycle and what the member (server/node.py) calls. Beside it,
