@@ -112,6 +112,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=cfg.on("unsafe-no-fsync"),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        compaction_sleep_interval=cfg.seconds("experimental-compaction-sleep-interval"),
         force_new_cluster=cfg.on("force-new-cluster"),
         learner_auto_promote=cfg.on("experimental-learner-auto-promote"),
         stop_grpc_service_on_defrag=cfg.on("experimental-stop-grpc-service-on-defrag"),
