@@ -73,7 +73,8 @@ def tail_from(target: str) -> int:
 def render(node: Node, tail: int) -> bytes:
     st, entries = node.raft_status(tail)
     last = entries[-1] if entries else None
-    local = node.membership.local
+    members = node.members()
+    local = next((m for m in members if node.member_id == m.ID), None)
     role = "learner" if node.is_learner else _ROLES.get(st.role, str(st.role))
     doc: dict[str, Any] = {
         "id": f"{st.id:x}",
@@ -88,8 +89,8 @@ def render(node: Node, tail: int) -> bytes:
         "lastIndex": st.last_index,
         "lastTerm": last.term if last is not None and last.index == st.last_index else None,
         "revision": node.revision,
-        "members": [{"id": f"{m.id:x}", "name": m.name, "learner": m.is_learner}
-                    for m in node.membership.sorted()],
+        "members": [{"id": f"{m.ID:x}", "name": m.name, "learner": m.isLearner}
+                    for m in members],
         "entries": [{"index": e.index, "term": e.term,
                      "type": "conf-change" if e.type == EntryType.CONF_CHANGE else "normal",
                      "summary": summarize(e)} for e in entries],
