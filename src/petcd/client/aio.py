@@ -16,7 +16,15 @@ from grpc.aio import EOF as _EOF  # type: ignore[attr-defined]
 from petcd.client import calls
 from petcd.client import types as t
 from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch
-from petcd.client.connection import Action, Backoff, Config, Deadline, decide
+from petcd.client.connection import (
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    Action,
+    Backoff,
+    Config,
+    Deadline,
+    decide,
+)
 from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
@@ -89,8 +97,9 @@ class AsyncClient:
                  user: str | None = None, password: str | None = None,
                  ca_cert: PathOrBytes | None = None, cert_key: PathOrBytes | None = None,
                  cert_cert: PathOrBytes | None = None, timeout: float | None = None,
-                 dial_timeout: float | None = 5.0, keepalive_time: float | None = None,
-                 keepalive_timeout: float = 20.0,
+                 dial_timeout: float | None = 5.0,
+                 keepalive_time: float | None = KEEPALIVE_TIME,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
                  grpc_options: Iterable[tuple[str, object]] = ()) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,

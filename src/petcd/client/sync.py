@@ -14,7 +14,15 @@ import grpc
 
 from petcd.client import calls
 from petcd.client import types as t
-from petcd.client.connection import Action, Backoff, Config, Deadline, decide
+from petcd.client.connection import (
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    Action,
+    Backoff,
+    Config,
+    Deadline,
+    decide,
+)
 from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
@@ -78,7 +86,9 @@ class Client:
     client moves to the next one when its member fails. timeout: default per-call
     deadline in seconds (covering retries). dial_timeout: how long to wait for a
     connection to one member before trying the next. keepalive_time/keepalive_timeout:
-    gRPC pings that detect a hung member. ca_cert, cert_key, cert_cert: TLS (paths or
+    gRPC pings (every 10 s while a call or watch is open; no answer in 6 s: the member
+    is dead, the client moves on), as etcdctl's defaults work out under grpc-go; None
+    turns them off (clientv3's library default). ca_cert, cert_key, cert_cert: TLS (paths or
     PEM bytes). user/password: authenticate, and again whenever the token expires.
     grpc_options: extra channel options.
     """
@@ -87,8 +97,9 @@ class Client:
                  user: str | None = None, password: str | None = None,
                  ca_cert: PathOrBytes | None = None, cert_key: PathOrBytes | None = None,
                  cert_cert: PathOrBytes | None = None, timeout: float | None = None,
-                 dial_timeout: float | None = 5.0, keepalive_time: float | None = None,
-                 keepalive_timeout: float = 20.0,
+                 dial_timeout: float | None = 5.0,
+                 keepalive_time: float | None = KEEPALIVE_TIME,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
                  grpc_options: Iterable[tuple[str, object]] = ()) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,
