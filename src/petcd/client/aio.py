@@ -275,12 +275,13 @@ class AsyncClient:
     async def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
               from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
               no_put: bool = False, no_delete: bool = False,
-              progress_notify: bool = False) -> AsyncWatch:
+              progress_notify: bool = False, fragment: bool = False) -> AsyncWatch:
         """A watch, created on the server when this returns: `async for` it for
         `WatchResponse` batches; see `Client.watch`."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
-                              no_delete=no_delete, progress_notify=progress_notify)
+                              no_delete=no_delete, progress_notify=progress_notify,
+                              fragment=fragment)
         return await AsyncWatch(self, spec).start()
     async def add_watch_callback(self, key: Bytes,
                            callback: Callable[[t.WatchResponse | EtcdError], Any],

@@ -289,13 +289,16 @@ class Client:
     def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
               from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
               no_put: bool = False, no_delete: bool = False,
-              progress_notify: bool = False) -> Watch:
+              progress_notify: bool = False, fragment: bool = False) -> Watch:
         """A watch: iterate it for `WatchResponse` batches (or `.events()` for single
         events); `cancel()` or use it as a context manager. It survives member failures
-        without losing or repeating an event; a compacted start raises CompactedError."""
+        without losing or repeating an event; a compacted start raises CompactedError.
+        fragment: let the server split a response bigger than its limit (etcd's
+        --max-request-bytes + 512 KiB); the pieces are joined here into one batch."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
-                              no_delete=no_delete, progress_notify=progress_notify)
+                              no_delete=no_delete, progress_notify=progress_notify,
+                              fragment=fragment)
         return Watch(self, spec).start()
 
     def add_watch_callback(self, key: Bytes, callback: Callable[[t.WatchResponse | EtcdError],

@@ -8,12 +8,14 @@ any member the caller gets every event once, in order: no gap, no repeat.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from petcd.client.errors import CompactedError, PermissionDeniedError, WatchError
 from petcd.client.ops import Bytes, key_range
 from petcd.client.types import Event, Header, WatchResponse
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.pb.mvccpb import kv_pb2
 
 # Reasons the server cancels a watch that a new stream (maybe on another member, maybe
 # after authenticating again) cures.
@@ -30,14 +32,16 @@ class WatchSpec:
     no_put: bool = False
     no_delete: bool = False
     progress_notify: bool = False
+    fragment: bool = False
 
     @classmethod
     def make(cls, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
              from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
              no_put: bool = False, no_delete: bool = False,
-             progress_notify: bool = False) -> WatchSpec:
+             progress_notify: bool = False, fragment: bool = False) -> WatchSpec:
         k, end = key_range(key, range_end, prefix=prefix, from_key=from_key)
-        return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify)
+        return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify,
+                   fragment)
 
 
 class Reconnect(Exception):
@@ -56,14 +60,20 @@ class WatchState:
         # 0 until known: "from the revision after the one current when created".
         self.next_rev = spec.start_revision
         self.watch_id = -1
+        # Events of a response the server split (fragment=True) until its last piece:
+        # delivered together, as one batch, or not at all (a stream lost mid-way asks
+        # again from next_rev).
+        self._pieces: list[kv_pb2.Event] = []
 
     def create_request(self) -> rpc.WatchRequest:
         s = self.spec
+        self._pieces = []
         filters = [f for f, on in ((rpc.WatchCreateRequest.NOPUT, s.no_put),
                                    (rpc.WatchCreateRequest.NODELETE, s.no_delete)) if on]
         return rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
             key=s.key, range_end=s.range_end, start_revision=self.next_rev,
-            progress_notify=s.progress_notify, filters=filters, prev_kv=s.prev_kv))
+            progress_notify=s.progress_notify, filters=filters, prev_kv=s.prev_kv,
+            fragment=s.fragment))
 
     def cancel_request(self) -> rpc.WatchRequest:
         return rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=self.watch_id))
@@ -93,9 +103,15 @@ class WatchState:
         if r.compact_revision:
             raise CompactedError("etcdserver: mvcc: required revision has been compacted",
                                  compact_revision=r.compact_revision)
+        if r.fragment:  # more pieces of this response follow
+            self._pieces.extend(r.events)
+            return None
+        pb_events: Sequence[kv_pb2.Event] = r.events
+        if self._pieces:
+            pb_events, self._pieces = [*self._pieces, *r.events], []
         header = Header.from_pb(r.header)
-        if r.events:
-            events = [Event.from_pb(e) for e in r.events if e.kv.mod_revision >= self.next_rev]
+        if pb_events:
+            events = [Event.from_pb(e) for e in pb_events if e.kv.mod_revision >= self.next_rev]
             if not events:
                 return None  # all seen before a reconnect
             self.next_rev = events[-1].kv.mod_revision + 1
