@@ -80,11 +80,15 @@ class Client:
         target = self.endpoints[0] if len(self.endpoints) == 1 else \
             "ipv4:" + ",".join(self.endpoints)
         if self._secure():
-            if a.insecure_skip_tls_verify:
-                raise CtlError("--insecure-skip-tls-verify is not supported by petcdctl "
-                               "(gRPC Python always verifies); pass --cacert", EXIT_BAD_ARGS)
+            roots = _read(a.cacert)
+            # etcdctl applies the flag only to a TLS config of its own: one made for
+            # --cacert/--cert/--key or --insecure-transport=false. An https:// endpoint
+            # alone gets clientv3's default config, which verifies.
+            if a.insecure_skip_tls_verify and (a.cacert or a.cert or a.key
+                                               or not a.insecure_transport):
+                roots = self._pinned_roots(options)
             creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(a.cacert), private_key=_read(a.key),
+                root_certificates=roots, private_key=_read(a.key),
                 certificate_chain=_read(a.cert))
             ch = grpc.secure_channel(target, creds, options)
         else:
@@ -98,6 +102,21 @@ class Client:
         if a.user:
             self._authenticate()
         return ch
+
+    def _pinned_roots(self, options: list[tuple[str, Any]]) -> bytes:
+        """--insecure-skip-tls-verify: gRPC Python cannot skip verification, so the
+        servers' own certificates (fetched without verifying) become the only roots,
+        and the name checked is one they hold (petcd.client.unverified)."""
+        from petcd.client.unverified import pin
+
+        a = self.args
+        try:
+            roots, name = pin(self.endpoints, timeout=self.dial_timeout,
+                              cert_chain=a.cert or None, key=a.key or None)
+        except (OSError, ValueError):
+            raise CtlError("context deadline exceeded", EXIT_ERROR) from None
+        options.append(("grpc.ssl_target_name_override", name))
+        return roots
 
     def _authenticate(self) -> None:
         a = self.args
