@@ -36,13 +36,18 @@ def _load(a: Args) -> tuple[int, int, int, int]:
 def _cleanup(a: Args, c: Client, prefix: bytes) -> None:
     resp = c.call("KV", "DeleteRange", rpc.DeleteRangeRequest(key=prefix,
                                                               range_end=prefix_end(prefix)))
-    if a.auto_compact:
-        c.call("KV", "Compact", rpc.CompactionRequest(revision=resp.header.revision))
+    if a.auto_compact:  # etcdctl's compact() and defrag() helpers, with their lines
+        rev = resp.header.revision
+        print(f"Compacting with revision {rev}")
+        c.call("KV", "Compact", rpc.CompactionRequest(revision=rev))
+        print(f"Compacted with revision {rev}")
     if a.auto_defrag:
         for ep in c.endpoints:
+            print(f"Defragmenting {go_quote(ep)}")
             d = Client(a, [ep])
             d.call("Maintenance", "Defragment", rpc.DefragmentRequest())
             d.close()
+            print(f"Defragmented {go_quote(ep)}")
 
 
 def _varint_key(n: int, size: int) -> bytes:

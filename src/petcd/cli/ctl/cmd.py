@@ -362,7 +362,15 @@ def main(root: Command, argv: list[str]) -> None:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        # A Go program that does not catch SIGINT (etcdctl, but for lock and elect,
+        # which handle it themselves) dies of it: so does petcdctl, with what it
+        # printed flushed.
+        import signal
+
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(130) from None  # (not reached)
 
 
 def _debug(args: Args) -> None:
