@@ -1,5 +1,6 @@
-"""The long-lived parts of the blocking client: `Watch` (a resuming watch stream) and
-`KeepAlive` (a background lease refresher). Both are closed with their client."""
+"""The long-lived parts of the blocking client: `Watch` (a resuming watch), the
+`WatchStream` its client's watches on one member share, and `KeepAlive` (a background
+lease refresher). All are closed with their client."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from petcd.client.errors import (
     from_rpc_error,
 )
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.client.watch_state import Reconnect, WatchRouter, WatchSpec, WatchState
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
@@ -36,19 +37,103 @@ FATAL_STREAM_CODES = frozenset({
 _END = object()
 
 
+class _Broken:
+    """Queued to each watch of a stream that ended (error None: ended without one)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: grpc.RpcError | None) -> None:
+        self.error = error
+
+
+_CLOSED = object()  # queued by close(): wakes a reader blocked on the watch
+
+
+class WatchStream:
+    """One gRPC Watch stream to one member, shared by the client's watches there (as
+    clientv3 shares one per connection): a thread reads it and hands each response to
+    its watch's queue (WatchRouter says which). When it breaks, every watch on it gets
+    `_Broken` and re-creates itself, from its own next revision, on a stream of the
+    member the client moves to."""
+
+    def __init__(self, client: Client, conn: Any) -> None:
+        self.client = client
+        self.conn = conn
+        self.router: WatchRouter[Watch] = WatchRouter()
+        self.lock = threading.Lock()
+        self.dead = False
+        self.requests: queue.Queue[object] = queue.Queue()
+        fn = conn.stream(WATCH_METHOD, rpc.WatchResponse)
+        self.call = fn(iter(self.requests.get, _END), metadata=client._metadata + WATCH_METADATA)
+        self.thread = threading.Thread(target=self._read, name="petcd-watch", daemon=True)
+        self.thread.start()
+
+    def add(self, w: Watch) -> bool:
+        with self.lock:
+            if self.dead:
+                return False
+            self.router.creating(w)
+            self.requests.put(w.state.create_request())
+            return True
+
+    def remove(self, w: Watch) -> None:
+        with self.lock:
+            wid = self.router.remove(w)
+            if wid is not None and not self.dead:
+                self.requests.put(rpc.WatchRequest(
+                    cancel_request=rpc.WatchCancelRequest(watch_id=wid)))
+            idle = self.router.empty()
+        if idle:  # the last watch left: close the stream (a new one opens on demand)
+            self.close()
+
+    def send(self, request: rpc.WatchRequest) -> None:
+        with self.lock:
+            if not self.dead:
+                self.requests.put(request)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.dead:
+                return
+            self.dead = True
+        self.client._watch_stream_gone(self)
+        self.requests.put(_END)
+        self.call.cancel()
+
+    def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            for r in self.call:
+                with self.lock:
+                    targets, cancel = self.router.route(r)
+                    if cancel is not None:
+                        self.requests.put(rpc.WatchRequest(
+                            cancel_request=rpc.WatchCancelRequest(watch_id=cancel)))
+                for w in targets:
+                    w._queue.put((self, r))
+        except grpc.RpcError as e:
+            error = e
+        with self.lock:
+            self.dead = True
+            left = self.router.watches()
+        self.client._watch_stream_gone(self)
+        self.requests.put(_END)
+        for w in left:
+            w._queue.put((self, _Broken(error)))
+
+
 class Watch:
     """Iterate for `WatchResponse` batches; see `Client.watch`."""
 
     def __init__(self, client: Client, spec: WatchSpec) -> None:
         self._client = client
         self.state = WatchState(spec)
-        self._call: Any = None
-        self._requests: queue.Queue[object] | None = None
+        self._stream: WatchStream | None = None
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._user_closed = False
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.reconnects = 0  # streams opened after the first (for tests and metrics)
+        self.reconnects = 0  # streams joined after the first (for tests and metrics)
         self._early: WatchResponse | None = None
         client._children.add(self)
 
@@ -78,28 +163,23 @@ class Watch:
                 c._failover(conn)
                 time.sleep(backoff.next_pause())
                 continue
-            requests: queue.Queue[object] = queue.Queue()
-            requests.put(self.state.create_request())
-            fn = conn.stream(WATCH_METHOD, rpc.WatchResponse)
-            with self._lock:
-                if self._closed:
-                    raise StopIteration
-                self._requests = requests
-                self._call = fn(iter(requests.get, _END),
-                                metadata=c._metadata + WATCH_METADATA)
-                self._conn = conn
-            return
+            stream = c._watch_stream(conn)
+            self._stream = stream
+            if stream.add(self):
+                return
+            self._stream = None
 
-    def _drop_stream(self, failover: bool) -> None:
-        with self._lock:
-            call, reqs = self._call, self._requests
-            self._call = self._requests = None
-        if reqs is not None:
-            reqs.put(_END)
-        if call is not None:
-            call.cancel()
+    def _drop_stream(self, failover: bool, renew: bool = False) -> None:
+        """Leave the current stream; failover: move the client to the next member;
+        renew: the stream's token is stale, later watches get a new stream."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        stream.remove(self)
+        if renew:
+            self._client._watch_stream_gone(stream)
         if failover:
-            self._client._failover(self._conn)
+            self._client._failover(stream.conn)
         self.reconnects += 1
 
     def __iter__(self) -> Watch:
@@ -124,24 +204,28 @@ class Watch:
         while True:
             if self._closed:
                 raise StopIteration
-            if self._call is None:
+            if self._stream is None:
                 self._open()
-            try:
-                r = next(self._call)
-            except StopIteration:
+            item = self._queue.get()
+            if item is _CLOSED:
+                raise StopIteration
+            source, r = item
+            if source is not self._stream:
+                continue  # from a stream this watch left: it resends from next_rev
+            if isinstance(r, _Broken):
+                e = r.error
                 if self._closed:
-                    raise
-                self._drop_stream(failover=True)  # the member ended the stream: go elsewhere
-                continue
-            except grpc.RpcError as e:
-                if self._closed:
-                    raise StopIteration from None
+                    raise StopIteration
+                if e is None:  # the member ended the stream: go elsewhere
+                    self._drop_stream(failover=True)
+                    continue
                 if e.code() in FATAL_STREAM_CODES:
                     self._shutdown()
                     raise from_rpc_error(e) from None
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                auth = e.code() == grpc.StatusCode.UNAUTHENTICATED
+                if auth:
                     self._client._token = None
-                self._drop_stream(failover=e.code() != grpc.StatusCode.UNAUTHENTICATED)
+                self._drop_stream(failover=not auth, renew=auth)
                 time.sleep(pause.next_pause())
                 continue
             try:
@@ -149,7 +233,7 @@ class Watch:
             except Reconnect as rc:
                 if rc.reauth:
                     self._client._token = None
-                self._drop_stream(failover=not rc.reauth)
+                self._drop_stream(failover=not rc.reauth, renew=rc.reauth)
                 continue
             except EtcdError:
                 self._shutdown()
@@ -169,10 +253,10 @@ class Watch:
 
     def request_progress(self) -> None:
         """Ask for a progress notification (a batch with no events and the current
-        revision) on the current stream."""
-        reqs = self._requests
-        if reqs is not None:
-            reqs.put(self.state.progress_request())
+        revision) on the current stream: every watch sharing it gets one."""
+        stream = self._stream
+        if stream is not None:
+            stream.send(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], None]) -> None:
         def run() -> None:
@@ -183,7 +267,7 @@ class Watch:
                 if not self._user_closed:
                     callback(e)
 
-        self._thread = threading.Thread(target=run, name="petcd-watch", daemon=True)
+        self._thread = threading.Thread(target=run, name="petcd-watch-callback", daemon=True)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -195,7 +279,10 @@ class Watch:
 
     def _shutdown(self) -> None:
         self._closed = True
-        self._drop_stream(failover=False)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.remove(self)
+        self._queue.put(_CLOSED)
         self._client._children.discard(self)
         th = self._thread
         if th is not None and th is not threading.current_thread():

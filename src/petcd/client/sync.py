@@ -32,7 +32,7 @@ from petcd.client.errors import (
 )
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
 from petcd.client.ops import make_txn as _make_txn
-from petcd.client.streams import KeepAlive, Watch
+from petcd.client.streams import KeepAlive, Watch, WatchStream
 from petcd.client.watch_state import WatchSpec
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
@@ -114,6 +114,7 @@ class Client:
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._closed = False
         self._children: set[Watch | KeepAlive] = set()  # closed with the client
+        self._watch_streams: dict[int, WatchStream] = {}  # per member: shared by watches
 
     # -- connection management
 
@@ -155,6 +156,20 @@ class Client:
         with self._lock:
             if self._index == conn.index:
                 self._index = (conn.index + 1) % len(self.config.endpoints)
+
+    def _watch_stream(self, conn: _Conn) -> WatchStream:
+        """The Watch stream this client's watches on `conn`'s member share (opened on
+        first use, again after it broke)."""
+        with self._lock:
+            s = self._watch_streams.get(conn.index)
+            if s is None or s.dead or s.conn is not conn:
+                s = self._watch_streams[conn.index] = WatchStream(self, conn)
+            return s
+
+    def _watch_stream_gone(self, stream: WatchStream) -> None:
+        with self._lock:
+            if self._watch_streams.get(stream.conn.index) is stream:
+                del self._watch_streams[stream.conn.index]
 
     def _authenticate(self, conn: _Conn, deadline: Deadline) -> None:
         cfg = self.config
@@ -230,6 +245,10 @@ class Client:
             children = list(self._children)
         for c in children:
             c.close()
+        with self._lock:
+            streams = list(self._watch_streams.values())
+        for s in streams:
+            s.close()
         with self._lock:
             conns = list(self._conns.values())
             self._conns.clear()

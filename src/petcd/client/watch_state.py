@@ -8,8 +8,10 @@ any member the caller gets every event once, in order: no gap, no repeat.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from petcd.client.errors import CompactedError, PermissionDeniedError, WatchError
 from petcd.client.ops import Bytes, key_range
@@ -95,6 +97,10 @@ class WatchState:
                     "etcdserver: mvcc: required revision has been compacted",
                     compact_revision=r.compact_revision)
             reason = r.cancel_reason
+            if reason.startswith("rpc error: "):
+                # a creation refused on a shared stream whose token has since expired:
+                # "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+                reason = reason.split(" desc = ", 1)[-1]
             if reason in _RECONNECT_REASONS:
                 raise Reconnect(reason)
             if reason == "etcdserver: permission denied":
@@ -123,3 +129,57 @@ class WatchState:
         if r.header.revision >= self.next_rev:
             self.next_rev = r.header.revision + 1
         return WatchResponse(header, [], progress_notify=True)
+
+
+W = TypeVar("W")
+
+
+class WatchRouter(Generic[W]):
+    """Which watch each response on a shared Watch stream is for (no IO; the sync and
+    asyncio streams use it). The server answers creations in the order they were sent,
+    so a `created` response belongs to the oldest creation not yet answered (a refused
+    one carries watch_id -1); other responses name their watch by the server's ID, and
+    watch_id -1 without `created` (a progress answer for the whole stream) is for all."""
+
+    def __init__(self) -> None:
+        self._pending: deque[W | None] = deque()  # None: closed before it was created
+        self._by_id: dict[int, W] = {}
+
+    def creating(self, w: W) -> None:
+        self._pending.append(w)
+
+    def route(self, r: rpc.WatchResponse) -> tuple[list[W], int | None]:
+        """(the watches `r` is for, a server watch ID to cancel: created for a watch
+        that was closed meanwhile)."""
+        if r.created:
+            w = self._pending.popleft() if self._pending else None
+            if w is None:
+                return [], (r.watch_id if not r.canceled and r.watch_id >= 0 else None)
+            if not r.canceled:
+                self._by_id[r.watch_id] = w
+            return [w], None
+        if r.watch_id == -1:
+            return list(self._by_id.values()), None
+        w = self._by_id.get(r.watch_id)
+        if w is None:
+            return [], None
+        if r.canceled:
+            del self._by_id[r.watch_id]
+        return [w], None
+
+    def remove(self, w: W) -> int | None:
+        """Forget `w`; the server watch ID to cancel, if it has one."""
+        for wid, found in self._by_id.items():
+            if found is w:
+                del self._by_id[wid]
+                return wid
+        for i, waiting in enumerate(self._pending):
+            if waiting is w:
+                self._pending[i] = None
+        return None
+
+    def watches(self) -> list[W]:
+        return [w for w in self._pending if w is not None] + list(self._by_id.values())
+
+    def empty(self) -> bool:
+        return not self._by_id and all(w is None for w in self._pending)
