@@ -5,6 +5,7 @@ from petcd.client.connection; only the awaiting differs from petcd.client.sync."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -15,7 +16,7 @@ from grpc.aio import EOF as _EOF  # type: ignore[attr-defined]
 
 from petcd.client import calls
 from petcd.client import types as t
-from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch
+from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch, AsyncWatchStream
 from petcd.client.connection import (
     KEEPALIVE_TIME,
     KEEPALIVE_TIMEOUT,
@@ -113,6 +114,7 @@ class AsyncClient:
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._closed = False
         self._children: set[AsyncWatch | AsyncKeepAlive] = set()
+        self._watch_streams: dict[int, AsyncWatchStream] = {}  # per member, shared
         self._auth_lock: asyncio.Lock | None = None
 
     @property
@@ -141,6 +143,17 @@ class AsyncClient:
                 raise _DialFailed(conn) from None
             conn.ready = True
         return conn
+
+    def _watch_stream(self, conn: _AConn) -> AsyncWatchStream:
+        """The Watch stream this client's watches on `conn`'s member share."""
+        s = self._watch_streams.get(conn.index)
+        if s is None or s.dead or s.conn is not conn:
+            s = self._watch_streams[conn.index] = AsyncWatchStream(self, conn)
+        return s
+
+    def _watch_stream_gone(self, stream: AsyncWatchStream) -> None:
+        if self._watch_streams.get(stream.conn.index) is stream:
+            del self._watch_streams[stream.conn.index]
 
     def _failover(self, conn: _AConn) -> None:
         conn.ready = False
@@ -217,6 +230,10 @@ class AsyncClient:
         self._closed = True
         for c in list(self._children):
             await c.close()
+        for s in list(self._watch_streams.values()):
+            s.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await s.task
         conns = list(self._conns.values())
         self._conns.clear()
         for conn in conns:

@@ -1,5 +1,6 @@
-"""The asyncio twins of petcd.client.streams: `AsyncWatch` (a resuming watch stream, an
-async iterator) and `AsyncKeepAlive` (a task refreshing a lease)."""
+"""The asyncio twins of petcd.client.streams: `AsyncWatch` (a resuming watch, an async
+iterator), `AsyncWatchStream` (shared by a client's watches on one member) and
+`AsyncKeepAlive` (a task refreshing a lease)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from petcd.client.errors import (
 )
 from petcd.client.streams import FATAL_STREAM_CODES, WATCH_METHOD
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.client.watch_state import Reconnect, WatchRouter, WatchSpec, WatchState
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
@@ -37,14 +38,99 @@ async def _call_back(fn: Callable[..., Any], arg: object) -> None:
         await out
 
 
+class _Broken:
+    __slots__ = ("error",)
+
+    def __init__(self, error: grpc.RpcError | None) -> None:
+        self.error = error
+
+
+_CLOSED = object()
+
+
+class AsyncWatchStream:
+    """One gRPC Watch stream to one member shared by the client's watches there; the
+    asyncio twin of petcd.client.streams.WatchStream (a task reads it and routes each
+    response with WatchRouter; a break reaches every watch on it)."""
+
+    def __init__(self, client: AsyncClient, conn: _AConn) -> None:
+        self.client = client
+        self.conn = conn
+        self.router: WatchRouter[AsyncWatch] = WatchRouter()
+        self.dead = False
+        self._write_lock = asyncio.Lock()
+        self.call = conn.stream(WATCH_METHOD, rpc.WatchResponse)(
+            metadata=client._metadata + WATCH_METADATA)
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _write(self, request: rpc.WatchRequest) -> bool:
+        async with self._write_lock:  # one write at a time on the stream
+            if self.dead:
+                return False
+            try:
+                await self.call.write(request)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                return False  # (the reader sees the break and tells every watch)
+            return True
+
+    async def add(self, w: AsyncWatch) -> bool:
+        async with self._write_lock:
+            if self.dead:
+                return False
+            self.router.creating(w)  # in write order: creations are answered in order
+            # (a failed write: the reader reports the broken stream to w too)
+            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                await self.call.write(w.state.create_request())
+            return True
+
+    async def remove(self, w: AsyncWatch) -> None:
+        wid = self.router.remove(w)
+        if wid is not None:
+            await self._write(rpc.WatchRequest(
+                cancel_request=rpc.WatchCancelRequest(watch_id=wid)))
+        if self.router.empty():
+            self.close()
+
+    async def send(self, request: rpc.WatchRequest) -> None:
+        await self._write(request)
+
+    def close(self) -> None:
+        if not self.dead:
+            self.dead = True
+            self.client._watch_stream_gone(self)
+            self.call.cancel()
+
+    async def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            while True:
+                r = await self.call.read()
+                if r is _EOF:
+                    break
+                targets, cancel = self.router.route(r)
+                if cancel is not None:
+                    await self._write(rpc.WatchRequest(
+                        cancel_request=rpc.WatchCancelRequest(watch_id=cancel)))
+                for w in targets:
+                    w._queue.put_nowait((self, r))
+        except grpc.RpcError as e:
+            error = e
+        except asyncio.CancelledError:
+            pass
+        self.dead = True
+        self.client._watch_stream_gone(self)
+        for w in self.router.watches():
+            w._queue.put_nowait((self, _Broken(error)))
+
+
 class AsyncWatch:
     """`async for batch in watch`; see `AsyncClient.watch` and `Client.watch`."""
 
     def __init__(self, client: AsyncClient, spec: WatchSpec) -> None:
         self._client = client
         self.state = WatchState(spec)
-        self._call: Any = None
-        self._conn: _AConn | None = None
+        self._stream: AsyncWatchStream | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._user_closed = False
         self._task: asyncio.Task[None] | None = None
@@ -68,30 +154,32 @@ class AsyncWatch:
             try:
                 conn = await c._conn(Deadline(None))
                 await c._ensure_token(conn, Deadline(c.config.dial_timeout))
-                call = conn.stream(WATCH_METHOD, rpc.WatchResponse)(
-                    metadata=c._metadata + WATCH_METADATA)
-                await call.write(self.state.create_request())
             except _DialFailed as d:
                 c._failover(d.conn)
                 await asyncio.sleep(backoff.next_pause())
                 continue
-            except (EtcdError, grpc.RpcError) as e:
-                code = e.code() if isinstance(e, grpc.RpcError) else e.code
-                if code in FATAL_STREAM_CODES:
-                    raise from_rpc_error(e) if isinstance(e, grpc.RpcError) else e from None
+            except EtcdError as e:
+                if e.code in FATAL_STREAM_CODES:
+                    raise
                 if conn is not None:
                     c._failover(conn)
                 await asyncio.sleep(backoff.next_pause())
                 continue
-            self._call, self._conn = call, conn
-            return
+            stream = c._watch_stream(conn)
+            self._stream = stream
+            if await stream.add(self):
+                return
+            self._stream = None
 
-    def _drop_stream(self, failover: bool) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
-        if failover and self._conn is not None:
-            self._client._failover(self._conn)
+    async def _drop_stream(self, failover: bool, renew: bool = False) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        await stream.remove(self)
+        if renew:
+            self._client._watch_stream_gone(stream)
+        if failover:
+            self._client._failover(stream.conn)
         self.reconnects += 1
 
     def __aiter__(self) -> AsyncWatch:
@@ -106,7 +194,7 @@ class AsyncWatch:
         return out
 
     async def start(self) -> AsyncWatch:
-        """Open the stream and wait until the server created the watch."""
+        """Join the stream and wait until the server created the watch."""
         await self._pump(until_created=True)
         return self
 
@@ -115,37 +203,37 @@ class AsyncWatch:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            if self._call is None:
+            if self._stream is None:
                 await self._open()
-            try:
-                r = await self._call.read()
-            except asyncio.CancelledError:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                raise StopAsyncIteration
+            source, r = item
+            if source is not self._stream:
+                continue  # from a stream this watch left: it resends from next_rev
+            if isinstance(r, _Broken):
+                e = r.error
                 if self._closed:
-                    raise StopAsyncIteration from None
-                raise
-            except grpc.RpcError as e:
-                if self._closed:
-                    raise StopAsyncIteration from None
+                    raise StopAsyncIteration
+                if e is None:
+                    await self._drop_stream(failover=True)
+                    continue
                 code = e.code()
                 if code in FATAL_STREAM_CODES:
                     await self._shutdown()
                     raise from_rpc_error(e) from None
-                if code == grpc.StatusCode.UNAUTHENTICATED:
+                auth = code == grpc.StatusCode.UNAUTHENTICATED
+                if auth:
                     self._client._token = None
-                self._drop_stream(failover=code != grpc.StatusCode.UNAUTHENTICATED)
+                await self._drop_stream(failover=not auth, renew=auth)
                 await asyncio.sleep(pause.next_pause())
-                continue
-            if r is _EOF:
-                if self._closed:
-                    raise StopAsyncIteration
-                self._drop_stream(failover=True)
                 continue
             try:
                 out = self.state.on_response(r)
             except Reconnect as rc:
                 if rc.reauth:
                     self._client._token = None
-                self._drop_stream(failover=not rc.reauth)
+                await self._drop_stream(failover=not rc.reauth, renew=rc.reauth)
                 continue
             except EtcdError:
                 await self._shutdown()
@@ -164,11 +252,10 @@ class AsyncWatch:
                 yield e
 
     async def request_progress(self) -> None:
-        """Ask for a progress notification on the current stream (a broken stream is
-        left for the next read to notice and replace)."""
-        if self._call is not None:
-            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-                await self._call.write(self.state.progress_request())
+        """Ask for a progress notification on the current stream (every watch sharing
+        it gets one; a broken stream is left for the next read to notice)."""
+        if self._stream is not None:
+            await self._stream.send(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], Any]) -> None:
         async def run() -> None:
@@ -190,7 +277,10 @@ class AsyncWatch:
 
     async def _shutdown(self) -> None:
         self._closed = True
-        self._drop_stream(failover=False)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.remove(self)
+        self._queue.put_nowait(_CLOSED)
         self._client._children.discard(self)
         task = self._task
         if task is not None and task is not asyncio.current_task():
