@@ -70,6 +70,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
     c.put("ka/key", "v", lease=lease)
     start = c.put(prefix + "start", "").header.revision
     w = c.watch(prefix, prefix=True)
+    w2 = c.watch(prefix, prefix=True, prev_kv=True)  # shares w's stream: both resume
     connected = follower
     assert c.endpoint == follower.address
 
@@ -100,6 +101,10 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
     assert c.endpoint != connected.address
     _collect_until(w, (prefix + "end").encode(), seen, time.monotonic() + 60)
     w.close()
+    seen2: list[Event] = []
+    _collect_until(w2, (prefix + "end").encode(), seen2, time.monotonic() + 60)
+    assert w2.reconnects >= 1
+    w2.close()
 
     # The keep-alive moved to another member too: the lease outlived its 2 s TTL.
     time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
@@ -114,6 +119,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
         history: list[Event] = []
         _collect_until(h, (prefix + "end").encode(), history, time.monotonic() + 60)
     assert _triples(seen) == _triples(history)
+    assert _triples(seen2) == _triples(history)
     revs = [e.kv.mod_revision for e in seen]
     assert revs == sorted(set(revs)) and len(revs) > 80
 

@@ -141,3 +141,47 @@ def test_watch_joins_fragments(backend: MemberProcess, connect: Connect, pfx: st
     # same events either way.
     with c.watch(pfx + "big/", prefix=True, start_revision=first) as w:
         assert [e.kv.value for e in take(w, 4)] == [*big, b"small"]
+
+
+def _watch_streams(address: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("etcd_debugging_mvcc_watch_stream_total "):
+                return int(float(line.split()[1]))
+    raise AssertionError("no etcd_debugging_mvcc_watch_stream_total")
+
+
+def _streams_become(address: str, n: int) -> None:
+    deadline = time.monotonic() + 20
+    while _watch_streams(address) != n:
+        assert time.monotonic() < deadline, (_watch_streams(address), n)
+        time.sleep(0.1)
+
+
+def test_watches_share_one_stream(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+    """Eight watches of one client travel on one gRPC stream (the member counts its
+    streams); each gets only its own events; closing one leaves the others going; the
+    stream closes with the last watch."""
+    before = _watch_streams(backend.address)
+    c = connect(backend.address)
+    watches = [c.watch(f"{pfx}{i}/", prefix=True) for i in range(8)]
+    _streams_become(backend.address, before + 1)
+    for i in range(8):
+        c.put(f"{pfx}{i}/k", str(i))
+    for i, w in enumerate(watches):
+        assert [(e.kv.key, e.kv.value) for e in take(w, 1)] == \
+            [(f"{pfx}{i}/k".encode(), str(i).encode())]
+    watches[3].close()
+    c.put(f"{pfx}3/k", "gone")
+    c.put(f"{pfx}4/k", "still")
+    assert [e.kv.value for e in take(watches[4], 1)] == [b"still"]
+    for w in watches:
+        w.close()
+    _streams_become(backend.address, before)
+    w = c.watch(pfx + "again")  # a new stream on demand
+    _streams_become(backend.address, before + 1)
+    c.put(pfx + "again", "x")
+    assert [e.kv.value for e in take(w, 1)] == [b"x"]
+    w.close()
