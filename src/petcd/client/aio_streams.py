@@ -21,11 +21,16 @@ from petcd.client.errors import (
     EtcdError,
     LeaseExpiredError,
     LeaseNotFoundError,
-    from_rpc_error,
 )
-from petcd.client.streams import FATAL_STREAM_CODES, WATCH_METHOD
+from petcd.client.streams import WATCH_METHOD
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchRouter, WatchSpec, WatchState
+from petcd.client.watch_state import (
+    FATAL_STREAM_CODES,
+    Broken,
+    WatchRouter,
+    WatchSpec,
+    WatchState,
+)
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
@@ -36,13 +41,6 @@ async def _call_back(fn: Callable[..., Any], arg: object) -> None:
     out = fn(arg)
     if inspect.isawaitable(out):
         await out
-
-
-class _Broken:
-    __slots__ = ("error",)
-
-    def __init__(self, error: grpc.RpcError | None) -> None:
-        self.error = error
 
 
 _CLOSED = object()
@@ -120,7 +118,7 @@ class AsyncWatchStream:
         self.dead = True
         self.client._watch_stream_gone(self)
         for w in self.router.watches():
-            w._queue.put_nowait((self, _Broken(error)))
+            w._queue.put_nowait((self, Broken(error)))
 
 
 class AsyncWatch:
@@ -211,39 +209,25 @@ class AsyncWatch:
             source, r = item
             if source is not self._stream:
                 continue  # from a stream this watch left: it resends from next_rev
-            if isinstance(r, _Broken):
-                e = r.error
+            st = self.state.step(r)
+            if st.error is not None:
+                await self._shutdown()
+                raise st.error
+            if st.drop:
                 if self._closed:
                     raise StopAsyncIteration
-                if e is None:
-                    await self._drop_stream(failover=True)
-                    continue
-                code = e.code()
-                if code in FATAL_STREAM_CODES:
-                    await self._shutdown()
-                    raise from_rpc_error(e) from None
-                auth = code == grpc.StatusCode.UNAUTHENTICATED
-                if auth:
+                if st.reauth:
                     self._client._token = None
-                await self._drop_stream(failover=not auth, renew=auth)
-                await asyncio.sleep(pause.next_pause())
+                await self._drop_stream(failover=st.failover, renew=st.reauth)
+                if st.pause:
+                    await asyncio.sleep(pause.next_pause())
                 continue
-            try:
-                out = self.state.on_response(r)
-            except Reconnect as rc:
-                if rc.reauth:
-                    self._client._token = None
-                await self._drop_stream(failover=not rc.reauth, renew=rc.reauth)
-                continue
-            except EtcdError:
-                await self._shutdown()
-                raise
-            if out is not None:
+            if st.out is not None:
                 if until_created:
-                    self._early = out
+                    self._early = st.out
                     return None
-                return out
-            if until_created and r.created:
+                return st.out
+            if until_created and st.created:
                 return None
 
     async def events(self) -> AsyncIterator[Event]:

@@ -18,32 +18,22 @@ from petcd.client.errors import (
     EtcdError,
     LeaseExpiredError,
     LeaseNotFoundError,
-    from_rpc_error,
 )
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchRouter, WatchSpec, WatchState
+from petcd.client.watch_state import (
+    FATAL_STREAM_CODES,
+    Broken,
+    WatchRouter,
+    WatchSpec,
+    WatchState,
+)
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from petcd.client.sync import Client
 
 WATCH_METHOD = "/etcdserverpb.Watch/Watch"
-# Errors a new stream on another member cannot cure: they end the watch.
-FATAL_STREAM_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.FAILED_PRECONDITION,
-})
 _END = object()
-
-
-class _Broken:
-    """Queued to each watch of a stream that ended (error None: ended without one)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: grpc.RpcError | None) -> None:
-        self.error = error
 
 
 _CLOSED = object()  # queued by close(): wakes a reader blocked on the watch
@@ -119,7 +109,7 @@ class WatchStream:
         self.client._watch_stream_gone(self)
         self.requests.put(_END)
         for w in left:
-            w._queue.put((self, _Broken(error)))
+            w._queue.put((self, Broken(error)))
 
 
 class Watch:
@@ -212,38 +202,25 @@ class Watch:
             source, r = item
             if source is not self._stream:
                 continue  # from a stream this watch left: it resends from next_rev
-            if isinstance(r, _Broken):
-                e = r.error
+            st = self.state.step(r)
+            if st.error is not None:
+                self._shutdown()
+                raise st.error
+            if st.drop:
                 if self._closed:
                     raise StopIteration
-                if e is None:  # the member ended the stream: go elsewhere
-                    self._drop_stream(failover=True)
-                    continue
-                if e.code() in FATAL_STREAM_CODES:
-                    self._shutdown()
-                    raise from_rpc_error(e) from None
-                auth = e.code() == grpc.StatusCode.UNAUTHENTICATED
-                if auth:
+                if st.reauth:
                     self._client._token = None
-                self._drop_stream(failover=not auth, renew=auth)
-                time.sleep(pause.next_pause())
+                self._drop_stream(failover=st.failover, renew=st.reauth)
+                if st.pause:
+                    time.sleep(pause.next_pause())
                 continue
-            try:
-                out = self.state.on_response(r)
-            except Reconnect as rc:
-                if rc.reauth:
-                    self._client._token = None
-                self._drop_stream(failover=not rc.reauth, renew=rc.reauth)
-                continue
-            except EtcdError:
-                self._shutdown()
-                raise
-            if out is not None:
+            if st.out is not None:
                 if until_created:  # (cannot happen: events follow the creation)
-                    self._early = out
+                    self._early = st.out
                     return None
-                return out
-            if until_created and r.created:
+                return st.out
+            if until_created and st.created:
                 return None
 
     def events(self) -> Iterator[Event]:

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from petcd.client.errors import CompactedError, PermissionDeniedError, WatchError
+import grpc
+
+from petcd.client.errors import (
+    CompactedError,
+    EtcdError,
+    PermissionDeniedError,
+    WatchError,
+    from_rpc_error,
+)
 from petcd.client.ops import Bytes, key_range
 from petcd.client.types import Event, Header, WatchResponse
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -44,6 +52,36 @@ class WatchSpec:
         k, end = key_range(key, range_end, prefix=prefix, from_key=from_key)
         return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify,
                    fragment)
+
+
+# Errors a new stream on another member cannot cure: they end the watch.
+FATAL_STREAM_CODES = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+})
+
+
+class Broken:
+    """Handed to each watch of a shared stream that ended (error None: ended cleanly)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: grpc.RpcError | None) -> None:
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a watch does with one item from its stream (see WatchState.step)."""
+
+    out: WatchResponse | None = None  # a batch for the caller
+    created: bool = False             # the server created the watch
+    drop: bool = False                # leave the stream and join a new one...
+    failover: bool = False            # ...on the next member
+    reauth: bool = False              # ...after authenticating again (a new stream)
+    pause: bool = False               # ...after a back-off pause
+    error: EtcdError | None = None    # the watch ends with this
 
 
 class Reconnect(Exception):
@@ -83,6 +121,24 @@ class WatchState:
     @staticmethod
     def progress_request() -> rpc.WatchRequest:
         return rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+
+    def step(self, item: rpc.WatchResponse | Broken) -> Step:
+        """The decision for one item of the stream, for both client flavours."""
+        if isinstance(item, Broken):
+            e = item.error
+            if e is None:  # the member ended the stream: go elsewhere
+                return Step(drop=True, failover=True)
+            if e.code() in FATAL_STREAM_CODES:
+                return Step(error=from_rpc_error(e))
+            auth = e.code() == grpc.StatusCode.UNAUTHENTICATED
+            return Step(drop=True, failover=not auth, reauth=auth, pause=True)
+        try:
+            out = self.on_response(item)
+        except Reconnect as rc:
+            return Step(drop=True, failover=not rc.reauth, reauth=rc.reauth)
+        except EtcdError as e:
+            return Step(error=e)
+        return Step(out=out, created=item.created)
 
     def on_response(self, r: rpc.WatchResponse) -> WatchResponse | None:
         """The batch to hand to the caller (None: nothing for them). Raises
