@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,8 @@ from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
-    LeaseExpiredError,
-    LeaseNotFoundError,
 )
+from petcd.client.lease_state import KeepAliveState
 from petcd.client.streams import WATCH_METHOD
 from petcd.client.types import Event, WatchResponse
 from petcd.client.watch_state import (
@@ -298,31 +296,24 @@ class AsyncKeepAlive:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _run(self) -> None:
-        last_ok = time.monotonic()
+        state = KeepAliveState(self.lease_id)
         while not self._stop.is_set():
-            ttl = self.ttl
             try:
-                r = await self._client.lease_keepalive_once(
-                    self.lease_id, timeout=max(1.0, (ttl or 3) / 3))
+                r = await self._client.lease_keepalive_once(self.lease_id,
+                                                            timeout=state.call_timeout())
             except ClientClosedError:
-                return
-            except LeaseNotFoundError as e:
-                await self._lose(e)
                 return
             except EtcdError as e:
                 if self._stop.is_set():
                     return
-                if ttl is not None and time.monotonic() - last_ok > ttl:
-                    await self._lose(LeaseExpiredError(
-                        f"lease {self.lease_id:x} not refreshed for {ttl}s: {e.message}"))
-                    return
-                await self._pause(0.2)
-                continue
-            if r.ttl <= 0:
-                await self._lose(LeaseExpiredError(f"lease {self.lease_id:x} expired or revoked"))
+                lost, pause = state.failed(e)
+            else:
+                lost, pause = state.answered(r)
+                self.ttl = state.ttl
+            if lost is not None:
+                await self._lose(lost)
                 return
-            self.ttl, last_ok = r.ttl, time.monotonic()
-            await self._pause(max(0.1, r.ttl / 3))
+            await self._pause(pause)
 
     async def _lose(self, e: EtcdError) -> None:
         self.lost = e

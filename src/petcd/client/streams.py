@@ -16,9 +16,8 @@ from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
-    LeaseExpiredError,
-    LeaseNotFoundError,
 )
+from petcd.client.lease_state import KeepAliveState
 from petcd.client.types import Event, WatchResponse
 from petcd.client.watch_state import (
     FATAL_STREAM_CODES,
@@ -289,31 +288,24 @@ class KeepAlive:
         self._thread.start()
 
     def _run(self) -> None:
-        last_ok = time.monotonic()
+        state = KeepAliveState(self.lease_id)
         while not self._stop.is_set():
-            ttl = self.ttl
             try:
-                r = self._client.lease_keepalive_once(
-                    self.lease_id, timeout=max(1.0, (ttl or 3) / 3))
+                r = self._client.lease_keepalive_once(self.lease_id,
+                                                      timeout=state.call_timeout())
             except ClientClosedError:
-                return
-            except LeaseNotFoundError as e:
-                self._lose(e)
                 return
             except EtcdError as e:
                 if self._stop.is_set():
                     return
-                if ttl is not None and time.monotonic() - last_ok > ttl:
-                    self._lose(LeaseExpiredError(
-                        f"lease {self.lease_id:x} not refreshed for {ttl}s: {e.message}"))
-                    return
-                self._stop.wait(0.2)
-                continue
-            if r.ttl <= 0:
-                self._lose(LeaseExpiredError(f"lease {self.lease_id:x} expired or revoked"))
+                lost, pause = state.failed(e)
+            else:
+                lost, pause = state.answered(r)
+                self.ttl = state.ttl
+            if lost is not None:
+                self._lose(lost)
                 return
-            self.ttl, last_ok = r.ttl, time.monotonic()
-            self._stop.wait(max(0.1, r.ttl / 3))
+            self._stop.wait(pause)
 
     def _lose(self, e: EtcdError) -> None:
         self.lost = e

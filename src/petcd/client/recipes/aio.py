@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator
 from petcd.client.aio import AsyncClient
 from petcd.client.aio_streams import AsyncKeepAlive
 from petcd.client.errors import DeadlineExceededError, EtcdError
-from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Get, Put, Txn
+from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Put, Txn, to_bytes
 from petcd.client.recipes._aio_wait import wait_deletes
+from petcd.client.recipes._claim import claim, holds, place
 from petcd.client.recipes._wait import deadline_of
 from petcd.client.recipes.aio_queue import (
     AsyncBarrier,
@@ -29,7 +30,7 @@ from petcd.client.recipes.aio_queue import (
 )
 from petcd.client.recipes.aio_stm import AsyncSTM, run_stm_async
 from petcd.client.recipes.election import NotLeaderError
-from petcd.client.types import EventType, GetResult, KeyValue
+from petcd.client.types import EventType, KeyValue
 
 __all__ = ["AsyncBarrier", "AsyncDoubleBarrier", "AsyncElection", "AsyncLock",
            "AsyncPriorityQueue", "AsyncQueue", "AsyncSTM", "AsyncSession", "run_stm_async"]
@@ -90,20 +91,10 @@ class AsyncLock:
         self.revision = -1
 
     async def acquire(self, timeout: float | None = None) -> bool:
-        key = f"{self.prefix}{self.session.lease:x}"
-        owner = Get(self.prefix, prefix=True, sort_target="create", sort_order="ascend",
-                    limit=1)
-        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
-                                  .then(Put(key, "", lease=self.session.lease), owner)
-                                  .otherwise(Get(key), owner))
-        self.key, self.revision = key, r.header.revision
-        if not r.succeeded:
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
-        first = r.responses[1]
-        assert isinstance(first, GetResult)
-        if not first.kvs or first.kvs[0].create_revision == self.revision:
+        self.key, txn = claim(self.prefix, self.session.lease, "", with_holder=True)
+        r = await self.client.txn(txn)
+        self.revision, _ = place(r)
+        if holds(r, self.revision):
             return True
         try:
             await wait_deletes(self.client, self.prefix, self.revision - 1,
@@ -150,15 +141,9 @@ class AsyncElection:
         """Become leader (waits until then; DeadlineExceededError after `timeout`, and
         the candidacy is withdrawn)."""
         deadline = deadline_of(timeout)
-        key = f"{self.prefix}{self.session.lease:x}"
-        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
-                                  .then(Put(key, value, lease=self.session.lease))
-                                  .otherwise(Get(key)))
-        self.key, self.revision = key, r.header.revision
-        if not r.succeeded:
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
+        self.key, txn = claim(self.prefix, self.session.lease, value)
+        self.revision, before = place(await self.client.txn(txn))
+        if before is not None and before.value != to_bytes(value):
             await self.proclaim(value)
         try:
             await wait_deletes(self.client, self.prefix, self.revision - 1, deadline)
