@@ -13,7 +13,7 @@ from petcd.client import EventType
 from petcd.client.errors import CompactedError
 from petcd.testing import MemberProcess
 
-from .conftest import Connect
+from .conftest import BACKENDS, Connect
 
 
 def take(w: Any, n: int) -> list[Any]:
@@ -160,10 +160,14 @@ def _streams_become(address: str, n: int) -> None:
         time.sleep(0.1)
 
 
-def test_watches_share_one_stream(backend: MemberProcess, connect: Connect, pfx: str) -> None:
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_watches_share_one_stream(kind: str, members_factory: Any, connect: Connect) -> None:
     """Eight watches of one client travel on one gRPC stream (the member counts its
-    streams); each gets only its own events; closing one leaves the others going; the
-    stream closes with the last watch."""
+    streams; a member of its own, so no other test's streams come and go); each gets
+    only its own events; closing one leaves the others going; the stream closes with
+    the last watch."""
+    (backend,) = members_factory(kind, 1)
+    pfx = "share/"
     before = _watch_streams(backend.address)
     c = connect(backend.address)
     watches = [c.watch(f"{pfx}{i}/", prefix=True) for i in range(8)]

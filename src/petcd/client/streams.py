@@ -88,6 +88,8 @@ class WatchStream:
         self.client._watch_stream_gone(self)
         self.requests.put(_END)
         self.call.cancel()
+        if self.thread is not threading.current_thread():
+            self.thread.join(10)  # (the cancel ends its read at once)
 
     def _read(self) -> None:
         error: grpc.RpcError | None = None
