@@ -30,6 +30,7 @@ from petcd.client.errors import (
     UnavailableError,
     from_rpc_error,
 )
+from petcd.client.member import MemberConn
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
 from petcd.client.ops import make_txn as _make_txn
 from petcd.client.streams import KeepAlive, Watch, WatchStream
@@ -41,36 +42,7 @@ _UNSET: Any = object()
 PathOrBytes = str | bytes | Path
 
 
-class _Conn:
-    """One member's channel and its cached method objects."""
-
-    def __init__(self, index: int, target: str, channel: grpc.Channel) -> None:
-        self.index = index
-        self.target = target
-        self.channel = channel
-        self.ready = False
-        self.methods: dict[str, Any] = {}
-
-    def unary(self, method: str, response_type: Any) -> Any:
-        fn = self.methods.get(method)
-        if fn is None:
-            fn = self.methods[method] = self.channel.unary_unary(
-                method, request_serializer=_serialize,
-                response_deserializer=response_type.FromString)
-        return fn
-
-    def stream(self, method: str, response_type: Any, *, unary_request: bool = False) -> Any:
-        key = "stream:" + method
-        fn = self.methods.get(key)
-        if fn is None:
-            make = self.channel.unary_stream if unary_request else self.channel.stream_stream
-            fn = self.methods[key] = make(method, request_serializer=_serialize,
-                                          response_deserializer=response_type.FromString)
-        return fn
-
-
-def _serialize(m: Any) -> bytes:
-    return m.SerializeToString()  # type: ignore[no-any-return]
+_Conn = MemberConn[grpc.Channel]  # one member's channel and its method objects
 
 
 class Client:
