@@ -284,6 +284,7 @@ class Client:
         """A watch: iterate it for `WatchResponse` batches (or `.events()` for single
         events); `cancel()` or use it as a context manager. It survives member failures
         without losing or repeating an event; a compacted start raises CompactedError.
+        A client's watches on one member share one gRPC stream (as clientv3's do).
         fragment: let the server split a response bigger than its limit (etcd's
         --max-request-bytes + 512 KiB); the pieces are joined here into one batch."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
