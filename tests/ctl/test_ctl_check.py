@@ -46,8 +46,19 @@ def _numbers_aside(text: str) -> str:
     return re.sub(r"-?\d+(\.\d+)?", "N", text)
 
 
-PERF_TAIL = ("PASS: Throughput is N writes/s\nPASS: Slowest request took Ns\n"
-             "PASS: Stddev is Ns\nPASS\n")
+# Every summary etcdctl can print (which one depends on the machine's load).
+_PERF_SUMMARY = re.compile(
+    r"(FAIL: too many errors\n(FAIL: ERROR\(.*\) -> N\n)+)?"
+    r"(PASS: Throughput is N writes/s|FAIL: Throughput too low: N writes/s)\n"
+    r"(PASS: Slowest request took Ns|Slowest request took too long: Ns)\n"
+    r"(PASS: Stddev is Ns|Stddev too high: Ns)\n(PASS|FAIL)\n")
+
+
+def _perf_summary_ok(r: Result) -> None:
+    tail = _numbers_aside(_check_frames(r.out))
+    m = _PERF_SUMMARY.fullmatch(tail)
+    assert m, tail
+    assert (r.rc == 0) == (m[6] == "PASS"), (r.rc, tail)
 
 
 def _perf(tool: list[str], member: MemberProcess, seconds: int | None = None) -> Result:
@@ -58,8 +69,8 @@ def _perf(tool: list[str], member: MemberProcess, seconds: int | None = None) ->
 
 def test_check_perf_output(petcd: MemberProcess) -> None:
     r = _perf(PETCDCTL, petcd, 3)
-    assert r.rc == 0, (r.out, r.err)
-    assert _numbers_aside(_check_frames(r.out)) == PERF_TAIL
+    assert r.rc in (0, 1), (r.out, r.err)
+    _perf_summary_ok(r)  # (a loaded machine may miss the rate: FAIL, in etcdctl's words)
     r = run(PETCDCTL, petcd.address, ["check", "perf", "--load", "huge"], None)
     assert (r.rc, r.err) == (4, "Error: unknown load option huge\n")
 
@@ -67,11 +78,9 @@ def test_check_perf_output(petcd: MemberProcess) -> None:
 @pytest.mark.slow
 def test_check_perf_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess) -> None:
     want = _perf(["etcdctl"], etcd)  # a full minute
-    assert want.rc == 0, want.err
     got = _perf(PETCDCTL, petcd)
-    assert got.rc == 0, got.err
-    assert _numbers_aside(_check_frames(want.out)) == PERF_TAIL
-    assert _numbers_aside(_check_frames(got.out)) == PERF_TAIL
+    _perf_summary_ok(want)
+    _perf_summary_ok(got)
     # a prefix that has keys: the same refusal
     for tool, m in ((["etcdctl"], etcd), (PETCDCTL, petcd)):
         run(tool, m.address, ["put", "perf-busy/k", "v"], None)
