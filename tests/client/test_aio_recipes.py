@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -126,6 +127,11 @@ def test_async_barriers(backend: MemberProcess, pfx: str) -> None:
     asyncio.run(main())
 
 
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.02)
+
+
 def test_async_election_observe(backend: MemberProcess, pfx: str) -> None:
     async def main() -> None:
         async with AsyncClient(backend.address) as c, AsyncSession(c, ttl=10) as s1, \
@@ -150,6 +156,9 @@ def test_async_election_observe(backend: MemberProcess, pfx: str) -> None:
             await asyncio.sleep(0.3)  # observing before there is any leader
             e1, e2 = AsyncElection(s1, name), AsyncElection(s2, name)
             await e1.campaign("one")
+            # (the observer has seen the first leader before it proclaims again: a
+            # loaded machine may start the observer late, and it reports the present)
+            await asyncio.wait_for(_until(lambda: seen == [b"one"]), 20)
             await e1.proclaim("one-v2")
             second = asyncio.ensure_future(e2.campaign("two"))
             await asyncio.sleep(0.3)
