@@ -44,6 +44,7 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raft_log import RaftDriver
+from petcd.server.v2 import V2Keys
 
 log = logging.getLogger("petcd.server")
 
@@ -103,6 +104,9 @@ class Node:
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
         self._init_auth(opts)
+        # The v2 store is applied on every member; only --enable-v2 serves its API.
+        self.v2 = V2Keys(self.backend, self._applier.register, lambda: self._log.is_leader,
+                         self.propose)
         member_metrics.register(self, self.metrics.registry)
 
     def _init_leases(self, opts: ServerOptions) -> None:
@@ -159,6 +163,7 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        self.v2.start()
         if self.compactor is not None:
             self.compactor.start()
         if self.corruption is not None:
@@ -177,6 +182,7 @@ class Node:
         if self.compactor is not None:
             await self.compactor.stop()
         await self.leases.stop()
+        await self.v2.stop()
         await self._log.stop()
         self.maintenance.close()
         self.backend.close()
