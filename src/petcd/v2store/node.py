@@ -171,6 +171,4 @@ def render_event(ev: Event, prefix: str, *, no_value: bool = False) -> Ext:
         prev = render(ev.prev, prefix)
         if prev is not None:
             out["prevNode"] = prev
-    if ev.refresh:
-        out["refresh"] = True
-    return out
+    return out  # (etcd's answers never carry "refresh": its copy of the event drops it)
