@@ -69,6 +69,10 @@ class LongPoll:
         finally:
             self.close()
 
+    def result_line(self) -> Any:
+        """One event of a stream=true wait (the response goes on)."""
+        return json.loads(self._r.readline())
+
     def close(self) -> None:
         self._c.close()
 
