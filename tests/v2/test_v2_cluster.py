@@ -127,6 +127,31 @@ def test_cluster_agreement_locks_and_queues(cluster: PetcdCluster) -> None:
         "followers"]) == ids - {f"{c.member_id(leader):x}"}
     machines = call(followers[0].endpoint, "GET", "/v2/machines").raw.decode().split(", ")
     assert sorted(machines) == sorted(m.endpoint for m in members)
+    # Membership changes through /v2/members (from a follower): add, update, remove.
+    peer = "http://127.0.0.1:1"
+    deadline = time.monotonic() + 30
+    while True:  # (refused as etcd does until every member has been connected for 5 s)
+        r = call(followers[0].endpoint, "POST", "/v2/members", f'{{"peerURLs":["{peer}"]}}',
+                 ctype="application/json")
+        if r.status != 500 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status == 201, r
+    new = r.json
+    assert (new["name"], new["peerURLs"], new["clientURLs"]) == ("", [peer], [])
+    r = call(leader.endpoint, "POST", "/v2/members", f'{{"peerURLs":["{peer}"]}}',
+             ctype="application/json")
+    assert (r.status, r.json) == (409, {"message": "membership: peerURL exists"})
+    r = call(leader.endpoint, "PUT", f"/v2/members/{new['id']}",
+             '{"peerURLs":["http://127.0.0.1:2"]}', ctype="application/json")
+    assert r.status == 204, r
+    listed = call(followers[1].endpoint, "GET", "/v2/members").json["members"]
+    assert {"id": new["id"], "name": "", "peerURLs": ["http://127.0.0.1:2"],
+            "clientURLs": []} in listed
+    assert call(leader.endpoint, "DELETE", f"/v2/members/{new['id']}").status == 204
+    r = call(leader.endpoint, "DELETE", f"/v2/members/{new['id']}")
+    assert (r.status, r.json) == (410, {"message": f"Member permanently removed: {new['id']}"})
+    assert len(call(leader.endpoint, "GET", "/v2/members").json["members"]) == 3
 
 
 def test_restart_and_snapshot_catch_up(cluster: PetcdCluster) -> None:

@@ -341,6 +341,27 @@ def test_members_machines_stats(p: Pair) -> None:
     p.same("GET", "/v2/stats")
 
 
+def test_member_changes_refused(p: Pair) -> None:
+    """Membership changes through /v2/members that must fail, fail as etcd's do (the ones
+    that succeed are in test_v2_cluster.py: a cluster of one cannot lose quorum here)."""
+    js = "application/json"
+    for method, path, body, ctype in [
+        ("POST", "/v2/members", '{"peerURLs":["http://127.0.0.1:1"]}', "text/plain"),
+        ("POST", "/v2/members", '{"peerURLs":["http://127.0.0.1:1"]}', None),
+        ("POST", "/v2/members", '{"peerURLs":[]}', js),
+        ("POST", "/v2/members", '{"peerURLs":["ftp://127.0.0.1:1"]}', js),
+        ("POST", "/v2/members", '{"peerURLs":["http://127.0.0.1"]}', js),
+        ("POST", "/v2/members", '{"peerURLs":["http://127.0.0.1:1/x"]}', "Application/JSON; x=y"),
+        ("DELETE", "/v2/members", None, None),
+        ("DELETE", "/v2/members/zz", None, None),
+        ("DELETE", "/v2/members/1234", None, None),
+        ("PUT", "/v2/members/1234", '{"peerURLs":["http://127.0.0.1:2"]}', js),
+        ("PUT", "/v2/members/1234", '{"peerURLs":["http://127.0.0.1:2"]}', "text/json"),
+        ("PATCH", "/v2/members", None, None),
+    ]:
+        p.same(method, path, body, ctype=ctype)
+
+
 def test_without_enable_v2(tmp_path: Path) -> None:
     procs = [_start(EtcdProcess(tmp_path / "etcd")), _start(PetcdProcess(tmp_path / "petcd"))]
     try:

@@ -31,15 +31,16 @@ class V2Http:
                      body: bytes) -> Reply | Streamer:
         raw_path, _, query = target.partition("?")
         path = urllib.parse.unquote(raw_path, errors="surrogateescape")
+        content_type = None
+        for k, v in headers:
+            if k == b"content-type":
+                content_type = v.decode("latin-1")
         if path == KEYS or path.startswith(KEYS + "/"):
-            content_type = None
-            for k, v in headers:
-                if k == b"content-type":
-                    content_type = v.decode("latin-1")
             return await self._keys.handle(method, path[len(KEYS):], query, content_type,
                                            body)
         if path.startswith("/v2/members"):
-            return await self._members.members(method, path[len("/v2/members"):].lstrip("/"))
+            return await self._members.members(method, path[len("/v2/members"):].lstrip("/"),
+                                               content_type, body)
         if path == "/v2/machines":
             return self._members.machines(method)
         return self._members.stats(method, path.rsplit("/", 1)[1])
