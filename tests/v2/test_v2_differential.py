@@ -167,9 +167,9 @@ STEPS: list[tuple[str, str, str | None]] = [
     ("PUT", "/v2/keys/b/emptyval", "value="),
     ("PUT", "/v2/keys/b/noval", None),
     ("GET", "/v2/keys/b/emptyval", None),
-    ("PUT", "/v2/keys/b/ttl0", "value=x&ttl=0"),
     ("PUT", "/v2/keys/b/T", "value=1&prevExist=TRUE"),
     ("PUT", "/v2/keys/b/T", "value=1&prevExist=F"),
+    ("PUT", "/v2/keys/b/ttl0", "value=x&ttl=0"),  # last: expires at the next SYNC
 ]
 
 
@@ -177,6 +177,14 @@ def test_keys_api_steps(p: Pair) -> None:
     for method, path, body in STEPS:
         p.same(method, path, body)
     _wait_gone(p, "/v2/keys/b/ttl0")  # ttl=0: gone at the leader's next expiry round
+
+
+def test_head_has_the_length_of_get(p: Pair) -> None:
+    p.same("PUT", "/v2/keys/head/k", "value=some-value")
+    for url in p.urls:
+        head, get = (call(url, m, "/v2/keys/head/k") for m in ("HEAD", "GET"))
+        assert head.raw == b"" and head.headers["content-length"] == str(len(get.raw))
+    p.same("HEAD", "/v2/keys/head/nope")
 
 
 def test_form_needs_form_content_type(p: Pair) -> None:
@@ -232,27 +240,28 @@ def _wait_gone(p: Pair, path: str, timeout: float = 15.0) -> None:
 
 
 def test_ttl_expiry_refresh_and_history(p: Pair) -> None:
-    p.same("PUT", "/v2/keys/ttl/a", "value=x&ttl=1")  # rel 1
-    p.same("PUT", "/v2/keys/ttl/d", "dir=true&ttl=1")  # rel 2
-    p.same("PUT", "/v2/keys/ttl/d/child", "value=c")  # rel 3
-    p.same("PUT", "/v2/keys/ttl/r", "value=keep&ttl=2")  # rel 4
-    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100&prevExist=true", ttl=True)  # rel 5
-    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100&prevValue=keep", ttl=True)
-    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100", ttl=True)
+    p.same("PUT", "/v2/keys/ttl/r", "value=keep&ttl=30")  # rel 1
+    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100&prevExist=true", ttl=True)  # 2
+    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100&prevValue=keep", ttl=True)  # 3
+    p.same("PUT", "/v2/keys/ttl/r", "refresh=true&ttl=100", ttl=True)  # 4
     p.same("PUT", "/v2/keys/ttl/gone", "refresh=true&ttl=100")
-    p.same("GET", "/v2/keys/ttl/r", ttl=True)
+    p.same("GET", "/v2/keys/ttl/r")
+    # (the keys that expire come last: nothing may be compared while they might go)
+    p.same("PUT", "/v2/keys/ttl/a", "value=x&ttl=1")  # 5
+    p.same("PUT", "/v2/keys/ttl/d", "dir=true&ttl=1")  # 6
+    p.same("PUT", "/v2/keys/ttl/d/child", "value=c")  # 7
     _wait_gone(p, "/v2/keys/ttl/a")
     _wait_gone(p, "/v2/keys/ttl/d/child")
     # The expirations are events 8 and 9 in the history, in expiry order.
-    p.same("GET", "/v2/keys/ttl?recursive=true&sorted=true", ttl=True)
-    p.same("GET", "/v2/keys/ttl/a?wait=true&waitIndex={1}")
+    p.same("GET", "/v2/keys/ttl?recursive=true&sorted=true")
+    p.same("GET", "/v2/keys/ttl/a?wait=true&waitIndex={5}")
     for key in ("ttl/a", "ttl/d/child", "ttl/d"):
         r = [LongPoll(url, f"/v2/keys/{key}?wait=true&waitIndex={n.base + 8}").result()
              for url, n in zip(p.urls, p.norms, strict=True)]
         assert p.norms[1].resp(r[1]) == p.norms[0].resp(r[0])
         assert r[0].json["action"] == "expire"
     # Refreshes are in the history but never returned to a watch.
-    r = [LongPoll(url, f"/v2/keys/ttl/r?wait=true&waitIndex={n.base + 5}")
+    r = [LongPoll(url, f"/v2/keys/ttl/r?wait=true&waitIndex={n.base + 2}")
          for url, n in zip(p.urls, p.norms, strict=True)]
     p.same("PUT", "/v2/keys/ttl/r", "value=changed")
     got = [x.result() for x in r]

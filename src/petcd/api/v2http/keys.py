@@ -80,21 +80,20 @@ class KeysHandler:
                 event = store.get(req.path, req.recursive, req.sorted)
             except V2Error as e:
                 return error_reply(node, e)
-            return self._event_reply(event, no_value=False, head=method == "HEAD")
+            return self._event_reply(event, no_value=False)
         result: Any = await node.propose(V2, req.SerializeToString(), req)
         if isinstance(result, V2Error):
             return error_reply(node, result)
         if isinstance(result, EtcdError) or not isinstance(result, Event):
             text = result.message if isinstance(result, EtcdError) else "no event"
             return error_reply(node, V2Error(E.RAFT_INTERNAL, text))
-        return self._event_reply(result, no_value=kr.no_value, head=False)
+        return self._event_reply(result, no_value=kr.no_value)
 
-    def _event_reply(self, event: Event, *, no_value: bool, head: bool) -> Reply:
+    def _event_reply(self, event: Event, *, no_value: bool) -> Reply:
+        """(for HEAD the HTTP server sends the headers of this answer only)"""
         headers = [cluster_header(self._node), _JSON,
                    (b"X-Etcd-Index", str(event.etcd_index).encode()), *self._raft_headers()]
         status = 201 if event.created else 200
-        if head:
-            return status, headers, b""
         out = render_event(event, KEYS_PREFIX,
                            no_value=no_value and event.action in _NO_VALUE_ACTIONS)
         return status, headers, E.go_json(out) + b"\n"
