@@ -179,6 +179,14 @@ def test_keys_api_steps(p: Pair) -> None:
     _wait_gone(p, "/v2/keys/b/ttl0")  # ttl=0: gone at the leader's next expiry round
 
 
+def test_unclean_paths_redirect(p: Pair) -> None:
+    for method, path in (("GET", "/v2/keys/a/../b?x=1"), ("GET", "/v2/keys//a"),
+                         ("PUT", "/v2/keys/a/./b"), ("HEAD", "/v2/keys/x/.."),
+                         ("GET", "/v2/members/../machines")):
+        p.same(method, path)
+    p.same("GET", "/v2/keys/a;b?x=1;y=2")
+
+
 def test_head_has_the_length_of_get(p: Pair) -> None:
     p.same("PUT", "/v2/keys/head/k", "value=some-value")
     for url in p.urls:

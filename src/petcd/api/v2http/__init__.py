@@ -4,10 +4,12 @@ petcd.v2store, applied from the log by petcd.server.v2."""
 
 from __future__ import annotations
 
+import html
 import urllib.parse
 
 from petcd.api.http import Reply, Streamer
 from petcd.server.node import Node
+from petcd.v2store.node import clean
 
 from .keys import KeysHandler
 from .members import MembersHandler
@@ -31,6 +33,9 @@ class V2Http:
                      body: bytes) -> Reply | Streamer:
         raw_path, _, query = target.partition("?")
         path = urllib.parse.unquote(raw_path, errors="surrogateescape")
+        tidy = _clean_path(path)
+        if tidy != path:  # Go's ServeMux sends unclean paths to their clean form
+            return _redirect(method, tidy + ("?" + query if query else ""))
         content_type = None
         for k, v in headers:
             if k == b"content-type":
@@ -44,3 +49,21 @@ class V2Http:
         if path == "/v2/machines":
             return self._members.machines(method)
         return self._members.stats(method, path.rsplit("/", 1)[1])
+
+
+def _clean_path(path: str) -> str:
+    """Go's ServeMux cleanPath: path.Clean, keeping a trailing slash."""
+    tidy = clean(path)
+    if path.endswith("/") and tidy != "/":
+        tidy += "/"
+    return tidy
+
+
+def _redirect(method: str, location: str) -> Reply:
+    target = urllib.parse.quote(location, safe="/?=&%:@!$'()*+,;~", errors="surrogateescape")
+    headers = [(b"Location", target.encode())]
+    if method not in ("GET", "HEAD"):
+        return 301, headers, b""
+    escaped = html.escape(target, quote=True).replace("&#x27;", "&#39;")
+    return 301, [(b"Content-Type", b"text/html; charset=utf-8"), *headers], (
+        f'<a href="{escaped}">Moved Permanently</a>.\n\n').encode()
