@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from petcd.testing import PetcdCluster, PetcdProcess
+from petcd.testing import EtcdProcess, PetcdCluster, PetcdProcess, have_etcd
 
 from .client import LongPoll, call
 
@@ -54,7 +54,11 @@ def _converged(c: PetcdCluster, members: list[PetcdProcess] | None = None,
 
 
 def _tree(m: PetcdProcess) -> Any:
-    r = call(m.endpoint, "GET", "/v2/keys/?recursive=true&sorted=true")
+    return _tree_at(m.endpoint)
+
+
+def _tree_at(url: str) -> Any:
+    r = call(url, "GET", "/v2/keys/?recursive=true&sorted=true")
     assert r.status == 200
 
     def strip(n: Any) -> Any:  # ttl depends on when it is read
@@ -66,6 +70,65 @@ def _tree(m: PetcdProcess) -> Any:
     return strip(r.json)
 
 
+def _converged_urls(urls: list[str], timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {int(call(u, "GET", "/v2/keys/").headers["x-etcd-index"]) for u in urls}
+        if len(seen) == 1:
+            return seen.pop()
+        assert time.monotonic() < deadline, f"v2 indexes differ: {seen}"
+        time.sleep(0.1)
+
+
+def _locks_and_queues(urls: list[str]) -> None:
+    """The lock and queue patterns of the v2 API through every member at once: one of
+    many prevExist=false creators wins; concurrent POSTs get distinct names listed in
+    creation order; every member then shows the same tree."""
+    def create(n: int) -> Any:
+        return call(urls[n % 3], "PUT", "/v2/keys/lock", f"value=owner{n}"
+                    "&prevExist=false&ttl=60")
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(create, range(30)))
+    won = [r for r in results if r.status == 201]
+    assert len(won) == 1, [r.status for r in results]
+    assert all(r.status == 412 and r.json["errorCode"] == 105 for r in results
+               if r.status != 201)
+    owner = won[0].json["node"]["value"]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        posted = list(pool.map(lambda n: call(urls[n % 3], "POST", "/v2/keys/queue",
+                                              f"value=job{n}"), range(30)))
+    assert all(r.status == 201 for r in posted)
+    names = sorted(r.json["node"]["key"] for r in posted)
+    assert len(set(names)) == 30
+    _converged_urls(urls)
+    trees = [_tree_at(u) for u in urls]
+    assert trees[0] == trees[1] == trees[2]
+    listed = next(n for n in trees[0]["node"]["nodes"] if n["key"] == "/queue")["nodes"]
+    assert [n["key"] for n in listed] == names
+    assert [n["createdIndex"] for n in listed] == sorted(n["createdIndex"] for n in listed)
+    lock = next(n for n in trees[0]["node"]["nodes"] if n["key"] == "/lock")
+    assert lock["value"] == owner
+
+
+def test_locks_and_queues_on_etcd(tmp_path: Path) -> None:
+    """The same checks on a 3-member etcd 3.4 cluster (what petcd's must match)."""
+    if not have_etcd():
+        pytest.skip("etcd 3.4 not installed")
+    members = [EtcdProcess(tmp_path / f"e{i}", name=f"e{i}",
+                           args=["--enable-v2=true", *FAST]) for i in range(3)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    try:
+        for m in members:
+            m.initial_cluster = initial
+            m.start(wait=False)
+        for m in members:
+            m.wait_ready()
+        _locks_and_queues([m.endpoint for m in members])
+    finally:
+        for m in members:
+            m.kill()
+
+
 def test_cluster_agreement_locks_and_queues(cluster: PetcdCluster) -> None:
     c = cluster
     leader = c.wait_leader()
@@ -75,33 +138,8 @@ def test_cluster_agreement_locks_and_queues(cluster: PetcdCluster) -> None:
     assert r.status == 201 and r.json["node"]["value"] == "1"
     r = call(followers[1].endpoint, "GET", "/v2/keys/cfg/a?quorum=true")
     assert r.status == 200 and r.json["node"]["value"] == "1"
-    # Exclusive lock: many creators on every member, exactly one wins.
     members = c.members
-
-    def create(n: int) -> Any:
-        return call(members[n % 3].endpoint, "PUT", "/v2/keys/lock", f"value=owner{n}"
-                    "&prevExist=false&ttl=60")
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        results = list(pool.map(create, range(30)))
-    won = [r for r in results if r.status == 201]
-    assert len(won) == 1, [r.status for r in results]
-    assert all(r.status == 412 and r.json["errorCode"] == 105 for r in results
-               if r.status != 201)
-    owner = won[0].json["node"]["value"]
-    # Ordered queue: POSTs through every member get distinct, increasing names.
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        posted = list(pool.map(lambda n: call(members[n % 3].endpoint, "POST",
-                                              "/v2/keys/queue", f"value=job{n}"), range(30)))
-    assert all(r.status == 201 for r in posted)
-    names = sorted(r.json["node"]["key"] for r in posted)
-    assert len(set(names)) == 30
-    _converged(c)
-    trees = [_tree(m) for m in members]
-    assert trees[0] == trees[1] == trees[2]
-    listed = next(n for n in trees[0]["node"]["nodes"] if n["key"] == "/queue")["nodes"]
-    assert [n["key"] for n in listed] == names
-    lock = next(n for n in trees[0]["node"]["nodes"] if n["key"] == "/lock")
-    assert lock["value"] == owner
+    _locks_and_queues([m.endpoint for m in members])
     # A wait on one follower hears a write made through the other.
     poll = LongPoll(followers[1].endpoint, "/v2/keys/cfg?wait=true&recursive=true")
     assert poll.status == 200

@@ -91,6 +91,8 @@ STEPS: list[tuple[str, str, str | None]] = [
     ("PUT", "/v2/keys/b/k1?value=fromquery", None),
     ("PUT", "/v2/keys/b/k1?value=q", "value=bodywins"),
     ("GET", "/v2/keys/b/k1", None),
+    ("GET", "/v2/keys/b/k1?wait=true&quorum=true", None),
+    ("HEAD", "/v2/keys/b/k1?quorum=true", None),
     ("HEAD", "/v2/keys/b/k1", None),
     ("GET", "/v2/keys/b/nope", None),
     ("GET", "/v2/keys/b/k1/x", None),

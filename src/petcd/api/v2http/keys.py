@@ -69,7 +69,7 @@ class KeysHandler:
             return error_reply(node, e)
         req = kr.req
         store = node.v2.store
-        if kr.wait:
+        if kr.wait and req.method == "GET":  # (quorum=true: a read through the log)
             try:
                 watcher = store.watch(req.path, req.recursive, kr.stream, kr.since)
             except V2Error as e:
