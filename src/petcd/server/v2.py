@@ -67,27 +67,27 @@ class V2Keys:
     def _run(self, r: V2Request) -> Event | None:
         s = self.store
         m = r.method
+        path, val, prev = _text(r.path), _text(r.val), _text(r.prev_value)
         if m == "PUT":
             refresh = r.refresh
             if r.HasField("prev_exist"):
                 if r.prev_exist:
-                    if r.prev_index == 0 and r.prev_value == "":
-                        return s.update(r.path, r.val, r.expiration, refresh)
-                    return s.compare_and_swap(r.path, r.prev_value, r.prev_index, r.val,
-                                              r.expiration, refresh)
-                return s.create(r.path, r.dir, r.val, False, r.expiration)
-            if r.prev_index > 0 or r.prev_value:
-                return s.compare_and_swap(r.path, r.prev_value, r.prev_index, r.val,
-                                          r.expiration, refresh)
-            return s.set(r.path, r.dir, r.val, r.expiration, refresh)
+                    if r.prev_index == 0 and prev == "":
+                        return s.update(path, val, r.expiration, refresh)
+                    return s.compare_and_swap(path, prev, r.prev_index, val, r.expiration,
+                                              refresh)
+                return s.create(path, r.dir, val, False, r.expiration)
+            if r.prev_index > 0 or prev:
+                return s.compare_and_swap(path, prev, r.prev_index, val, r.expiration, refresh)
+            return s.set(path, r.dir, val, r.expiration, refresh)
         if m == "POST":
-            return s.create(r.path, r.dir, r.val, True, r.expiration)
+            return s.create(path, r.dir, val, True, r.expiration)
         if m == "DELETE":
-            if r.prev_index > 0 or r.prev_value:
-                return s.compare_and_delete(r.path, r.prev_value, r.prev_index)
-            return s.delete(r.path, r.dir, r.recursive)
+            if r.prev_index > 0 or prev:
+                return s.compare_and_delete(path, prev, r.prev_index)
+            return s.delete(path, r.dir, r.recursive)
         if m == "QGET":
-            return s.get(r.path, r.recursive, r.sorted)
+            return s.get(path, r.recursive, r.sorted)
         if m == "SYNC":
             s.delete_expired(r.time)
             return None
@@ -137,6 +137,11 @@ class V2Keys:
                 await self._propose(V2, req.SerializeToString(), req)
             except Exception:  # a lost SYNC is simply proposed again next round
                 log.debug("v2 SYNC failed", exc_info=True)
+
+
+def _text(raw: bytes) -> str:
+    """Client bytes as the store's text (bytes that are not UTF-8 kept as they are)."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:

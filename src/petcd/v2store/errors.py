@@ -4,6 +4,7 @@ JSON body is {"errorCode","message","cause","index"})."""
 from __future__ import annotations
 
 import json
+import re
 
 KEY_NOT_FOUND = 100
 TEST_FAILED = 101
@@ -98,8 +99,21 @@ class V2Error(Exception):
 
 
 def go_json(value: object) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, UTF-8, with <, > and & escaped."""
+    """JSON as Go's encoding/json writes it: compact, UTF-8, with <, >, &, U+2028 and
+    U+2029 escaped, \\b and \\f as \\u0008 and \\u000c, and each byte that is not UTF-8
+    (kept by surrogateescape) as \\ufffd."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-    return text.encode("utf-8", "surrogateescape")
+    return _GO_ESCAPES.sub(_go_escape, text).encode("utf-8")
+
+
+_GO_ESCAPES = re.compile(r'\\.|[<>&\u2028\u2029\udc80-\udcff]')
+_GO_SHORT = {"\\b": "\\u0008", "\\f": "\\u000c"}
+
+
+def _go_escape(m: re.Match[str]) -> str:
+    s = m.group()
+    if s[0] == "\\":
+        return _GO_SHORT.get(s, s)
+    if "\udc80" <= s <= "\udcff":
+        return "\\ufffd"
+    return f"\\u{ord(s):04x}"

@@ -11,6 +11,7 @@ from petcd.api.http import Reply, Streamer
 from petcd.server.node import Node
 from petcd.v2store.node import clean
 
+from .form import FormError, unescape
 from .keys import KeysHandler
 from .members import MembersHandler
 
@@ -32,7 +33,11 @@ class V2Http:
     async def handle(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                      body: bytes) -> Reply | Streamer:
         raw_path, _, query = target.partition("?")
-        path = urllib.parse.unquote(raw_path, errors="surrogateescape")
+        try:
+            path = unescape(raw_path, plus=False)
+        except FormError:  # Go's server refuses a request line it cannot decode
+            return 400, [(b"Content-Type", b"text/plain; charset=utf-8"),
+                         (b"Connection", b"close")], b"400 Bad Request"
         tidy = _clean_path(path)
         if tidy != path:  # Go's ServeMux sends unclean paths to their clean form
             return _redirect(method, tidy + ("?" + query if query else ""))

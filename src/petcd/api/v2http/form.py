@@ -116,11 +116,12 @@ class KeyRequest:
     """The parsed request: the log entry to propose (or read), and the HTTP-only
     options."""
 
-    __slots__ = ("no_value", "req", "since", "stream", "wait")
+    __slots__ = ("no_value", "path", "req", "since", "stream", "wait")
 
-    def __init__(self, req: V2Request, wait: bool, since: int, stream: bool,
+    def __init__(self, req: V2Request, path: str, wait: bool, since: int, stream: bool,
                  no_value: bool) -> None:
         self.req = req
+        self.path = path  # the store path (/1/...)
         self.wait = wait
         self.since = since
         self.stream = stream
@@ -163,8 +164,8 @@ def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
             ttl = _uint(form, "ttl")
         except ValueError:
             raise E.V2Error(E.TTL_NAN, 'invalid value for "ttl"') from None
-    req = V2Request(method=method, path=path, val=_value(form, "value"), dir=flags["dir"],
-                    prev_value=prev_value, prev_index=prev_index,
+    req = V2Request(method=method, path=_raw(path), val=_raw(_value(form, "value")),
+                    dir=flags["dir"], prev_value=_raw(prev_value), prev_index=prev_index,
                     recursive=flags["recursive"], sorted=flags["sorted"])
     if "prevExist" in form:
         try:
@@ -185,7 +186,11 @@ def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
         req.expiration = time.time_ns() + ttl * 1_000_000_000
     if method == "GET" and flags["quorum"]:
         req.method = "QGET"
-    return KeyRequest(req, flags["wait"], wait_index, flags["stream"], no_value)
+    return KeyRequest(req, path, flags["wait"], wait_index, flags["stream"], no_value)
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _join(prefix: str, p: str) -> str:

@@ -71,13 +71,13 @@ class KeysHandler:
         store = node.v2.store
         if kr.wait and req.method == "GET":  # (quorum=true: a read through the log)
             try:
-                watcher = store.watch(req.path, req.recursive, kr.stream, kr.since)
+                watcher = store.watch(kr.path, req.recursive, kr.stream, kr.since)
             except V2Error as e:
                 return error_reply(node, e)
             return self._long_poll(watcher, kr.stream)
         if req.method in ("GET", "HEAD"):
             try:
-                event = store.get(req.path, req.recursive, req.sorted)
+                event = store.get(kr.path, req.recursive, req.sorted)
             except V2Error as e:
                 return error_reply(node, e)
             return self._event_reply(event, no_value=False)

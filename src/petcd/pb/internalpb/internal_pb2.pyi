@@ -91,10 +91,10 @@ class V2Request(_message.Message):
     REFRESH_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     method: str
-    path: str
-    val: str
+    path: bytes
+    val: bytes
     dir: bool
-    prev_value: str
+    prev_value: bytes
     prev_index: int
     prev_exist: bool
     recursive: bool
@@ -102,4 +102,4 @@ class V2Request(_message.Message):
     expiration: int
     refresh: bool
     time: int
-    def __init__(self, method: _Optional[str] = ..., path: _Optional[str] = ..., val: _Optional[str] = ..., dir: _Optional[bool] = ..., prev_value: _Optional[str] = ..., prev_index: _Optional[int] = ..., prev_exist: _Optional[bool] = ..., recursive: _Optional[bool] = ..., sorted: _Optional[bool] = ..., expiration: _Optional[int] = ..., refresh: _Optional[bool] = ..., time: _Optional[int] = ...) -> None: ...
+    def __init__(self, method: _Optional[str] = ..., path: _Optional[bytes] = ..., val: _Optional[bytes] = ..., dir: _Optional[bool] = ..., prev_value: _Optional[bytes] = ..., prev_index: _Optional[int] = ..., prev_exist: _Optional[bool] = ..., recursive: _Optional[bool] = ..., sorted: _Optional[bool] = ..., expiration: _Optional[int] = ..., refresh: _Optional[bool] = ..., time: _Optional[int] = ...) -> None: ...
