@@ -172,6 +172,10 @@ STEPS: list[tuple[str, str, str | None]] = [
     ("PUT", "/v2/keys/b/emptyval", "value="),
     ("PUT", "/v2/keys/b/noval", None),
     ("GET", "/v2/keys/b/emptyval", None),
+    ("PUT", "/v2/keys/b/big1", "value=1&ttl=9000000000"),
+    ("PUT", "/v2/keys/b/big2", "value=1&ttl=10000000000"),
+    ("PUT", "/v2/keys/b/big3", "value=1&ttl=3000000000"),
+    ("PUT", "/v2/keys/b/big4", "value=1&ttl=18446744073709551616"),
     ("PUT", "/v2/keys/b/T", "value=1&prevExist=TRUE"),
     ("PUT", "/v2/keys/b/T", "value=1&prevExist=F"),
     ("PUT", "/v2/keys/b/ttl0", "value=x&ttl=0"),  # last: expires at the next SYNC

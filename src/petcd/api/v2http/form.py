@@ -183,10 +183,16 @@ def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
             if ttl is None:
                 raise E.V2Error(E.REFRESH_TTL_REQUIRED, "No TTL value set")
     if ttl is not None:
-        req.expiration = time.time_ns() + ttl * 1_000_000_000
+        # Go's int64 arithmetic, overflow included (a huge ttl wraps, as in etcd)
+        req.expiration = _int64(time.time_ns() + _int64(_int64(ttl) * 1_000_000_000))
     if method == "GET" and flags["quorum"]:
         req.method = "QGET"
     return KeyRequest(req, path, flags["wait"], wait_index, flags["stream"], no_value)
+
+
+def _int64(x: int) -> int:
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >= 1 << 63 else x
 
 
 def _raw(text: str) -> bytes:
