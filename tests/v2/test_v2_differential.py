@@ -399,3 +399,47 @@ def test_without_enable_v2(tmp_path: Path) -> None:
     finally:
         for m in procs:
             m.kill()
+
+
+def test_waits_for_later_indexes_and_every_action(p: Pair) -> None:
+    p.same("PUT", "/v2/keys/wl/a", "value=0")
+    p.same("PUT", "/v2/keys/wl/d", "dir=true")
+    now = index(p.urls[0]) - p.norms[0].base
+    assert index(p.urls[1]) - p.norms[1].base == now
+
+    def polls(query: str) -> list[LongPoll]:
+        out = [LongPoll(url, "/v2/keys/" + _at(query, n.base))
+               for url, n in zip(p.urls, p.norms, strict=True)]
+        assert p.norms[1].resp(Resp(out[1].status, out[1].headers, b"")) == \
+            p.norms[0].resp(Resp(out[0].status, out[0].headers, b""))
+        return out
+
+    def check(ps: list[LongPoll]) -> str:
+        got = [x.result() for x in ps]
+        assert p.norms[1].resp(got[1]) == p.norms[0].resp(got[0])
+        return str(got[0].json["action"])
+    # A waitIndex ahead of the store: changes before it do not count.
+    ahead = polls(f"wl/a?wait=true&waitIndex={{{now + 3}}}")
+    p.same("PUT", "/v2/keys/wl/a", "value=1")
+    p.same("PUT", "/v2/keys/wl/a", "value=2")
+    p.same("PUT", "/v2/keys/wl/a", "value=3")
+    assert check(ahead) == "set"
+    # Each kind of change, heard by the right watchers.
+    for query, method, path, body, action in [
+        ("?wait=true&recursive=true", "PUT", "/v2/keys/wl/any", "value=x", "set"),
+        ("wl/new?wait=true", "PUT", "/v2/keys/wl/new", "value=x&prevExist=false", "create"),
+        ("wl/a?wait=true", "PUT", "/v2/keys/wl/a", "value=4&prevValue=3", "compareAndSwap"),
+        ("wl/a?wait=true", "PUT", "/v2/keys/wl/a", "value=5&prevExist=true", "update"),
+        ("wl/d?wait=true", "PUT", "/v2/keys/wl/d", "ttl=100&prevExist=true&dir=true",
+         "update"),
+        ("wl/a?wait=true", "DELETE", "/v2/keys/wl/a?prevValue=5", None, "compareAndDelete"),
+        ("wl/q?wait=true&recursive=true", "POST", "/v2/keys/wl/q", "value=j", "create"),
+    ]:
+        ps = polls(query)
+        p.same(method, path, body)
+        assert check(ps) == action, query
+    # A directory's own watch does not hear its children (only their deletion with it).
+    ps = polls("wl/d?wait=true")
+    p.same("PUT", "/v2/keys/wl/d/child", "value=c")
+    p.same("PUT", "/v2/keys/wl/d", "ttl=200&prevExist=true&dir=true")
+    assert check(ps) == "update"
