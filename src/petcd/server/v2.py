@@ -104,7 +104,7 @@ class V2Keys:
             key = codec.node_key(path)
             if node is None:
                 txn.delete(key, db=db)
-                _delete_prefix(txn, db, key + b"/")
+                _delete_subtree(txn, db, path)
             elif not node.dead:
                 txn.put(key, codec.encode_node(node), db=db)
         s.journal.clear()
@@ -144,10 +144,18 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _delete_prefix(txn: Any, db: Any, prefix: bytes) -> None:
+def _delete_subtree(txn: Any, db: Any, path: str) -> None:
+    """Every record under the directory `path` (long paths: by their whole path)."""
+    scan, prefix = codec.subtree_scan(path)
     cursor = txn.cursor(db=db)
-    if not cursor.set_range(prefix):
+    if not cursor.set_range(scan):
         return
-    while cursor.key().startswith(prefix):
-        if not cursor.delete():
-            break
+    while True:
+        key = cursor.key()
+        if not key.startswith(scan):
+            return
+        if codec.record_path(key, cursor.value()).startswith(prefix):
+            if not cursor.delete():
+                return
+        elif not cursor.next():
+            return

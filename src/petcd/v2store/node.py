@@ -46,24 +46,41 @@ class Node:
 
     def ext(self, recursive: bool, sort: bool, now: int) -> Ext:
         """etcd's Repr: a directory lists its children only when recursive."""
+        out = self._shallow(now)
+        if recursive and self.children is not None:
+            out["nodes"] = self.list(True, sort, now)
+        return out
+
+    def _shallow(self, now: int) -> Ext:
         out: Ext = {"key": self.path}
         if self.children is None:
             out["value"] = self.value
         else:
             out["dir"] = True
         self.add_ttl(out, now)
-        if recursive and self.children is not None:
-            out["nodes"] = self.list(True, sort, now)
         out["modifiedIndex"] = self.modified
         out["createdIndex"] = self.created
         return out
 
     def list(self, recursive: bool, sort: bool, now: int) -> list[Ext]:
-        assert self.children is not None
-        nodes = [c.ext(recursive, sort, now) for c in self.children.values() if not c.hidden]
-        if sort:
-            nodes.sort(key=lambda n: n["key"])
-        return nodes
+        """The children that are not hidden (with theirs when recursive). No recursion:
+        a tree may be as deep as a request line is long."""
+        top: list[Ext] = []
+        todo: list[tuple[Node, list[Ext]]] = [(self, top)]
+        while todo:
+            n, into = todo.pop()
+            assert n.children is not None
+            for c in n.children.values():
+                if c.hidden:
+                    continue
+                e = c._shallow(now)
+                into.append(e)
+                if recursive and c.children is not None:
+                    e["nodes"] = []
+                    todo.append((c, e["nodes"]))
+            if sort:
+                into.sort(key=lambda x: x["key"])
+        return top
 
     def add_ttl(self, out: Ext, now: int) -> None:
         if self.expire:

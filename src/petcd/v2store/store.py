@@ -343,19 +343,24 @@ class Store:
         self.journal.append((n.path, None))
 
     def _mark_dead(self, n: Node) -> None:
-        n.dead = True
-        if n.children:
-            for c in n.children.values():
-                self._mark_dead(c)
+        todo = [n]  # (no recursion: a tree may be as deep as a request line is long)
+        while todo:
+            m = todo.pop()
+            m.dead = True
+            if m.children:
+                todo.extend(m.children.values())
 
     def _remove(self, n: Node, e: Event) -> None:
-        """Remove n (and all under it), telling watchers of each removed path."""
-        def visit(m: Node) -> None:
-            if m.children:
-                for c in list(m.children.values()):
-                    visit(c)
-            self.hub.notify_path(e, m.path, True)
-        visit(n)
+        """Remove n (and all under it), telling watchers of each removed path, children
+        before their directory."""
+        todo: list[tuple[Node, bool]] = [(n, False)]
+        while todo:
+            m, expanded = todo.pop()
+            if expanded or not m.children:
+                self.hub.notify_path(e, m.path, True)
+                continue
+            todo.append((m, True))
+            todo.extend((c, False) for c in reversed(list(m.children.values())))
         self._detach(n)
 
 

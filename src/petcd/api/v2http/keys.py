@@ -94,9 +94,13 @@ class KeysHandler:
         headers = [cluster_header(self._node), _JSON,
                    (b"X-Etcd-Index", str(event.etcd_index).encode()), *self._raft_headers()]
         status = 201 if event.created else 200
-        out = render_event(event, KEYS_PREFIX,
-                           no_value=no_value and event.action in _NO_VALUE_ACTIONS)
-        return status, headers, E.go_json(out) + b"\n"
+        try:
+            out = render_event(event, KEYS_PREFIX,
+                               no_value=no_value and event.action in _NO_VALUE_ACTIONS)
+            body = E.go_json(out) + b"\n"
+        except RecursionError:  # a listing nested deeper than Python renders
+            return error_reply(self._node, V2Error(E.RAFT_INTERNAL, "tree too deep to list"))
+        return status, headers, body
 
     def _long_poll(self, watcher: Any, stream: bool) -> Streamer:
         node = self._node
