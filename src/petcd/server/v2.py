@@ -40,15 +40,16 @@ class V2Keys:
         self._is_leader = is_leader
         self._propose = propose
         self._task: asyncio.Task[None] | None = None
-        self._load()
+        self.load()
         backend.reopen_hooks.append(self._reopen)
-        backend.restore_hooks.append(self._load)  # a snapshot from the leader
         register(V2, self._apply)
 
     def _reopen(self) -> None:
         self._db = self._backend.open_db(V2_DB)
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """(Re)read the store from the backend (at start, and by the Node after a
+        snapshot from the leader replaced the file)."""
         with self._backend.read() as txn:
             codec.load(self.store, txn.cursor(db=self._db))
         log.debug("v2 store loaded at index %d", self.store.index)
