@@ -176,6 +176,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         auth_token_ttl=float(cfg.number("auth-token-ttl")),
         bcrypt_cost=cfg.number("bcrypt-cost"),
         enable_grpc_gateway=cfg.on("enable-grpc-gateway"),
+        enable_v2=cfg.on("enable-v2"),
         cors=_strings(cfg.items("cors")),
         host_whitelist=_strings(cfg.items("host-whitelist")),
         metrics=_metrics_level(cfg.text("metrics")),
