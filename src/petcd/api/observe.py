@@ -56,7 +56,7 @@ class Observability:
             self._pprof and path.startswith("/debug/pprof"))
 
     async def handle(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                     body: bytes) -> Reply:
+                     body: object) -> Reply:
         path, _, query = target.partition("?")
         if method != "GET":
             return 405, [(b"Allow", b"GET"), _TEXT, _NOSNIFF], b"Method Not Allowed\n"

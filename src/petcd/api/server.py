@@ -135,7 +135,8 @@ class ClientServer:
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
-        http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
+        http_factory = lambda: HttpProtocol(  # noqa: E731
+            self.http.handle, streams_body=self.http.streams_body)
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
             return
@@ -168,7 +169,8 @@ class ClientServer:
         self.gateway = Gateway(
             registry.lookup,
             max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
-        self.http.add_route(self.gateway.serves, self.gateway.handle)
+        self.http.add_route(self.gateway.serves, self.gateway.handle,
+                            streams_body=self.gateway.streams_body)
 
     async def _bootstrap_defrag(self) -> None:
         """--experimental-bootstrap-defrag-threshold-megabytes: defragment before serving
