@@ -222,10 +222,14 @@ def test_streamed_body_is_bounded(members: list[MemberProcess]) -> None:
         c.close()
 
 
-def _wire(m: MemberProcess, raw: bytes, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+def _wire(m: MemberProcess, raw: bytes, count: int, *, split: int = 0
+          ) -> list[tuple[int, dict[str, str], bytes]]:
     c = Conn(m)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        c.send(raw.replace(b"HOST", c.host.encode()))
+        raw = raw.replace(b"HOST", c.host.encode())
+        for i in range(0, len(raw), split or len(raw)):  # in pieces, as clients may send
+            c.send(raw[i:i + (split or len(raw))])
         out = []
         for _ in range(count):
             status, headers = c.head()
@@ -247,6 +251,8 @@ def test_fast_and_h11_paths_answer_alike(members: list[MemberProcess]) -> None:
     alone = _wire(petcd, PUT, 1)
     assert alone[0][0] == 200
     assert _wire(petcd, PUT + PUT, 2) == alone * 2
+    assert _wire(petcd, PUT, 1, split=len(PUT) - 15) == alone  # head, then body
+    assert _wire(petcd, PUT, 1, split=7) == alone
     odd = PUT.replace(b"Content-Length: 15", b"CONTENT-length:    15  ")
     assert _wire(petcd, odd, 1) == alone
     chunked = (b"POST /v3/kv/range HTTP/1.1\r\nHost: HOST\r\nTransfer-Encoding: chunked\r\n"

@@ -18,6 +18,7 @@ from petcd import ETCD_API_VERSION
 from petcd.api import raft_status
 from petcd.api.http_access import AccessControl
 from petcd.api.http_wire import (
+    INCOMPLETE,
     LAST_CHUNK,
     RequestBody,
     chunk,
@@ -166,6 +167,7 @@ class HttpProtocol(asyncio.Protocol):
         # h11 never saw it, so the answer is written here too and h11 stays IDLE.
         self._fast = False
         self._body_in: RequestBody | None = None  # a body being streamed to its call
+        self._pre = b""  # the start of what may be a plain request (the fast path's)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._request: h11.Request | None = None
@@ -203,8 +205,16 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()  # idle keep-alive connection
 
     def data_received(self, data: bytes) -> None:
-        if not self._receiving:
-            if not self._busy and self._fast_path(data):
+        if not self._receiving or self._pre:
+            if not self._busy:
+                if self._pre:
+                    data, self._pre = self._pre + data, b""
+                if self._fast_path(data):
+                    return
+            if self._pre:  # the start of a plain request: wait for the rest
+                if not self._receiving:
+                    self._receiving = True
+                    self._arm(self._request_timeout)
                 return
             self._receiving = True
             self._arm(self._request_timeout)
@@ -228,6 +238,9 @@ class HttpProtocol(asyncio.Protocol):
                 or self._write_paused or conn.trailing_data[0]):
             return False
         parsed = parse_simple(data, MAX_HEADER_BYTES, self._max_body)
+        if parsed is INCOMPLETE:
+            self._pre = data
+            return False
         if parsed is None or self._transport is None:
             return False
         self._fast = True
@@ -250,6 +263,9 @@ class HttpProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._respond(method, target, headers, body))
 
     def eof_received(self) -> bool | None:
+        if self._pre:  # a request cut short: h11 says what it is
+            self._conn.receive_data(self._pre)
+            self._pre = b""
         self._conn.receive_data(b"")
         self._process()
         return None

@@ -24,16 +24,20 @@ _REQUEST_LINE = re.compile(rb"(GET|POST) (/[\x21-\x7e]*) HTTP/1\.1")
 _H11_ONLY = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"))
 
 SimpleRequest = tuple[str, str, Headers, bytes]
+# parse_simple's answer for the start of what may be a plain request (clients often
+# send the head and the body in two writes).
+INCOMPLETE: SimpleRequest = ("", "", [], b"")
 
 
 def parse_simple(data: bytes, max_head: int, max_body: int) -> SimpleRequest | None:
     """(method, target, headers, body) if `data` is exactly one whole, plain HTTP/1.1
     GET or POST with a Content-Length body (or none) that keeps the connection open;
-    None for anything else (h11 then parses it, with all its checks). Header names are
-    lowercased and values stripped, as h11 gives them."""
+    INCOMPLETE if it may be the start of one; None for anything else (h11 then parses
+    it, with all its checks). Header names are lowercased and values stripped, as h11
+    gives them."""
     end = data.find(b"\r\n\r\n", 0, max_head)
     if end < 0:
-        return None
+        return INCOMPLETE if len(data) < max_head else None
     lines = data[:end].split(b"\r\n")
     m = _REQUEST_LINE.fullmatch(lines[0])
     if m is None:
@@ -62,8 +66,11 @@ def parse_simple(data: bytes, max_head: int, max_body: int) -> SimpleRequest | N
             return None
         headers.append((name, value))
     start = end + 4
-    if hosts != 1 or max(length, 0) > max_body or len(data) - start != max(length, 0):
+    length = max(length, 0)
+    if hosts != 1 or length > max_body or len(data) - start > length:
         return None
+    if len(data) - start < length:
+        return INCOMPLETE
     return (m.group(1).decode("latin-1"), m.group(2).decode("latin-1"), headers,
             data[start:])
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -480,6 +481,7 @@ class TxnWrite(KVView):
         ).SerializeToString()
         if not txn.put(revision, data, db=self._kv, append=True):
             raise RuntimeError("mvcc: revision out of order")
+        self._store.put_bytes += len(key) + len(value)
         entry = revision + _LIVE_FLAG + _ENTRY_TAIL.pack(create, version, lease)
         if existed:
             cur.put(ikey, entry, append=True)
@@ -605,6 +607,11 @@ class KVStore:
 
     def __init__(self, backend: Backend, *, lessor: LeaseHook | None = None) -> None:
         self.backend = backend
+        self.put_bytes = 0  # keys and values written (etcd's total put size gauge)
+        # Physical compaction figures for metrics: ("pause", seconds of one step),
+        # ("total", seconds from compact() to the end), ("keys", records removed).
+        self.on_compaction: Callable[[str, float], None] | None = None
+        self._compaction_started = 0.0
         self.lessor = lessor
         self._open_dbs()
         # (revision, resume key) of the physical compaction under way, or None
@@ -649,6 +656,11 @@ class KVStore:
     # `_committed_*`: as of the last ended batch (the applied state reads see, whether
     # the backend has committed it to disk yet or not); `_rev`, `_compact`, `_pending`:
     # inside the batch being applied.
+
+    def index_entries(self) -> int:
+        """(key, revision) entries the index holds until compaction (etcd's keys gauge)."""
+        with self.backend.env.begin() as txn:
+            return int(txn.stat(self._index)["entries"])
 
     @property
     def current_revision(self) -> int:
@@ -835,6 +847,7 @@ class KVStore:
         if rev > self._rev:
             raise errors.FUTURE_REV
         self._compact = rev
+        self._compaction_started = time.monotonic()
         # A later compaction supersedes one under way: start over with it.
         self._pending = (rev, b"")
         self.compact_step(batch, budget)
@@ -861,8 +874,15 @@ class KVStore:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         rev, start = pending
+        started = time.monotonic()
         resume = self._compact_physical(batch.txn, rev, start, budget)
         self._pending = None if resume is None else (rev, resume)
+        report = self.on_compaction
+        if report is not None:
+            ended = time.monotonic()
+            report("pause", ended - started)
+            if resume is None:
+                report("total", ended - self._compaction_started)
         return resume is None
 
     def _compact_physical(
@@ -901,6 +921,8 @@ class KVStore:
                     for entry in old:  # they lead the key's entries
                         txn.delete(_entry_kv_key(entry), db=kvdb)
                         cur.delete()
+                    if self.on_compaction is not None:
+                        self.on_compaction("keys", len(old))
                     more = cur.set_range(ikey)
                     if more and cur.key() != ikey:
                         if len(ikey) == _SURROGATE_LEN:

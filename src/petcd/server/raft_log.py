@@ -82,6 +82,7 @@ from petcd.server.membership import (
     update_change,
 )
 from petcd.server.metrics import Metrics
+from petcd.server.ops_watch import OpsWatch
 from petcd.server.options import ServerOptions
 from petcd.server.proposal import Committed, Proposal, Result, Stamp, encode_stamp, varint
 from petcd.server.worker import Worker
@@ -145,6 +146,7 @@ class RaftDriver:
         self._on_fatal = on_fatal
         self._on_removed = on_removed
         self._tick_s = opts.heartbeat_ms / 1000.0
+        self._ops = OpsWatch(self.id, self._tick_s, metrics)  # operator warnings
         election_ticks = max(2, opts.election_ms // max(1, opts.heartbeat_ms))
         self._election_ticks = election_ticks
         self.request_timeout = 5.0 + 2 * opts.election_ms / 1000.0
@@ -171,6 +173,7 @@ class RaftDriver:
         self._durable = self._mem.last_index()  # last log index known to be in the WAL
         if metrics is not None:
             self._storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
+            metrics.watch_storage(self._storage.wal, self._storage.snapshotter)
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -724,6 +727,7 @@ class RaftDriver:
     async def _install_snapshot(self, index: int, conf_state: ConfState) -> None:
         """Apply a snapshot from the leader: everything before it is applied first, then
         the received backend file replaces ours (the member list comes with it)."""
+        self._ops.snapshot_applying(index, self._applier.applied_index)
         await self._drain_apply()
         while self._copying:
             await asyncio.sleep(0.01)
@@ -751,13 +755,13 @@ class RaftDriver:
         # is unknown, so they end as timeouts (as in etcd).
         for i in [i for i in self._by_index if i <= index]:
             del self._by_index[i]
-        log.info("installed the snapshot at index %d (backend at index %d)", index,
-                 applier.applied_index)
+        self._ops.snapshot_applied(index, applier.applied_index)
         self._release_reads(applier.applied_index)
 
     # ------------------------------------------------------------------ messages
 
     def _send(self, messages: list[Message]) -> None:
+        self._ops.sent(messages)
         by_to: dict[int, list[bytes]] = {}
         for m in messages:
             if m.type == _SNAP:
@@ -836,8 +840,10 @@ class RaftDriver:
         rnd = self._read_round
         if rnd is not None and rnd.index < 0:
             if now >= rnd.deadline:
+                self._ops.read_index_failed()
                 self._finish_round(errors.TIMEOUT)
             elif now >= rnd.retry_at:
+                self._ops.read_index_slow(rnd.ctx, READ_INDEX_RETRY)
                 rnd.retry_at = now + READ_INDEX_RETRY
                 self._ask_read_index(rnd)
         if self._lead and not self._publishing and now >= self._publish_at:
@@ -877,9 +883,7 @@ class RaftDriver:
                     metrics.leader_changes.inc()
                 if not self._publishing:
                     self._maybe_publish(time.monotonic())
-                log.info("member %x: leader is %x (term %d)", self.id, ss.lead, self._raw.term)
-            else:
-                log.info("member %x: no leader (term %d)", self.id, self._raw.term)
+            self._ops.leader(self._lead, ss.lead, self._raw.term)
             old, self._lead = self._lead, ss.lead
             rnd = self._read_round
             if rnd is not None and rnd.index < 0:
