@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from petcd.raft import Role
+from petcd.raft.rawnode import Status as RaftStatus
 from petcd.raft.types import Message, MessageType
 
 if TYPE_CHECKING:
@@ -20,8 +22,32 @@ _HEARTBEAT = MessageType.HEARTBEAT
 
 
 def _go_duration(seconds: float) -> str:
-    """A duration as zap writes Go's time.Duration in etcd's JSON logs ("1.5s")."""
-    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+    """A duration as zap writes Go's time.Duration in etcd's JSON logs: "50ms",
+    "5.083395ms", "1.5s", "2m3s"."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    for unit, size in (("ns", 1), ("µs", 1_000), ("ms", 1_000_000)):
+        if ns < size * 1000:
+            return sign + _trim(ns / size) + unit
+    minutes, rest = divmod(ns, 60 * 10**9)
+    hours, minutes = divmod(minutes, 60)
+    out = _trim(rest / 1e9) + "s"
+    if minutes or hours:
+        out = f"{minutes}m" + out
+    if hours:
+        out = f"{hours}h" + out
+    return sign + out
+
+
+def _trim(x: float) -> str:
+    return f"{x:.9f}".rstrip("0").rstrip(".")
+
+
+# A follower that has not moved while behind the leader's commit for this long is
+# reported (then every FOLLOWER_REPEAT while it stays so), and again once caught up.
+FOLLOWER_REPEAT = 5.0
 
 
 class OpsWatch:
@@ -32,6 +58,11 @@ class OpsWatch:
         # etcd's timeout detector: when each follower last got a heartbeat from us.
         self._last_beat: dict[int, float] = {}
         self._snap_started = 0.0
+        self._stall_after = 0.0  # set by watch_followers
+        self._next_check = 0.0
+        # follower -> (match index last seen, when it last moved or was caught up,
+        # when it was last reported or 0.0)
+        self._followers: dict[int, tuple[int, float, float]] = {}
 
     # -- leadership (etcd's raft.node lines)
     def leader(self, old: int, new: int, term: int) -> None:
@@ -70,6 +101,40 @@ class OpsWatch:
                         "exceeded-duration": _go_duration(exceeded)}})
         if self._metrics is not None:
             self._metrics.heartbeat_send_failures.inc()
+
+    # -- followers falling behind (on the leader, checked once a second from its tick)
+    def watch_followers(self, now: float, status: Callable[[], RaftStatus],
+                        stall_after: float) -> None:
+        if now < self._next_check:
+            return
+        self._next_check = now + 1.0
+        st = status()
+        if st.role != Role.LEADER:
+            self._followers.clear()
+            return
+        seen = self._followers
+        for peer, pr in st.progress.items():
+            if peer == self._id:
+                continue
+            match, moved, reported = seen.get(peer, (pr.match, now, 0.0))
+            if pr.match >= st.commit or pr.match != match:
+                if reported:
+                    log.info("member %x caught up with the leader (match index %d)", peer,
+                             pr.match, extra={"fields": {"remote-peer-id": f"{peer:x}",
+                                                         "match-index": pr.match}})
+                seen[peer] = (pr.match, now, 0.0)
+                continue
+            stalled = now - moved
+            if stalled >= stall_after and now - reported >= FOLLOWER_REPEAT:
+                reported = now
+                log.warning(
+                    "slow follower: member %x is %d entries behind the leader's commit "
+                    "index and made no progress for %.1fs", peer, st.commit - pr.match,
+                    stalled, extra={"fields": {
+                        "remote-peer-id": f"{peer:x}", "match-index": pr.match,
+                        "commit-index": st.commit, "recent-active": pr.recent_active,
+                        "stalled-duration": _go_duration(stalled)}})
+            seen[peer] = (match, moved, reported)
 
     # -- a follower catching up by snapshot (etcd's lines; the gauge while it runs)
     def snapshot_applying(self, index: int, applied: int) -> None:

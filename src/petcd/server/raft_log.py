@@ -848,6 +848,7 @@ class RaftDriver:
                 self._ask_read_index(rnd)
         if self._lead and not self._publishing and now >= self._publish_at:
             self._maybe_publish(now)
+        self._ops.watch_followers(now, raw.status, self._opts.election_ms / 1000.0)
         self._wake.set()
 
     def _timeout_error(self, started: float) -> EtcdError:
