@@ -129,17 +129,24 @@ def _wait(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _watch_on_open_body(m: MemberProcess) -> list[Any]:
+def _watch_on_open_body(m: MemberProcess, framing: str) -> list[Any]:
     """The watch starts at the first request while the body is still open (etcd's
     gateway sends each request on as it is decoded): a put made then, before the body
     ends, is the watch's first event. etcd's Go HTTP/1 server holds the answer until
     the body ends, so the answer is read after that."""
     w, p = Conn(m), Conn(m)
     try:
-        _open_stream(w, "/v3/watch", {"create_request": {"key": b64("ob/a")}})
+        first = json.dumps({"create_request": {"key": b64("ob/a")}}).encode()
+        if framing == "chunked":
+            _open_stream(w, "/v3/watch", {"create_request": {"key": b64("ob/a")}})
+            rest = b"0\r\n\r\n"
+        else:  # a Content-Length body of which only the first request has come
+            rest = b" " * 1000
+            w.send((f"POST /v3/watch HTTP/1.1\r\nHost: {w.host}\r\nContent-Length: "
+                    f"{len(first) + len(rest)}\r\n\r\n").encode() + first)
         _wait(lambda: _watchers(m) >= 1, "the watch never started")
         assert _put(p, "ob/a", "1") == 200
-        w.send(b"0\r\n\r\n")
+        w.send(rest)
         status, headers = w.head()
         created = w.message()["result"]
         event = w.message()["result"]
@@ -151,8 +158,10 @@ def _watch_on_open_body(m: MemberProcess) -> list[Any]:
         _wait(lambda: _watchers(m) == 0, "the watch outlived its connection")
 
 
-def test_watch_starts_before_the_body_ends(members: list[MemberProcess]) -> None:
-    etcd, petcd = (_watch_on_open_body(m) for m in members)
+@pytest.mark.parametrize("framing", ["chunked", "length"])
+def test_watch_starts_before_the_body_ends(members: list[MemberProcess], framing: str
+                                           ) -> None:
+    etcd, petcd = (_watch_on_open_body(m, framing) for m in members)
     assert petcd == etcd == [200, "chunked", True, [(b64("ob/a"), b64("1"))]]
 
 

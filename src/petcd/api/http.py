@@ -239,13 +239,22 @@ class HttpProtocol(asyncio.Protocol):
             return False
         parsed = parse_simple(data, MAX_HEADER_BYTES, self._max_body)
         if parsed is INCOMPLETE:
-            self._pre = data
+            if not self._streamed_call(data):
+                self._pre = data  # (h11 takes a streaming call's body as it comes)
             return False
         if parsed is None or self._transport is None:
             return False
         self._fast = True
         self._start(*parsed)
         return True
+
+    def _streamed_call(self, data: bytes) -> bool:
+        """The head has come and names a call that reads its body as it arrives."""
+        if self._streams_body is None or data.find(b"\r\n\r\n") < 0:
+            return False
+        parts = data[:data.find(b"\r\n")].split(b" ")
+        return len(parts) == 3 and self._streams_body(parts[0].decode("latin-1"),
+                                                      parts[1].decode("latin-1"))
 
     def _start(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
                body: Body) -> None:
@@ -464,6 +473,8 @@ class HttpProtocol(asyncio.Protocol):
             self._process()
         elif not self._reading_paused:
             self._transport.resume_reading()
+            if self._body_in is not None:
+                self._process()  # body events h11 parsed meanwhile
 
     async def drain(self) -> None:
         while self._write_paused and self._transport is not None:
