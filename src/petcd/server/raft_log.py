@@ -84,6 +84,7 @@ from petcd.server.membership import (
 from petcd.server.metrics import Metrics
 from petcd.server.ops_watch import OpsWatch
 from petcd.server.options import ServerOptions
+from petcd.server.peer_metrics import PeerMetrics
 from petcd.server.proposal import Committed, Proposal, Result, Stamp, encode_stamp, varint
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, RequestFailed, Status, TransportConfig
@@ -174,6 +175,7 @@ class RaftDriver:
         if metrics is not None:
             self._storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
             metrics.watch_storage(self._storage.wal, self._storage.snapshotter)
+            PeerMetrics(self.id, self._transport, metrics.registry)
 
         # proposals
         self._next_id = ((self.id & 0xFFFF) << 48) | ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)

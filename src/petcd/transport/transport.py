@@ -427,6 +427,7 @@ class _Peer:
                             "peer-id": f"{self.id:x}", "error": self.last_error}})
             self._quiet = True
             self.owner._report_status(self.id, False)
+            self.owner._event("disconnected", self.id, 0.0)
 
     def set_urls(self, urls: list[PeerURL]) -> None:
         self.urls = urls
@@ -507,6 +508,10 @@ class PeerTransport:
         self.cluster_id = cluster_id
         # Bytes read from each peer's connections (peer ID -> bytes; 0: before its hello).
         self.received_bytes: dict[int, int] = {}
+        # For metrics: (event, peer ID, seconds) with event one of snapshot_send_start,
+        # snapshot_sent, snapshot_send_failed, snapshot_receive_start, snapshot_received,
+        # snapshot_receive_failed, disconnected. Set by the owner; called on the loop.
+        self.on_event: Callable[[str, int, float], None] | None = None
         self.config = config or TransportConfig()
         self._listen = [parse_peer_url(u) for u in listen_urls]
         for url in self._listen:
@@ -666,8 +671,23 @@ class PeerTransport:
             return False
         url = peer.current_url()
         stall = self.config.snapshot_timeout if timeout is None else timeout
-        writer: asyncio.StreamWriter | None = None
         started = time.monotonic()
+        self._event("snapshot_send_start", to, 0.0)
+        sent = False
+        try:
+            sent = await self._send_snapshot(to, metadata, source, url, stall, started)
+        finally:
+            self._event("snapshot_sent" if sent else "snapshot_send_failed", to,
+                        time.monotonic() - started)
+        return sent
+
+    def _event(self, what: str, peer_id: int, seconds: float) -> None:
+        if self.on_event is not None:
+            self.on_event(what, peer_id, seconds)
+
+    async def _send_snapshot(self, to: int, metadata: bytes, source: SnapshotSource,
+                             url: PeerURL, stall: float, started: float) -> bool:
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 ssl_ctx = self._client_ssl_for(url)
@@ -903,6 +923,8 @@ class PeerTransport:
     ) -> None:
         assert self._on_snapshot is not None
         ok, reason = False, ""
+        started = time.monotonic()
+        self._event("snapshot_receive_start", from_id, 0.0)
         try:
             await self._on_snapshot(from_id, metadata, chunks)
             async for _ in chunks:  # what the handler left unread; raises if incomplete
@@ -916,6 +938,9 @@ class PeerTransport:
             log.warning("failed to receive snapshot from %x: %s", from_id, reason)
         else:
             log.info("received snapshot from %x", from_id)
+        finally:
+            self._event("snapshot_received" if ok else "snapshot_receive_failed", from_id,
+                        time.monotonic() - started)
         conn.send_snapshot_result(encode_snap_result(ok, reason))
 
     def request_received(self, conn: InboundConnection, from_id: int, payload: bytes) -> None:
