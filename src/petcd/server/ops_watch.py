@@ -162,8 +162,8 @@ class OpsWatch:
         if self._metrics is not None:
             self._metrics.slow_read_indexes.inc()
 
-    def read_index_failed(self) -> None:
+    def read_index_failed(self, timeout_s: float) -> None:
         log.warning("timed out waiting for read index response (local node might have slow "
-                    "network)", extra={"fields": {"timeout": "request timeout"}})
+                    "network)", extra={"fields": {"timeout": _go_duration(timeout_s)}})
         if self._metrics is not None:
             self._metrics.read_indexes_failed.inc()

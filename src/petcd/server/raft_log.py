@@ -842,7 +842,7 @@ class RaftDriver:
         rnd = self._read_round
         if rnd is not None and rnd.index < 0:
             if now >= rnd.deadline:
-                self._ops.read_index_failed()
+                self._ops.read_index_failed(self.request_timeout)
                 self._finish_round(errors.TIMEOUT)
             elif now >= rnd.retry_at:
                 self._ops.read_index_slow(rnd.ctx, READ_INDEX_RETRY)
