@@ -169,3 +169,22 @@ def _values(m: MemberProcess) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
             out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
     return out
+
+
+def test_mvcc_figures_match_etcd(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same writes move etcd's and petcd's key count and put size alike."""
+    base = tmp_path_factory.mktemp("mvcc-figures")
+    seen = []
+    for m in (EtcdProcess(base / "etcd"), PetcdProcess(base / "petcd")):
+        with m:
+            m.start()
+            ctl = Etcdctl(m.endpoint)
+            figures = []
+            for step in (("put", "a", "1"), ("put", "a", "22"), ("put", "b", "1"),
+                         ("del", "a"), ("compaction", "5")):
+                ctl.ok(*step)
+                v = _values(m)
+                figures.append((v["etcd_debugging_mvcc_keys_total"],
+                                v["etcd_debugging_mvcc_total_put_size_in_bytes"]))
+            seen.append(figures)
+    assert seen[0] == seen[1] == [(1, 2), (1, 5), (2, 7), (1, 7), (1, 7)]

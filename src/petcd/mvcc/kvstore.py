@@ -388,8 +388,8 @@ class TxnWrite(KVView):
     earlier writes; `rev` is the revision they see.
     """
 
-    __slots__ = ("_changed", "_done", "_events", "_leases", "_parent", "_store", "_sub",
-                 "begin_rev")
+    __slots__ = ("_changed", "_done", "_events", "_leases", "_live", "_parent", "_store",
+                 "_sub", "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
         # Not via KVView.__init__: this runs once per write request.
@@ -410,6 +410,7 @@ class TxnWrite(KVView):
         self.compact_rev = store._compact
         self._store = store
         self._events = batch.events
+        self._live = 0  # keys created minus keys deleted (KVStore.live_keys, at end())
         self._sub = 0
         self._changed = False
         self._done = False
@@ -457,6 +458,7 @@ class TxnWrite(KVView):
         if prev is None:
             if ignore_value or ignore_lease:
                 raise errors.KEY_NOT_FOUND
+            self._live += 1
             create, version, old_lease = rev, 1, 0
             prev_kv = None
         else:
@@ -519,6 +521,7 @@ class TxnWrite(KVView):
             ]
         if not victims:
             return 0, []
+        self._live -= len(victims)
         txn = self._txn
         kvdb = self._kv
         index = self._index
@@ -557,6 +560,8 @@ class TxnWrite(KVView):
         store._writer = None
         if self._changed:
             store._rev = self.begin_rev + 1
+        if self._live and store._live_keys is not None:
+            store._live_keys += self._live
         lessor = store.lessor
         if lessor is not None and self._leases:
             for attach, lease, key in self._leases:
@@ -636,6 +641,7 @@ class KVStore:
         self._compact = self._committed_compact
         self._writer = None
         self._cursor = self._cursor_txn = None
+        self._live_keys: int | None = None  # counted when first asked
 
     def _open_dbs(self) -> None:
         backend = self.backend
@@ -657,10 +663,22 @@ class KVStore:
     # the backend has committed it to disk yet or not); `_rev`, `_compact`, `_pending`:
     # inside the batch being applied.
 
-    def index_entries(self) -> int:
-        """(key, revision) entries the index holds until compaction (etcd's keys gauge)."""
-        with self.backend.env.begin() as txn:
-            return int(txn.stat(self._index)["entries"])
+    @property
+    def live_keys(self) -> int:
+        """Keys that exist now (etcd's keys gauge): counted once from the index, then
+        kept by the write requests that end."""
+        if self._live_keys is None:
+            n = 0
+            with self.read() as r:
+                cur = r._txn.cursor(db=self._index)
+                more = cur.first()
+                while more:
+                    cur.last_dup()
+                    if cur.value()[17] != _TOMB:
+                        n += 1
+                    more = cur.next_nodup()
+            self._live_keys = n
+        return self._live_keys
 
     @property
     def current_revision(self) -> int:

@@ -59,7 +59,7 @@ class MemberCollector(Collector):
                                 "The revision of the last compaction in store.",
                                 value=store.compact_revision)
         yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total",
-                                "Total number of keys.", value=store.index_entries())
+                                "Total number of keys.", value=store.live_keys)
         yield GaugeMetricFamily("etcd_debugging_mvcc_total_put_size_in_bytes",
                                 "The total size of put kv pairs seen by this member.",
                                 value=store.put_bytes)
