@@ -168,6 +168,7 @@ class HttpProtocol(asyncio.Protocol):
         self._fast = False
         self._body_in: RequestBody | None = None  # a body being streamed to its call
         self._pre = b""  # the start of what may be a plain request (the fast path's)
+        self._pre_reads = 0  # reads joined in _pre so far
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._transport: asyncio.Transport | None = None
         self._request: h11.Request | None = None
@@ -209,6 +210,7 @@ class HttpProtocol(asyncio.Protocol):
             if not self._busy:
                 if self._pre:
                     data, self._pre = self._pre + data, b""
+                    self._pre_reads += 1
                 if self._fast_path(data):
                     return
             if self._pre:  # the start of a plain request: wait for the rest
@@ -216,6 +218,7 @@ class HttpProtocol(asyncio.Protocol):
                     self._receiving = True
                     self._arm(self._request_timeout)
                 return
+            self._pre_reads = 0
             self._receiving = True
             self._arm(self._request_timeout)
         self._conn.receive_data(data)
@@ -239,9 +242,14 @@ class HttpProtocol(asyncio.Protocol):
             return False
         parsed = parse_simple(data, MAX_HEADER_BYTES, self._max_body)
         if parsed is INCOMPLETE:
-            if not self._streamed_call(data):
-                self._pre = data  # (h11 takes a streaming call's body as it comes)
+            # Held for a few reads at most (each joins and parses again): a request
+            # trickling in, or a streaming call's body, is h11's to take as it comes.
+            if self._pre_reads < FAST_PATH_READS and not self._streamed_call(data):
+                self._pre = data
+            else:
+                self._pre_reads = 0
             return False
+        self._pre_reads = 0
         if parsed is None or self._transport is None:
             return False
         self._fast = True
@@ -498,6 +506,8 @@ class HttpProtocol(asyncio.Protocol):
             on_lost()
 
 
+# Reads of one request the fast path joins before leaving it to h11.
+FAST_PATH_READS = 4
 # Bytes a streamed response may hold in the transport before its producer waits.
 OUTPUT_HIGH_WATER = 256 * 1024
 # Bytes of a next request read ahead while a response is running.
