@@ -72,9 +72,8 @@ class PeerTransport:
         self.cluster_id = cluster_id
         # Bytes read from each peer's connections (peer ID -> bytes; 0: before its hello).
         self.received_bytes: dict[int, int] = {}
-        # For metrics: (event, peer ID, seconds) with event one of snapshot_send_start,
-        # snapshot_sent, snapshot_send_failed, snapshot_receive_start, snapshot_received,
-        # snapshot_receive_failed, disconnected. Set by the owner; called on the loop.
+        # (event, peer ID, seconds) for metrics: snapshot_{send_start,sent,send_failed,
+        # receive_start,received,receive_failed}, disconnected. Called on the loop.
         self.on_event: Callable[[str, int, float], None] | None = None
         self.config = config or TransportConfig()
         self._listen = [parse_peer_url(u) for u in listen_urls]
@@ -239,7 +238,11 @@ class PeerTransport:
         self._event("snapshot_send_start", to, 0.0)
         sent = False
         try:
-            sent = await self._stream_snapshot(to, url, metadata, source, stall)
+            sent = await stream_snapshot(
+                to, url, metadata, source, ssl_for=self._client_ssl_for,
+                hello=self._hello(to, Kind.SNAPSHOT), dial_timeout=self.config.dial_timeout,
+                stall=stall, chunk_size=self.config.snapshot_chunk,
+                on_rejected=lambda reply: self._report_rejected(to, reply))
         finally:
             self._event("snapshot_sent" if sent else "snapshot_send_failed", to,
                         time.monotonic() - started)
@@ -248,21 +251,6 @@ class PeerTransport:
     def _event(self, what: str, peer_id: int, seconds: float) -> None:
         if self.on_event is not None:
             self.on_event(what, peer_id, seconds)
-
-    async def _stream_snapshot(self, to: int, url: PeerURL, metadata: bytes,
-                               source: SnapshotSource, stall: float) -> bool:
-        return await stream_snapshot(
-            to,
-            url,
-            metadata,
-            source,
-            ssl_for=self._client_ssl_for,
-            hello=self._hello(to, Kind.SNAPSHOT),
-            dial_timeout=self.config.dial_timeout,
-            stall=stall,
-            chunk_size=self.config.snapshot_chunk,
-            on_rejected=lambda reply: self._report_rejected(to, reply),
-        )
 
     async def request(self, to: int, payload: bytes, *, timeout: float = 5.0) -> bytes:
         """Send one request to a member over a REQUEST connection and return its answer.
