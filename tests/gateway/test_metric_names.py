@@ -30,8 +30,8 @@ ABSENT = {
            "the process",
     "etcd_server_go_version": "the Go version etcd was built with",
     "etcd_grpc_proxy_": "etcd's gRPC proxy mode, which petcd refuses",
-    "etcd_debugging_store_": "the v2 store, which petcd does not have (--enable-v2 is "
-                             "refused)",
+    "etcd_debugging_store_": "etcd's v2 store counters: petcd's v2 store (--enable-v2) "
+                             "does not count them yet",
     "etcd_debugging_disk_backend_commit_rebalance_": "bbolt's commit phases; an LMDB "
                                                      "commit has no such phases",
     "etcd_debugging_disk_backend_commit_spill_": "bbolt's commit phases (as above)",

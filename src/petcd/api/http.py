@@ -298,9 +298,11 @@ class HttpProtocol(asyncio.Protocol):
         all_headers = [*headers,
                        (b"Date", date()),
                        (b"Content-Length", str(len(body)).encode())]
-        if self._fast:
+        if self._fast:  # (only GET and POST come this way)
             self._transport.write(response_head(status, all_headers) + b"\r\n" + body)
             return
+        if self._request is not None and self._request.method == b"HEAD":
+            body = b""  # the length of what GET would send, no body (as Go's server)
         try:
             out = self._conn.send(h11.Response(status_code=status, headers=all_headers,
                                                reason=HTTPStatus(status).phrase.encode()))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from petcd import ETCD_API_VERSION
 from petcd.api import raft_status
@@ -38,6 +38,9 @@ Streamer = Callable[[ResponseStream], Awaitable[None]]
 # their requests (HttpApp.streams_body).
 Body = bytes | RequestBody
 Handler = Callable[[str, str, list[tuple[bytes, bytes]], Body], Awaitable[Reply | Streamer]]
+# A handler of paths whose bodies always come whole (all but streaming calls).
+BytesHandler = Callable[[str, str, list[tuple[bytes, bytes]], bytes],
+                        Awaitable[Reply | Streamer]]
 # A handler for a set of paths (the JSON gateway), tried before the built-in endpoints.
 Route = tuple[Callable[[str], bool], Handler]
 
@@ -63,12 +66,15 @@ class HttpApp:
         self._access = AccessControl(cors, host_whitelist, tls)
         self._body_streams: tuple[Callable[[str], bool], ...] = ()
 
-    def add_route(self, serves: Callable[[str], bool], handler: Handler, *,
-                  streams_body: Callable[[str], bool] | None = None) -> None:
+    def add_route(self, serves: Callable[[str], bool], handler: BytesHandler) -> None:
+        # (given bytes only: a RequestBody goes to paths a streaming route names)
+        self._routes = (*self._routes, (serves, cast(Handler, handler)))
+
+    def add_streaming_route(self, serves: Callable[[str], bool], handler: Handler,
+                            streams_body: Callable[[str], bool]) -> None:
         """streams_body(path): the handler takes that path's body as a RequestBody."""
         self._routes = (*self._routes, (serves, handler))
-        if streams_body is not None:
-            self._body_streams = (*self._body_streams, streams_body)
+        self._body_streams = (*self._body_streams, streams_body)
 
     def streams_body(self, method: str, target: str) -> bool:
         if method != "POST" or not self._body_streams:
