@@ -8,6 +8,7 @@ import json
 import random
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,20 @@ def test_follower_behind_the_compacted_log_gets_a_snapshot(
     lagging.start()
     c.wait_applied(c.statuses([leader])[leader.name].committed, [lagging])
     assert "installed the snapshot" in lagging.log_tail(50000)
+    # etcd's snapshot metrics count it on both sides
+    lead_id, lag_id = f"{c.member_id(leader):x}", f"{c.member_id(lagging):x}"
+    deadline = time.monotonic() + 30
+    while True:  # (the leader counts it once the receiver's answer is in)
+        sent = urllib.request.urlopen(leader.endpoint + "/metrics", timeout=30).read().decode()
+        if f'etcd_network_snapshot_send_success{{To="{lag_id}"}} 1.0' in sent:
+            break
+        assert time.monotonic() < deadline, "\n".join(
+            x for x in sent.splitlines() if "etcd_network_snapshot" in x)
+        time.sleep(0.1)
+    assert f'etcd_network_snapshot_send_inflights_total{{To="{lag_id}"}} 0.0' in sent
+    got = urllib.request.urlopen(lagging.endpoint + "/metrics", timeout=30).read().decode()
+    assert f'etcd_network_snapshot_receive_success{{From="{lead_id}"}} 1.0' in got
+    assert "etcd_server_snapshot_apply_in_progress_total 0.0" in got
     assert get(lagging, b"snap/299", serializable=True) == b"v299"
     assert get(lagging, b"snap/000", serializable=True) == b"v0"
     # The log goes on from the snapshot; a restart loads it and replays the WAL after it.

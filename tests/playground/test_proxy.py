@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from petcd.playground.netem import Impairment
 from petcd.playground.proxy import PeerProxy
 from petcd.testing import free_port
 from petcd.transport.wire import HELLO, MAGIC, PROTOCOL_VERSION, Kind
@@ -81,6 +82,49 @@ def test_isolation_cuts_both_ways() -> None:
             proxy.enforce()
             assert await _works(proxy.port, 3)
             assert await _works(proxy.port, 1)
+        finally:
+            await proxy.stop()
+            target.close()
+            await target.wait_closed()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_impairment_delays_keeps_order_and_cuts() -> None:
+    """netem's stand-in: a round trip through an impaired proxy takes at least twice
+    the one-way delay, a "lost" piece waits a retransmission timeout on top, bytes
+    arrive whole and in order, and cut=1 resets the link."""
+    async def scenario() -> None:
+        target = await asyncio.start_server(_echo, "127.0.0.1", free_port())
+        target_port = target.sockets[0].getsockname()[1]
+        proxy = PeerProxy("m2", free_port(), target_port, lambda sender, receiver: False)
+        await proxy.start()
+        loop = asyncio.get_running_loop()
+        try:
+            proxy.impairment = Impairment(delay=0.1, jitter=0.02)
+            reader, writer = await _dial(proxy.port, 1)
+            await asyncio.wait_for(reader.readexactly(HELLO.size), 10)
+            sent = b"".join(b"%06d" % i for i in range(2000))
+            started = loop.time()
+            for i in range(0, len(sent), 1000):  # many pieces, each with its own jitter
+                writer.write(sent[i:i + 1000])
+                await writer.drain()
+                await asyncio.sleep(0)
+            got = await asyncio.wait_for(reader.readexactly(len(sent)), 20)
+            assert got == sent
+            assert loop.time() - started >= 2 * (0.1 - 0.02)
+
+            proxy.impairment = Impairment(loss=1.0, rto=0.3)  # every piece resent once
+            started = loop.time()
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 20) == b"ping"
+            assert loop.time() - started >= 2 * 0.3
+
+            proxy.impairment = Impairment(cut=1.0)
+            writer.write(b"gone")
+            assert await asyncio.wait_for(reader.read(100), 10) == b""
+            writer.close()
         finally:
             await proxy.stop()
             target.close()

@@ -64,8 +64,28 @@ def _kind(mh: grpc.RpcMethodHandler[Any, Any]) -> str:
     return "server_stream" if mh.response_streaming else "unary"
 
 
-def _wrap_unary(fn: Callable[..., Any], st: MethodStats) -> Callable[..., Any]:
+# etcd_server_client_requests_total: calls by type ("unary", "stream") and the version
+# the client names in its client-api-version metadata (etcd's clients send it).
+ClientRequests = dict[tuple[str, str], int]
+
+
+def _count_client(requests: ClientRequests, kind: str, context: Any) -> None:
+    version = "unknown"
+    try:
+        for key, value in context.invocation_metadata() or ():
+            if key == "client-api-version":
+                version = value if isinstance(value, str) else value.decode("latin-1")
+                break
+    except Exception:
+        pass
+    k = (kind, version)
+    requests[k] = requests.get(k, 0) + 1
+
+
+def _wrap_unary(fn: Callable[..., Any], st: MethodStats,
+                requests: ClientRequests) -> Callable[..., Any]:
     async def call(request: Any, context: Any) -> Any:
+        _count_client(requests, "unary", context)
         st.started += 1
         st.received += 1
         if type(request) is bytes:
@@ -103,9 +123,10 @@ async def _counted(requests: Any, st: MethodStats) -> Any:
         yield message
 
 
-def _wrap_stream(fn: Callable[..., Any], st: MethodStats,
-                 request_streaming: bool) -> Callable[..., Any]:
+def _wrap_stream(fn: Callable[..., Any], st: MethodStats, request_streaming: bool,
+                 requests: ClientRequests) -> Callable[..., Any]:
     async def call(arg: Any, context: Any) -> Any:
+        _count_client(requests, "stream", context)
         st.started += 1
         if request_streaming:
             arg = _counted(arg, st)
@@ -163,12 +184,13 @@ class _Instrumented(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             service, _, method = path.lstrip("/").rpartition("/")
             st = self._owner.stats_for(service, method, _kind(mh))
             m: Any = mh
+            reqs = self._owner.client_requests
             if m.stream_stream is not None:
-                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st, True))
+                mh = m._replace(stream_stream=_wrap_stream(m.stream_stream, st, True, reqs))
             elif m.unary_stream is not None:
-                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st, False))
+                mh = m._replace(unary_stream=_wrap_stream(m.unary_stream, st, False, reqs))
             elif m.unary_unary is not None:
-                mh = m._replace(unary_unary=_wrap_unary(m.unary_unary, st))
+                mh = m._replace(unary_unary=_wrap_unary(m.unary_unary, st, reqs))
             # (a client-streaming unary call is left as it is: etcd has none)
             self._cache[path] = mh
         return mh
@@ -192,6 +214,7 @@ class GrpcMetrics(Collector):
     def __init__(self, registry: CollectorRegistry, *, extensive: bool = False,
                  slow_request: float = 0.0) -> None:
         self._stats: dict[tuple[str, str], MethodStats] = {}
+        self.client_requests: ClientRequests = {}
         # --warning-unary-request-duration: unary calls slower than this are logged.
         self._slow = slow_request
         self._hist = Histogram(
@@ -237,6 +260,12 @@ class GrpcMetrics(Collector):
             rx += st.received_bytes
             tx += st.sent_bytes
         yield from (started, handled, received, sent)
+        c = CounterMetricFamily("etcd_server_client_requests", "The total number of client "
+                                "requests per client version.",
+                                labels=["type", "client_api_version"])
+        for (kind, version), n in sorted(self.client_requests.items()):
+            c.add_metric([kind, version], n)
+        yield c
         yield CounterMetricFamily("etcd_network_client_grpc_received_bytes", "The total "
                                   "number of bytes received from grpc clients.", value=rx)
         yield CounterMetricFamily("etcd_network_client_grpc_sent_bytes", "The total number "

@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Iterator
 
 from prometheus_client import generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from petcd.errors import EtcdError
@@ -31,6 +31,8 @@ class _HealthCounters(Collector):
     def __init__(self) -> None:
         self.success = 0
         self.failures = 0
+        self.scrapes = 0  # /metrics answered (promhttp's handler counters, as in Go)
+        self.scraping = 0
 
     def collect(self) -> Iterator[Metric]:
         # etcd's names have no _total suffix; prometheus_client would add one to a
@@ -41,6 +43,13 @@ class _HealthCounters(Collector):
         yield GaugeMetricFamily("etcd_server_health_failures",
                                 "The total number of failed health checks",
                                 value=self.failures)
+        yield GaugeMetricFamily("promhttp_metric_handler_requests_in_flight",
+                                "Current number of scrapes being served.", value=self.scraping)
+        c = CounterMetricFamily("promhttp_metric_handler_requests", "Total number of scrapes "
+                                "by HTTP status code.", labels=["code"])
+        for code, n in (("200", self.scrapes), ("500", 0), ("503", 0)):
+            c.add_metric([code], n)
+        yield c
 
 
 class Observability:
@@ -56,13 +65,20 @@ class Observability:
             self._pprof and path.startswith("/debug/pprof"))
 
     async def handle(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                     body: bytes) -> Reply:
+                     body: object) -> Reply:
         path, _, query = target.partition("?")
         if method != "GET":
             return 405, [(b"Allow", b"GET"), _TEXT, _NOSNIFF], b"Method Not Allowed\n"
         args = urllib.parse.parse_qs(query)
         if path == "/metrics":
-            return 200, [_METRICS_TYPE], generate_latest(self._node.metrics_registry)
+            counts = self._counts
+            counts.scraping += 1
+            try:
+                body = generate_latest(self._node.metrics_registry)
+            finally:
+                counts.scraping -= 1
+            counts.scrapes += 1
+            return 200, [_METRICS_TYPE], body
         if path == "/health":
             ok = await self.check(args)
             if ok:

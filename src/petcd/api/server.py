@@ -139,7 +139,8 @@ class ClientServer:
         handlers = self.grpc_metrics.instrument(handlers)
         if opts.enable_grpc_gateway:
             self._add_gateway(handlers)
-        http_factory = lambda: HttpProtocol(self.http.handle)  # noqa: E731
+        http_factory = lambda: HttpProtocol(  # noqa: E731
+            self.http.handle, streams_body=self.http.streams_body)
         if opts.grpc_server == "h2":
             await self._start_h2(handlers, http_factory)
             return
@@ -172,7 +173,8 @@ class ClientServer:
         self.gateway = Gateway(
             registry.lookup,
             max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
-        self.http.add_route(self.gateway.serves, self.gateway.handle)
+        self.http.add_streaming_route(self.gateway.serves, self.gateway.handle,
+                                      self.gateway.streams_body)
 
     async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
                         http_factory: Callable[[], asyncio.Protocol]) -> None:

@@ -326,7 +326,9 @@ class LeaseDriver:
             if f.cancelled():
                 return
             result = f.result()
-            if isinstance(result, EtcdError) and result.kind is not errors.LEASE_NOT_FOUND:
+            if not isinstance(result, EtcdError):
+                self.lessor.expired_count += 1
+            elif result.kind is not errors.LEASE_NOT_FOUND:
                 log.warning("revoking expired lease %x failed: %s", lease_id, result.message)
 
         fut.add_done_callback(done)

@@ -111,6 +111,7 @@ class Lessor:
         self._primary = False
         # Counters for /metrics (plain ints: renewals must stay cheap).
         self.granted_count = self.revoked_count = self.renewed_count = 0
+        self.expired_count = 0  # revoked because they expired (counted by the driver)
         self.on_grant: Callable[[Lease], None] | None = None
         self._db: lmdb._Database = backend.open_db(LEASE_DB)
         backend.reopen_hooks.append(self._reopen)

@@ -24,6 +24,8 @@ class LeaseCounters(Collector):
                                   "revoked leases.", value=le.revoked_count)
         yield CounterMetricFamily("etcd_debugging_lease_renewed", "The number of renewed "
                                   "leases seen by the leader.", value=le.renewed_count)
+        yield CounterMetricFamily("etcd_debugging_server_lease_expired", "The total number "
+                                  "of expired leases.", value=le.expired_count)
 
 
 def register(lessor: Lessor, registry: CollectorRegistry) -> None:

@@ -136,6 +136,11 @@ class ReadGate:
         self._readers = 0
         self._closed = False
 
+    @property
+    def active(self) -> int:
+        """Readers in other threads now (etcd's open read transactions gauge)."""
+        return self._readers
+
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         with self._cond:

@@ -28,7 +28,7 @@ import hashlib
 import struct
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 
 import lmdb
@@ -388,8 +388,8 @@ class TxnWrite(KVView):
     earlier writes; `rev` is the revision they see.
     """
 
-    __slots__ = ("_changed", "_done", "_events", "_leases", "_parent", "_store", "_sub",
-                 "begin_rev")
+    __slots__ = ("_changed", "_done", "_events", "_leases", "_live", "_parent", "_store",
+                 "_sub", "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
         # Not via KVView.__init__: this runs once per write request.
@@ -410,6 +410,7 @@ class TxnWrite(KVView):
         self.compact_rev = store._compact
         self._store = store
         self._events = batch.events
+        self._live = 0  # keys created minus keys deleted (KVStore.live_keys, at end())
         self._sub = 0
         self._changed = False
         self._done = False
@@ -457,6 +458,7 @@ class TxnWrite(KVView):
         if prev is None:
             if ignore_value or ignore_lease:
                 raise errors.KEY_NOT_FOUND()
+            self._live += 1
             create, version, old_lease = rev, 1, 0
             prev_kv = None
         else:
@@ -481,6 +483,7 @@ class TxnWrite(KVView):
         ).SerializeToString()
         if not txn.put(revision, data, db=self._kv, append=True):
             raise RuntimeError("mvcc: revision out of order")
+        self._store.put_bytes += len(key) + len(value)
         entry = revision + _LIVE_FLAG + _ENTRY_TAIL.pack(create, version, lease)
         if existed:
             cur.put(ikey, entry, append=True)
@@ -518,6 +521,7 @@ class TxnWrite(KVView):
             ]
         if not victims:
             return 0, []
+        self._live -= len(victims)
         txn = self._txn
         kvdb = self._kv
         index = self._index
@@ -556,6 +560,8 @@ class TxnWrite(KVView):
         store._writer = None
         if self._changed:
             store._rev = self.begin_rev + 1
+        if self._live and store._live_keys is not None:
+            store._live_keys += self._live
         lessor = store.lessor
         if lessor is not None and self._leases:
             for attach, lease, key in self._leases:
@@ -606,6 +612,11 @@ class KVStore:
 
     def __init__(self, backend: Backend, *, lessor: LeaseHook | None = None) -> None:
         self.backend = backend
+        self.put_bytes = 0  # keys and values written (etcd's total put size gauge)
+        # Physical compaction figures for metrics: ("pause", seconds of one step),
+        # ("total", seconds from compact() to the end), ("keys", records removed).
+        self.on_compaction: Callable[[str, float], None] | None = None
+        self._compaction_started = 0.0
         self.lessor = lessor
         self._open_dbs()
         # (revision, resume key) of the physical compaction under way, or None
@@ -630,6 +641,7 @@ class KVStore:
         self._compact = self._committed_compact
         self._writer = None
         self._cursor = self._cursor_txn = None
+        self._live_keys: int | None = None  # counted when first asked
 
     def _open_dbs(self) -> None:
         backend = self.backend
@@ -650,6 +662,23 @@ class KVStore:
     # `_committed_*`: as of the last ended batch (the applied state reads see, whether
     # the backend has committed it to disk yet or not); `_rev`, `_compact`, `_pending`:
     # inside the batch being applied.
+
+    @property
+    def live_keys(self) -> int:
+        """Keys that exist now (etcd's keys gauge): counted once from the index, then
+        kept by the write requests that end."""
+        if self._live_keys is None:
+            n = 0
+            with self.read() as r:
+                cur = r._txn.cursor(db=self._index)
+                more = cur.first()
+                while more:
+                    cur.last_dup()
+                    if cur.value()[17] != _TOMB:
+                        n += 1
+                    more = cur.next_nodup()
+            self._live_keys = n
+        return self._live_keys
 
     @property
     def current_revision(self) -> int:
@@ -838,6 +867,7 @@ class KVStore:
         if rev > self._rev:
             raise errors.FUTURE_REV()
         self._compact = rev
+        self._compaction_started = time.monotonic()
         # A later compaction supersedes one under way: start over with it.
         self._pending = (rev, b"")
         self.compact_step(batch, budget, deadline=deadline)
@@ -866,8 +896,15 @@ class KVStore:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         rev, start = pending
+        started = time.monotonic()
         resume = self._compact_physical(batch.txn, rev, start, budget, deadline)
         self._pending = None if resume is None else (rev, resume)
+        report = self.on_compaction
+        if report is not None:
+            ended = time.monotonic()
+            report("pause", ended - started)
+            if resume is None:
+                report("total", ended - self._compaction_started)
         return resume is None
 
     def _compact_physical(
@@ -911,6 +948,8 @@ class KVStore:
                     for entry in old:  # they lead the key's entries
                         txn.delete(_entry_kv_key(entry), db=kvdb)
                         cur.delete()
+                    if self.on_compaction is not None:
+                        self.on_compaction("keys", len(old))
                     more = cur.set_range(ikey)
                     if more and cur.key() != ikey:
                         if len(ikey) == _SURROGATE_LEN:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable
 
+from petcd.playground.netem import Cut, Impairment, impaired_pipe
 from petcd.transport.wire import HELLO, MAGIC
 
 log = logging.getLogger("petcd.playground")
-
-_CHUNK = 1 << 16
-
 
 class PeerProxy:
     """Listens on `port` and forwards to the member `name` listening on `target_port`."""
@@ -34,6 +33,10 @@ class PeerProxy:
         # open links: sender ID (0: unknown) -> the writers of both directions
         self._links: set[tuple[int, asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Delay, jitter, loss and resets on links through this proxy (both ways); read
+        # for every piece forwarded, so a change applies at once (netem.py).
+        self.impairment = Impairment()
+        self._rng = random.Random(port)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
@@ -65,7 +68,7 @@ class PeerProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
-        except (OSError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError, Cut):
             pass
         finally:
             _close(writer)
@@ -83,26 +86,12 @@ class PeerProxy:
         self._links.add(link)
         try:
             up_writer.write(hello)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            current = lambda: self.impairment  # noqa: E731
+            await asyncio.gather(impaired_pipe(reader, up_writer, current, self._rng),
+                                 impaired_pipe(up_reader, writer, current, self._rng))
         finally:
             self._links.discard(link)
             _close(up_writer)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(_CHUNK)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (OSError, ConnectionError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
 
 
 def _close(writer: asyncio.StreamWriter) -> None:

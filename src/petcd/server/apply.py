@@ -159,6 +159,8 @@ class Applier:
             metrics.apply_batch_size.observe(len(todo))
         took = time.perf_counter() - started
         if took > self.warn_after > 0:
+            if metrics is not None:
+                metrics.slow_apply.inc()
             log.warning("apply request took too long: %d entries up to index %d in %.3fs "
                         "(expected %gs)", len(todo), last.index, took, self.warn_after,
                         extra={"fields": {"took": f"{took:.6f}s", "entries": len(todo),

@@ -120,11 +120,13 @@ class Maintenance:
         view, reader = await self._off_loop_view()
 
         def run() -> tuple[int, int]:
+            started = time.monotonic()
             try:
                 with view:
                     return self._backend.hash(view.txn), view.rev
             finally:
                 reader.__exit__(None, None, None)
+                self._node.metrics.hash_duration.observe(time.monotonic() - started)
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     async def _off_loop_view(self) -> tuple[ReadTxn, contextlib.AbstractContextManager[None]]:
@@ -143,10 +145,12 @@ class Maintenance:
         view, reader = await self._off_loop_view()
 
         def run() -> tuple[int, int, int, int]:
+            started = time.monotonic()
             try:
                 h, current, compact = self._store.hash_kv(revision, view)
             finally:
                 reader.__exit__(None, None, None)
+                self._node.metrics.hash_rev_duration.observe(time.monotonic() - started)
             return h, current, compact, revision if revision > 0 else current
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
@@ -172,7 +176,9 @@ class Maintenance:
         log.info("starting defragment (db size %d)", before)
         # Let the batch being applied finish, then hold the apply path (a snapshot from
         # the leader cannot replace the file meanwhile either).
+        metrics = self._node.metrics
         async with applier.paused():
+            metrics.defrag_inflight.set(1)
             try:
                 await loop.run_in_executor(pool, backend.defragment_copy)
                 await loop.run_in_executor(pool, self.gate.close)
@@ -189,8 +195,12 @@ class Maintenance:
                     self._node.fatal(e)
                 # gRPC-Go answers a plain error with code Unknown and its text.
                 raise EtcdError(StatusCode.UNKNOWN, f"defragment failed: {e}") from e
-        log.info("finished defragment in %.3fs (db size %d -> %d)",
-                 time.monotonic() - started, before, backend.size())
+            finally:
+                metrics.defrag_inflight.set(0)
+        took = time.monotonic() - started
+        metrics.defrag_duration.observe(took)
+        log.info("finished defragment in %.3fs (db size %d -> %d)", took, before,
+                 backend.size())
 
     # -- snapshot
 
@@ -211,11 +221,13 @@ class Maintenance:
             reader.__enter__()
 
         def copy() -> None:
+            started = time.monotonic()
             try:
                 export_bolt(self._backend, self._node.store, tmp, txn=txn)
             finally:
                 txn.abort()
                 reader.__exit__(None, None, None)
+            self._node.metrics.backend_snapshot_duration.observe(time.monotonic() - started)
         try:
             await asyncio.get_running_loop().run_in_executor(self._pool, copy)
             size = os.fstat(tmp.fileno()).st_size

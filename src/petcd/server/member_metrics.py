@@ -5,6 +5,8 @@ are turned into metric families when /metrics is scraped."""
 
 from __future__ import annotations
 
+import os
+import resource
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -56,6 +58,16 @@ class MemberCollector(Collector):
         yield GaugeMetricFamily("etcd_debugging_mvcc_compact_revision",
                                 "The revision of the last compaction in store.",
                                 value=store.compact_revision)
+        yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total",
+                                "Total number of keys.", value=store.live_keys)
+        yield GaugeMetricFamily("etcd_debugging_mvcc_total_put_size_in_bytes",
+                                "The total size of put kv pairs seen by this member.",
+                                value=store.put_bytes)
+        yield GaugeMetricFamily("etcd_mvcc_db_open_read_transactions",
+                                "The number of currently open read transactions",
+                                value=node.backend.readers.active)
+        yield GaugeMetricFamily("etcd_debugging_auth_revision",
+                                "The current revision of auth store.", value=node.auth.revision)
         sent, received = node.peer_traffic()
         c = CounterMetricFamily("etcd_network_peer_sent_bytes", "The total number of bytes "
                                 "sent to peers.", labels=["To"])
@@ -70,6 +82,26 @@ class MemberCollector(Collector):
         yield c
 
 
+class OsCollector(Collector):
+    """Go's os_fd_* and process_virtual_memory_max_bytes, which prometheus-client's
+    process collector does not give."""
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:
+            used = 0
+        yield GaugeMetricFamily("os_fd_used", "The number of used file descriptors.",
+                                value=used)
+        yield GaugeMetricFamily("os_fd_limit", "The file descriptor limit.",
+                                value=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        yield GaugeMetricFamily("process_virtual_memory_max_bytes", "Maximum amount of "
+                                "virtual memory available in bytes.",
+                                value=2**64 - 1 if limit == resource.RLIM_INFINITY else limit)
+
+
 def register(node: Node, registry: CollectorRegistry) -> None:
     registry.register(MemberCollector(node))
+    registry.register(OsCollector())
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_open_fds, ...

@@ -3,9 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from petcd.mvcc.kvstore import KVStore
+from petcd.wal.snap import Snapshotter
+from petcd.wal.wal import WAL
+
+# etcd's Go client exposes no *_created series; neither do we (one setting per process).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -56,7 +71,111 @@ class Metrics:
                                     "Total size of the underlying database logically in use "
                                     "in bytes.", registry=r)
 
+        # Operator signals (server/ops_watch.py, apply.py, maintenance).
+        self.heartbeat_send_failures = Counter(
+            "etcd_server_heartbeat_send_failures",
+            "The total number of leader heartbeat send failures (likely overloaded from slow "
+            "disk).", registry=r)
+        self.slow_apply = Counter("etcd_server_slow_apply",
+                                  "The total number of slow apply requests (likely overloaded "
+                                  "from slow disk).", registry=r)
+        self.slow_read_indexes = Counter(
+            "etcd_server_slow_read_indexes",
+            "The total number of pending read indexes not in sync with leader's or timed out "
+            "read index requests.", registry=r)
+        self.read_indexes_failed = Counter(
+            "etcd_server_read_indexes_failed", "The total number of failed read indexes seen.",
+            registry=r)
+        self.snapshot_apply_in_progress = Gauge(
+            "etcd_server_snapshot_apply_in_progress_total",
+            "1 if the server is applying the incoming snapshot. 0 if none.", registry=r)
+        # Counters without the _total suffix in etcd: gauges keep the names as they are.
+        self.learner_promote_successes = Gauge(
+            "etcd_server_learner_promote_successes",
+            "The total number of successful learner promotions while this member is leader.",
+            registry=r)
+        self.learner_promote_failures = Gauge(
+            "etcd_server_learner_promote_failures",
+            "The total number of failed learner promotions (likely learner not ready) while "
+            "this member is leader.", ["Reason"], registry=r)
+        self.defrag_duration = Histogram(
+            "etcd_disk_backend_defrag_duration_seconds",
+            "The latency distribution of backend defragmentation.",
+            buckets=[0.1 * 2**i for i in range(13)], registry=r)
+        self.defrag_inflight = Gauge("etcd_disk_defrag_inflight",
+                                     "Whether or not defrag is active on the member. 1 means "
+                                     "active, 0 means not.", registry=r)
+        self.backend_snapshot_duration = Histogram(
+            "etcd_disk_backend_snapshot_duration_seconds",
+            "The latency distribution of backend snapshots.",
+            buckets=[0.01 * 2**i for i in range(17)], registry=r)
+        self.hash_duration = Histogram(
+            "etcd_mvcc_hash_duration_seconds",
+            "The latency distribution of storage hash operation.",
+            buckets=[0.01 * 2**i for i in range(15)], registry=r)
+        self.hash_rev_duration = Histogram(
+            "etcd_mvcc_hash_rev_duration_seconds",
+            "The latency distribution of storage hash by revision operation.",
+            buckets=[0.01 * 2**i for i in range(15)], registry=r)
+        # Snapshot files: the .snap written every --snapshot-count entries, and a
+        # backend file received from the leader (etcd's snap and debugging_snap names).
+        snap_buckets = [0.001 * 2**i for i in range(14)]
+        self._snap = {
+            name: Histogram(metric, text, buckets=snap_buckets, registry=r)
+            for name, metric, text in (
+                ("marshal", "etcd_debugging_snap_save_marshalling_duration_seconds",
+                 "The marshalling cost distributions of save called by snapshot."),
+                ("total", "etcd_debugging_snap_save_total_duration_seconds",
+                 "The total latency distributions of save called by snapshot."),
+                ("fsync", "etcd_snap_fsync_duration_seconds",
+                 "The latency distributions of fsync called by snap."),
+                ("db_fsync", "etcd_snap_db_fsync_duration_seconds",
+                 "The latency distributions of fsyncing .snap.db file"),
+                ("db_save_total", "etcd_snap_db_save_total_duration_seconds",
+                 "The total latency distributions of v3 snapshot save"))}
+        self.debugging_db_size = Gauge(
+            "etcd_debugging_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            registry=r)
+
+    def watch_store(self, store: KVStore) -> None:
+        """Physical compaction figures from the store, as etcd's mvcc metrics."""
+        ms_buckets = [0.5 * 2**i for i in range(12)]
+        pause = Histogram("etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds",
+                          "Bucketed histogram of db compaction pause duration.",
+                          buckets=ms_buckets, registry=self.registry)
+        total = Histogram("etcd_debugging_mvcc_db_compaction_total_duration_milliseconds",
+                          "Bucketed histogram of db compaction total duration.",
+                          buckets=[100 * 2**i for i in range(14)], registry=self.registry)
+        keys = Counter("etcd_debugging_mvcc_db_compaction_keys",
+                       "Total number of db keys compacted.", registry=self.registry)
+        def report(what: str, value: float) -> None:
+            if what == "keys":
+                keys.inc(value)
+            else:
+                (pause if what == "pause" else total).observe(value * 1000)
+        store.on_compaction = report
+
+    def watch_storage(self, wal: WAL, snapshotter: Snapshotter) -> None:
+        """WAL bytes written (read when scraped) and snapshot file timings."""
+        self.registry.register(_WalBytes(wal))
+        snapshotter.observe = self.observe_snap
+
+    def observe_snap(self, name: str, seconds: float) -> None:
+        self._snap[name].observe(seconds)
+
     def watch_sizes(self, size: Callable[[], float], in_use: Callable[[], float]) -> None:
         """Sizes are read when scraped, not kept up to date on every write."""
         self.db_size.set_function(size)
+        self.debugging_db_size.set_function(size)
         self.db_size_in_use.set_function(in_use)
+
+
+class _WalBytes(Collector):
+    def __init__(self, wal: WAL) -> None:
+        self._wal = wal
+
+    def collect(self) -> Iterator[Metric]:
+        # (a gauge in etcd, named with _total)
+        yield GaugeMetricFamily("etcd_disk_wal_write_bytes_total", "Total number of bytes "
+                                "written in WAL.", value=self._wal.bytes_written)

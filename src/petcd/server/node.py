@@ -84,6 +84,7 @@ class Node:
         self.kv = KVRequests(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
+        self.metrics.watch_store(self.store)
         self._applier = Applier(self.backend, self.kv, self.metrics,
                                 warn_after=opts.warning_apply_duration)
         self.membership = Membership(0, 0)
@@ -409,7 +410,13 @@ class Node:
         return await self._log.member_op("update", id=member_id, peerURLs=peer_urls)
 
     async def promote_member(self, member_id: int) -> tuple[Member | None, list[Member]]:
-        return await self._log.member_op("promote", id=member_id)
+        try:
+            result = await self._log.member_op("promote", id=member_id)
+        except EtcdError as e:
+            self.metrics.learner_promote_failures.labels(e.message).inc()
+            raise
+        self.metrics.learner_promote_successes.inc()
+        return result
 
     async def move_leader(self, target_id: int) -> None:
         """Hand leadership to a voter (only on the leader). Raises EtcdError."""

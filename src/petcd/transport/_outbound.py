@@ -293,7 +293,8 @@ class Peer:
         self.last_error = None
         self._quiet = False
         self.active.set()
-        log.info("peer %x became active (%s)", self.id, conn.url.url)
+        log.info("peer became active: %x (%s)", self.id, conn.url.url,
+                 extra={"fields": {"peer-id": f"{self.id:x}"}})
         self.flush()  # what queued up while connecting goes out before anything new
         self.owner._report_status(self.id, True)
 
@@ -313,9 +314,13 @@ class Peer:
         self.owner._unreachable.add(self.id)
         if not self.closed:
             self.last_error = f"connection to {conn.url.url} lost: {why}"
-            log.warning("peer %x became inactive (%s)", self.id, self.last_error)
+            # etcd's words and fields
+            log.warning("peer became inactive (message send to peer failed): %x (%s)",
+                        self.id, self.last_error, extra={"fields": {
+                            "peer-id": f"{self.id:x}", "error": self.last_error}})
             self._quiet = True
             self.owner._report_status(self.id, False)
+            self.owner._event("disconnected", self.id, 0.0)
 
     def set_urls(self, urls: list[PeerURL]) -> None:
         self.urls = urls

@@ -72,6 +72,9 @@ class PeerTransport:
         self.cluster_id = cluster_id
         # Bytes read from each peer's connections (peer ID -> bytes; 0: before its hello).
         self.received_bytes: dict[int, int] = {}
+        # (event, peer ID, seconds) for metrics: snapshot_{send_start,sent,send_failed,
+        # receive_start,received,receive_failed}, disconnected. Called on the loop.
+        self.on_event: Callable[[str, int, float], None] | None = None
         self.config = config or TransportConfig()
         self._listen = [parse_peer_url(u) for u in listen_urls]
         for url in self._listen:
@@ -231,18 +234,23 @@ class PeerTransport:
             return False
         url = peer.current_url()
         stall = self.config.snapshot_timeout if timeout is None else timeout
-        return await stream_snapshot(
-            to,
-            url,
-            metadata,
-            source,
-            ssl_for=self._client_ssl_for,
-            hello=self._hello(to, Kind.SNAPSHOT),
-            dial_timeout=self.config.dial_timeout,
-            stall=stall,
-            chunk_size=self.config.snapshot_chunk,
-            on_rejected=lambda reply: self._report_rejected(to, reply),
-        )
+        started = time.monotonic()
+        self._event("snapshot_send_start", to, 0.0)
+        sent = False
+        try:
+            sent = await stream_snapshot(
+                to, url, metadata, source, ssl_for=self._client_ssl_for,
+                hello=self._hello(to, Kind.SNAPSHOT), dial_timeout=self.config.dial_timeout,
+                stall=stall, chunk_size=self.config.snapshot_chunk,
+                on_rejected=lambda reply: self._report_rejected(to, reply))
+        finally:
+            self._event("snapshot_sent" if sent else "snapshot_send_failed", to,
+                        time.monotonic() - started)
+        return sent
+
+    def _event(self, what: str, peer_id: int, seconds: float) -> None:
+        if self.on_event is not None:
+            self.on_event(what, peer_id, seconds)
 
     async def request(self, to: int, payload: bytes, *, timeout: float = 5.0) -> bytes:
         """Send one request to a member over a REQUEST connection and return its answer.
@@ -433,6 +441,8 @@ class PeerTransport:
     ) -> None:
         assert self._on_snapshot is not None
         ok, reason = False, ""
+        started = time.monotonic()
+        self._event("snapshot_receive_start", from_id, 0.0)
         try:
             await self._on_snapshot(from_id, metadata, chunks)
             async for _ in chunks:  # what the handler left unread; raises if incomplete
@@ -446,6 +456,9 @@ class PeerTransport:
             log.warning("failed to receive snapshot from %x: %s", from_id, reason)
         else:
             log.info("received snapshot from %x", from_id)
+        finally:
+            self._event("snapshot_received" if ok else "snapshot_receive_failed", from_id,
+                        time.monotonic() - started)
         conn.send_snapshot_result(encode_snap_result(ok, reason))
 
     def request_received(self, conn: InboundConnection, from_id: int, payload: bytes) -> None:

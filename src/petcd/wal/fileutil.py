@@ -5,7 +5,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from petcd.wal.errors import WALLockedError
 
@@ -28,7 +29,8 @@ def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         offset += written
 
 
-def write_file_atomic(path: str, chunks: Iterable[bytes], mode: int = 0o600) -> int:
+def write_file_atomic(path: str, chunks: Iterable[bytes], mode: int = 0o600,
+                      on_fsync: Callable[[float], None] | None = None) -> int:
     """Write a file so a crash leaves either no file or the whole file.
 
     The data goes to `<path>.tmp`, is fsync'ed, renamed over `path`, and the
@@ -40,7 +42,10 @@ def write_file_atomic(path: str, chunks: Iterable[bytes], mode: int = 0o600) -> 
         for chunk in chunks:
             write_all(fd, chunk, size)
             size += len(chunk)
+        started = time.monotonic()
         os.fsync(fd)
+        if on_fsync is not None:
+            on_fsync(time.monotonic() - started)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)

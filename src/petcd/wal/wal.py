@@ -91,6 +91,7 @@ class WAL:
         # called with the seconds each fdatasync took (the server feeds its
         # etcd_disk_wal_fsync_duration_seconds histogram from it)
         self.fsync_observer: Callable[[float], None] | None = None
+        self.bytes_written = 0  # by appends (etcd's etcd_disk_wal_write_bytes_total)
 
     # --- construction ---------------------------------------------------------------
 
@@ -359,6 +360,7 @@ class WAL:
             self._failed = err
             raise
         self._offset += size
+        self.bytes_written += size
         self._crc = crc
 
     def _cut(self) -> None:

@@ -6,9 +6,10 @@ registers is on the gateway too, with the same validation and authentication."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -20,7 +21,8 @@ from petcd.api.gateway import jsonpb
 from petcd.api.gateway.context import GatewayContext, Metadata
 from petcd.api.gateway.routes import ROUTES, Route, canonical
 from petcd.api.h2.registry import Method
-from petcd.api.http import Reply, ResponseStream, Streamer
+from petcd.api.http import Body, Reply, ResponseStream, Streamer
+from petcd.api.http_wire import RequestBody
 
 log = logging.getLogger("petcd.gateway")
 
@@ -89,8 +91,15 @@ class Gateway:
     def serves(path: str) -> bool:
         return canonical(path) is not None
 
+    @staticmethod
+    def streams_body(path: str) -> bool:
+        """Watch and LeaseKeepAlive read their requests as the body arrives."""
+        canon = canonical(path)
+        route = ROUTES.get(canon) if canon is not None else None
+        return route is not None and route.client_streaming
+
     async def handle(self, method: str, target: str, headers: list[tuple[bytes, bytes]],
-                     body: bytes) -> Reply | Streamer:
+                     body: Body) -> Reply | Streamer:
         canon = canonical(target.partition("?")[0])
         route = ROUTES.get(canon) if canon is not None else None
         if route is None:
@@ -103,7 +112,9 @@ class Gateway:
                                 f"unknown service {route.grpc_path.split('/')[1]}")
         md = _metadata(headers)
         if route.client_streaming:
-            return self._bidi(route, m, md, body)
+            return await self._bidi(route, m, md, body)
+        if isinstance(body, RequestBody):  # (only streaming calls are given one)
+            body = await _read_all(body)
         try:
             req = jsonpb.parse(body, route.request)
         except jsonpb.JsonError as e:
@@ -147,32 +158,32 @@ class Gateway:
             self._observe(route.grpc_path, _SC.OK)
         return 200, _OK_HEADERS, jsonpb.to_json(out).encode()
 
-    def _bidi(self, route: Route, m: Method, md: Metadata, body: bytes) -> Reply | Streamer:
-        """Watch and LeaseKeepAlive: the body is a sequence of JSON requests. As in
-        etcd's gateway, a bad first one fails the call; a bad later one ends the
-        requests (the stream stays open, as after the client's last request)."""
-        values = jsonpb.iter_values(body.decode("utf-8", "replace"))
-        first: list[bytes] = []
+    async def _bidi(self, route: Route, m: Method, md: Metadata,
+                    body: Body) -> Reply | Streamer:
+        """Watch and LeaseKeepAlive: the body is a sequence of JSON requests, handed to
+        the call one by one as they arrive (the call starts at the first). As in etcd's
+        gateway, a bad first one fails the call; a bad later one ends the requests (the
+        stream stays open, as after the client's last request)."""
+        values = _JsonValues(body, limit=2 * self._max_receive)
         try:
-            for v in values:
-                first.append(jsonpb.from_value(v, route.request).SerializeToString())
-                break
+            first = await values.next()
+            if first is not _END:
+                first = jsonpb.from_value(first, route.request).SerializeToString()
         except jsonpb.JsonError as e:
             return error_reply(_SC.UNKNOWN, str(e))
 
-        def rest() -> Iterator[bytes]:
-            yield from first
-            try:
-                for v in values:
-                    yield jsonpb.from_value(v, route.request).SerializeToString()
-            except jsonpb.JsonError:
-                return
-
         async def requests() -> AsyncIterator[Any]:
-            for raw in rest():
+            value = first
+            while value is not _END:
+                raw = value if isinstance(value, bytes) else (
+                    jsonpb.from_value(value, route.request).SerializeToString())
                 if len(raw) > self._max_receive:
                     return
                 yield raw if m.deserialize is None else m.deserialize(raw)
+                try:
+                    value = await values.next()
+                except jsonpb.JsonError:
+                    return
 
         return self._streamer(route, m, md, requests())
 
@@ -234,6 +245,53 @@ class Gateway:
                 await out.write(_stream_error(code, details))
 
         return run
+
+
+_END: Any = object()
+
+
+class _JsonValues:
+    """Successive JSON values of a request body as its bytes arrive (as Go's
+    json.Decoder reads the body in etcd's gateway). At most `limit` characters of a
+    value still arriving are held: past that the body counts as malformed."""
+
+    def __init__(self, body: Body, *, limit: int) -> None:
+        self._body: RequestBody | None = None
+        self._text = ""
+        if isinstance(body, RequestBody):
+            self._body = body
+        else:
+            self._text = body.decode("utf-8", "replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._limit = limit
+
+    async def next(self) -> Any:
+        """The next value, or _END after the last; JsonError if malformed."""
+        while True:
+            more = self._body is not None
+            found = jsonpb.next_value(self._text, 0, more=more)
+            if found is not None:
+                value, end = found
+                self._text = self._text[end:]
+                return value
+            if not more:
+                return _END
+            if len(self._text) > self._limit:
+                raise jsonpb.JsonError("request message too large")
+            assert self._body is not None
+            data = await self._body.read()
+            if data:
+                self._text += self._decoder.decode(data)
+            else:
+                self._text += self._decoder.decode(b"", final=True)
+                self._body = None
+
+
+async def _read_all(body: RequestBody) -> bytes:
+    parts = []
+    while data := await body.read():
+        parts.append(data)
+    return b"".join(parts)
 
 
 def _decode(route: Route, payload: bytes) -> Message:

@@ -101,6 +101,34 @@ def iter_values(body: str) -> Iterator[Any]:
         pos = _WS.match(body, pos).end()  # type: ignore[union-attr]
 
 
+_NUMBER_PREFIX = re.compile(r"-?[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]*)?")
+
+
+def next_value(text: str, pos: int, *, more: bool) -> tuple[Any, int] | None:
+    """The JSON value after blanks at text[pos:] and where it ends; None if there is
+    none yet. `more`: text is the start of a body still arriving, so a value cut short
+    at its end is awaited (None) instead of being a syntax error."""
+    pos = _WS.match(text, pos).end()  # type: ignore[union-attr]
+    if pos >= len(text):
+        return None
+    try:
+        return _DECODER.raw_decode(text, pos)  # type: ignore[no-any-return]
+    except json.JSONDecodeError as e:
+        if more and _cut_short(e):
+            return None
+        raise _syntax_error(e) from None
+
+
+def _cut_short(e: json.JSONDecodeError) -> bool:
+    rest = e.doc[e.pos:]
+    if not rest.strip() or e.msg.startswith("Unterminated string"):
+        return True
+    if not e.msg.startswith("Expecting value"):
+        return False
+    return any(word.startswith(rest) for word in ("true", "false", "null")) or (
+        _NUMBER_PREFIX.fullmatch(rest) is not None)
+
+
 def parse(body: bytes, cls: type[Message]) -> Message:
     """The first JSON value of the body as a `cls` (an empty body: an empty message)."""
     try:

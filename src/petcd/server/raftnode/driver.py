@@ -37,7 +37,9 @@ from petcd.server.apply import Applier
 from petcd.server.bootstrap import Boot
 from petcd.server.membership import CONF_CHANGE_KIND, Member, Membership
 from petcd.server.metrics import Metrics
+from petcd.server.ops_watch import OpsWatch
 from petcd.server.options import ServerOptions
+from petcd.server.peer_metrics import PeerMetrics
 from petcd.server.proposal import Committed, Result, Stamp
 from petcd.server.raftnode.applying import ApplyQueue
 from petcd.server.raftnode.leadership import Leadership
@@ -78,6 +80,7 @@ class RaftDriver:
         self._on_fatal = on_fatal
         self._on_removed = on_removed
         self.tick_s = opts.heartbeat_ms / 1000.0
+        self.ops = OpsWatch(self.id, self.tick_s, metrics)  # operator warnings
         self.election_ticks = max(2, opts.election_ms // max(1, opts.heartbeat_ms))
         self.request_timeout = 5.0 + 2 * opts.election_ms / 1000.0
         self.raw = RawNode(Config(
@@ -100,7 +103,8 @@ class RaftDriver:
         self.members = MemberOps(self)
         self.proposals = ProposalTracker(self.id)
         self.reads = LinearizableReads(self.raw, lambda: applier.applied_index, self.wake,
-                                       lambda: self._stopping, self.request_timeout)
+                                       lambda: self._stopping, self.request_timeout,
+                                       ops=self.ops)
         self.apply_queue = ApplyQueue(self.id, applier, backend, metrics,
                                       opts.backend_batch_interval_ms / 1000.0,
                                       self._after_apply, self.fail, lambda: self._stopping,
@@ -119,6 +123,9 @@ class RaftDriver:
         self.ready_loop = ReadyLoop(self)
         if metrics is not None:
             self.storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
+            metrics.watch_storage(self.storage.wal, self.storage.snapshotter)
+            if isinstance(self.transport, PeerTransport):
+                PeerMetrics(self.id, self.transport, metrics.registry)
 
     # ------------------------------------------------------------------ the seam
 
@@ -329,6 +336,7 @@ class RaftDriver:
         self.proposals.expire(now, self.leadership.timeout_error)
         self.reads.on_tick(now)
         self.members.on_tick(now, self.leadership.lead)
+        self.ops.watch_followers(now, raw.status, self.opts.election_ms / 1000.0)
         self.ready_loop.wake()
 
     # ------------------------------------------------------------------ failures

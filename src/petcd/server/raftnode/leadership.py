@@ -114,9 +114,7 @@ class Leadership:
                 if metrics is not None:
                     metrics.leader_changes.inc()
                 d.members.maybe_publish(time.monotonic())
-                log.info("member %x: leader is %x (term %d)", d.id, ss.lead, d.raw.term)
-            else:
-                log.info("member %x: no leader (term %d)", d.id, d.raw.term)
+            d.ops.leader(self.lead, ss.lead, d.raw.term)
             old, self.lead = self.lead, ss.lead
             d.reads.on_leader_change(old, ss.lead)
         if metrics is not None:

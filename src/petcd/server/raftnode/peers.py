@@ -24,6 +24,7 @@ class Peers:
 
     def send(self, messages: list[Message]) -> None:
         d = self._d
+        d.ops.sent(messages)
         by_to: dict[int, list[bytes]] = {}
         for m in messages:
             if m.type == _SNAP:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from petcd import errors
 from petcd.errors import EtcdError
 from petcd.raft import RawNode, ReadIndexDropped, ReadState
+from petcd.server.ops_watch import OpsWatch
 
 READ_INDEX_RETRY = 0.5  # seconds before an unanswered ReadIndex is asked again, as etcd
 
@@ -39,7 +40,8 @@ class _ReadRound:
 class LinearizableReads:
     def __init__(self, raw: RawNode, applied_index: Callable[[], int],
                  wake: Callable[[], None], stopping: Callable[[], bool],
-                 timeout: float) -> None:
+                 timeout: float, ops: OpsWatch | None = None) -> None:
+        self._ops = ops  # etcd's warnings and counters for slow and failed rounds
         self._raw = raw
         self._applied_index = applied_index
         self._wake = wake
@@ -98,8 +100,12 @@ class LinearizableReads:
         rnd = self._round
         if rnd is not None and rnd.index < 0:
             if now >= rnd.deadline:
+                if self._ops is not None:
+                    self._ops.read_index_failed(self._timeout)
                 self._finish_round(errors.TIMEOUT)
             elif now >= rnd.retry_at:
+                if self._ops is not None:
+                    self._ops.read_index_slow(rnd.ctx, READ_INDEX_RETRY)
                 rnd.retry_at = now + READ_INDEX_RETRY
                 self._ask(rnd)
 

@@ -148,6 +148,7 @@ class Snapshots:
         """Apply a snapshot from the leader: everything before it is applied first, then
         the received backend file replaces ours (the member list comes with it)."""
         d = self._d
+        d.ops.snapshot_applying(index, d.applier.applied_index)
         await d.apply_queue.drain()
         await self._no_copies.wait()  # (a copy must not see the file swapped)
         snapshotter = d.storage.snapshotter
@@ -172,6 +173,5 @@ class Snapshots:
         d.members.sync_transport()
         snapshotter.release_snap_dbs(index)
         d.proposals.forget_upto(index)
-        log.info("installed the snapshot at index %d (backend at index %d)", index,
-                 applier.applied_index)
+        d.ops.snapshot_applied(index, applier.applied_index)
         d.reads.release(applier.applied_index)
