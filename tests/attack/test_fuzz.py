@@ -125,8 +125,8 @@ def _drive(chunks: list[bytes]) -> None:
             for _ in range(3):
                 await asyncio.sleep(0)  # handlers, pumps, next turns
             # what one connection holds stays bounded
-            assert 0 <= conn._held <= 256 * 1024
-            assert conn._stream_memory >= 0
+            assert 0 <= conn.h2.held <= 256 * 1024
+            assert conn.h2.stream_memory >= 0
             assert len(t.out) < 4 * 1024 * 1024
         conn.connection_lost(None)
         await asyncio.sleep(0)
