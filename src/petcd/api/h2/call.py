@@ -17,7 +17,7 @@ from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import Header
 from petcd.api.h2.registry import Method
 from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
-from petcd.api.h2.streams import H2Stream
+from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
 
 if TYPE_CHECKING:
     from petcd.api.h2.connection import H2Protocol
@@ -141,7 +141,7 @@ class Call:
 
     def _respond(self, payload: bytes) -> None:
         stream = self.h2
-        if stream.finished:
+        if stream.state >= HALF_CLOSED_LOCAL:  # the call has ended (reset, deadline)
             return
         max_send = self.conn.max_send_message
         if len(payload) > max_send:
@@ -175,7 +175,7 @@ class Call:
         if msgs is None:
             raise RuntimeError("read() on a call whose request is not a stream")
         while not msgs:
-            if stream.remote_closed or stream.finished:
+            if stream.state >= HALF_CLOSED_REMOTE:  # the request or the call ended
                 return _EOF
             waiter = self.reader = asyncio.get_running_loop().create_future()
             try:

@@ -232,7 +232,10 @@ class H2Protocol(asyncio.Protocol):
 
     def stream_closed(self, stream: H2Stream, cancelled: bool) -> None:
         call: Call | None = stream.call
-        if call is not None:
+        # (a unary call that ended normally has nothing left to release)
+        if call is not None and (cancelled or call.timer is not None or call.reader is not None
+                                 or call.drain_waiter is not None
+                                 or call._done_callbacks is not None):
             call.ended(cancelled)
 
     def writable(self, stream: H2Stream) -> None:

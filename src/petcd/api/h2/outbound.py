@@ -114,8 +114,10 @@ class Outbound:
         self.pump(stream)
 
     def end_stream(self, stream: H2Stream, trailers: bytes) -> None:
-        """Trailers (with END_STREAM) once the stream's queued data is sent."""
+        """Trailers (with END_STREAM) once the stream's queued data is sent: the call
+        has ended now (the state moves), the stream is forgotten once they are out."""
         stream.trailers = trailers
+        stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
         self.pump(stream)
 
     def trailers_only(self, stream: H2Stream, block: bytes) -> None:
@@ -158,7 +160,6 @@ class Outbound:
         if stream.trailers is not None:
             self.write(F.headers_frames(sid, stream.trailers, True, self.peer_max_frame))
             stream.trailers = None
-            stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
             self.stream_done(stream)
         elif not self.output_paused:
             self.events.writable(stream)
@@ -209,7 +210,7 @@ class Outbound:
             self.close_stream(stream, SEND_RST)
 
     def stream_done(self, stream: H2Stream) -> None:
-        """Our side of the stream is finished (END_STREAM written)."""
+        """Our END_STREAM is written (the state moved when it was queued)."""
         if stream.state is HALF_CLOSED_LOCAL:
             # Answered before the request ended: the client need not send the rest.
             self.write(F.rst_stream(stream.sid, F.NO_ERROR))

@@ -41,8 +41,8 @@ class RequestHead:
     request is malformed (answered with RST_STREAM PROTOCOL_ERROR), `rejected` when it
     is well-formed HTTP/2 but not a gRPC request we take (a Trailers-Only answer)."""
 
-    __slots__ = ("content_type", "encoding", "error", "method", "path", "rejected",
-                 "timeout", "timeout_seconds")
+    __slots__ = ("content_type", "encoding", "encoding_error", "error", "method", "path",
+                 "rejected", "timeout", "timeout_seconds")
 
     def __init__(self) -> None:
         self.path: str | None = None
@@ -51,6 +51,7 @@ class RequestHead:
         self.timeout: str | None = None
         self.timeout_seconds: float | None = None  # -1.0: malformed
         self.encoding: str | None = None
+        self.encoding_error: str | None = None  # grpc-go's words for an encoding we lack
         self.error: str | None = None
         self.rejected: tuple[grpc.StatusCode, str, int] | None = None
 
@@ -117,14 +118,10 @@ def _check_grpc(head: RequestHead) -> None:
     if head.timeout is not None:
         seconds = parse_timeout(head.timeout)
         head.timeout_seconds = -1.0 if seconds is None else seconds
-
-
-def encoding_error(head: RequestHead) -> str | None:
-    """grpc-go's words for a grpc-encoding we cannot decode (only identity)."""
     encoding = head.encoding
-    if encoding is None or encoding == "identity":
-        return None
-    return f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"'
+    if encoding is not None and encoding != "identity":
+        head.encoding_error = (
+            f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
 
 
 def _good_name(name: str) -> bool:

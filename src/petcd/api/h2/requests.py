@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 
@@ -17,9 +18,19 @@ from petcd.api.h2.events import Events
 from petcd.api.h2.hpack_codec import Block, Decoder, HeaderListTooLarge, HpackError
 from petcd.api.h2.outbound import Outbound
 from petcd.api.h2.registry import Registry
-from petcd.api.h2.request_head import RequestHead, encoding_error, parse_request_head
+from petcd.api.h2.request_head import RequestHead, parse_request_head
 from petcd.api.h2.status import trailers_only_block
-from petcd.api.h2.streams import CLOSED, RECV_END_STREAM, RECV_HEADERS, TABLE, H2Stream
+from petcd.api.h2.streams import (
+    CLOSED,
+    HALF_CLOSED_LOCAL,
+    HALF_CLOSED_REMOTE,
+    OPENED,
+    OPENED_ENDED,
+    RECV_DATA,
+    RECV_END_STREAM,
+    TABLE,
+    H2Stream,
+)
 
 _SC = grpc.StatusCode
 
@@ -64,7 +75,7 @@ class Requests(Outbound):
             if sid > self.last_sid:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we answered or reset: ignored
-        if stream.remote_closed:
+        if TABLE[stream.state][RECV_DATA] is None:  # remote closed
             self.credit_connection()
             raise F.StreamError(sid, F.STREAM_CLOSED, "DATA after END_STREAM")
         stream.recv_window -= size
@@ -73,15 +84,17 @@ class Requests(Outbound):
             raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window exceeded")
         if flags & F.PADDED:
             payload = F.unpad(payload)
-        if payload and not stream.finished:
+        if payload and stream.state < HALF_CLOSED_LOCAL:  # (the call has not ended)
             self.held += len(payload)
             self._feed(stream, payload)
-        self.credit_connection()
+        if self._recv_window <= self._cfg.connection_window >> 1:
+            self.credit_connection()
         if flags & F.END_STREAM:
-            # (allowed: the stream is not remote closed)
-            stream.state = TABLE[stream.state][RECV_END_STREAM]  # type: ignore[assignment]
-            self._request_ended(stream)
-        elif not stream.finished:
+            state = TABLE[stream.state][RECV_END_STREAM]
+            if state is not None:  # (None: answered and reset while its body was fed)
+                stream.state = state
+                self._request_ended(stream)
+        elif stream.state < HALF_CLOSED_LOCAL:
             self.credit(stream)
 
     def _feed(self, stream: H2Stream, payload: bytes) -> None:
@@ -132,8 +145,8 @@ class Requests(Outbound):
 
     def _request_ended(self, stream: H2Stream) -> None:
         """END_STREAM received (the state has moved)."""
-        if stream.finished:
-            if stream.state is CLOSED:
+        if stream.state >= HALF_CLOSED_LOCAL:  # the call has ended
+            if stream.state is CLOSED and not stream.output_queued:
                 self.forget(stream, False)
             return
         if stream.messages is not None:  # streaming request: the reader sees EOF
@@ -145,7 +158,8 @@ class Requests(Outbound):
         body = stream.rbuf
         stream.rbuf = b""
         self.held -= len(body)
-        self.credit_connection()
+        if self._recv_window <= self._cfg.connection_window >> 1:
+            self.credit_connection()
         if len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
             self.events.call_failed(stream, _SC.INTERNAL,
                                     "grpc: expected exactly one request message" if body else
@@ -166,7 +180,7 @@ class Requests(Outbound):
         """Give the client back stream window for what it sent that is not waiting
         in the message queue (calls that do not read hold the client back)."""
         window = self._cfg.initial_window
-        if stream.remote_closed or stream.recv_window > window >> 1:
+        if stream.state >= HALF_CLOSED_REMOTE or stream.recv_window > window >> 1:
             return
         give = window - stream.recv_window - stream.queued_bytes
         if give > 0:
@@ -264,10 +278,9 @@ class Requests(Outbound):
             self._reject(sid, end_stream, _SC.RESOURCE_EXHAUSTED,
                          "header list size exceeds the limit")
             return
-        head = blk.head
+        head = cast(RequestHead | None, blk.head)
         if head is None:
             head = blk.head = parse_request_head(blk.headers)
-        assert isinstance(head, RequestHead)
         if head.error is not None:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, head.error)
         self._open_stream(sid, end_stream, blk, head)
@@ -283,15 +296,12 @@ class Requests(Outbound):
             self._reject(sid, end_stream, _SC.UNIMPLEMENTED,
                          self._registry.unknown_message(head.path))
             return
-        bad_encoding = encoding_error(head)
-        if bad_encoding is not None:
-            self._reject(sid, end_stream, _SC.UNIMPLEMENTED, bad_encoding)
+        if head.encoding_error is not None:
+            self._reject(sid, end_stream, _SC.UNIMPLEMENTED, head.encoding_error)
             return
         cost = STREAM_BASE_COST + blk.size
-        stream = H2Stream(sid, blk.headers, self._cfg.initial_window, cost)
-        stream.state = TABLE[stream.state][RECV_HEADERS]  # type: ignore[assignment]
-        if end_stream:
-            stream.state = TABLE[stream.state][RECV_END_STREAM]  # type: ignore[assignment]
+        stream = H2Stream(sid, OPENED_ENDED if end_stream else OPENED,  # type: ignore[arg-type]
+                          blk.headers, self._cfg.initial_window, cost)
         if method.request_streaming:
             stream.messages = deque()
         self.streams[sid] = stream

@@ -12,10 +12,15 @@ from petcd.api.h2.hpack_codec import Header
 
 
 class State(enum.IntEnum):
+    """RFC 9113 5.1's states. Our side's END_STREAM moves the state when it is queued
+    (its trailers may still wait in `pending`/`trailers` for flow control), so the
+    order matters: `state >= HALF_CLOSED_LOCAL` is "the call has ended", `state >=
+    HALF_CLOSED_REMOTE` "no more request frames, or no one to read them"."""
+
     IDLE = 0
     OPEN = 1
     HALF_CLOSED_REMOTE = 2  # the client sent END_STREAM; we may still answer
-    HALF_CLOSED_LOCAL = 3  # we sent END_STREAM (trailers); the client may still send
+    HALF_CLOSED_LOCAL = 3  # we ended the call (END_STREAM queued); the client may send
     CLOSED = 4
 
 
@@ -63,6 +68,12 @@ TABLE: tuple[tuple[State | None, ...], ...] = tuple(
     tuple(TRANSITIONS.get((s, i)) for i in Input) for s in State)
 
 
+# A new stream's state after its request HEADERS (without and with END_STREAM).
+OPENED = TABLE[IDLE][RECV_HEADERS]
+OPENED_ENDED = TABLE[TABLE[IDLE][RECV_HEADERS] or IDLE][RECV_END_STREAM]
+assert OPENED is not None and OPENED_ENDED is not None
+
+
 class StreamStateError(Exception):
     """An input the stream's state does not allow."""
 
@@ -100,9 +111,10 @@ class H2Stream:
         "trailers",
     )
 
-    def __init__(self, sid: int, headers: list[Header], recv_window: int, cost: int) -> None:
+    def __init__(self, sid: int, state: State, headers: list[Header], recv_window: int,
+                 cost: int) -> None:
         self.sid = sid
-        self.state = IDLE  # the connection moves it with RECV_HEADERS
+        self.state = state  # OPENED or OPENED_ENDED: its request headers arrived
         self.headers = headers
         self.recv_window = recv_window  # what the client may still send us
         # What we may still send it, relative to the client's SETTINGS_INITIAL_WINDOW_SIZE
@@ -129,6 +141,11 @@ class H2Stream:
 
     @property
     def finished(self) -> bool:
-        """Our side is over or ending: trailers sent or queued behind data, or reset."""
-        s = self.state
-        return s is CLOSED or s is HALF_CLOSED_LOCAL or self.trailers is not None
+        """The call has ended (END_STREAM queued or sent, or reset). Hot paths inline
+        it as `state >= HALF_CLOSED_LOCAL`."""
+        return self.state >= HALF_CLOSED_LOCAL
+
+    @property
+    def output_queued(self) -> bool:
+        """Data or trailers still wait for flow control."""
+        return bool(self.pending) or self.trailers is not None
