@@ -116,6 +116,7 @@ class Requests(Outbound):
                     self.events.call_failed(stream, _SC.INTERNAL,
                                             "grpc: expected exactly one request message")
             return
+        queued = False
         while len(rbuf) >= 5:
             size = int.from_bytes(rbuf[1:5], "big")
             if size > limit:
@@ -131,8 +132,10 @@ class Requests(Outbound):
             msgs.append(bytes(rbuf[5:5 + size]))
             stream.queued_bytes += 5 + size
             rbuf = rbuf[5 + size:]
+            queued = True
         stream.rbuf = rbuf
-        self.events.messages_ready(stream)
+        if queued:
+            self.events.messages_ready(stream)
 
     def _too_large(self, stream: H2Stream, size: int) -> None:
         self.events.call_failed(stream, _SC.RESOURCE_EXHAUSTED,
