@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 
+from petcd.api.h2.admission import ConnectionLimit
 from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.registry import Registry
@@ -27,7 +28,9 @@ class GrpcServer:
         self.registry = Registry()
         self.draining = False
         self._connections: set[H2Protocol] = set()
-        self.accepted = 0  # open connections, HTTP/1.1 ones handed off included
+        # Open connections, HTTP/1.1 ones handed off included; a member shares it with
+        # its separate HTTP listener (limit.gate).
+        self.limit = ConnectionLimit(self.config.max_connections)
         self._idle: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
 
@@ -48,14 +51,14 @@ class GrpcServer:
     # -- called by connections
     def admit(self) -> bool:
         """A connection was accepted: may it stay (max_connections)?"""
-        limit = self.config.max_connections
-        if limit and self.accepted >= limit:
-            return False
-        self.accepted += 1
-        return True
+        return self.limit.admit()
 
     def release(self) -> None:
-        self.accepted -= 1
+        self.limit.release()
+
+    @property
+    def accepted(self) -> int:
+        return self.limit.open
 
     def connection_opened(self, conn: H2Protocol) -> None:
         self._connections.add(conn)
