@@ -340,3 +340,17 @@ def test_connection_errors_cancel_calls() -> None:
     out = frames_of(conn.data_to_send())
     assert out[-1][0] == F.GOAWAY and out[-1][3][4:8] == F.PROTOCOL_ERROR.to_bytes(4, "big")
     assert ("closed", 1, True) in rec.events and rec.kinds()[-1] == "ended"
+
+
+def test_header_bytes_count_against_the_frame_budget() -> None:
+    """HPACK decoding costs per byte: 12 KiB header blocks use up a call's budget in
+    far fewer frames than small ones."""
+    conn, _, _ = setup()
+    enc = hpack.Encoder()
+    frames = b"".join(request(enc, 1 + 2 * i, body=None,
+                              extra=[("x-meta", f"{i}" + "y" * 12000)])
+                      for i in range(FRAMES_PER_CALL // 2))
+    assert conn.receive_data(frames)  # left over although fewer frames than the budget
+    while conn.receive_data(b""):
+        pass
+    assert conn.last_sid == 1 + 2 * (FRAMES_PER_CALL // 2 - 1)

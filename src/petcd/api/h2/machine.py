@@ -32,7 +32,9 @@ __all__ = ["FRAMES_PER_CALL", "Events", "H2Connection"]
 
 log = logging.getLogger("petcd.h2")
 
-FRAMES_PER_CALL = 128  # frames handled per receive_data call (the caller's turn)
+# Frames handled per receive_data call (the caller's turn); each 4 KiB of a header
+# block counts as one more.
+FRAMES_PER_CALL = 128
 
 
 class H2Connection(Requests):
@@ -104,7 +106,7 @@ class H2Connection(Requests):
         unpack = F.HEADER.unpack_from
         budget = FRAMES_PER_CALL
         while n - pos >= 9:
-            if not budget or self.closed:
+            if budget <= 0 or self.closed:
                 self._need = 9  # the caller sees that complete frames are left
                 return pos
             budget -= 1
@@ -119,6 +121,9 @@ class H2Connection(Requests):
             payload = data[pos + 9:end]
             pos = end
             sid &= 0x7FFFFFFF
+            if ftype == F.HEADERS or ftype == F.CONTINUATION:
+                # HPACK decoding costs per byte: each 4 KiB of a block counts as a frame
+                budget -= length >> 12
             if self._cont is not None and ftype != F.CONTINUATION:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "expected CONTINUATION")
             if not self.settings_seen and ftype != F.SETTINGS:
