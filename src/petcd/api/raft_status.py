@@ -139,6 +139,11 @@ def summarize(e: Entry) -> str:
         return f"lease revoke id={req.lease_revoke.ID:x}"
     if kind == "lease_checkpoint":
         return f"lease checkpoint ({len(req.lease_checkpoint.checkpoints)} leases)"
+    if kind == "v2":
+        v2 = req.v2
+        if v2.method == "SYNC":
+            return "v2 expire TTL keys due"
+        return f"v2 {v2.method} key={_key(v2.path[2:] or b'/')} ({len(v2.val)} bytes)"
     if kind is None:
         return f"unknown request ({len(e.data)} bytes)"
     return str(kind).replace("_", " ")  # alarms, auth: the kind only (never a password)

@@ -35,6 +35,7 @@ from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.observe import Observability
 from petcd.api.quota import QuotaKVService
+from petcd.api.v2http import V2Http
 from petcd.api.watch import WatchService
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED, TLS_SCHEMES, client_tls
 from petcd.server.concurrency import Access, Recipes
@@ -116,6 +117,9 @@ class ClientServer:
         self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
                             cors=opts.cors, host_whitelist=opts.host_whitelist,
                             tls=all(u.startswith(TLS_SCHEMES) for u in http_urls))
+        if opts.enable_v2:
+            v2 = V2Http(self.node)
+            self.http.add_route(v2.serves, v2.handle)
         self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
                                         extensive=opts.metrics == "extensive",
             slow_request=opts.warning_unary_request_duration)

@@ -183,6 +183,7 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         auth_token_ttl=float(cast(int, cfg.values["auth-token-ttl"])),
         bcrypt_cost=cast(int, cfg.values["bcrypt-cost"]),
         enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
+        enable_v2=bool(cfg.values["enable-v2"]),
         cors=_strings(cfg.values["cors"]),
         host_whitelist=_strings(cfg.values["host-whitelist"]),
         metrics=_metrics_level(cfg.values["metrics"]),

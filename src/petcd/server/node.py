@@ -45,6 +45,7 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raftnode import RaftDriver
+from petcd.server.v2 import V2Keys
 from petcd.transport import PeerTransport
 
 log = logging.getLogger("petcd.server")
@@ -110,6 +111,9 @@ class Node:
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
         self._init_auth(opts)
+        # The v2 store is applied on every member; only --enable-v2 serves its API.
+        self.v2 = V2Keys(self.backend, self._applier.register, lambda: self._log.is_leader,
+                         self.propose)
         member_metrics.register(self, self.metrics.registry)
         self.backend.restore_hooks.append(self._reload_after_restore)
 
@@ -122,6 +126,7 @@ class Node:
         self.lessor.recover(self.store)  # leases and the keys attached to them
         self.auth.load()  # users, roles, whether auth is on
         self.maintenance.alarms.reload()  # alarms, then the write gates they set
+        self.v2.load()  # the v2 keys tree, its index and history
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -175,6 +180,7 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        self.v2.start()
         if self.compactor is not None:
             self.compactor.start()
         if self.corruption is not None:
@@ -193,6 +199,7 @@ class Node:
         if self.compactor is not None:
             await self.compactor.stop()
         await self.leases.stop()
+        await self.v2.stop()
         await self._log.stop()
         self.maintenance.close()
         self.backend.close()
