@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev chromium patroni postgresql python3-etcd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test soak lint typecheck check proto bench apt venv clean
+.PHONY: run test soak fuzz lint typecheck check proto bench apt venv clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
@@ -45,6 +45,12 @@ test: apt $(STAMP)
 
 soak: apt $(STAMP)
 	$(VENV)/bin/pytest -m slow $(PYTEST_ARGS)
+
+# atheris (libFuzzer) on the sans-IO HTTP/2 connection; FUZZ_RUNS inputs
+FUZZ_RUNS ?= 500000
+fuzz: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[fuzz]'
+	$(VENV)/bin/python tests/fuzz/atheris_h2.py -runs=$(FUZZ_RUNS) -max_len=4096
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

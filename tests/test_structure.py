@@ -47,8 +47,6 @@ RAFT_FORBIDDEN = {"asyncio", "socket", "ssl", "os", "io", "time", "threading", "
 MAX_LINES = 500
 # Modules allowed past MAX_LINES, each with its reason.
 OVERSIZE = {
-    # being made a sans-IO connection by the HTTP/2 helper (issue 17)
-    "api/h2/connection.py",
     # the MVCC store and its LMDB backend: owned by the write-path performance work
     "mvcc/kvstore.py",
     "mvcc/backend.py",

@@ -52,7 +52,7 @@ def _install() -> None:
     _wrap(ReadyLoop, "_hand_out", "hand_out", None)
     _wrap(ApplyQueue, "_apply_batch", "apply_start", "apply_end")
     _wrap(RaftDriver, "_after_apply", None, "answered")
-    _wrap(H2Protocol, "_flush", "sent", None, lambda self: bool(self._out))
+    _wrap(H2Protocol, "_flush", "sent", None, lambda self: bool(self.h2.out))
     try:
         from petcd.mvcc.backend import Backend
         _wrap(Backend, "commit", "commit_start", "commit_end",

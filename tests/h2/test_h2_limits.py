@@ -14,7 +14,9 @@ from h2_service import handlers
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
 from petcd.api.h2.budgets import MAX_PING_STRIKES, PingPolicy, TokenBucket
-from petcd.api.h2.connection import _FRAMES_PER_TURN, _PUMP_BATCH, H2Protocol
+from petcd.api.h2.connection import H2Protocol
+from petcd.api.h2.machine import FRAMES_PER_CALL as _FRAMES_PER_TURN
+from petcd.api.h2.outbound import PUMP_BATCH as _PUMP_BATCH
 
 
 class FakeTransport(asyncio.Transport):
@@ -199,13 +201,13 @@ def test_settings_wake_blocked_streams_in_batches() -> None:
         for i in range(n):
             conn.data_received(echo_call(enc, 1 + 2 * i))
         await turns(5)
-        assert len(conn._window_blocked) == n and len(conn.streams) == n
+        assert len(conn.h2.window_blocked) == n and len(conn.h2.streams) == n
         conn.data_received(F.settings_frame({F.SETTINGS_INITIAL_WINDOW_SIZE: 65535}))
-        assert len(conn.streams) == n  # nothing pumped inside the frame's handling
+        assert len(conn.h2.streams) == n  # nothing pumped inside the frame's handling
         await turns(1)
-        assert len(conn.streams) == n - _PUMP_BATCH
+        assert len(conn.h2.streams) == n - _PUMP_BATCH
         await turns(5)
-        assert not conn.streams and not conn._window_blocked
+        assert not conn.h2.streams and not conn.h2.window_blocked
         assert sum(f[0] == F.DATA for f in tr.frames()) == n
     run(t)
 
@@ -218,10 +220,10 @@ def test_connection_window_update_wakes_streams_in_order() -> None:
         for i in range(4):  # 4 x 60 KB answers: the 64 KB connection window runs out
             conn.data_received(echo_call(enc, 1 + 2 * i, big))
         await turns(5)
-        assert len(conn._conn_blocked) >= 1
+        assert len(conn.h2.conn_blocked) >= 1
         conn.data_received(F.window_update(0, 1 << 20))
         await turns(5)
-        assert not conn.streams
+        assert not conn.h2.streams
     run(t)
 
 
@@ -248,6 +250,6 @@ def test_held_request_bytes_bounded_by_the_connection_window() -> None:
                 conn.data_received(F.frame(F.DATA, 0, sid, chunk))
                 sent += len(chunk)
             await turns(2)
-        assert conn._held <= cw
+        assert conn.h2.held <= cw
         conn.connection_lost(None)
     run(t)

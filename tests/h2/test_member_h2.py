@@ -79,6 +79,9 @@ def test_sigterm_lets_calls_in_flight_finish(tmp_path_factory: pytest.TempPathFa
             put = ch.unary_unary("/etcdserverpb.KV/Put")
             reqs = [rpc.PutRequest(key=b"s%d" % i, value=b"v").SerializeToString()
                     for i in range(300)]
+            # connected first: else SIGTERM can close the listener before the channel's
+            # lazy connect, and no call is ever in flight (all UNAVAILABLE)
+            put(reqs[0], timeout=10)
 
             def call(req: bytes) -> str:
                 try:

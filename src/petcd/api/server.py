@@ -25,6 +25,8 @@ from petcd.api.election import ElectionService
 from petcd.api.gateway import Gateway
 from petcd.api.grpc_metrics import GrpcMetrics
 from petcd.api.h2 import GrpcServer, ServerConfig
+from petcd.api.h2.admission import ConnectionLimit
+from petcd.api.h2.budgets import MAX_PING_STRIKES
 from petcd.api.h2.registry import Registry
 from petcd.api.http import HttpApp, HttpProtocol
 from petcd.api.lease import LeaseService
@@ -47,20 +49,35 @@ log = logging.getLogger("petcd.api")
 # too large reach its own check and get "etcdserver: request is too large".
 GRPC_OVERHEAD_BYTES = 512 * 1024
 _INT32_MAX = 2**31 - 1
+MAX_HEADER_LIST_SIZE = 64 * 1024  # both gRPC servers' header list bound
 # A client that has not finished its TLS handshake by then is dropped (it holds a socket).
 TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
+# The grpcio fallback (--experimental-grpc-server=grpcio) has no per-connection stream
+# memory budget as api/h2 has (4 MiB, ~1800 small streams): it gets a stream count of
+# about the same size instead (or --max-concurrent-streams if lower).
+GRPCIO_MAX_STREAMS = 2048
+
+
 def grpc_options(opts: ServerOptions) -> list[tuple[str, int]]:
+    """grpc.aio's settings: the same bounds api/h2 keeps where grpc core has a knob
+    (message size, header list size, streams, handshake timeout, connections, grpc-go's
+    ping policy: 2 strikes, then GOAWAY too_many_pings)."""
     o = [
         ("grpc.max_receive_message_length", opts.max_request_bytes + GRPC_OVERHEAD_BYTES),
         ("grpc.max_send_message_length", _INT32_MAX),
-        ("grpc.max_concurrent_streams", min(opts.max_concurrent_streams, _INT32_MAX)),
+        ("grpc.max_concurrent_streams", min(opts.max_concurrent_streams, GRPCIO_MAX_STREAMS)),
+        ("grpc.max_metadata_size", MAX_HEADER_LIST_SIZE),
         ("grpc.so_reuseport", int(opts.socket_reuse_port)),
         ("grpc.http2.min_recv_ping_interval_without_data_ms",
          int(opts.grpc_keepalive_min_time * 1000)),
-        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.server_handshake_timeout_ms", int(opts.client_handshake_timeout * 1000)),
     ]
+    if opts.max_client_connections > 0:
+        o.append(("grpc.max_allowed_incoming_connections", opts.max_client_connections))
     if opts.grpc_keepalive_interval > 0:
         o.append(("grpc.keepalive_time_ms", int(opts.grpc_keepalive_interval * 1000)))
     if opts.grpc_keepalive_timeout > 0:
@@ -147,12 +164,15 @@ class ClientServer:
         server = grpc.aio.server(options=grpc_options(opts))
         server.add_generic_rpc_handlers(handlers)
         self._grpc = server
+        # Connections the Python side accepts (the mux, HTTP) are counted here; a port
+        # grpc binds itself has grpc.max_allowed_incoming_connections.
+        limit = ConnectionLimit(opts.max_client_connections)
         if opts.listen_client_http_urls:
             # gRPC owns the client URLs outright; HTTP gets its own.
             for url in opts.listen_client_urls:
                 self._bind_grpc(server, url)
             for url in opts.listen_client_http_urls:
-                self._listeners.append(await self._listen(url, http_factory))
+                self._listeners.append(await self._listen(url, limit.gate(http_factory)))
             await server.start()
         else:
             path = f"petcd-{os.getpid()}-{secrets.token_hex(6)}"
@@ -160,9 +180,10 @@ class ClientServer:
                 raise OSError(f"cannot bind the internal gRPC socket {path}")
             await server.start()
             sock_path = "\0" + path  # Linux abstract namespace: nothing on disk to clean up
+            mux = limit.gate(lambda: MuxProtocol(sock_path, http_factory,
+                                                 opts.client_handshake_timeout))
             for url in opts.listen_client_urls:
-                self._listeners.append(await self._listen(
-                    url, lambda: MuxProtocol(sock_path, http_factory)))
+                self._listeners.append(await self._listen(url, mux))
         await self._listen_metrics()
         log.info("ready to serve client requests on %s", ", ".join(opts.listen_client_urls))
 
@@ -189,14 +210,15 @@ class ClientServer:
             keepalive_timeout=opts.grpc_keepalive_timeout,
             keepalive_min_time=opts.grpc_keepalive_min_time,
             handshake_timeout=opts.client_handshake_timeout,
+            max_header_list_size=MAX_HEADER_LIST_SIZE,
             max_connections=opts.max_client_connections),
             http_factory=None if separate_http else http_factory)
         server.add_generic_rpc_handlers(handlers)
         self._h2 = server
         for url in opts.listen_client_urls:
             self._listeners.append(await self._listen(url, server.protocol_factory))
-        for url in opts.listen_client_http_urls:
-            self._listeners.append(await self._listen(url, http_factory))
+        for url in opts.listen_client_http_urls:  # counted with the gRPC connections
+            self._listeners.append(await self._listen(url, server.limit.gate(http_factory)))
         await self._listen_metrics()
         log.info("ready to serve client requests on %s (gRPC server: h2)",
                  ", ".join(opts.listen_client_urls))

@@ -2,7 +2,8 @@
 the same grpc.GenericRpcHandler objects as grpc.aio, with HTTP/1.1 on the same
 listener. See docs/ARCHITECTURE.md ("gRPC server") for why it exists."""
 
+from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.context import ServerContext
-from petcd.api.h2.server import GrpcServer, ServerConfig
+from petcd.api.h2.server import GrpcServer
 
 __all__ = ["GrpcServer", "ServerConfig", "ServerContext"]

@@ -14,7 +14,7 @@ import grpc.aio
 from petcd.tls.gate import peer_identity_key
 
 if TYPE_CHECKING:
-    from petcd.api.h2.stream import Stream
+    from petcd.api.h2.call import Call as Stream
 
 _OK = grpc.StatusCode.OK
 _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",

@@ -115,3 +115,12 @@ def headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: in
         parts.append(frame(CONTINUATION, END_HEADERS if last else 0, stream_id,
                            block[i:i + max_frame]))
     return b"".join(parts)
+
+
+def unpad(payload: bytes) -> bytes:
+    if not payload:
+        raise H2ConnectionError(PROTOCOL_ERROR, "padded frame without pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise H2ConnectionError(PROTOCOL_ERROR, "padding exceeds the frame")
+    return payload[1:len(payload) - pad]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import grpc
+
 from petcd.api.h2.hpack_codec import Header
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -36,17 +38,22 @@ def parse_timeout(value: str) -> float | None:
 
 class RequestHead:
     """What a gRPC server needs from a request's headers; `error` is set when the
-    request is malformed (answered with RST_STREAM PROTOCOL_ERROR)."""
+    request is malformed (answered with RST_STREAM PROTOCOL_ERROR), `rejected` when it
+    is well-formed HTTP/2 but not a gRPC request we take (a Trailers-Only answer)."""
 
-    __slots__ = ("content_type", "encoding", "error", "method", "path", "timeout")
+    __slots__ = ("content_type", "encoding", "encoding_error", "error", "method", "path",
+                 "rejected", "timeout", "timeout_seconds")
 
     def __init__(self) -> None:
         self.path: str | None = None
         self.method: str | None = None
         self.content_type: str | None = None
         self.timeout: str | None = None
+        self.timeout_seconds: float | None = None  # -1.0: malformed
         self.encoding: str | None = None
+        self.encoding_error: str | None = None  # grpc-go's words for an encoding we lack
         self.error: str | None = None
+        self.rejected: tuple[grpc.StatusCode, str, int] | None = None
 
 
 def parse_request_head(headers: list[Header]) -> RequestHead:
@@ -92,7 +99,29 @@ def parse_request_head(headers: list[Header]) -> RequestHead:
         head.error = "invalid header value"
     elif not head.path or head.method is None or not scheme:
         head.error = "missing :path, :method or :scheme"
+    else:
+        _check_grpc(head)
     return head
+
+
+def _check_grpc(head: RequestHead) -> None:
+    """gRPC's request rules (grpc-go's answers): POST, an application/grpc content-type,
+    a well-formed grpc-timeout (checked once the method is known: -1.0 if malformed)."""
+    if head.method != "POST":
+        head.rejected = (grpc.StatusCode.INTERNAL, f"invalid method {head.method!r}", 405)
+        return
+    ctype = head.content_type
+    if ctype is None or not ctype.startswith("application/grpc"):
+        head.rejected = (grpc.StatusCode.INTERNAL,
+                         f"invalid gRPC request content-type {ctype!r}", 415)
+        return
+    if head.timeout is not None:
+        seconds = parse_timeout(head.timeout)
+        head.timeout_seconds = -1.0 if seconds is None else seconds
+    encoding = head.encoding
+    if encoding is not None and encoding != "identity":
+        head.encoding_error = (
+            f'grpc: Decompressor is not installed for grpc-encoding "{encoding}"')
 
 
 def _good_name(name: str) -> bool:

@@ -6,42 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from petcd.api.h2.admission import ConnectionLimit
+from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.registry import Registry
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    max_receive_message: int = 4 * 1024 * 1024  # grpc's default
-    max_send_message: int = 2**31 - 1
-    max_concurrent_streams: int = 2**31 - 1
-    initial_window: int = 1 << 20  # per stream, what a client may send before we read
-    connection_window: int = 16 << 20
-    max_header_list_size: int = 64 * 1024
-    # Abuse bounds (docs/ARCHITECTURE.md lists them): a client must finish the preface
-    # and its SETTINGS within handshake_timeout; pings sooner than keepalive_min_time
-    # (--grpc-keepalive-min-time) count as strikes, as grpc-go counts them; streams the
-    # client resets (or we refuse) spend a token bucket, and so do SETTINGS frames
-    # (each needs an ACK); open streams are charged
-    # STREAM_BASE_COST + their header list size against stream_memory; at most
-    # max_connections connections are open at once (0: no limit).
-    handshake_timeout: float = 10.0
-    keepalive_min_time: float = 5.0
-    reset_burst: int = 1000
-    reset_rate: float = 100.0
-    settings_burst: int = 1000
-    settings_rate: float = 100.0
-    stream_memory: int = 4 * 1024 * 1024
-    max_connections: int = 0
-    # Server pings (--grpc-keepalive-interval/-timeout): a connection whose client does
-    # not answer a ping within keepalive_timeout is closed. 0 disables.
-    keepalive_interval: float = 0.0
-    keepalive_timeout: float = 20.0
 
 
 class GrpcServer:
@@ -56,7 +28,9 @@ class GrpcServer:
         self.registry = Registry()
         self.draining = False
         self._connections: set[H2Protocol] = set()
-        self.accepted = 0  # open connections, HTTP/1.1 ones handed off included
+        # Open connections, HTTP/1.1 ones handed off included; a member shares it with
+        # its separate HTTP listener (limit.gate).
+        self.limit = ConnectionLimit(self.config.max_connections)
         self._idle: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
 
@@ -77,14 +51,14 @@ class GrpcServer:
     # -- called by connections
     def admit(self) -> bool:
         """A connection was accepted: may it stay (max_connections)?"""
-        limit = self.config.max_connections
-        if limit and self.accepted >= limit:
-            return False
-        self.accepted += 1
-        return True
+        return self.limit.admit()
 
     def release(self) -> None:
-        self.accepted -= 1
+        self.limit.release()
+
+    @property
+    def accepted(self) -> int:
+        return self.limit.open
 
     def connection_opened(self, conn: H2Protocol) -> None:
         self._connections.add(conn)

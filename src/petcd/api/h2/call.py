@@ -1,0 +1,294 @@
+"""One gRPC call on its HTTP/2 stream, the asyncio side: what the handler sees (read,
+write, status), the task that runs it, its deadline timer and waiters. The stream's
+HTTP/2 state is the sans-IO connection's (streams.H2Stream, `h2`)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+
+from petcd.api.h2.context import ServerContext
+from petcd.api.h2.hpack_codec import Header
+from petcd.api.h2.registry import Method
+from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
+from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
+
+if TYPE_CHECKING:
+    from petcd.api.h2.connection import H2Protocol
+    from petcd.api.h2.machine import H2Connection
+
+log = logging.getLogger("petcd.h2")
+
+_AbortError = grpc.aio.AbortError
+_EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
+_SC = grpc.StatusCode
+_OK = _SC.OK
+_CancelledError = asyncio.CancelledError
+
+
+class Call:
+    """One gRPC call (ServerContext's `_stream`)."""
+
+    __slots__ = (
+        "_done_callbacks",
+        "cancelled",
+        "conn",
+        "context",
+        "deadline",
+        "drain_waiter",
+        "h2",
+        "machine",
+        "method",
+        "reader",
+        "task",
+        "timer",
+    )
+
+    def __init__(self, conn: H2Protocol, stream: H2Stream, method: Method) -> None:
+        self.conn = conn
+        self.machine: H2Connection = conn.h2
+        self.h2 = stream
+        self.method = method
+        self.cancelled = False
+        self.reader: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None
+        self.context: ServerContext | None = None
+        self._done_callbacks: list[Callable[[], None]] | None = None
+
+    # -- what ServerContext reads
+    @property
+    def headers(self) -> list[Header]:
+        return self.h2.headers
+
+    @property
+    def path(self) -> str:
+        return self.method.path
+
+    @property
+    def closed(self) -> bool:
+        """The call is over: no more output from the handler."""
+        return self.h2.finished
+
+    def time_remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - asyncio.get_running_loop().time())
+
+    def add_done_callback(self, fn: Callable[[], None]) -> None:
+        if self.h2.finished:
+            fn()
+            return
+        if self._done_callbacks is None:
+            self._done_callbacks = []
+        self._done_callbacks.append(fn)
+
+    # -- the end (from the connection's stream_closed)
+    def ended(self, cancelled: bool) -> None:
+        if cancelled:
+            self.cancelled = True
+            task = self.task
+            if task is not None and not task.done():
+                task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        _wake(self.reader)
+        _wake(self.drain_waiter)
+        callbacks, self._done_callbacks = self._done_callbacks, None
+        for fn in callbacks or ():
+            try:
+                fn()
+            except Exception:
+                log.exception("gRPC done callback failed")
+
+    # -- status
+    def finish(self, code: grpc.StatusCode, message: str) -> None:
+        """End the call with a status: trailers after any queued data, or Trailers-Only."""
+        stream = self.h2
+        if stream.finished:
+            return
+        ctx = self.context
+        trailing = metadata_block(ctx._trailing) if ctx is not None and ctx._trailing else b""
+        machine = self.machine
+        machine.pings.data_sent = True
+        if not stream.headers_sent:
+            machine.trailers_only(stream, trailers_only_block(code, message, trailing))
+        else:
+            machine.end_stream(stream, status_block(code, message, trailing))
+
+    def abort(self, code: grpc.StatusCode, message: str) -> None:
+        """End the call from the transport side (limits, deadline): status, handler
+        cancelled."""
+        self.finish(code, message)
+        self.cancelled = True
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def expire(self) -> None:
+        self.timer = None
+        if not self.h2.finished:
+            self.abort(_SC.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+    def _respond(self, payload: bytes) -> None:
+        stream = self.h2
+        if stream.state >= HALF_CLOSED_LOCAL:  # the call has ended (reset, deadline)
+            return
+        max_send = self.conn.max_send_message
+        if len(payload) > max_send:
+            self.finish(_SC.RESOURCE_EXHAUSTED,
+                        f"grpc: trying to send message larger than max ({len(payload)} vs. "
+                        f"{max_send})")
+            return
+        ctx = self.context
+        if ((ctx is not None and (ctx._trailing or ctx.initial_metadata))
+                or not self.machine.send_unary(stream, payload)):
+            self._send(payload)
+            self.finish(_OK, "")
+
+    def _send(self, payload: bytes) -> None:
+        stream = self.h2
+        if not stream.headers_sent:
+            self.send_headers()
+        self.machine.send_message(stream, payload)
+
+    # -- handler side
+    def send_headers(self) -> None:
+        stream = self.h2
+        if not stream.headers_sent and not stream.finished:
+            ctx = self.context
+            md = ctx.initial_metadata if ctx is not None else ()
+            self.machine.send_headers(stream, metadata_block(md) if md else b"")
+
+    async def read(self) -> Any:
+        stream = self.h2
+        msgs = stream.messages
+        if msgs is None:
+            raise RuntimeError("read() on a call whose request is not a stream")
+        while not msgs:
+            if stream.state >= HALF_CLOSED_REMOTE:  # the request or the call ended
+                return _EOF
+            waiter = self.reader = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self.reader = None
+        raw = msgs.popleft()
+        stream.queued_bytes -= len(raw) + 5
+        self.machine.consumed(stream, len(raw) + 5)
+        d = self.method.deserialize
+        return raw if d is None else d(raw)
+
+    async def requests(self) -> AsyncIterator[Any]:
+        while True:
+            msg = await self.read()
+            if msg is _EOF:
+                return
+            yield msg
+
+    async def write(self, message: Any) -> None:
+        stream = self.h2
+        if stream.finished:
+            raise _CancelledError() if self.cancelled else RuntimeError("the call is over")
+        s = self.method.serialize
+        self._send(message if s is None else s(message))
+        if stream.pending or self.machine.output_paused:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait until the client's windows took the queued output and the transport
+        is not backed up (a slow reader holds its writer back)."""
+        stream = self.h2
+        machine = self.machine
+        while (stream.pending or machine.output_paused) and not stream.finished:
+            waiter = self.drain_waiter = asyncio.get_running_loop().create_future()
+            if not stream.pending:
+                self.conn.drain_waiting.add(self)
+            try:
+                await waiter
+            finally:
+                self.drain_waiter = None
+                self.conn.drain_waiting.discard(self)
+        if self.cancelled:
+            raise _CancelledError()
+
+    # -- call runners (one task per call)
+    async def run_unary_request(self, request: bytes) -> None:
+        m = self.method
+        ctx = self.context = ServerContext(self)
+        try:
+            req = request if m.deserialize is None else m.deserialize(request)
+            if m.response_streaming:
+                await self._stream_responses(m.fn(req, ctx))
+                self.finish(ctx._code, ctx._details)
+                return
+            resp = await m.fn(req, ctx)
+        except _AbortError:
+            self.finish(ctx._code, ctx._details)
+            return
+        except _CancelledError:
+            if self.h2.finished:  # reset by the client, deadline, shutdown: nothing to answer
+                return
+            raise
+        except Exception as e:
+            self._failed(e)
+            return
+        if ctx._code is not _OK:
+            self.finish(ctx._code, ctx._details)
+        elif resp is None:
+            self.finish(_SC.INTERNAL, "handler returned no response")
+        else:
+            s = m.serialize
+            self._respond(resp if s is None else s(resp))
+
+    async def run_stream_request(self) -> None:
+        m = self.method
+        ctx = self.context = ServerContext(self)
+        try:
+            if m.response_streaming:
+                await self._stream_responses(m.fn(self.requests(), ctx))
+                self.finish(ctx._code, ctx._details)
+                return
+            resp = await m.fn(self.requests(), ctx)
+        except _AbortError:
+            self.finish(ctx._code, ctx._details)
+            return
+        except _CancelledError:
+            if self.h2.finished:
+                return
+            raise
+        except Exception as e:
+            self._failed(e)
+            return
+        if ctx._code is not _OK or resp is None:
+            self.finish(ctx._code, ctx._details)
+        else:
+            s = m.serialize
+            self._respond(resp if s is None else s(resp))
+
+    async def _stream_responses(self, result: Any) -> None:
+        if inspect.isasyncgen(result):
+            async for resp in result:
+                await self.write(resp)
+        elif inspect.isawaitable(result):
+            await result  # writes through context.write()
+        elif result is not None:
+            raise TypeError(f"streaming handler returned {type(result).__name__}")
+
+    def _failed(self, e: Exception) -> None:
+        log.error("gRPC handler for %s failed", self.path, exc_info=e)
+        self.finish(_SC.UNKNOWN, f"Unexpected {type(e)}: {e}")
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
