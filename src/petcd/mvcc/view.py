@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -139,25 +139,39 @@ class KVView:
         rev: int = 0,
         limit: int = 0,
         count_only: bool = False,
+        sink: Callable[[bytes], object] | None = None,
     ) -> RangeResult:
         """Keys in [key, end) at revision `rev` (0: this view's revision).
 
         end=None reads the single `key`; end=b"" means no upper bound. `limit`
         caps the records returned (0: all), never `count`; with `count_only`
         no records are returned. Raises FUTURE_REV / COMPACTED for a revision
-        above the view's or below the compacted one.
+        above the view's or below the compacted one. With `sink`, each record is
+        handed to it as it is read instead of collected (the result's `kvs` stays
+        empty): a large range then holds nothing per key but what the sink keeps.
         """
         at = self._check_rev(rev)
         if end is None:
             one = self.get(key, at)
             if one is None:
                 return RangeResult([], 0, self.rev)
-            return RangeResult([] if count_only else [one], 1, self.rev)
-        entries, count = self._scan(key, end, at, 0 if count_only else (limit or -1))
+            if count_only:
+                return RangeResult([], 1, self.rev)
+            if sink is not None:
+                sink(one)
+                return RangeResult([], 1, self.rev)
+            return RangeResult([one], 1, self.rev)
+        want = 0 if count_only else (limit or -1)
         get = self._txn.get
         kvdb = self._kv
-        kvs = [get(entry[:17], db=kvdb) for _, entry in entries]
-        return RangeResult(kvs, count, self.rev)  # type: ignore[arg-type]
+        kvs: list[bytes] = []
+        emit = kvs.append if sink is None else sink
+        count = 0
+        for _, entry in self._live(key, end, at):
+            if want < 0 or count < want:
+                emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
+            count += 1
+        return RangeResult(kvs, count, self.rev)
 
     def _scan(
         self, key: bytes, end: bytes, rev: int, want: int
@@ -166,32 +180,39 @@ class KVView:
         them (-1: all), and how many live keys the range has in total."""
         found: list[tuple[bytes, bytes]] = []
         count = 0
+        for pair in self._live(key, end, rev):
+            if want < 0 or count < want:
+                found.append(pair)
+            count += 1
+        return found, count
+
+    def _live(self, key: bytes, end: bytes, rev: int) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, index entry) pairs in [key, end) at `rev`, in key order, read
+        lazily from the index cursor (consume it before using the cursor otherwise)."""
         if end and end <= key:
-            return found, 0
+            return
         cur = self._icur
         long_start = len(key) > DIRECT_KEY_MAX
         if not (cur.set_range(key[:DIRECT_KEY_MAX] if long_start else key) if key
                 else cur.first()):
-            return found, 0
+            return
         at_head = rev >= self.rev  # nothing newer than the view: newest entry wins
         while True:
             ikey = cur.key()
             if len(ikey) == SURROGATE_LEN:
                 prefix = ikey[:DIRECT_KEY_MAX]
                 if end and prefix >= end:
-                    break
+                    return
                 group, more = self._long_group(prefix, rev)
                 for full, entry in group:
                     if full < key or (end and full >= end):
                         continue
-                    count += 1
-                    if want < 0 or len(found) < want:
-                        found.append((full, entry))
+                    yield full, entry
                 if not more:
-                    break
+                    return
                 continue
             if end and ikey >= end:
-                break
+                return
             if not (long_start and ikey < key):
                 if at_head:
                     cur.last_dup()
@@ -199,12 +220,9 @@ class KVView:
                 else:
                     entry = self._entry_at(ikey, rev)  # type: ignore[assignment]
                 if entry is not None and entry[17] != TOMB:
-                    count += 1
-                    if want < 0 or len(found) < want:
-                        found.append((ikey, entry))
+                    yield ikey, entry
             if not cur.next_nodup():
-                break
-        return found, count
+                return
 
     def _long_group(self, prefix: bytes, rev: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Live long keys sharing a 500-byte prefix, at `rev`, sorted by key,

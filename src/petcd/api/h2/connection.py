@@ -71,6 +71,7 @@ _PUMP_BATCH = 64  # blocked streams resumed per event loop iteration
 _FRAMES_PER_TURN = 128  # frames handled per event loop iteration, for fairness
 _MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
 _MAX_EMPTY_CONTINUATIONS = 4
+_UNCOPIED_MESSAGE = 64 << 10  # messages this large go out without a framing copy
 _RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
 STREAM_BASE_COST = 2048  # a stream's memory besides its header list, charged to the budget
 
@@ -765,7 +766,7 @@ class H2Protocol(asyncio.Protocol):
         self._pings.data_sent = True
         self._write(F.headers_frames(stream.sid, block, False, self._peer_max_frame))
 
-    def send_unary_response(self, stream: Stream, payload: bytes,
+    def send_unary_response(self, stream: Stream, payload: bytes | bytearray,
                             ctx: ServerContext | None) -> None:
         if stream.closed:
             return
@@ -793,10 +794,15 @@ class H2Protocol(asyncio.Protocol):
         self.send_message(stream, payload)
         self.finish(stream, _OK, "", ctx)
 
-    def send_message(self, stream: Stream, payload: bytes) -> None:
+    def send_message(self, stream: Stream, payload: bytes | bytearray) -> None:
         if not stream.headers_sent:
             self.send_headers(stream)
-        stream.pending.append(memoryview(b"\0" + len(payload).to_bytes(4, "big") + payload))
+        prefix = b"\0" + len(payload).to_bytes(4, "big")
+        if len(payload) < _UNCOPIED_MESSAGE:
+            stream.pending.append(memoryview(prefix + payload))
+        else:  # a large message (a big range) is sent from where it is, not copied
+            stream.pending.append(memoryview(prefix))
+            stream.pending.append(memoryview(payload))
         self._pump(stream)
 
     def _pump(self, stream: Stream) -> None:
