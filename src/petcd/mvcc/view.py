@@ -167,11 +167,48 @@ class KVView:
         kvs: list[bytes] = []
         emit = kvs.append if sink is None else sink
         count = 0
-        for _, entry in self._live(key, end, at):
+        # At the head revision, the keys past those returned are only counted: by a
+        # C-level walk over the index (a page of a huge range must not cost a Python
+        # loop over every key after it).
+        fast_count = want >= 0 and at >= self.rev
+        if fast_count and want == 0:
+            n = self._count_head(key, end)
+            if n is not None:
+                return RangeResult(kvs, n, self.rev)
+        for ikey, entry in self._live(key, end, at):
             if want < 0 or count < want:
                 emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
+            elif fast_count and len(ikey) <= DIRECT_KEY_MAX:
+                n = self._count_head(ikey + b"\0", end)
+                if n is not None:
+                    return RangeResult(kvs, count + 1 + n, self.rev)
+                fast_count = False  # long keys in the way: count them one by one
             count += 1
         return RangeResult(kvs, count, self.rev)
+
+    def _count_head(self, start: bytes, end: bytes) -> int | None:
+        """Live keys in [start, end) at this view's (head) revision, walking the index
+        backwards from `end`: LMDB's previous-key step lands on a key's newest entry,
+        so py-lmdb's iterator does the walk. None if a long key (surrogate) is met."""
+        if len(start) > DIRECT_KEY_MAX or len(end) > DIRECT_KEY_MAX:
+            return None  # bounds compare with surrogates by full key: the slow way
+        if end and end <= start:
+            return 0
+        cur = self._txn.cursor(db=self._index)
+        if end and cur.set_range(end):
+            if not cur.prev_nodup():
+                return 0
+        elif not cur.last():
+            return 0
+        n = 0
+        for k, v in cur.iterprev_nodup(keys=True, values=True):
+            if k < start:
+                break
+            if len(k) == SURROGATE_LEN:
+                return None
+            if v[17] != TOMB:
+                n += 1
+        return n
 
     def _scan(
         self, key: bytes, end: bytes, rev: int, want: int
