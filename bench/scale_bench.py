@@ -387,6 +387,9 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where data dirs go (removed after)")
     ap.add_argument("--json", default="", help="also write the figures to this file")
     args = ap.parse_args()
+    # Members compile petcd's modules once and keep the .pyc, as an installed package
+    # does (a shell with PYTHONDONTWRITEBYTECODE would recompile them at every start).
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     targets = [t for t in args.targets.split(",") if t]
     if "etcd" in targets and not have_etcd():
         print("etcd not installed: skipping it", file=sys.stderr)
