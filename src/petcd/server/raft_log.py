@@ -436,15 +436,8 @@ class RaftDriver:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
                     committed = committed[n:]
-            if (len(rd.entries) <= 1 and snapshot is None and not self._queue
-                    and not self._apply_jobs and self._wal_thread.in_flight == 0):
-                # A lone write with nothing else to do meanwhile: the fdatasync on this
-                # thread (it releases the GIL) saves two thread hops, and their
-                # scheduling delays on a busy machine. Anything more goes to the thread.
-                self._storage.save(rd.hard_state, rd.entries, snapshot)
-            else:
-                await self._wal_thread.run(self._storage.save, rd.hard_state, rd.entries,
-                                           snapshot)
+            await self._wal_thread.run(self._storage.save, rd.hard_state, rd.entries,
+                                       snapshot)
             if rd.entries:
                 self._durable = rd.entries[-1].index
             elif snapshot is not None:

@@ -19,8 +19,7 @@ T = TypeVar("T")
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
 
-def _settle(worker: Worker, fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    worker.in_flight -= 1
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.cancelled():
         return
     if ok:
@@ -35,9 +34,6 @@ class Worker:
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
         self._closed = False
-        # Jobs handed over and not yet settled (counted on the event loop's thread): 0
-        # means the thread is idle, so the loop may do a job itself without reordering.
-        self.in_flight = 0
 
     def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Run fn(*args) on the thread after the jobs before it; await the result."""
@@ -45,7 +41,6 @@ class Worker:
             raise RuntimeError("worker is shut down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self.in_flight += 1
         self._jobs.put((loop, fut, fn, args))
         return fut
 
@@ -60,7 +55,7 @@ class Worker:
             except BaseException as e:  # handed to the awaiting coroutine
                 value, ok = e, False
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, self, fut, ok, value)
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
 
     def shutdown(self) -> None:
         """Finish the queued jobs, then end the thread."""
