@@ -38,16 +38,19 @@ def _wrap(cls: Any, name: str, before: str | None, after: str | None,
 
 def _install() -> None:
     from petcd.api.h2.connection import H2Protocol
-    from petcd.server.raft_log import RaftDriver
+    from petcd.server.raftnode import RaftDriver
+    from petcd.server.raftnode.applying import ApplyQueue
+    from petcd.server.raftnode.ready import ReadyLoop
     from petcd.wal.storage import MemberStorage
 
     _wrap(H2Protocol, "data_received", "recv", None)
     _wrap(RaftDriver, "propose", "propose", None)
-    _wrap(RaftDriver, "_flush_proposals", "flush", None, lambda self: bool(self._queue))
+    _wrap(ReadyLoop, "_flush_proposals", "flush", None,
+          lambda self: bool(self._d.proposals.queue))
     _wrap(MemberStorage, "save", "wal_start", "wal_end",
           lambda self, hs, entries, *a, **k: bool(entries))
-    _wrap(RaftDriver, "_hand_out", "hand_out", None)
-    _wrap(RaftDriver, "_apply_batch", "apply_start", "apply_end")
+    _wrap(ReadyLoop, "_hand_out", "hand_out", None)
+    _wrap(ApplyQueue, "_apply_batch", "apply_start", "apply_end")
     _wrap(RaftDriver, "_after_apply", None, "answered")
     _wrap(H2Protocol, "_flush", "sent", None, lambda self: bool(self._out))
     try:

@@ -112,3 +112,9 @@ BAD_LEADER_TRANSFEREE = _e(_PRECONDITION, "bad leader transferee")
 TIMEOUT_LEADER_TRANSFER = _e(
     StatusCode.UNKNOWN, "request timed out, leader transfer took too long"
 )
+
+
+class LeaderUnreachable(Exception):
+    """Raised by a call made on the leader's behalf (petcd.server.raftnode.leadership
+    LeaderWatch.call_leader): the leader could not be asked, or the member asked no longer
+    leads. The helper asks again, of whoever leads then, until the request's deadline."""

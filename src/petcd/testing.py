@@ -464,10 +464,6 @@ class PetcdCluster:
         for m in self.members:
             m.kill()
 
-    def stop_all(self) -> None:
-        for m in self.members:
-            m.stop()
-
     def __enter__(self) -> PetcdCluster:
         return self.start()
 

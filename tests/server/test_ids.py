@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from petcd.server.cluster import BootstrapError, bootstrap
+from petcd.server.errors import BootstrapError
 from petcd.server.ids import cluster_id, member_id
+from petcd.server.initial_cluster import from_flags
 from petcd.server.options import ServerOptions
 
 
@@ -24,9 +25,9 @@ def test_ids_seen_from_real_etcd_3_4() -> None:
 
 
 def test_bootstrap_checks_like_etcd() -> None:
-    info = bootstrap(ServerOptions())
+    info = from_flags(ServerOptions())
     assert info.local_id == 0x8E9E05C52164694D
     with pytest.raises(BootstrapError, match="couldn't find local name"):
-        bootstrap(ServerOptions(name="x"))
+        from_flags(ServerOptions(name="x"))
     with pytest.raises(BootstrapError, match="missing from --initial-advertise-peer-urls"):
-        bootstrap(ServerOptions(initial_advertise_peer_urls=("http://127.0.0.1:1",)))
+        from_flags(ServerOptions(initial_advertise_peer_urls=("http://127.0.0.1:1",)))

@@ -25,7 +25,7 @@ from petcd.wal import (
     WalSnapshot,
 )
 from petcd.wal import frame as fr
-from petcd.wal.wal import list_segments, scan_segment
+from petcd.wal.segments import list_segments, scan_segment
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

@@ -15,7 +15,7 @@ from wal_testutil import entries, reopen, write_log
 from petcd.raft.types import HardState
 from petcd.wal import WAL, CorruptWALError, MissingSegmentError
 from petcd.wal.frame import SECTOR
-from petcd.wal.wal import FrameInfo, list_segments, scan_segment
+from petcd.wal.segments import FrameInfo, list_segments, scan_segment
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -84,6 +84,20 @@ def test_tail_cut_inside_a_header_is_repaired(tmp_path: Path, keep: int) -> None
     last = frames_of(path)[-1]
     with open(path, "r+b") as f:
         f.truncate(last.offset + keep)
+    wal, _, got = reopen(d)
+    wal.close()
+    assert got == entries(1, 190, size=100)
+    assert wal.torn_tail is not None and wal.torn_tail.offset == last.offset
+
+
+@pytest.mark.parametrize("keep", [1, 8, 15])
+def test_preallocated_tail_cut_inside_a_header_is_repaired(tmp_path: Path, keep: int) -> None:
+    """SIGKILL can stop a write() at a page boundary; a header that straddles one
+    keeps its first bytes and the zeros of the preallocated file after them."""
+    d = make_wal(tmp_path, preallocate=True)
+    path = tail_path(d)
+    last = frames_of(path)[-1]
+    patch(path, last.offset + keep, b"\0" * (last.size - keep))
     wal, _, got = reopen(d)
     wal.close()
     assert got == entries(1, 190, size=100)

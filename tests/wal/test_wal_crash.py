@@ -17,8 +17,8 @@ import pytest
 from wal_crash_writer import MAX_FILES, METADATA, SEGMENT_SIZE, Model
 
 from petcd.wal import frame as fr
+from petcd.wal.segments import list_segments, scan_segment
 from petcd.wal.storage import MemberStorage, snap_dir, wal_dir
-from petcd.wal.wal import list_segments, scan_segment
 
 HERE = Path(__file__).resolve().parent
 SRC = str(HERE.parents[1] / "src")

@@ -13,9 +13,9 @@ from wal_testutil import entries
 from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from petcd.wal import WAL, WalSnapshot
 from petcd.wal.errors import CorruptSnapshotError
+from petcd.wal.segments import list_segments
 from petcd.wal.snap import Snapshotter, iter_file, read_snap, snap_name
 from petcd.wal.storage import MemberStorage, snap_dir, wal_dir
-from petcd.wal.wal import list_segments
 
 CONF = ConfState(voters=(1, 2, 3), learners=(9,))
 

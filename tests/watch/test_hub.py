@@ -18,6 +18,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb.kv_pb2 import Event, KeyValue
 from petcd.server import watch as W
 from petcd.server.watch import WatchStream, prefix_end
+from petcd.server.watch.watchers import record_key
 
 from .hubrig import HubRig, create
 
@@ -424,7 +425,7 @@ def test_random_histories_exactly_once(tmp_path: Path, seed: int) -> None:
 
 def test_kvevent_helpers() -> None:
     assert prefix_end(b"a\xff") == b"b" and prefix_end(b"\xff\xff") == b"\x00"
-    assert W._record_key(KeyValue(key=b"k" * 300, value=b"v").SerializeToString()) == b"k" * 300
+    assert record_key(KeyValue(key=b"k" * 300, value=b"v").SerializeToString()) == b"k" * 300
     ev = KVEvent(3, EVENT_PUT, b"k", KeyValue(key=b"k").SerializeToString(), None)
     assert ev.to_pb().kv.key == b"k"
 

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from petcd import errors
 from petcd.api.authz import Authorizer
-from petcd.api.kv import HeaderSuffix, abort, parse_request
+from petcd.api.grpc_call import HeaderSuffix, abort, parse_request
 from petcd.auth import apply as A
 from petcd.auth.tokens import JwtTokens, SimpleTokens
 from petcd.errors import EtcdError

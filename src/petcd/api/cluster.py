@@ -11,7 +11,7 @@ import grpc
 
 from petcd import errors
 from petcd.api.authz import Authorizer, require_admin
-from petcd.api.kv import abort, parse_request, raw_service
+from petcd.api.grpc_call import abort, parse_request, raw_service
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.membership import Member

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from petcd.api.kv import abort
+from petcd.api.grpc_call import abort
 from petcd.api.lock import RecipeService
 from petcd.errors import EtcdError
 from petcd.pb.v3electionpb import v3election_pb2 as pb

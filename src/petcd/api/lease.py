@@ -16,7 +16,7 @@ from google.protobuf.message import DecodeError
 
 from petcd import errors
 from petcd.api.authz import Authorizer
-from petcd.api.kv import HeaderSuffix, abort, parse_request, undecodable
+from petcd.api.grpc_call import HeaderSuffix, abort, parse_request, undecodable
 from petcd.api.quota import LEASE_OVERHEAD, check_quota
 from petcd.auth import checks
 from petcd.auth.store import AuthStore

@@ -10,7 +10,7 @@ import grpc
 
 from petcd import errors
 from petcd.api.authz import Authorizer, bind_caller
-from petcd.api.kv import abort, parse_request
+from petcd.api.grpc_call import abort, parse_request
 from petcd.errors import EtcdError
 from petcd.pb.v3lockpb import v3lock_pb2 as pb
 from petcd.server.concurrency import Recipes, as_plain

@@ -12,7 +12,7 @@ import grpc
 
 from petcd import errors
 from petcd.api.authz import Authorizer, require_admin
-from petcd.api.kv import abort, parse_request
+from petcd.api.grpc_call import abort, parse_request
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import ALARM

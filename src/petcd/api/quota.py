@@ -15,7 +15,8 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from petcd import errors
-from petcd.api.kv import KVService, abort
+from petcd.api.grpc_call import abort
+from petcd.api.kv import KVService
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import KV_OVERHEAD, LEASE_OVERHEAD, cost_put, cost_txn, txn_upper_bound
 from petcd.server.node import Node

@@ -60,7 +60,6 @@ class AuthStore:
         self._open_dbs()
         self.load()
         backend.reopen_hooks.append(self._open_dbs)
-        backend.restore_hooks.append(self.load)
 
     def _open_dbs(self) -> None:
         self._auth_db = self._backend.open_db(AUTH_DB)

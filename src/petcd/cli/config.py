@@ -54,15 +54,6 @@ def parse_duration(text: str) -> float:
     return sign * total
 
 
-def format_duration(seconds: float) -> str:
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= size and abs(seconds / size - round(seconds / size)) < 1e-9:
-            return f"{round(seconds / size)}{unit}"
-    return f"{seconds}s"
-
-
 def parse_url(text: str) -> SplitResult:
     """etcd's URL rules: http/https/unix/unixs, always "host:port", no path. A unix URL
     names a socket file by its host:port text (unix://localhost:2379 -> ./localhost:2379)."""

@@ -293,7 +293,7 @@ FLAGS: tuple[Flag, ...] = (
          "Maximum keys a compaction cleans up per batch (the rest follows in later ones).",
          EXPERIMENTAL, True),
     Flag("experimental-compaction-sleep-interval", D, 0.01,
-         "Sleep between compaction batches.", EXPERIMENTAL, shown_default="10ms"),
+         "Sleep between compaction batches.", EXPERIMENTAL, True, shown_default="10ms"),
     Flag("experimental-peer-skip-client-san-verification", B, False,
          "Skip verification of the SAN field in peer client certificates.", EXPERIMENTAL,
          True),
@@ -398,9 +398,6 @@ NOT_FOR_PETCD: dict[str, tuple[str, str]] = {
         "warn", "petcd's backend is LMDB, which has no freelist type to choose"),
     "experimental-txn-mode-write-with-shared-buffer": (
         "warn", "petcd's write transactions always read their own writes"),
-    "experimental-compaction-sleep-interval": (
-        "warn", "petcd interleaves compaction batches with write batches instead of "
-                "sleeping between them (--experimental-compaction-batch-limit sizes them)"),
     "experimental-downgrade-check-time": (
         "warn", "petcd has no cluster downgrade protocol to check"),
     "experimental-memory-mlock": (

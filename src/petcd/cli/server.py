@@ -16,7 +16,7 @@ from petcd.cli import config as config_mod
 from petcd.cli import logsetup
 from petcd.cli.flags import FLAGS, IGNORED, NOT_FOR_PETCD, Flag, Kind
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED
-from petcd.server.cluster import BootstrapError
+from petcd.server.errors import BootstrapError
 from petcd.server.options import ServerOptions
 from petcd.tls import TLSError
 
@@ -113,6 +113,8 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         socket_reuse_address=cfg.socket_reuse_address,
         unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
         compaction_batch_limit=cfg.compaction_batch_limit,
+        compaction_sleep_interval=float(
+            cfg.values["experimental-compaction-sleep-interval"]),  # type: ignore[arg-type]
         force_new_cluster=bool(cfg.values["force-new-cluster"]),
         learner_auto_promote=bool(cfg.values["experimental-learner-auto-promote"]),
         stop_grpc_service_on_defrag=bool(cfg.values["experimental-stop-grpc-service-on-defrag"]),

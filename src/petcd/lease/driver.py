@@ -10,8 +10,9 @@
 - Keep-alives renew on the leader only, in memory (no log entry). A follower sends
   them to the leader over one LeaseKeepAlive stream to its client URL, marked as
   forwarded (a forwarded request reaching a non-leader fails with NOT_LEADER and is
-  retried against whoever is leader then). TimeToLive is answered by the leader the
-  same way (only it knows the remaining time).
+  retried against whoever is leader then: the member's `call_leader` helper, the one
+  Cluster RPCs use too). TimeToLive is answered by the leader the same way (only it
+  knows the remaining time).
 - With lease checkpoints on, the leader records long leases' remaining TTLs in the
   log every checkpoint interval, so that a new leader restarts them from there.
 
@@ -26,13 +27,13 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from petcd import errors
-from petcd.errors import EtcdError
+from petcd.errors import EtcdError, LeaderUnreachable
 from petcd.lease.apply import LEASE_CHECKPOINT, LEASE_REVOKE
 from petcd.lease.ids import LeaseIdGenerator
 from petcd.lease.lessor import EXPIRED, NOT_FOUND, NOT_PRIMARY, Lessor
@@ -44,6 +45,9 @@ log = logging.getLogger("petcd.lease")
 FORWARDED = "petcd-lease-forwarded"
 _FORWARDED_MD = ((FORWARDED, "1"),)
 _MAX_CHECKPOINT_BATCH = 1000
+_EXPIRED_POLL = 0.05  # an expired lease whose revocation is not proposed yet: look again
+
+T = TypeVar("T")
 
 
 class LeaseHost(Protocol):
@@ -63,6 +67,13 @@ class LeaseHost(Protocol):
         """A channel to another member's client URL (TLS as this member's settings)."""
         ...
 
+    async def call_leader(self, here: Callable[[], Awaitable[T]],
+                          there: Callable[[int], Awaitable[T]], deadline: float) -> T:
+        """here() if this member leads, else there(leader id); either raises
+        LeaderUnreachable to be retried with whoever leads next, until `deadline`
+        (loop time; then TIMEOUT)."""
+        ...
+
 
 class LeaseDriver:
     def __init__(self, lessor: Lessor, host: LeaseHost, *, election_timeout: float = 1.0,
@@ -80,11 +91,11 @@ class LeaseDriver:
         self.leader_id = 0
         self._term = 0
         self._promoted_term = -1
-        self._leader_known = asyncio.Event()
         self._link: LeaderLink | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._revoking: set[int] = set()  # revocations proposed and not yet answered
+        # revocations proposed and not yet answered
+        self._revoking: dict[int, asyncio.Future[Any]] = {}
         self._clearing: set[int] = set()  # checkpoint clears proposed
         self._closing: set[asyncio.Task[None]] = set()  # links being closed
         host.add_leader_listener(self._on_leader)
@@ -96,7 +107,6 @@ class LeaseDriver:
 
     async def stop(self) -> None:
         self._stopping = True
-        self._leader_known.set()  # wake waiters; they see _stopping
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,27 +134,11 @@ class LeaseDriver:
             self._promoted_term = -1
             self.lessor.demote()
             log.info("lessor demoted (leader now %x)", leader_id)
-        if leader_id:
-            self._leader_known.set()
-        else:
-            self._leader_known.clear()
         if changed and self._link is not None:
             link, self._link = self._link, None
             task = asyncio.get_running_loop().create_task(link.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-
-    async def _wait_leader(self, deadline: float) -> int:
-        loop = asyncio.get_running_loop()
-        while not self.leader_id and not self._stopping:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise errors.TIMEOUT
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._leader_known.wait(), remaining)
-        if self._stopping:
-            raise errors.STOPPED
-        return self.leader_id
 
     # -- the API's calls
 
@@ -166,8 +160,26 @@ class LeaseDriver:
     async def renew(self, lease_id: int, *, forwarded: bool = False) -> int:
         """Renew on the leader, wherever that is. Returns the TTL, 0 if the lease does
         not exist (or was revoked because it expired). Raises EtcdError."""
+        deadline = asyncio.get_running_loop().time() + self.request_timeout
+        ttl = await self._renew_here(lease_id, deadline)
+        if ttl is not None:
+            return ttl
+        if forwarded:
+            raise errors.NOT_LEADER
+
+        async def here() -> int:
+            ttl = await self._renew_here(lease_id, deadline)
+            if ttl is None:  # (leading, and the promotion is on its way)
+                raise LeaderUnreachable("the lessor is not promoted yet")
+            return ttl
+
+        return await self.host.call_leader(
+            here, lambda leader: self._renew_at(leader, lease_id, deadline), deadline)
+
+    async def _renew_here(self, lease_id: int, deadline: float) -> int | None:
+        """Renew in this member's lessor: the TTL, 0 if the lease does not exist, None if
+        this lessor is not the primary one (the leader's)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.request_timeout
         checked_applied = False
         while True:
             ttl = self.lessor.renew(lease_id)
@@ -189,41 +201,31 @@ class LeaseDriver:
             if ttl == EXPIRED:
                 # Its revocation is under way: answer once it is applied (or forward,
                 # if this member stops leading first).
-                if loop.time() > deadline:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     raise errors.TIMEOUT
-                await asyncio.sleep(0.05)
+                revoking = self._revoking.get(lease_id)
+                if revoking is None:
+                    await asyncio.sleep(min(_EXPIRED_POLL, remaining))
+                else:
+                    await asyncio.wait([revoking], timeout=remaining)
                 continue
             assert ttl == NOT_PRIMARY
-            if forwarded:
-                raise errors.NOT_LEADER
-            return await self._forward(lease_id, deadline)
+            return None
 
-    async def _forward(self, lease_id: int, deadline: float) -> int:
-        loop = asyncio.get_running_loop()
-        while True:
-            leader = await self._wait_leader(deadline)
-            if leader == self.host.member_id:
-                # Leading now: renew here (once the promotion has run).
-                await asyncio.sleep(0.01)
-                if self.lessor.primary:
-                    return await self.renew(lease_id)
-                if loop.time() >= deadline:
-                    raise errors.TIMEOUT
-                continue
-            link = self._leader_link(leader)
-            try:
-                if link is None:
-                    raise ConnectionError(f"no client URL known for leader {leader:x}")
-                return await asyncio.wait_for(link.renew(lease_id),
-                                              max(0.01, deadline - loop.time()))
-            except (grpc.RpcError, ConnectionError, TimeoutError) as e:
-                log.debug("forwarding keep-alive of %x to %x failed: %s", lease_id, leader, e)
-                if link is not None and self._link is link:
-                    self._link = None
-                    await link.close()
-                if loop.time() >= deadline:
-                    raise errors.TIMEOUT from None
-                await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+    async def _renew_at(self, leader: int, lease_id: int, deadline: float) -> int:
+        """A keep-alive forwarded to the leader (over the shared stream)."""
+        link = self._leader_link(leader)
+        try:
+            if link is None:
+                raise ConnectionError(f"no client URL known for leader {leader:x}")
+            return await asyncio.wait_for(
+                link.renew(lease_id), max(0.01, deadline - asyncio.get_running_loop().time()))
+        except (grpc.RpcError, ConnectionError, TimeoutError) as e:
+            if link is not None and self._link is link:
+                self._link = None
+                await link.close()
+            raise LeaderUnreachable(f"keep-alive of {lease_id:x}: {e}") from e
 
     def _leader_link(self, leader: int) -> LeaderLink | None:
         link = self._link
@@ -239,17 +241,19 @@ class LeaseDriver:
                            forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
         """The leader's view of a lease (TTL -1 if it does not exist); a follower asks
         the leader. The header carries only the revision (the caller adds the rest)."""
+        if self.lessor.primary:
+            return self._local_time_to_live(lease_id, keys)
+        if forwarded:
+            raise errors.NOT_LEADER
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
-        while True:
-            if self.lessor.primary:
-                return self._local_time_to_live(lease_id, keys)
-            if forwarded:
-                raise errors.NOT_LEADER
-            leader = await self._wait_leader(deadline)
-            if leader == self.host.member_id:
-                await asyncio.sleep(0.01)  # promotion is on its way
-                continue
+
+        async def here() -> rpc.LeaseTimeToLiveResponse:
+            if not self.lessor.primary:
+                raise LeaderUnreachable("the lessor is not promoted yet")
+            return self._local_time_to_live(lease_id, keys)
+
+        async def there(leader: int) -> rpc.LeaseTimeToLiveResponse:
             link = self._leader_link(leader)
             try:
                 if link is None:
@@ -257,10 +261,9 @@ class LeaseDriver:
                 return await asyncio.wait_for(link.time_to_live(lease_id, keys),
                                               max(0.01, deadline - loop.time()))
             except (grpc.RpcError, ConnectionError, TimeoutError) as e:
-                log.debug("forwarding TimeToLive of %x to %x failed: %s", lease_id, leader, e)
-                if loop.time() >= deadline:
-                    raise errors.TIMEOUT from None
-                await asyncio.sleep(0.1)
+                raise LeaderUnreachable(f"TimeToLive of {lease_id:x}: {e}") from e
+
+        return await self.host.call_leader(here, there, deadline)
 
     def _local_time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
         lease = self.lessor.get(lease_id)
@@ -316,10 +319,10 @@ class LeaseDriver:
             return
         req = rpc.LeaseRevokeRequest(ID=lease_id)
         fut = self.host.propose(LEASE_REVOKE, req.SerializeToString(), req)
-        self._revoking.add(lease_id)
+        self._revoking[lease_id] = fut
 
         def done(f: asyncio.Future[Any]) -> None:
-            self._revoking.discard(lease_id)
+            self._revoking.pop(lease_id, None)
             if f.cancelled():
                 return
             result = f.result()

@@ -24,6 +24,7 @@ WriteBatch (the apply loop); reads see the backend's applied state
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 
@@ -78,14 +79,14 @@ class KVStore:
         self._writer: TxnWrite | None = None
         self._cursor_txn: lmdb.Transaction[bytes] | None = None
         self._cursor: lmdb.Cursor[bytes] | None = None
-        self._reload()
+        self.reload()
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._open_dbs)
-        backend.restore_hooks.append(self._reload)
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
         """Read the state from the backend (at start, and after the backend was replaced
-        by a snapshot from the leader)."""
+        by a snapshot from the leader: the member calls it then, before anything that
+        derives state from the store)."""
         with self.backend.read() as txn:
             self._committed_rev, self._committed_compact = self._revisions(txn)
             raw = txn.get(META_PHYSICAL, db=self._meta)
@@ -282,7 +283,8 @@ class KVStore:
         self._writer = TxnWrite(self, batch, atomic)
         return self._writer
 
-    def compact(self, batch: WriteBatch, rev: int, *, budget: int | None = None) -> int:
+    def compact(self, batch: WriteBatch, rev: int, *, budget: int | None = None,
+                deadline: float | None = None) -> int:
         """Compact history up to `rev` inside `batch`: afterwards reads below
         `rev` fail with COMPACTED, and every record no read at >= rev can see
         is deleted from the backend: for each key the newest record at or
@@ -291,9 +293,10 @@ class KVStore:
         Returns the current revision (the response header's).
 
         budget=None removes everything within this batch. Otherwise only
-        that many index keys are visited now; `compact_step` in later
-        batches does the rest (`compaction_pending`). Reads, HashKV and
-        history are the same either way: only the file holds more meanwhile."""
+        that many index keys are visited now (and none once time.perf_counter()
+        passes `deadline`); `compact_step` in later batches does the rest
+        (`compaction_pending`). Reads, HashKV and history are the same either
+        way: only the file holds more meanwhile."""
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         if rev <= self._compact:
@@ -303,7 +306,7 @@ class KVStore:
         self._compact = rev
         # A later compaction supersedes one under way: start over with it.
         self._pending = (rev, b"")
-        self.compact_step(batch, budget)
+        self.compact_step(batch, budget, deadline=deadline)
         return self._rev
 
     @property
@@ -317,22 +320,25 @@ class KVStore:
         (what a `physical` CompactionRequest waits for)."""
         return self._committed_pending is None
 
-    def compact_step(self, batch: WriteBatch, budget: int | None = 10_000) -> bool:
+    def compact_step(self, batch: WriteBatch, budget: int | None = 10_000, *,
+                     deadline: float | None = None) -> bool:
         """Continue the physical compaction under way for up to `budget`
-        index keys (None: to the end) inside `batch`. Returns True when
-        nothing is left."""
+        index keys (None: to the end) inside `batch`, stopping early once
+        time.perf_counter() passes `deadline` (at least one key is visited).
+        Returns True when nothing is left."""
         pending = self._pending
         if pending is None:
             return True
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         rev, start = pending
-        resume = self._compact_physical(batch.txn, rev, start, budget)
+        resume = self._compact_physical(batch.txn, rev, start, budget, deadline)
         self._pending = None if resume is None else (rev, resume)
         return resume is None
 
     def _compact_physical(
-        self, txn: lmdb.Transaction[bytes], rev: int, start: bytes, budget: int | None
+        self, txn: lmdb.Transaction[bytes], rev: int, start: bytes, budget: int | None,
+        deadline: float | None = None,
     ) -> bytes | None:
         """Remove what compaction at `rev` frees, for index keys from `start`
         on, at most `budget` of them; returns the key to resume at, or None
@@ -344,11 +350,15 @@ class KVStore:
         more = cur.set_range(start) if start else cur.first()
         left = -1 if budget is None else budget
         resume: bytes | None = None
+        visited = 0
+        clock = time.perf_counter
         while more:
-            if left == 0:
+            if left == 0 or (deadline is not None and visited & 15 == 15
+                             and clock() >= deadline):
                 resume = cur.key()
                 break
             left -= 1
+            visited += 1
             ikey = cur.key()
             first = cur.value()
             if first < limit:

@@ -105,8 +105,6 @@ class AlarmStore:
         self._load()
         backend.listeners.append(self)
         backend.reopen_hooks.append(self._reopen)
-        # A snapshot from the leader replaces the file: its alarms are the cluster's.
-        backend.restore_hooks.append(self._load)
 
     def _load(self) -> None:
         with self._backend.read() as txn:
@@ -182,13 +180,18 @@ class Alarms:
         self._write_error: errors.EtcdError | None = None
         self._grow_error: errors.EtcdError | None = None
         self._update_gates()
-        backend.restore_hooks.append(self._update_gates)
         applier.register(ALARM, self.apply)
         applier.wrap(P.PUT, self._gate_put)
         applier.wrap(P.TXN, self._gate_txn)
         applier.wrap("lease_grant", self._gate_lease_grant)
         for kind in (P.DELETE_RANGE, P.COMPACTION, "lease_revoke"):
             applier.wrap(kind, self._gate_write)
+
+    def reload(self) -> None:
+        """A snapshot from the leader replaced the file: its alarms are the cluster's,
+        and the gates follow them."""
+        self.store._load()
+        self._update_gates()
 
     def _update_gates(self) -> None:
         store = self.store

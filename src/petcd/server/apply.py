@@ -148,8 +148,6 @@ class Applier:
                     if kind == P.COMPACTION and getattr(request, "physical", False) and \
                             self._kv.store.compaction_pending:
                         results[i] = WaitPhysical(results[i])
-            # A compaction's physical part advances by one budget per batch.
-            self._kv.store.compact_step(batch, self._kv.compact_budget)
             last = todo[-1][1]
             batch.set_consistent_index(last.index, last.term)
             batch.commit()  # applied: what reads see from now on (on disk: when batched)
@@ -178,6 +176,10 @@ class Applier:
         return not self._kv.store.physically_compacted
 
     def compaction_step(self) -> None:
-        """One batch of physical compaction only, for when no writes come to carry it."""
+        """One batch of a compaction's physical part: at most
+        --experimental-compaction-batch-limit index keys and a few milliseconds (the
+        apply loop runs these between write batches, a sleep interval apart)."""
+        kv = self._kv
         with self._backend.begin_write() as batch:
-            self._kv.store.compact_step(batch, self._kv.compact_budget)
+            kv.store.compact_step(batch, kv.compact_budget,
+                                  deadline=time.perf_counter() + kv.compact_step_time)

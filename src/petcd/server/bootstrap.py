@@ -4,7 +4,7 @@
   snapshot plus the WAL after it, membership from the backend; the --initial-cluster* flags
   are ignored, as etcd ignores them.
 - New cluster (--initial-cluster-state new): IDs derived from the peer URLs and the token
-  (petcd.server.cluster); the log starts with one conf change per initial member.
+  (petcd.server.initial_cluster); the log starts with one conf change per initial member.
 - Joining (--initial-cluster-state existing, after `member add`): the member list and the
   cluster ID come from the peers (a REQUEST over the peer URLs); the log comes from the
   leader, as entries or as a snapshot.
@@ -36,8 +36,8 @@ from petcd.raft import (
     Snapshot,
 )
 from petcd.raft.codec import decode_conf_change, encode_conf_change
-from petcd.server import cluster as cluster_mod
-from petcd.server.cluster import BootstrapError
+from petcd.server import initial_cluster
+from petcd.server.errors import BootstrapError
 from petcd.server.membership import (
     Member,
     Membership,
@@ -203,7 +203,7 @@ def _new_identity(opts: ServerOptions, client_ssl: ssl.SSLContext | None) -> dic
         cluster_id, members = _join(opts, client_ssl)
         local = _match_local(opts, members)
         return _identity(cluster_id, local.id, members, "existing")
-    info = cluster_mod.bootstrap(opts)
+    info = initial_cluster.from_flags(opts)
     members = [Member(m.id, m.name, list(m.peer_urls)) for m in info.members.values()]
     return _identity(info.cluster_id, info.local_id, members, "new")
 

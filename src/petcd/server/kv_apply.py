@@ -8,6 +8,7 @@ header.revision; the server fills cluster_id, member_id and raft_term.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -70,12 +71,15 @@ class KVApplier:
     exist (issue 7); until then any request naming a lease fails with
     LEASE_NOT_FOUND, as no lease can exist."""
 
-    def __init__(self, store: KVStore, *, compact_budget: int | None = None) -> None:
+    def __init__(self, store: KVStore, *, compact_budget: int | None = None,
+                 compact_step_time: float = 0.005) -> None:
         self.store = store
         # None: a compaction removes everything within its batch. A number:
-        # it visits that many index keys, and the apply loop must call
-        # store.compact_step() in later batches until physically_compacted.
+        # it visits that many index keys (for at most compact_step_time
+        # seconds), and the apply loop must call store.compact_step() in later
+        # batches until physically_compacted.
         self.compact_budget = compact_budget
+        self.compact_step_time = compact_step_time
         # Requests seen (etcd_mvcc_*_total): plain ints, read when /metrics is scraped.
         self.puts = self.deletes = self.ranges = self.txns = 0
 
@@ -421,7 +425,9 @@ class KVApplier:
         (also physically) within `batch`, so a `physical` request is
         satisfied once the batch has committed; otherwise answer a physical
         one when store.physically_compacted."""
-        rev = self.store.compact(batch, req.revision, budget=self.compact_budget)
+        budget = self.compact_budget
+        rev = self.store.compact(batch, req.revision, budget=budget, deadline=None if budget is None
+                                 else time.perf_counter() + self.compact_step_time)
         resp = pb.CompactionResponse()
         resp.header.revision = rev
         return resp

@@ -1,7 +1,7 @@
 """The member as the API layer sees it: propose a mutation, wait for a read barrier,
 read from the store, report status and membership, change membership. The API never
 touches storage or the log directly: everything goes through the Raft driver
-(server/raft_log.py), a cluster of one included."""
+(server/raftnode/), a cluster of one included."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -43,15 +44,19 @@ from petcd.server.metrics import Metrics
 from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
-from petcd.server.raft_log import RaftDriver
+from petcd.server.raftnode import RaftDriver
+from petcd.transport import PeerTransport
 
 log = logging.getLogger("petcd.server")
+
+T = TypeVar("T")
 
 
 class Node:
     def __init__(self, opts: ServerOptions,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 on_removed: Callable[[], None] | None = None) -> None:
+                 on_removed: Callable[[], None] | None = None, *,
+                 transport_factory: Callable[..., PeerTransport] = PeerTransport) -> None:
         self.opts = opts
         self._member_channels = MemberChannels(opts)
         self._on_fatal = on_fatal
@@ -74,12 +79,14 @@ class Node:
         self.membership = Membership(0, 0)
         booted = boot(opts, self.backend, self.membership)
         # (the backend may have been replaced by a snapshot's file while booting)
+        self.store.reload()
         self._applier.applied_index, self._applier.applied_term = \
             self.backend.consistent_index()
         self.cluster_id = booted.cluster_id
         self.member_id = booted.local_id
         self._log = RaftDriver(opts, booted, self._applier, self.backend, self.membership,
-                               self.metrics, on_fatal=on_fatal, on_removed=on_removed)
+                               self.metrics, on_fatal=on_fatal, on_removed=on_removed,
+                               transport_factory=transport_factory)
         # Alarms, quota, hashes, defragment, snapshots (registers the `alarm` kind).
         self.maintenance = Maintenance(self)
         self._init_leases(opts)
@@ -104,6 +111,17 @@ class Node:
                 else 0.0)
         self._init_auth(opts)
         member_metrics.register(self, self.metrics.registry)
+        self.backend.restore_hooks.append(self._reload_after_restore)
+
+    def _reload_after_restore(self) -> None:
+        """A snapshot from the leader replaced the backend file (on the loop thread, the
+        apply path paused): everything derived from it is read again, in this order, each
+        step reading what the ones before restored. (The member list is reloaded by the
+        Raft driver; the API's watch hub catches up after this.)"""
+        self.store.reload()  # revisions, compaction under way
+        self.lessor.recover(self.store)  # leases and the keys attached to them
+        self.auth.load()  # users, roles, whether auth is on
+        self.maintenance.alarms.reload()  # alarms, then the write gates they set
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -112,8 +130,6 @@ class Node:
                              min_ttl=min_lease_ttl(opts.heartbeat_ms, opts.election_ms),
                              persist_checkpoints=opts.lease_checkpoint_persist)
         self.lessor.recover(self.store)
-        # A snapshot from the leader replaces the backend: reload (after the KV store).
-        self.backend.restore_hooks.append(lambda: self.lessor.recover(self.store))
         lease_metrics.register(self.lessor, self.metrics.registry)
         self.store.lessor = self.lessor
         LeaseApplier(self.lessor, self.store).register(self._applier.register)
@@ -238,6 +254,12 @@ class Node:
         to the response message or the EtcdError to answer, once the write is durable and
         applied."""
         return self._log.propose(kind, raw, request, stamp)
+
+    async def call_leader(self, here: Callable[[], Awaitable[T]],
+                          there: Callable[[int], Awaitable[T]], deadline: float) -> T:
+        """here() on the leader, else there(leader id), retried on LeaderUnreachable
+        until `deadline` (loop time); see raftnode.leadership.LeaderWatch."""
+        return await self._log.call_leader(here, there, deadline)
 
     def member_channel(self, url: str) -> grpc.aio.Channel:
         """A gRPC channel to another member's client URL, with this member's TLS."""

@@ -33,6 +33,8 @@ class ServerOptions:
     # Index keys a compaction visits per batch (--experimental-compaction-batch-limit);
     # the rest continues in later batches so a large compaction never stalls writes.
     compaction_batch_limit: int = 1000
+    # Seconds between two of those batches (--experimental-compaction-sleep-interval).
+    compaction_sleep_interval: float = 0.01
     # --auto-compaction-mode / -retention: "periodic" (retention in seconds) or "revision"
     # (retention in revisions); 0 turns auto-compaction off.
     auto_compaction_mode: str = "periodic"

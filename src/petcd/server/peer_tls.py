@@ -8,7 +8,7 @@ import os
 import ssl
 from dataclasses import dataclass
 
-from petcd.server.cluster import BootstrapError
+from petcd.server.errors import BootstrapError
 from petcd.server.options import ServerOptions
 from petcd.tls import Gate, TLSError, TLSInfo, client_context, self_cert, server_context
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from petcd.errors import EtcdError
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
 from petcd.pb.wire import varint as varint  # re-exported: callers import it from here
 from petcd.pb.wire import varint_len as varint_len
@@ -25,14 +24,6 @@ COMPACTION = "compaction"
 # What the caller of a proposal receives: the response message, or the EtcdError the
 # apply raised (returned, not raised, so that the hot path has no exception machinery).
 Result = Any  # Message | EtcdError
-
-
-# Every request kind of the oneof (lease, auth, alarm... as well as KV), with its
-# length-delimited field tag.
-_FIELD_TAGS: dict[str, bytes] = {
-    f.name: varint((f.number << 3) | 2)
-    for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields
-}
 
 
 def entry_size(raw_len: int) -> int:
@@ -91,12 +82,6 @@ class Proposal:
         self.future = future
         self.stamp = stamp
 
-    @property
-    def data(self) -> bytes:
-        """The serialized InternalRequest (what the WAL stores and peers receive)."""
-        return _FIELD_TAGS[self.kind] + varint(len(self.raw)) + self.raw + b"\x08" + varint(
-            self.id) + encode_stamp(self.stamp)
-
 
 class Committed:
     """A log entry ready to apply. `request` is set when this member proposed it (or
@@ -123,7 +108,3 @@ class Committed:
         if ir.HasField("auth"):
             self.stamp = (ir.auth.username, ir.auth.revision)
         return kind, (getattr(ir, kind) if kind else None)
-
-
-def is_error(result: Result) -> bool:
-    return type(result) is EtcdError

@@ -28,7 +28,7 @@ from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore
 from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from petcd.server.bootstrap import encode_metadata
-from petcd.server.cluster import bootstrap
+from petcd.server.initial_cluster import from_flags
 from petcd.server.membership import MEMBERS_DB, REMOVED_DB, Member, Membership, add_change
 from petcd.server.options import ServerOptions
 from petcd.snapshot.bbolt import BoltError, BoltReader, is_bolt
@@ -114,7 +114,7 @@ def restore(cfg: RestoreConfig) -> str:
                          initial_advertise_peer_urls=cfg.peer_urls, initial_cluster=cluster,
                          initial_cluster_token=cfg.initial_cluster_token,
                          advertise_client_urls=())
-    info = bootstrap(opts)  # the flags' checks, with etcd's messages (BootstrapError)
+    info = from_flags(opts)  # the flags' checks, with etcd's messages (BootstrapError)
     data_dir = opts.data_dir
     if os.path.exists(data_dir):
         raise RestoreError(f'data-dir "{data_dir}" exists')

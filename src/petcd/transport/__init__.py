@@ -64,10 +64,11 @@ Behaviour:
   ``server_gate`` (petcd.tls.Gate) checks inbound peers' certificates after the handshake.
 """
 
+from ._dial import peer_request
 from ._inbound import SnapshotChunks, SnapshotError
-from .transport import (
+from .transport import PeerTransport
+from .types import (
     PeerStatus,
-    PeerTransport,
     PeerURL,
     RequestFailed,
     RequestHandler,
@@ -75,7 +76,6 @@ from .transport import (
     SnapshotSource,
     TransportConfig,
     parse_peer_url,
-    peer_request,
 )
 from .wire import PROTOCOL_VERSION, Status
 

@@ -287,8 +287,9 @@ class InboundConnection(asyncio.BufferedProtocol):
     def _no_hello(self) -> None:
         self._timer = None
         if self._state in (_HELLO, _REQ_HEADER, _REQ_BODY):
-            log.warning("closing peer connection: no handshake or request within %.1fs",
-                        self._hello_timeout)
+            log.warning(
+                "closing peer connection: no handshake or request within %.1fs", self._hello_timeout
+            )
             self.abort()
 
     def _make_room(self) -> None:
@@ -414,8 +415,7 @@ class InboundConnection(asyncio.BufferedProtocol):
         elif hello.kind == Kind.REQUEST:
             self._state = _REQ_HEADER
             self._need = FRAME_HEADER.size
-            self._timer = asyncio.get_running_loop().call_later(
-                self._hello_timeout, self._no_hello)
+            self._timer = asyncio.get_running_loop().call_later(self._hello_timeout, self._no_hello)
         else:
             self._resize(INITIAL_BUFFER)
             self._state = _SNAP_HEADER

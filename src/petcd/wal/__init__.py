@@ -18,7 +18,9 @@ from petcd.wal.errors import (
     WALNotFoundError,
 )
 from petcd.wal.frame import WalSnapshot
-from petcd.wal.wal import SEGMENT_SIZE, WAL, SegmentInfo, TornTail
+from petcd.wal.replay import TornTail
+from petcd.wal.segments import SegmentInfo
+from petcd.wal.wal import SEGMENT_SIZE, WAL
 
 __all__ = [
     "SEGMENT_SIZE",

@@ -13,8 +13,8 @@ from typing import TextIO
 
 from petcd.wal import frame as fr
 from petcd.wal.errors import CorruptSnapshotError
+from petcd.wal.segments import list_segments, scan_segment
 from petcd.wal.snap import Snapshotter, read_snap
-from petcd.wal.wal import list_segments, scan_segment
 
 
 def _find_dirs(path: str) -> tuple[str | None, str | None]:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from petcd.raft.types import Entry, HardState, Snapshot
 from petcd.wal.frame import WalSnapshot
+from petcd.wal.replay import TornTail
 from petcd.wal.snap import Snapshotter
-from petcd.wal.wal import SEGMENT_SIZE, WAL, TornTail
+from petcd.wal.wal import SEGMENT_SIZE, WAL
 
 
 def wal_dir(data_dir: str) -> str:

@@ -9,32 +9,23 @@ depends on them is sent. The object is safe to call from a worker thread
 (asyncio's run_in_executor): a lock serialises the calls, and fdatasync
 releases the GIL.
 
-Recovery reads to the last intact frame. Damage in the last frame(s) of the
-last segment that looks like an interrupted write (the file ends inside the
-frame, or a whole sector of it is still zero, and no intact frame follows)
-is a torn tail: it is logged and cut off. Any other damage raises
-CorruptWALError with the file and offset.
+Recovery (petcd.wal.replay) reads to the last intact frame; segment files and
+their frames: petcd.wal.segments.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from petcd.raft.types import Entry, HardState
 from petcd.wal import frame as fr
 from petcd.wal.errors import (
-    CorruptWALError,
-    MetadataConflictError,
     MissingSegmentError,
-    SnapshotMismatchError,
     SnapshotNotFoundError,
     WALError,
     WALExistsError,
@@ -42,6 +33,14 @@ from petcd.wal.errors import (
 )
 from petcd.wal.fileutil import fsync_dir, lock_dir, write_all
 from petcd.wal.frame import WalSnapshot
+from petcd.wal.replay import Replay, TornTail, replay
+from petcd.wal.segments import (
+    SegmentInfo,
+    check_sequence,
+    list_segments,
+    segment_for_index,
+    segment_name,
+)
 
 log = logging.getLogger("petcd.wal")
 
@@ -49,55 +48,6 @@ log = logging.getLogger("petcd.wal")
 # hundreds of members would otherwise preallocate 64 MiB each (etcd's tests do the same).
 SEGMENT_SIZE = int(os.environ.get("PETCD_WAL_SEGMENT_SIZE", 64 * 1024 * 1024))
 SLOW_FSYNC = 1.0  # seconds; longer fdatasyncs are logged, as etcd does
-_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
-_NO_ENTRIES = 1 << 64  # "after index" that makes decode_batch build no entries
-
-
-def segment_name(seq: int, first_index: int) -> str:
-    return f"{seq:016x}-{first_index:016x}.wal"
-
-
-@dataclass(slots=True, frozen=True)
-class SegmentInfo:
-    seq: int
-    first_index: int  # no entry below this index was appended to the segment first
-    path: str
-
-
-def list_segments(dirpath: str) -> list[SegmentInfo]:
-    """The segment files in `dirpath`, oldest first (other files are ignored)."""
-    found = []
-    for name in os.listdir(dirpath):
-        m = _NAME.match(name)
-        if m:
-            found.append(
-                SegmentInfo(int(m.group(1), 16), int(m.group(2), 16), os.path.join(dirpath, name))
-            )
-    found.sort(key=lambda s: s.seq)
-    return found
-
-
-@dataclass(slots=True, frozen=True)
-class TornTail:
-    """A torn write found (and in write mode cut off) at the end of the log."""
-
-    path: str
-    offset: int
-    reason: str
-    discarded_bytes: int
-
-
-@dataclass(slots=True)
-class _Replay:
-    metadata: bytes = b""
-    state: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
-    markers: list[WalSnapshot] = field(default_factory=list)
-    matched: bool = False
-    last_index: int = 0
-    last_crc: int = 0
-    end: int = 0  # offset after the last intact frame of the last segment
-    torn: TornTail | None = None
 
 
 class WAL:
@@ -239,14 +189,14 @@ class WAL:
             segments = list_segments(dirpath)
             if not segments:
                 raise WALNotFoundError(f"wal: no WAL segment in {dirpath}")
-            start_pos = _segment_for_index(segments, snap.index)
+            start_pos = segment_for_index(segments, snap.index)
             if start_pos < 0:
                 raise MissingSegmentError(
                     f"wal: no segment in {dirpath} holds the log after snapshot index "
                     f"{snap.index}: the oldest one, {os.path.basename(segments[0].path)}, "
                     f"starts at index {segments[0].first_index}"
                 )
-            _check_sequence(dirpath, segments[start_pos:])
+            check_sequence(dirpath, segments[start_pos:])
         except BaseException:
             if dir_fd >= 0:
                 os.close(dir_fd)
@@ -272,20 +222,9 @@ class WAL:
         segments = list_segments(os.path.abspath(dirpath))
         if not segments:
             raise WALNotFoundError(f"wal: no WAL segment in {dirpath}")
-        _check_sequence(dirpath, segments)
-        wal = cls(
-            dirpath,
-            -1,
-            segments,
-            0,
-            WalSnapshot(),
-            read_only=True,
-            segment_size=SEGMENT_SIZE,
-            preallocate=False,
-            fsync=False,
-        )
-        replay = wal._replay(want_entries=False)
-        return [m for m in replay.markers if m.index <= replay.state.commit]
+        check_sequence(dirpath, segments)
+        found = replay(segments, WalSnapshot(), want_entries=False, repair=False)
+        return [m for m in found.markers if m.index <= found.state.commit]
 
     # --- reading --------------------------------------------------------------------
 
@@ -299,7 +238,7 @@ class WAL:
             self._check_open()
             if not self._reading:
                 raise WALError("wal: read_all() runs once, right after open()")
-            replay = self._replay(want_entries=True)
+            replay = self._read(want_entries=True)
             if not replay.matched:
                 raise SnapshotNotFoundError(
                     f"wal: {self._dir} has no marker for snapshot index {self._start.index} "
@@ -315,147 +254,13 @@ class WAL:
                 self._open_tail(replay.end)
             return replay.metadata, replay.state, replay.entries
 
-    def _replay(self, *, want_entries: bool) -> _Replay:
-        out = _Replay()
-        start = self._start
-        after = start.index if want_entries else _NO_ENTRIES
-        metadata: bytes | None = None
-        prev_crc: int | None = None  # unknown before the first segment read
-        segments = self._segments[self._start_pos :]
-        for k, seg in enumerate(segments):
-            is_last = k == len(segments) - 1
-            with open(seg.path, "rb") as f:
-                buf = f.read()
-            off = 0
-            while True:
-                damage = _frame_damage(buf, off)
-                if damage is not None:
-                    if damage == "end":
-                        break
-                    self._handle_damage(seg, buf, off, damage, is_last, out)
-                    break
-                ftype, length, frame_prev, crc = fr.parse_header(buf, off)
-                if prev_crc is not None and frame_prev != prev_crc:
-                    what = (
-                        "segment does not continue the segment before it (records lost at its end?)"
-                        if off == 0
-                        else "record does not follow the record before it"
-                    )
-                    raise CorruptWALError(seg.path, off, f"crc chain broken: {what}")
-                payload = buf[off + fr.HEADER_SIZE : off + fr.HEADER_SIZE + length]
-                try:
-                    if off == 0:
-                        if ftype != fr.SEGMENT:
-                            raise ValueError("segment does not start with a segment header")
-                        head = fr.decode_segment_head(payload)
-                        if (head.seq, head.first_index) != (seg.seq, seg.first_index):
-                            raise ValueError(
-                                f"header says seq {head.seq} first index {head.first_index}, "
-                                "unlike the file name"
-                            )
-                        if metadata is not None and head.metadata != metadata:
-                            raise MetadataConflictError(
-                                f"wal: {seg.path} has other metadata than the segment before it"
-                            )
-                        metadata = head.metadata
-                        out.state = head.state
-                    elif ftype != fr.BATCH:
-                        raise ValueError("segment header in the middle of a segment")
-                    else:
-                        batch = fr.decode_batch(payload, after)
-                        self._apply_batch(batch, out, seg, off, want_entries)
-                except (ValueError, IndexError, OverflowError) as err:
-                    raise CorruptWALError(seg.path, off, f"undecodable record: {err}") from err
-                prev_crc = crc
-                off += fr.frame_size(length)
-            out.end = off
-        out.metadata = metadata or b""
-        out.last_crc = prev_crc or 0
-        if want_entries and start.index and out.entries:
-            # Entries after a snapshot have at least its term; lower terms are leftovers
-            # of a log the snapshot replaced (a follower that installed a leader's snapshot).
-            for i, e in enumerate(out.entries):
-                if e.term < start.term:
-                    del out.entries[i:]
-                    break
-        return out
-
-    def _apply_batch(
-        self, batch: fr.Batch, out: _Replay, seg: SegmentInfo, off: int, want_entries: bool
-    ) -> None:
-        start = self._start
-        if batch.snapshot is not None:
-            out.markers.append(batch.snapshot)
-            if batch.snapshot.index == start.index:
-                if batch.snapshot.term != start.term:
-                    raise SnapshotMismatchError(
-                        f"wal: snapshot marker at index {start.index} in {seg.path} has term "
-                        f"{batch.snapshot.term}, not {start.term}"
-                    )
-                out.matched = True
-            out.last_index = max(out.last_index, batch.snapshot.index)
-        if batch.state is not None:
-            out.state = batch.state
-        if batch.count:
-            last = batch.first_index + batch.count - 1
-            if want_entries and last > start.index:
-                lo = max(batch.first_index, start.index + 1)
-                pos = lo - start.index - 1
-                if pos > len(out.entries):
-                    raise CorruptWALError(
-                        seg.path,
-                        off,
-                        f"entry {lo} leaves a gap after entry {start.index + len(out.entries)}",
-                    )
-                del out.entries[pos:]
-                out.entries += batch.entries
-            out.last_index = last
-
-    def _handle_damage(
-        self, seg: SegmentInfo, buf: bytes, off: int, reason: str, is_last: bool, out: _Replay
-    ) -> None:
-        """Damage at `off`: a torn tail to cut off, or corruption to report."""
-        if not is_last or off == 0:
-            # Earlier segments and segment headers were fsync'ed before anything followed.
-            raise CorruptWALError(seg.path, off, reason)
-        claimed_end = None
-        incomplete = off + fr.HEADER_SIZE > len(buf)
-        if fr.header_ok(buf, off):
-            length = fr.parse_header(buf, off)[1]
-            claimed_end = off + fr.frame_size(length)
-            incomplete = off + fr.HEADER_SIZE + length > len(buf)
-        data_end = len(buf.rstrip(b"\0"))
-        scan_from = max(off + fr.ALIGN, claimed_end or 0)
-        later = _find_intact_frame(buf, scan_from, data_end)
-        if later is not None:
-            raise CorruptWALError(
-                seg.path,
-                off,
-                f"{reason}; an intact record follows at offset {later}, "
-                "so this is not a torn write",
-            )
-        torn_region_end = min(claimed_end, len(buf)) if claimed_end is not None else data_end
-        if not incomplete and not _has_zero_sector(buf, off, torn_region_end):
-            raise CorruptWALError(seg.path, off, reason)
-        discarded = max(data_end - off, 0)  # bytes that were not zero
-        torn = TornTail(seg.path, off, reason, discarded)
-        out.torn = torn
-        if self._read_only:
-            log.info("wal: torn write at the end of %s, offset %d: %s", seg.path, off, reason)
-            return
-        log.warning(
-            "wal: repairing torn write at the end of %s, offset %d (%s): discarding %d bytes",
-            seg.path,
-            off,
-            reason,
-            discarded,
+    def _read(self, *, want_entries: bool) -> Replay:
+        return replay(
+            self._segments[self._start_pos :],
+            self._start,
+            want_entries=want_entries,
+            repair=not self._read_only,
         )
-        fd = os.open(seg.path, os.O_RDWR)
-        try:
-            os.ftruncate(fd, off)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _open_tail(self, end: int) -> None:
         tail = self._segments[-1]
@@ -606,7 +411,7 @@ class WAL:
         """Allow purge() to delete segments that hold only entries up to `index`
         (call with the index of a snapshot that is safely on disk)."""
         with self._lock:
-            pos = _segment_for_index(self._segments, index)
+            pos = segment_for_index(self._segments, index)
             if pos > 0:
                 self._keep_from_seq = max(self._keep_from_seq, self._segments[pos].seq)
 
@@ -688,91 +493,3 @@ class WAL:
             raise WALError("wal: opened read-only")
         if self._reading:
             raise WALError("wal: call read_all() before appending")
-
-
-def _segment_for_index(segments: list[SegmentInfo], index: int) -> int:
-    """Position of the last segment whose first index is <= index, or -1."""
-    for pos in range(len(segments) - 1, -1, -1):
-        if segments[pos].first_index <= index:
-            return pos
-    return -1
-
-
-def _check_sequence(dirpath: str, segments: list[SegmentInfo]) -> None:
-    for before, after in itertools.pairwise(segments):
-        if after.seq != before.seq + 1:
-            missing = ", ".join(f"{s:016x}" for s in range(before.seq + 1, after.seq))
-            raise MissingSegmentError(
-                f"wal: segment(s) with sequence number {missing} missing from {dirpath} "
-                f"(between {os.path.basename(before.path)} and {os.path.basename(after.path)})"
-            )
-
-
-def _frame_damage(buf: bytes, off: int) -> str | None:
-    """None if an intact frame starts at `off`; "end" at a clean end of data;
-    otherwise what is wrong there."""
-    if off >= len(buf):
-        return "end"
-    if buf.count(0, off, off + fr.HEADER_SIZE) == min(fr.HEADER_SIZE, len(buf) - off):
-        if buf.count(0, off) == len(buf) - off:
-            return "end"
-        return "record header missing (zeros) before the end of the data"
-    if off + fr.HEADER_SIZE > len(buf):
-        return "record header cut short by the end of the file"
-    if not fr.header_ok(buf, off):
-        return "damaged record header"
-    _, length, _, crc = fr.parse_header(buf, off)
-    if off + fr.HEADER_SIZE + length > len(buf):
-        return "record runs past the end of the file"
-    if not fr.payload_crc_ok(buf, off, length, crc):
-        return "crc mismatch"
-    return None
-
-
-def _find_intact_frame(buf: bytes, start: int, stop: int) -> int | None:
-    """Offset of the first intact frame at an aligned offset in [start, stop)."""
-    off = start + (-start & (fr.ALIGN - 1))
-    while off < stop:
-        if not buf.startswith(fr.ZERO_HEADER, off) and fr.is_intact_frame(buf, off):
-            return off
-        off += fr.ALIGN
-    return None
-
-
-def _has_zero_sector(buf: bytes, start: int, end: int) -> bool:
-    """Whether a sector-aligned piece of [start, end) is all zero: a part of the
-    write that never reached the disk."""
-    end = min(end, len(buf))
-    lo = start
-    while lo < end:
-        hi = min((lo // fr.SECTOR + 1) * fr.SECTOR, end)
-        if buf.count(0, lo, hi) == hi - lo:
-            return True
-        lo = hi
-    return False
-
-
-@dataclass(slots=True, frozen=True)
-class FrameInfo:
-    offset: int
-    type: int
-    length: int  # payload bytes
-    size: int  # bytes on disk, padding included
-    payload: bytes
-
-
-def scan_segment(path: str) -> tuple[list[FrameInfo], int, str | None]:
-    """The intact frames at the start of a segment file, the offset where they
-    end, and what is wrong there (None at a clean end). For tools and tests:
-    it does not judge torn writes or check the CRC chain."""
-    with open(path, "rb") as f:
-        buf = f.read()
-    frames = []
-    off = 0
-    while (damage := _frame_damage(buf, off)) is None:
-        ftype, length, _, _ = fr.parse_header(buf, off)
-        start = off + fr.HEADER_SIZE
-        size = fr.frame_size(length)
-        frames.append(FrameInfo(off, ftype, length, size, buf[start : start + length]))
-        off += size
-    return frames, off, None if damage == "end" else damage

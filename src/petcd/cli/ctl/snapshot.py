@@ -20,7 +20,7 @@ from petcd.cli.ctl.common import (
     render_table,
     to_json,
 )
-from petcd.server.cluster import BootstrapError
+from petcd.server.errors import BootstrapError
 from petcd.server.restore import (
     RestoreConfig,
     RestoreError,

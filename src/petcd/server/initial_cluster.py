@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from petcd.server.errors import BootstrapError
 from petcd.server.ids import cluster_id, member_id
 from petcd.server.options import ServerOptions
 
 
-class BootstrapError(Exception):
-    """The bootstrap flags do not describe a cluster this member belongs to."""
-
-
 @dataclass(slots=True)
-class MemberInfo:
+class InitialMember:
     id: int
     name: str
     peer_urls: list[str]
@@ -24,17 +21,17 @@ class MemberInfo:
 
 
 @dataclass(slots=True)
-class ClusterInfo:
+class InitialCluster:
     cluster_id: int
     local_id: int
-    members: dict[int, MemberInfo]
+    members: dict[int, InitialMember]
 
     @property
-    def local(self) -> MemberInfo:
+    def local(self) -> InitialMember:
         return self.members[self.local_id]
 
 
-def bootstrap(opts: ServerOptions) -> ClusterInfo:
+def from_flags(opts: ServerOptions) -> InitialCluster:
     """The cluster described by --initial-cluster, checked as etcd checks it."""
     urls_by_name = {name: sorted(urls) for name, urls in opts.initial_cluster.items()}
     if not urls_by_name:
@@ -48,14 +45,14 @@ def bootstrap(opts: ServerOptions) -> ClusterInfo:
             f"--initial-cluster has {opts.name}={','.join(urls_by_name[opts.name])} but "
             f"missing from --initial-advertise-peer-urls={','.join(advertised)} "
             f"({_urls_differ(advertised, urls_by_name[opts.name])})")
-    members: dict[int, MemberInfo] = {}
+    members: dict[int, InitialMember] = {}
     for name, urls in urls_by_name.items():
         mid = member_id(urls, opts.initial_cluster_token)
         if mid in members:
             raise BootstrapError(f"member count is unequal: duplicate member ID {mid:x}")
-        members[mid] = MemberInfo(mid, name, urls)
+        members[mid] = InitialMember(mid, name, urls)
     local_id = member_id(urls_by_name[opts.name], opts.initial_cluster_token)
-    info = ClusterInfo(cluster_id(members), local_id, members)
+    info = InitialCluster(cluster_id(members), local_id, members)
     info.local.client_urls = list(opts.advertise_client_urls)
     return info
 

@@ -1,0 +1,206 @@
+"""The apply queue: committed entries the Ready loop handed out, applied in log order on
+the loop thread (where reads of the applied state run too, so no read sees half a batch).
+A compaction's physical part runs here too, in short steps between the batches.
+
+All queued batches go into one Applier.apply (one LMDB write transaction), so applying
+batch N overlaps writing the WAL for batch N+1. The backend commits what was applied at
+most --backend-batch-interval later (and at once after --backend-batch-limit operations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from petcd import errors
+from petcd.mvcc.backend import Backend
+from petcd.pb.internalpb.internal_pb2 import InternalRequest
+from petcd.server.apply import Applier
+from petcd.server.metrics import Metrics
+from petcd.server.proposal import Committed, Result
+from petcd.server.raftnode.proposals import Pending
+
+log = logging.getLogger(__name__)
+
+MAX_APPLY_BATCH = 8192  # entries per Applier.apply
+
+Job = tuple[list[Committed], list[tuple[int, Pending]]]
+# (entries, their results, our own proposals among them by position, forwarded ones
+# by position and proposal id)
+OnApplied = Callable[[list[Committed], list[Result], list[tuple[int, Pending]],
+                      list[tuple[int, int]]], None]
+
+
+class ApplyQueue:
+    def __init__(self, member_id: int, applier: Applier, backend: Backend,
+                 metrics: Metrics | None, commit_interval: float, on_applied: OnApplied,
+                 on_failure: Callable[[BaseException, str], None],
+                 stopping: Callable[[], bool], compaction_pause: float = 0.01) -> None:
+        self._member_id = member_id
+        self._applier = applier
+        self._backend = backend
+        self._metrics = metrics
+        self._on_applied = on_applied
+        self._on_failure = on_failure
+        self._stopping = stopping
+        self._jobs: deque[Job] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False  # set once nothing more will be pushed
+        self._commit_interval = commit_interval
+        self._commit_timer: asyncio.TimerHandle | None = None
+        # --experimental-compaction-sleep-interval: between two compaction steps
+        self._compaction_pause = compaction_pause
+        self._next_step = 0.0  # loop time of the next compaction step
+        # `physical` compactions answered once the old records are gone
+        self._physical_waiters: list[tuple[asyncio.Future[Result], Result]] = []
+
+    def push(self, batch: list[Committed], local: list[tuple[int, Pending]]) -> None:
+        self._jobs.append((batch, local))
+        self._idle.clear()
+        self._wake.set()
+
+    def kick(self) -> None:
+        """Look for work (a compaction left over from before a restart)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """No more pushes: the loop ends once everything pushed is applied."""
+        self._closing = True
+        self._wake.set()
+
+    def wait_physical(self, fut: asyncio.Future[Result], response: Result) -> None:
+        self._physical_waiters.append((fut, response))
+
+    async def run(self) -> None:
+        jobs = self._jobs
+        try:
+            while True:
+                if jobs:
+                    self._idle.clear()
+                    entries: list[Committed] = []
+                    local: list[tuple[int, Pending]] = []
+                    while jobs and len(entries) < MAX_APPLY_BATCH:
+                        batch, mine = jobs.popleft()
+                        base = len(entries)
+                        entries.extend(batch)
+                        local.extend((base + i, p) for i, p in mine)
+                    async with self._applier.exclusive:  # (free unless a defragment holds it)
+                        results, forwarded = self._apply_batch(entries)
+                    self._on_applied(entries, results, local, forwarded)
+                    self._schedule_commit()
+                elif self._closing:
+                    self._idle.set()
+                    return  # the Ready loop ended and everything it handed out is applied
+                elif not self._compaction_due():
+                    self._compaction_settled()
+                    self._idle.set()  # (nothing runs on the apply thread now)
+                    await self._sleep(self._compaction_wait())
+                    continue
+                # Between write batches (or alone, without writes): one step of a
+                # compaction's physical part when it is due.
+                if self._compaction_due():
+                    self._idle.clear()
+                    await self._compaction_step()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._on_failure(e, "applying committed entries failed")
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Until something is pushed (or kicked), at most `timeout` seconds."""
+        if timeout is None:
+            await self._wake.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+        self._wake.clear()
+
+    def _apply_batch(self, entries: list[Committed]) -> tuple[list[Result], list[tuple[int, int]]]:
+        """Decode what others proposed, then one Applier batch."""
+        me = self._member_id
+        forwarded: list[tuple[int, int]] = []
+        applied = self._applier.applied_index
+        parse = InternalRequest.FromString
+        for pos, c in enumerate(entries):
+            if c.request is None and c.data and c.index > applied:
+                ir = parse(c.data)
+                kind = ir.WhichOneof("request")
+                if kind is None:
+                    c.data = b""
+                    continue
+                c.kind = kind
+                c.request = getattr(ir, kind)
+                if ir.HasField("auth"):
+                    c.stamp = (ir.auth.username, ir.auth.revision)
+                if ir.origin == me:
+                    forwarded.append((pos, ir.id))
+        return self._applier.apply(entries), forwarded
+
+    def _schedule_commit(self) -> None:
+        if self._commit_timer is None and self._backend.uncommitted:
+            self._commit_timer = asyncio.get_running_loop().call_later(
+                self._commit_interval, self._commit_backend)
+
+    def _commit_backend(self) -> None:
+        """The batch interval is up: commit what was applied (one synced LMDB commit)."""
+        self._commit_timer = None
+        if self._applier.exclusive.locked():
+            return  # paused: its holder committed, and nothing is applied meanwhile
+        try:
+            self._backend.commit()
+        except Exception as e:
+            self._on_failure(e, "committing the backend failed")
+
+    # -- a compaction's physical part (etcd's compaction batches)
+
+    def _compaction_due(self) -> bool:
+        return self._applier.compaction_pending and not self._stopping() and \
+            asyncio.get_running_loop().time() >= self._next_step
+
+    def _compaction_wait(self) -> float | None:
+        """Seconds until the next compaction step (None: no compaction under way)."""
+        if not self._applier.compaction_pending or self._stopping():
+            return None
+        return max(0.0, self._next_step - asyncio.get_running_loop().time())
+
+    async def _compaction_step(self) -> None:
+        """Remove up to --experimental-compaction-batch-limit keys' old records, for at
+        most a few milliseconds (Applier.compaction_step); the next step comes
+        --experimental-compaction-sleep-interval later, so writes and reads flow between."""
+        applier = self._applier
+        async with applier.exclusive:
+            applier.compaction_step()
+        self._next_step = asyncio.get_running_loop().time() + self._compaction_pause
+        self._schedule_commit()
+        self._compaction_settled()
+
+    def _compaction_settled(self) -> None:
+        """Answer `physical` compactions once nothing is left."""
+        pending = self._applier.compaction_pending
+        if self._physical_waiters and not pending:
+            for fut, resp in self._physical_waiters:
+                if not fut.done():
+                    fut.set_result(resp)
+            self._physical_waiters.clear()
+        if self._metrics is not None:
+            self._metrics.compaction_pending.set(int(pending))
+
+    async def drain(self) -> None:
+        """Until everything handed out is applied and the apply thread is idle."""
+        while self._jobs or not self._idle.is_set():
+            await self._idle.wait()
+
+    def stop(self) -> None:
+        """After the loop ended: no commit timer, and nobody left waiting."""
+        for fut, _ in self._physical_waiters:
+            if not fut.done():
+                fut.set_result(errors.STOPPED)
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None

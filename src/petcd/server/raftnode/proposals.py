@@ -1,0 +1,167 @@
+"""Proposals made on this member, from propose() until they are answered.
+
+A proposal waits in the queue until there is a leader, is handed to Raft in batches (as
+InternalRequest bytes), and is then known by its log index (proposed here as leader: the
+entry committed at that index in the same term is ours) or by its id (forwarded to the
+leader: the applied entry carries our member id as origin and the proposal id). Every
+proposal has a deadline; the tick answers the late ones with etcd's timeout wording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+
+from google.protobuf.message import Message as PbMessage
+from grpc import StatusCode
+
+from petcd.errors import EtcdError
+from petcd.pb.internalpb.internal_pb2 import InternalRequest
+from petcd.raft import DropReason, ProposalDropped, RawNode
+from petcd.server.apply import WaitPhysical
+from petcd.server.proposal import Proposal, Result, Stamp, encode_stamp, varint
+
+_FIELD_TAGS = {f.name: varint((f.number << 3) | 2)
+               for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
+
+
+class Pending(Proposal):
+    """A proposal waiting to be applied."""
+
+    __slots__ = ("deadline", "started", "term")
+
+    def __init__(self, proposal_id: int, kind: str, raw: bytes, request: PbMessage,
+                 future: asyncio.Future[Result], deadline: float, stamp: Stamp) -> None:
+        super().__init__(proposal_id, kind, raw, request, future, stamp)
+        self.deadline = deadline
+        self.started = time.time()
+        self.term = 0
+
+
+class ProposalTracker:
+    def __init__(self, member_id: int) -> None:
+        self.member_id = member_id
+        # Unique across restarts: member id, then milliseconds, then a counter.
+        self._next_id = ((member_id & 0xFFFF) << 48) | \
+            ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
+        self.queue: list[Pending] = []  # not yet handed to Raft
+        self.by_index: dict[int, Pending] = {}  # proposed here as leader: index -> proposal
+        self.by_id: dict[int, Pending] = {}  # forwarded to the leader: id -> proposal
+        self.deadlines: deque[Pending] = deque()
+
+    def new_id(self) -> int:
+        rid = self._next_id
+        self._next_id = rid + 1
+        return rid
+
+    @property
+    def in_flight(self) -> int:
+        """Handed to Raft and not answered yet."""
+        return len(self.by_index) + len(self.by_id)
+
+    def add(self, kind: str, raw: bytes, request: PbMessage, stamp: Stamp,
+            deadline: float) -> asyncio.Future[Result]:
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        p = Pending(self.new_id(), kind, raw, request, fut, deadline, stamp)
+        self.queue.append(p)
+        self.deadlines.append(p)
+        return fut
+
+    def flush(self, raw: RawNode, limit: int) -> bool:
+        """Hand up to `limit` queued proposals to Raft; True if some were."""
+        queue = self.queue
+        batch = queue[:limit]
+        del queue[:limit]
+        leading = raw.is_leader  # (the soft state may not have told us yet)
+        first = raw.last_index + 1
+        tags = _FIELD_TAGS
+        origin = b"\x10" + varint(self.member_id)
+        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
+                 + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
+        try:
+            raw.propose_batch(datas)
+        except ProposalDropped as e:
+            if e.reason in (DropReason.NO_LEADER, DropReason.TRANSFER_PENDING):
+                queue[:0] = batch  # wait for a leader (or the transfer's end)
+                return False
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(EtcdError(StatusCode.UNAVAILABLE,
+                                                  f"etcdserver: {e.reason.value}"))
+            return False
+        if leading:
+            term = raw.term
+            by_index = self.by_index
+            for i, p in enumerate(batch, first):
+                p.term = term
+                by_index[i] = p
+        else:
+            by_id = self.by_id
+            for p in batch:
+                by_id[p.id] = p
+        return True
+
+    def answer(self, results: list[Result], local: list[tuple[int, Pending]],
+               forwarded: list[tuple[int, int]],
+               wait_physical: Callable[[asyncio.Future[Result], Result], None]) -> int:
+        """Answer the applied proposals of this member (by position in the batch: those
+        proposed here as leader, and those forwarded, with their ids). Returns how many
+        failed."""
+        failed = 0
+        for pos, p in local:
+            failed += _answer(p, results[pos], wait_physical)
+        by_id = self.by_id
+        for pos, rid in forwarded:
+            waiting = by_id.pop(rid, None)
+            if waiting is not None:
+                failed += _answer(waiting, results[pos], wait_physical)
+        return failed
+
+    def expire(self, now: float, error_for: Callable[[float], EtcdError]) -> None:
+        """Answer the proposals whose deadline passed (error_for(started) words it)."""
+        deadlines = self.deadlines
+        while deadlines and deadlines[0].deadline <= now:
+            p = deadlines.popleft()
+            if not p.future.done():
+                p.future.set_result(error_for(p.started))
+                self.by_id.pop(p.id, None)
+                if p in self.queue:
+                    self.queue.remove(p)
+
+    def forget_upto(self, index: int) -> None:
+        """A snapshot covers these indexes: whether our entries made it is unknown, so
+        they end as timeouts (as in etcd)."""
+        for i in [i for i in self.by_index if i <= index]:
+            del self.by_index[i]
+
+    def refuse_queued(self, err: EtcdError) -> None:
+        for p in self.queue:
+            if not p.future.done():
+                p.future.set_result(err)
+        self.queue.clear()
+
+    def fail_all(self, err: EtcdError) -> None:
+        for p in self.deadlines:
+            if not p.future.done():
+                p.future.set_result(err)
+        self.deadlines.clear()
+        self.queue.clear()
+        self.by_id.clear()
+        self.by_index.clear()
+
+
+def _answer(p: Pending, r: Result,
+            wait_physical: Callable[[asyncio.Future[Result], Result], None]) -> int:
+    # The proposal stays in the deadline queue until its deadline: let go of what is
+    # big now (requests of seconds of traffic would otherwise stay alive).
+    p.raw = b""
+    p.request = None  # type: ignore[assignment]
+    fut = p.future
+    if type(r) is WaitPhysical:
+        wait_physical(fut, r.response)
+        return 0
+    if not fut.done():
+        fut.set_result(r)
+    return 1 if type(r) is EtcdError else 0

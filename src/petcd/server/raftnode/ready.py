@@ -1,0 +1,156 @@
+"""The Ready loop: one asyncio task driving petcd.raft.RawNode through its contract (the
+numbered list in raft/rawnode.py):
+
+    proposals queued since the last Ready ──propose_batch──> RawNode
+    rd = ready()
+      soft state      leader changes: listeners, metrics, pending reads fail
+      send first      if rd.send_before_persist (a leader streams while it writes)
+      persist         MemberStorage.save(hard state, entries, snapshot): one WAL frame, one
+                      fdatasync, on the WAL thread; then the in-memory Raft storage
+      send            the other messages (snapshots go on their own connection)
+      hand out        committed entries -> apply queue (conf changes are applied to Raft,
+                      the member list and the transport right here, in log order)
+      read states     ReadIndex answers
+      advance
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from typing import TYPE_CHECKING
+
+from petcd import errors
+from petcd.raft import Entry, EntryType, Ready, decode_conf_change
+from petcd.server.membership import CONF_CHANGE_KIND
+from petcd.server.proposal import Committed
+from petcd.server.raftnode.proposals import Pending
+
+if TYPE_CHECKING:
+    from petcd.server.raftnode.driver import RaftDriver
+
+_CONF_CHANGE = EntryType.CONF_CHANGE
+
+
+class ReadyLoop:
+    def __init__(self, driver: RaftDriver) -> None:
+        self._d = driver
+        self.wake_event = asyncio.Event()
+        raw = driver.raw
+        self.term = raw.term
+        self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
+        self._durable = driver.mem.last_index()  # last log index known to be in the WAL
+
+    def wake(self) -> None:
+        if not self.wake_event.is_set():
+            self.wake_event.set()
+
+    async def run(self) -> None:
+        d = self._d
+        raw = d.raw
+        try:
+            while not d.stopped:
+                await self.wake_event.wait()
+                # One loop iteration for the requests already read to be proposed with
+                # this one: bigger batches, hardly any latency.
+                await asyncio.sleep(0)
+                self.wake_event.clear()
+                self._flush_proposals()
+                while raw.has_ready() and not d.stopped:
+                    await self._handle_ready(raw.ready())
+                    self._flush_proposals()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            d.fail(e, "the Raft loop failed")
+        finally:
+            d.apply_queue.close()  # lets the apply loop finish and end
+
+    def _flush_proposals(self) -> None:
+        d = self._d
+        proposals = d.proposals
+        if not proposals.queue or d.leadership.lead == 0:
+            return
+        if proposals.flush(d.raw, d.opts.max_batch_entries) and d.metrics is not None:
+            d.metrics.proposals_pending.set(proposals.in_flight)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        d = self._d
+        raw = d.raw
+        if rd.soft_state is not None:
+            d.leadership.on_soft_state(rd.soft_state)
+        messages = rd.messages
+        if messages and rd.send_before_persist:
+            d.peers.send(messages)
+            messages = []
+        snapshot = rd.snapshot
+        committed = rd.committed_entries
+        if rd.must_sync or snapshot is not None:
+            if committed and snapshot is None:
+                # Committed entries that earlier Readies already made durable need not
+                # wait for this fsync (a leader's are usually all of them): apply them
+                # while the WAL writes the new ones.
+                durable = self._durable
+                if rd.entries:
+                    durable = min(durable, rd.entries[0].index - 1)
+                if committed[0].index <= durable:
+                    n = bisect.bisect_right(committed, durable, key=_index)
+                    self._hand_out(committed[:n])
+                    committed = committed[n:]
+            await d.wal_thread.run(d.storage.save, rd.hard_state, rd.entries, snapshot)
+            if rd.entries:
+                self._durable = rd.entries[-1].index
+            elif snapshot is not None:
+                self._durable = snapshot.metadata.index
+        elif rd.hard_state is not None:
+            d.storage.save(rd.hard_state, ())  # commit index only: written, not synced
+        mem = d.mem
+        if snapshot is not None:
+            mem.apply_snapshot(snapshot)
+        if rd.entries:
+            mem.append(rd.entries)
+        if rd.hard_state is not None:
+            mem.set_hard_state(rd.hard_state)
+            self.term = rd.hard_state.term
+            self.committed = rd.hard_state.commit
+        if messages:
+            d.peers.send(messages)
+        if snapshot is not None:
+            await d.snapshots.install(snapshot.metadata.index, snapshot.metadata.conf_state)
+        if committed:
+            self._hand_out(committed)
+        if rd.read_states:
+            d.reads.on_read_states(rd.read_states)
+        raw.advance(rd)
+        d.leadership.notify(self.term)
+
+    def _hand_out(self, entries: list[Entry]) -> None:
+        d = self._d
+        batch: list[Committed] = []
+        local: list[tuple[int, Pending]] = []
+        by_index = d.proposals.by_index
+        for e in entries:
+            if e.type == _CONF_CHANGE:
+                cc = decode_conf_change(e.data)
+                cs = d.raw.apply_conf_change(cc)
+                d.snapshots.conf_changed(e.index, cs)
+                d.membership.apply(e.index, cc)
+                d.members.after_conf_change(cc)
+                batch.append(Committed(e.index, e.term, CONF_CHANGE_KIND, cc))
+                continue
+            p = by_index.get(e.index) if by_index else None
+            if p is not None:
+                del by_index[e.index]
+                if p.term == e.term:
+                    local.append((len(batch), p))
+                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
+                    continue
+                if not p.future.done():  # our entry at this index was overwritten
+                    p.future.set_result(errors.LEADER_CHANGED)
+            batch.append(Committed(e.index, e.term, None, None, e.data))
+        self.committed = max(self.committed, entries[-1].index)
+        d.apply_queue.push(batch, local)
+
+
+def _index(e: Entry) -> int:
+    return e.index

@@ -1,0 +1,209 @@
+"""The Raft driver and the lease driver in one process, without sockets (tests/server/
+inproc.py): real Nodes over an in-memory peer transport."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from petcd import errors
+from petcd.errors import EtcdError, LeaderUnreachable
+from petcd.lease.apply import LEASE_GRANT
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.server.node import Node
+from petcd.server.proposal import COMPACTION, PUT
+from petcd.server.raftnode.leadership import LeaderWatch
+
+from .inproc import Cluster
+
+
+async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rpc.PutResponse:
+    req = rpc.PutRequest(key=key, value=value, lease=lease)
+    resp = await node.propose(PUT, req.SerializeToString(), req)
+    assert isinstance(resp, rpc.PutResponse), resp
+    return resp
+
+
+def run(coro_fn, tmp: Path, size: int = 3, **kw):  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        c = Cluster(tmp, size, **kw)
+        await c.start()
+        try:
+            await asyncio.wait_for(coro_fn(c), 60)
+        finally:
+            await c.stop()
+    asyncio.run(main())
+
+
+def test_writes_through_any_member_and_linearizable_reads(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        leader = await c.leader()
+        f1, f2 = c.followers(leader)
+        revs = [(await put(n, b"k%d" % i)).header.revision
+                for i, n in enumerate([leader, f1, f2, f1])]
+        assert revs == sorted(revs) and len(set(revs)) == 4
+        # A follower's read barrier: afterwards it has applied every acknowledged write.
+        barrier = f2.read_barrier()
+        assert barrier is not None
+        await barrier
+        assert f2.range(rpc.RangeRequest(key=b"k3")).kvs[0].value == b"v"
+        # Many reads at once share ReadIndex rounds; all see the write.
+        await put(leader, b"x", b"1")
+        barriers = [f1.read_barrier() for _ in range(50)]
+        await asyncio.gather(*[b for b in barriers if b is not None])
+        assert f1.range(rpc.RangeRequest(key=b"x")).kvs[0].value == b"1"
+    run(body, tmp_path)
+
+
+def test_member_ops_are_forwarded_to_the_leader(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        leader = await c.leader()
+        f = c.followers(leader)[0]
+        urls = ["http://127.0.0.1:9/moved"]
+        member, members = await f.update_member(f.member_id, urls)
+        assert member is None and any(m.peer_urls == urls for m in members)
+        for n in c.nodes:
+            await asyncio.wait_for(_until(lambda n=n: n.membership.members[
+                f.member_id].peer_urls == urls), 10)
+        # A refusal is the leader's answer, unchanged.
+        with pytest.raises(EtcdError) as e:
+            await f.remove_member(12345)
+        assert e.value.message == "etcdserver: member not found"
+    run(body, tmp_path)
+
+
+def test_move_leader_and_stop_hands_leadership_over(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        leader = await c.leader()
+        target = c.followers(leader)[0]
+        await leader.move_leader(target.member_id)
+        assert (await c.leader()).member_id == target.member_id
+        with pytest.raises(EtcdError) as e:
+            await leader.move_leader(leader.member_id)  # no longer the leader
+        assert e.value is errors.NOT_LEADER
+    run(body, tmp_path)
+
+
+def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        leader = await c.leader()
+        late = c.followers(leader)[0]
+        grant = rpc.LeaseGrantRequest(ID=7, TTL=600)
+        assert isinstance(await leader.propose(LEASE_GRANT, grant.SerializeToString(), grant),
+                          rpc.LeaseGrantResponse)
+        c.net.isolate(late.member_id)
+        for i in range(60):
+            await put(leader, b"s%d" % i, lease=7 if i == 0 else 0)
+        c.net.heal()
+        sent = leader._log.transport
+        await asyncio.wait_for(_until(
+            lambda: late.store.current_revision == leader.store.current_revision), 20)
+        assert sent.snapshots_sent >= 1  # type: ignore[attr-defined]
+        # Derived state was reloaded from the installed backend: the lease and its key.
+        assert late.lessor.get(7) is not None
+        assert late.lessor.keys_of(late.lessor.get(7)) == [b"s0"]  # type: ignore[arg-type]
+        assert late.store.hash_kv() == leader.store.hash_kv()
+    run(body, tmp_path, snapshot_count=20, snapshot_catchup_entries=5)
+
+
+def test_physical_compaction_in_steps_while_writes_go_on(tmp_path: Path) -> None:
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        for r in range(3):
+            for i in range(0, 400, 50):
+                txn = rpc.TxnRequest(success=[rpc.RequestOp(request_put=rpc.PutRequest(
+                    key=b"c%04d" % k, value=b"%d" % r)) for k in range(i, i + 50)])
+                req_resp = await node.propose("txn", txn.SerializeToString(), txn)
+                assert isinstance(req_resp, rpc.TxnResponse)
+        rev = node.store.current_revision
+        req = rpc.CompactionRequest(revision=rev, physical=True)
+        compaction = node.propose(COMPACTION, req.SerializeToString(), req)
+        written = 0
+        while not compaction.done():
+            await put(node, b"during")
+            written += 1
+        assert isinstance(compaction.result(), rpc.CompactionResponse)
+        assert node.applier.compaction_pending is False
+        assert written > 1  # the compaction took several steps, writes went on between
+        with node.store.read() as r:
+            assert r.compact_rev == rev
+    # 400 keys in steps of at most 10: at least 40 steps, --experimental-compaction-
+    # sleep-interval apart.
+    run(body, tmp_path, size=1, compaction_batch_limit=10, compaction_sleep_interval=0.002)
+
+
+def test_stopped_driver_refuses_and_fails_waiters(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = Cluster(tmp_path, 1)
+        await c.start()
+        node = c.nodes[0]
+        await put(node, b"a")
+        await c.stop()
+        req = rpc.PutRequest(key=b"b")
+        assert await node.propose(PUT, req.SerializeToString(), req) is errors.STOPPED
+        with pytest.raises(EtcdError) as e:
+            await node.add_member(["http://127.0.0.1:9/new"], False)
+        assert e.value is errors.STOPPED
+    asyncio.run(main())
+
+
+# -- the leader helper on its own
+
+
+def test_call_leader_retries_with_the_next_leader() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        watch = LeaderWatch(1)
+        asked: list[int] = []
+
+        async def there(lead: int) -> str:
+            asked.append(lead)
+            if lead == 2:
+                loop.call_later(0.01, watch.set, 3)  # leadership moves on
+                raise LeaderUnreachable("2 no longer leads")
+            return f"answered by {lead}"
+
+        async def here() -> str:
+            return "here"
+
+        loop.call_later(0.01, watch.set, 2)  # no leader yet: the call waits for one
+        got = await watch.call_leader(here, there, loop.time() + 5, pause=10)
+        assert got == "answered by 3" and asked == [2, 3]
+        watch.set(1)
+        assert await watch.call_leader(here, there, loop.time() + 5) == "here"
+
+    asyncio.run(main())
+
+
+def test_call_leader_times_out_and_stops() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        watch = LeaderWatch(1)
+
+        async def unreachable(lead: int) -> None:
+            raise LeaderUnreachable("down")
+
+        async def here() -> None:
+            raise AssertionError("not the leader")
+
+        with pytest.raises(EtcdError) as e:
+            await watch.call_leader(here, unreachable, loop.time() + 0.05)
+        assert e.value is errors.TIMEOUT  # (no leader at all)
+        watch.set(2)
+        with pytest.raises(EtcdError) as e:
+            await watch.call_leader(here, unreachable, loop.time() + 0.2, pause=0.01)
+        assert e.value is errors.TIMEOUT  # (retried until the deadline)
+        watch.set(0)
+        loop.call_later(0.01, watch.close)
+        with pytest.raises(EtcdError) as e:
+            await watch.call_leader(here, unreachable, loop.time() + 5)
+        assert e.value is errors.STOPPED
+
+    asyncio.run(main())
+
+
+async def _until(cond, step: float = 0.01) -> None:  # type: ignore[no-untyped-def]
+    while not cond():
+        await asyncio.sleep(step)
