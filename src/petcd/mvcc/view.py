@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import takewhile
+from operator import itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,9 @@ from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
+
+_VALUE = itemgetter(1)
+_FLAG = itemgetter(17)
 
 
 class KVView:
@@ -200,8 +205,14 @@ class KVView:
                 return 0
         elif not cur.last():
             return 0
+        walk = cur.iterprev_nodup(keys=True, values=True)
+        if not self._txn.stat(self._longkeys)["entries"]:
+            # No long keys anywhere: the walk needs no per-key Python at all. (k, v) >=
+            # (start,) exactly when k >= start; byte 17 of an entry is its tombstone flag.
+            flags = bytes(map(_FLAG, map(_VALUE, takewhile((start,).__le__, walk))))
+            return len(flags) - flags.count(TOMB)
         n = 0
-        for k, v in cur.iterprev_nodup(keys=True, values=True):
+        for k, v in walk:
             if k < start:
                 break
             if len(k) == SURROGATE_LEN:
