@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # chromium: the browser tests/playground drives with Playwright (never `playwright install`);
 # patroni and postgresql: the slow Patroni-over-the-gateway test.
-APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev chromium patroni postgresql
+APT_PACKAGES := etcd-server etcd-client golang-etcd-server-dev chromium patroni postgresql python3-etcd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test soak lint typecheck check proto bench apt venv clean

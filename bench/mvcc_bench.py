@@ -1,6 +1,6 @@
 """Micro-benchmark of the MVCC store, no gRPC: puts/s (batches of 100 puts
 per LMDB write transaction) and single-key ranges/s, at the store level
-(serialized KeyValues) and through KVApplier (protobuf requests/responses);
+(serialized KeyValues) and through KVRequests (protobuf requests/responses);
 then one hot key put many times, to show that a long history does not slow
 puts down.
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from petcd.mvcc import Backend, KVStore
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 
 BATCH = 100
 
@@ -58,7 +58,7 @@ def bench_puts(
 
 
 def bench_applier_puts(
-    backend: Backend, kv: KVApplier, reqs: list[pb.PutRequest], n: int
+    backend: Backend, kv: KVRequests, reqs: list[pb.PutRequest], n: int
 ) -> tuple[float, float]:
     t0 = clocks()
     done = 0
@@ -95,7 +95,7 @@ def main() -> None:
     try:
         backend = Backend(os.path.join(tmp, "db"), sync=args.sync)
         store = KVStore(backend)
-        kv = KVApplier(store)
+        kv = KVRequests(store)
         rnd = random.Random(1)
         keys = [b"key-%08d" % i for i in range(args.keys)]
         rnd.shuffle(keys)

@@ -2,8 +2,16 @@
 message. Clients match on the message text (clientv3 maps it back to typed
 errors), so both must stay byte-for-byte as etcd sends them.
 
-Raise `EtcdError` anywhere below the API layer; the gRPC layer turns it into
-the status. Errors are module-level singletons: compare with `is`.
+The constants below are error *kinds*. Raise a fresh error of a kind by calling it,
+`raise errors.NO_LEADER()`, never the constant itself (a raised exception carries its
+traceback, cause and context: a shared one would carry the last raiser's); test a
+caught error with `e.kind is errors.NO_LEADER`.
+
+One convention for where errors go: below the API layer a function raises EtcdError,
+and a future carries it with set_exception. Two hot paths hand it over as a value
+instead, to keep exception machinery off every write: a proposal's result (the
+response or the EtcdError its apply raised) and a permission or membership check
+(`EtcdError | None`). The API layer turns an EtcdError into the gRPC status.
 """
 
 from __future__ import annotations
@@ -14,12 +22,26 @@ from grpc import StatusCode
 class EtcdError(Exception):
     """An error with the gRPC status code and message etcd would answer."""
 
-    __slots__ = ("code", "message")
+    __slots__ = ("code", "kind", "message")
 
-    def __init__(self, code: StatusCode, message: str) -> None:
+    def __init__(self, code: StatusCode, message: str, kind: EtcdError | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.kind: EtcdError = self if kind is None else kind
+
+    def __call__(self) -> EtcdError:
+        """A fresh error of this one's kind, to raise or return."""
+        return EtcdError(self.code, self.message, self.kind)
+
+    def __eq__(self, other: object) -> bool:
+        """Errors are equal when a client could not tell them apart: same code and words."""
+        if not isinstance(other, EtcdError):
+            return NotImplemented
+        return self.code == other.code and self.message == other.message
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.message))
 
     def __repr__(self) -> str:
         return f"EtcdError({self.code.name}, {self.message!r})"

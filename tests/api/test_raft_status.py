@@ -13,7 +13,7 @@ import pytest
 
 from petcd.api.raft_status import MAX_TAIL, summarize
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.pb.internalpb.internal_pb2 import InternalRequest
+from petcd.pb.internalpb.internal_pb2 import InternalRequest, V2Request
 from petcd.raft import ConfChange, ConfChangeType, Entry, EntryType, encode_conf_change
 from petcd.testing import Etcdctl, MemberProcess, PetcdCluster
 
@@ -78,6 +78,8 @@ def _entry(**request: Any) -> Entry:
     (_entry(compaction=rpc.CompactionRequest(revision=5)), "compact revision=5"),
     (_entry(lease_grant=rpc.LeaseGrantRequest(ID=255, TTL=10)), "lease grant id=ff ttl=10"),
     (_entry(auth_user_add=rpc.AuthUserAddRequest(name="u", password="pw")), "auth user add"),
+    (_entry(v2=V2Request(method="PUT", path=b"/1/a/b", val=b"xyz")), "v2 PUT key=/a/b (3 bytes)"),
+    (_entry(v2=V2Request(method="SYNC", time=5)), "v2 expire TTL keys due"),
     (Entry(term=2, index=7), "empty (a new leader's first entry)"),
     (Entry(term=2, index=7, data=b"\xff\xff"), "undecodable (2 bytes)"),
     (Entry(term=2, index=7, type=EntryType.CONF_CHANGE,

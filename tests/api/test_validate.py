@@ -34,32 +34,32 @@ def check(r: rpc.TxnRequest, max_ops: int = 128) -> EtcdError | None:
 def test_put_checks() -> None:
     with pytest.raises(EtcdError) as e:
         validate.check_put(rpc.PutRequest())
-    assert e.value is errors.EMPTY_KEY
+    assert e.value.kind is errors.EMPTY_KEY
     with pytest.raises(EtcdError) as e:
         validate.check_put(rpc.PutRequest(key=b"k", value=b"v", ignore_value=True))
-    assert e.value is errors.VALUE_PROVIDED
+    assert e.value.kind is errors.VALUE_PROVIDED
     with pytest.raises(EtcdError) as e:
         validate.check_put(rpc.PutRequest(key=b"k", lease=5, ignore_lease=True))
-    assert e.value is errors.LEASE_PROVIDED
+    assert e.value.kind is errors.LEASE_PROVIDED
 
 
 def test_txn_limits_and_empty_ops() -> None:
-    assert check(txn([put(b"a"), put(b"b")]), max_ops=1) is errors.TOO_MANY_OPS
+    assert check(txn([put(b"a"), put(b"b")]), max_ops=1).kind is errors.TOO_MANY_OPS
     assert check(txn([put(b"a")]), max_ops=1) is None
-    assert check(txn([rpc.RequestOp()])) is errors.KEY_NOT_FOUND
-    assert check(txn([put(b"")])) is errors.EMPTY_KEY
-    assert check(txn([], compare=[rpc.Compare(key=b"")])) is errors.EMPTY_KEY
+    assert check(txn([rpc.RequestOp()])).kind is errors.KEY_NOT_FOUND
+    assert check(txn([put(b"")])).kind is errors.EMPTY_KEY
+    assert check(txn([], compare=[rpc.Compare(key=b"")])).kind is errors.EMPTY_KEY
 
 
 def test_duplicate_keys() -> None:
-    assert check(txn([put(b"a"), put(b"a")])) is errors.DUPLICATE_KEY
-    assert check(txn([put(b"a"), delete(b"a")])) is errors.DUPLICATE_KEY
-    assert check(txn([put(b"b"), delete(b"a", b"c")])) is errors.DUPLICATE_KEY
+    assert check(txn([put(b"a"), put(b"a")])).kind is errors.DUPLICATE_KEY
+    assert check(txn([put(b"a"), delete(b"a")])).kind is errors.DUPLICATE_KEY
+    assert check(txn([put(b"b"), delete(b"a", b"c")])).kind is errors.DUPLICATE_KEY
     assert check(txn([put(b"c"), delete(b"a", b"c")])) is None
     # the same key in then/else of one nested txn is fine; twice in one branch is not
     nested = rpc.RequestOp(request_txn=txn([put(b"a")], [put(b"a")]))
     assert check(txn([nested])) is None
-    assert check(txn([nested, put(b"a")])) is errors.DUPLICATE_KEY
+    assert check(txn([nested, put(b"a")])).kind is errors.DUPLICATE_KEY
     # success and failure of the top level are checked separately
     assert check(txn([put(b"a")], [put(b"a")])) is None
     # a "from key" delete (range end \0) does not conflict, as in etcd

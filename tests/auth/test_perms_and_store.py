@@ -100,13 +100,13 @@ def setup(store: AuthStore) -> None:
 
 
 def test_state_machine_rules_and_persistence(store: AuthStore, tmp_path: Path) -> None:
-    assert apply(store, "enable", rpc.AuthEnableRequest()) is errors.ROOT_USER_NOT_EXIST
+    assert apply(store, "enable", rpc.AuthEnableRequest()).kind is errors.ROOT_USER_NOT_EXIST
     apply(store, "user_add", rpc.AuthUserAddRequest(name="root", hashedPassword="h"))
-    assert apply(store, "enable", rpc.AuthEnableRequest()) is errors.ROOT_ROLE_NOT_EXIST
-    assert apply(store, "user_add", rpc.AuthUserAddRequest(name="")) is errors.USER_EMPTY
-    assert apply(store, "role_add", rpc.AuthRoleAddRequest(name="")) is errors.ROLE_EMPTY
+    assert apply(store, "enable", rpc.AuthEnableRequest()).kind is errors.ROOT_ROLE_NOT_EXIST
+    assert apply(store, "user_add", rpc.AuthUserAddRequest(name="")).kind is errors.USER_EMPTY
+    assert apply(store, "role_add", rpc.AuthRoleAddRequest(name="")).kind is errors.ROLE_EMPTY
     assert apply(store, "user_grant_role", rpc.AuthUserGrantRoleRequest(
-        user="root", role="nope")) is errors.ROLE_NOT_FOUND
+        user="root", role="nope")).kind is errors.ROLE_NOT_FOUND
     rev = store.revision
     setup_rest = [("user_grant_role", rpc.AuthUserGrantRoleRequest(user="root", role="root"))]
     for fn, req in setup_rest:
@@ -116,12 +116,12 @@ def test_state_machine_rules_and_persistence(store: AuthStore, tmp_path: Path) -
     assert store.revision == rev + 1  # granting again changes nothing
     apply(store, "enable", rpc.AuthEnableRequest())
     assert store.enabled and store.revision == rev + 1  # etcd: enabling keeps the revision
-    assert apply(store, "user_delete", rpc.AuthUserDeleteRequest(name="root")) is \
+    assert apply(store, "user_delete", rpc.AuthUserDeleteRequest(name="root")).kind is \
         errors.INVALID_AUTH_MGMT
-    assert apply(store, "role_delete", rpc.AuthRoleDeleteRequest(role="root")) is \
+    assert apply(store, "role_delete", rpc.AuthRoleDeleteRequest(role="root")).kind is \
         errors.INVALID_AUTH_MGMT
     assert apply(store, "user_revoke_role", rpc.AuthUserRevokeRoleRequest(
-        name="root", role="root")) is errors.INVALID_AUTH_MGMT
+        name="root", role="root")).kind is errors.INVALID_AUTH_MGMT
     # The hash stored is what the proposer put in the entry; no clear password anywhere.
     assert store.users["root"].password == b"h"
     # Reopened: the same state.
@@ -136,12 +136,12 @@ def test_role_delete_revokes_it_from_users(store: AuthStore) -> None:
     assert checks.permitted(store, "alice", store.revision, b"w/a", b"", True) is None
     apply(store, "role_delete", rpc.AuthRoleDeleteRequest(role="rw"))
     assert store.users["alice"].roles == []
-    assert checks.permitted(store, "alice", store.revision, b"w/a", b"", True) is \
+    assert checks.permitted(store, "alice", store.revision, b"w/a", b"", True).kind is \
         errors.PERMISSION_DENIED
-    assert checks.permitted(store, "alice", 0, b"w/a", b"", True) is errors.USER_EMPTY
-    assert checks.permitted(store, "root", store.revision - 1, b"x", b"", True) is \
+    assert checks.permitted(store, "alice", 0, b"w/a", b"", True).kind is errors.USER_EMPTY
+    assert checks.permitted(store, "root", store.revision - 1, b"x", b"", True).kind is \
         errors.AUTH_OLD_REVISION
-    assert checks.permitted(store, "nobody", store.revision, b"x", b"", False) is \
+    assert checks.permitted(store, "nobody", store.revision, b"x", b"", False).kind is \
         errors.PERMISSION_DENIED
 
 
@@ -155,28 +155,28 @@ def test_apply_gate(store: AuthStore) -> None:
     rev = store.revision
     put = rpc.PutRequest(key=b"w/a")
     assert gate("put", put, ("alice", rev)) is None
-    assert gate("put", put, ("", 0)) is errors.USER_EMPTY
+    assert gate("put", put, ("", 0)).kind is errors.USER_EMPTY
     assert gate("put", put, None) is None
     apply(store, "role_revoke_permission", rpc.AuthRoleRevokePermissionRequest(
         role="rw", key=b"w/", range_end=b"w0"))
-    assert gate("put", put, ("alice", rev)) is errors.AUTH_OLD_REVISION
-    assert gate("txn", rpc.TxnRequest(), ("alice", rev)) is errors.AUTH_OLD_REVISION
+    assert gate("put", put, ("alice", rev)).kind is errors.AUTH_OLD_REVISION
+    assert gate("txn", rpc.TxnRequest(), ("alice", rev)).kind is errors.AUTH_OLD_REVISION
     apply(store, "role_grant_permission", rpc.AuthRoleGrantPermissionRequest(
         name="rw", perm=Permission(permType=Permission.READWRITE, key=b"w/", range_end=b"w0")))
     rev = store.revision
     # Lease keys are data, not auth state: checked at apply whatever the revision.
-    assert gate("lease_revoke", rpc.LeaseRevokeRequest(ID=7), ("alice", rev)) is \
+    assert gate("lease_revoke", rpc.LeaseRevokeRequest(ID=7), ("alice", rev)).kind is \
         errors.PERMISSION_DENIED
     assert gate("lease_revoke", rpc.LeaseRevokeRequest(ID=8), ("alice", rev)) is None
     assert gate("lease_revoke", rpc.LeaseRevokeRequest(ID=7), None) is None  # expiry
-    assert gate("put", rpc.PutRequest(key=b"w/c", lease=7), ("alice", rev)) is \
+    assert gate("put", rpc.PutRequest(key=b"w/c", lease=7), ("alice", rev)).kind is \
         errors.PERMISSION_DENIED
     # Admin requests: re-checked against the current state when the revision moved.
     add = rpc.AuthRoleAddRequest(name="x")
     assert gate("auth_role_add", add, ("root", rev)) is None
-    assert gate("auth_role_add", add, ("alice", rev - 1)) is errors.PERMISSION_DENIED
+    assert gate("auth_role_add", add, ("alice", rev - 1)).kind is errors.PERMISSION_DENIED
     assert gate("auth_role_add", add, ("root", rev - 1)) is None
-    assert gate("compaction", rpc.CompactionRequest(), ("", 0)) is errors.USER_EMPTY
+    assert gate("compaction", rpc.CompactionRequest(), ("", 0)).kind is errors.USER_EMPTY
 
 
 def test_authenticate_registers_simple_tokens(store: AuthStore) -> None:
@@ -186,7 +186,7 @@ def test_authenticate_registers_simple_tokens(store: AuthStore) -> None:
     with store._backend.begin_write() as batch:
         with pytest.raises(EtcdError) as e:
             applier.authenticate(batch, InternalAuthenticateRequest(name="alice"))
-        assert e.value is errors.AUTH_NOT_ENABLED
+        assert e.value.kind is errors.AUTH_NOT_ENABLED
     apply(store, "enable", rpc.AuthEnableRequest())
     with store._backend.begin_write() as batch:
         resp = applier.authenticate(batch, InternalAuthenticateRequest(

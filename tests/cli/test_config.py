@@ -214,3 +214,13 @@ def test_backend_batching_flags() -> None:
                               "--backend-batch-limit", "7"], {})[0])
     assert (opts.backend_batch_interval_ms, opts.backend_batch_limit) == (250, 7)
     assert "[not yet used]" not in help_text().split("--backend-batch-interval")[1][:200]
+
+
+def test_enable_v2_from_flag_env_and_file(tmp_path: Path) -> None:
+    """--enable-v2 (etcd 3.4's default: false), ETCD_ENABLE_V2, config key enable-v2."""
+    assert options_from(load([], {})[0]).enable_v2 is False
+    assert options_from(load(["--enable-v2"], {})[0]).enable_v2 is True
+    assert options_from(load([], {"ETCD_ENABLE_V2": "true"})[0]).enable_v2 is True
+    f = tmp_path / "etcd.conf.yml"
+    f.write_text("enable-v2: true\n")
+    assert options_from(load(["--config-file", str(f)], {})[0]).enable_v2 is True

@@ -18,7 +18,6 @@ from petcd.testing import Etcdctl
 @pytest.mark.parametrize(("args", "refused"), [
     (["--proxy", "on"], "--proxy is not supported by petcd"),
     (["--discovery-srv", "example.com"], "--discovery-srv is not supported"),
-    (["--enable-v2"], "--enable-v2 is not supported"),
     (["--experimental-enable-distributed-tracing"], "tracing"),
     (["--experimental-memory-mlock"], "cannot lock"),
 ])

@@ -70,6 +70,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
     c.put("ka/key", "v", lease=lease)
     start = c.put(prefix + "start", "").header.revision
     w = c.watch(prefix, prefix=True)
+    w2 = c.watch(prefix, prefix=True, prev_kv=True)  # shares w's stream: both resume
     connected = follower
     assert c.endpoint == follower.address
 
@@ -100,6 +101,10 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
     assert c.endpoint != connected.address
     _collect_until(w, (prefix + "end").encode(), seen, time.monotonic() + 60)
     w.close()
+    seen2: list[Event] = []
+    _collect_until(w2, (prefix + "end").encode(), seen2, time.monotonic() + 60)
+    assert w2.reconnects >= 1
+    w2.close()
 
     # The keep-alive moved to another member too: the lease outlived its 2 s TTL.
     time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
@@ -114,6 +119,7 @@ def test_watch_and_calls_survive_member_kill(kind: str, victim: str, members_fac
         history: list[Event] = []
         _collect_until(h, (prefix + "end").encode(), history, time.monotonic() + 60)
     assert _triples(seen) == _triples(history)
+    assert _triples(seen2) == _triples(history)
     revs = [e.kv.mod_revision for e in seen]
     assert revs == sorted(set(revs)) and len(revs) > 80
 
@@ -141,24 +147,38 @@ def test_write_retried_only_when_unsent(kind: str, members_factory: Any) -> None
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
-def test_watch_leaves_a_hung_member(kind: str, members_factory: Any, connect: Connect) -> None:
+@pytest.mark.parametrize("settings", ["fast", "default"])
+def test_watch_leaves_a_hung_member(kind: str, settings: str, members_factory: Any,
+                                    connect: Connect) -> None:
     """SIGSTOP (no RST, no FIN): gRPC keepalive finds the member dead; the watch resumes
-    on another one and reads move on too."""
-    members = members_factory(kind, 3, ["--grpc-keepalive-min-time", "500ms"])
+    on another one and reads move on too. "default": the client's default keepalive
+    (10 s pings, 6 s to answer) against the servers' default enforcement, and a read
+    with no deadline that was waiting on the hung member."""
+    fast = settings == "fast"
+    members = members_factory(kind, 3, ["--grpc-keepalive-min-time", "500ms"] if fast else [])
     leader, follower, other = _roles(members)
-    c = connect([follower.address, leader.address, other.address], keepalive_time=1,
-                keepalive_timeout=1, timeout=20)
+    ka: dict[str, Any] = {"keepalive_time": 1, "keepalive_timeout": 1} if fast else {}
+    c = connect([follower.address, leader.address, other.address], timeout=20, **ka)
+    reader = Client([follower.address, leader.address], timeout=None, **ka)
     w = c.watch("hung/", prefix=True)
+    reader.get("hung/")  # connected to the follower
     follower.pause()
     try:
+        got: list[Any] = []
+        th = threading.Thread(target=lambda: got.append(reader.get("hung/", prefix=True)))
+        th.start()  # (no deadline: only keepalive can end the wait on the hung member)
         with Client([leader.address, other.address], timeout=20) as writer:
             rev = writer.put("hung/k", "v").header.revision
         t0 = time.monotonic()
         batch = next(iter(w))
         assert [e.kv.mod_revision for e in batch.events] == [rev]
-        assert time.monotonic() - t0 < 30
+        assert time.monotonic() - t0 < (30 if fast else 60)
         assert c.get("hung/k").value == b"v"
         assert c.endpoint != follower.address
         w.close()
+        th.join(60)
+        assert not th.is_alive() and reader.endpoint == leader.address
+        assert got[0].header.revision >= rev
     finally:
         follower.resume()
+        reader.close()

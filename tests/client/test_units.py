@@ -87,6 +87,23 @@ def test_watch_state_resumes_without_gaps_or_repeats() -> None:
         st.on_response(_resp(30, canceled=True, cancel_reason="etcdserver: permission denied"))
 
 
+def test_watch_state_joins_fragments() -> None:
+    st = WatchState(WatchSpec.make("k", prefix=True, start_revision=5, fragment=True))
+    assert st.create_request().create_request.fragment
+    st.on_response(_resp(9, created=True))
+    assert st.on_response(_resp(9, 5, 6, fragment=True)) is None  # a first piece
+    assert st.on_response(_resp(9, 7, fragment=True)) is None
+    out = st.on_response(_resp(9, 8))  # the last piece: one batch
+    assert out is not None and [ev.kv.mod_revision for ev in out.events] == [5, 6, 7, 8]
+    assert st.next_rev == 9
+    # a stream lost mid-response: its pieces are dropped, the new stream resends them
+    assert st.on_response(_resp(12, 9, 10, fragment=True)) is None
+    assert st.create_request().create_request.start_revision == 9
+    st.on_response(_resp(12, created=True))
+    out = st.on_response(_resp(12, 9, 10, 11))
+    assert out is not None and [ev.kv.mod_revision for ev in out.events] == [9, 10, 11]
+
+
 def test_requests() -> None:
     assert prefix_end("a") == b"b" and prefix_end(b"\xff\xff") == b"\x00"
     assert key_range("", prefix=True) == (b"\x00", b"\x00")

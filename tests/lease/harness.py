@@ -14,7 +14,7 @@ from petcd.mvcc.kvstore import KVStore
 from petcd.mvcc.types import KVEvent
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.apply import Applier
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.proposal import Committed
 
 
@@ -33,7 +33,7 @@ class ApplyHarness:
         self.clock = clock or Clock()
         self.backend = Backend(str(path), sync=False)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store)
+        self.kv = KVRequests(self.store)
         self.applier = Applier(self.backend, self.kv)
         self.lessor = Lessor(self.backend, min_ttl=min_ttl,
                              persist_checkpoints=persist_checkpoints, clock=self.clock)

@@ -39,19 +39,19 @@ def test_grant_results_and_errors(h: ApplyHarness) -> None:
     assert (resp.ID, resp.TTL, resp.header.revision) == (7, 2, 1)  # raised to the minimum
     assert h.grant(8, -5).TTL == 2
     assert h.grant(9, MAX_LEASE_TTL).TTL == MAX_LEASE_TTL
-    assert h.grant(10, MAX_LEASE_TTL + 1) is errors.LEASE_TTL_TOO_LARGE
-    assert h.grant(7, 30) is errors.LEASE_EXIST
-    assert h.grant(0, 30) is errors.LEASE_NOT_FOUND
+    assert h.grant(10, MAX_LEASE_TTL + 1).kind is errors.LEASE_TTL_TOO_LARGE
+    assert h.grant(7, 30).kind is errors.LEASE_EXIST
+    assert h.grant(0, 30).kind is errors.LEASE_NOT_FOUND
     assert h.grant(-3, 20).ID == -3  # etcd accepts negative client-chosen IDs
     assert sorted(le.id for le in h.lessor.leases()) == [-3, 7, 8, 9]
-    assert h.revoke(12345) is errors.LEASE_NOT_FOUND
-    assert h.revoke(0) is errors.LEASE_NOT_FOUND
+    assert h.revoke(12345).kind is errors.LEASE_NOT_FOUND
+    assert h.revoke(0).kind is errors.LEASE_NOT_FOUND
 
 
 def test_put_attaches_moves_and_detaches(h: ApplyHarness) -> None:
     h.grant(1, 60)
     h.grant(2, 60)
-    assert h.put(b"a", lease=99) is errors.LEASE_NOT_FOUND
+    assert h.put(b"a", lease=99).kind is errors.LEASE_NOT_FOUND
     h.put(b"a", lease=1)
     h.put(b"b", lease=1)
     assert h.lessor.keys_of(h.lessor.get(1)) == [b"a", b"b"]  # type: ignore[arg-type]
@@ -70,7 +70,7 @@ def test_txn_put_with_missing_lease_fails_whole_txn(h: ApplyHarness) -> None:
     txn = rpc.TxnRequest(success=[
         rpc.RequestOp(request_put=rpc.PutRequest(key=b"x", lease=1)),
         rpc.RequestOp(request_put=rpc.PutRequest(key=b"y", lease=404))])
-    assert h.one("txn", txn) is errors.LEASE_NOT_FOUND
+    assert h.one("txn", txn).kind is errors.LEASE_NOT_FOUND
     assert h.keys() == [] and h.lessor.keys_of(h.lessor.get(1)) == []  # type: ignore[arg-type]
     # The branch not taken may name a missing lease (etcd checks only what runs).
     ok = rpc.TxnRequest(failure=[rpc.RequestOp(request_put=rpc.PutRequest(key=b"x", lease=404))])
@@ -103,7 +103,7 @@ def test_grant_then_put_then_revoke_in_one_batch(h: ApplyHarness) -> None:
         ("lease_revoke", rpc.LeaseRevokeRequest(ID=5)),
         ("put", rpc.PutRequest(key=b"b", value=b"1", lease=5)))
     assert results[0].ID == 5 and results[2].header.revision == 3
-    assert results[3] is errors.LEASE_NOT_FOUND
+    assert results[3].kind is errors.LEASE_NOT_FOUND
     assert h.keys() == [] and [e.type for e in h.events] == [EVENT_PUT, EVENT_DELETE]
 
 

@@ -27,7 +27,7 @@ from petcd.server.alarm import (
     txn_upper_bound,
 )
 from petcd.server.apply import Applier
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.proposal import Committed
 
 MEMBER = 0x8E9E05C52164694D
@@ -45,7 +45,7 @@ class Member:
     def _open(self) -> None:
         self.backend = Backend(str(self.path / "db"))
         self.store = KVStore(self.backend)
-        self.applier = Applier(self.backend, KVApplier(self.store))
+        self.applier = Applier(self.backend, KVRequests(self.store))
         self.alarms = Alarms(self.backend, self.applier, self.quota, self._on_exceeded)
         self.index = self.applier.applied_index
 
@@ -102,10 +102,10 @@ def test_nospace_refuses_growth_and_allows_cleanup(member: Member) -> None:
     resp = member.alarm(ACTIVATE, rpc.NOSPACE)
     assert list(resp.alarms) == [rpc.AlarmMember(memberID=MEMBER, alarm=rpc.NOSPACE)]
     rev = member.store.current_revision
-    assert member.put(b"c") is errors.NO_SPACE
-    assert member.apply(P.TXN, txn(op_put(b"c"))) is errors.NO_SPACE
+    assert member.put(b"c").kind is errors.NO_SPACE
+    assert member.apply(P.TXN, txn(op_put(b"c"))).kind is errors.NO_SPACE
     # Either branch counts, as in etcd, whichever one would run.
-    assert member.apply(P.TXN, txn(op_get(b"a"), failure=(op_put(b"c"),))) is errors.NO_SPACE
+    assert member.apply(P.TXN, txn(op_get(b"a"), failure=(op_put(b"c"),))).kind is errors.NO_SPACE
     assert member.store.current_revision == rev  # refused with no effect
     assert member.apply(P.TXN, txn(op_del(b"a"), op_get(b"b"))).succeeded
     assert member.apply(P.DELETE_RANGE, rpc.DeleteRangeRequest(key=b"b")).deleted == 1
@@ -121,12 +121,12 @@ def test_corrupt_refuses_every_write(member: Member) -> None:
     member.put(b"a")
     member.alarm(ACTIVATE, rpc.NOSPACE)
     member.alarm(ACTIVATE, rpc.CORRUPT, member=7)
-    assert member.put(b"b") is errors.CORRUPT  # CORRUPT wins over NOSPACE
-    assert member.apply(P.TXN, txn(op_del(b"a"))) is errors.CORRUPT
-    assert member.apply(P.DELETE_RANGE, rpc.DeleteRangeRequest(key=b"a")) is errors.CORRUPT
-    assert member.apply(P.COMPACTION, rpc.CompactionRequest(revision=1)) is errors.CORRUPT
+    assert member.put(b"b").kind is errors.CORRUPT  # CORRUPT wins over NOSPACE
+    assert member.apply(P.TXN, txn(op_del(b"a"))).kind is errors.CORRUPT
+    assert member.apply(P.DELETE_RANGE, rpc.DeleteRangeRequest(key=b"a")).kind is errors.CORRUPT
+    assert member.apply(P.COMPACTION, rpc.CompactionRequest(revision=1)).kind is errors.CORRUPT
     member.alarm(DEACTIVATE, rpc.CORRUPT, member=7)
-    assert member.put(b"b") is errors.NO_SPACE
+    assert member.put(b"b").kind is errors.NO_SPACE
     assert member.apply(P.DELETE_RANGE, rpc.DeleteRangeRequest(key=b"a")).deleted == 1
 
 
@@ -150,14 +150,14 @@ def test_alarm_get_activate_deactivate(member: Member) -> None:
 def test_alarms_survive_reopen_and_defragment(member: Member) -> None:
     member.alarm(ACTIVATE, rpc.NOSPACE)
     member.reopen()
-    assert member.put(b"x") is errors.NO_SPACE
+    assert member.put(b"x").kind is errors.NO_SPACE
     assert [alarm_text(m) for m in member.alarms.store.active] == [
         f"memberID:{MEMBER} alarm:NOSPACE "]
     member.backend.defragment()
     member.alarm(DEACTIVATE, rpc.NOSPACE)  # the alarm DB handle was renewed
     member.reopen()
     assert not member.alarms.nospace
-    assert member.put(b"x") is not errors.NO_SPACE
+    assert not isinstance(member.put(b"x"), errors.EtcdError)
 
 
 def test_quota_on_apply_path_applies_then_answers_nospace(tmp_path: Path) -> None:
@@ -167,13 +167,13 @@ def test_quota_on_apply_path_applies_then_answers_nospace(tmp_path: Path) -> Non
     m = Member(tmp_path, quota=size + 10_000)
     assert m.put(b"small").header.revision == 2
     rev = m.store.current_revision
-    assert m.put(b"big", b"x" * 20_000) is errors.NO_SPACE
+    assert m.put(b"big", b"x" * 20_000).kind is errors.NO_SPACE
     assert m.store.current_revision == rev + 1  # etcd applies it, then answers NOSPACE
     assert m.exceeded == 1
-    assert m.apply(P.TXN, txn(op_put(b"t", b"y" * 20_000))) is errors.NO_SPACE
+    assert m.apply(P.TXN, txn(op_put(b"t", b"y" * 20_000))).kind is errors.NO_SPACE
     assert m.exceeded == 2
     m.alarm(ACTIVATE, rpc.NOSPACE)
-    assert m.put(b"more") is errors.NO_SPACE
+    assert m.put(b"more").kind is errors.NO_SPACE
     assert m.exceeded == 2  # refused before the quota is consulted: no new alarm
     assert m.apply(P.TXN, txn(op_get(b"t"))).succeeded  # costs nothing
     m.backend.close()
@@ -200,7 +200,7 @@ def test_handlers_registered_later_are_gated(member: Member) -> None:
     member.applier.register("lease_grant", grant)
     assert member.apply("lease_grant", rpc.LeaseGrantRequest(ID=1, TTL=5)).ID == 1
     member.alarm(ACTIVATE, rpc.NOSPACE)
-    assert member.apply("lease_grant", rpc.LeaseGrantRequest(ID=2, TTL=5)) is errors.NO_SPACE
+    assert member.apply("lease_grant", rpc.LeaseGrantRequest(ID=2, TTL=5)).kind is errors.NO_SPACE
     assert granted == [1]
 
 

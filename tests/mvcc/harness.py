@@ -9,7 +9,7 @@ from typing import Any
 
 from petcd.mvcc import Backend, KVStore, WriteBatch
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 
 Request = pb.PutRequest | pb.DeleteRangeRequest | pb.TxnRequest | pb.CompactionRequest
 
@@ -23,7 +23,7 @@ class Member:
     def open(self) -> None:
         self.backend = Backend(self.path, map_size=1 << 30, sync=self.sync)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store)
+        self.kv = KVRequests(self.store)
 
     def reopen(self) -> None:
         self.backend.close()

@@ -21,7 +21,7 @@ from petcd.errors import EtcdError
 from petcd.mvcc import Backend, KVStore
 from petcd.mvcc.kvstore import ReadTxn
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 
 from .harness import Member
 from .model import Model
@@ -50,7 +50,7 @@ class Batched(Member):
     def open(self) -> None:
         self.backend = Backend(self.path, map_size=1 << 30, sync=False, batch_limit=self.limit)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store, compact_budget=2)  # physical compaction lags too
+        self.kv = KVRequests(self.store, compact_budget=2)  # physical compaction lags too
 
 
 def check_reads(m: Batched, model: Model) -> None:
@@ -133,7 +133,7 @@ def run(script: list[Any], limit: int) -> None:
 def _read_all(view: ReadTxn, req: pb.RangeRequest) -> pb.RangeResponse:
     resp = pb.RangeResponse()
     with view:
-        KVApplier._range_into(view, req, resp)
+        KVRequests._range_into(view, req, resp)
     return resp
 
 

@@ -23,10 +23,10 @@ CHILD = textwrap.dedent(
     import sys
     from petcd.mvcc import Backend, KVStore
     from petcd.pb.etcdserverpb import rpc_pb2 as pb
-    from petcd.server.kv_apply import KVApplier
+    from petcd.server.kv_requests import KVRequests
 
     backend = Backend(sys.argv[1], map_size=1 << 30)
-    kv = KVApplier(KVStore(backend))
+    kv = KVRequests(KVStore(backend))
     index = backend.consistent_index()[0]
     backend_rev = kv.store.current_revision
     while True:

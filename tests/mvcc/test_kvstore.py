@@ -104,7 +104,7 @@ def test_revisions_versions_generations(m: Member, apply: Applier) -> None:
     assert [[kv(x).value for x in s] for s in seen] == [[], [b"v1"], [b"v2"], [], [b"v3"]]
     with pytest.raises(errors.EtcdError) as exc:
         m.store.range(b"k", rev=6)
-    assert exc.value is errors.FUTURE_REV
+    assert exc.value.kind is errors.FUTURE_REV
 
 
 def test_txn_shapes_match_etcd(m: Member, apply: Applier) -> None:
@@ -147,13 +147,13 @@ def test_txn_shapes_match_etcd(m: Member, apply: Applier) -> None:
     for bad in (7, 5):
         with pytest.raises(errors.EtcdError) as exc:
             apply(pb.TxnRequest(success=[op(R(b"b", revision=bad))]))
-        assert exc.value is errors.FUTURE_REV
+        assert exc.value.kind is errors.FUTURE_REV
     with pytest.raises(errors.EtcdError) as exc:
         apply(pb.TxnRequest(success=[op(P(b"q", ignore_value=True))]))
-    assert exc.value is errors.KEY_NOT_FOUND
+    assert exc.value.kind is errors.KEY_NOT_FOUND
     with pytest.raises(errors.EtcdError) as exc:
         apply(pb.TxnRequest(success=[op(P(b"b", b"x", lease=5))]))
-    assert exc.value is errors.LEASE_NOT_FOUND
+    assert exc.value.kind is errors.LEASE_NOT_FOUND
     assert m.store.current_revision == 4
 
 
@@ -183,7 +183,7 @@ def test_failed_txn_leaves_nothing(m: Member, apply: Applier) -> None:
     with pytest.raises(errors.EtcdError) as exc:
         apply(pb.TxnRequest(success=[op(P(b"new", b"1")), op(D(b"k")),
                                      op(P(b"k", ignore_value=True))]))
-    assert exc.value is errors.KEY_NOT_FOUND
+    assert exc.value.kind is errors.KEY_NOT_FOUND
     assert m.kv_records() == before
     assert m.store.current_revision == 2
     assert apply(P(b"z")).header.revision == 3
@@ -258,10 +258,10 @@ def test_range_options_match_etcd(m: Member, apply: Applier) -> None:
 def test_put_flags(m: Member, apply: Applier) -> None:
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"k", ignore_value=True))
-    assert exc.value is errors.KEY_NOT_FOUND
+    assert exc.value.kind is errors.KEY_NOT_FOUND
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"k", b"v", ignore_lease=True))
-    assert exc.value is errors.KEY_NOT_FOUND
+    assert exc.value.kind is errors.KEY_NOT_FOUND
     assert m.store.current_revision == 1
     apply(P(b"k", b"v1"))
     resp = apply(P(b"k", ignore_value=True, prev_kv=True))
@@ -271,7 +271,7 @@ def test_put_flags(m: Member, apply: Applier) -> None:
     assert apply(P(b"k", b"v2", ignore_lease=True)).header.revision == 4
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"k", b"v", lease=5))
-    assert exc.value is errors.LEASE_NOT_FOUND
+    assert exc.value.kind is errors.LEASE_NOT_FOUND
 
 
 class Lessor:
@@ -304,7 +304,7 @@ def test_lease_hook(m: Member, apply: Applier) -> None:
     assert lessor.leases == {5: set(), 6: set()}
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b"a", b"1", lease=9))
-    assert exc.value is errors.LEASE_NOT_FOUND
+    assert exc.value.kind is errors.LEASE_NOT_FOUND
     # a failing txn attaches nothing
     with pytest.raises(errors.EtcdError):
         apply(pb.TxnRequest(success=[op(P(b"x", b"1", lease=5)), op(D(b"y")),
@@ -325,17 +325,17 @@ def test_compaction(m: Member, apply: Applier) -> None:
     apply(P(b"a", b"3"))  # 7
     with pytest.raises(errors.EtcdError) as exc:
         apply(pb.CompactionRequest(revision=8))
-    assert exc.value is errors.FUTURE_REV
+    assert exc.value.kind is errors.FUTURE_REV
     resp = apply(pb.CompactionRequest(revision=6, physical=True))
     assert text(resp) == "header { revision: 7 }"
     assert m.store.compact_revision == 6
     for bad in (5, 6, 1):
         with pytest.raises(errors.EtcdError) as exc:
             apply(pb.CompactionRequest(revision=bad))
-        assert exc.value is errors.COMPACTED
+        assert exc.value.kind is errors.COMPACTED
     with pytest.raises(errors.EtcdError) as exc:
         m.kv.range(R(b"a", revision=5))
-    assert exc.value is errors.COMPACTED
+    assert exc.value.kind is errors.COMPACTED
     at6 = m.kv.range(R(b"\x00", b"\x00", revision=6))
     assert [(x.key, x.value) for x in at6.kvs] == [(b"a", b"2"), (b"c", b"1")]
     # physically gone: a@2, b@4 and its deletion b@5; kept: a@3 (newest <= 6), c@6, a@7
@@ -353,10 +353,10 @@ def test_compaction_at_zero_and_on_fresh_store(m: Member, apply: Applier) -> Non
     apply(pb.CompactionRequest(revision=1))
     with pytest.raises(errors.EtcdError) as exc:
         apply(pb.CompactionRequest(revision=1))
-    assert exc.value is errors.COMPACTED
+    assert exc.value.kind is errors.COMPACTED
     with pytest.raises(errors.EtcdError) as exc:
         m.store.hash_kv(1)
-    assert exc.value is errors.COMPACTED
+    assert exc.value.kind is errors.COMPACTED
 
 
 
@@ -455,7 +455,7 @@ def test_hash_kv_is_deterministic(tmp_path: Path) -> None:
         assert a.backend.hash() != b.backend.hash()
         with pytest.raises(errors.EtcdError) as exc:
             a.store.hash_kv(7)
-        assert exc.value is errors.FUTURE_REV
+        assert exc.value.kind is errors.FUTURE_REV
     finally:
         a.close()
         b.close()
@@ -542,7 +542,7 @@ def test_empty_key_is_never_stored(m: Member, apply: Applier) -> None:
     apply(P(b"a", b"1"))
     with pytest.raises(errors.EtcdError) as exc:
         apply(P(b""))
-    assert exc.value is errors.EMPTY_KEY
+    assert exc.value.kind is errors.EMPTY_KEY
     assert m.kv.range(R(b"")).count == 0
     assert m.kv.range(R(b"", b"\x00")).count == 1
     assert m.kv.range(R(b"", b"b")).count == 1
@@ -567,7 +567,7 @@ def test_read_only_txn_without_batch(m: Member, apply: Applier) -> None:
     assert got.header.revision == 3 and got.responses[0].response_range.count == 2
     with pytest.raises(errors.EtcdError) as exc:
         m.kv.txn(None, pb.TxnRequest(success=[op(R(b"a", revision=9))]))
-    assert exc.value is errors.FUTURE_REV
+    assert exc.value.kind is errors.FUTURE_REV
     with pytest.raises(ValueError):
         m.kv.txn(None, pb.TxnRequest(success=[op(D(b"a"))]))
 
@@ -591,7 +591,7 @@ def test_incremental_compaction(tmp_path: Path) -> None:
         with slow.backend.begin_write() as batch:
             slow.store.compact(batch, at, budget=2)
             batch.set_consistent_index(len(log) + 1, 1)
-        assert slow.store.compaction_pending and not slow.store.physically_compacted
+        assert slow.store.compaction_left_in_batch and not slow.store.physically_compacted
         assert slow.store.compact_revision == at
         assert slow.kv_records() != fast.kv_records()
 
@@ -602,13 +602,13 @@ def test_incremental_compaction(tmp_path: Path) -> None:
                 assert slow.kv.range(req) == fast.kv.range(req)
             with pytest.raises(errors.EtcdError) as exc:
                 slow.kv.range(R(b"k1", revision=at - 1))
-            assert exc.value is errors.COMPACTED
+            assert exc.value.kind is errors.COMPACTED
 
         same_reads()
         with slow.backend.begin_write() as batch:
             assert not slow.store.compact_step(batch, 2)
         slow.reopen()  # the work left survives a restart
-        assert slow.store.compaction_pending
+        assert slow.store.compaction_left_in_batch
         same_reads()
         steps = 0
         while not slow.store.physically_compacted:

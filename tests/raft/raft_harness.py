@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from petcd.raft import ConfState, Entry, MemoryStorage, Message, MessageType, Snapshot
-from petcd.raft.raft import Config, Raft, Role
+from petcd.raft.basics import Config, Role
+from petcd.raft.raft import Raft
 from petcd.raft.types import SnapshotMetadata
 
 

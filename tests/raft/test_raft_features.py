@@ -22,7 +22,8 @@ from petcd.raft import (
     ReadIndexDropped,
     encode_conf_change,
 )
-from petcd.raft.raft import Raft, ReadState, Role
+from petcd.raft.basics import ReadState, Role
+from petcd.raft.raft import Raft
 
 M = MessageType
 

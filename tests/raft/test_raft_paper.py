@@ -15,7 +15,8 @@ from raft_harness import (
 )
 
 from petcd.raft import Entry, HardState, Message, MessageType
-from petcd.raft.raft import Raft, Role
+from petcd.raft.basics import Role
+from petcd.raft.raft import Raft
 
 M = MessageType
 

@@ -74,16 +74,16 @@ def test_validation_as_etcd() -> None:
     ms = Membership(1, 0xA)
     ms.reset([A, B, C])
     ms.removed = {0xE}
-    assert ms.check_add(Member(0xA, peer_urls=["http://x:1"]), 1) is errors.MEMBER_EXIST
-    assert ms.check_add(Member(0xD, peer_urls=A.peer_urls), 1) is errors.PEER_URL_EXIST
-    assert ms.check_add(Member(0xD, peer_urls=["http://x:1"], is_learner=True), 1) \
-        is errors.TOO_MANY_LEARNERS
+    assert ms.check_add(Member(0xA, peer_urls=["http://x:1"]), 1).kind is errors.MEMBER_EXIST
+    assert ms.check_add(Member(0xD, peer_urls=A.peer_urls), 1).kind is errors.PEER_URL_EXIST
+    too_many = ms.check_add(Member(0xD, peer_urls=["http://x:1"], is_learner=True), 1)
+    assert too_many is not None and too_many.kind is errors.TOO_MANY_LEARNERS
     assert ms.check_add(Member(0xD, peer_urls=["http://x:1"], is_learner=True), 2) is None
-    assert ms.check_add(Member(0xE, peer_urls=["http://x:1"]), 1) is errors.MEMBER_NOT_FOUND
-    assert ms.check_remove(0xD) is errors.MEMBER_NOT_FOUND
-    assert ms.check_promote(0xB) is errors.MEMBER_NOT_LEARNER
+    assert ms.check_add(Member(0xE, peer_urls=["http://x:1"]), 1).kind is errors.MEMBER_NOT_FOUND
+    assert ms.check_remove(0xD).kind is errors.MEMBER_NOT_FOUND
+    assert ms.check_promote(0xB).kind is errors.MEMBER_NOT_LEARNER
     assert ms.check_promote(0xC) is None
-    assert ms.check_update(0xB, A.peer_urls) is errors.PEER_URL_EXIST
+    assert ms.check_update(0xB, A.peer_urls).kind is errors.PEER_URL_EXIST
     assert ms.check_update(0xB, B.peer_urls) is None
 
 
@@ -95,14 +95,14 @@ def test_strict_reconfig_checks() -> None:
     only_a = lambda mid: mid == 0xA  # noqa: E731
     new_voter = Member(0xE, peer_urls=["http://10.0.0.5:2380"])
     # 2 of 4 voters started: below a quorum of 3
-    assert quorum_check_add(ms, new_voter, everyone) is errors.MEMBER_NOT_ENOUGH_STARTED
+    assert quorum_check_add(ms, new_voter, everyone).kind is errors.MEMBER_NOT_ENOUGH_STARTED
     assert quorum_check_add(ms, C, everyone) is None  # learners do not count
-    assert quorum_check_add(ms, C, only_a) is errors.UNHEALTHY
-    assert quorum_check_remove(ms, 0xB, everyone, down=False) is \
+    assert quorum_check_add(ms, C, only_a).kind is errors.UNHEALTHY
+    assert quorum_check_remove(ms, 0xB, everyone, down=False).kind is \
         errors.MEMBER_NOT_ENOUGH_STARTED  # 1 of the 2 left started
     assert quorum_check_remove(ms, 0xD, everyone, down=True) is None
-    assert quorum_check_remove(ms, 0xD, only_a, down=False) is errors.UNHEALTHY
-    assert learner_check_promote(ms, 80, 100, strict=False) is errors.LEARNER_NOT_READY
+    assert quorum_check_remove(ms, 0xD, only_a, down=False).kind is errors.UNHEALTHY
+    assert learner_check_promote(ms, 80, 100, strict=False).kind is errors.LEARNER_NOT_READY
     assert learner_check_promote(ms, 95, 100, strict=False) is None
     single = Membership(1, 0xA)
     single.reset([A])

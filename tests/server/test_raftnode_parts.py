@@ -13,6 +13,7 @@ from petcd import errors
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.raft import DropReason, ProposalDropped, ReadIndexDropped, ReadState
+from petcd.server.apply import WaitPhysical
 from petcd.server.raftnode.proposals import ProposalTracker
 from petcd.server.raftnode.reads import READ_INDEX_RETRY, LinearizableReads
 
@@ -145,4 +146,14 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
         e = _put(t, b"e", far)
         t.flush(raw, 4096)  # type: ignore[arg-type]
         assert isinstance(e.result(), EtcdError) and e.result().code.name == "UNAVAILABLE"
+        # Applied, but waiting for a compaction's physical part: no request deadline.
+        raw.drop, raw.is_leader = None, True
+        t = ProposalTracker(0xABC)
+        w = _put(t, b"w", time.monotonic() - 1)
+        t.flush(raw, 4096)  # type: ignore[arg-type]
+        waiting: list[Any] = []
+        t.answer([WaitPhysical(rpc.CompactionResponse())], [(0, t.by_index.popitem()[1])], [],
+                 lambda fut, r: waiting.append(fut))
+        t.expire(time.monotonic(), lambda started: errors.TIMEOUT)
+        assert waiting == [w] and not w.done()
     asyncio.run(main())

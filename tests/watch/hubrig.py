@@ -15,7 +15,7 @@ from petcd.mvcc.types import KVEvent
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server import proposal as P
 from petcd.server.apply import Applier
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.proposal import Committed
 from petcd.server.watch import WatchHub, WatchStream
 
@@ -29,7 +29,7 @@ class HubRig:
     def __init__(self, data_dir: str, **hub_kw: Any) -> None:
         self.backend = Backend(os.path.join(data_dir, "db"), map_size=1 << 30, sync=False)
         self.store = KVStore(self.backend)
-        self.applier = Applier(self.backend, KVApplier(self.store))
+        self.applier = Applier(self.backend, KVRequests(self.store))
         kw: dict[str, Any] = {"response_limit": 1 << 20, "progress_interval": 0.0}
         kw.update(hub_kw)
         self.hub = WatchHub(self.store, cluster_id=11, member_id=22, term=lambda: 3, **kw)

@@ -49,7 +49,7 @@ class AuthService:
 
     def _answer(self, resp: Message) -> bytes:
         """resp + header {revision} + the constant header part."""
-        body = b"\x18" + varint(self._node.store.current_revision)
+        body = b"\x18" + varint(self._node.revision)
         out: bytes = resp.SerializeToString() + b"\x0a" + varint(len(body)) + body
         return out + self.header.get()
 
@@ -111,34 +111,34 @@ class AuthService:
             await barrier
         for _ in range(_RETRIES):
             if not store.enabled:
-                raise errors.AUTH_NOT_ENABLED
+                raise errors.AUTH_NOT_ENABLED()
             user = store.users.get(name)
             checked_rev = store.revision
             if user is None:
                 log.warning("authentication failed: no user %r", name)
-                raise errors.AUTH_FAILED
+                raise errors.AUTH_FAILED()
             if user.options.no_password:
-                raise NO_PASSWORD_USER
+                raise NO_PASSWORD_USER()
             await passwords.wait_turn(name)
             ok = await passwords.check(user.password, password)
             passwords.record(name, ok)
             if not ok:
                 log.warning("authentication failed: wrong password for user %r", name)
-                raise errors.AUTH_FAILED
+                raise errors.AUTH_FAILED()
             if isinstance(tokens, JwtTokens) and not tokens.can_sign:
-                raise VERIFY_ONLY
+                raise VERIFY_ONLY()
             ir = InternalAuthenticateRequest(name=name)
             if isinstance(tokens, SimpleTokens):
                 ir.simple_token = tokens.new_prefix()
             result = await node.propose(A.AUTHENTICATE, ir.SerializeToString(), ir)
             if type(result) is EtcdError:
-                raise result
+                raise result()
             if checked_rev != store.revision:
                 continue  # the user changed while we checked: check again (as etcd)
             if isinstance(tokens, JwtTokens):
                 return tokens.sign(name, checked_rev)
             return str(result.token)
-        raise errors.AUTH_FAILED
+        raise errors.AUTH_FAILED()
 
     # -- users
     async def UserAdd(self, raw: bytes, context: Context) -> bytes:

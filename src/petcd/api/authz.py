@@ -83,18 +83,18 @@ class Authorizer:
             if user is None:
                 info = tokens.parse(token)
                 if info is None or info.index <= self._node.applied_index:
-                    raise errors.INVALID_AUTH_TOKEN
+                    raise errors.INVALID_AUTH_TOKEN()
                 # Issued through a member ahead of us: wait until we applied it.
                 barrier = self._node.read_barrier()
                 if barrier is not None:
                     await barrier
                 user = tokens.lookup(token)
                 if user is None:
-                    raise errors.INVALID_AUTH_TOKEN
+                    raise errors.INVALID_AUTH_TOKEN()
             return (user, 0)
         info = tokens.parse(token)
         if info is None:
-            raise errors.INVALID_AUTH_TOKEN
+            raise errors.INVALID_AUTH_TOKEN()
         return (info.user, info.revision)
 
     async def check(self, context: Context,
@@ -138,8 +138,8 @@ async def require_admin(authz: Authorizer, context: Context, *,
         try:
             await authz.admin(context)
         except EtcdError as e:
-            if unconverted and e in _UNCONVERTED:
-                await context.abort(grpc.StatusCode.UNKNOWN, _UNCONVERTED[e])
+            if unconverted and e.kind in _UNCONVERTED:
+                await context.abort(grpc.StatusCode.UNKNOWN, _UNCONVERTED[e.kind])
             await context.abort(e.code, e.message)
 
 

@@ -31,7 +31,7 @@ def _peer_urls(urls: Any) -> list[str]:
             port = None
         if u.scheme not in ("http", "https", "unix", "unixs") or not u.hostname or \
                 port is None or u.path not in ("", "/") or u.query or u.fragment:
-            raise errors.MEMBER_BAD_URLS
+            raise errors.MEMBER_BAD_URLS()
         out.append(text)
     return sorted(out)
 

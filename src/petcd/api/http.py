@@ -336,6 +336,8 @@ class HttpProtocol(asyncio.Protocol):
         all_headers = [*headers,
                        (b"Date", _date()),
                        (b"Content-Length", str(len(body)).encode())]
+        if self._request is not None and self._request.method == b"HEAD":
+            body = b""  # the length of what GET would send, no body (as Go's server)
         try:
             out = self._conn.send(h11.Response(status_code=status, headers=all_headers,
                                                reason=HTTPStatus(status).phrase.encode()))

@@ -147,9 +147,9 @@ class KVService:
         try:
             if self._auth.enabled:
                 resp = await self._authorized_read(context, checks.check_txn, req,
-                                                   lambda r: node.kv.txn(None, r))
+                                                   node.read_txn)
             else:
-                resp = node.kv.txn(None, req)
+                resp = node.read_txn(req)
         except EtcdError as e:
             await abort(context, e)
         return resp.SerializeToString() + self.header.get()

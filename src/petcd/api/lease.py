@@ -55,17 +55,10 @@ def _int64(n: int) -> bytes:
 class LeaseService:
     def __init__(self, node: Node, *, max_request_bytes: int) -> None:
         self._node = node
-        self._leases = node.leases
-        self._store = node.store
         self._max_request_bytes = max_request_bytes
         self.header = HeaderSuffix(node)
         self._auth = node.auth
         self._authz = Authorizer(node)
-
-    def _lease_keys(self, lease_id: int) -> list[bytes]:
-        lessor = self._node.lessor
-        lease = lessor.get(lease_id)
-        return [] if lease is None else lessor.keys_of(lease)
 
     async def _check(self, context: Context, check: Any, arg: Any) -> tuple[str, int]:
         """With auth enabled: the stamp, or the call ends with the refusal."""
@@ -76,7 +69,7 @@ class LeaseService:
 
     def _revision_header(self) -> bytes:
         """`header {revision}`: merged by the client with the constant header suffix."""
-        body = b"\x18" + varint(self._store.current_revision)
+        body = b"\x18" + varint(self._node.revision)
         return b"\x0a" + varint(len(body)) + body
 
     async def _propose(self, kind: str, raw: bytes, req: Any, context: Context,
@@ -100,7 +93,7 @@ class LeaseService:
         if not node.maintenance.quota_available(LEASE_OVERHEAD):
             await check_quota(node, LEASE_OVERHEAD, context)
         if req.ID == 0:  # the server chooses; the log entry carries the choice
-            req.ID = lease_id = self._leases.new_id()
+            req.ID = lease_id = self._node.new_lease_id()
             raw += b"\x10" + _int64(lease_id)  # field 2 (ID); it had none
         # etcd checks no permission for a grant, but an invalid token is refused.
         stamp = await self._check(context, _nothing, None) if self._auth.enabled else ANON
@@ -117,14 +110,14 @@ class LeaseService:
         stamp = ANON
         if self._auth.enabled:  # WRITE on every attached key (checked again at apply)
             stamp = await self._check(context, checks.check_keys_writable,
-                                      self._lease_keys(req.ID))
+                                      self._node.lease_keys(req.ID))
         return await self._propose(LEASE_REVOKE, raw, req, context, stamp)
 
     async def LeaseKeepAlive(self, requests: AsyncIterator[bytes],
                              context: Context) -> AsyncIterator[bytes]:
         if self._node.is_learner:  # as etcd: a learner serves no stream
             await abort(context, errors.NOT_SUPPORTED_FOR_LEARNER)
-        leases = self._leases
+        node = self._node
         forwarded = _forwarded(context)
         header = self.header
         parse = rpc.LeaseKeepAliveRequest.FromString
@@ -136,10 +129,10 @@ class LeaseService:
             # The revision is read before renewing (as etcd): a client never sees a
             # keep-alive succeed at a revision after the one revoking the lease.
             rev_header = self._revision_header()
-            ttl = leases.renew_now(lease_id)
+            ttl = node.renew_lease_now(lease_id)
             if ttl is None:
                 try:
-                    ttl = await leases.renew(lease_id, forwarded=forwarded)
+                    ttl = await node.renew_lease(lease_id, forwarded=forwarded)
                 except EtcdError as e:
                     await abort(context, e)
             out = rev_header
@@ -157,9 +150,10 @@ class LeaseService:
         # READ on every attached key (etcd 3.4.26/3.5.9 on), checked by the member the
         # client called (a follower's forwarded call carries no token).
         if self._auth.enabled and not forwarded:
-            await self._check(context, _readable, self._lease_keys(req.ID))
+            await self._check(context, _readable, self._node.lease_keys(req.ID))
         try:
-            resp = await self._leases.time_to_live(req.ID, req.keys, forwarded=forwarded)
+            resp = await self._node.lease_time_to_live(req.ID, req.keys,
+                                                        forwarded=forwarded)
         except EtcdError as e:
             await abort(context, e)
         return self._revision_header() + resp.SerializeToString() + self.header.get()
@@ -170,9 +164,9 @@ class LeaseService:
         if self._auth.enabled:  # no permission needed (etcd), but a valid token if any
             await self._check(context, _nothing, None)
         resp = rpc.LeaseLeasesResponse()
-        resp.header.revision = self._store.current_revision
+        resp.header.revision = self._node.revision
         out = resp.leases
-        for lease_id in self._leases.leases():
+        for lease_id in self._node.lease_ids():
             out.add().ID = lease_id
         return resp.SerializeToString() + self.header.get()
 

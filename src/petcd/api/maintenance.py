@@ -122,7 +122,7 @@ class MaintenanceService:
         except EtcdError as e:
             await abort(context, e)
         resp = rpc.MoveLeaderResponse()
-        self._header(resp.header, node.store.current_revision)
+        self._header(resp.header, node.revision)
         return resp.SerializeToString()
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:

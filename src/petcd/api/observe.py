@@ -48,7 +48,7 @@ class Observability:
         self._node = node
         self._pprof = pprof
         self._counts = _HealthCounters()
-        node.metrics.registry.register(self._counts)
+        node.metrics_registry.register(self._counts)
         self._profiling = False
 
     def serves(self, path: str) -> bool:
@@ -62,7 +62,7 @@ class Observability:
             return 405, [(b"Allow", b"GET"), _TEXT, _NOSNIFF], b"Method Not Allowed\n"
         args = urllib.parse.parse_qs(query)
         if path == "/metrics":
-            return 200, [_METRICS_TYPE], generate_latest(self._node.metrics.registry)
+            return 200, [_METRICS_TYPE], generate_latest(self._node.metrics_registry)
         if path == "/health":
             ok = await self.check(args)
             if ok:

@@ -73,7 +73,8 @@ def tail_from(target: str) -> int:
 def render(node: Node, tail: int) -> bytes:
     st, entries = node.raft_status(tail)
     last = entries[-1] if entries else None
-    local = node.membership.local
+    members = node.members()
+    local = next((m for m in members if node.member_id == m.ID), None)
     role = "learner" if node.is_learner else _ROLES.get(st.role, str(st.role))
     doc: dict[str, Any] = {
         "id": f"{st.id:x}",
@@ -87,9 +88,9 @@ def render(node: Node, tail: int) -> bytes:
         "firstIndex": st.first_index,
         "lastIndex": st.last_index,
         "lastTerm": last.term if last is not None and last.index == st.last_index else None,
-        "revision": node.store.current_revision,
-        "members": [{"id": f"{m.id:x}", "name": m.name, "learner": m.is_learner}
-                    for m in node.membership.sorted()],
+        "revision": node.revision,
+        "members": [{"id": f"{m.ID:x}", "name": m.name, "learner": m.isLearner}
+                    for m in members],
         "entries": [{"index": e.index, "term": e.term,
                      "type": "conf-change" if e.type == EntryType.CONF_CHANGE else "normal",
                      "summary": summarize(e)} for e in entries],
@@ -139,6 +140,11 @@ def summarize(e: Entry) -> str:
         return f"lease revoke id={req.lease_revoke.ID:x}"
     if kind == "lease_checkpoint":
         return f"lease checkpoint ({len(req.lease_checkpoint.checkpoints)} leases)"
+    if kind == "v2":
+        v2 = req.v2
+        if v2.method == "SYNC":
+            return "v2 expire TTL keys due"
+        return f"v2 {v2.method} key={_key(v2.path[2:] or b'/')} ({len(v2.val)} bytes)"
     if kind is None:
         return f"unknown request ({len(e.data)} bytes)"
     return str(kind).replace("_", " ")  # alarms, auth: the kind only (never a password)

@@ -33,6 +33,7 @@ from petcd.api.maintenance import MaintenanceService
 from petcd.api.mux import MuxProtocol
 from petcd.api.observe import Observability
 from petcd.api.quota import QuotaKVService
+from petcd.api.v2http import V2Http
 from petcd.api.watch import WatchService
 from petcd.server.client_tls import GRPCIO_TLS_REFUSED, TLS_SCHEMES, client_tls
 from petcd.server.concurrency import Access, Recipes
@@ -100,7 +101,10 @@ class ClientServer:
         self.http = HttpApp(self.node, routes=((self.observe.serves, self.observe.handle),),
                             cors=opts.cors, host_whitelist=opts.host_whitelist,
                             tls=all(u.startswith(TLS_SCHEMES) for u in http_urls))
-        self.grpc_metrics = GrpcMetrics(self.node.metrics.registry,
+        if opts.enable_v2:
+            v2 = V2Http(self.node)
+            self.http.add_route(v2.serves, v2.handle)
+        self.grpc_metrics = GrpcMetrics(self.node.metrics_registry,
                                         extensive=opts.metrics == "extensive",
             slow_request=opts.warning_unary_request_duration)
         self.lease = LeaseService(self.node, max_request_bytes=opts.max_request_bytes)
@@ -123,7 +127,7 @@ class ClientServer:
                         opts.wait_cluster_ready_timeout)
         if opts.initial_corrupt_check:
             await self.node.initial_corrupt_check()  # raises: the member does not serve
-        await self._bootstrap_defrag()
+        await self.node.bootstrap_defrag(opts.bootstrap_defrag_threshold_mb)
         handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...] = (
             self.kv.handler(), AuthService(self.node).handler(),
             ClusterService(self.node).handler(),
@@ -170,18 +174,6 @@ class ClientServer:
             registry.lookup,
             max_receive=self.opts.max_request_bytes + GRPC_OVERHEAD_BYTES)
         self.http.add_route(self.gateway.serves, self.gateway.handle)
-
-    async def _bootstrap_defrag(self) -> None:
-        """--experimental-bootstrap-defrag-threshold-megabytes: defragment before serving
-        when at least that much of the backend file is free pages."""
-        threshold = self.opts.bootstrap_defrag_threshold_mb
-        backend = self.node.backend
-        free = backend.size() - backend.size_in_use()
-        if threshold <= 0 or free < threshold * 1024 * 1024:
-            return
-        log.info("defragmenting at start: %d MB of %d MB free (threshold %d MB)",
-                 free >> 20, backend.size() >> 20, threshold)
-        await self.node.maintenance.defragment()
 
     async def _start_h2(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...],
                         http_factory: Callable[[], asyncio.Protocol]) -> None:

@@ -11,21 +11,21 @@ from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 def check_range(r: rpc.RangeRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY()
 
 
 def check_put(r: rpc.PutRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY()
     if r.ignore_value and r.value:
-        raise errors.VALUE_PROVIDED
+        raise errors.VALUE_PROVIDED()
     if r.ignore_lease and r.lease:
-        raise errors.LEASE_PROVIDED
+        raise errors.LEASE_PROVIDED()
 
 
 def check_delete(r: rpc.DeleteRangeRequest) -> None:
     if not r.key:
-        raise errors.EMPTY_KEY
+        raise errors.EMPTY_KEY()
 
 
 def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> None:
@@ -39,10 +39,10 @@ def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> None:
 def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> None:
     ops = max(len(r.compare), len(r.success), len(r.failure))
     if ops > max_txn_ops:
-        raise errors.TOO_MANY_OPS
+        raise errors.TOO_MANY_OPS()
     for c in r.compare:
         if not c.key:
-            raise errors.EMPTY_KEY
+            raise errors.EMPTY_KEY()
     for branch in (r.success, r.failure):
         for op in branch:
             _check_op(op, max_txn_ops - ops)
@@ -59,7 +59,7 @@ def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> None:
     elif which == "request_txn":
         _check_txn_ops(op.request_txn, max_txn_ops)
     else:
-        raise errors.KEY_NOT_FOUND  # an empty op: etcd answers this
+        raise errors.KEY_NOT_FOUND()  # an empty op: etcd answers this
 
 
 # A delete's key span: [begin, end); end None means the single key `begin`. A range end
@@ -94,11 +94,11 @@ def check_intervals(ops: Sequence[rpc.RequestOp]) -> tuple[set[bytes], list[_Spa
         puts_else, dels_else = check_intervals(op.request_txn.failure)
         for k in puts_then:
             if k in puts or _hits(dels, k):
-                raise errors.DUPLICATE_KEY
+                raise errors.DUPLICATE_KEY()
             puts.add(k)
         for k in puts_else:
             if (k in puts and k not in puts_then) or _hits(dels, k):
-                raise errors.DUPLICATE_KEY
+                raise errors.DUPLICATE_KEY()
             puts.add(k)
         dels.extend(dels_then)
         dels.extend(dels_else)
@@ -107,6 +107,6 @@ def check_intervals(ops: Sequence[rpc.RequestOp]) -> tuple[set[bytes], list[_Spa
             continue
         k = op.request_put.key
         if k in puts or _hits(dels, k):
-            raise errors.DUPLICATE_KEY
+            raise errors.DUPLICATE_KEY()
         puts.add(k)
     return puts, dels

@@ -21,7 +21,7 @@ from petcd.auth.store import AuthStore
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
-from petcd.server.watch import INVALID_WATCH_ID, WatchHub, WatchMetrics, WatchStream
+from petcd.server.watch import INVALID_WATCH_ID, WatchStream
 
 log = logging.getLogger("petcd.api.watch")
 
@@ -39,10 +39,8 @@ class WatchService:
     def __init__(self, node: Node, *, response_limit: int,
                  progress_interval: float = 600.0) -> None:
         self._node = node
-        self.hub = WatchHub(node.store, cluster_id=node.cluster_id, member_id=node.member_id,
-                            term=lambda: node.term, response_limit=response_limit,
-                            progress_interval=progress_interval)
-        node.metrics.registry.register(WatchMetrics(self.hub))
+        self.hub = node.watch_hub(response_limit=response_limit,
+                                  progress_interval=progress_interval)
         self._stopping = False
         self._auth = node.auth
         self._authz = Authorizer(node)
@@ -50,12 +48,7 @@ class WatchService:
     def start(self) -> None:
         """Call on the event loop before the node applies anything: every commit from
         here on reaches the hub."""
-        node, hub = self._node, self.hub
-        hub.revision = node.store.current_revision
-        node.applier.add_commit_listener(hub.commit_listener())
-        # A snapshot from the leader replaced the store (on the loop thread): its
-        # revisions came without events, so every watcher catches up from the store.
-        node.backend.restore_hooks.append(lambda: hub.notify([], node.store.current_revision))
+        self._node.feed_watch_hub(self.hub)
 
     def close(self) -> None:
         """End every stream with etcd's "server stopped" (Unavailable: clients retry on

@@ -79,10 +79,10 @@ class AuthApplier:
                      req: InternalAuthenticateRequest) -> rpc.AuthenticateResponse:
         store = self.store
         if not store.enabled:
-            raise errors.AUTH_NOT_ENABLED
+            raise errors.AUTH_NOT_ENABLED()
         user = store.users.get(req.name)
         if user is None or user.options.no_password:
-            raise errors.AUTH_FAILED
+            raise errors.AUTH_FAILED()
         resp = rpc.AuthenticateResponse()
         if req.simple_token and isinstance(self.tokens, SimpleTokens):
             token = f"{req.simple_token}.{self._index()}"
@@ -98,9 +98,9 @@ class AuthApplier:
         user, rev = stamp
         if kind in KEY_KINDS:
             if rev == 0:
-                return errors.USER_EMPTY
+                return errors.USER_EMPTY()
             if rev < store.revision:
-                return errors.AUTH_OLD_REVISION
+                return errors.AUTH_OLD_REVISION()
             if kind == "put" and request.lease:
                 return checks.check_keys_writable(store, user, rev,
                                                   self._lease_keys(request.lease))

@@ -24,17 +24,17 @@ def permitted(store: AuthStore, user: str, rev: int, key: bytes, range_end: byte
               write: bool) -> Result:
     """etcd's isOpPermitted (with auth enabled)."""
     if rev == 0:
-        return errors.USER_EMPTY
+        return errors.USER_EMPTY()
     if rev < store.revision:
-        return errors.AUTH_OLD_REVISION
+        return errors.AUTH_OLD_REVISION()
     perms = store.perms(user)
     if perms is None:
         return None  # the root role may do anything
     if perms is False:
-        return errors.PERMISSION_DENIED
+        return errors.PERMISSION_DENIED()
     assert not isinstance(perms, bool)
     ok = (perms.write if write else perms.read).covers(key, range_end)
-    return None if ok else errors.PERMISSION_DENIED
+    return None if ok else errors.PERMISSION_DENIED()
 
 
 def check_range(store: AuthStore, user: str, rev: int, req: rpc.RangeRequest) -> Result:

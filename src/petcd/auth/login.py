@@ -69,7 +69,7 @@ class Passwords:
         now = time.monotonic()
         slot = max(now, rec[1])
         if slot - now > MAX_WAIT:
-            raise errors.TOO_MANY_REQUESTS
+            raise errors.TOO_MANY_REQUESTS()
         rec[1] = slot + delay_after(int(rec[0]))
         if slot > now:
             await asyncio.sleep(slot - now)

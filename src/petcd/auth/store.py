@@ -91,12 +91,12 @@ class AuthStore:
     def is_admin(self, name: str) -> EtcdErrorOrNone:
         """etcd's IsAdminPermitted (auth enabled): the user exists and has the root role."""
         if not name:
-            return errors.USER_EMPTY
+            return errors.USER_EMPTY()
         user = self.users.get(name)
         if user is None:
-            return errors.USER_NOT_FOUND
+            return errors.USER_NOT_FOUND()
         if not has_root_role(user):
-            return errors.PERMISSION_DENIED
+            return errors.PERMISSION_DENIED()
         return None
 
     def has_role(self, name: str, role: str) -> bool:
@@ -147,22 +147,22 @@ class AuthStore:
     def _user(self, name: str) -> User:
         user = self.users.get(name)
         if user is None:
-            raise errors.USER_NOT_FOUND
+            raise errors.USER_NOT_FOUND()
         return user
 
     def _role(self, name: str) -> Role:
         role = self.roles.get(name)
         if role is None:
-            raise errors.ROLE_NOT_FOUND
+            raise errors.ROLE_NOT_FOUND()
         return role
 
     def enable(self, batch: WriteBatch, _req: Any) -> rpc.AuthEnableResponse:
         if not self.enabled:
             root = self.users.get(ROOT)
             if root is None:
-                raise errors.ROOT_USER_NOT_EXIST
+                raise errors.ROOT_USER_NOT_EXIST()
             if not has_root_role(root):
-                raise errors.ROOT_ROLE_NOT_EXIST
+                raise errors.ROOT_ROLE_NOT_EXIST()
             batch.txn.put(_ENABLED, b"\x01", db=self._auth_db)
             self.enabled = True  # etcd does not move the revision here
             log.info("enabled authentication")
@@ -179,9 +179,9 @@ class AuthStore:
 
     def user_add(self, batch: WriteBatch, req: rpc.AuthUserAddRequest) -> rpc.AuthUserAddResponse:
         if not req.name:
-            raise errors.USER_EMPTY
+            raise errors.USER_EMPTY()
         if req.name in self.users:
-            raise errors.USER_ALREADY_EXIST
+            raise errors.USER_ALREADY_EXIST()
         no_password = req.HasField("options") and req.options.no_password
         user = User(name=req.name.encode(), options=UserAddOptions(no_password=no_password))
         if not no_password:
@@ -195,7 +195,7 @@ class AuthStore:
     def user_delete(self, batch: WriteBatch,
                     req: rpc.AuthUserDeleteRequest) -> rpc.AuthUserDeleteResponse:
         if self.enabled and req.name == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT()
         self._user(req.name)
         batch.txn.delete(req.name.encode(), db=self._users_db)
         users = dict(self.users)
@@ -233,10 +233,10 @@ class AuthStore:
     def user_revoke_role(self, batch: WriteBatch,
                          req: rpc.AuthUserRevokeRoleRequest) -> rpc.AuthUserRevokeRoleResponse:
         if self.enabled and req.name == ROOT and req.role == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT()
         old = self._user(req.name)
         if req.role not in old.roles:
-            raise errors.ROLE_NOT_GRANTED
+            raise errors.ROLE_NOT_GRANTED()
         roles = [r for r in old.roles if r != req.role]
         self._put_user(batch, User(name=old.name, password=old.password, options=old.options,
                                    roles=roles))
@@ -245,9 +245,9 @@ class AuthStore:
 
     def role_add(self, batch: WriteBatch, req: rpc.AuthRoleAddRequest) -> rpc.AuthRoleAddResponse:
         if not req.name:
-            raise errors.ROLE_EMPTY
+            raise errors.ROLE_EMPTY()
         if req.name in self.roles:
-            raise errors.ROLE_ALREADY_EXIST
+            raise errors.ROLE_ALREADY_EXIST()
         self._put_role(batch, Role(name=req.name.encode()))
         self._changed(batch)
         return rpc.AuthRoleAddResponse()
@@ -255,7 +255,7 @@ class AuthStore:
     def role_delete(self, batch: WriteBatch,
                     req: rpc.AuthRoleDeleteRequest) -> rpc.AuthRoleDeleteResponse:
         if self.enabled and req.role == ROOT:
-            raise errors.INVALID_AUTH_MGMT
+            raise errors.INVALID_AUTH_MGMT()
         self._role(req.role)
         batch.txn.delete(req.role.encode(), db=self._roles_db)
         roles = dict(self.roles)
@@ -293,7 +293,7 @@ class AuthStore:
         kept = [p for p in old.keyPermission
                 if not (p.key == req.key and p.range_end == req.range_end)]
         if len(kept) == len(old.keyPermission):
-            raise errors.PERMISSION_NOT_GRANTED
+            raise errors.PERMISSION_NOT_GRANTED()
         self._put_role(batch, Role(name=old.name, keyPermission=kept))
         self._changed(batch)
         return rpc.AuthRoleRevokePermissionResponse()

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import SplitResult, urlsplit
 
 import yaml
@@ -141,90 +141,94 @@ class Config:
     config_file: str = ""
     warnings: list[str] = field(default_factory=list)
 
-    def _str(self, name: str) -> str:
+    # The one typed way to read a flag: by its kind in the table (cli/flags.py); asking
+    # for the wrong kind is a programming error and fails at once.
+    def _get(self, name: str, kinds: tuple[Kind, ...], t: type[object]) -> object:
+        flag = BY_NAME[name]
         v = self.values[name]
-        assert isinstance(v, str)
+        if flag.kind not in kinds or not isinstance(v, t):
+            raise TypeError(f"--{name} is a {flag.kind.value} flag holding {v!r}")
         return v
 
-    def _int(self, name: str) -> int:
-        v = self.values[name]
-        assert isinstance(v, int)
-        return v
+    def text(self, name: str) -> str:
+        """A string or choice flag."""
+        return cast(str, self._get(name, (Kind.STRING, Kind.CHOICE), str))
 
-    def _float(self, name: str) -> float:
-        v = self.values[name]
-        assert isinstance(v, float)
-        return v
+    def number(self, name: str) -> int:
+        """An int or uint flag."""
+        return cast(int, self._get(name, (Kind.INT, Kind.UINT), int))
 
-    def _bool(self, name: str) -> bool:
-        v = self.values[name]
-        assert isinstance(v, bool)
-        return v
+    def seconds(self, name: str) -> float:
+        """A duration flag."""
+        return cast(float, self._get(name, (Kind.DURATION,), float))
 
-    def _list(self, name: str) -> list[str]:
-        v = self.values[name]
-        assert isinstance(v, list)
-        return v
+    def on(self, name: str) -> bool:
+        """A bool flag."""
+        return cast(bool, self._get(name, (Kind.BOOL,), bool))
+
+    def items(self, name: str) -> list[str]:
+        """A list flag (URLs or strings)."""
+        return cast(list[str], self._get(name, (Kind.URLS, Kind.STRINGS), list))
 
     @property
     def name(self) -> str:
-        return self._str("name")
+        return self.text("name")
 
     @property
     def data_dir(self) -> str:
-        return self._str("data-dir") or f"{self.name}.petcd"
+        return self.text("data-dir") or f"{self.name}.petcd"
 
     @property
     def listen_client_urls(self) -> list[str]:
-        return self._list("listen-client-urls")
+        return self.items("listen-client-urls")
 
     @property
     def listen_client_http_urls(self) -> list[str]:
-        return self._list("listen-client-http-urls")
+        return self.items("listen-client-http-urls")
 
     @property
     def advertise_client_urls(self) -> list[str]:
-        return self._list("advertise-client-urls")
+        return self.items("advertise-client-urls")
 
     @property
     def listen_peer_urls(self) -> list[str]:
-        return self._list("listen-peer-urls")
+        return self.items("listen-peer-urls")
 
     @property
     def initial_advertise_peer_urls(self) -> list[str]:
-        return self._list("initial-advertise-peer-urls")
+        return self.items("initial-advertise-peer-urls")
 
     @property
     def initial_cluster(self) -> str:
-        return self._str("initial-cluster")
+        return self.text("initial-cluster")
 
     @property
     def initial_cluster_token(self) -> str:
-        return self._str("initial-cluster-token")
+        return self.text("initial-cluster-token")
 
     @property
     def initial_cluster_state(self) -> str:
-        return self._str("initial-cluster-state")
+        return self.text("initial-cluster-state")
 
     @property
     def max_request_bytes(self) -> int:
-        return self._int("max-request-bytes")
+        return self.number("max-request-bytes")
 
     @property
     def max_txn_ops(self) -> int:
-        return self._int("max-txn-ops")
+        return self.number("max-txn-ops")
 
     @property
     def max_concurrent_streams(self) -> int:
-        return self._int("max-concurrent-streams")
+        return self.number("max-concurrent-streams")
 
     @property
     def auto_compaction(self) -> tuple[str, float]:
         """(mode, retention) as etcd reads them: a whole number is hours in periodic mode
         and revisions in revision mode; anything else a Go duration (in revision mode,
         etcd then takes its nanoseconds as the count)."""
-        mode = self._str("auto-compaction-mode") or "periodic"
-        text = self._str("auto-compaction-retention") or "0"
+        mode = self.text("auto-compaction-mode") or "periodic"
+        text = self.text("auto-compaction-retention") or "0"
         if text.isascii() and text.isdigit():
             n = int(text)
             return mode, float(n * 3600 if mode == "periodic" else n)
@@ -236,46 +240,46 @@ class Config:
 
     @property
     def compaction_batch_limit(self) -> int:
-        limit = self._int("experimental-compaction-batch-limit")
+        limit = self.number("experimental-compaction-batch-limit")
         return limit if limit > 0 else 1000  # etcd: 0 means its default
 
     @property
     def heartbeat_ms(self) -> int:
-        return self._int("heartbeat-interval")
+        return self.number("heartbeat-interval")
 
     @property
     def election_ms(self) -> int:
-        return self._int("election-timeout")
+        return self.number("election-timeout")
 
     @property
     def grpc_keepalive_min_time(self) -> float:
-        return self._float("grpc-keepalive-min-time")
+        return self.seconds("grpc-keepalive-min-time")
 
     @property
     def grpc_keepalive_interval(self) -> float:
-        return self._float("grpc-keepalive-interval")
+        return self.seconds("grpc-keepalive-interval")
 
     @property
     def grpc_keepalive_timeout(self) -> float:
-        return self._float("grpc-keepalive-timeout")
+        return self.seconds("grpc-keepalive-timeout")
 
     @property
     def socket_reuse_port(self) -> bool:
-        return self._bool("socket-reuse-port")
+        return self.on("socket-reuse-port")
 
     @property
     def socket_reuse_address(self) -> bool:
-        return self._bool("socket-reuse-address")
+        return self.on("socket-reuse-address")
 
     @property
     def log_level(self) -> str:
-        return "debug" if self._bool("debug") else self._str("log-level")
+        return "debug" if self.on("debug") else self.text("log-level")
 
     @property
     def log_outputs(self) -> list[str]:
         if "log-outputs" not in self.explicit and "log-output" in self.explicit:
-            return self._list("log-output")
-        return self._list("log-outputs")
+            return self.items("log-output")
+        return self.items("log-outputs")
 
     def initial_cluster_map(self) -> dict[str, list[str]]:
         """--initial-cluster as {name: sorted peer URLs}; a name may repeat for more URLs."""
@@ -303,8 +307,8 @@ class Config:
                 self.warnings.append(f"--{name} has no effect in petcd: {reason}")
         for name in ("listen-peer-urls", "listen-client-urls", "listen-client-http-urls",
                      "listen-metrics-urls"):
-            _check_bind_urls(self._list(name))
-        if self._str("discovery") and self.initial_cluster and self._str("discovery-srv"):
+            _check_bind_urls(self.items(name))
+        if self.text("discovery") and self.initial_cluster and self.text("discovery-srv"):
             raise ConfigError("multiple discovery or bootstrap flags are set. Choose one of "
                               "\"initial-cluster\", \"discovery\" or \"discovery-srv\"")
         tick, election = self.heartbeat_ms, self.election_ms
@@ -318,14 +322,14 @@ class Config:
         if election > 50000:
             raise ConfigError(f"--election-timeout[{election}ms] is too long, and should be "
                               "set less than 50000ms")
-        if self._bool("experimental-enable-lease-checkpoint-persist") and \
-                not self._bool("experimental-enable-lease-checkpoint"):
+        if self.on("experimental-enable-lease-checkpoint-persist") and \
+                not self.on("experimental-enable-lease-checkpoint"):
             raise ConfigError("setting experimental-enable-lease-checkpoint-persist requires "
                               "experimental-enable-lease-checkpoint")
         if self.listen_client_urls and not self.advertise_client_urls:
             raise ConfigError("--advertise-client-urls is required when --listen-client-urls "
                               "is set explicitly")
-        mode = self._str("auto-compaction-mode")
+        mode = self.text("auto-compaction-mode")
         if mode not in ("", "periodic", "revision"):
             raise ConfigError(f"unknown auto-compaction-mode {mode!r}")
         _ = self.auto_compaction  # a retention etcd cannot parse fails the start
@@ -335,8 +339,8 @@ class Config:
         if self.max_request_bytes <= 0:
             raise ConfigError("--max-request-bytes must be >0")
         try:
-            check_tls_settings(self._list("cipher-suites"), self._str("tls-min-version"),
-                               self._str("tls-max-version"))
+            check_tls_settings(self.items("cipher-suites"), self.text("tls-min-version"),
+                               self.text("tls-max-version"))
         except TLSError as e:
             raise ConfigError(str(e)) from None
 

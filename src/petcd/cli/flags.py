@@ -153,7 +153,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("auto-compaction-mode", S, "periodic",
          "How to read --auto-compaction-retention: 'periodic' (a duration, hours if no unit) "
          "or 'revision' (a number of revisions).", CLUSTERING, True),
-    Flag("enable-v2", B, False, "Accept etcd v2 client requests.", CLUSTERING),
+    Flag("enable-v2", B, False, "Accept etcd v2 client requests.", CLUSTERING, True),
     Flag("v2-deprecation", S, "not-yet", "Phase of the v2store deprecation.", CLUSTERING),
     # --- security
     Flag("cert-file", S, "", "Path to the client server TLS cert file.", SECURITY, True),
@@ -384,10 +384,8 @@ NOT_FOR_PETCD: dict[str, tuple[str, str]] = {
     "proxy-dial-timeout": ("warn", _PROXY),
     "proxy-write-timeout": ("warn", _PROXY),
     "proxy-read-timeout": ("warn", _PROXY),
-    "enable-v2": ("refuse", "petcd does not serve the v2 keys API yet; use the v3 API "
-                            "(etcdctl with ETCDCTL_API=3, the JSON gateway under /v3/)"),
-    "v2-deprecation": ("warn", "petcd has no v2 store: it behaves as 'gone' whatever this "
-                               "says"),
+    "v2-deprecation": ("warn", "petcd serves the v2 API as etcd 3.4 does (with "
+                               "--enable-v2); etcd 3.5's deprecation phases are not built"),
     "experimental-enable-v2v3": ("refuse", "petcd does not serve the v2 API over v3"),
     "experimental-enable-distributed-tracing": ("refuse", _TRACING),
     "experimental-distributed-tracing-address": ("warn", _TRACING),

@@ -87,15 +87,14 @@ def version_text() -> str:
 
 
 def options_from(cfg: config_mod.Config) -> ServerOptions:
-    grpc_server = str(cfg.values["experimental-grpc-server"])
+    grpc_server = cfg.text("experimental-grpc-server")
     for url in (*cfg.listen_client_urls, *cfg.listen_client_http_urls):
         if url.startswith(("https://", "unixs://")) and grpc_server != "h2":
             raise config_mod.ConfigError(GRPCIO_TLS_REFUSED)
-    v = cfg.values
     return ServerOptions(
         name=cfg.name,
         data_dir=cfg.data_dir,
-        wal_dir=str(cfg.values["wal-dir"]),
+        wal_dir=cfg.text("wal-dir"),
         listen_client_urls=tuple(cfg.listen_client_urls),
         listen_client_http_urls=tuple(cfg.listen_client_http_urls),
         advertise_client_urls=tuple(cfg.advertise_client_urls),
@@ -111,83 +110,78 @@ def options_from(cfg: config_mod.Config) -> ServerOptions:
         grpc_keepalive_timeout=cfg.grpc_keepalive_timeout,
         socket_reuse_port=cfg.socket_reuse_port,
         socket_reuse_address=cfg.socket_reuse_address,
-        unsafe_no_fsync=bool(cfg.values["unsafe-no-fsync"]),
+        unsafe_no_fsync=cfg.on("unsafe-no-fsync"),
         compaction_batch_limit=cfg.compaction_batch_limit,
-        compaction_sleep_interval=float(
-            cfg.values["experimental-compaction-sleep-interval"]),  # type: ignore[arg-type]
-        force_new_cluster=bool(cfg.values["force-new-cluster"]),
-        learner_auto_promote=bool(cfg.values["experimental-learner-auto-promote"]),
-        stop_grpc_service_on_defrag=bool(cfg.values["experimental-stop-grpc-service-on-defrag"]),
-        bootstrap_defrag_threshold_mb=cast(
-            int, cfg.values["experimental-bootstrap-defrag-threshold-megabytes"]),
+        compaction_sleep_interval=cfg.seconds("experimental-compaction-sleep-interval"),
+        force_new_cluster=cfg.on("force-new-cluster"),
+        learner_auto_promote=cfg.on("experimental-learner-auto-promote"),
+        stop_grpc_service_on_defrag=cfg.on("experimental-stop-grpc-service-on-defrag"),
+        bootstrap_defrag_threshold_mb=cfg.number("experimental-bootstrap-defrag-threshold-megabytes"),
         warning_unary_request_duration=_request_warning(cfg),
-        warning_apply_duration=float(
-            cfg.values["experimental-warning-apply-duration"]),  # type: ignore[arg-type]
-        initial_corrupt_check=bool(cfg.values["experimental-initial-corrupt-check"]),
-        corrupt_check_time=float(cfg.values["experimental-corrupt-check-time"]),  # type: ignore[arg-type]
-        compact_hash_check=bool(cfg.values["experimental-compact-hash-check-enabled"]),
-        compact_hash_check_time=float(
-            cfg.values["experimental-compact-hash-check-time"]),  # type: ignore[arg-type]
+        warning_apply_duration=cfg.seconds("experimental-warning-apply-duration"),
+        initial_corrupt_check=cfg.on("experimental-initial-corrupt-check"),
+        corrupt_check_time=cfg.seconds("experimental-corrupt-check-time"),
+        compact_hash_check=cfg.on("experimental-compact-hash-check-enabled"),
+        compact_hash_check_time=cfg.seconds("experimental-compact-hash-check-time"),
         auto_compaction_mode=cfg.auto_compaction[0],
         auto_compaction_retention=cfg.auto_compaction[1],
         grpc_server=grpc_server,
-        max_client_connections=int(cfg.values["experimental-max-client-connections"]),  # type: ignore[call-overload]
-        client_handshake_timeout=float(cfg.values["experimental-client-handshake-timeout"]),  # type: ignore[arg-type]
+        max_client_connections=cfg.number("experimental-max-client-connections"),
+        client_handshake_timeout=cfg.seconds("experimental-client-handshake-timeout"),
         # etcd: 0 (or less) means its defaults, 100ms and 10000.
         backend_batch_interval_ms=round(
-            float(cfg.values["backend-batch-interval"]) * 1000) or 100,  # type: ignore[arg-type]
-        backend_batch_limit=max(0, int(cfg.values["backend-batch-limit"])) or 10000,  # type: ignore[call-overload]
+            cfg.seconds("backend-batch-interval") * 1000) or 100,
+        backend_batch_limit=max(0, cfg.number("backend-batch-limit")) or 10000,
         watch_progress_notify_interval=_progress_interval(cfg),
         listen_peer_urls=tuple(cfg.listen_peer_urls),
         heartbeat_ms=cfg.heartbeat_ms,
         election_ms=cfg.election_ms,
-        pre_vote=bool(cfg.values["pre-vote"]),
-        initial_election_tick_advance=bool(cfg.values["initial-election-tick-advance"]),
-        strict_reconfig_check=bool(cfg.values["strict-reconfig-check"]),
-        max_learners=max(1, int(cfg.values["experimental-max-learners"])),  # type: ignore[call-overload]
-        snapshot_count=int(cfg.values["snapshot-count"]),  # type: ignore[call-overload]
-        snapshot_catchup_entries=int(cfg.values["experimental-snapshot-catchup-entries"]),  # type: ignore[call-overload]
-        max_wals=int(cfg.values["max-wals"]),  # type: ignore[call-overload]
-        max_snapshots=int(cfg.values["max-snapshots"]),  # type: ignore[call-overload]
-        wait_cluster_ready_timeout=float(
-            cfg.values["experimental-wait-cluster-ready-timeout"]),  # type: ignore[arg-type]
-        peer_cert_file=str(cfg.values["peer-cert-file"]),
-        peer_key_file=str(cfg.values["peer-key-file"]),
-        peer_client_cert_file=str(cfg.values["peer-client-cert-file"]),
-        peer_client_key_file=str(cfg.values["peer-client-key-file"]),
-        peer_trusted_ca_file=str(cfg.values["peer-trusted-ca-file"]),
-        peer_client_cert_auth=bool(cfg.values["peer-client-cert-auth"]),
-        peer_crl_file=str(v["peer-crl-file"]),
-        peer_cert_allowed_cn=str(v["peer-cert-allowed-cn"]),
-        peer_cert_allowed_hostname=str(v["peer-cert-allowed-hostname"]),
-        peer_auto_tls=bool(v["peer-auto-tls"]),
-        peer_skip_client_san_verification=bool(
-            v["experimental-peer-skip-client-san-verification"]),
-        cert_file=str(v["cert-file"]),
-        key_file=str(v["key-file"]),
-        client_cert_file=str(v["client-cert-file"]),
-        client_key_file=str(v["client-key-file"]),
-        trusted_ca_file=str(v["trusted-ca-file"]),
-        client_cert_auth=bool(v["client-cert-auth"]),
-        client_crl_file=str(v["client-crl-file"]),
-        client_cert_allowed_hostname=str(v["client-cert-allowed-hostname"]),
-        auto_tls=bool(v["auto-tls"]),
-        cipher_suites=tuple(cast(list[str], v["cipher-suites"])),
-        tls_min_version=str(v["tls-min-version"]),
-        tls_max_version=str(v["tls-max-version"]),
-        self_signed_cert_validity=cast(int, v["self-signed-cert-validity"]),
-        quota_backend_bytes=cast(int, cfg.values["quota-backend-bytes"]),
-        lease_checkpoint=bool(cfg.values["experimental-enable-lease-checkpoint"]),
-        lease_checkpoint_persist=bool(cfg.values["experimental-enable-lease-checkpoint-persist"]),
+        pre_vote=cfg.on("pre-vote"),
+        initial_election_tick_advance=cfg.on("initial-election-tick-advance"),
+        strict_reconfig_check=cfg.on("strict-reconfig-check"),
+        max_learners=max(1, cfg.number("experimental-max-learners")),
+        snapshot_count=cfg.number("snapshot-count"),
+        snapshot_catchup_entries=cfg.number("experimental-snapshot-catchup-entries"),
+        max_wals=cfg.number("max-wals"),
+        max_snapshots=cfg.number("max-snapshots"),
+        wait_cluster_ready_timeout=cfg.seconds("experimental-wait-cluster-ready-timeout"),
+        peer_cert_file=cfg.text("peer-cert-file"),
+        peer_key_file=cfg.text("peer-key-file"),
+        peer_client_cert_file=cfg.text("peer-client-cert-file"),
+        peer_client_key_file=cfg.text("peer-client-key-file"),
+        peer_trusted_ca_file=cfg.text("peer-trusted-ca-file"),
+        peer_client_cert_auth=cfg.on("peer-client-cert-auth"),
+        peer_crl_file=cfg.text("peer-crl-file"),
+        peer_cert_allowed_cn=cfg.text("peer-cert-allowed-cn"),
+        peer_cert_allowed_hostname=cfg.text("peer-cert-allowed-hostname"),
+        peer_auto_tls=cfg.on("peer-auto-tls"),
+        peer_skip_client_san_verification=cfg.on("experimental-peer-skip-client-san-verification"),
+        cert_file=cfg.text("cert-file"),
+        key_file=cfg.text("key-file"),
+        client_cert_file=cfg.text("client-cert-file"),
+        client_key_file=cfg.text("client-key-file"),
+        trusted_ca_file=cfg.text("trusted-ca-file"),
+        client_cert_auth=cfg.on("client-cert-auth"),
+        client_crl_file=cfg.text("client-crl-file"),
+        client_cert_allowed_hostname=cfg.text("client-cert-allowed-hostname"),
+        auto_tls=cfg.on("auto-tls"),
+        cipher_suites=tuple(cfg.items("cipher-suites")),
+        tls_min_version=cfg.text("tls-min-version"),
+        tls_max_version=cfg.text("tls-max-version"),
+        self_signed_cert_validity=cfg.number("self-signed-cert-validity"),
+        quota_backend_bytes=cfg.number("quota-backend-bytes"),
+        lease_checkpoint=cfg.on("experimental-enable-lease-checkpoint"),
+        lease_checkpoint_persist=cfg.on("experimental-enable-lease-checkpoint-persist"),
         auth_token=_auth_token(cfg),
-        auth_token_ttl=float(cast(int, cfg.values["auth-token-ttl"])),
-        bcrypt_cost=cast(int, cfg.values["bcrypt-cost"]),
-        enable_grpc_gateway=bool(cfg.values["enable-grpc-gateway"]),
-        cors=_strings(cfg.values["cors"]),
-        host_whitelist=_strings(cfg.values["host-whitelist"]),
-        metrics=_metrics_level(cfg.values["metrics"]),
-        listen_metrics_urls=tuple(_strings(cfg.values["listen-metrics-urls"])),
-        enable_pprof=bool(cfg.values["enable-pprof"]),
+        auth_token_ttl=float(cfg.number("auth-token-ttl")),
+        bcrypt_cost=cfg.number("bcrypt-cost"),
+        enable_grpc_gateway=cfg.on("enable-grpc-gateway"),
+        enable_v2=cfg.on("enable-v2"),
+        cors=_strings(cfg.items("cors")),
+        host_whitelist=_strings(cfg.items("host-whitelist")),
+        metrics=_metrics_level(cfg.text("metrics")),
+        listen_metrics_urls=tuple(_strings(cfg.items("listen-metrics-urls"))),
+        enable_pprof=cfg.on("enable-pprof"),
     )
 
 
@@ -196,7 +190,7 @@ def _auth_token(cfg: config_mod.Config) -> str:
     the start, as in etcd."""
     from petcd.auth.tokens import TokenOptionError, from_option
 
-    option = str(cfg.values["auth-token"])
+    option = cfg.text("auth-token")
     try:
         from_option(option, 300.0)
     except TokenOptionError as e:
@@ -223,20 +217,20 @@ def _request_warning(cfg: config_mod.Config) -> float:
     name = "warning-unary-request-duration"
     if name not in cfg.explicit and "experimental-" + name in cfg.explicit:
         name = "experimental-" + name
-    return float(cfg.values[name])  # type: ignore[arg-type]
+    return cfg.seconds(name)
 
 
 def _progress_interval(cfg: config_mod.Config) -> float:
     # etcd keeps its default (10 minutes) for a zero or negative interval.
-    interval = float(cfg.values["experimental-watch-progress-notify-interval"])  # type: ignore[arg-type]
+    interval = cfg.seconds("experimental-watch-progress-notify-interval")
     return interval if interval > 0 else 600.0
 
 
 def _setup_logging(cfg: config_mod.Config) -> None:
-    logsetup.setup(logger=str(cfg.values["logger"]), log_format=str(cfg.values["log-format"]),
+    logsetup.setup(logger=cfg.text("logger"), log_format=cfg.text("log-format"),
                    level=cfg.log_level, outputs=list(cfg.log_outputs),
-                   rotate=bool(cfg.values["enable-log-rotation"]),
-                   rotation_json=str(cfg.values["log-rotation-config-json"]))
+                   rotate=cfg.on("enable-log-rotation"),
+                   rotation_json=cfg.text("log-rotation-config-json"))
 
 
 async def run(opts: ServerOptions) -> int:

@@ -5,6 +5,7 @@ from petcd.client.connection; only the awaiting differs from petcd.client.sync."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -15,8 +16,16 @@ from grpc.aio import EOF as _EOF  # type: ignore[attr-defined]
 
 from petcd.client import calls
 from petcd.client import types as t
-from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch
-from petcd.client.connection import Action, Backoff, Config, Deadline, decide
+from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch, AsyncWatchStream
+from petcd.client.connection import (
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    Action,
+    Backoff,
+    Config,
+    Deadline,
+    decide,
+)
 from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
@@ -24,6 +33,7 @@ from petcd.client.errors import (
     UnavailableError,
     from_rpc_error,
 )
+from petcd.client.member import MemberConn
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
 from petcd.client.ops import make_txn as _make_txn
 from petcd.client.watch_state import WatchSpec
@@ -34,36 +44,7 @@ _UNSET: Any = object()
 PathOrBytes = str | bytes | Path
 
 
-class _AConn:
-    """One member's grpc.aio channel and its cached method objects."""
-
-    def __init__(self, index: int, target: str, channel: grpc.aio.Channel) -> None:
-        self.index = index
-        self.target = target
-        self.channel = channel
-        self.ready = False
-        self.methods: dict[str, Any] = {}
-
-    def unary(self, method: str, response_type: Any) -> Any:
-        fn = self.methods.get(method)
-        if fn is None:
-            fn = self.methods[method] = self.channel.unary_unary(
-                method, request_serializer=_serialize,
-                response_deserializer=response_type.FromString)
-        return fn
-
-    def stream(self, method: str, response_type: Any, *, unary_request: bool = False) -> Any:
-        key = "stream:" + method
-        fn = self.methods.get(key)
-        if fn is None:
-            make = self.channel.unary_stream if unary_request else self.channel.stream_stream
-            fn = self.methods[key] = make(method, request_serializer=_serialize,
-                                          response_deserializer=response_type.FromString)
-        return fn
-
-
-def _serialize(m: Any) -> bytes:
-    return m.SerializeToString()  # type: ignore[no-any-return]
+_AConn = MemberConn[grpc.aio.Channel]  # one member's channel and its method objects
 
 
 class _DialFailed(Exception):
@@ -89,8 +70,9 @@ class AsyncClient:
                  user: str | None = None, password: str | None = None,
                  ca_cert: PathOrBytes | None = None, cert_key: PathOrBytes | None = None,
                  cert_cert: PathOrBytes | None = None, timeout: float | None = None,
-                 dial_timeout: float | None = 5.0, keepalive_time: float | None = None,
-                 keepalive_timeout: float = 20.0,
+                 dial_timeout: float | None = 5.0,
+                 keepalive_time: float | None = KEEPALIVE_TIME,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
                  grpc_options: Iterable[tuple[str, object]] = ()) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,
@@ -104,6 +86,7 @@ class AsyncClient:
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._closed = False
         self._children: set[AsyncWatch | AsyncKeepAlive] = set()
+        self._watch_streams: dict[int, AsyncWatchStream] = {}  # per member, shared
         self._auth_lock: asyncio.Lock | None = None
 
     @property
@@ -132,6 +115,17 @@ class AsyncClient:
                 raise _DialFailed(conn) from None
             conn.ready = True
         return conn
+
+    def _watch_stream(self, conn: _AConn) -> AsyncWatchStream:
+        """The Watch stream this client's watches on `conn`'s member share."""
+        s = self._watch_streams.get(conn.index)
+        if s is None or s.dead or s.conn is not conn:
+            s = self._watch_streams[conn.index] = AsyncWatchStream(self, conn)
+        return s
+
+    def _watch_stream_gone(self, stream: AsyncWatchStream) -> None:
+        if self._watch_streams.get(stream.conn.index) is stream:
+            del self._watch_streams[stream.conn.index]
 
     def _failover(self, conn: _AConn) -> None:
         conn.ready = False
@@ -208,6 +202,10 @@ class AsyncClient:
         self._closed = True
         for c in list(self._children):
             await c.close()
+        for s in list(self._watch_streams.values()):
+            s.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await s.task
         conns = list(self._conns.values())
         self._conns.clear()
         for conn in conns:
@@ -266,12 +264,13 @@ class AsyncClient:
     async def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
               from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
               no_put: bool = False, no_delete: bool = False,
-              progress_notify: bool = False) -> AsyncWatch:
+              progress_notify: bool = False, fragment: bool = False) -> AsyncWatch:
         """A watch, created on the server when this returns: `async for` it for
         `WatchResponse` batches; see `Client.watch`."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
-                              no_delete=no_delete, progress_notify=progress_notify)
+                              no_delete=no_delete, progress_notify=progress_notify,
+                              fragment=fragment)
         return await AsyncWatch(self, spec).start()
     async def add_watch_callback(self, key: Bytes,
                            callback: Callable[[t.WatchResponse | EtcdError], Any],

@@ -1,12 +1,12 @@
-"""The asyncio twins of petcd.client.streams: `AsyncWatch` (a resuming watch stream, an
-async iterator) and `AsyncKeepAlive` (a task refreshing a lease)."""
+"""The asyncio twins of petcd.client.streams: `AsyncWatch` (a resuming watch, an async
+iterator), `AsyncWatchStream` (shared by a client's watches on one member) and
+`AsyncKeepAlive` (a task refreshing a lease)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import inspect
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +18,17 @@ from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
-    LeaseExpiredError,
-    LeaseNotFoundError,
-    from_rpc_error,
 )
-from petcd.client.streams import FATAL_STREAM_CODES, WATCH_METHOD
+from petcd.client.lease_state import KeepAliveState
+from petcd.client.streams import WATCH_METHOD
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.client.watch_state import (
+    FATAL_STREAM_CODES,
+    Broken,
+    WatchRouter,
+    WatchSpec,
+    WatchState,
+)
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
@@ -37,14 +41,92 @@ async def _call_back(fn: Callable[..., Any], arg: object) -> None:
         await out
 
 
+_CLOSED = object()
+
+
+class AsyncWatchStream:
+    """One gRPC Watch stream to one member shared by the client's watches there; the
+    asyncio twin of petcd.client.streams.WatchStream (a task reads it and routes each
+    response with WatchRouter; a break reaches every watch on it)."""
+
+    def __init__(self, client: AsyncClient, conn: _AConn) -> None:
+        self.client = client
+        self.conn = conn
+        self.router: WatchRouter[AsyncWatch] = WatchRouter()
+        self.dead = False
+        self._write_lock = asyncio.Lock()
+        self.call = conn.stream(WATCH_METHOD, rpc.WatchResponse)(
+            metadata=client._metadata + WATCH_METADATA)
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _write(self, request: rpc.WatchRequest) -> bool:
+        async with self._write_lock:  # one write at a time on the stream
+            if self.dead:
+                return False
+            try:
+                await self.call.write(request)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                return False  # (the reader sees the break and tells every watch)
+            return True
+
+    async def add(self, w: AsyncWatch) -> bool:
+        async with self._write_lock:
+            if self.dead:
+                return False
+            self.router.creating(w)  # in write order: creations are answered in order
+            # (a failed write: the reader reports the broken stream to w too)
+            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+                await self.call.write(w.state.create_request())
+            return True
+
+    async def remove(self, w: AsyncWatch) -> None:
+        wid = self.router.remove(w)
+        if wid is not None:
+            await self._write(rpc.WatchRequest(
+                cancel_request=rpc.WatchCancelRequest(watch_id=wid)))
+        if self.router.empty():
+            self.close()
+
+    async def send(self, request: rpc.WatchRequest) -> None:
+        await self._write(request)
+
+    def close(self) -> None:
+        if not self.dead:
+            self.dead = True
+            self.client._watch_stream_gone(self)
+            self.call.cancel()
+
+    async def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            while True:
+                r = await self.call.read()
+                if r is _EOF:
+                    break
+                targets, cancel = self.router.route(r)
+                if cancel is not None:
+                    await self._write(rpc.WatchRequest(
+                        cancel_request=rpc.WatchCancelRequest(watch_id=cancel)))
+                for w in targets:
+                    w._queue.put_nowait((self, r))
+        except grpc.RpcError as e:
+            error = e
+        except asyncio.CancelledError:
+            pass
+        self.dead = True
+        self.client._watch_stream_gone(self)
+        for w in self.router.watches():
+            w._queue.put_nowait((self, Broken(error)))
+
+
 class AsyncWatch:
     """`async for batch in watch`; see `AsyncClient.watch` and `Client.watch`."""
 
     def __init__(self, client: AsyncClient, spec: WatchSpec) -> None:
         self._client = client
         self.state = WatchState(spec)
-        self._call: Any = None
-        self._conn: _AConn | None = None
+        self._stream: AsyncWatchStream | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._closed = False
         self._user_closed = False
         self._task: asyncio.Task[None] | None = None
@@ -68,30 +150,32 @@ class AsyncWatch:
             try:
                 conn = await c._conn(Deadline(None))
                 await c._ensure_token(conn, Deadline(c.config.dial_timeout))
-                call = conn.stream(WATCH_METHOD, rpc.WatchResponse)(
-                    metadata=c._metadata + WATCH_METADATA)
-                await call.write(self.state.create_request())
             except _DialFailed as d:
                 c._failover(d.conn)
                 await asyncio.sleep(backoff.next_pause())
                 continue
-            except (EtcdError, grpc.RpcError) as e:
-                code = e.code() if isinstance(e, grpc.RpcError) else e.code
-                if code in FATAL_STREAM_CODES:
-                    raise from_rpc_error(e) if isinstance(e, grpc.RpcError) else e from None
+            except EtcdError as e:
+                if e.code in FATAL_STREAM_CODES:
+                    raise
                 if conn is not None:
                     c._failover(conn)
                 await asyncio.sleep(backoff.next_pause())
                 continue
-            self._call, self._conn = call, conn
-            return
+            stream = c._watch_stream(conn)
+            self._stream = stream
+            if await stream.add(self):
+                return
+            self._stream = None
 
-    def _drop_stream(self, failover: bool) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
-        if failover and self._conn is not None:
-            self._client._failover(self._conn)
+    async def _drop_stream(self, failover: bool, renew: bool = False) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        await stream.remove(self)
+        if renew:
+            self._client._watch_stream_gone(stream)
+        if failover:
+            self._client._failover(stream.conn)
         self.reconnects += 1
 
     def __aiter__(self) -> AsyncWatch:
@@ -106,7 +190,7 @@ class AsyncWatch:
         return out
 
     async def start(self) -> AsyncWatch:
-        """Open the stream and wait until the server created the watch."""
+        """Join the stream and wait until the server created the watch."""
         await self._pump(until_created=True)
         return self
 
@@ -115,47 +199,33 @@ class AsyncWatch:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            if self._call is None:
+            if self._stream is None:
                 await self._open()
-            try:
-                r = await self._call.read()
-            except asyncio.CancelledError:
-                if self._closed:
-                    raise StopAsyncIteration from None
-                raise
-            except grpc.RpcError as e:
-                if self._closed:
-                    raise StopAsyncIteration from None
-                code = e.code()
-                if code in FATAL_STREAM_CODES:
-                    await self._shutdown()
-                    raise from_rpc_error(e) from None
-                if code == grpc.StatusCode.UNAUTHENTICATED:
-                    self._client._token = None
-                self._drop_stream(failover=code != grpc.StatusCode.UNAUTHENTICATED)
-                await asyncio.sleep(pause.next_pause())
-                continue
-            if r is _EOF:
+            item = await self._queue.get()
+            if item is _CLOSED:
+                raise StopAsyncIteration
+            source, r = item
+            if source is not self._stream:
+                continue  # from a stream this watch left: it resends from next_rev
+            st = self.state.step(r)
+            if st.error is not None:
+                await self._shutdown()
+                raise st.error
+            if st.drop:
                 if self._closed:
                     raise StopAsyncIteration
-                self._drop_stream(failover=True)
-                continue
-            try:
-                out = self.state.on_response(r)
-            except Reconnect as rc:
-                if rc.reauth:
+                if st.reauth:
                     self._client._token = None
-                self._drop_stream(failover=not rc.reauth)
+                await self._drop_stream(failover=st.failover, renew=st.reauth)
+                if st.pause:
+                    await asyncio.sleep(pause.next_pause())
                 continue
-            except EtcdError:
-                await self._shutdown()
-                raise
-            if out is not None:
+            if st.out is not None:
                 if until_created:
-                    self._early = out
+                    self._early = st.out
                     return None
-                return out
-            if until_created and r.created:
+                return st.out
+            if until_created and st.created:
                 return None
 
     async def events(self) -> AsyncIterator[Event]:
@@ -164,11 +234,10 @@ class AsyncWatch:
                 yield e
 
     async def request_progress(self) -> None:
-        """Ask for a progress notification on the current stream (a broken stream is
-        left for the next read to notice and replace)."""
-        if self._call is not None:
-            with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
-                await self._call.write(self.state.progress_request())
+        """Ask for a progress notification on the current stream (every watch sharing
+        it gets one; a broken stream is left for the next read to notice)."""
+        if self._stream is not None:
+            await self._stream.send(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], Any]) -> None:
         async def run() -> None:
@@ -190,7 +259,10 @@ class AsyncWatch:
 
     async def _shutdown(self) -> None:
         self._closed = True
-        self._drop_stream(failover=False)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.remove(self)
+        self._queue.put_nowait(_CLOSED)
         self._client._children.discard(self)
         task = self._task
         if task is not None and task is not asyncio.current_task():
@@ -224,31 +296,24 @@ class AsyncKeepAlive:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _run(self) -> None:
-        last_ok = time.monotonic()
+        state = KeepAliveState(self.lease_id)
         while not self._stop.is_set():
-            ttl = self.ttl
             try:
-                r = await self._client.lease_keepalive_once(
-                    self.lease_id, timeout=max(1.0, (ttl or 3) / 3))
+                r = await self._client.lease_keepalive_once(self.lease_id,
+                                                            timeout=state.call_timeout())
             except ClientClosedError:
-                return
-            except LeaseNotFoundError as e:
-                await self._lose(e)
                 return
             except EtcdError as e:
                 if self._stop.is_set():
                     return
-                if ttl is not None and time.monotonic() - last_ok > ttl:
-                    await self._lose(LeaseExpiredError(
-                        f"lease {self.lease_id:x} not refreshed for {ttl}s: {e.message}"))
-                    return
-                await self._pause(0.2)
-                continue
-            if r.ttl <= 0:
-                await self._lose(LeaseExpiredError(f"lease {self.lease_id:x} expired or revoked"))
+                lost, pause = state.failed(e)
+            else:
+                lost, pause = state.answered(r)
+                self.ttl = state.ttl
+            if lost is not None:
+                await self._lose(lost)
                 return
-            self.ttl, last_ok = r.ttl, time.monotonic()
-            await self._pause(max(0.1, r.ttl / 3))
+            await self._pause(pause)
 
     async def _lose(self, e: EtcdError) -> None:
         self.lost = e

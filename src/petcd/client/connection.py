@@ -24,6 +24,16 @@ import grpc
 
 from petcd.client.errors import surely_not_sent
 
+# gRPC keepalive, on by default (a member hung by SIGSTOP, a dead host or a silent network
+# sends no RST: without pings a watch on it waits forever). The numbers are etcdctl's
+# (--keepalive-time 2s, --keepalive-timeout 6s) as grpc-go applies them: it raises any
+# time below 10 s to 10 s. 10 s also respects etcd's default server enforcement
+# (--grpc-keepalive-min-time 5s: faster pings are answered with GOAWAY). Pings go only
+# while calls are open (clientv3's PermitWithoutStream=false). clientv3 as a library
+# leaves keepalive off unless DialKeepAliveTime is set; keepalive_time=None does that.
+KEEPALIVE_TIME = 10.0
+KEEPALIVE_TIMEOUT = 6.0
+
 _REFUSED_UNREAD = frozenset({
     "etcdserver: no leader", "etcdserver: not capable",
     "etcdserver: rpc not supported for learner",
@@ -72,8 +82,8 @@ class Config:
     password: str | None = None
     timeout: float | None = None
     dial_timeout: float | None = 5.0
-    keepalive_time: float | None = None
-    keepalive_timeout: float = 20.0
+    keepalive_time: float | None = KEEPALIVE_TIME
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
     grpc_options: list[tuple[str, object]] = field(default_factory=list)
 
     @classmethod

@@ -1,5 +1,6 @@
-"""The long-lived parts of the blocking client: `Watch` (a resuming watch stream) and
-`KeepAlive` (a background lease refresher). Both are closed with their client."""
+"""The long-lived parts of the blocking client: `Watch` (a resuming watch), the
+`WatchStream` its client's watches on one member share, and `KeepAlive` (a background
+lease refresher). All are closed with their client."""
 
 from __future__ import annotations
 
@@ -15,25 +16,101 @@ from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
-    LeaseExpiredError,
-    LeaseNotFoundError,
-    from_rpc_error,
 )
+from petcd.client.lease_state import KeepAliveState
 from petcd.client.types import Event, WatchResponse
-from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.client.watch_state import (
+    FATAL_STREAM_CODES,
+    Broken,
+    WatchRouter,
+    WatchSpec,
+    WatchState,
+)
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 if TYPE_CHECKING:
     from petcd.client.sync import Client
 
 WATCH_METHOD = "/etcdserverpb.Watch/Watch"
-# Errors a new stream on another member cannot cure: they end the watch.
-FATAL_STREAM_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
-    grpc.StatusCode.FAILED_PRECONDITION,
-})
 _END = object()
+
+
+_CLOSED = object()  # queued by close(): wakes a reader blocked on the watch
+
+
+class WatchStream:
+    """One gRPC Watch stream to one member, shared by the client's watches there (as
+    clientv3 shares one per connection): a thread reads it and hands each response to
+    its watch's queue (WatchRouter says which). When it breaks, every watch on it gets
+    `_Broken` and re-creates itself, from its own next revision, on a stream of the
+    member the client moves to."""
+
+    def __init__(self, client: Client, conn: Any) -> None:
+        self.client = client
+        self.conn = conn
+        self.router: WatchRouter[Watch] = WatchRouter()
+        self.lock = threading.Lock()
+        self.dead = False
+        self.requests: queue.Queue[object] = queue.Queue()
+        fn = conn.stream(WATCH_METHOD, rpc.WatchResponse)
+        self.call = fn(iter(self.requests.get, _END), metadata=client._metadata + WATCH_METADATA)
+        self.thread = threading.Thread(target=self._read, name="petcd-watch", daemon=True)
+        self.thread.start()
+
+    def add(self, w: Watch) -> bool:
+        with self.lock:
+            if self.dead:
+                return False
+            self.router.creating(w)
+            self.requests.put(w.state.create_request())
+            return True
+
+    def remove(self, w: Watch) -> None:
+        with self.lock:
+            wid = self.router.remove(w)
+            if wid is not None and not self.dead:
+                self.requests.put(rpc.WatchRequest(
+                    cancel_request=rpc.WatchCancelRequest(watch_id=wid)))
+            idle = self.router.empty()
+        if idle:  # the last watch left: close the stream (a new one opens on demand)
+            self.close()
+
+    def send(self, request: rpc.WatchRequest) -> None:
+        with self.lock:
+            if not self.dead:
+                self.requests.put(request)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.dead:
+                return
+            self.dead = True
+        self.client._watch_stream_gone(self)
+        self.requests.put(_END)
+        self.call.cancel()
+        if self.thread is not threading.current_thread():
+            self.thread.join(10)  # (the cancel ends its read at once)
+
+    def _read(self) -> None:
+        error: grpc.RpcError | None = None
+        try:
+            for r in self.call:
+                with self.lock:
+                    targets, cancel = self.router.route(r)
+                    if cancel is not None:
+                        self.requests.put(rpc.WatchRequest(
+                            cancel_request=rpc.WatchCancelRequest(watch_id=cancel)))
+                for w in targets:
+                    w._queue.put((self, r))
+        except grpc.RpcError as e:
+            error = e
+        with self.lock:
+            self.dead = True
+            left = self.router.watches()
+        self.client._watch_stream_gone(self)
+        self.requests.put(_END)
+        for w in left:
+            w._queue.put((self, Broken(error)))
 
 
 class Watch:
@@ -42,13 +119,12 @@ class Watch:
     def __init__(self, client: Client, spec: WatchSpec) -> None:
         self._client = client
         self.state = WatchState(spec)
-        self._call: Any = None
-        self._requests: queue.Queue[object] | None = None
+        self._stream: WatchStream | None = None
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._user_closed = False
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.reconnects = 0  # streams opened after the first (for tests and metrics)
+        self.reconnects = 0  # streams joined after the first (for tests and metrics)
         self._early: WatchResponse | None = None
         client._children.add(self)
 
@@ -78,28 +154,23 @@ class Watch:
                 c._failover(conn)
                 time.sleep(backoff.next_pause())
                 continue
-            requests: queue.Queue[object] = queue.Queue()
-            requests.put(self.state.create_request())
-            fn = conn.stream(WATCH_METHOD, rpc.WatchResponse)
-            with self._lock:
-                if self._closed:
-                    raise StopIteration
-                self._requests = requests
-                self._call = fn(iter(requests.get, _END),
-                                metadata=c._metadata + WATCH_METADATA)
-                self._conn = conn
-            return
+            stream = c._watch_stream(conn)
+            self._stream = stream
+            if stream.add(self):
+                return
+            self._stream = None
 
-    def _drop_stream(self, failover: bool) -> None:
-        with self._lock:
-            call, reqs = self._call, self._requests
-            self._call = self._requests = None
-        if reqs is not None:
-            reqs.put(_END)
-        if call is not None:
-            call.cancel()
+    def _drop_stream(self, failover: bool, renew: bool = False) -> None:
+        """Leave the current stream; failover: move the client to the next member;
+        renew: the stream's token is stale, later watches get a new stream."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        stream.remove(self)
+        if renew:
+            self._client._watch_stream_gone(stream)
         if failover:
-            self._client._failover(self._conn)
+            self._client._failover(stream.conn)
         self.reconnects += 1
 
     def __iter__(self) -> Watch:
@@ -124,42 +195,33 @@ class Watch:
         while True:
             if self._closed:
                 raise StopIteration
-            if self._call is None:
+            if self._stream is None:
                 self._open()
-            try:
-                r = next(self._call)
-            except StopIteration:
-                if self._closed:
-                    raise
-                self._drop_stream(failover=True)  # the member ended the stream: go elsewhere
-                continue
-            except grpc.RpcError as e:
-                if self._closed:
-                    raise StopIteration from None
-                if e.code() in FATAL_STREAM_CODES:
-                    self._shutdown()
-                    raise from_rpc_error(e) from None
-                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    self._client._token = None
-                self._drop_stream(failover=e.code() != grpc.StatusCode.UNAUTHENTICATED)
-                time.sleep(pause.next_pause())
-                continue
-            try:
-                out = self.state.on_response(r)
-            except Reconnect as rc:
-                if rc.reauth:
-                    self._client._token = None
-                self._drop_stream(failover=not rc.reauth)
-                continue
-            except EtcdError:
+            item = self._queue.get()
+            if item is _CLOSED:
+                raise StopIteration
+            source, r = item
+            if source is not self._stream:
+                continue  # from a stream this watch left: it resends from next_rev
+            st = self.state.step(r)
+            if st.error is not None:
                 self._shutdown()
-                raise
-            if out is not None:
+                raise st.error
+            if st.drop:
+                if self._closed:
+                    raise StopIteration
+                if st.reauth:
+                    self._client._token = None
+                self._drop_stream(failover=st.failover, renew=st.reauth)
+                if st.pause:
+                    time.sleep(pause.next_pause())
+                continue
+            if st.out is not None:
                 if until_created:  # (cannot happen: events follow the creation)
-                    self._early = out
+                    self._early = st.out
                     return None
-                return out
-            if until_created and r.created:
+                return st.out
+            if until_created and st.created:
                 return None
 
     def events(self) -> Iterator[Event]:
@@ -169,10 +231,10 @@ class Watch:
 
     def request_progress(self) -> None:
         """Ask for a progress notification (a batch with no events and the current
-        revision) on the current stream."""
-        reqs = self._requests
-        if reqs is not None:
-            reqs.put(self.state.progress_request())
+        revision) on the current stream: every watch sharing it gets one."""
+        stream = self._stream
+        if stream is not None:
+            stream.send(self.state.progress_request())
 
     def start_callbacks(self, callback: Callable[[WatchResponse | EtcdError], None]) -> None:
         def run() -> None:
@@ -183,7 +245,7 @@ class Watch:
                 if not self._user_closed:
                     callback(e)
 
-        self._thread = threading.Thread(target=run, name="petcd-watch", daemon=True)
+        self._thread = threading.Thread(target=run, name="petcd-watch-callback", daemon=True)
         self._thread.start()
 
     def cancel(self) -> None:
@@ -195,7 +257,10 @@ class Watch:
 
     def _shutdown(self) -> None:
         self._closed = True
-        self._drop_stream(failover=False)
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.remove(self)
+        self._queue.put(_CLOSED)
         self._client._children.discard(self)
         th = self._thread
         if th is not None and th is not threading.current_thread():
@@ -225,31 +290,24 @@ class KeepAlive:
         self._thread.start()
 
     def _run(self) -> None:
-        last_ok = time.monotonic()
+        state = KeepAliveState(self.lease_id)
         while not self._stop.is_set():
-            ttl = self.ttl
             try:
-                r = self._client.lease_keepalive_once(
-                    self.lease_id, timeout=max(1.0, (ttl or 3) / 3))
+                r = self._client.lease_keepalive_once(self.lease_id,
+                                                      timeout=state.call_timeout())
             except ClientClosedError:
-                return
-            except LeaseNotFoundError as e:
-                self._lose(e)
                 return
             except EtcdError as e:
                 if self._stop.is_set():
                     return
-                if ttl is not None and time.monotonic() - last_ok > ttl:
-                    self._lose(LeaseExpiredError(
-                        f"lease {self.lease_id:x} not refreshed for {ttl}s: {e.message}"))
-                    return
-                self._stop.wait(0.2)
-                continue
-            if r.ttl <= 0:
-                self._lose(LeaseExpiredError(f"lease {self.lease_id:x} expired or revoked"))
+                lost, pause = state.failed(e)
+            else:
+                lost, pause = state.answered(r)
+                self.ttl = state.ttl
+            if lost is not None:
+                self._lose(lost)
                 return
-            self.ttl, last_ok = r.ttl, time.monotonic()
-            self._stop.wait(max(0.1, r.ttl / 3))
+            self._stop.wait(pause)
 
     def _lose(self, e: EtcdError) -> None:
         self.lost = e

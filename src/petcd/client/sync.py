@@ -14,7 +14,15 @@ import grpc
 
 from petcd.client import calls
 from petcd.client import types as t
-from petcd.client.connection import Action, Backoff, Config, Deadline, decide
+from petcd.client.connection import (
+    KEEPALIVE_TIME,
+    KEEPALIVE_TIMEOUT,
+    Action,
+    Backoff,
+    Config,
+    Deadline,
+    decide,
+)
 from petcd.client.errors import (
     ClientClosedError,
     ConnectionFailedError,
@@ -22,9 +30,10 @@ from petcd.client.errors import (
     UnavailableError,
     from_rpc_error,
 )
+from petcd.client.member import MemberConn
 from petcd.client.ops import Bytes, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn
 from petcd.client.ops import make_txn as _make_txn
-from petcd.client.streams import KeepAlive, Watch
+from petcd.client.streams import KeepAlive, Watch, WatchStream
 from petcd.client.watch_state import WatchSpec
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
@@ -33,36 +42,7 @@ _UNSET: Any = object()
 PathOrBytes = str | bytes | Path
 
 
-class _Conn:
-    """One member's channel and its cached method objects."""
-
-    def __init__(self, index: int, target: str, channel: grpc.Channel) -> None:
-        self.index = index
-        self.target = target
-        self.channel = channel
-        self.ready = False
-        self.methods: dict[str, Any] = {}
-
-    def unary(self, method: str, response_type: Any) -> Any:
-        fn = self.methods.get(method)
-        if fn is None:
-            fn = self.methods[method] = self.channel.unary_unary(
-                method, request_serializer=_serialize,
-                response_deserializer=response_type.FromString)
-        return fn
-
-    def stream(self, method: str, response_type: Any, *, unary_request: bool = False) -> Any:
-        key = "stream:" + method
-        fn = self.methods.get(key)
-        if fn is None:
-            make = self.channel.unary_stream if unary_request else self.channel.stream_stream
-            fn = self.methods[key] = make(method, request_serializer=_serialize,
-                                          response_deserializer=response_type.FromString)
-        return fn
-
-
-def _serialize(m: Any) -> bytes:
-    return m.SerializeToString()  # type: ignore[no-any-return]
+_Conn = MemberConn[grpc.Channel]  # one member's channel and its method objects
 
 
 class Client:
@@ -78,7 +58,9 @@ class Client:
     client moves to the next one when its member fails. timeout: default per-call
     deadline in seconds (covering retries). dial_timeout: how long to wait for a
     connection to one member before trying the next. keepalive_time/keepalive_timeout:
-    gRPC pings that detect a hung member. ca_cert, cert_key, cert_cert: TLS (paths or
+    gRPC pings (every 10 s while a call or watch is open; no answer in 6 s: the member
+    is dead, the client moves on), as etcdctl's defaults work out under grpc-go; None
+    turns them off (clientv3's library default). ca_cert, cert_key, cert_cert: TLS (paths or
     PEM bytes). user/password: authenticate, and again whenever the token expires.
     grpc_options: extra channel options.
     """
@@ -87,8 +69,9 @@ class Client:
                  user: str | None = None, password: str | None = None,
                  ca_cert: PathOrBytes | None = None, cert_key: PathOrBytes | None = None,
                  cert_cert: PathOrBytes | None = None, timeout: float | None = None,
-                 dial_timeout: float | None = 5.0, keepalive_time: float | None = None,
-                 keepalive_timeout: float = 20.0,
+                 dial_timeout: float | None = 5.0,
+                 keepalive_time: float | None = KEEPALIVE_TIME,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
                  grpc_options: Iterable[tuple[str, object]] = ()) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,
@@ -103,6 +86,7 @@ class Client:
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._closed = False
         self._children: set[Watch | KeepAlive] = set()  # closed with the client
+        self._watch_streams: dict[int, WatchStream] = {}  # per member: shared by watches
 
     # -- connection management
 
@@ -144,6 +128,20 @@ class Client:
         with self._lock:
             if self._index == conn.index:
                 self._index = (conn.index + 1) % len(self.config.endpoints)
+
+    def _watch_stream(self, conn: _Conn) -> WatchStream:
+        """The Watch stream this client's watches on `conn`'s member share (opened on
+        first use, again after it broke)."""
+        with self._lock:
+            s = self._watch_streams.get(conn.index)
+            if s is None or s.dead or s.conn is not conn:
+                s = self._watch_streams[conn.index] = WatchStream(self, conn)
+            return s
+
+    def _watch_stream_gone(self, stream: WatchStream) -> None:
+        with self._lock:
+            if self._watch_streams.get(stream.conn.index) is stream:
+                del self._watch_streams[stream.conn.index]
 
     def _authenticate(self, conn: _Conn, deadline: Deadline) -> None:
         cfg = self.config
@@ -220,6 +218,10 @@ class Client:
         for c in children:
             c.close()
         with self._lock:
+            streams = list(self._watch_streams.values())
+        for s in streams:
+            s.close()
+        with self._lock:
             conns = list(self._conns.values())
             self._conns.clear()
         for conn in conns:
@@ -278,13 +280,17 @@ class Client:
     def watch(self, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
               from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
               no_put: bool = False, no_delete: bool = False,
-              progress_notify: bool = False) -> Watch:
+              progress_notify: bool = False, fragment: bool = False) -> Watch:
         """A watch: iterate it for `WatchResponse` batches (or `.events()` for single
         events); `cancel()` or use it as a context manager. It survives member failures
-        without losing or repeating an event; a compacted start raises CompactedError."""
+        without losing or repeating an event; a compacted start raises CompactedError.
+        A client's watches on one member share one gRPC stream (as clientv3's do).
+        fragment: let the server split a response bigger than its limit (etcd's
+        --max-request-bytes + 512 KiB); the pieces are joined here into one batch."""
         spec = WatchSpec.make(key, range_end, prefix=prefix, from_key=from_key,
                               start_revision=start_revision, prev_kv=prev_kv, no_put=no_put,
-                              no_delete=no_delete, progress_notify=progress_notify)
+                              no_delete=no_delete, progress_notify=progress_notify,
+                              fragment=fragment)
         return Watch(self, spec).start()
 
     def add_watch_callback(self, key: Bytes, callback: Callable[[t.WatchResponse | EtcdError],

@@ -8,12 +8,24 @@ any member the caller gets every event once, in order: no gap, no repeat.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from petcd.client.errors import CompactedError, PermissionDeniedError, WatchError
+import grpc
+
+from petcd.client.errors import (
+    CompactedError,
+    EtcdError,
+    PermissionDeniedError,
+    WatchError,
+    from_rpc_error,
+)
 from petcd.client.ops import Bytes, key_range
 from petcd.client.types import Event, Header, WatchResponse
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.pb.mvccpb import kv_pb2
 
 # Reasons the server cancels a watch that a new stream (maybe on another member, maybe
 # after authenticating again) cures.
@@ -30,14 +42,46 @@ class WatchSpec:
     no_put: bool = False
     no_delete: bool = False
     progress_notify: bool = False
+    fragment: bool = False
 
     @classmethod
     def make(cls, key: Bytes, range_end: Bytes | None = None, *, prefix: bool = False,
              from_key: bool = False, start_revision: int = 0, prev_kv: bool = False,
              no_put: bool = False, no_delete: bool = False,
-             progress_notify: bool = False) -> WatchSpec:
+             progress_notify: bool = False, fragment: bool = False) -> WatchSpec:
         k, end = key_range(key, range_end, prefix=prefix, from_key=from_key)
-        return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify)
+        return cls(k, end, start_revision, prev_kv, no_put, no_delete, progress_notify,
+                   fragment)
+
+
+# Errors a new stream on another member cannot cure: they end the watch.
+FATAL_STREAM_CODES = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.FAILED_PRECONDITION,
+})
+
+
+class Broken:
+    """Handed to each watch of a shared stream that ended (error None: ended cleanly)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: grpc.RpcError | None) -> None:
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a watch does with one item from its stream (see WatchState.step)."""
+
+    out: WatchResponse | None = None  # a batch for the caller
+    created: bool = False             # the server created the watch
+    drop: bool = False                # leave the stream and join a new one...
+    failover: bool = False            # ...on the next member
+    reauth: bool = False              # ...after authenticating again (a new stream)
+    pause: bool = False               # ...after a back-off pause
+    error: EtcdError | None = None    # the watch ends with this
 
 
 class Reconnect(Exception):
@@ -56,14 +100,20 @@ class WatchState:
         # 0 until known: "from the revision after the one current when created".
         self.next_rev = spec.start_revision
         self.watch_id = -1
+        # Events of a response the server split (fragment=True) until its last piece:
+        # delivered together, as one batch, or not at all (a stream lost mid-way asks
+        # again from next_rev).
+        self._pieces: list[kv_pb2.Event] = []
 
     def create_request(self) -> rpc.WatchRequest:
         s = self.spec
+        self._pieces = []
         filters = [f for f, on in ((rpc.WatchCreateRequest.NOPUT, s.no_put),
                                    (rpc.WatchCreateRequest.NODELETE, s.no_delete)) if on]
         return rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
             key=s.key, range_end=s.range_end, start_revision=self.next_rev,
-            progress_notify=s.progress_notify, filters=filters, prev_kv=s.prev_kv))
+            progress_notify=s.progress_notify, filters=filters, prev_kv=s.prev_kv,
+            fragment=s.fragment))
 
     def cancel_request(self) -> rpc.WatchRequest:
         return rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=self.watch_id))
@@ -71,6 +121,24 @@ class WatchState:
     @staticmethod
     def progress_request() -> rpc.WatchRequest:
         return rpc.WatchRequest(progress_request=rpc.WatchProgressRequest())
+
+    def step(self, item: rpc.WatchResponse | Broken) -> Step:
+        """The decision for one item of the stream, for both client flavours."""
+        if isinstance(item, Broken):
+            e = item.error
+            if e is None:  # the member ended the stream: go elsewhere
+                return Step(drop=True, failover=True)
+            if e.code() in FATAL_STREAM_CODES:
+                return Step(error=from_rpc_error(e))
+            auth = e.code() == grpc.StatusCode.UNAUTHENTICATED
+            return Step(drop=True, failover=not auth, reauth=auth, pause=True)
+        try:
+            out = self.on_response(item)
+        except Reconnect as rc:
+            return Step(drop=True, failover=not rc.reauth, reauth=rc.reauth)
+        except EtcdError as e:
+            return Step(error=e)
+        return Step(out=out, created=item.created)
 
     def on_response(self, r: rpc.WatchResponse) -> WatchResponse | None:
         """The batch to hand to the caller (None: nothing for them). Raises
@@ -85,6 +153,10 @@ class WatchState:
                     "etcdserver: mvcc: required revision has been compacted",
                     compact_revision=r.compact_revision)
             reason = r.cancel_reason
+            if reason.startswith("rpc error: "):
+                # a creation refused on a shared stream whose token has since expired:
+                # "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+                reason = reason.split(" desc = ", 1)[-1]
             if reason in _RECONNECT_REASONS:
                 raise Reconnect(reason)
             if reason == "etcdserver: permission denied":
@@ -93,9 +165,15 @@ class WatchState:
         if r.compact_revision:
             raise CompactedError("etcdserver: mvcc: required revision has been compacted",
                                  compact_revision=r.compact_revision)
+        if r.fragment:  # more pieces of this response follow
+            self._pieces.extend(r.events)
+            return None
+        pb_events: Sequence[kv_pb2.Event] = r.events
+        if self._pieces:
+            pb_events, self._pieces = [*self._pieces, *r.events], []
         header = Header.from_pb(r.header)
-        if r.events:
-            events = [Event.from_pb(e) for e in r.events if e.kv.mod_revision >= self.next_rev]
+        if pb_events:
+            events = [Event.from_pb(e) for e in pb_events if e.kv.mod_revision >= self.next_rev]
             if not events:
                 return None  # all seen before a reconnect
             self.next_rev = events[-1].kv.mod_revision + 1
@@ -107,3 +185,57 @@ class WatchState:
         if r.header.revision >= self.next_rev:
             self.next_rev = r.header.revision + 1
         return WatchResponse(header, [], progress_notify=True)
+
+
+W = TypeVar("W")
+
+
+class WatchRouter(Generic[W]):
+    """Which watch each response on a shared Watch stream is for (no IO; the sync and
+    asyncio streams use it). The server answers creations in the order they were sent,
+    so a `created` response belongs to the oldest creation not yet answered (a refused
+    one carries watch_id -1); other responses name their watch by the server's ID, and
+    watch_id -1 without `created` (a progress answer for the whole stream) is for all."""
+
+    def __init__(self) -> None:
+        self._pending: deque[W | None] = deque()  # None: closed before it was created
+        self._by_id: dict[int, W] = {}
+
+    def creating(self, w: W) -> None:
+        self._pending.append(w)
+
+    def route(self, r: rpc.WatchResponse) -> tuple[list[W], int | None]:
+        """(the watches `r` is for, a server watch ID to cancel: created for a watch
+        that was closed meanwhile)."""
+        if r.created:
+            w = self._pending.popleft() if self._pending else None
+            if w is None:
+                return [], (r.watch_id if not r.canceled and r.watch_id >= 0 else None)
+            if not r.canceled:
+                self._by_id[r.watch_id] = w
+            return [w], None
+        if r.watch_id == -1:
+            return list(self._by_id.values()), None
+        w = self._by_id.get(r.watch_id)
+        if w is None:
+            return [], None
+        if r.canceled:
+            del self._by_id[r.watch_id]
+        return [w], None
+
+    def remove(self, w: W) -> int | None:
+        """Forget `w`; the server watch ID to cancel, if it has one."""
+        for wid, found in self._by_id.items():
+            if found is w:
+                del self._by_id[wid]
+                return wid
+        for i, waiting in enumerate(self._pending):
+            if waiting is w:
+                self._pending[i] = None
+        return None
+
+    def watches(self) -> list[W]:
+        return [w for w in self._pending if w is not None] + list(self._by_id.values())
+
+    def empty(self) -> bool:
+        return not self._by_id and all(w is None for w in self._pending)

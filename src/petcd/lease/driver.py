@@ -326,7 +326,7 @@ class LeaseDriver:
             if f.cancelled():
                 return
             result = f.result()
-            if isinstance(result, EtcdError) and result is not errors.LEASE_NOT_FOUND:
+            if isinstance(result, EtcdError) and result.kind is not errors.LEASE_NOT_FOUND:
                 log.warning("revoking expired lease %x failed: %s", lease_id, result.message)
 
         fut.add_done_callback(done)

@@ -168,11 +168,11 @@ class Lessor:
 
     def grant(self, batch: WriteBatch, lease_id: int, ttl: int) -> Lease:
         if lease_id == 0:
-            raise errors.LEASE_NOT_FOUND
+            raise errors.LEASE_NOT_FOUND()
         if ttl > MAX_LEASE_TTL:
-            raise errors.LEASE_TTL_TOO_LARGE
+            raise errors.LEASE_TTL_TOO_LARGE()
         if lease_id in self._leases:
-            raise errors.LEASE_EXIST
+            raise errors.LEASE_EXIST()
         lease = Lease(lease_id, max(ttl, self.min_ttl))
         batch.txn.put(id_key(lease_id), _RECORD.pack(lease.ttl, 0), db=self._db)
         with self._lock:
@@ -190,7 +190,7 @@ class Lessor:
         key order, so every member writes identical records)."""
         lease = self._leases.get(lease_id)
         if lease is None:
-            raise errors.LEASE_NOT_FOUND
+            raise errors.LEASE_NOT_FOUND()
         with self._lock:
             keys = sorted(lease.keys)
         if keys:

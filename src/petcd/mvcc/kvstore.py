@@ -295,14 +295,14 @@ class KVStore:
         budget=None removes everything within this batch. Otherwise only
         that many index keys are visited now (and none once time.perf_counter()
         passes `deadline`); `compact_step` in later batches does the rest
-        (`compaction_pending`). Reads, HashKV and history are the same either
+        (`compaction_left_in_batch`). Reads, HashKV and history are the same either
         way: only the file holds more meanwhile."""
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         if rev <= self._compact:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         if rev > self._rev:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV()
         self._compact = rev
         # A later compaction supersedes one under way: start over with it.
         self._pending = (rev, b"")
@@ -310,7 +310,7 @@ class KVStore:
         return self._rev
 
     @property
-    def compaction_pending(self) -> bool:
+    def compaction_left_in_batch(self) -> bool:
         """Physical compaction work is left (in the open batch's view)."""
         return self._pending is not None
 
@@ -403,9 +403,9 @@ class KVStore:
         with view if view is not None else self.read() as r:
             current, compact = r.rev, r.compact_rev
             if rev > 0 and rev <= compact:
-                raise errors.COMPACTED
+                raise errors.COMPACTED()
             if rev > current:
-                raise errors.FUTURE_REV
+                raise errors.FUTURE_REV()
             upto = current if rev <= 0 else rev
             limit = REV.pack(upto + 1, b"_", 0)
             # While a compaction is under way, records at or below it may

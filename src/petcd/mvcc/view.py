@@ -83,9 +83,9 @@ class KVView:
         if rev <= 0:
             return self.rev
         if rev > self.rev:
-            raise errors.FUTURE_REV
+            raise errors.FUTURE_REV()
         if rev < self.compact_rev:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         return rev
 
     def get(self, key: bytes, rev: int = 0) -> bytes | None:
@@ -308,7 +308,7 @@ class KVView:
         revision), in revision order; prev_kv is not filled. For watchers
         that start in the past: raises COMPACTED if start_rev is compacted."""
         if start_rev <= self.compact_rev:
-            raise errors.COMPACTED
+            raise errors.COMPACTED()
         last = self.rev if end_rev <= 0 else min(end_rev, self.rev)
         out: list[KVEvent] = []
         cur = self._txn.cursor(db=self._kv)

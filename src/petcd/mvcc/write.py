@@ -87,7 +87,7 @@ class TxnWrite(KVView):
         keep the current value / lease and raise KEY_NOT_FOUND (having
         written nothing) if the key does not exist."""
         if not key:
-            raise errors.EMPTY_KEY
+            raise errors.EMPTY_KEY()
         txn = self._txn
         rev = self.begin_rev + 1
         long_key = len(key) > DIRECT_KEY_MAX
@@ -106,7 +106,7 @@ class TxnWrite(KVView):
                 prev = entry
         if prev is None:
             if ignore_value or ignore_lease:
-                raise errors.KEY_NOT_FOUND
+                raise errors.KEY_NOT_FOUND()
             create, version, old_lease = rev, 1, 0
             prev_kv = None
         else:

@@ -6,6 +6,7 @@ apply (the exact contract is in petcd.raft.rawnode). Knows nothing of the
 rest of petcd.
 """
 
+from petcd.raft.basics import NONE, Config, ReadState, Role
 from petcd.raft.codec import (
     CodecError,
     decode_conf_change,
@@ -28,7 +29,6 @@ from petcd.raft.errors import (
     UnavailableError,
 )
 from petcd.raft.progress import ProgressState
-from petcd.raft.raft import NONE, Config, ReadState, Role
 from petcd.raft.rawnode import Peer, ProgressStatus, RawNode, Ready, SoftState, Status
 from petcd.raft.storage import MemoryStorage, Storage
 from petcd.raft.types import (

@@ -64,10 +64,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from petcd.raft.basics import NONE, Config, ReadState, Role
 from petcd.raft.codec import encode_conf_change
 from petcd.raft.errors import ConfigError, RequestDropped
 from petcd.raft.progress import ProgressState
-from petcd.raft.raft import NONE, Config, Raft, ReadState, Role
+from petcd.raft.raft import Raft
 from petcd.raft.storage import Storage
 from petcd.raft.types import (
     ConfChange,

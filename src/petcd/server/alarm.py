@@ -238,13 +238,13 @@ class Alarms:
 
         def put(batch: WriteBatch, req: rpc.PutRequest) -> Any:
             if self._grow_error is not None:
-                raise self._grow_error
+                raise self._grow_error()
             fits = quota.available(KV_OVERHEAD + len(req.key) + len(req.value))
             resp = inner(batch, req)
             if fits:
                 return resp
             self._exceeded()
-            return errors.NO_SPACE  # applied, but answered as etcd answers it
+            return errors.NO_SPACE()  # applied, but answered as etcd answers it
         return put
 
     def _gate_txn(self, inner: Handler) -> Handler:
@@ -252,16 +252,16 @@ class Alarms:
 
         def txn(batch: WriteBatch, req: rpc.TxnRequest) -> Any:
             if self._write_error is not None:
-                raise self._write_error
+                raise self._write_error()
             cost = cost_txn(req)
             if self._nospace and cost > 0:
-                raise errors.NO_SPACE
+                raise errors.NO_SPACE()
             fits = quota.available(cost)
             resp = inner(batch, req)
             if fits:
                 return resp
             self._exceeded()
-            return errors.NO_SPACE
+            return errors.NO_SPACE()
         return txn
 
     def _gate_lease_grant(self, inner: Handler) -> Handler:
@@ -269,18 +269,18 @@ class Alarms:
 
         def lease_grant(batch: WriteBatch, req: Any) -> Any:
             if self._grow_error is not None:
-                raise self._grow_error
+                raise self._grow_error()
             fits = quota.available(LEASE_OVERHEAD)
             resp = inner(batch, req)
             if fits:
                 return resp
             self._exceeded()
-            return errors.NO_SPACE
+            return errors.NO_SPACE()
         return lease_grant
 
     def _gate_write(self, inner: Handler) -> Handler:
         def gate(batch: WriteBatch, req: Any) -> Any:
             if self._write_error is not None:
-                raise self._write_error
+                raise self._write_error()
             return inner(batch, req)
         return gate

@@ -17,7 +17,7 @@ from petcd.errors import EtcdError
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.types import KVEvent
 from petcd.server import proposal as P
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.metrics import Metrics
 from petcd.server.proposal import Committed, Result, Stamp
 
@@ -54,7 +54,7 @@ class AuthGate(Protocol):
 
 
 class Applier:
-    def __init__(self, backend: Backend, kv: KVApplier, metrics: Metrics | None = None,
+    def __init__(self, backend: Backend, kv: KVRequests, metrics: Metrics | None = None,
                  warn_after: float = 0.1) -> None:
         self._backend = backend
         # --experimental-warning-apply-duration: a batch applied slower than this is logged.
@@ -146,7 +146,7 @@ class Applier:
                     results[i] = e
                 else:
                     if kind == P.COMPACTION and getattr(request, "physical", False) and \
-                            self._kv.store.compaction_pending:
+                            self._kv.store.compaction_left_in_batch:
                         results[i] = WaitPhysical(results[i])
             last = todo[-1][1]
             batch.set_consistent_index(last.index, last.term)
@@ -172,7 +172,8 @@ class Applier:
 
     @property
     def compaction_pending(self) -> bool:
-        """Old records of a compaction are still to be removed (committed state)."""
+        """Old records of a compaction are still to be removed (committed state; the
+        store's compaction_left_in_batch is the open batch's view)."""
         return not self._kv.store.physically_compacted
 
     def compaction_step(self) -> None:

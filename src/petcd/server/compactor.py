@@ -136,7 +136,7 @@ class AutoCompactor(Background):
         try:
             await self._compact(rev)
         except EtcdError as e:
-            if e.message != errors.COMPACTED.message:  # already compacted counts as done
+            if e.kind is not errors.COMPACTED:  # already compacted counts as done
                 log.warning("failed auto compaction at revision %d: %s (retrying in %gs)",
                             rev, e.message, policy.retry_interval,
                             extra={"fields": {**fields["fields"], "error": e.message}})

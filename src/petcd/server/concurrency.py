@@ -103,7 +103,7 @@ class Access:
         stamp = self.authorize(req)
         result = await self.node.propose(kind, req.SerializeToString(), req, stamp)
         if isinstance(result, EtcdError):
-            raise result
+            raise result()
         return result
 
     async def txn(self, req: rpc.TxnRequest) -> rpc.TxnResponse:
@@ -117,7 +117,7 @@ class Access:
         return resp
 
     async def grant(self, ttl: int) -> int:
-        req = rpc.LeaseGrantRequest(TTL=ttl, ID=self.node.leases.new_id())
+        req = rpc.LeaseGrantRequest(TTL=ttl, ID=self.node.new_lease_id())
         resp = await self._propose(LEASE_GRANT, req)
         assert isinstance(resp, rpc.LeaseGrantResponse)
         return resp.ID
@@ -143,11 +143,11 @@ class Access:
                 resp = rpc.WatchResponse.FromString(raw)
                 if resp.canceled:
                     if resp.compact_revision:
-                        raise errors.COMPACTED
-                    raise LOST_WATCHER
+                        raise errors.COMPACTED()
+                    raise LOST_WATCHER()
                 if resp.events:
                     yield resp.header, list(resp.events)
-            raise errors.STOPPED
+            raise errors.STOPPED()
         finally:
             stream.close()
 
@@ -175,7 +175,7 @@ class Recipes:
             try:
                 await self._wait_delete(resp.kvs[0].key, resp.header.revision)
             except EtcdError as e:
-                if e is not errors.COMPACTED:
+                if e.kind is not errors.COMPACTED:
                     raise
                 # the watch start was compacted away: read again, from now
 
@@ -258,7 +258,7 @@ class Recipes:
             success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value,
                                                               lease=lease))]))
         if not resp.succeeded:
-            raise NOT_LEADER
+            raise NOT_LEADER()
         return self.access.header(resp.header.revision)
 
     async def resign(self, key: bytes, rev: int) -> rpc.ResponseHeader:
@@ -270,7 +270,7 @@ class Recipes:
     async def leader(self, name: bytes) -> tuple[rpc.ResponseHeader, kv_pb2.KeyValue]:
         resp = await self.access.range(_first_created(name + b"/"))
         if not resp.kvs:
-            raise NO_LEADER
+            raise NO_LEADER()
         return self.access.header(resp.header.revision), resp.kvs[0]
 
     async def observe(self, name: bytes
@@ -297,7 +297,7 @@ class Recipes:
                     if deleted:
                         break
             except EtcdError as e:
-                if e is not errors.COMPACTED:
+                if e.kind is not errors.COMPACTED:
                     raise
 
     async def _first_put(self, prefix: bytes, rev: int
@@ -309,4 +309,4 @@ class Recipes:
                     hdr.CopyFrom(whdr)
                     hdr.revision = ev.kv.mod_revision  # the batch may hold several puts
                     return hdr, ev.kv
-        raise errors.STOPPED  # unreachable: watch() raises when it ends
+        raise errors.STOPPED()  # unreachable: watch() raises when it ends

@@ -4,30 +4,22 @@ new cluster's member (server/bootstrap.py); afterwards the log holds the members
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from petcd.server.errors import BootstrapError
 from petcd.server.ids import cluster_id, member_id
+from petcd.server.membership import Member
 from petcd.server.options import ServerOptions
-
-
-@dataclass(slots=True)
-class InitialMember:
-    id: int
-    name: str
-    peer_urls: list[str]
-    client_urls: list[str] = field(default_factory=list)
-    is_learner: bool = False
 
 
 @dataclass(slots=True)
 class InitialCluster:
     cluster_id: int
     local_id: int
-    members: dict[int, InitialMember]
+    members: dict[int, Member]
 
     @property
-    def local(self) -> InitialMember:
+    def local(self) -> Member:
         return self.members[self.local_id]
 
 
@@ -45,12 +37,12 @@ def from_flags(opts: ServerOptions) -> InitialCluster:
             f"--initial-cluster has {opts.name}={','.join(urls_by_name[opts.name])} but "
             f"missing from --initial-advertise-peer-urls={','.join(advertised)} "
             f"({_urls_differ(advertised, urls_by_name[opts.name])})")
-    members: dict[int, InitialMember] = {}
+    members: dict[int, Member] = {}
     for name, urls in urls_by_name.items():
         mid = member_id(urls, opts.initial_cluster_token)
         if mid in members:
             raise BootstrapError(f"member count is unequal: duplicate member ID {mid:x}")
-        members[mid] = InitialMember(mid, name, urls)
+        members[mid] = Member(mid, name, urls)
     local_id = member_id(urls_by_name[opts.name], opts.initial_cluster_token)
     info = InitialCluster(cluster_id(members), local_id, members)
     info.local.client_urls = list(opts.advertise_client_urls)

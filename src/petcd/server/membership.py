@@ -221,36 +221,36 @@ class Membership:
 
     def check_add(self, member: Member, max_learners: int) -> EtcdError | None:
         if member.id in self.removed:
-            return errors.MEMBER_NOT_FOUND  # etcd: ID removed, answered as not found
+            return errors.MEMBER_NOT_FOUND()  # etcd: ID removed, answered as not found
         if member.id in self.members:
-            return errors.MEMBER_EXIST
+            return errors.MEMBER_EXIST()
         taken = {u for m in self.members.values() for u in m.peer_urls}
         if any(u in taken for u in member.peer_urls):
-            return errors.PEER_URL_EXIST
+            return errors.PEER_URL_EXIST()
         if member.is_learner and \
                 sum(1 for m in self.members.values() if m.is_learner) >= max_learners:
-            return errors.TOO_MANY_LEARNERS
+            return errors.TOO_MANY_LEARNERS()
         return None
 
     def check_update(self, member_id: int, peer_urls: list[str]) -> EtcdError | None:
         if member_id in self.removed or member_id not in self.members:
-            return errors.MEMBER_NOT_FOUND
+            return errors.MEMBER_NOT_FOUND()
         taken = {u for m in self.members.values() if m.id != member_id for u in m.peer_urls}
         if any(u in taken for u in peer_urls):
-            return errors.PEER_URL_EXIST
+            return errors.PEER_URL_EXIST()
         return None
 
     def check_remove(self, member_id: int) -> EtcdError | None:
         if member_id not in self.members:
-            return errors.MEMBER_NOT_FOUND
+            return errors.MEMBER_NOT_FOUND()
         return None
 
     def check_promote(self, member_id: int) -> EtcdError | None:
         m = self.members.get(member_id)
         if m is None:
-            return errors.MEMBER_NOT_FOUND
+            return errors.MEMBER_NOT_FOUND()
         if not m.is_learner:
-            return errors.MEMBER_NOT_LEARNER
+            return errors.MEMBER_NOT_LEARNER()
         return None
 
 
@@ -273,9 +273,9 @@ def quorum_check_add(ms: Membership, member: Member,
         started = sum(1 for m in voters if _started(m))
         # (1 of 2 started is allowed: the way to grow a cluster of one)
         if not (started == 1 and n == 2) and started < n // 2 + 1:
-            return errors.MEMBER_NOT_ENOUGH_STARTED
+            return errors.MEMBER_NOT_ENOUGH_STARTED()
     if not all(healthy(m.id) for m in voters):
-        return errors.UNHEALTHY
+        return errors.UNHEALTHY()
     return None
 
 
@@ -288,13 +288,13 @@ def quorum_check_remove(ms: Membership, member_id: int, healthy: Callable[[int],
         return None
     rest = [v for v in ms.voters() if v.id != member_id]
     if sum(1 for v in rest if _started(v)) < len(rest) // 2 + 1:
-        return errors.MEMBER_NOT_ENOUGH_STARTED
+        return errors.MEMBER_NOT_ENOUGH_STARTED()
     if down:
         return None
     voters = ms.voters()
     active = sum(1 for v in voters if healthy(v.id))
     if active - 1 < 1 + (len(voters) - 1) // 2:
-        return errors.UNHEALTHY
+        return errors.UNHEALTHY()
     return None
 
 
@@ -302,13 +302,13 @@ def learner_check_promote(ms: Membership, learner_match: int, leader_match: int,
                           strict: bool) -> EtcdError | None:
     """Only a learner in sync with the leader, and (strict) with a started quorum after."""
     if learner_match < leader_match * LEARNER_READY:
-        return errors.LEARNER_NOT_READY
+        return errors.LEARNER_NOT_READY()
     if strict:
         voters = ms.voters()
         n = len(voters) + 1
         started = 1 + sum(1 for m in voters if _started(m))
         if started < n // 2 + 1:
-            return errors.MEMBER_NOT_ENOUGH_STARTED
+            return errors.MEMBER_NOT_ENOUGH_STARTED()
     return None
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry
 
 from petcd import ETCD_API_VERSION
 from petcd.auth import tokens
@@ -36,7 +37,7 @@ from petcd.server.apply import Applier
 from petcd.server.bootstrap import boot
 from petcd.server.compactor import AutoCompactor, make_policy
 from petcd.server.corruption import CorruptionMonitor, initial_check
-from petcd.server.kv_apply import KVApplier
+from petcd.server.kv_requests import KVRequests
 from petcd.server.maintenance import Maintenance
 from petcd.server.member_client import MemberChannels
 from petcd.server.membership import Member, Membership
@@ -45,6 +46,8 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raftnode import RaftDriver
+from petcd.server.v2 import V2Keys
+from petcd.server.watch import WatchHub, WatchMetrics
 from petcd.transport import PeerTransport
 
 log = logging.getLogger("petcd.server")
@@ -53,6 +56,13 @@ T = TypeVar("T")
 
 
 class Node:
+    """The member, as the API layer uses it. Calls: propose, read_barrier, range/read_txn,
+    revision, status and membership, the lease calls, the watch hub, metrics_registry.
+    Services it hands out whole: `maintenance` (alarms, quota, hashes, defragment,
+    snapshots), `auth` (read for permission checks; written only by applying), `tokens`,
+    `passwords`, `opts`. The API never touches the backend, the store, the applier or
+    the log itself."""
+
     def __init__(self, opts: ServerOptions,
                  on_fatal: Callable[[BaseException], None] | None = None,
                  on_removed: Callable[[], None] | None = None, *,
@@ -71,7 +81,7 @@ class Node:
                                sync=not opts.unsafe_no_fsync, metasync=False,
                                batch_limit=opts.backend_batch_limit)
         self.store = KVStore(self.backend)
-        self.kv = KVApplier(self.store, compact_budget=max(1, opts.compaction_batch_limit))
+        self.kv = KVRequests(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()
         self.metrics.watch_sizes(self.backend.size, self.backend.size_in_use)
         self._applier = Applier(self.backend, self.kv, self.metrics,
@@ -110,6 +120,9 @@ class Node:
                 compact_interval=opts.compact_hash_check_time if opts.compact_hash_check
                 else 0.0)
         self._init_auth(opts)
+        # The v2 store is applied on every member; only --enable-v2 serves its API.
+        self.v2 = V2Keys(self.backend, self._applier.register, lambda: self._log.is_leader,
+                         self.propose)
         member_metrics.register(self, self.metrics.registry)
         self.backend.restore_hooks.append(self._reload_after_restore)
 
@@ -122,6 +135,7 @@ class Node:
         self.lessor.recover(self.store)  # leases and the keys attached to them
         self.auth.load()  # users, roles, whether auth is on
         self.maintenance.alarms.reload()  # alarms, then the write gates they set
+        self.v2.load()  # the v2 keys tree, its index and history
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -146,14 +160,9 @@ class Node:
         if isinstance(self.tokens, tokens.SimpleTokens):
             self.auth.invalidate_listeners.append(self.tokens.invalidate)
         self.passwords = Passwords(opts.bcrypt_cost)
-        lessor = self.lessor
-
-        def lease_keys(lease_id: int) -> list[bytes]:
-            lease = lessor.get(lease_id)
-            return [] if lease is None else lessor.keys_of(lease)
-
         applier = self._applier
-        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index, lease_keys)
+        auth_applier = AuthApplier(self.auth, self.tokens, lambda: applier.index,
+                                   self.lease_keys)
         auth_applier.register(applier.register)
         applier.auth = auth_applier
 
@@ -175,6 +184,7 @@ class Node:
     def start(self) -> None:
         self._log.start()
         self.leases.start()
+        self.v2.start()
         if self.compactor is not None:
             self.compactor.start()
         if self.corruption is not None:
@@ -193,6 +203,7 @@ class Node:
         if self.compactor is not None:
             await self.compactor.stop()
         await self.leases.stop()
+        await self.v2.stop()
         await self._log.stop()
         self.maintenance.close()
         self.backend.close()
@@ -279,14 +290,14 @@ class Node:
                                alarm=rpc.CORRUPT)
         result = await self.propose(ALARM, req.SerializeToString(), req)
         if isinstance(result, EtcdError):
-            raise result
+            raise result()
 
     async def _compact(self, revision: int) -> None:
         """A Compact request through the log, as a client's would go (raises EtcdError)."""
         req = rpc.CompactionRequest(revision=revision)
         result = await self.propose(COMPACTION, req.SerializeToString(), req)
         if isinstance(result, EtcdError):
-            raise result
+            raise result()
 
     def read_barrier(self) -> Awaitable[None] | None:
         """For a linearizable read: None if it may run now, else an awaitable that
@@ -296,6 +307,70 @@ class Node:
     def range(self, request: rpc.RangeRequest) -> rpc.RangeResponse:
         """A read straight from the store (serializable; after a barrier, linearizable)."""
         return self.kv.range(request)
+
+    def read_txn(self, request: rpc.TxnRequest) -> rpc.TxnResponse:
+        """A txn made of ranges only, read straight from the store (as `range`)."""
+        return self.kv.txn(None, request)
+
+    @property
+    def revision(self) -> int:
+        """The store's current revision (what response headers carry)."""
+        return self.store.current_revision
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """Where the API layer registers its own metrics (served at /metrics)."""
+        return self.metrics.registry
+
+    # -- watch: the hub reads the store and is fed every applied batch
+    def watch_hub(self, *, response_limit: int, progress_interval: float) -> WatchHub:
+        hub = WatchHub(self.store, cluster_id=self.cluster_id, member_id=self.member_id,
+                       term=lambda: self.term, response_limit=response_limit,
+                       progress_interval=progress_interval)
+        self.metrics.registry.register(WatchMetrics(hub))
+        return hub
+
+    def feed_watch_hub(self, hub: WatchHub) -> None:
+        """Call on the event loop before start(): every commit from here on reaches the
+        hub. After a snapshot from the leader replaced the store, its revisions came
+        without events, so every watcher catches up from the store."""
+        hub.revision = self.store.current_revision
+        self._applier.add_commit_listener(hub.commit_listener())
+        self.backend.restore_hooks.append(lambda: hub.notify([], self.store.current_revision))
+
+    # -- leases (renewals and TTLs are the lease driver's: no log entry)
+    def new_lease_id(self) -> int:
+        return self.leases.new_id()
+
+    def renew_lease_now(self, lease_id: int) -> int | None:
+        """Keep-alive fast path: the TTL, 0 for a missing lease, None: call renew_lease."""
+        return self.leases.renew_now(lease_id)
+
+    async def renew_lease(self, lease_id: int, *, forwarded: bool = False) -> int:
+        return await self.leases.renew(lease_id, forwarded=forwarded)
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool, *,
+                                 forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
+        return await self.leases.time_to_live(lease_id, keys, forwarded=forwarded)
+
+    def lease_ids(self) -> list[int]:
+        return self.leases.leases()
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys attached to a lease ([] if there is no such lease)."""
+        lease = self.lessor.get(lease_id)
+        return [] if lease is None else self.lessor.keys_of(lease)
+
+    async def bootstrap_defrag(self, threshold_mb: int) -> None:
+        """--experimental-bootstrap-defrag-threshold-megabytes: defragment before serving
+        when at least that much of the backend file is free pages."""
+        backend = self.backend
+        free = backend.size() - backend.size_in_use()
+        if threshold_mb <= 0 or free < threshold_mb * 1024 * 1024:
+            return
+        log.info("defragmenting at start: %d MB of %d MB free (threshold %d MB)",
+                 free >> 20, backend.size() >> 20, threshold_mb)
+        await self.maintenance.defragment()
 
     def status(self) -> rpc.StatusResponse:
         resp = rpc.StatusResponse(

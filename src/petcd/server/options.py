@@ -140,6 +140,8 @@ class ServerOptions:
     # HTTP on the client URLs: the JSON gateway (--enable-grpc-gateway), --cors origins
     # and --host-whitelist ("*" or empty: any).
     enable_grpc_gateway: bool = True
+    # --enable-v2: serve etcd 3.4's v2 HTTP API (/v2/keys, /v2/members, /v2/stats...).
+    enable_v2: bool = False
     cors: tuple[str, ...] = ("*",)
     host_whitelist: tuple[str, ...] = ("*",)
     # --metrics: "basic", or "extensive" (adds gRPC handling-time histograms);

@@ -6,23 +6,27 @@ command runs, so `petcdctl get k` loads gRPC and the KV messages and nothing els
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from petcd.cli.ctl.common import EXIT_BAD_ARGS, GLOBAL_DEFAULTS, CtlError, global_flags
+
+if TYPE_CHECKING:
+    import argparse
 
 BOOL_FLAGS = {"hex", "debug", "skip-hash-check"}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"Error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_ARGS)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # only for `snapshot`: kept out of every other command's start-up
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            print(f"Error: {message}", file=sys.stderr)
+            raise SystemExit(EXIT_BAD_ARGS)
+
     # Separate copies: defaults set on the top parser's flags must not leak into the
     # subcommands' (argparse shares action objects between a parent and its children).
     common = global_flags()

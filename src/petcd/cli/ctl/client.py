@@ -5,12 +5,8 @@ etcdctl's stderr and exit codes (clientv3's retry warning line, then
 
 from __future__ import annotations
 
-import datetime
-import getpass
-import json
 import os
 import sys
-import uuid
 from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # no C-core log lines on stderr
@@ -56,7 +52,7 @@ class Client:
         self.endpoints = [strip_scheme(e) for e in (endpoints or args.endpoints)]
         self.dial_timeout = parse_duration(args.dial_timeout)
         self.command_timeout = parse_duration(args.command_timeout)
-        self.target_id = f"endpoint://client-{uuid.uuid4()}/{self.endpoints[0]}"
+        self._target_id = ""
         self._channel: grpc.Channel | None = None
         self.metadata: list[tuple[str, str]] = []
         self._stubs: dict[str, Any] = {}
@@ -84,11 +80,15 @@ class Client:
         target = self.endpoints[0] if len(self.endpoints) == 1 else \
             "ipv4:" + ",".join(self.endpoints)
         if self._secure():
-            if a.insecure_skip_tls_verify:
-                raise CtlError("--insecure-skip-tls-verify is not supported by petcdctl "
-                               "(gRPC Python always verifies); pass --cacert", EXIT_BAD_ARGS)
+            roots = _read(a.cacert)
+            # etcdctl applies the flag only to a TLS config of its own: one made for
+            # --cacert/--cert/--key or --insecure-transport=false. An https:// endpoint
+            # alone gets clientv3's default config, which verifies.
+            if a.insecure_skip_tls_verify and (a.cacert or a.cert or a.key
+                                               or not a.insecure_transport):
+                roots = self._pinned_roots(options)
             creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(a.cacert), private_key=_read(a.key),
+                root_certificates=roots, private_key=_read(a.key),
                 certificate_chain=_read(a.cert))
             ch = grpc.secure_channel(target, creds, options)
         else:
@@ -103,6 +103,21 @@ class Client:
             self._authenticate()
         return ch
 
+    def _pinned_roots(self, options: list[tuple[str, Any]]) -> bytes:
+        """--insecure-skip-tls-verify: gRPC Python cannot skip verification, so the
+        servers' own certificates (fetched without verifying) become the only roots,
+        and the name checked is one they hold (petcd.client.unverified)."""
+        from petcd.client.unverified import pin
+
+        a = self.args
+        try:
+            roots, name = pin(self.endpoints, timeout=self.dial_timeout,
+                              cert_chain=a.cert or None, key=a.key or None)
+        except (OSError, ValueError):
+            raise CtlError("context deadline exceeded", EXIT_ERROR) from None
+        options.append(("grpc.ssl_target_name_override", name))
+        return roots
+
     def _authenticate(self) -> None:
         a = self.args
         name, colon, password = a.user.partition(":")
@@ -112,6 +127,8 @@ class Client:
                                EXIT_BAD_ARGS)
             password = a.password
         elif not colon:
+            import getpass
+
             password = getpass.getpass("Password: ")
         from petcd.pb.etcdserverpb import rpc_pb2 as rpc
         try:
@@ -120,6 +137,27 @@ class Client:
         except CtlError as e:  # etcdctl cannot make its client: a bad connection
             raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
         self.metadata = [("token", resp.token)]
+
+    @property
+    def target_id(self) -> str:
+        """clientv3's balancer target name (in its retry warnings); uuid is imported
+        only when a warning is printed."""
+        if not self._target_id:
+            import uuid
+
+            self._target_id = f"endpoint://client-{uuid.uuid4()}/{self.endpoints[0]}"
+        return self._target_id
+
+    def unary(self, service: str, method: str, response_type: Any) -> Any:
+        """A unary method object made from the channel (the generated *_pb2_grpc stubs
+        cost start-up time and are not needed for unary etcdserverpb calls)."""
+        key = f"{service}/{method}"
+        fn = self._stubs.get(key)
+        if fn is None:
+            fn = self._stubs[key] = self.channel().unary_unary(
+                f"/etcdserverpb.{service}/{method}",
+                request_serializer=_serialize, response_deserializer=response_type.FromString)
+        return fn
 
     def stub(self, service: str) -> Any:
         if service not in self._stubs:
@@ -138,7 +176,14 @@ class Client:
     def call(self, service: str, method: str, request: Any, *,
              timeout: float | None = -1.0) -> Any:
         """A unary call with --command-timeout (None: no deadline)."""
-        fn = getattr(self.stub(service), method)
+        if service in ("Lock", "Election"):
+            fn = getattr(self.stub(service), method)
+        else:
+            from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+
+            name = type(request).__name__
+            assert name.endswith("Request"), name
+            fn = self.unary(service, method, getattr(rpc, name[:-7] + "Response"))
         try:
             return fn(request, timeout=self.command_timeout if timeout == -1.0 else timeout,
                       metadata=self.metadata or None)
@@ -156,6 +201,9 @@ class Client:
 
     def warn(self, e: grpc.RpcError) -> None:
         """clientv3's retry interceptor logs each failed unary attempt."""
+        import datetime
+        import json
+
         now = datetime.datetime.now(datetime.UTC)
         line = {"level": "warn",
                 "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
@@ -168,6 +216,10 @@ class Client:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
+
+
+def _serialize(m: Any) -> bytes:
+    return m.SerializeToString()  # type: ignore[no-any-return]
 
 
 def _read(path: str) -> bytes | None:

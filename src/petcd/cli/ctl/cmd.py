@@ -10,7 +10,6 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from petcd.cli.ctl.common import EXIT_BAD_ARGS, EXIT_ERROR, CtlError
@@ -19,13 +18,17 @@ VERSION = "3.4.23"  # the etcdctl whose output petcdctl reproduces
 API_VERSION = "3.4"
 
 
-@dataclass(frozen=True)
 class Flag:
-    name: str
-    kind: str  # bool | str | int | dur | list
-    default: Any
-    help: str
-    short: str = ""
+    # A plain class, not a dataclass: creating dataclasses costs start-up time.
+    __slots__ = ("default", "help", "kind", "name", "short")
+
+    def __init__(self, name: str, kind: str, default: Any, help: str,
+                 short: str = "") -> None:
+        self.name = name
+        self.kind = kind  # bool | str | int | dur | list
+        self.default = default
+        self.help = help
+        self.short = short
 
     @property
     def dest(self) -> str:
@@ -73,16 +76,18 @@ GLOBAL_FLAGS = (
 )
 
 
-@dataclass
 class Command:
-    name: str
-    short: str
-    usage: str = ""  # after "etcdctl <name> "
-    run: str = ""  # "module:function" under petcd.cli.ctl
-    flags: Sequence[Flag] = ()
-    long: str = ""
-    subcommands: list[Command] = field(default_factory=list)
-    hidden: bool = False
+    def __init__(self, name: str, short: str, usage: str = "", run: str = "",
+                 flags: Sequence[Flag] = (), long: str = "",
+                 subcommands: list[Command] | None = None, hidden: bool = False) -> None:
+        self.name = name
+        self.short = short
+        self.usage = usage  # after "etcdctl <name> "
+        self.run = run  # "module:function" under petcd.cli.ctl
+        self.flags = flags
+        self.long = long
+        self.subcommands = subcommands if subcommands is not None else []
+        self.hidden = hidden
 
     def sub(self, name: str) -> Command | None:
         for c in self.subcommands:
@@ -357,7 +362,15 @@ def main(root: Command, argv: list[str]) -> None:
         print(f"Error: {e}", file=sys.stderr)
         raise SystemExit(e.code) from None
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        # A Go program that does not catch SIGINT (etcdctl, but for lock and elect,
+        # which handle it themselves) dies of it: so does petcdctl, with what it
+        # printed flushed.
+        import signal
+
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        raise SystemExit(130) from None  # (not reached)
 
 
 def _debug(args: Args) -> None:

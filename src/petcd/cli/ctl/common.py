@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 # etcdctl's exit codes
 EXIT_ERROR = 1
@@ -35,6 +37,8 @@ def global_flags() -> argparse.ArgumentParser:
     """etcdctl's persistent flags (those petcdctl acts on). Their defaults are set once
     on the top parser (GLOBAL_DEFAULTS): a subcommand's copy of a flag then cannot
     reset what was given before the subcommand."""
+    import argparse  # only `snapshot` parses with argparse: kept out of start-up
+
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     g = p.add_argument_group("global options")
     g.add_argument("--endpoints", help="gRPC endpoints (default 127.0.0.1:2379)")
@@ -84,4 +88,6 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def to_json(value: object) -> str:
     """Compact JSON as Go's encoding/json writes it."""
+    import json
+
     return json.dumps(value, separators=(",", ":"))

@@ -165,16 +165,25 @@ def run_keep_alive(a: Args) -> None:
                 return
             yield item
 
+    call = stub.LeaseKeepAlive(requests(), metadata=c.metadata or None)
+    timer: threading.Timer | None = None
     try:
-        for r in stub.LeaseKeepAlive(requests(), metadata=c.metadata or None):
+        for r in call:
             if r.TTL <= 0:
                 break
             _keep_alive_out(a, r)
-            threading.Timer(max(r.TTL / 3, 0.5), q.put,
-                            args=(rpc.LeaseKeepAliveRequest(ID=lid),)).start()
+            timer = threading.Timer(max(r.TTL / 3, 0.5), q.put,
+                                    args=(rpc.LeaseKeepAliveRequest(ID=lid),))
+            timer.daemon = True
+            timer.start()
     except grpc.RpcError as e:
         raise c.failure(e, warn=False) from None
     finally:
+        # End the request stream and the call here, not at interpreter exit (where
+        # gRPC's thread could still be inside the request generator).
+        if timer is not None:
+            timer.cancel()
         q.put(None)
+        call.cancel()
     if a.write_out == "simple":
         out.write(f"lease {lid & (2**64 - 1):016x} expired or revoked.\n")

@@ -5,8 +5,6 @@ the unsupported-format error. Imports protobuf only when a message is printed.""
 
 from __future__ import annotations
 
-import base64
-import json
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -112,12 +110,16 @@ def _scalar(fd: Any, v: Any) -> Any:
     if fd.type == fd.TYPE_MESSAGE:
         return go_json_value(v)
     if fd.type == fd.TYPE_BYTES:
+        import base64  # (json output only: kept out of start-up)
+
         return base64.b64encode(v).decode()
     return v
 
 
 def dumps(value: Any) -> str:
     """Compact JSON as Go writes it (no spaces; <, >, & escaped as Go does)."""
+    import json
+
     s = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 

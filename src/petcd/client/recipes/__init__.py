@@ -8,8 +8,10 @@ the blocking `Client`'s KV, Lease and Watch:
   conflict.
 - `Queue`, `PriorityQueue`, `Barrier`, `DoubleBarrier`.
 
-Each class's docstring has a short example. petcd.client.recipes.aio has the asyncio
-`AsyncSession`, `AsyncLock` and `AsyncElection` (same keys, same semantics).
+Each class's docstring has a short example. petcd.client.recipes.aio has the asyncio forms
+of all of them (`AsyncSession`, `AsyncLock`, `AsyncElection` with `observe()`, `AsyncSTM`
+and `run_stm_async`, `AsyncQueue`, `AsyncPriorityQueue`, `AsyncBarrier`,
+`AsyncDoubleBarrier`): same keys, same semantics.
 """
 
 from petcd.client.recipes.barrier import Barrier, DoubleBarrier, TooManyClientsError

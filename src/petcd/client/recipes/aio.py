@@ -1,6 +1,7 @@
-"""The asyncio recipes most services need: `AsyncSession`, `AsyncLock`, `AsyncElection`,
-with the same keys and semantics as their blocking twins (a blocking `Lock` and an
-`AsyncLock` on the same name exclude each other).
+"""The asyncio recipes: `AsyncSession`, `AsyncLock`, `AsyncElection` here, and (re-exported)
+`AsyncSTM`/`run_stm_async`, `AsyncQueue`, `AsyncPriorityQueue`, `AsyncBarrier`,
+`AsyncDoubleBarrier`, with the same keys and semantics as their blocking twins (a
+blocking `Lock` and an `AsyncLock` on the same name exclude each other).
 
     async with AsyncClient(endpoints) as c, AsyncSession(c, ttl=10) as s:
         async with AsyncLock(s, "jobs/lock") as lock:
@@ -11,15 +12,28 @@ with the same keys and semantics as their blocking twins (a blocking `Lock` and 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from petcd.client.aio import AsyncClient
 from petcd.client.aio_streams import AsyncKeepAlive
-from petcd.client.errors import EtcdError
-from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Get, Put, Txn
+from petcd.client.errors import DeadlineExceededError, EtcdError
+from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Put, Txn, to_bytes
+from petcd.client.recipes._aio_wait import wait_deletes
+from petcd.client.recipes._claim import claim, holds, place
+from petcd.client.recipes._wait import deadline_of
+from petcd.client.recipes.aio_queue import (
+    AsyncBarrier,
+    AsyncDoubleBarrier,
+    AsyncPriorityQueue,
+    AsyncQueue,
+)
+from petcd.client.recipes.aio_stm import AsyncSTM, run_stm_async
 from petcd.client.recipes.election import NotLeaderError
-from petcd.client.types import EventType, GetResult, Header, KeyValue
+from petcd.client.types import EventType, KeyValue
+
+__all__ = ["AsyncBarrier", "AsyncDoubleBarrier", "AsyncElection", "AsyncLock",
+           "AsyncPriorityQueue", "AsyncQueue", "AsyncSTM", "AsyncSession", "run_stm_async"]
 
 
 class AsyncSession:
@@ -65,24 +79,6 @@ class AsyncSession:
         await self.close()
 
 
-async def _wait_event(client: AsyncClient, key: Bytes, start_revision: int,
-                      kind: EventType) -> None:
-    async with await client.watch(key, start_revision=start_revision) as w:
-        async for batch in w:
-            if any(e.type is kind for e in batch.events):
-                return
-
-
-async def _wait_deletes(client: AsyncClient, prefix: str, max_create_revision: int
-                        ) -> Header:
-    while True:
-        r = await client.get(prefix, prefix=True, sort_target="create", sort_order="descend",
-                             limit=1, max_create_revision=max_create_revision)
-        if not r.kvs:
-            return r.header
-        await _wait_event(client, r.kvs[0].key, r.header.revision, EventType.DELETE)
-
-
 class AsyncLock:
     """A fair mutex (creation order); see `Lock`. `acquire(timeout)` returns False when
     the timeout passed (the queue entry is withdrawn)."""
@@ -95,25 +91,15 @@ class AsyncLock:
         self.revision = -1
 
     async def acquire(self, timeout: float | None = None) -> bool:
-        key = f"{self.prefix}{self.session.lease:x}"
-        owner = Get(self.prefix, prefix=True, sort_target="create", sort_order="ascend",
-                    limit=1)
-        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
-                                  .then(Put(key, "", lease=self.session.lease), owner)
-                                  .otherwise(Get(key), owner))
-        self.key, self.revision = key, r.header.revision
-        if not r.succeeded:
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
-        first = r.responses[1]
-        assert isinstance(first, GetResult)
-        if not first.kvs or first.kvs[0].create_revision == self.revision:
+        self.key, txn = claim(self.prefix, self.session.lease, "", with_holder=True)
+        r = await self.client.txn(txn)
+        self.revision, _ = place(r)
+        if holds(r, self.revision):
             return True
         try:
-            await asyncio.wait_for(_wait_deletes(self.client, self.prefix, self.revision - 1),
-                                   timeout)
-        except TimeoutError:
+            await wait_deletes(self.client, self.prefix, self.revision - 1,
+                               deadline_of(timeout))
+        except DeadlineExceededError:
             await self._abandon()
             return False
         except BaseException:
@@ -151,19 +137,16 @@ class AsyncElection:
         self.key = ""
         self.revision = -1
 
-    async def campaign(self, value: Bytes) -> None:
-        key = f"{self.prefix}{self.session.lease:x}"
-        r = await self.client.txn(Txn().when(CreateRevision(key) == 0)
-                                  .then(Put(key, value, lease=self.session.lease))
-                                  .otherwise(Get(key)))
-        self.key, self.revision = key, r.header.revision
-        if not r.succeeded:
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
+    async def campaign(self, value: Bytes, timeout: float | None = None) -> None:
+        """Become leader (waits until then; DeadlineExceededError after `timeout`, and
+        the candidacy is withdrawn)."""
+        deadline = deadline_of(timeout)
+        self.key, txn = claim(self.prefix, self.session.lease, value)
+        self.revision, before = place(await self.client.txn(txn))
+        if before is not None and before.value != to_bytes(value):
             await self.proclaim(value)
         try:
-            await _wait_deletes(self.client, self.prefix, self.revision - 1)
+            await wait_deletes(self.client, self.prefix, self.revision - 1, deadline)
         except BaseException:
             with contextlib.suppress(EtcdError):
                 await self.resign()
@@ -190,3 +173,36 @@ class AsyncElection:
         r = await self.client.get(self.prefix, prefix=True, sort_target="create",
                                   sort_order="ascend", limit=1)
         return r.kvs[0] if r.kvs else None
+
+    async def observe(self) -> AsyncIterator[KeyValue]:
+        """Every leader and every proclamation, in order, as they happen (an async
+        generator; `aclose()` it, or break out, to stop)."""
+        while True:
+            r = await self.client.get(self.prefix, prefix=True, sort_target="create",
+                                      sort_order="ascend", limit=1)
+            rev = r.header.revision + 1
+            if r.kvs:
+                leader = r.kvs[0]
+            else:  # no leader yet: wait for the first candidate
+                leader = await self._first_put(rev)
+                rev = leader.mod_revision + 1
+            yield leader
+            async with await self.client.watch(leader.key, start_revision=rev) as w:
+                gone = False
+                async for batch in w:
+                    for e in batch.events:
+                        if e.type is EventType.DELETE:
+                            gone = True
+                            break
+                        yield e.kv
+                    if gone:
+                        break
+
+    async def _first_put(self, rev: int) -> KeyValue:
+        async with await self.client.watch(self.prefix, prefix=True,
+                                           start_revision=rev) as w:
+            async for batch in w:
+                for e in batch.events:
+                    if e.type is EventType.PUT:
+                        return e.kv
+        raise EtcdError("election: watch ended")

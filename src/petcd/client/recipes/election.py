@@ -6,10 +6,11 @@ import contextlib
 from collections.abc import Iterator
 
 from petcd.client.errors import DeadlineExceededError, EtcdError
-from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Get, Put, Txn
+from petcd.client.ops import Bytes, Compare, CreateRevision, Delete, Put, Txn, to_bytes
+from petcd.client.recipes._claim import claim, place
 from petcd.client.recipes._wait import deadline_of, wait_deletes
 from petcd.client.recipes.session import Session
-from petcd.client.types import EventType, GetResult, KeyValue
+from petcd.client.types import EventType, KeyValue
 
 
 class NotLeaderError(EtcdError):
@@ -42,17 +43,10 @@ class Election:
         """Become leader (blocks until then; DeadlineExceededError after `timeout`, and
         the candidacy is withdrawn)."""
         deadline = deadline_of(timeout)
-        key = f"{self.prefix}{self.session.lease:x}"
-        r = self.client.txn(Txn().when(CreateRevision(key) == 0)
-                            .then(Put(key, value, lease=self.session.lease))
-                            .otherwise(Get(key)))
-        self.key, self.revision = key, r.header.revision
-        if not r.succeeded:
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
-            if mine.kvs[0].value != (value.encode() if isinstance(value, str) else value):
-                self.proclaim(value)
+        self.key, txn = claim(self.prefix, self.session.lease, value)
+        self.revision, before = place(self.client.txn(txn))
+        if before is not None and before.value != to_bytes(value):
+            self.proclaim(value)
         try:
             wait_deletes(self.client, self.prefix, self.revision - 1, deadline)
         except (DeadlineExceededError, EtcdError):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 
 from petcd.client.errors import DeadlineExceededError, EtcdError
-from petcd.client.ops import Compare, CreateRevision, Get, Put, Txn
+from petcd.client.ops import Compare, CreateRevision, Txn
+from petcd.client.recipes._claim import claim, holds, place
 from petcd.client.recipes._wait import deadline_of, wait_deletes
 from petcd.client.recipes.session import Session
-from petcd.client.types import GetResult, Header
+from petcd.client.types import Header
 
 
 class Lock:
@@ -38,22 +39,11 @@ class Lock:
     def acquire(self, timeout: float | None = None) -> bool:
         """Wait for the lock (up to `timeout` seconds: False when it passed)."""
         deadline = deadline_of(timeout)
-        key = f"{self.prefix}{self.session.lease:x}"
-        owner = Get(self.prefix, prefix=True, sort_target="create", sort_order="ascend",
-                    limit=1)
-        r = self.client.txn(Txn().when(CreateRevision(key) == 0)
-                            .then(Put(key, "", lease=self.session.lease), owner)
-                            .otherwise(Get(key), owner))
-        self.key = key
-        if r.succeeded:
-            self.revision = r.header.revision
-        else:  # this session queued before (or holds it): keep our place
-            mine = r.responses[0]
-            assert isinstance(mine, GetResult)
-            self.revision = mine.kvs[0].create_revision
-        first = r.responses[1]
-        assert isinstance(first, GetResult)
-        if not first.kvs or first.kvs[0].create_revision == self.revision:
+        self.key, txn = claim(self.prefix, self.session.lease, "", with_holder=True)
+        r = self.client.txn(txn)
+        # (queued before, or holding it: this session keeps its place)
+        self.revision, _ = place(r)
+        if holds(r, self.revision):
             self.header = r.header
             return True
         try:

@@ -8,7 +8,9 @@ import asyncio
 import dataclasses
 import json
 import logging
+import operator
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from grpc import StatusCode
@@ -149,9 +151,14 @@ class MemberOps:
                     if e.reason not in (DropReason.CONF_CHANGE_PENDING, DropReason.NO_LEADER,
                                         DropReason.TRANSFER_PENDING):
                         return EtcdError(StatusCode.UNAVAILABLE, f"etcdserver: {e.reason.value}")
-                    if time.monotonic() >= deadline:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
                         return d.leadership.timeout_error(started)
-                    await asyncio.sleep(d.tick_s)
+                    # Asked again after a tick, or as soon as the leader changes (a new
+                    # one known, a transfer ended).
+                    watch = d.leadership.watch
+                    await watch.wait_for(partial(operator.ne, watch.lead),
+                                         asyncio.get_running_loop().time() + min(left, d.tick_s))
                     if d.stopped:
                         return errors.STOPPED
             d.wake()

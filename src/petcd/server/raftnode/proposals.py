@@ -124,7 +124,9 @@ class ProposalTracker:
         deadlines = self.deadlines
         while deadlines and deadlines[0].deadline <= now:
             p = deadlines.popleft()
-            if not p.future.done():
+            # (an applied one has no request left: a `physical` compaction waiting for
+            # its old records to go waits as long as that takes, as etcd's does)
+            if p.request is not None and not p.future.done():
                 p.future.set_result(error_for(p.started))
                 self.by_id.pop(p.id, None)
                 if p in self.queue:

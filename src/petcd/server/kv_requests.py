@@ -1,5 +1,6 @@
-"""Executes etcd's KV requests (Range, Put, DeleteRange, Txn, Compaction)
-against the MVCC store, with etcd's exact semantics and response shapes.
+"""KVRequests executes etcd's KV requests (Range, Put, DeleteRange, Txn, Compaction)
+against the MVCC store, with etcd's exact semantics and response shapes: reads straight
+on the applied state (Node.range/read_txn), writes when their log entry is applied.
 
 Writes run inside the apply loop's WriteBatch; a request that raises
 EtcdError leaves nothing behind in the batch. Responses carry only
@@ -66,7 +67,7 @@ def range_end(raw: bytes) -> bytes | None:
     return raw
 
 
-class KVApplier:
+class KVRequests:
     """The KV service's state machine. `lessor` stays None until leases
     exist (issue 7); until then any request naming a lease fails with
     LEASE_NOT_FOUND, as no lease can exist."""
@@ -87,7 +88,7 @@ class KVApplier:
         if lease:
             lessor = self.store.lessor
             if lessor is None or not lessor.lease_exists(lease):
-                raise errors.LEASE_NOT_FOUND
+                raise errors.LEASE_NOT_FOUND()
 
     # -- Put / DeleteRange -----------------------------------------------------------
 
@@ -294,7 +295,7 @@ class KVApplier:
         writes = self._flatten(plan, puts, ranges)
         for put in puts:
             if (put.ignore_value or put.ignore_lease) and before.get(put.key) is None:
-                raise errors.KEY_NOT_FOUND
+                raise errors.KEY_NOT_FOUND()
             self._check_lease(put.lease)
         self._check_ranges(before, ranges)
         with store.write(batch, atomic=writes) as tw:
@@ -334,7 +335,7 @@ class KVApplier:
             elif kind == "request_delete_range":
                 writes = True
             elif nested is not None:
-                writes = KVApplier._flatten(nested, puts, ranges) or writes
+                writes = KVRequests._flatten(nested, puts, ranges) or writes
         return writes
 
     @staticmethod
@@ -342,9 +343,9 @@ class KVApplier:
         for r in ranges:
             rev = r.revision
             if rev > view.rev:
-                raise errors.FUTURE_REV
+                raise errors.FUTURE_REV()
             if 0 < rev < view.compact_rev:
-                raise errors.COMPACTED
+                raise errors.COMPACTED()
 
     @staticmethod
     def _compare(view: KVView, c: pb.Compare) -> bool:

@@ -1,0 +1,172 @@
+"""v2 keys API throughput of one member (--enable-v2): sets/s (PUT /v2/keys/...),
+gets/s (local reads) and quorum gets/s (reads through the log) over HTTP/1.1
+keep-alive connections, one request in flight each, with 1 and 64 clients, petcd and
+real etcd 3.4 side by side.
+
+    python bench/v2_bench.py                          # petcd and etcd, 5 s per cell
+    python bench/v2_bench.py --clients 64 --seconds 10 --repeat 3
+
+The load workers are bench/gateway_bench.py's (request bytes built up front, answers
+read but not parsed); CPU of server and clients from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway_bench import _read_response
+from loadgen import (
+    Cell,
+    add_common_args,
+    cpu_seconds,
+    median,
+    member_for,
+    parse_common_args,
+    print_table,
+    run_worker,
+)
+
+from petcd.testing import MemberProcess
+
+WORKLOADS = ("set", "get", "qget")
+_OK = (200, 201)
+
+
+def _requests(host: str, workload: str, worker: int, value_size: int) -> list[bytes]:
+    if workload == "set":
+        body = b"value=" + b"v" * value_size
+        return [(f"PUT /v2/keys/bench/{worker}/{i:06d} HTTP/1.1\r\nHost: {host}\r\n"
+                 "Content-Type: application/x-www-form-urlencoded\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body for i in range(1000)]
+    quorum = "?quorum=true" if workload == "qget" else ""
+    return [f"GET /v2/keys/bench/0/{i:06d}{quorum} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+            for i in range(100)]
+
+
+async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
+                       seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
+                       out: mp.Queue[tuple[int, int]]) -> None:
+    host, port = address.rsplit(":", 1)
+    reqs = _requests(address, workload, worker, value_size)
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
+    ready.put(worker)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    count = errors = 0
+    stop_at = time.monotonic() + seconds
+    n = len(reqs)
+
+    async def loop(i: int) -> None:
+        nonlocal count, errors
+        reader, writer = conns[i]
+        j = i
+        while time.monotonic() < stop_at:
+            writer.write(reqs[j % n])
+            if await _read_response(reader) in _OK:
+                count += 1
+            else:
+                errors += 1
+            j += concurrency
+
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    out.put((count, errors))
+    for _, w in conns:
+        w.close()
+
+
+def _worker(*args: Any) -> None:
+    run_worker(_worker_main, *args)
+
+
+def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
+             value_size: int) -> Cell:
+    procs = max(1, min(procs, clients))
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue[int] = ctx.Queue()
+    out: mp.Queue[tuple[int, int]] = ctx.Queue()
+    go = ctx.Event()
+    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    workers = [ctx.Process(target=_worker, args=(member.address, workload, i, per[i], seconds,
+                                                 value_size, ready, go, out))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    try:
+        if any(ready.get(timeout=120) < 0 for _ in workers):
+            raise RuntimeError("a load worker failed to connect")
+        assert member.proc is not None
+        server0 = cpu_seconds(member.proc.pid)
+        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=seconds + 60) for _ in workers]
+        elapsed = time.monotonic() - t0
+        server1 = cpu_seconds(member.proc.pid)
+        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    finally:
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
+    if any(e < 0 for _, e in results):
+        raise RuntimeError("a load worker failed")
+    return Cell(workload, clients, sum(c for c, _ in results), elapsed,
+                server1 - server0, client1 - client0, sum(e for _, e in results))
+
+
+def _preload(member: MemberProcess, value_size: int) -> None:
+    for i in range(100):
+        req = urllib.request.Request(f"{member.endpoint}/v2/keys/bench/0/{i:06d}",
+                                     data=b"value=" + b"v" * value_size, method="PUT")
+        urllib.request.urlopen(req, timeout=30).read()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(ap, ",".join(WORKLOADS))
+    ap.add_argument("--value-size", type=int, default=256)
+    args = ap.parse_args()
+    targets, clients, workloads = parse_common_args(args)
+    unit = {"set": "sets/s", "get": "gets/s", "qget": "quorum gets/s"}
+    results: dict[tuple[str, str, int], Cell] = {}
+    with tempfile.TemporaryDirectory(prefix="v2-bench-") as tmp:
+        members: dict[str, MemberProcess] = {}
+        try:
+            for target in targets:
+                members[target] = member_for(target, Path(tmp) / target,
+                                             args=["--enable-v2=true"]).start()
+                _preload(members[target], args.value_size)
+            for wl in workloads:
+                for c in clients:
+                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
+                    for _ in range(max(1, args.repeat)):
+                        for t in targets:  # targets take turns: noise hurts them alike
+                            runs[t].append(run_cell(members[t], wl, c,
+                                                    args.procs if c > 1 else 1,
+                                                    args.seconds, args.value_size))
+                    for t in targets:
+                        cell = results[(t, wl, c)] = median(runs[t])
+                        print(f"{t:13} {wl:5} clients={c:<3} {cell.rate:9.0f} {unit[wl]:13}"
+                              f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
+                              f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
+                              + (f"  errors {cell.errors}" if cell.errors else ""),
+                              flush=True)
+        finally:
+            for m in members.values():
+                m.stop()
+    print_table("v2 rate/s", results, targets,
+                [(wl, c, unit[wl]) for wl in workloads for c in clients])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""check perf and check datascale: petcdctl's output, progress bar included, is
+etcdctl 3.4's byte for byte once the numbers are set aside. The bar frames are checked
+by re-rendering each from its own numbers with cheggaaa/pb v1's layout; the slow tests
+run that same check on etcdctl's real output, so the model is etcdctl's."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from petcd.cli.ctl.progress import go_duration
+from petcd.testing import MemberProcess
+
+from .harness import PETCDCTL, Result, run
+
+_FRAME = re.compile(r" (\d+) / (\d+) +(\d+\.\d\d)%(?: (.*))?")
+_LEFT = re.compile(r"(?:\d+d)?(?:\d+h)?\d\dm\d\ds")
+_GO_DURATION = re.compile(r"(?:[1-9]\d*h)?(?:\d+m)?\d+s")
+
+
+def _check_frames(out: bytes) -> str:
+    """Every bar frame as pb v1 draws it (no terminal: no bar); returns what follows."""
+    text = out.decode()
+    bar, nl, rest = text.partition("\n")
+    assert nl and bar.startswith("\r"), text[:200]
+    frames = bar.split("\r")[1:]
+    assert len(frames) >= 2
+    last = len(frames) - 1
+    for i, f in enumerate(frames):
+        m = _FRAME.fullmatch(f)
+        assert m, repr(f)
+        cur, total = int(m[1]), int(m[2])
+        want = f" {cur} / {total} " + f" {cur / (total / 100):6.2f}%"
+        if i == last:  # finished: the elapsed time as Go prints a Duration
+            assert m[4] is not None and _GO_DURATION.fullmatch(m[4]), f
+            assert cur == total
+        elif m[4] is not None:
+            assert _LEFT.fullmatch(m[4]), f
+        left = f" {m[4]}" if m[4] is not None else ""
+        assert f == want + left, (f, want + left)
+    return rest
+
+
+def _numbers_aside(text: str) -> str:
+    return re.sub(r"-?\d+(\.\d+)?", "N", text)
+
+
+# Every summary etcdctl can print (which one depends on the machine's load).
+_PERF_SUMMARY = re.compile(
+    r"(FAIL: too many errors\n(FAIL: ERROR\(.*\) -> N\n)+)?"
+    r"(PASS: Throughput is N writes/s|FAIL: Throughput too low: N writes/s)\n"
+    r"(PASS: Slowest request took Ns|Slowest request took too long: Ns)\n"
+    r"(PASS: Stddev is Ns|Stddev too high: Ns)\n(PASS|FAIL)\n")
+
+
+def _perf_summary_ok(r: Result) -> None:
+    tail = _numbers_aside(_check_frames(r.out))
+    m = _PERF_SUMMARY.fullmatch(tail)
+    assert m, tail
+    assert (r.rc == 0) == (m[6] == "PASS"), (r.rc, tail)
+
+
+def _perf(tool: list[str], member: MemberProcess, seconds: int | None = None) -> Result:
+    env = {"PETCDCTL_CHECK_PERF_DURATION": str(seconds)} if seconds else None
+    return run(tool, member.address, ["check", "perf", "--prefix", "perf-check/"], None,
+               env=env, timeout=180)
+
+
+def test_check_perf_output(petcd: MemberProcess) -> None:
+    r = _perf(PETCDCTL, petcd, 3)
+    assert r.rc in (0, 1), (r.out, r.err)
+    _perf_summary_ok(r)  # (a loaded machine may miss the rate: FAIL, in etcdctl's words)
+    r = run(PETCDCTL, petcd.address, ["check", "perf", "--load", "huge"], None)
+    assert (r.rc, r.err) == (4, "Error: unknown load option huge\n")
+
+
+@pytest.mark.slow
+def test_check_perf_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess) -> None:
+    want = _perf(["etcdctl"], etcd)  # a full minute
+    got = _perf(PETCDCTL, petcd)
+    _perf_summary_ok(want)
+    _perf_summary_ok(got)
+    # a prefix that has keys: the same refusal
+    for tool, m in ((["etcdctl"], etcd), (PETCDCTL, petcd)):
+        run(tool, m.address, ["put", "perf-busy/k", "v"], None)
+    w = run(["etcdctl"], etcd.address, ["check", "perf", "--prefix", "perf-busy/"], None)
+    g = run(PETCDCTL, petcd.address, ["check", "perf", "--prefix", "perf-busy/"], None)
+    assert (g.rc, g.out, g.err) == (w.rc, w.out, w.err)
+
+
+DATASCALE_TAIL = ('Compacting with revision N\nCompacted with revision N\n'
+                  'Defragmenting "N.N:N"\nDefragmented "N.N:N"\n'
+                  "PASS: Approximate system memory used : N MB.\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["etcdctl", "petcdctl"])
+@pytest.mark.parametrize("server", ["etcd", "petcd"])
+def test_check_datascale_like_etcdctl(tool: str, server: str, request: pytest.FixtureRequest
+                                      ) -> None:
+    """10000 puts of 1 KiB: each tool against each server, the same output."""
+    member: MemberProcess = request.getfixturevalue(server)
+    r = run(["etcdctl"] if tool == "etcdctl" else PETCDCTL, member.address,
+            ["check", "datascale", "--prefix", f"ds-{tool}/", "--auto-compact",
+             "--auto-defrag"], None, timeout=600)
+    assert r.rc == 0, (r.out[-500:], r.err)
+    first, _, rest = r.out.decode().partition("\n")
+    assert first == ("Start data scale check for work load [10000 key-value pairs, 1024 "
+                     "bytes per key-value, 50 concurrent clients].")
+    assert _numbers_aside(_check_frames(rest.encode())) == DATASCALE_TAIL
+
+
+def test_go_duration() -> None:
+    assert [go_duration(s) for s in (0, 3, 60, 61, 3600, 3725)] == \
+        ["0s", "3s", "1m0s", "1m1s", "1h0m0s", "1h2m5s"]
