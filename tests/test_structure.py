@@ -46,11 +46,7 @@ RAFT_FORBIDDEN = {"asyncio", "socket", "ssl", "os", "io", "time", "threading", "
 
 MAX_LINES = 500
 # Modules allowed past MAX_LINES, each with its reason.
-OVERSIZE = {
-    # the MVCC store and its LMDB backend: owned by the write-path performance work
-    "mvcc/kvstore.py",
-    "mvcc/backend.py",
-}
+OVERSIZE: set[str] = set()
 
 
 def _part(path: Path) -> str:

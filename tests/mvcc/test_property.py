@@ -174,7 +174,16 @@ def check_history(m: Member, model: Model) -> None:
     for rev in range(max(model.compact, 1), model.rev + 1):
         for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b"")]:
             req = pb.RangeRequest(key=key, range_end=end, revision=rev)
-            assert m.kv.range(req) == model.range(req)
+            want = model.range(req)
+            assert m.kv.range(req) == want
+            check_range_bytes(m, req, want)
+    # Pages and counts: at the head revision (where the count past a page is fast).
+    for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b""), (b"a", b"c")]:
+        for limit, count_only in ((1, False), (2, False), (0, True)):
+            req = pb.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only)
+            check_range_bytes(m, req, model.range(req))
+    one = pb.RangeRequest(key=b"b")
+    check_range_bytes(m, one, model.range(one))
     start = max(model.compact + 1, 0)
     with m.store.read() as r:
         got = [(e.revision, e.type, e.key, e.kv) for e in r.events(start, b"\x00", b"")]
@@ -187,6 +196,13 @@ def check_history(m: Member, model: Model) -> None:
         assert m.store.physically_compacted
         assert m.store.hash_kv() == hashes
     assert m.kv_records() == model.records()
+
+
+def check_range_bytes(m: Member, req: pb.RangeRequest, want: pb.RangeResponse) -> None:
+    """The server's encoded-from-the-store range answers what the message path does."""
+    out = m.kv.range_bytes(req, b"")
+    assert out is not None
+    assert pb.RangeResponse.FromString(bytes(out)) == want, req
 
 
 def check_same(got: Any, want: Any, req: Any) -> None:

@@ -109,7 +109,7 @@ def _wrap_unary(fn: Callable[..., Any], st: MethodStats,
         st.handled[_code_of(context)] += 1
         if resp is not None:
             st.sent += 1
-            if type(resp) is bytes:
+            if type(resp) is bytes or type(resp) is bytearray:  # (big ranges: bytearray)
                 st.sent_bytes += len(resp)
         return resp
     return call

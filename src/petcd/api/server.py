@@ -110,6 +110,7 @@ class ClientServer:
         self._socket_files: list[str] = []
         self.kv = QuotaKVService(self.node, max_request_bytes=opts.max_request_bytes,
                                  max_txn_ops=opts.max_txn_ops)
+        self.kv.bytes_only = opts.grpc_server != "h2"
         self.observe = Observability(self.node, pprof=opts.enable_pprof)
         # --host-whitelist guards plaintext HTTP only (etcd checks req.TLS == nil): on
         # TLS-only client URLs any Host is accepted.

@@ -29,6 +29,7 @@ from typing import BinaryIO, Protocol
 
 import lmdb
 
+from petcd.mvcc.gate import ReadGate
 from petcd.mvcc.types import KVEvent
 
 META_DB = b"meta"
@@ -124,49 +125,6 @@ class WriteBatch:
             self.commit()
         else:
             self.abort()
-
-
-class ReadGate:
-    """Many readers or one closer. Readers are threads other than the one that swaps
-    the file (defragment_swap(), restore_from(): the event loop's); close() blocks until
-    they are done (call it off that thread) and holds new ones back until open()."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._closed = False
-
-    @property
-    def active(self) -> int:
-        """Readers in other threads now (etcd's open read transactions gauge)."""
-        return self._readers
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._closed = True
-            while self._readers:
-                self._cond.wait()
-
-    def open(self) -> None:
-        with self._cond:
-            self._closed = False
-            self._cond.notify_all()
 
 
 class Backend:

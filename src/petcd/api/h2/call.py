@@ -139,7 +139,7 @@ class Call:
         if not self.h2.finished:
             self.abort(_SC.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
-    def _respond(self, payload: bytes) -> None:
+    def _respond(self, payload: bytes | bytearray) -> None:
         stream = self.h2
         if stream.state >= HALF_CLOSED_LOCAL:  # the call has ended (reset, deadline)
             return
@@ -155,7 +155,7 @@ class Call:
             self._send(payload)
             self.finish(_OK, "")
 
-    def _send(self, payload: bytes) -> None:
+    def _send(self, payload: bytes | bytearray) -> None:
         stream = self.h2
         if not stream.headers_sent:
             self.send_headers()

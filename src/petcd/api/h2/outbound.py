@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 PUMP_BATCH = 64  # blocked streams resumed per pump_some call
 RECENT_RESETS = 64  # stream ids we reset whose in-flight HEADERS are ignored
+UNCOPIED_MESSAGE = 64 << 10  # messages this large go out without a framing copy
 
 # Pre-built frame header prefixes (length, type, flags) of the constant blocks.
 _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
@@ -88,7 +89,7 @@ class Outbound:
         self.write(F.headers_frames(stream.sid, RESPONSE_HEADERS + metadata, False,
                                     self.peer_max_frame))
 
-    def send_unary(self, stream: H2Stream, payload: bytes) -> bool:
+    def send_unary(self, stream: H2Stream, payload: bytes | bytearray) -> bool:
         """The common unary answer (no metadata) in one write: headers, the message,
         OK trailers. False when flow control or a sent header block rules it out."""
         n = len(payload) + 5
@@ -107,10 +108,15 @@ class Outbound:
         self.stream_done(stream)
         return True
 
-    def send_message(self, stream: H2Stream, payload: bytes) -> None:
+    def send_message(self, stream: H2Stream, payload: bytes | bytearray) -> None:
         if not stream.headers_sent:
             self.send_headers(stream)
-        stream.pending.append(memoryview(b"\0" + len(payload).to_bytes(4, "big") + payload))
+        prefix = b"\0" + len(payload).to_bytes(4, "big")
+        if len(payload) < UNCOPIED_MESSAGE:
+            stream.pending.append(memoryview(prefix + payload))
+        else:  # a large message (a big range) is sent from where it is, not copied
+            stream.pending.append(memoryview(prefix))
+            stream.pending.append(memoryview(payload))
         self.pump(stream)
 
     def end_stream(self, stream: H2Stream, trailers: bytes) -> None:
