@@ -163,6 +163,16 @@ def test_cluster_agreement_locks_and_queues(cluster: PetcdCluster) -> None:
     ids = {m["id"] for m in call(leader.endpoint, "GET", "/v2/members").json["members"]}
     assert len(ids) == 3 and set(call(leader.endpoint, "GET", "/v2/stats/leader").json[
         "followers"]) == ids - {f"{c.member_id(leader):x}"}
+    # Append counts: the leader sent appends, a follower received them, and the
+    # rates over recent appends show while the writes above are under a second old.
+    for _ in range(5):
+        call(leader.endpoint, "PUT", "/v2/keys/statkey", "value=s")
+    own, other = (call(m.endpoint, "GET", "/v2/stats/self").json
+                  for m in (leader, followers[0]))
+    assert own["state"] == "StateLeader" and own["sendAppendRequestCnt"] > 0
+    assert own["sendPkgRate"] > 0 and own["sendBandwidthRate"] > 0
+    assert other["state"] == "StateFollower" and other["recvAppendRequestCnt"] > 0
+    assert other["leaderInfo"]["leader"] == f"{c.member_id(leader):x}"
     machines = call(followers[0].endpoint, "GET", "/v2/machines").raw.decode().split(", ")
     assert sorted(machines) == sorted(m.endpoint for m in members)
     # Membership changes through /v2/members (from a follower): add, update, remove.

@@ -46,6 +46,7 @@ from petcd.server.options import ServerOptions
 from petcd.server.promoter import LearnerPromoter
 from petcd.server.proposal import COMPACTION, Result, Stamp
 from petcd.server.raftnode import RaftDriver
+from petcd.server.raftnode.appendstats import AppendStats
 from petcd.server.v2 import V2Keys
 from petcd.server.watch import WatchHub, WatchMetrics
 from petcd.transport import PeerTransport
@@ -237,6 +238,11 @@ class Node:
     @property
     def is_leader(self) -> bool:
         return self._log.is_leader
+
+    @property
+    def append_stats(self) -> AppendStats:
+        """Append messages sent and received (etcd's v2 server stats)."""
+        return self._log.peers.append_stats
 
     @property
     def is_learner(self) -> bool:

@@ -182,13 +182,26 @@ class MembersHandler:
             state = "StateLeader" if node.is_leader else (
                 "StateFollower" if lead else "StateCandidate")
             member = node.membership.members.get(node.member_id)
+            stats = node.append_stats
             body = {"name": member.name if member is not None else node.opts.name,
                     "id": f"{node.member_id:x}", "state": state,
                     "startTime": rfc3339(self._started),
                     "leaderInfo": {"leader": f"{lead:x}" if lead else "",
                                    "uptime": go_duration((now - since) / 1e9),
                                    "startTime": rfc3339(since)},
-                    "recvAppendRequestCnt": 0, "sendAppendRequestCnt": 0}
+                    "recvAppendRequestCnt": stats.received}
+            # etcd leaves the rates out while they are zero (omitempty)
+            recv_pkg, recv_bytes = stats.receive_rates()
+            if recv_pkg:
+                body["recvPkgRate"] = recv_pkg
+            if recv_bytes:
+                body["recvBandwidthRate"] = recv_bytes
+            body["sendAppendRequestCnt"] = stats.sent
+            send_pkg, send_bytes = stats.send_rates()
+            if send_pkg:
+                body["sendPkgRate"] = send_pkg
+            if send_bytes:
+                body["sendBandwidthRate"] = send_bytes
             return 200, [_JSON], go_json(body)
         if not node.is_leader:
             return _http_error(None, 403, "not current leader")

@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from petcd.raft import Message, MessageType, decode_message, encode_message
+from petcd.server.raftnode.appendstats import AppendStats
 from petcd.transport import Status
 
 if TYPE_CHECKING:
@@ -15,12 +16,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SNAP = MessageType.SNAP
+_APP = MessageType.APP
 
 
 class Peers:
     def __init__(self, driver: RaftDriver) -> None:
         self._d = driver
         self._ticks_advanced = False
+        self.append_stats = AppendStats()
 
     def send(self, messages: list[Message]) -> None:
         d = self._d
@@ -33,7 +36,10 @@ class Peers:
             payloads = by_to.get(m.to)
             if payloads is None:
                 by_to[m.to] = payloads = []
-            payloads.append(encode_message(m))
+            payload = encode_message(m)
+            if m.type == _APP:
+                self.append_stats.on_send(len(payload))
+            payloads.append(payload)
         send = d.transport.send
         for to, payloads in by_to.items():
             send(to, payloads)
@@ -48,6 +54,8 @@ class Peers:
             except ValueError as e:
                 log.warning("dropping an undecodable peer message: %s", e)
                 continue
+            if m.type == _APP:
+                self.append_stats.on_receive(len(payload))
             d.step(m)
         d.wake()
 
