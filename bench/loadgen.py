@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,63 @@ def _worker(*args: Any) -> None:
     run_worker(_worker_main, *args)
 
 
+def split_clients(clients: int, procs: int) -> list[int]:
+    """`clients` spread over at most `procs` worker processes, as evenly as they go."""
+    procs = max(1, min(procs, clients))
+    return [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+
+
+@dataclass
+class WorkerRun:
+    """What `run_processes` measured: each worker's (count, errors), the wall time from
+    the start signal, CPU seconds of each watched pid and of the workers."""
+
+    results: list[tuple[int, int]]
+    elapsed: float
+    server_cpu: tuple[float, ...]
+    client_cpu: float
+
+    def cell(self, workload: str, clients: int) -> Cell:
+        return Cell(workload, clients, sum(c for c, _ in self.results), self.elapsed,
+                    sum(self.server_cpu), self.client_cpu,
+                    sum(e for _, e in self.results), self.server_cpu)
+
+
+def run_processes(target: Callable[..., None], worker_args: Sequence[tuple[Any, ...]],
+                  pids: Sequence[int], timeout: float, ready_timeout: float = 120) -> WorkerRun:
+    """One spawned process per entry of `worker_args`, each running
+    `target(*args, ready, go, out)`: wait until all are connected, release them
+    together, and collect their (count, errors) within `timeout` seconds."""
+    # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
+    ctx = mp.get_context("spawn")
+    ready: mp.Queue[int] = ctx.Queue()
+    out: mp.Queue[tuple[int, int]] = ctx.Queue()
+    go = ctx.Event()
+    workers = [ctx.Process(target=target, args=(*args, ready, go, out)) for args in worker_args]
+    for w in workers:
+        w.start()
+    try:
+        if any(ready.get(timeout=ready_timeout) < 0 for _ in workers):
+            raise RuntimeError("a load worker failed to connect")
+        server0 = [cpu_seconds(p) for p in pids]
+        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+        t0 = time.monotonic()
+        go.set()
+        results = [out.get(timeout=timeout) for _ in workers]
+        elapsed = time.monotonic() - t0
+        server1 = [cpu_seconds(p) for p in pids]
+        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
+    finally:
+        for w in workers:
+            w.join(30)
+            if w.is_alive():
+                w.kill()
+    if any(e < 0 for _, e in results):
+        raise RuntimeError("a load worker failed")
+    used = tuple(b - a for a, b in zip(server0, server1, strict=True))
+    return WorkerRun(results, elapsed, used, client1 - client0)
+
+
 def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
              clients: int, procs: int, seconds: float, value_size: int,
              tls: TLSCreds | None = None,
@@ -201,41 +258,11 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
     """`clients` concurrent callers in `procs` worker processes, spread over `addresses`
     (over TLS when `tls` is given); server CPU is summed over `members`. `metadata` goes
     with every call."""
-    procs = max(1, min(procs, clients))
-    # spawn, not fork: the parent has used gRPC, and gRPC does not survive a fork.
-    ctx = mp.get_context("spawn")
-    ready: mp.Queue[int] = ctx.Queue()
-    out: mp.Queue[tuple[int, int]] = ctx.Queue()
-    go = ctx.Event()
-    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    workers = [ctx.Process(target=_worker, args=(list(addresses), workload, i, per[i],
-                                                 max(1, min(per[i], 8)), seconds, value_size,
-                                                 tls, metadata, ready, go, out))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
+    args = [(list(addresses), workload, i, n, max(1, min(n, 8)), seconds, value_size, tls,
+             metadata) for i, n in enumerate(split_clients(clients, procs))]
     pids = [m.proc.pid for m in members if m.proc is not None]
-    try:
-        if any(ready.get(timeout=60) < 0 for _ in workers):
-            raise RuntimeError("a load worker failed to connect")
-        member0 = [cpu_seconds(p) for p in pids]
-        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-        t0 = time.monotonic()
-        go.set()
-        results = [out.get(timeout=seconds + 60) for _ in workers]
-        elapsed = time.monotonic() - t0
-        member1 = [cpu_seconds(p) for p in pids]
-        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    finally:
-        for w in workers:
-            w.join(10)
-            if w.is_alive():
-                w.kill()
-    if any(e < 0 for _, e in results):
-        raise RuntimeError("a load worker failed")
-    used = tuple(b - a for a, b in zip(member0, member1, strict=True))
-    return Cell(workload, clients, sum(c for c, _ in results), elapsed, sum(used),
-                client1 - client0, sum(e for _, e in results), used)
+    return run_processes(_worker, args, pids, seconds + 60, ready_timeout=60).cell(
+        workload, clients)
 
 
 def preload(address: str, value_size: int, tls: TLSCreds | None = None) -> None:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster_bench import leader_of, start_cluster
-from loadgen import member_for, run_worker
+from loadgen import member_for, run_processes, run_worker, split_clients
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, have_etcd, member_status
@@ -106,31 +106,12 @@ def _load_worker(*args: Any) -> None:
 def load(addresses: Sequence[str], keys: int, clients: int, procs: int,
          value_size: int) -> tuple[float, int]:
     """Put keys 0..keys-1 once each; returns (seconds, retried errors)."""
-    ctx = mp.get_context("spawn")
-    ready: mp.Queue[int] = ctx.Queue()
-    out: mp.Queue[tuple[int, int]] = ctx.Queue()
-    go = ctx.Event()
-    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    workers = [ctx.Process(target=_load_worker, args=(list(addresses), i, procs, keys,
-                                                      per[i], value_size, ready, go, out))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    try:
-        if any(ready.get(timeout=120) < 0 for _ in workers):
-            raise RuntimeError("a load worker failed to connect")
-        t0 = time.monotonic()
-        go.set()
-        results = [out.get(timeout=7200) for _ in workers]
-        elapsed = time.monotonic() - t0
-    finally:
-        for w in workers:
-            w.join(30)
-            if w.is_alive():
-                w.kill()
-    if any(e < 0 for _, e in results) or sum(d for d, _ in results) != keys:
-        raise RuntimeError(f"load incomplete: {results}")
-    return elapsed, sum(e for _, e in results)
+    per = split_clients(clients, procs)  # the workers split the keys between them
+    args = [(list(addresses), i, len(per), keys, n, value_size) for i, n in enumerate(per)]
+    run = run_processes(_load_worker, args, [], 7200)
+    if sum(d for d, _ in run.results) != keys:
+        raise RuntimeError(f"load incomplete: {run.results}")
+    return run.elapsed, sum(e for _, e in run.results)
 
 
 # -- memory -------------------------------------------------------------------------------

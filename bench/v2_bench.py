@@ -29,12 +29,13 @@ from gateway_bench import _read_response
 from loadgen import (
     Cell,
     add_common_args,
-    cpu_seconds,
     median,
     member_for,
     parse_common_args,
     print_table,
+    run_processes,
     run_worker,
+    split_clients,
 )
 
 from petcd.testing import MemberProcess
@@ -90,38 +91,10 @@ def _worker(*args: Any) -> None:
 
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
-    procs = max(1, min(procs, clients))
-    ctx = mp.get_context("spawn")
-    ready: mp.Queue[int] = ctx.Queue()
-    out: mp.Queue[tuple[int, int]] = ctx.Queue()
-    go = ctx.Event()
-    per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    workers = [ctx.Process(target=_worker, args=(member.address, workload, i, per[i], seconds,
-                                                 value_size, ready, go, out))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    try:
-        if any(ready.get(timeout=120) < 0 for _ in workers):
-            raise RuntimeError("a load worker failed to connect")
-        assert member.proc is not None
-        server0 = cpu_seconds(member.proc.pid)
-        client0 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-        t0 = time.monotonic()
-        go.set()
-        results = [out.get(timeout=seconds + 60) for _ in workers]
-        elapsed = time.monotonic() - t0
-        server1 = cpu_seconds(member.proc.pid)
-        client1 = sum(cpu_seconds(w.pid) for w in workers if w.pid)
-    finally:
-        for w in workers:
-            w.join(10)
-            if w.is_alive():
-                w.kill()
-    if any(e < 0 for _, e in results):
-        raise RuntimeError("a load worker failed")
-    return Cell(workload, clients, sum(c for c, _ in results), elapsed,
-                server1 - server0, client1 - client0, sum(e for _, e in results))
+    args = [(member.address, workload, i, n, seconds, value_size)
+            for i, n in enumerate(split_clients(clients, procs))]
+    assert member.proc is not None
+    return run_processes(_worker, args, [member.proc.pid], seconds + 60).cell(workload, clients)
 
 
 def _preload(member: MemberProcess, value_size: int) -> None:
