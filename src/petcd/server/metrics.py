@@ -12,10 +12,11 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from petcd.mvcc.kvstore import KVStore
+from petcd.v2store import Store
 from petcd.wal.snap import Snapshotter
 from petcd.wal.wal import WAL
 
@@ -161,6 +162,9 @@ class Metrics:
         self.registry.register(_WalBytes(wal))
         snapshotter.observe = self.observe_snap
 
+    def watch_v2_store(self, store: Callable[[], Store]) -> None:
+        self.registry.register(_V2Store(store))
+
     def observe_snap(self, name: str, seconds: float) -> None:
         self._snap[name].observe(seconds)
 
@@ -169,6 +173,42 @@ class Metrics:
         self.db_size.set_function(size)
         self.debugging_db_size.set_function(size)
         self.db_size_in_use.set_function(in_use)
+
+
+_V2_READS = ("get", "getRecursive")
+_V2_WRITES = ("compareAndDelete", "compareAndSwap", "create", "delete", "set", "update")
+
+
+class _V2Store(Collector):
+    """etcd's etcd_debugging_store_* figures, read from the v2 store when scraped."""
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store()
+        reads = CounterMetricFamily("etcd_debugging_store_reads", "Total number of reads "
+                                    "action by (get/getRecursive), local to this member.",
+                                    labels=["action"])
+        writes = CounterMetricFamily("etcd_debugging_store_writes", "Total number of writes "
+                                     "(e.g. set/compareAndDelete) seen by this member.",
+                                     labels=["action"])
+        # Every action shows, zeros included (etcd's show once used; a fresh etcd has
+        # already written its member list to the store, so its names are always there).
+        counts = store.actions
+        for action in _V2_READS:
+            reads.add_metric([action], counts.get(("reads", action), 0))
+        for action in _V2_WRITES:
+            writes.add_metric([action], counts.get(("writes", action), 0))
+        yield reads
+        yield writes
+        yield CounterMetricFamily("etcd_debugging_store_expires", "Total number of expired "
+                                  "keys.", value=store.stats["expireCount"])
+        yield CounterMetricFamily("etcd_debugging_store_watch_requests", "Total number of "
+                                  "incoming watch requests (new or reestablished).",
+                                  value=store.watch_requests)
+        yield GaugeMetricFamily("etcd_debugging_store_watchers", "Count of currently active "
+                                "watchers.", value=store.hub.count)
 
 
 class _WalBytes(Collector):

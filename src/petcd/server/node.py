@@ -125,6 +125,7 @@ class Node:
         # The v2 store is applied on every member; only --enable-v2 serves its API.
         self.v2 = V2Keys(self.backend, self._applier.register, lambda: self._log.is_leader,
                          self.propose)
+        self.metrics.watch_v2_store(lambda: self.v2.store)
         member_metrics.register(self, self.metrics.registry)
         self.backend.restore_hooks.append(self._reload_after_restore)
 

@@ -46,6 +46,10 @@ class Store:
         self.clock = clock
         self.hub = Hub()
         self.stats = dict.fromkeys(STAT_FIELDS, 0)
+        # etcd's etcd_debugging_store_* counters: ("reads"|"writes", action) -> count
+        # (failures included), and watch requests
+        self.actions: dict[tuple[str, str], int] = {}
+        self.watch_requests = 0
         self.reset()
 
     def reset(self) -> None:
@@ -64,6 +68,8 @@ class Store:
 
     # -- reads
     def get(self, path: str, recursive: bool = False, sort: bool = False) -> Event:
+        read = ("reads", "getRecursive" if recursive else "get")
+        self.actions[read] = self.actions.get(read, 0) + 1
         try:
             n = self._find(path)
         except E.V2Error:
@@ -84,6 +90,7 @@ class Store:
 
     def watch(self, key: str, recursive: bool, stream: bool, since: int) -> Watcher:
         key = clean(key)
+        self.watch_requests += 1
         return self.hub.watch(key, recursive, stream, since or self.index + 1, self.index)
 
     def has_ttl_keys(self) -> bool:
@@ -240,6 +247,9 @@ class Store:
         return e
 
     def _stat(self, op: str, ok: bool) -> None:
+        if op != "get":
+            write = ("writes", op)
+            self.actions[write] = self.actions.get(write, 0) + 1
         base = _STAT[op]
         self.stats[base + ("Success" if ok else "Fail")] += 1
 
