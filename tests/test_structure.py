@@ -129,9 +129,8 @@ def test_oversize_list_is_current() -> None:
     assert not small, f"no longer oversize, remove from OVERSIZE: {small}"
 
 
-# Code of the Raft-driver and lease-driver work (issue 17) that still raises the shared
-# constants (members.py compares `e is errors.NOT_LEADER` on its own raises): to convert.
-SHARED_ERRORS_ALLOWED = ("server/raftnode/", "lease/driver.py")
+# Modules allowed to raise the shared constants (none left).
+SHARED_ERRORS_ALLOWED: tuple[str, ...] = ()
 
 
 def _raises_shared_error(node: ast.AST) -> bool:

@@ -46,7 +46,7 @@ def link_in_process(c: Cluster, node: Node) -> list[int]:
         try:
             return await target.leases.renew(lease_id, forwarded=True)
         except EtcdError as e:
-            if e is errors.NOT_LEADER:
+            if e.kind is errors.NOT_LEADER:
                 raise LeaderUnreachable("not leader") from e
             raise
 
@@ -69,10 +69,10 @@ def test_renew_and_time_to_live_on_the_leader(tmp_path: Path) -> None:
         assert f.leases.renew_now(5) is None
         with pytest.raises(EtcdError) as e:
             await f.leases.renew(5, forwarded=True)
-        assert e.value is errors.NOT_LEADER
+        assert e.value.kind is errors.NOT_LEADER
         with pytest.raises(EtcdError) as e:
             await f.leases.time_to_live(5, False, forwarded=True)
-        assert e.value is errors.NOT_LEADER
+        assert e.value.kind is errors.NOT_LEADER
     run(body, tmp_path)
 
 

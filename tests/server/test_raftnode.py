@@ -82,7 +82,7 @@ def test_move_leader_and_stop_hands_leadership_over(tmp_path: Path) -> None:
         assert (await c.leader()).member_id == target.member_id
         with pytest.raises(EtcdError) as e:
             await leader.move_leader(leader.member_id)  # no longer the leader
-        assert e.value is errors.NOT_LEADER
+        assert e.value.kind is errors.NOT_LEADER
     run(body, tmp_path)
 
 
@@ -156,10 +156,10 @@ def test_stopped_driver_refuses_and_fails_waiters(tmp_path: Path) -> None:
         await put(node, b"a")
         await c.stop()
         req = rpc.PutRequest(key=b"b")
-        assert await node.propose(PUT, req.SerializeToString(), req) is errors.STOPPED
+        assert (await node.propose(PUT, req.SerializeToString(), req)).kind is errors.STOPPED
         with pytest.raises(EtcdError) as e:
             await node.add_member(["http://127.0.0.1:9/new"], False)
-        assert e.value is errors.STOPPED
+        assert e.value.kind is errors.STOPPED
     asyncio.run(main())
 
 
@@ -204,16 +204,16 @@ def test_call_leader_times_out_and_stops() -> None:
 
         with pytest.raises(EtcdError) as e:
             await watch.call_leader(here, unreachable, loop.time() + 0.05)
-        assert e.value is errors.TIMEOUT  # (no leader at all)
+        assert e.value.kind is errors.TIMEOUT  # (no leader at all)
         watch.set(2)
         with pytest.raises(EtcdError) as e:
             await watch.call_leader(here, unreachable, loop.time() + 0.2, pause=0.01)
-        assert e.value is errors.TIMEOUT  # (retried until the deadline)
+        assert e.value.kind is errors.TIMEOUT  # (retried until the deadline)
         watch.set(0)
         loop.call_later(0.01, watch.close)
         with pytest.raises(EtcdError) as e:
             await watch.call_leader(here, unreachable, loop.time() + 5)
-        assert e.value is errors.STOPPED
+        assert e.value.kind is errors.STOPPED
 
     asyncio.run(main())
 

@@ -91,7 +91,7 @@ def test_read_rounds_and_leader_changes() -> None:
         r.on_leader_change(2, 3)  # it changed while the round was out: etcd's answer
         with pytest.raises(EtcdError) as e:
             await f
-        assert e.value is errors.LEADER_CHANGED
+        assert e.value.kind is errors.LEADER_CHANGED
         g = loop.create_future()
         r.wait(g)
         now = time.monotonic()
@@ -100,7 +100,7 @@ def test_read_rounds_and_leader_changes() -> None:
         r.on_tick(now + 6.0)  # past the request timeout
         with pytest.raises(EtcdError) as e:
             await g
-        assert e.value is errors.TIMEOUT
+        assert e.value.kind is errors.TIMEOUT
         h = loop.create_future()
         r.wait(h)
         r.fail(errors.STOPPED)
@@ -127,7 +127,7 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
                           [(0, t.by_index.pop(11)), (1, t.by_index.pop(12))], [],
                           lambda fut, r: None)
         assert failed == 1 and isinstance(a.result(), rpc.PutResponse)
-        assert b.result() is errors.NO_SPACE
+        assert b.result().kind is errors.NO_SPACE
         # A follower forwards: known by id until the applied entry names it.
         raw.is_leader = False
         c = _put(t, b"c", far)
@@ -141,7 +141,7 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
         d = _put(t, b"d", time.monotonic() - 1)
         assert not t.flush(raw, 4096) and len(t.queue) == 1  # type: ignore[arg-type]
         t.expire(time.monotonic(), lambda started: errors.TIMEOUT)
-        assert d.result() is errors.TIMEOUT and t.queue == []
+        assert d.result().kind is errors.TIMEOUT and t.queue == []
         raw.drop = DropReason.NOT_IN_CONFIG
         e = _put(t, b"e", far)
         t.flush(raw, 4096)  # type: ignore[arg-type]

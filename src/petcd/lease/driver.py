@@ -165,7 +165,7 @@ class LeaseDriver:
         if ttl is not None:
             return ttl
         if forwarded:
-            raise errors.NOT_LEADER
+            raise errors.NOT_LEADER()
 
         async def here() -> int:
             ttl = await self._renew_here(lease_id, deadline)
@@ -203,7 +203,7 @@ class LeaseDriver:
                 # if this member stops leading first).
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise errors.TIMEOUT
+                    raise errors.TIMEOUT()
                 revoking = self._revoking.get(lease_id)
                 if revoking is None:
                     await asyncio.sleep(min(_EXPIRED_POLL, remaining))
@@ -244,7 +244,7 @@ class LeaseDriver:
         if self.lessor.primary:
             return self._local_time_to_live(lease_id, keys)
         if forwarded:
-            raise errors.NOT_LEADER
+            raise errors.NOT_LEADER()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.request_timeout
 

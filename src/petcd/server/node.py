@@ -403,6 +403,16 @@ class Node:
     def members(self) -> list[rpc.Member]:
         return [m.to_pb() for m in self.membership.sorted()]
 
+    def member_list(self) -> list[Member]:
+        """The members by ID (the v2 API renders them itself)."""
+        return self.membership.sorted()
+
+    def member(self, member_id: int) -> Member | None:
+        return self.membership.members.get(member_id)
+
+    def was_removed(self, member_id: int) -> bool:
+        return member_id in self.membership.removed
+
     # -- membership changes (run by the leader; other members forward them). Each raises
     # EtcdError and returns (the member concerned or None, the member list after it).
     async def add_member(self, peer_urls: list[str], is_learner: bool

@@ -104,7 +104,7 @@ class MembersHandler:
             except ValueError:
                 return _http_error(node, 404, f"No such member: {rest}")
             if method == "DELETE":
-                if member_id in node.membership.removed:
+                if node.was_removed(member_id):
                     return _http_error(node, 410, f"Member permanently removed: {rest}")
                 try:
                     await node.remove_member(member_id)
@@ -124,7 +124,7 @@ class MembersHandler:
             if method == "PUT":
                 await node.update_member(member_id, urls)
                 return 204, [cluster_header(node)], b""
-            taken = {u for m in node.membership.sorted() for u in m.peer_urls}
+            taken = {u for m in node.member_list() for u in m.peer_urls}
             if taken.intersection(urls):  # (etcd's new IDs include the time: never taken)
                 return _http_error(node, 409, "membership: peerURL exists")
             added, _ = await node.add_member(urls, False)
@@ -151,11 +151,11 @@ class MembersHandler:
         if method != "GET":
             return await self._change(method, rest, content_type, body)
         if rest == "":
-            doc = {"members": [_member(m) for m in node.membership.sorted()]}
+            doc = {"members": [_member(m) for m in node.member_list()]}
             return 200, [cluster_header(node), _JSON], go_json(doc) + b"\n"
         if rest == "leader":
             lead = node.leader_id
-            m = node.membership.members.get(lead) if lead else None
+            m = node.member(lead) if lead else None
             if m is None:
                 return _http_error(node, 503, "During election")
             return 200, [cluster_header(node), _JSON], go_json(_member(m)) + b"\n"
@@ -164,7 +164,7 @@ class MembersHandler:
     def machines(self, method: str) -> Reply:
         if method not in ("GET", "HEAD"):
             return not_allowed(("GET", "HEAD"))
-        urls = sorted(u for m in self._node.membership.sorted() for u in m.client_urls)
+        urls = sorted(u for m in self._node.member_list() for u in m.client_urls)
         return 200, [_TEXT], ", ".join(urls).encode()
 
     def stats(self, method: str, which: str) -> Reply:
@@ -181,7 +181,7 @@ class MembersHandler:
             now = time.time_ns()
             state = "StateLeader" if node.is_leader else (
                 "StateFollower" if lead else "StateCandidate")
-            member = node.membership.members.get(node.member_id)
+            member = node.member(node.member_id)
             stats = node.append_stats
             body = {"name": member.name if member is not None else node.opts.name,
                     "id": f"{node.member_id:x}", "state": state,
@@ -208,6 +208,6 @@ class MembersHandler:
         zero = {"current": 0, "average": 0, "standardDeviation": 0, "minimum": 0,
                 "maximum": 0}
         followers = {f"{m.id:x}": {"latency": dict(zero), "counts": {"fail": 0, "success": 0}}
-                     for m in node.membership.sorted() if m.id != node.member_id}
+                     for m in node.member_list() if m.id != node.member_id}
         return 200, [_JSON], go_json({"leader": f"{node.member_id:x}", "followers": followers})
 

@@ -200,7 +200,7 @@ class ApplyQueue:
         """After the loop ended: no commit timer, and nobody left waiting."""
         for fut, _ in self._physical_waiters:
             if not fut.done():
-                fut.set_result(errors.STOPPED)
+                fut.set_result(errors.STOPPED())
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None

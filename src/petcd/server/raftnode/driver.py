@@ -202,14 +202,14 @@ class RaftDriver:
             self._ticker.cancel()
         # Not in the log yet: refused now. Reads too. What the current Ready hands out
         # is still applied and answered with its result.
-        self.proposals.refuse_queued(errors.STOPPED)
-        self._fail_reads(errors.STOPPED)
+        self.proposals.refuse_queued(errors.STOPPED())
+        self._fail_reads(errors.STOPPED())
         self.ready_loop.wake()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        self._fail_all(errors.STOPPED)  # proposed, but not committed in time
+        self._fail_all(errors.STOPPED())  # proposed, but not committed in time
         for task in list(self._background):
             task.cancel()
         with contextlib.suppress(Exception):
@@ -222,11 +222,11 @@ class RaftDriver:
                 stamp: Stamp = None) -> asyncio.Future[Result]:
         fut: asyncio.Future[Result]
         if self._stopping:
-            err: EtcdError | None = errors.STOPPED
+            err: EtcdError | None = errors.STOPPED()
         elif self.raw.is_learner:
-            err = errors.NOT_SUPPORTED_FOR_LEARNER
+            err = errors.NOT_SUPPORTED_FOR_LEARNER()
         elif self.ready_loop.committed - self.applier.applied_index > MAX_APPLY_GAP:
-            err = errors.TOO_MANY_REQUESTS
+            err = errors.TOO_MANY_REQUESTS()
         else:
             fut = self.proposals.add(kind, raw, request, stamp,
                                      time.monotonic() + self.request_timeout)
@@ -244,9 +244,9 @@ class RaftDriver:
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._stopping:
-            fut.set_exception(errors.STOPPED)
+            fut.set_exception(errors.STOPPED())
         elif raw.is_learner:
-            fut.set_exception(errors.NOT_SUPPORTED_FOR_LEARNER)
+            fut.set_exception(errors.NOT_SUPPORTED_FOR_LEARNER())
         else:
             self.reads.wait(fut)
         return fut
@@ -356,7 +356,7 @@ class RaftDriver:
         log.critical("%s; stopping", what, exc_info=e)
         self._stopping = True
         self.leadership.watch.close()
-        self._fail_all(errors.STOPPED)
+        self._fail_all(errors.STOPPED())
         if self._on_fatal is not None:
             self._on_fatal(e)
 

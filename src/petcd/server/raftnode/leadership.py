@@ -76,9 +76,9 @@ class LeaderWatch:
         loop = asyncio.get_running_loop()
         while True:
             if self.closed:
-                raise errors.STOPPED
+                raise errors.STOPPED()
             if not await self.wait_for(bool, deadline):
-                raise errors.STOPPED if self.closed else errors.TIMEOUT
+                raise errors.STOPPED() if self.closed else errors.TIMEOUT()
             lead = self.lead
             try:
                 return await (here() if lead == self.member_id else there(lead))
@@ -86,7 +86,7 @@ class LeaderWatch:
                 log.debug("asking leader %x failed: %s", lead, e)
                 now = loop.time()
                 if now >= deadline:
-                    raise errors.TIMEOUT from None
+                    raise errors.TIMEOUT() from None
                 await self.wait_for(partial(operator.ne, lead), min(deadline, now + pause))
 
 
@@ -141,16 +141,16 @@ class Leadership:
         elected = self.elected_at
         window = 2 * d.opts.election_ms / 1000.0
         if elected - window < started < elected:
-            return errors.TIMEOUT_DUE_TO_LEADER_FAIL
+            return errors.TIMEOUT_DUE_TO_LEADER_FAIL()
         lead = self.lead
         if lead == d.id:
             voters = d.raw.voters
             ok = sum(1 for v in voters if v == d.id or self.connected_since(v, started))
             if ok < len(voters) // 2 + 1:
-                return errors.TIMEOUT_DUE_TO_CONNECTION_LOST
+                return errors.TIMEOUT_DUE_TO_CONNECTION_LOST()
         elif lead and not self.connected_since(lead, started):
-            return errors.TIMEOUT_DUE_TO_CONNECTION_LOST
-        return errors.TIMEOUT
+            return errors.TIMEOUT_DUE_TO_CONNECTION_LOST()
+        return errors.TIMEOUT()
 
     def connected_since(self, peer_id: int, when: float) -> bool:
         since = self._d.transport.active_since(peer_id)
@@ -160,16 +160,16 @@ class Leadership:
         """Maintenance.MoveLeader on the leader. Raises EtcdError."""
         d = self._d
         if self.role != Role.LEADER:
-            raise errors.NOT_LEADER
+            raise errors.NOT_LEADER()
         m = d.membership.members.get(target)
         if m is None or m.is_learner:
-            raise errors.BAD_LEADER_TRANSFEREE
+            raise errors.BAD_LEADER_TRANSFEREE()
         deadline = asyncio.get_running_loop().time() + d.request_timeout
         log.info("leadership transfer from %x to %x starting", d.id, target)
         d.raw.transfer_leader(target)
         d.wake()
         if not await self.watch.wait_for(lambda lead: lead == target, deadline):
-            raise errors.TIMEOUT_LEADER_TRANSFER
+            raise errors.TIMEOUT_LEADER_TRANSFER()
         log.info("leadership transfer from %x to %x finished", d.id, target)
 
     async def transfer_on_shutdown(self) -> None:

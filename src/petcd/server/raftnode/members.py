@@ -135,7 +135,7 @@ class MemberOps:
         """Propose a membership change and wait until it is applied here."""
         d = self._d
         if d.stopped:
-            return errors.STOPPED
+            return errors.STOPPED()
         started = time.time()
         deadline = time.monotonic() + (timeout or d.request_timeout)
         rid = d.proposals.new_id()
@@ -160,7 +160,7 @@ class MemberOps:
                     await watch.wait_for(partial(operator.ne, watch.lead),
                                          asyncio.get_running_loop().time() + min(left, d.tick_s))
                     if d.stopped:
-                        return errors.STOPPED
+                        return errors.STOPPED()
             d.wake()
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -178,7 +178,7 @@ class MemberOps:
         Raises EtcdError."""
         d = self._d
         if d.stopped:
-            raise errors.STOPPED
+            raise errors.STOPPED()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + d.request_timeout
 
@@ -257,7 +257,7 @@ class MemberOps:
         raw = d.raw
         ours = raw.match_index(d.id)
         if ours is None:
-            return errors.NOT_LEADER  # only the leader knows how far the learner is
+            return errors.NOT_LEADER()  # only the leader knows how far the learner is
         return learner_check_promote(d.membership, raw.match_index(mid) or 0, ours,
                                      d.opts.strict_reconfig_check)
 
@@ -271,11 +271,11 @@ class MemberOps:
             return members_to_json(d.cluster_id, d.membership.sorted())
         try:
             if d.leadership.role != Role.LEADER:
-                raise errors.NOT_LEADER
+                raise errors.NOT_LEADER()
             member, members = await self._member_op_here(op, doc)
         except EtcdError as e:
             doc = {"error": [e.code.name, e.message]}
-            if e is errors.NOT_LEADER:
+            if e.kind is errors.NOT_LEADER:
                 doc["not_leader"] = True  # (the asker retries with the new leader)
             return json.dumps(doc).encode()
         return json.dumps({"member": member.to_json() if member else None,

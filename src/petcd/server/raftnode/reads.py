@@ -102,7 +102,7 @@ class LinearizableReads:
             if now >= rnd.deadline:
                 if self._ops is not None:
                     self._ops.read_index_failed(self._timeout)
-                self._finish_round(errors.TIMEOUT)
+                self._finish_round(errors.TIMEOUT())
             elif now >= rnd.retry_at:
                 if self._ops is not None:
                     self._ops.read_index_slow(rnd.ctx, READ_INDEX_RETRY)
@@ -115,7 +115,7 @@ class LinearizableReads:
             if old == 0 and new:
                 self._ask(rnd)  # asked while there was no leader: ask now
             else:
-                self._finish_round(errors.LEADER_CHANGED)
+                self._finish_round(errors.LEADER_CHANGED())
 
     def release(self, applied: int) -> None:
         """This member applied up to `applied`: readers waiting for that may go."""

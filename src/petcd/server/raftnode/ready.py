@@ -146,7 +146,7 @@ class ReadyLoop:
                     batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
-                    p.future.set_result(errors.LEADER_CHANGED)
+                    p.future.set_result(errors.LEADER_CHANGED())
             batch.append(Committed(e.index, e.term, None, None, e.data))
         self.committed = max(self.committed, entries[-1].index)
         d.apply_queue.push(batch, local)
