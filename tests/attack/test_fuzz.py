@@ -25,6 +25,7 @@ from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.hpack_codec import Decoder, HeaderListTooLarge, HpackError
 from petcd.api.h2.request_head import parse_request_head, parse_timeout
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing.memtransport import MemoryTransport
 from petcd.transport._inbound import InboundConnection, SnapshotChunks
 from petcd.transport.wire import FRAME_HEADER, PROTOCOL_VERSION, Hello, Kind, Reply, Status
 from petcd.wal import frame as wal_frame
@@ -40,35 +41,6 @@ def _slow(test: Callable[..., Any]) -> Any:
 
 
 # --- HTTP/2 connection, no sockets ---------------------------------------------------
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closing = False
-        self.reading = True
-
-    def write(self, data: Any) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
 
 async def _echo(raw: bytes, context: Any) -> bytes:
     return raw
@@ -143,11 +115,11 @@ def _drive(chunks: list[bytes]) -> None:
 def _drive_connection(chunks: list[bytes]) -> None:
     async def run() -> None:
         conn = H2Protocol(_server())
-        t = FakeTransport()
+        t = MemoryTransport()
         conn.connection_made(t)
         conn.data_received(F.PREFACE + F.settings_frame({}))
         for chunk in chunks:
-            if t.closing:
+            if t.closed:
                 break
             conn.data_received(chunk)  # must not raise
             for _ in range(3):
@@ -264,11 +236,11 @@ def _peer(s: settings) -> Callable[..., Any]:
             conn = InboundConnection(_Host(), max_frame=1 << 20, hello_timeout=5,
                                      snapshot_buffer=1 << 20, snapshot_timeout=5,
                                      unadmitted={})
-            t = FakeTransport()
+            t = MemoryTransport()
             conn.connection_made(t)
             data = hello + b"".join(parts)
             pos = 0
-            while pos < len(data) and not t.closing:
+            while pos < len(data) and not t.closed:
                 buf = conn.get_buffer(-1)
                 n = min(len(buf), len(data) - pos, 97)
                 buf[:n] = data[pos:pos + n]

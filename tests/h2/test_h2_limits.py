@@ -17,35 +17,11 @@ from petcd.api.h2.budgets import MAX_PING_STRIKES, PingPolicy, TokenBucket
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.machine import FRAMES_PER_CALL as _FRAMES_PER_TURN
 from petcd.api.h2.outbound import PUMP_BATCH as _PUMP_BATCH
+from petcd.testing.memtransport import MemoryTransport
 
 
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: Any) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1) if name == "peername" else default
+class FakeTransport(MemoryTransport):
+    """Also parses what the connection wrote into frames."""
 
     def frames(self) -> list[tuple[int, int, int, bytes]]:
         out, buf = [], bytes(self.out)

@@ -380,5 +380,4 @@ class ReadTxn(KVView):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._owned:
-            self._txn.abort()
+        self.close()
