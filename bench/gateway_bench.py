@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
-    median,
     member_for,
     parse_common_args,
     preload,
@@ -38,6 +37,7 @@ from loadgen import (
     run_processes,
     run_worker,
     split_clients,
+    take_turns,
 )
 
 from petcd.testing import MemberProcess
@@ -127,28 +127,16 @@ def main() -> None:
     args = ap.parse_args()
     targets, clients, workloads = parse_common_args(args)
     unit = {"put": "puts/s", "range": "ranges/s"}
-    results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         members: dict[str, MemberProcess] = {}
         try:
             for target in targets:
                 members[target] = member_for(target, Path(tmp) / target).start()
                 preload(members[target].address, args.value_size)
-            for wl in workloads:
-                for c in clients:
-                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
-                    for _ in range(max(1, args.repeat)):
-                        for t in targets:  # targets take turns: noise hurts them alike
-                            runs[t].append(run_cell(members[t], wl, c,
-                                                    args.procs if c > 1 else 1,
-                                                    args.seconds, args.value_size))
-                    for t in targets:
-                        cell = results[(t, wl, c)] = median(runs[t])
-                        print(f"{t:13} {wl:6} clients={c:<3} {cell.rate:9.0f} {unit[wl]:9}"
-                              f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
-                              f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
-                              + (f"  errors {cell.errors}" if cell.errors else ""),
-                              flush=True)
+            results = take_turns(
+                targets, workloads, clients, args.repeat, unit,
+                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
+                                          args.seconds, args.value_size))
         finally:
             for m in members.values():
                 m.stop()

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
-    median,
     member_for,
     parse_common_args,
     print_table,
     run_processes,
     run_worker,
     split_clients,
+    take_turns,
 )
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -125,27 +125,15 @@ def main() -> None:
     args = ap.parse_args()
     targets, clients, workloads = parse_common_args(args)
     unit = {"grant": "leases granted/s", "keepalive": "keep-alives/s"}
-    results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="lease-bench-") as tmp:
         members: dict[str, MemberProcess] = {}
         try:
             for target in targets:
                 members[target] = member_for(target, Path(tmp) / target).start()
-            for wl in workloads:
-                for c in clients:
-                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
-                    for _ in range(max(1, args.repeat)):
-                        for t in targets:  # targets take turns: noise hurts them alike
-                            runs[t].append(run_cell(members[t], wl, c,
-                                                    args.procs if c > 1 else 1,
-                                                    args.seconds, args.leases_per_client))
-                    for t in targets:
-                        cell = results[(t, wl, c)] = median(runs[t])
-                        print(f"{t:13} {wl:9} clients={c:<3} {cell.rate:9.0f} {unit[wl]:16}"
-                              f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
-                              f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
-                              + (f"  errors {cell.errors}" if cell.errors else ""),
-                              flush=True)
+            results = take_turns(
+                targets, workloads, clients, args.repeat, unit,
+                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
+                                          args.seconds, args.leases_per_client))
         finally:
             for m in members.values():
                 m.stop()

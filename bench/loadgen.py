@@ -265,6 +265,30 @@ def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workloa
         workload, clients)
 
 
+def take_turns(targets: Sequence[str], workloads: Sequence[str], clients: Sequence[int],
+               repeat: int, unit: dict[str, str], run: Callable[[str, str, int], Cell]
+               ) -> dict[tuple[str, str, int], Cell]:
+    """Every (workload, clients) cell `repeat` times with the targets taking turns (noise
+    hurts them alike); prints each target's median cell and returns them all."""
+    results: dict[tuple[str, str, int], Cell] = {}
+    wl_width = max(len(w) for w in workloads)
+    unit_width = max(len(u) for u in unit.values())
+    for wl in workloads:
+        for c in clients:
+            runs: dict[str, list[Cell]] = {t: [] for t in targets}
+            for _ in range(max(1, repeat)):
+                for t in targets:
+                    runs[t].append(run(t, wl, c))
+            for t in targets:
+                cell = results[(t, wl, c)] = median(runs[t])
+                print(f"{t:13} {wl:{wl_width}} clients={c:<3} {cell.rate:9.0f} "
+                      f"{unit[wl]:{unit_width}}"
+                      f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
+                      f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
+                      + (f"  errors {cell.errors}" if cell.errors else ""), flush=True)
+    return results
+
+
 def preload(address: str, value_size: int, tls: TLSCreds | None = None) -> None:
     """The 100 keys the range workloads read."""
     with channel(address, tls, aio=False) as ch:

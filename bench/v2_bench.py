@@ -29,13 +29,13 @@ from gateway_bench import _read_response
 from loadgen import (
     Cell,
     add_common_args,
-    median,
     member_for,
     parse_common_args,
     print_table,
     run_processes,
     run_worker,
     split_clients,
+    take_turns,
 )
 
 from petcd.testing import MemberProcess
@@ -111,7 +111,6 @@ def main() -> None:
     args = ap.parse_args()
     targets, clients, workloads = parse_common_args(args)
     unit = {"set": "sets/s", "get": "gets/s", "qget": "quorum gets/s"}
-    results: dict[tuple[str, str, int], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="v2-bench-") as tmp:
         members: dict[str, MemberProcess] = {}
         try:
@@ -119,21 +118,10 @@ def main() -> None:
                 members[target] = member_for(target, Path(tmp) / target,
                                              args=["--enable-v2=true"]).start()
                 _preload(members[target], args.value_size)
-            for wl in workloads:
-                for c in clients:
-                    runs: dict[str, list[Cell]] = {t: [] for t in targets}
-                    for _ in range(max(1, args.repeat)):
-                        for t in targets:  # targets take turns: noise hurts them alike
-                            runs[t].append(run_cell(members[t], wl, c,
-                                                    args.procs if c > 1 else 1,
-                                                    args.seconds, args.value_size))
-                    for t in targets:
-                        cell = results[(t, wl, c)] = median(runs[t])
-                        print(f"{t:13} {wl:5} clients={c:<3} {cell.rate:9.0f} {unit[wl]:13}"
-                              f"  server cpu {cell.server_cpu / cell.seconds:4.2f} cores"
-                              f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
-                              + (f"  errors {cell.errors}" if cell.errors else ""),
-                              flush=True)
+            results = take_turns(
+                targets, workloads, clients, args.repeat, unit,
+                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
+                                          args.seconds, args.value_size))
         finally:
             for m in members.values():
                 m.stop()
