@@ -56,7 +56,7 @@ class FakeTransport:
     async def stop(self) -> None:
         self.net.transports.pop(self.id, None)
 
-    def send(self, to: int, payloads: list[bytes]) -> None:
+    def send(self, to: int, payloads: list[bytes], now: bool = False) -> None:
         if self.net.up(self.id, to):
             target = self.net.transports[to]
             asyncio.get_running_loop().call_soon(target._on_messages, list(payloads))

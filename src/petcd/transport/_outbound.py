@@ -108,7 +108,7 @@ class Peer:
 
     # --- sending (hot path) ------------------------------------------------------------------
 
-    def enqueue(self, payloads: Sequence[bytes]) -> None:
+    def enqueue(self, payloads: Sequence[bytes], now: bool = False) -> None:
         queue = self.queue
         max_messages = self.config.max_queue_messages
         max_bytes = self.config.max_queue_bytes
@@ -125,7 +125,9 @@ class Peer:
         if dropped:
             self.dropped += dropped
             self.owner._unreachable.add(self.id)
-        if self.conn is not None and not self.paused and not self.flush_scheduled and queue:
+        if now:
+            self.flush()
+        elif self.conn is not None and not self.paused and not self.flush_scheduled and queue:
             self.flush_scheduled = True
             self.owner._loop_or_fail().call_soon(self.flush)
 
