@@ -148,6 +148,28 @@ def test_physical_compaction_in_steps_while_writes_go_on(tmp_path: Path) -> None
     run(body, tmp_path, size=1, compaction_batch_limit=10, compaction_sleep_interval=0.002)
 
 
+def test_writes_wait_while_the_apply_path_is_held_and_keep_log_order(tmp_path: Path) -> None:
+    # An idle apply loop lets the Ready loop apply on its own turn; not while someone
+    # (a defragment, a snapshot install) holds the apply path: then the writes wait,
+    # committed, and are applied in log order once it is released.
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        first = await put(node, b"before")
+        base = node.committed_index
+        async with node.applier.paused():
+            reqs = [rpc.PutRequest(key=b"held%d" % i) for i in range(5)]
+            futs = [node.propose(PUT, r.SerializeToString(), r) for r in reqs]
+            while node.committed_index < base + 5:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert not any(f.done() for f in futs)
+            assert node.store.current_revision == first.header.revision
+        revs = [r.header.revision for r in await asyncio.gather(*futs)]  # type: ignore[union-attr]
+        assert revs == list(range(first.header.revision + 1, first.header.revision + 6))
+        assert (await put(node, b"after")).header.revision == revs[-1] + 1
+    run(body, tmp_path, size=1)
+
+
 def test_stopped_driver_refuses_and_fails_waiters(tmp_path: Path) -> None:
     async def main() -> None:
         c = Cluster(tmp_path, 1)
