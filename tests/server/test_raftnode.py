@@ -16,7 +16,7 @@ from petcd.server.node import Node
 from petcd.server.proposal import COMPACTION, PUT
 from petcd.server.raftnode.leadership import LeaderWatch
 
-from .inproc import Cluster
+from .inproc import Cluster, run
 
 
 async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rpc.PutResponse:
@@ -24,17 +24,6 @@ async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rp
     resp = await node.propose(PUT, req.SerializeToString(), req)
     assert isinstance(resp, rpc.PutResponse), resp
     return resp
-
-
-def run(coro_fn, tmp: Path, size: int = 3, **kw):  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        c = Cluster(tmp, size, **kw)
-        await c.start()
-        try:
-            await asyncio.wait_for(coro_fn(c), 60)
-        finally:
-            await c.stop()
-    asyncio.run(main())
 
 
 def test_writes_through_any_member_and_linearizable_reads(tmp_path: Path) -> None:
