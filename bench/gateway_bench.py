@@ -27,13 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
-    http_load,
+    http_cell,
     member_for,
-    one_member_cell,
     parse_common_args,
     preload,
     print_table,
-    run_worker,
     take_turns,
 )
 
@@ -58,19 +56,9 @@ def _requests(host: str, workload: str, worker: int, value_size: int) -> list[by
     return [req("/v3/kv/range", {"key": b64(b"bench/0/%06d" % (i % 100))}) for i in range(100)]
 
 
-async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
-                       seconds: float, value_size: int, *queues: Any) -> None:
-    reqs = _requests(address, workload, worker, value_size)
-    await http_load(address, reqs, (200,), worker, concurrency, seconds, *queues)
-
-
-def _worker(*args: Any) -> None:
-    run_worker(_worker_main, *args)
-
-
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
-    return one_member_cell(_worker, member, workload, clients, procs, seconds, value_size)
+    return http_cell(_requests, (200,), member, workload, clients, procs, seconds, value_size)
 
 
 def main() -> None:

@@ -212,12 +212,14 @@ async def read_http_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def http_load(address: str, reqs: Sequence[bytes], ok: Sequence[int], worker: int,
-                    concurrency: int, seconds: float, ready: mp.Queue[int], go: Any,
-                    out: mp.Queue[tuple[int, int]]) -> None:
-    """A load worker's body for HTTP/1.1 benchmarks: `concurrency` keep-alive
-    connections, one request in flight each, cycling through `reqs` (built up front);
-    a response whose status is in `ok` counts, any other is an error."""
+async def _http_main(requests: Callable[[str, str, int, int], Sequence[bytes]],
+                     ok: Sequence[int], address: str, workload: str, worker: int,
+                     concurrency: int, seconds: float, value_size: int, ready: mp.Queue[int],
+                     go: Any, out: mp.Queue[tuple[int, int]]) -> None:
+    """An HTTP/1.1 load worker: `concurrency` keep-alive connections, one request in
+    flight each, cycling through requests(address, workload, worker, value_size) (built
+    up front); a response whose status is in `ok` counts, any other is an error."""
+    reqs = requests(address, workload, worker, value_size)
     host, port = address.rsplit(":", 1)
     conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
     ready.put(worker)
@@ -244,14 +246,20 @@ async def http_load(address: str, reqs: Sequence[bytes], ok: Sequence[int], work
         w.close()
 
 
-def one_member_cell(worker: Callable[..., None], member: MemberProcess, workload: str,
-                    clients: int, procs: int, seconds: float, value_size: int) -> Cell:
-    """A cell of `worker` processes, each started as worker(address, workload, index,
-    its clients, seconds, value_size, ready, go, out), against one member."""
-    args = [(member.address, workload, i, n, seconds, value_size)
+def _http_worker(*args: Any) -> None:
+    run_worker(_http_main, *args)
+
+
+def http_cell(requests: Callable[[str, str, int, int], Sequence[bytes]], ok: Sequence[int],
+              member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
+              value_size: int) -> Cell:
+    """A cell of HTTP/1.1 load workers against one member (see _http_main); `requests`
+    must be a module-level function (the worker processes get it by name)."""
+    args = [(requests, tuple(ok), member.address, workload, i, n, seconds, value_size)
             for i, n in enumerate(split_clients(clients, procs))]
     assert member.proc is not None
-    return run_processes(worker, args, [member.proc.pid], seconds + 60).cell(workload, clients)
+    return run_processes(_http_worker, args, [member.proc.pid], seconds + 60).cell(
+        workload, clients)
 
 
 def split_clients(clients: int, procs: int) -> list[int]:

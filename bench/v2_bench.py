@@ -17,7 +17,6 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,12 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
-    http_load,
+    http_cell,
     member_for,
-    one_member_cell,
     parse_common_args,
     print_table,
-    run_worker,
     take_turns,
 )
 
@@ -51,19 +48,9 @@ def _requests(host: str, workload: str, worker: int, value_size: int) -> list[by
             for i in range(100)]
 
 
-async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
-                       seconds: float, value_size: int, *queues: Any) -> None:
-    reqs = _requests(address, workload, worker, value_size)
-    await http_load(address, reqs, _OK, worker, concurrency, seconds, *queues)
-
-
-def _worker(*args: Any) -> None:
-    run_worker(_worker_main, *args)
-
-
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
-    return one_member_cell(_worker, member, workload, clients, procs, seconds, value_size)
+    return http_cell(_requests, _OK, member, workload, clients, procs, seconds, value_size)
 
 
 def _preload(member: MemberProcess, value_size: int) -> None:
