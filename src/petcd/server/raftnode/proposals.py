@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 
 from google.protobuf.message import Message as PbMessage
@@ -49,7 +48,10 @@ class ProposalTracker:
         self.queue: list[Pending] = []  # not yet handed to Raft
         self.by_index: dict[int, Pending] = {}  # proposed here as leader: index -> proposal
         self.by_id: dict[int, Pending] = {}  # forwarded to the leader: id -> proposal
-        self.deadlines: deque[Pending] = deque()
+        # Not yet answered, by id, in deadline order (ids and deadlines both grow).
+        # Answered ones leave at once: kept until their deadline, tens of thousands
+        # would live on under load for the garbage collector to scan again and again.
+        self.deadlines: dict[int, Pending] = {}
 
     def new_id(self) -> int:
         rid = self._next_id
@@ -66,7 +68,7 @@ class ProposalTracker:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         p = Pending(self.new_id(), kind, raw, request, fut, deadline, stamp)
         self.queue.append(p)
-        self.deadlines.append(p)
+        self.deadlines[p.id] = p
         return fut
 
     def flush(self, raw: RawNode, limit: int) -> bool:
@@ -110,20 +112,30 @@ class ProposalTracker:
         proposed here as leader, and those forwarded, with their ids). Returns how many
         failed."""
         failed = 0
+        deadlines = self.deadlines
         for pos, p in local:
             failed += _answer(p, results[pos], wait_physical)
+            if p.future.done():
+                deadlines.pop(p.id, None)  # (gone if it timed out first)
         by_id = self.by_id
         for pos, rid in forwarded:
             waiting = by_id.pop(rid, None)
             if waiting is not None:
                 failed += _answer(waiting, results[pos], wait_physical)
+                if waiting.future.done():
+                    deadlines.pop(rid, None)
         return failed
 
     def expire(self, now: float, error_for: Callable[[float], EtcdError]) -> None:
         """Answer the proposals whose deadline passed (error_for(started) words it)."""
         deadlines = self.deadlines
-        while deadlines and deadlines[0].deadline <= now:
-            p = deadlines.popleft()
+        expired = []
+        for p in deadlines.values():
+            if p.deadline > now:
+                break
+            expired.append(p)
+        for p in expired:
+            del deadlines[p.id]
             # (an applied one has no request left: a `physical` compaction waiting for
             # its old records to go waits as long as that takes, as etcd's does)
             if p.request is not None and not p.future.done():
@@ -145,7 +157,7 @@ class ProposalTracker:
         self.queue.clear()
 
     def fail_all(self, err: EtcdError) -> None:
-        for p in self.deadlines:
+        for p in self.deadlines.values():
             if not p.future.done():
                 p.future.set_result(err)
         self.deadlines.clear()
