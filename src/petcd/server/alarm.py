@@ -253,10 +253,13 @@ class Alarms:
         def txn(batch: WriteBatch, req: rpc.TxnRequest) -> Any:
             if self._write_error is not None:
                 raise self._write_error()
-            cost = cost_txn(req)
-            if self._nospace and cost > 0:
-                raise errors.NO_SPACE()
-            fits = quota.available(cost)
+            if not self._nospace and quota.available(txn_upper_bound(req.ByteSize())):
+                fits = True  # far below the quota: the exact cost is not needed
+            else:
+                cost = cost_txn(req)
+                if self._nospace and cost > 0:
+                    raise errors.NO_SPACE()
+                fits = quota.available(cost)
             resp = inner(batch, req)
             if fits:
                 return resp
