@@ -47,7 +47,6 @@ class Call:
         "method",
         "reader",
         "task",
-        "timer",
     )
 
     def __init__(self, conn: H2Protocol, stream: H2Stream, method: Method) -> None:
@@ -59,7 +58,6 @@ class Call:
         self.reader: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None
         self.context: ServerContext | None = None
         self._done_callbacks: list[Callable[[], None]] | None = None
@@ -98,9 +96,6 @@ class Call:
             task = self.task
             if task is not None and not task.done():
                 task.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         _wake(self.reader)
         _wake(self.drain_waiter)
         callbacks, self._done_callbacks = self._done_callbacks, None
@@ -135,7 +130,7 @@ class Call:
             task.cancel()
 
     def expire(self) -> None:
-        self.timer = None
+        """The deadline passed (the connection's deadline timer calls this)."""
         if not self.h2.finished:
             self.abort(_SC.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
