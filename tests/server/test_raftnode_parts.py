@@ -159,3 +159,13 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
         t.expire(time.monotonic(), lambda started: errors.TIMEOUT)
         assert waiting == [w] and not w.done()
     asyncio.run(main())
+
+
+def test_tracker_id_field_is_the_varint() -> None:
+    """The proposal id's field, made from a reused tail, is protobuf's encoding."""
+    from petcd.pb.wire import varint
+
+    t = ProposalTracker(0xABC)
+    ids = [t.new_id() for _ in range(300)] + [0, 5, 127, 128, 300, 2**63 - 1, 2**64 - 1]
+    for rid in ids + [t.new_id() for _ in range(300)]:
+        assert t._id_field(rid) == b"\x08" + varint(rid)

@@ -25,6 +25,9 @@ from petcd.server.proposal import Proposal, Result, Stamp, encode_stamp, varint
 _FIELD_TAGS = {f.name: varint((f.number << 3) | 2)
                for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
 
+# Tag of field 1 and the first byte of a varint that goes on (see _id_field).
+_ID_LOW = [b"\x08" + bytes((i | 0x80,)) for i in range(0x80)]
+
 
 class Pending(Proposal):
     """A proposal waiting to be applied."""
@@ -45,6 +48,7 @@ class ProposalTracker:
         # Unique across restarts: member id, then milliseconds, then a counter.
         self._next_id = ((member_id & 0xFFFF) << 48) | \
             ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
+        self._id_hi, self._id_tail = -1, b""  # (see _id_field)
         self.queue: list[Pending] = []  # not yet handed to Raft
         self.by_index: dict[int, Pending] = {}  # proposed here as leader: index -> proposal
         self.by_id: dict[int, Pending] = {}  # forwarded to the leader: id -> proposal
@@ -52,6 +56,16 @@ class ProposalTracker:
         # Answered ones leave at once: kept until their deadline, tens of thousands
         # would live on under load for the garbage collector to scan again and again.
         self.deadlines: dict[int, Pending] = {}
+
+    def _id_field(self, rid: int) -> bytes:
+        """InternalRequest field 1 (the id). Ids grow by one: the varint's bytes after
+        its first (those of rid >> 7) are the same for 128 ids in a row, made once."""
+        hi = rid >> 7
+        if hi == 0:
+            return b"\x08" + varint(rid)
+        if hi != self._id_hi:
+            self._id_hi, self._id_tail = hi, varint(hi)
+        return _ID_LOW[rid & 0x7F] + self._id_tail
 
     def new_id(self) -> int:
         rid = self._next_id
@@ -80,7 +94,8 @@ class ProposalTracker:
         first = raw.last_index + 1
         tags = _FIELD_TAGS
         origin = b"\x10" + varint(self.member_id)
-        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
+        id_field = self._id_field
+        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + id_field(p.id) + origin
                  + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
             raw.propose_batch(datas)
