@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import platform
@@ -19,6 +20,9 @@ from petcd.server.options import ServerOptions
 from petcd.tls import TLSError
 
 log = logging.getLogger("petcd")
+
+# Allocations (net of frees) between young collections once serving (default 700).
+GC_THRESHOLD = 20_000
 
 USAGE = """Usage:
 
@@ -95,6 +99,17 @@ def _setup_logging(cfg: config_mod.Config) -> None:
                    rotation_json=cfg.text("log-rotation-config-json"))
 
 
+def _settle_heap() -> None:
+    """Once serving: what startup built (modules, descriptors, the loaded state) lives
+    as long as the process, so the collector stops re-scanning it (gc.freeze), and young
+    collections run less often: a request allocates a few dozen objects that mostly die
+    by refcount, and the default threshold (700) had the collector run every few requests
+    (~8% of a member's CPU under load, by perf)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 async def run(opts: ServerOptions) -> int:
     from petcd.api.server import ClientServer  # imports grpc: keep --help fast
 
@@ -112,6 +127,7 @@ async def run(opts: ServerOptions) -> int:
     server = ClientServer(opts, on_fatal=on_fatal, on_removed=stop.set)
     try:
         await server.start()
+        _settle_heap()
         await stop.wait()
         log.info("received signal or fatal error; shutting down")
     finally:

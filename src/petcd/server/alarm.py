@@ -183,7 +183,8 @@ class Alarms:
         applier.register(ALARM, self.apply)
         applier.wrap(P.PUT, self._quota_gate(
             lambda req: KV_OVERHEAD + len(req.key) + len(req.value)))
-        applier.wrap(P.TXN, self._quota_gate(cost_txn))
+        applier.wrap(P.TXN, self._quota_gate(
+            cost_txn, lambda req: txn_upper_bound(req.ByteSize())))
         applier.wrap("lease_grant", self._quota_gate(lambda req: LEASE_OVERHEAD))
         for kind in (P.DELETE_RANGE, P.COMPACTION, "lease_revoke"):
             applier.wrap(kind, self._gate_write)
@@ -234,19 +235,26 @@ class Alarms:
         if not self._nospace:
             self._on_quota_exceeded()
 
-    def _quota_gate(self, cost: Callable[[Any], int]) -> Callable[[Handler], Handler]:
+    def _quota_gate(self, cost: Callable[[Any], int],
+                    bound: Callable[[Any], int] | None = None) -> Callable[[Handler], Handler]:
         """A request that may grow the backend by cost(req): refused under CORRUPT (and
         under NOSPACE when it grows it at all); applied, then answered NO_SPACE when it
-        took the backend past the quota (as etcd answers it)."""
+        took the backend past the quota (as etcd answers it). `bound(req)`, when given,
+        is a cheap upper bound of the cost: with no alarm and far below the quota the
+        exact cost (a pass over a txn's ops) is not computed."""
         quota = self.quota
 
         def wrap(inner: Handler) -> Handler:
             def gate(batch: WriteBatch, req: Any) -> Any:
-                size = cost(req)
-                refused = self._grow_error if size > 0 else self._write_error
-                if refused is not None:
-                    raise refused()
-                fits = quota.available(size)
+                if (bound is not None and self._grow_error is None
+                        and quota.available(bound(req))):
+                    fits = True  # (no alarm: nothing to refuse; fits even at the bound)
+                else:
+                    size = cost(req)
+                    refused = self._grow_error if size > 0 else self._write_error
+                    if refused is not None:
+                        raise refused()
+                    fits = quota.available(size)
                 resp = inner(batch, req)
                 if fits:
                     return resp
