@@ -298,7 +298,7 @@ class HttpProtocol(asyncio.Protocol):
         all_headers = [*headers,
                        (b"Date", date()),
                        (b"Content-Length", str(len(body)).encode())]
-        if self._fast:  # (only GET and POST come this way)
+        if self._fast:  # (never HEAD: its answer has no body)
             self._transport.write(response_head(status, all_headers) + b"\r\n" + body)
             return
         if self._request is not None and self._request.method == b"HEAD":

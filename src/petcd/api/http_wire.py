@@ -19,7 +19,8 @@ Headers = list[tuple[bytes, bytes]]
 # inner blanks (no control bytes, no obs-fold). Anything else goes to h11.
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
-_REQUEST_LINE = re.compile(rb"(GET|POST) (/[\x21-\x7e]*) HTTP/1\.1")
+# (HEAD is h11's: its answer has no body; other methods are rare)
+_REQUEST_LINE = re.compile(rb"(GET|POST|PUT|DELETE) (/[\x21-\x7e]*) HTTP/1\.1")
 # Headers whose meaning changes the framing or the connection: h11 handles them.
 _H11_ONLY = frozenset((b"transfer-encoding", b"expect", b"upgrade", b"te", b"trailer"))
 
@@ -31,10 +32,10 @@ INCOMPLETE: SimpleRequest = ("", "", [], b"")
 
 def parse_simple(data: bytes, max_head: int, max_body: int) -> SimpleRequest | None:
     """(method, target, headers, body) if `data` is exactly one whole, plain HTTP/1.1
-    GET or POST with a Content-Length body (or none) that keeps the connection open;
-    INCOMPLETE if it may be the start of one; None for anything else (h11 then parses
-    it, with all its checks). Header names are lowercased and values stripped, as h11
-    gives them."""
+    GET, POST, PUT or DELETE (the v2 keys API's writes) with a Content-Length body (or
+    none) that keeps the connection open; INCOMPLETE if it may be the start of one;
+    None for anything else (h11 then parses it, with all its checks). Header names are
+    lowercased and values stripped, as h11 gives them."""
     end = data.find(b"\r\n\r\n", 0, max_head)
     if end < 0:
         return INCOMPLETE if len(data) < max_head else None
