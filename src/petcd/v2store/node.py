@@ -129,6 +129,9 @@ class Event:
 
 def clean(path: str) -> str:
     """Go's path.Clean of a rooted path (path.Join("/", p))."""
+    if path[:1] == "/" and "//" not in path and "/." not in path and (
+            len(path) == 1 or path[-1] != "/"):
+        return path  # already clean (the common case: a few C scans)
     out: list[str] = []
     for part in path.split("/"):
         if part == "" or part == ".":
