@@ -102,7 +102,11 @@ def go_json(value: object) -> bytes:
     """JSON as Go's encoding/json writes it: compact, UTF-8, with <, >, &, U+2028 and
     U+2029 escaped, \\b and \\f as \\u0008 and \\u000c, and each byte that is not UTF-8
     (kept by surrogateescape) as \\ufffd."""
-    text = _ENCODER.encode(value)
+    return go_text(_ENCODER.encode(value))
+
+
+def go_text(text: str) -> bytes:
+    """Compact JSON text (as json.dumps writes it, ensure_ascii off) in Go's form."""
     if text.isascii() and "\\" not in text and "<" not in text and ">" not in text \
             and "&" not in text:
         return text.encode()  # nothing to rewrite (the common case: no regex pass)

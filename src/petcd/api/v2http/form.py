@@ -138,6 +138,12 @@ def _field(cause: str) -> E.V2Error:
 def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
     """key_path: the URL path after /v2/keys (decoded). Raises V2Error (index 0)."""
     path = _join(KEYS_PREFIX, key_path)
+    if not form or (len(form) == 1 and "value" in form):
+        # A plain get or set (most requests): what the checks below come to for them.
+        vals = form.get("value")
+        return KeyRequest(V2Request(method=method, path=_raw(path),
+                                    val=_raw(vals[0]) if vals else b""),
+                          path, False, 0, False, False)
     try:
         prev_index = _uint(form, "prevIndex")
     except ValueError:
