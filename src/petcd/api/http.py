@@ -62,6 +62,9 @@ class HttpProtocol(asyncio.Protocol):
         # The request being answered came by the fast path (http_wire.parse_simple):
         # h11 never saw it, so the answer is written here too and h11 stays IDLE.
         self._fast = False
+        # h11 has been given bytes (or EOF) on this connection: until then its buffer is
+        # known empty without asking it (trailing_data copies the buffer).
+        self._h11_fed = False
         self._body_in: RequestBody | None = None  # a body being streamed to its call
         self._pre = b""  # the start of what may be a plain request (the fast path's)
         self._pre_reads = 0  # reads joined in _pre so far
@@ -134,6 +137,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pre_reads = 0
             self._receiving = True
             self._arm(self._request_timeout)
+        self._h11_fed = True
         self._conn.receive_data(data)
         self._process()
         if not self._busy or self._body_in is not None:
@@ -151,7 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         (its parse and send cost ~1 ms per request under load); False: h11 takes it."""
         conn = self._conn
         if (conn.our_state is not h11.IDLE or conn.their_state is not h11.IDLE
-                or self._write_paused or conn.trailing_data[0]):
+                or self._write_paused or (self._h11_fed and conn.trailing_data[0])):
             return False
         parsed = parse_simple(data, MAX_HEADER_BYTES, self._max_body)
         if parsed is INCOMPLETE:
@@ -191,6 +195,7 @@ class HttpProtocol(asyncio.Protocol):
         self._loop.create_task(self._respond(method, target, headers, body))
 
     def eof_received(self) -> bool | None:
+        self._h11_fed = True
         if self._pre:  # a request cut short: h11 says what it is
             self._conn.receive_data(self._pre)
             self._pre = b""
@@ -306,8 +311,8 @@ class HttpProtocol(asyncio.Protocol):
         if not self._write_paused:  # else resume_writing goes on
             self._reading_paused = False
             self._transport.resume_reading()
-            if not fast or any(self._conn.trailing_data):
-                self._process()  # (h11 has bytes, or the end, that came meanwhile)
+            if not fast or self._h11_fed:
+                self._process()  # (h11 may hold bytes, or the end, that came meanwhile)
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
