@@ -43,6 +43,7 @@ class Pending(Proposal):
 class ProposalTracker:
     def __init__(self, member_id: int) -> None:
         self.member_id = member_id
+        self._origin = b"\x10" + varint(member_id)  # InternalRequest.origin, encoded
         # Unique across restarts: member id, then milliseconds, then a counter.
         self._next_id = ((member_id & 0xFFFF) << 48) | \
             ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
@@ -77,7 +78,7 @@ class ProposalTracker:
         leading = raw.is_leader  # (the soft state may not have told us yet)
         first = raw.last_index + 1
         tags = _FIELD_TAGS
-        origin = b"\x10" + varint(self.member_id)
+        origin = self._origin
         datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
                  + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
