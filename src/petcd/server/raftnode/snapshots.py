@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from petcd.mvcc.copystream import CopyStream
-from petcd.raft import ConfState, Message, MessageType, decode_message, encode_message
+from petcd.raft import (
+    ConfState,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+    decode_message,
+    encode_message,
+)
 from petcd.transport import SnapshotChunks
 
 if TYPE_CHECKING:
@@ -40,12 +49,12 @@ class Snapshots:
     def conf_changed(self, index: int, cs: ConfState) -> None:
         self._conf_states.append((index, cs))
 
-    def _conf_state_at(self, index: int) -> ConfState:
+    def _conf_state_at(self, index: int, *, prune: bool = True) -> ConfState:
         states = self._conf_states
         pos = bisect.bisect_right(states, index, key=lambda s: s[0]) - 1
         cs = states[max(pos, 0)][1]
         # Older ones are no longer needed: snapshots only move forward.
-        if pos > 0:
+        if pos > 0 and prune:
             del states[:pos]
         return cs
 
@@ -99,11 +108,13 @@ class Snapshots:
         stream: CopyStream | None = None
         try:
             d.backend.commit()  # the copy must hold everything applied so far
+            merged = self._merged(m.snapshot)
             stream = CopyStream(d.backend)
-            ok = await d.transport.send_snapshot(m.to, encode_message(m), stream)
+            ok = await d.transport.send_snapshot(
+                m.to, encode_message(dataclasses.replace(m, snapshot=merged)), stream)
             if ok:
                 log.info("sent the backend of snapshot %d to %x (%d bytes)",
-                         m.snapshot.metadata.index, m.to, stream.copied)
+                         merged.metadata.index, m.to, stream.copied)
         except Exception as e:
             log.warning("sending a snapshot to %x failed: %s", m.to, e)
         finally:
@@ -115,6 +126,16 @@ class Snapshots:
         if not d.stopped:
             d.raw.report_snapshot(m.to, ok)
             d.wake()
+
+    def _merged(self, snap: Snapshot) -> Snapshot:
+        """The snapshot moved up to the index the backend copy holds at least (as etcd
+        merges them): else the follower would fetch and skip every entry since the last
+        snapshot taken, up to --snapshot-count of them."""
+        index, term = self._d.backend.consistent_index()  # (committed: the copy has it)
+        if index <= snap.metadata.index:
+            return snap
+        md = SnapshotMetadata(index, term, self._conf_state_at(index, prune=False))
+        return Snapshot(md, snap.data)
 
     async def receive(self, from_id: int, metadata: bytes, chunks: AsyncIterator[bytes]) -> None:
         """A snapshot stream from the leader: the backend file first, then its message
