@@ -9,6 +9,8 @@ from collections import deque
 
 from .types import Hasher
 
+BATCH = 1 << 20  # bytes handed out at once, at most (unless one chunk is bigger)
+
 
 class SnapshotError(ConnectionError):
     """A snapshot stream ended before its END frame or failed verification."""
@@ -21,13 +23,13 @@ def _hash_all(sha: Hasher, chunks: list[bytes]) -> None:
 
 class SnapshotChunks:
     """Async iterator over the data of one incoming snapshot, in order, as it arrives; or
-    `batch()`: everything that arrived since the last call, at once.
+    `batch()`: what arrived since the last call, up to BATCH bytes at once.
 
     Reading from the socket pauses while more than ``high_water`` bytes wait to be consumed, so
     a slow consumer throttles the sender instead of filling memory. Each batch is hashed in a
-    worker thread before it is handed out; iteration ends normally only after the sender's END
-    frame came (its length checked by the connection) and the sha256 of everything handed out
-    matched it; otherwise it raises SnapshotError.
+    worker thread before it is handed out, while the socket is read on; iteration ends normally
+    only after the sender's END frame came (its length checked by the connection) and the
+    sha256 of everything handed out matched it; otherwise it raises SnapshotError.
     """
 
     def __init__(self, transport: asyncio.Transport, high_water: int, idle_timeout: float) -> None:
@@ -93,14 +95,20 @@ class SnapshotChunks:
                 self.fail(SnapshotError(f"no snapshot data for {self._idle_timeout:.1f}s"))
             finally:
                 self._waiter = None
-        batch = list(self._chunks)
-        self._chunks.clear()
-        await asyncio.get_running_loop().run_in_executor(None, _hash_all, self._sha, batch)
-        self._buffered -= sum(map(len, batch))  # (counted until hashed: the bound holds)
+        # At most BATCH bytes (and at least one chunk): the socket is read on while this
+        # one is hashed and then written, so memory holds high_water plus two batches.
+        chunks = self._chunks
+        batch = [chunks.popleft()]
+        size = len(batch[0])
+        while chunks and size + len(chunks[0]) <= BATCH:
+            batch.append(chunks.popleft())
+            size += len(batch[-1])
+        self._buffered -= size
         if self._paused and self._buffered <= self._low:
             self._paused = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()
+        await asyncio.get_running_loop().run_in_executor(None, _hash_all, self._sha, batch)
         return batch
 
     def __aiter__(self) -> SnapshotChunks:
