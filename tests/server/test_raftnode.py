@@ -16,7 +16,7 @@ from petcd.server.node import Node
 from petcd.server.proposal import COMPACTION, PUT
 from petcd.server.raftnode.leadership import LeaderWatch
 
-from .inproc import Cluster
+from .inproc import Cluster, run
 
 
 async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rpc.PutResponse:
@@ -24,17 +24,6 @@ async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rp
     resp = await node.propose(PUT, req.SerializeToString(), req)
     assert isinstance(resp, rpc.PutResponse), resp
     return resp
-
-
-def run(coro_fn, tmp: Path, size: int = 3, **kw):  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        c = Cluster(tmp, size, **kw)
-        await c.start()
-        try:
-            await asyncio.wait_for(coro_fn(c), 60)
-        finally:
-            await c.stop()
-    asyncio.run(main())
 
 
 def test_writes_through_any_member_and_linearizable_reads(tmp_path: Path) -> None:
@@ -93,6 +82,11 @@ def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         grant = rpc.LeaseGrantRequest(ID=7, TTL=600)
         assert isinstance(await leader.propose(LEASE_GRANT, grant.SerializeToString(), grant),
                           rpc.LeaseGrantResponse)
+        hub = late.watch_hub(response_limit=1 << 20, progress_interval=600.0)
+        late.feed_watch_hub(hub)
+        told: list[int] = []  # the reload's calls (the commit listener holds its own)
+        notify = hub.notify
+        hub.notify = lambda events, rev: (told.append(rev), notify(events, rev))  # type: ignore[method-assign]
         c.net.isolate(late.member_id)
         for i in range(60):
             await put(leader, b"s%d" % i, lease=7 if i == 0 else 0)
@@ -109,6 +103,8 @@ def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         assert late.lessor.get(7) is not None
         assert late.lessor.keys_of(late.lessor.get(7)) == [b"s0"]  # type: ignore[arg-type]
         assert late.store.hash_kv() == leader.store.hash_kv()
+        assert told and told[0] > 1  # the watch hub was told last, at the restored revision
+        assert hub.revision == late.store.current_revision
     run(body, tmp_path, snapshot_count=20, snapshot_catchup_entries=5)
 
 
