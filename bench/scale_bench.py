@@ -26,6 +26,8 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -259,57 +261,91 @@ def run_target(target: str, base: Path, args: argparse.Namespace) -> dict[str, A
         res["rss"] = {m.name + ("*" if m is leader else ""): proc_mem(m.proc.pid)
                       for m in members if m.proc}
         res["disk"] = {m.name: du(m.data_dir) for m in members}
-        pid = leader.proc.pid if leader.proc else 0
-        with PeakAnon(pid) as pk:
-            res["range_s"], n = full_range(leader.address, args.keys, args.page)
-        if n != args.keys:
-            raise RuntimeError(f"paginated range saw {n} keys, not {args.keys}")
-        res["range_anon_growth"] = pk.peak - pk.before
-        digits = len(str(args.prefix_keys)) - 1
-        prefix = b"k/" + b"0" * (8 - digits)
-        with PeakAnon(pid) as pk:
-            res["prefix_s"], n, size = prefix_get(leader.address, prefix)
-        if n != min(args.prefix_keys, args.keys):
-            raise RuntimeError(f"get --prefix returned {n} keys")
-        res["prefix_keys"], res["prefix_bytes"] = n, size
-        res["prefix_anon_peak_growth"] = pk.peak - pk.before
-        res["prefix_anon_after_growth"] = pk.after - pk.before
-        t0 = time.monotonic()
-        unary(leader.address, "/etcdserverpb.Maintenance/Defragment",
-              rpc.DefragmentRequest(), rpc.DefragmentResponse, 1800)
-        res["defrag_s"] = time.monotonic() - t0
-        victim = followers[0]
-        for how in ("stop", "kill9"):
-            if how == "stop":
-                victim.stop(60)
-            else:
-                victim.kill()
-            idx = leader_index(leader)
+        if "reads" in args.steps:
+            _reads(leader, res, args)
+        if "defrag" in args.steps:
             t0 = time.monotonic()
-            victim.start(wait=False)
-            victim.wait_ready(600)
-            res[f"restart_{how}_ready_s"] = time.monotonic() - t0
-            wait_for(lambda v=victim, i=idx: caught_up(v, i), 600, "restarted member")
-            res[f"restart_{how}_caught_up_s"] = time.monotonic() - t0
-        new = member_for(target, base / target / "m3", name="m3", args=[
-            *extra, "--initial-cluster-token", "bench-cluster"])
-        new.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in [*members, new])
-        new.initial_cluster_state = "existing"
-        member_add(leader.address, new.peer_url)
-        members.append(new)
-        idx = leader_index(leader)
-        t0 = time.monotonic()
-        new.start(wait=False)
-        wait_for(lambda: caught_up(new, idx), 1800, "new member")
-        res["new_member_s"] = time.monotonic() - t0
-        if new.proc:
-            res["new_member_rss"] = proc_mem(new.proc.pid)
-        res["disk_new_member"] = du(new.data_dir)
+            unary(leader.address, "/etcdserverpb.Maintenance/Defragment",
+                  rpc.DefragmentRequest(), rpc.DefragmentResponse, 1800)
+            res["defrag_s"] = time.monotonic() - t0
+        if "restart" in args.steps:
+            _restarts(leader, followers[0], res)
+        if "new" in args.steps:
+            _new_member(target, base, members, leader, extra, res,
+                        args.profile if target != "etcd" else "")
     finally:
         for m in members:
             m.kill()
+        if args.keep_logs:
+            for m in members:
+                with contextlib.suppress(OSError):
+                    shutil.copy(m.log_path, Path(args.keep_logs) / f"{target}-{m.name}.log")
         shutil.rmtree(base / target, ignore_errors=True)
     return res
+
+
+def _reads(leader: MemberProcess, res: dict[str, Any], args: argparse.Namespace) -> None:
+    pid = leader.proc.pid if leader.proc else 0
+    with PeakAnon(pid) as pk:
+        res["range_s"], n = full_range(leader.address, args.keys, args.page)
+    if n != args.keys:
+        raise RuntimeError(f"paginated range saw {n} keys, not {args.keys}")
+    res["range_anon_growth"] = pk.peak - pk.before
+    digits = len(str(args.prefix_keys)) - 1
+    prefix = b"k/" + b"0" * (8 - digits)
+    with PeakAnon(pid) as pk:
+        res["prefix_s"], n, size = prefix_get(leader.address, prefix)
+    if n != min(args.prefix_keys, args.keys):
+        raise RuntimeError(f"get --prefix returned {n} keys")
+    res["prefix_keys"], res["prefix_bytes"] = n, size
+    res["prefix_anon_peak_growth"] = pk.peak - pk.before
+    res["prefix_anon_after_growth"] = pk.after - pk.before
+
+
+def _restarts(leader: MemberProcess, victim: MemberProcess, res: dict[str, Any]) -> None:
+    for how in ("stop", "kill9"):
+        if how == "stop":
+            victim.stop(60)
+        else:
+            victim.kill()
+        idx = leader_index(leader)
+        t0 = time.monotonic()
+        victim.start(wait=False)
+        victim.wait_ready(600)
+        res[f"restart_{how}_ready_s"] = time.monotonic() - t0
+        wait_for(lambda v=victim, i=idx: caught_up(v, i), 600, "restarted member")
+        res[f"restart_{how}_caught_up_s"] = time.monotonic() - t0
+
+
+def spy(m: MemberProcess, name: str, out_dir: str) -> subprocess.Popen[bytes]:
+    """py-spy recording a member until SIGINT (collapsed stacks, for flamegraph.pl)."""
+    assert m.proc is not None
+    exe = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(exe), "record", "--threads", "-f", "raw", "--pid",
+                             str(m.proc.pid), "-o", f"{out_dir}/{name}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _new_member(target: str, base: Path, members: list[MemberProcess], leader: MemberProcess,
+                extra: list[str], res: dict[str, Any], profile: str) -> None:
+    new = member_for(target, base / target / "m3", name="m3", args=[
+        *extra, "--initial-cluster-token", "bench-cluster"])
+    new.initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in [*members, new])
+    new.initial_cluster_state = "existing"
+    member_add(leader.address, new.peer_url)
+    members.append(new)
+    idx = leader_index(leader)
+    t0 = time.monotonic()
+    new.start(wait=False)
+    spies = [spy(m, f"{target}-{m.name}", profile) for m in (leader, new) if profile]
+    wait_for(lambda: caught_up(new, idx), 1800, "new member")
+    res["new_member_s"] = time.monotonic() - t0
+    for p in spies:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+    if new.proc:
+        res["new_member_rss"] = proc_mem(new.proc.pid)
+    res["disk_new_member"] = du(new.data_dir)
 
 
 # -- report -------------------------------------------------------------------------------
@@ -325,7 +361,12 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
     print("load: " + os.popen("uptime").read().strip())
 
     def row(label: str, fn: Callable[[dict[str, Any]], str]) -> None:
-        print(f"{label:34}" + "".join(f"{fn(r):>34}" for r in results))
+        def cell(r: dict[str, Any]) -> str:
+            try:
+                return fn(r)
+            except KeyError:  # (a step not run: --steps)
+                return "-"
+        print(f"{label:34}" + "".join(f"{cell(r):>34}" for r in results))
 
     print(f"{'':34}" + "".join(f"{n:>34}" for n in names))
     row("load rate", lambda r: f"{r['load_rate']:.0f} puts/s ({r['load_s']:.0f} s)")
@@ -366,6 +407,11 @@ def main() -> None:
     ap.add_argument("--snapshot-count", type=int, default=0,
                     help="both servers' --snapshot-count (default: keys/10, at least 1000)")
     ap.add_argument("--dir", default=None, help="where data dirs go (removed after)")
+    ap.add_argument("--steps", default="reads,defrag,restart,new",
+                    help="after the load, which of reads,defrag,restart,new to run")
+    ap.add_argument("--profile", default="",
+                    help="py-spy flame graphs of petcd's leader and new member to this dir")
+    ap.add_argument("--keep-logs", default="", help="copy the members' logs to this dir")
     ap.add_argument("--json", default="", help="also write the figures to this file")
     args = ap.parse_args()
     # Members compile petcd's modules once and keep the .pyc, as an installed package

@@ -6,6 +6,7 @@ reader would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -61,13 +62,15 @@ class FakeTransport:
             target = self.net.transports[to]
             asyncio.get_running_loop().call_soon(target._on_messages, list(payloads))
 
-    async def send_snapshot(self, to: int, metadata: bytes, path: str) -> bool:
+    async def send_snapshot(self, to: int, metadata: bytes, source: Any) -> bool:
         if not self.net.up(self.id, to):
             return False
 
         async def chunks() -> AsyncIterator[bytes]:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 16):
+            # a path, or a raw stream (the leader's backend copy) read in a thread
+            with (open(source, "rb") if isinstance(source, str)
+                  else contextlib.nullcontext(source)) as f:
+                while chunk := await asyncio.to_thread(f.read, 1 << 16):
                     yield chunk
 
         await self.net.transports[to]._on_snapshot(self.id, metadata, chunks())

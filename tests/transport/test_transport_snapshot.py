@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import io
 import os
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from transport_helpers import CLUSTER, FAST, LOCAL, Inbox, PeerProcess, run, unused_port
 
@@ -205,6 +207,67 @@ def test_receiver_gives_up_on_a_sender_that_goes_quiet() -> None:
             assert await reader.read() == b""  # and the connection was dropped
             writer.close()
         finally:
+            await b.stop()
+
+    run(main())
+
+
+class _Produced(io.RawIOBase):
+    """A raw stream as a producer feeds it: `total` bytes, then EOF, or an error instead
+    of EOF once `fail_after` bytes went (a backend copy that broke off)."""
+
+    def __init__(self, total: int, fail_after: int | None = None) -> None:
+        self.left = total
+        self.sent = 0
+        self.fail_after = fail_after
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.fail_after is not None and self.sent >= self.fail_after:
+            raise OSError("backend copy failed")
+        n = min(len(buffer), self.left, 100_000)  # (short reads, as from a pipe)
+        buffer[:n] = b"r" * n
+        self.left -= n
+        self.sent += n
+        return n
+
+
+def test_raw_stream_source_sends_until_eof_and_a_failed_producer_fails_the_snapshot() -> None:
+    async def main() -> None:
+        got: list[tuple[int, str]] = []
+        failed: list[BaseException] = []
+
+        async def keep(from_id: int, metadata: bytes, chunks: AsyncIterator[bytes]) -> None:
+            sha, n = hashlib.sha256(), 0
+            try:
+                async for c in chunks:
+                    sha.update(c)
+                    n += len(c)
+            except SnapshotError as e:
+                failed.append(e)
+                raise
+            got.append((n, sha.hexdigest()))
+
+        a = PeerTransport(1, CLUSTER, [LOCAL], Inbox(), config=FAST)
+        b = PeerTransport(2, CLUSTER, [LOCAL], Inbox(), keep, config=FAST)
+        await a.start()
+        await b.start()
+        try:
+            b.add_peer(1, a.bound_urls())
+            a.add_peer(2, b.bound_urls())
+            size = 3 * MiB + 12345
+            assert await a.send_snapshot(2, b"m", _Produced(size))
+            assert got == [(size, hashlib.sha256(b"r" * size).hexdigest())]
+            # No END frame for a truncated copy: the receiver never takes it for whole.
+            assert await a.send_snapshot(2, b"m", _Produced(size, fail_after=MiB)) is False
+            async with asyncio.timeout(30):  # (the receiver sees the connection go)
+                while not failed:
+                    await asyncio.sleep(0.01)
+            assert len(got) == 1
+        finally:
+            await a.stop()
             await b.stop()
 
     run(main())

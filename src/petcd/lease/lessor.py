@@ -133,7 +133,8 @@ class Lessor:
                     lease_id -= 1 << 64
                 ttl, remaining = _RECORD.unpack(raw)
                 leases[lease_id] = Lease(lease_id, max(ttl, self.min_ttl), remaining)
-        for lease_id, key in store.lease_attachments():
+        # (Without leases no key can hold one: spare the scan of every key.)
+        for lease_id, key in store.lease_attachments() if leases else ():
             lease = leases.get(lease_id)
             if lease is None:
                 log.warning("key %r is attached to lease %x which does not exist", key,

@@ -152,13 +152,15 @@ def _restart(opts: ServerOptions, backend: Backend, membership: Membership, memb
     # handed out again and skipped by the Applier.
     applied = max(snap_index, min(applied, mem.last_index()))
     peers = None
-    if mem.last_index() == 0 and rec.hard_state.term == 0:
-        # Crashed before the first Ready was saved: start over as configured then.
+    if mem.last_index() == 0:
+        # Crashed before the first Ready was saved: start over as configured then. A
+        # joining member that heard the leader (a term saved) but got no log or snapshot
+        # yet (killed while receiving one) still knows only the member list it was given.
         ident = _read_identity(member_dir)
-        if ident is not None and ident["state"] == "new":
+        if ident is not None and ident["state"] == "new" and rec.hard_state.term == 0:
             peers = [Peer(m.id, add_change(Member.from_json(m)).context)
                      for m in ident["members"]]
-        elif ident is not None:
+        elif ident is not None and ident["state"] == "existing":
             membership.reset([Member.from_json(m) for m in ident["members"]])
     return Boot(cluster_id, local_id, storage, mem, applied, peers, restarted=True)
 

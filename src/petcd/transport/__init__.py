@@ -65,7 +65,7 @@ Behaviour:
 """
 
 from ._dial import peer_request
-from ._inbound import SnapshotChunks, SnapshotError
+from ._snapchunks import SnapshotChunks, SnapshotError
 from .transport import PeerTransport
 from .types import (
     PeerStatus,

@@ -98,10 +98,13 @@ async def snapshot_frames(
     source: SnapshotSource, chunk_size: int, sha: Hasher
 ) -> AsyncGenerator[tuple[list[bytes | bytearray], int], None]:
     """DATA frames (as buffers to write) and their payload sizes, hashing on the way."""
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike, io.RawIOBase)):
         loop = asyncio.get_running_loop()
-        with open(source, "rb", buffering=0) as f:  # reads happen in a thread
-            while True:
+        # A path is opened here; a raw stream (e.g. a pipe a producer writes into) is read
+        # until EOF and left to its owner to close.
+        with (open(source, "rb", buffering=0) if isinstance(source, (str, os.PathLike))
+              else contextlib.nullcontext(source)) as f:
+            while True:  # reads and hashing happen in a thread
                 frame = await loop.run_in_executor(None, _read_data_frame, f, chunk_size, sha)
                 if frame is None:
                     return
@@ -113,12 +116,18 @@ async def snapshot_frames(
                 yield [SNAP_FRAME_HEADER.pack(1 + len(chunk), SnapFrame.DATA), chunk], len(chunk)
 
 
-def _read_data_frame(f: io.FileIO, chunk_size: int, sha: Hasher) -> bytearray | None:
-    """Read one chunk straight into a DATA frame buffer and hash it (runs in a thread)."""
+def _read_data_frame(f: io.RawIOBase, chunk_size: int, sha: Hasher) -> bytearray | None:
+    """Read one chunk straight into a DATA frame buffer and hash it (runs in a thread).
+    Fills the chunk unless EOF comes first (a pipe gives at most its buffer per read)."""
     head = SNAP_FRAME_HEADER.size
     frame = bytearray(head + chunk_size)
+    n = 0
     with memoryview(frame) as view:
-        n = f.readinto(view[head:])
+        while n < chunk_size:
+            got = f.readinto(view[head + n :])
+            if not got:
+                break
+            n += got
         if not n:
             return None
         sha.update(view[head : head + n])

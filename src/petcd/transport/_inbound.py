@@ -8,13 +8,12 @@ are handed over in a single call. Snapshot data is passed on as it arrives, neve
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import socket
-from collections import deque
 from typing import Protocol as TypingProtocol
 from typing import cast
 
+from ._snapchunks import SnapshotChunks, SnapshotError
 from .wire import (
     FRAME_HEADER,
     HELLO,
@@ -109,80 +108,6 @@ class InboundHost(TypingProtocol):
     def received_bytes(self) -> dict[int, int]: ...
 
 
-class SnapshotError(ConnectionError):
-    """A snapshot stream ended before its END frame or failed verification."""
-
-
-class SnapshotChunks:
-    """Async iterator over the data of one incoming snapshot, in order, as it arrives.
-
-    Reading from the socket pauses while more than ``high_water`` bytes wait to be consumed, so a
-    slow consumer throttles the sender instead of filling memory. Iteration ends normally only
-    after the sender's END frame matched the received length and sha256; otherwise it raises
-    SnapshotError.
-    """
-
-    def __init__(self, transport: asyncio.Transport, high_water: int, idle_timeout: float) -> None:
-        self._transport = transport
-        self._idle_timeout = idle_timeout
-        self._high = high_water
-        self._low = high_water // 4
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._paused = False
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        if not self._paused and self._buffered > self._high:
-            self._paused = True
-            self._transport.pause_reading()
-        self._wake()
-
-    def finish(self) -> None:
-        self._done = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self._done and self._error is None:
-            self._error = exc
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def __aiter__(self) -> SnapshotChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(self._idle_timeout):
-                    await self._waiter
-            except TimeoutError:
-                self._transport.abort()  # a sender that went quiet must not pin us forever
-                self.fail(SnapshotError(f"no snapshot data for {self._idle_timeout:.1f}s"))
-            finally:
-                self._waiter = None
-        chunk = self._chunks.popleft()
-        self._buffered -= len(chunk)
-        if self._paused and self._buffered <= self._low:
-            self._paused = False
-            if not self._transport.is_closing():
-                self._transport.resume_reading()
-        return chunk
-
-
 class InboundConnection(asyncio.BufferedProtocol):
     def __init__(
         self,
@@ -213,7 +138,6 @@ class InboundConnection(asyncio.BufferedProtocol):
         # snapshot receiving
         self._remaining = 0
         self._received = 0
-        self._sha = hashlib.sha256()
         self._chunks: SnapshotChunks | None = None
 
     # --- asyncio callbacks -------------------------------------------------------------------
@@ -458,7 +382,6 @@ class InboundConnection(asyncio.BufferedProtocol):
             self._start = start + take
             self._remaining -= take
             self._received += take
-            self._sha.update(chunk)
             assert self._chunks is not None
             self._chunks.feed(chunk)
         if self._remaining == 0:
@@ -474,7 +397,5 @@ class InboundConnection(asyncio.BufferedProtocol):
             self._chunks.fail(
                 SnapshotError(f"snapshot length mismatch: sent {total}, got {self._received}")
             )
-        elif digest != self._sha.digest():
-            self._chunks.fail(SnapshotError("snapshot sha256 mismatch"))
         else:
-            self._chunks.finish()
+            self._chunks.finish(digest)  # (it checks the digest as it hands the data out)

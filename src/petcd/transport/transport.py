@@ -14,8 +14,9 @@ from collections.abc import (
 from petcd.tls import Gate
 
 from ._dial import peer_request, stream_snapshot
-from ._inbound import InboundConnection, SnapshotChunks
+from ._inbound import InboundConnection
 from ._outbound import Peer
+from ._snapchunks import SnapshotChunks
 from .types import (
     PeerStatus,
     PeerURL,
@@ -226,7 +227,8 @@ class PeerTransport:
         timeout: float | None = None,
     ) -> bool:
         """Stream a snapshot on its own connection; True once the receiver's on_snapshot
-        returned. ``source`` is a file path (read in chunks) or an async iterable of chunks.
+        returned. ``source`` is a file path (read in chunks), a raw stream such as a pipe (read
+        until EOF; the caller closes it) or an async iterable of chunks.
         Fails (False) when the member is unknown, refuses, or makes no progress for
         ``timeout`` seconds (default config.snapshot_timeout)."""
         peer = self._peers.get(to)

@@ -3,6 +3,7 @@ signatures, and the error a failed request raises."""
 
 from __future__ import annotations
 
+import io
 import os
 import ssl
 from collections.abc import (
@@ -27,7 +28,9 @@ SnapshotHandler = Callable[[int, bytes, AsyncIterator[bytes]], Awaitable[None]]
 """``await on_snapshot(from_id, metadata, chunks)``: consume ``chunks`` (raises on a broken or
 corrupted stream). Returning normally tells the sender the snapshot was received."""
 
-SnapshotSource = str | os.PathLike[str] | AsyncIterable[bytes]
+SnapshotSource = str | os.PathLike[str] | io.RawIOBase | AsyncIterable[bytes]
+"""A file path, a raw stream (e.g. over a pipe: read until EOF, not closed; a producer that
+failed raises from readinto() so that no END frame is sent), or chunks."""
 
 RequestHandler = Callable[[int, bytes], Awaitable[bytes]]
 """``await on_request(from_id, payload) -> answer``: serve one REQUEST connection. ``from_id``

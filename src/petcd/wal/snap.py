@@ -107,6 +107,10 @@ class DbReceiver:
         write_all(self._fd, chunk, self.size)
         self.size += len(chunk)
 
+    def write_many(self, chunks: Iterable[bytes | memoryview]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
     def commit(self) -> str:
         try:
             started = time.monotonic()

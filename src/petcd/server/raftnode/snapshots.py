@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
+import dataclasses
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from petcd.raft import ConfState, Message, MessageType, decode_message, encode_message
+from petcd.mvcc.copystream import CopyStream
+from petcd.raft import (
+    ConfState,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+    decode_message,
+    encode_message,
+)
+from petcd.transport import SnapshotChunks
 
 if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
@@ -40,12 +49,12 @@ class Snapshots:
     def conf_changed(self, index: int, cs: ConfState) -> None:
         self._conf_states.append((index, cs))
 
-    def _conf_state_at(self, index: int) -> ConfState:
+    def _conf_state_at(self, index: int, *, prune: bool = True) -> ConfState:
         states = self._conf_states
         pos = bisect.bisect_right(states, index, key=lambda s: s[0]) - 1
         cs = states[max(pos, 0)][1]
         # Older ones are no longer needed: snapshots only move forward.
-        if pos > 0:
+        if pos > 0 and prune:
             del states[:pos]
         return cs
 
@@ -89,37 +98,44 @@ class Snapshots:
 
     async def send(self, m: Message) -> None:
         """A follower is behind our compacted log: stream it the backend (a consistent copy,
-        at our applied index, which is >= the snapshot's)."""
+        at our applied index, which is >= the snapshot's). LMDB writes the copy straight
+        into the stream as it is sent: nothing is written to disk or held whole."""
         d = self._d
-        loop = asyncio.get_running_loop()
         assert m.snapshot is not None
-        path = os.path.join(d.storage.snapshotter.dir,
-                            f"send-{m.to:x}-{m.snapshot.metadata.index:x}.db.tmp")
         ok = False
         self._copying += 1
         self._no_copies.clear()
+        stream: CopyStream | None = None
         try:
-            try:
-                d.backend.commit()  # the copy must hold everything applied so far
-                await loop.run_in_executor(None, self._copy_backend, path)
-            finally:
-                self._copying -= 1
-                if not self._copying:
-                    self._no_copies.set()
-            ok = await d.transport.send_snapshot(m.to, encode_message(m), path)
+            d.backend.commit()  # the copy must hold everything applied so far
+            merged = self._merged(m.snapshot)
+            stream = CopyStream(d.backend)
+            ok = await d.transport.send_snapshot(
+                m.to, encode_message(dataclasses.replace(m, snapshot=merged)), stream)
+            if ok:
+                log.info("sent the backend of snapshot %d to %x (%d bytes)",
+                         merged.metadata.index, m.to, stream.copied)
         except Exception as e:
             log.warning("sending a snapshot to %x failed: %s", m.to, e)
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            if stream is not None:
+                stream.close()
+            self._copying -= 1
+            if not self._copying:
+                self._no_copies.set()
         if not d.stopped:
             d.raw.report_snapshot(m.to, ok)
             d.wake()
 
-    def _copy_backend(self, path: str) -> None:
-        backend = self._d.backend
-        with open(path, "wb") as f, backend.readers.reading():
-            backend.snapshot_to(f)
+    def _merged(self, snap: Snapshot) -> Snapshot:
+        """The snapshot moved up to the index the backend copy holds at least (as etcd
+        merges them): else the follower would fetch and skip every entry since the last
+        snapshot taken, up to --snapshot-count of them."""
+        index, term = self._d.backend.consistent_index()  # (committed: the copy has it)
+        if index <= snap.metadata.index:
+            return snap
+        md = SnapshotMetadata(index, term, self._conf_state_at(index, prune=False))
+        return Snapshot(md, snap.data)
 
     async def receive(self, from_id: int, metadata: bytes, chunks: AsyncIterator[bytes]) -> None:
         """A snapshot stream from the leader: the backend file first, then its message
@@ -130,11 +146,23 @@ class Snapshots:
             raise ValueError("snapshot stream without a snapshot message")
         index = m.snapshot.metadata.index
         receiver = d.storage.snapshotter.receive_db(index)
+        loop = asyncio.get_running_loop()
+        work: asyncio.Future[object] | None = None  # a thread's write or commit
         try:
-            async for chunk in chunks:
-                receiver.write(chunk)
-            await asyncio.get_running_loop().run_in_executor(None, receiver.commit)
+            if isinstance(chunks, SnapshotChunks):
+                # Everything that arrived meanwhile, written by a thread while the loop
+                # receives the next (the transport hashed it in one already).
+                while batch := await chunks.batch():
+                    work = loop.run_in_executor(None, receiver.write_many, batch)
+                    await work
+            else:
+                async for chunk in chunks:
+                    receiver.write(chunk)
+            work = loop.run_in_executor(None, receiver.commit)
+            await work
         except BaseException:
+            if work is not None and not work.done():
+                await asyncio.wait([work])  # (its thread still uses the file)
             receiver.abort()
             raise
         log.info("received the backend of snapshot %d from %x (%d bytes)", index, from_id,
