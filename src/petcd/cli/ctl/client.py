@@ -64,21 +64,22 @@ class Client:
         return bool(a.cacert or a.cert or a.key or not a.insecure_transport
                     or any(e.startswith(("https://", "unixs://")) for e in eps))
 
-    def channel(self) -> grpc.Channel:
-        if self._channel is not None:
-            return self._channel
+    def dial_parts(self) -> tuple[str, list[tuple[str, Any]], tuple[bytes | None, ...] | None]:
+        """What a channel to the endpoints is made of, as plain (picklable) values:
+        the target, the channel options and, for TLS, (roots, key, certificate chain)."""
         a = self.args
         ka = parse_duration(a.keepalive_time)
         kt = parse_duration(a.keepalive_timeout)
         # grpc-go (etcdctl's) raises a keepalive time below 10 s to 10 s; so do we (etcd
         # closes connections that ping more often than its --grpc-keepalive-min-time).
-        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 10000)),
-                   ("grpc.keepalive_permit_without_calls", 0),
-                   ("grpc.http2.max_pings_without_data", 0),
-                   ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
-                   ("grpc.max_receive_message_length", 2**31 - 1)]
-        target = self.endpoints[0] if len(self.endpoints) == 1 else \
-            "ipv4:" + ",".join(self.endpoints)
+        options: list[tuple[str, Any]] = [
+            ("grpc.keepalive_time_ms", max(int(ka * 1000), 10000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
+            ("grpc.max_receive_message_length", 2**31 - 1)]
+        endpoints = self.endpoints
+        tls = None
         if self._secure():
             roots = _read(a.cacert)
             # etcdctl applies the flag only to a TLS config of its own: one made for
@@ -86,10 +87,19 @@ class Client:
             # alone gets clientv3's default config, which verifies.
             if a.insecure_skip_tls_verify and (a.cacert or a.cert or a.key
                                                or not a.insecure_transport):
-                roots = self._pinned_roots(options)
+                roots, endpoints = self._pinned_roots(options)
+            tls = (roots, _read(a.key), _read(a.cert))
+        target = endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
+        return target, options, tls
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is not None:
+            return self._channel
+        target, options, tls = self.dial_parts()
+        if tls is not None:
+            roots, key, chain = tls
             creds = grpc.ssl_channel_credentials(
-                root_certificates=roots, private_key=_read(a.key),
-                certificate_chain=_read(a.cert))
+                root_certificates=roots, private_key=key, certificate_chain=chain)
             ch = grpc.secure_channel(target, creds, options)
         else:
             ch = grpc.insecure_channel(target, options)
@@ -99,24 +109,26 @@ class Client:
             ch.close()
             raise CtlError("context deadline exceeded", EXIT_ERROR) from None
         self._channel = ch
-        if a.user:
+        if self.args.user:
             self._authenticate()
         return ch
 
-    def _pinned_roots(self, options: list[tuple[str, Any]]) -> bytes:
+    def _pinned_roots(self, options: list[tuple[str, Any]]) -> tuple[bytes, list[str]]:
         """--insecure-skip-tls-verify: gRPC Python cannot skip verification, so the
         servers' own certificates (fetched without verifying) become the only roots,
-        and the name checked is one they hold (petcd.client.unverified)."""
+        and the name checked is one they hold (petcd.client.unverified). Returns the
+        roots and the endpoints to dial: those reachable whose certificates hold that
+        name (all of them when the members' certificates share a name)."""
         from petcd.client.unverified import pin
 
         a = self.args
         try:
-            roots, name = pin(self.endpoints, timeout=self.dial_timeout,
-                              cert_chain=a.cert or None, key=a.key or None)
+            roots, name, endpoints = pin(self.endpoints, timeout=self.dial_timeout,
+                                         cert_chain=a.cert or None, key=a.key or None)
         except (OSError, ValueError):
             raise CtlError("context deadline exceeded", EXIT_ERROR) from None
         options.append(("grpc.ssl_target_name_override", name))
-        return roots
+        return roots, endpoints
 
     def _authenticate(self) -> None:
         a = self.args
