@@ -10,7 +10,7 @@ import datetime
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,7 +44,7 @@ def _self_signed(d: Path, host: str = "wrong-name.test") -> tuple[Path, Path]:
     return c, k
 
 
-def _start(kind: str, d: Path, host: str = "wrong-name.test") -> Iterator[str]:
+def _start(kind: str, d: Path, host: str = "wrong-name.test") -> Generator[str, None, None]:
     """A one-member TLS server whose certificate is self-signed for `host`; yields its
     https:// URL once it answers TLS handshakes."""
     d.mkdir(parents=True, exist_ok=True)
