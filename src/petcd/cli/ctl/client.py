@@ -49,6 +49,7 @@ class Client:
             raise CtlError("DNS SRV discovery (--discovery-srv) is not supported by "
                            "petcdctl; list the members with --endpoints", EXIT_BAD_ARGS)
         self.args = args
+        _verify_env_once(args)
         self.endpoints = [strip_scheme(e) for e in (endpoints or args.endpoints)]
         self.dial_timeout = parse_duration(args.dial_timeout)
         self.command_timeout = parse_duration(args.command_timeout)
@@ -81,6 +82,9 @@ class Client:
         endpoints = self.endpoints
         tls = None
         if self._secure():
+            # read in Go's order (the key pair, then the CA): the same file is named
+            # when several are missing
+            chain, key = _read(a.cert), _read(a.key)
             roots = _read(a.cacert)
             # etcdctl applies the flag only to a TLS config of its own: one made for
             # --cacert/--cert/--key or --insecure-transport=false. An https:// endpoint
@@ -88,7 +92,7 @@ class Client:
             if a.insecure_skip_tls_verify and (a.cacert or a.cert or a.key
                                                or not a.insecure_transport):
                 roots, endpoints = self._pinned_roots(options)
-            tls = (roots, _read(a.key), _read(a.cert))
+            tls = (roots, key, chain)
         target = endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
         return target, options, tls
 
@@ -147,6 +151,8 @@ class Client:
             resp = self.call("Auth", "Authenticate",
                              rpc.AuthenticateRequest(name=name, password=password))
         except CtlError as e:  # etcdctl cannot make its client: a bad connection
+            if str(e) == "etcdserver: authentication is not enabled":
+                return  # (clientv3 goes on without a token)
             raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
         self.metadata = [("token", resp.token)]
 
@@ -196,9 +202,13 @@ class Client:
             name = type(request).__name__
             assert name.endswith("Request"), name
             fn = self.unary(service, method, getattr(rpc, name[:-7] + "Response"))
+        if timeout == -1.0:
+            timeout = self.command_timeout
+            if timeout <= 0:  # Go's context.WithTimeout(0): already expired
+                self.warn(None, "DeadlineExceeded", "context deadline exceeded")
+                raise CtlError("context deadline exceeded", EXIT_ERROR)
         try:
-            return fn(request, timeout=self.command_timeout if timeout == -1.0 else timeout,
-                      metadata=self.metadata or None)
+            return fn(request, timeout=timeout, metadata=self.metadata or None)
         except grpc.RpcError as e:
             raise self.failure(e) from None
 
@@ -211,7 +221,7 @@ class Client:
             code = EXIT_BAD_CONNECTION
         return CtlError(error_text(e), code)
 
-    def warn(self, e: grpc.RpcError) -> None:
+    def warn(self, e: grpc.RpcError | None, code: str = "", desc: str = "") -> None:
         """clientv3's retry interceptor logs each failed unary attempt."""
         import datetime
         import json
@@ -222,7 +232,8 @@ class Client:
                 "caller": "clientv3/retry_interceptor.go:62",
                 "msg": "retrying of unary invoker failed", "target": self.target_id,
                 "attempt": 0,
-                "error": f"rpc error: code = {go_code(e.code())} desc = {e.details()}"}
+                "error": f"rpc error: code = {go_code(e.code())} desc = {e.details()}"
+                if e is not None else f"rpc error: code = {code} desc = {desc}"}
         sys.stderr.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
@@ -234,11 +245,25 @@ def _serialize(m: Any) -> bytes:
     return m.SerializeToString()  # type: ignore[no-any-return]
 
 
+_env_checked = False
+
+
+def _verify_env_once(args: Args) -> None:
+    """etcdctl checks its ETCDCTL_ variables as it makes its first client."""
+    global _env_checked
+    if not _env_checked:
+        _env_checked = True
+        from petcd.cli.ctl.cmd import verify_env
+
+        verify_env(getattr(args, "given", set()), getattr(args, "path", ""))
+
+
 def _read(path: str) -> bytes | None:
     if not path:
         return None
     try:
         with open(path, "rb") as f:
             return f.read()
-    except OSError as e:
-        raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
+    except OSError as e:  # in Go's words: "open <path>: no such file or directory"
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise CtlError(f"open {path}: {why[:1].lower()}{why[1:]}", EXIT_BAD_ARGS) from None
