@@ -131,7 +131,8 @@ def _wait_writable(tool: list[str], url: str, args: list[str]) -> None:
         time.sleep(0.3)
 
 
-def test_insecure_skip_tls_verify_every_endpoint(tls_pair: list[str]) -> None:
+def test_insecure_skip_tls_verify_every_endpoint(tls_pair: list[str], tmp_path: Path
+                                                 ) -> None:
     """Endpoints whose certificates name different hosts, the first one dead: each is
     pinned with its own certificate, so per-endpoint commands reach both and a command
     for the cluster gets through on a live one, as with etcdctl."""
@@ -152,6 +153,8 @@ def test_insecure_skip_tls_verify_every_endpoint(tls_pair: list[str]) -> None:
             want.out = b"\n".join(sorted(want.out.split(b"\n")))
             got.out = b"\n".join(sorted(got.out.split(b"\n")))
         assert_same(args, want, got)
+    r = run(PETCDCTL, tls_pair[1], [*skip, "snapshot", "save", str(tmp_path / "s.db")], None)
+    assert (r.rc, r.out) == (0, f"Snapshot saved at {tmp_path / 's.db'}\n".encode()), r
     out = run(PETCDCTL, both, [*skip, "endpoint", "status"], None).out.decode()
     assert all(u.removeprefix("https://") in out for u in tls_pair), out
     _client_insecure_skip_tls_verify(dead, tls_pair)
