@@ -1,6 +1,7 @@
 """`snapshot save` beside etcdctl's: the log lines on stderr (times, sizes and
-durations aside), the saved line, the errors and exit codes; and over TLS with
---insecure-skip-tls-verify, which goes through petcdctl's common connection."""
+durations aside), the saved line, the errors and exit codes; every global flag taken
+by `snapshot status` as well. Over TLS (test_ctl_tls) it goes through petcdctl's
+common connection."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def test_snapshot_save_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess,
     got = run(PETCDCTL, two, ["snapshot", "save", "x.db"], None)
     assert (got.rc, got.out, got.err) == (want.rc, want.out, want.err), (want, got)
     assert want.rc == 5 and "not multiple" in want.err
+    # every global flag is taken by the offline snapshot commands too
+    saved = str(tmp_path / "etcdctl" / "s.db")
+    for args in (["--cacert", "/none", "--user", "u", "--insecure-transport=false",
+                  "snapshot", "status", saved, "-w", "table"],
+                 ["snapshot", "status", saved, "--keepalive-time", "3s",
+                  "--insecure-skip-tls-verify", "--write-out=json"]):
+        want, got = run(["etcdctl"], etcd.address, args, None), \
+            run(PETCDCTL, etcd.address, args, None)
+        assert want.rc == 0, want
+        assert_same(args, want, got)

@@ -16,7 +16,8 @@ from petcd.cli.ctl.common import EXIT_BAD_ARGS, GLOBAL_DEFAULTS, CtlError, globa
 if TYPE_CHECKING:
     import argparse
 
-BOOL_FLAGS = {"hex", "debug", "skip-hash-check"}
+BOOL_FLAGS = {"hex", "debug", "skip-hash-check", "insecure-transport",
+              "insecure-skip-tls-verify", "insecure-discovery"}
 
 
 def build_parser() -> argparse.ArgumentParser:
