@@ -91,3 +91,19 @@ def test_more_commands_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess) -
             want.out = re.sub(rb"took = \S+", b"took", want.out)
             got.out = re.sub(rb"took = \S+", b"took", got.out)
         assert_same(args, want, got)
+
+
+def test_unreachable_endpoint_like_etcdctl() -> None:
+    """No member at the endpoint: clientv3 3.4 dials without blocking, so its first
+    call fails at the command deadline, after its retry warning line."""
+    from petcd.testing import free_port
+
+    from .harness import run
+
+    dead = f"127.0.0.1:{free_port()}"
+    for args in (["get", "k", "--command-timeout", "2s"],
+                 ["endpoint", "health", "--command-timeout", "2s"]):
+        want = run(["etcdctl"], dead, [*args, "--dial-timeout", "1s"], None)
+        got = run(PETCDCTL, dead, [*args, "--dial-timeout", "1s"], None)
+        assert_same(args, want, got)
+        assert want.rc == 1 and '"level":"warn"' in want.err
