@@ -14,13 +14,10 @@ headers, body) but not parsed as JSON. CPU of server and clients from /proc.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import json
-import multiprocessing as mp
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
+    http_cell,
     member_for,
     parse_common_args,
     preload,
     print_table,
-    run_processes,
-    run_worker,
-    split_clients,
     take_turns,
 )
 
@@ -61,63 +56,9 @@ def _requests(host: str, workload: str, worker: int, value_size: int) -> list[by
     return [req("/v3/kv/range", {"key": b64(b"bench/0/%06d" % (i % 100))}) for i in range(100)]
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lower = head.lower()
-    i = lower.find(b"content-length:")
-    if i >= 0:
-        n = int(lower[i + 15:lower.index(b"\r\n", i)])
-        await reader.readexactly(n)
-    else:  # chunked (etcd's error answers)
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip() or b"0", 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    return status
-
-
-async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
-                       seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
-                       out: mp.Queue[tuple[int, int]]) -> None:
-    host, port = address.rsplit(":", 1)
-    reqs = _requests(address, workload, worker, value_size)
-    conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
-    ready.put(worker)
-    await asyncio.get_running_loop().run_in_executor(None, go.wait)
-    count = errors = 0
-    stop_at = time.monotonic() + seconds
-    n = len(reqs)
-
-    async def loop(i: int) -> None:
-        nonlocal count, errors
-        reader, writer = conns[i]
-        j = i
-        while time.monotonic() < stop_at:
-            writer.write(reqs[j % n])
-            if await _read_response(reader) == 200:
-                count += 1
-            else:
-                errors += 1
-            j += concurrency
-
-    await asyncio.gather(*(loop(i) for i in range(concurrency)))
-    out.put((count, errors))
-    for _, w in conns:
-        w.close()
-
-
-def _worker(*args: Any) -> None:
-    run_worker(_worker_main, *args)
-
-
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
-    args = [(member.address, workload, i, n, seconds, value_size)
-            for i, n in enumerate(split_clients(clients, procs))]
-    assert member.proc is not None
-    return run_processes(_worker, args, [member.proc.pid], seconds + 60).cell(workload, clients)
+    return http_cell(_requests, (200,), member, workload, clients, procs, seconds, value_size)
 
 
 def main() -> None:

@@ -194,6 +194,74 @@ def _worker(*args: Any) -> None:
     run_worker(_worker_main, *args)
 
 
+async def read_http_response(reader: asyncio.StreamReader) -> int:
+    """Read one HTTP/1.1 response (Content-Length or chunked body, not parsed): its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    i = lower.find(b"content-length:")
+    if i >= 0:
+        n = int(lower[i + 15:lower.index(b"\r\n", i)])
+        await reader.readexactly(n)
+    else:  # chunked (etcd's error answers)
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip() or b"0", 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def _http_main(requests: Callable[[str, str, int, int], Sequence[bytes]],
+                     ok: Sequence[int], address: str, workload: str, worker: int,
+                     concurrency: int, seconds: float, value_size: int, ready: mp.Queue[int],
+                     go: Any, out: mp.Queue[tuple[int, int]]) -> None:
+    """An HTTP/1.1 load worker: `concurrency` keep-alive connections, one request in
+    flight each, cycling through requests(address, workload, worker, value_size) (built
+    up front); a response whose status is in `ok` counts, any other is an error."""
+    reqs = requests(address, workload, worker, value_size)
+    host, port = address.rsplit(":", 1)
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
+    ready.put(worker)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    count = errors = 0
+    stop_at = time.monotonic() + seconds
+    n = len(reqs)
+
+    async def loop(i: int) -> None:
+        nonlocal count, errors
+        reader, writer = conns[i]
+        j = i
+        while time.monotonic() < stop_at:
+            writer.write(reqs[j % n])
+            if await read_http_response(reader) in ok:
+                count += 1
+            else:
+                errors += 1
+            j += concurrency
+
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
+    out.put((count, errors))
+    for _, w in conns:
+        w.close()
+
+
+def _http_worker(*args: Any) -> None:
+    run_worker(_http_main, *args)
+
+
+def http_cell(requests: Callable[[str, str, int, int], Sequence[bytes]], ok: Sequence[int],
+              member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
+              value_size: int) -> Cell:
+    """A cell of HTTP/1.1 load workers against one member (see _http_main); `requests`
+    must be a module-level function (the worker processes get it by name)."""
+    args = [(requests, tuple(ok), member.address, workload, i, n, seconds, value_size)
+            for i, n in enumerate(split_clients(clients, procs))]
+    assert member.proc is not None
+    return run_processes(_http_worker, args, [member.proc.pid], seconds + 60).cell(
+        workload, clients)
+
+
 def split_clients(clients: int, procs: int) -> list[int]:
     """`clients` spread over at most `procs` worker processes, as evenly as they go."""
     procs = max(1, min(procs, clients))

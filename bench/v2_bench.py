@@ -13,28 +13,21 @@ read but not parsed); CPU of server and clients from /proc.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing as mp
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gateway_bench import _read_response
 from loadgen import (
     Cell,
     add_common_args,
+    http_cell,
     member_for,
     parse_common_args,
     print_table,
-    run_processes,
-    run_worker,
-    split_clients,
     take_turns,
 )
 
@@ -55,46 +48,9 @@ def _requests(host: str, workload: str, worker: int, value_size: int) -> list[by
             for i in range(100)]
 
 
-async def _worker_main(address: str, workload: str, worker: int, concurrency: int,
-                       seconds: float, value_size: int, ready: mp.Queue[int], go: Any,
-                       out: mp.Queue[tuple[int, int]]) -> None:
-    host, port = address.rsplit(":", 1)
-    reqs = _requests(address, workload, worker, value_size)
-    conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
-    ready.put(worker)
-    await asyncio.get_running_loop().run_in_executor(None, go.wait)
-    count = errors = 0
-    stop_at = time.monotonic() + seconds
-    n = len(reqs)
-
-    async def loop(i: int) -> None:
-        nonlocal count, errors
-        reader, writer = conns[i]
-        j = i
-        while time.monotonic() < stop_at:
-            writer.write(reqs[j % n])
-            if await _read_response(reader) in _OK:
-                count += 1
-            else:
-                errors += 1
-            j += concurrency
-
-    await asyncio.gather(*(loop(i) for i in range(concurrency)))
-    out.put((count, errors))
-    for _, w in conns:
-        w.close()
-
-
-def _worker(*args: Any) -> None:
-    run_worker(_worker_main, *args)
-
-
 def run_cell(member: MemberProcess, workload: str, clients: int, procs: int, seconds: float,
              value_size: int) -> Cell:
-    args = [(member.address, workload, i, n, seconds, value_size)
-            for i, n in enumerate(split_clients(clients, procs))]
-    assert member.proc is not None
-    return run_processes(_worker, args, [member.proc.pid], seconds + 60).cell(workload, clients)
+    return http_cell(_requests, _OK, member, workload, clients, procs, seconds, value_size)
 
 
 def _preload(member: MemberProcess, value_size: int) -> None:

@@ -52,6 +52,28 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
                                        serialization.NoEncryption()))
 
 
+def self_signed(directory: Path, cn: str, hosts: Sequence[str] = LOOPBACK, *,
+                ca: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate (its own trust root when `ca`) and its key, written as
+    `self.pem` and `self-key.pem` into `directory`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(_san(hosts), critical=False))
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                        critical=True)
+    cert_path, key_path = Path(directory) / "self.pem", Path(directory) / "self-key.pem"
+    cert_path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
 class TestCA:
     """A self-signed CA writing its files (`<name>-ca.pem`, issued `<name>-<cn>.pem` and
     `-key.pem`, `<name>-crl.pem`) into `directory`."""

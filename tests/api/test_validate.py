@@ -64,3 +64,16 @@ def test_duplicate_keys() -> None:
     assert check(txn([put(b"a")], [put(b"a")])) is None
     # a "from key" delete (range end \0) does not conflict, as in etcd
     assert check(txn([put(b"b"), delete(b"a", b"\x00")])) is None
+    # a lone nested txn is still checked inside (a branch of one op skips only itself)
+    twice = rpc.RequestOp(request_txn=txn([put(b"a"), put(b"a")]))
+    assert check(txn([twice])).kind is errors.DUPLICATE_KEY
+    assert check(txn([put(b"x")], [twice])).kind is errors.DUPLICATE_KEY
+
+
+def test_txn_reads_only() -> None:
+    """check_txn says whether the txn is a read (ranges only, in both branches)."""
+    rng = rpc.RequestOp(request_range=rpc.RangeRequest(key=b"a"))
+    assert validate.check_txn(txn([rng], [rng]), 128) is True
+    assert validate.check_txn(txn([]), 128) is True
+    assert validate.check_txn(txn([rng], [put(b"a")]), 128) is False
+    assert validate.check_txn(txn([rpc.RequestOp(request_txn=txn([rng]))]), 128) is False

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from petcd import testing
 from petcd.client import AsyncClient, Client
-from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, free_port, have_etcd
+from petcd.testing import MemberProcess, have_etcd
 
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(testing.FAST_ELECTIONS)
 BACKENDS = ["petcd", pytest.param("etcd", marks=pytest.mark.skipif(
     not have_etcd(), reason="etcd 3.4 not installed"))]
 
@@ -125,34 +126,8 @@ def connect(flavour: str) -> Iterator[Connect]:
 
 def start_members(kind: str, base: Path, size: int, args: Sequence[str] = ()
                   ) -> list[MemberProcess]:
-    """`size` members of petcd or etcd forming one cluster (FAST elections). Started
-    again on new ports when another process took one of ours meanwhile."""
-    cls = PetcdProcess if kind == "petcd" else EtcdProcess
-    for attempt in range(3):
-        sub = base / f"try{attempt}"
-        sub.mkdir(parents=True, exist_ok=True)
-        ports = [(free_port(), free_port()) for _ in range(size)]
-        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
-        members: list[MemberProcess] = [
-            cls(sub / f"{kind}-m{i}", name=f"m{i}", client_port=c, peer_port=p,
-                initial_cluster=initial if size > 1 else None,
-                args=[*FAST, "--initial-cluster-token", f"client-{kind}", *args])
-            for i, (c, p) in enumerate(ports)]
-        try:
-            for m in members:
-                m.start(wait=False)
-            for m in members:
-                m.wait_ready(60)
-            return members
-        except BaseException:
-            logs = "".join(m.log_tail(3000) for m in members)
-            for m in members:
-                m.kill()
-            if "address already in use" in logs.lower() and attempt < 2:
-                continue
-            sys.stderr.write(logs)
-            raise
-    raise AssertionError("unreachable")
+    """`size` members of petcd or etcd forming one cluster (FAST elections)."""
+    return testing.start_members(kind, base, size, [*FAST, *args], token=f"client-{kind}")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,19 +9,9 @@ from typing import Any
 
 import pytest
 
-from petcd.testing import Etcdctl, PetcdCluster
+from petcd.testing import FAST_ELECTIONS, Etcdctl, PetcdCluster, Started
 
-# Fast elections keep failover tests short; the ratio is etcd's default (1:10).
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
-
-
-def _close(request: pytest.FixtureRequest, failed_before: int, clusters: list[PetcdCluster]
-           ) -> None:
-    if request.session.testsfailed > failed_before:
-        for c in clusters:
-            sys.stderr.write(c.dump_logs())
-    for c in clusters:
-        c.kill_all()
+FAST = list(FAST_ELECTIONS)
 
 
 @pytest.fixture
@@ -30,22 +19,16 @@ def cluster_factory(request: pytest.FixtureRequest, tmp_path: Path
                     ) -> Iterator[Callable[..., PetcdCluster]]:
     """cluster_factory(size=3, args=[...]) starts a cluster; all are killed at teardown
     (their logs printed if the test failed)."""
-    clusters: list[PetcdCluster] = []
-    failed_before = request.session.testsfailed
+    with Started(request) as started:
+        def make(size: int = 3, *, args: list[str] | None = None, start: bool = True,
+                 **kw: Any) -> PetcdCluster:
+            c = started.add(PetcdCluster(tmp_path / f"cluster-{len(started.made)}", size,
+                                         args=[*FAST, *(args or [])], **kw))
+            if start:
+                c.start()
+            return c
 
-    def make(size: int = 3, *, args: list[str] | None = None, start: bool = True,
-             **kw: Any) -> PetcdCluster:
-        c = PetcdCluster(tmp_path / f"cluster-{len(clusters)}", size,
-                         args=[*FAST, *(args or [])], **kw)
-        clusters.append(c)
-        if start:
-            c.start()
-        return c
-
-    try:
         yield make
-    finally:
-        _close(request, failed_before, clusters)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +36,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             ) -> Iterator[PetcdCluster]:
     """One 3-member cluster shared by a module's tests. A test that stops a member
     restarts it before it ends (see `healed`)."""
-    c = PetcdCluster(tmp_path_factory.mktemp("cluster"), 3, args=FAST)
-    failed_before = request.session.testsfailed
-    c.start()
-    try:
-        yield c
-    finally:
-        _close(request, failed_before, [c])
+    with Started(request) as started:
+        yield started.add(PetcdCluster(tmp_path_factory.mktemp("cluster"), 3,
+                                       args=FAST)).start()
 
 
 @pytest.fixture

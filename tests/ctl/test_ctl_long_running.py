@@ -19,18 +19,17 @@ import pytest
 
 from petcd.client import Client
 from petcd.testing import (
+    FAST_ELECTIONS,
     SRC_DIR,
-    EtcdProcess,
     MemberProcess,
-    PetcdProcess,
-    free_port,
     have_etcd,
+    start_members,
 )
 
 from .harness import PETCDCTL, normalize, run
 
 needs_etcd = pytest.mark.skipif(not have_etcd(), reason="etcd 3.4 not installed")
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(FAST_ELECTIONS)
 
 
 def _popen(tool: list[str], endpoint: str, *args: str) -> subprocess.Popen[bytes]:
@@ -100,36 +99,12 @@ def test_lease_keep_alive_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess
     assert want[0] == -signal.SIGINT and want[1] == "lease HEX keepalived with TTL(5)\n"
 
 
-def _three(kind: str, base: Path) -> list[MemberProcess]:
-    cls = PetcdProcess if kind == "petcd" else EtcdProcess
-    for attempt in range(3):
-        ports = [(free_port(), free_port()) for _ in range(3)]
-        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
-        ms: list[MemberProcess] = [
-            cls(base / f"{kind}{attempt}-m{i}", name=f"m{i}", client_port=c, peer_port=p,
-                initial_cluster=initial, args=[*FAST, "--initial-cluster-token", kind])
-            for i, (c, p) in enumerate(ports)]
-        try:
-            for m in ms:
-                m.start(wait=False)
-            for m in ms:
-                m.wait_ready(60)
-            return ms
-        except BaseException:
-            busy = "address already in use" in "".join(m.log_tail(3000) for m in ms).lower()
-            for m in ms:
-                m.kill()
-            if not busy or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 @pytest.fixture
 def clusters(tmp_path: Path) -> Iterator[dict[str, list[MemberProcess]]]:
     made: dict[str, list[MemberProcess]] = {}
     try:
         for kind in (["etcd"] if have_etcd() else []) + ["petcd"]:
-            made[kind] = _three(kind, tmp_path)
+            made[kind] = start_members(kind, tmp_path, 3, FAST, token=kind)
         yield made
     finally:
         for ms in made.values():

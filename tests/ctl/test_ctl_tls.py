@@ -6,7 +6,6 @@ clientv3 verifies anyway, and so does petcdctl."""
 
 from __future__ import annotations
 
-import datetime
 import subprocess
 import sys
 import time
@@ -14,41 +13,19 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from petcd.client.unverified import fetch_chain
 from petcd.testing import ETCD_BIN, SRC_DIR, free_port, have_etcd
+from petcd.testing_pki import self_signed
 
 from .harness import PETCDCTL, Result, assert_same, run
-
-
-def _self_signed(d: Path, host: str = "wrong-name.test") -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not this host")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]),
-                           critical=False)
-            .sign(key, hashes.SHA256()))
-    c, k = d / f"{host}.pem", d / f"{host}-key.pem"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
-    return c, k
 
 
 def _start(kind: str, d: Path, host: str = "wrong-name.test") -> Generator[str, None, None]:
     """A one-member TLS server whose certificate is self-signed for `host`; yields its
     https:// URL once it answers TLS handshakes."""
     d.mkdir(parents=True, exist_ok=True)
-    cert, key = _self_signed(d, host)
+    cert, key = self_signed(d, "not this host", [host])
     port, peer = free_port(), free_port()
     url = f"https://127.0.0.1:{port}"
     cmd = [ETCD_BIN] if kind == "etcd" else [sys.executable, "-m", "petcd"]

@@ -158,6 +158,21 @@ def test_grpc_timeout_deadline(raw: Raw) -> None:
     assert status_of(raw.response(3)[0])[0] == "13"
 
 
+def test_deadlines_of_a_connection_each_expire_on_time(raw: Raw) -> None:
+    """One timer serves a connection's deadlines: a call with an earlier deadline
+    than those open re-arms it, a call that ended leaves it armed harmlessly, and each
+    call still expires at its own deadline."""
+    raw.call(1, b"sleep:5:raw-late", "/test.Svc/Echo", ("grpc-timeout", "3S"))
+    raw.call(3, b"x", "/test.Svc/Echo", ("grpc-timeout", "150m"))  # answered at once
+    raw.call(5, b"sleep:5:raw-early", "/test.Svc/Echo", ("grpc-timeout", "200m"))
+    t0 = time.monotonic()
+    assert status_of(raw.response(3)[0])[0] == "0"
+    assert status_of(raw.response(5)[0]) == ("4", "Deadline Exceeded")
+    assert time.monotonic() - t0 < 2  # not held until the 3 s one
+    assert status_of(raw.response(1)[0]) == ("4", "Deadline Exceeded")
+    assert time.monotonic() - t0 >= 2
+
+
 def test_rst_stream_cancels_the_handler(raw: Raw) -> None:
     raw.call(1, b"sleep:5:raw-rst")
     time.sleep(0.2)

@@ -13,29 +13,22 @@ import grpc
 import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, have_etcd
+from petcd.testing import FAST_ELECTIONS, Etcdctl, PetcdCluster, PetcdProcess, Started, have_etcd
 
 from .clients import Client, wait_gone
 
 pytestmark = pytest.mark.skipif(not have_etcd(), reason="etcd/etcdctl 3.4 not installed")
 
 # Fast elections (etcd's 1:10 ratio): the minimum TTL becomes 1 s (0.75 s rounded up).
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(FAST_ELECTIONS)
 
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[PetcdCluster]:
-    c = PetcdCluster(tmp_path_factory.mktemp("lease-cluster"), 3, args=FAST)
-    failed_before = request.session.testsfailed
-    c.start()
-    try:
-        yield c
-    finally:
-        if request.session.testsfailed > failed_before:
-            import sys
-            sys.stderr.write(c.dump_logs())
-        c.kill_all()
+    with Started(request) as started:
+        yield started.add(PetcdCluster(tmp_path_factory.mktemp("lease-cluster"), 3,
+                                       args=FAST)).start()
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import grpc
 import pytest
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-from petcd.testing import Etcdctl, PetcdCluster, PetcdProcess, free_port
+from petcd.testing import FAST_ELECTIONS, Etcdctl, PetcdCluster, PetcdProcess, Started, free_port
 
 from .conftest import Stubs, error_lines, petcdctl, wait_serving
 
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(FAST_ELECTIONS)
 QUOTA = 1_500_000
 VALUE = "x" * 100_000
 
@@ -30,15 +30,8 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PetcdClu
     c = PetcdCluster(tmp_path / "cluster", 3, args=[
         *FAST, "--quota-backend-bytes", str(QUOTA), "--snapshot-count", "20",
         "--experimental-snapshot-catchup-entries", "5"])
-    failed = request.session.testsfailed
-    c.start()
-    try:
-        yield c
-    finally:
-        if request.session.testsfailed > failed:
-            import sys
-            sys.stderr.write(c.dump_logs())
-        c.kill_all()
+    with Started(request) as started:
+        yield started.add(c).start()
 
 
 def hashes(ctl: Etcdctl) -> dict[str, int]:

@@ -56,7 +56,7 @@ class FakeTransport:
     async def stop(self) -> None:
         self.net.transports.pop(self.id, None)
 
-    def send(self, to: int, payloads: list[bytes]) -> None:
+    def send(self, to: int, payloads: list[bytes], now: bool = False) -> None:
         if self.net.up(self.id, to):
             target = self.net.transports[to]
             asyncio.get_running_loop().call_soon(target._on_messages, list(payloads))
@@ -153,3 +153,17 @@ class Cluster:
 
     def followers(self, leader: Node) -> list[Node]:
         return [n for n in self.nodes if n is not leader]
+
+
+def run(body: Callable[[Cluster], Awaitable[None]], tmp: Path, size: int = 3,
+        **kw: Any) -> None:
+    """`body` against a started cluster of `size` members (options `kw`), within 60 s;
+    the cluster is stopped whatever happens."""
+    async def main() -> None:
+        c = Cluster(tmp, size, **kw)
+        await c.start()
+        try:
+            await asyncio.wait_for(body(c), 60)
+        finally:
+            await c.stop()
+    asyncio.run(main())

@@ -15,24 +15,13 @@ from petcd.lease.apply import LEASE_GRANT
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.node import Node
 
-from .inproc import Cluster
+from .inproc import Cluster, run
 
 
 async def grant(node: Node, lease_id: int, ttl: int) -> None:
     req = rpc.LeaseGrantRequest(ID=lease_id, TTL=ttl)
     assert isinstance(await node.propose(LEASE_GRANT, req.SerializeToString(), req),
                       rpc.LeaseGrantResponse)
-
-
-def run(body, tmp: Path, size: int = 3) -> None:  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        c = Cluster(tmp, size)
-        await c.start()
-        try:
-            await asyncio.wait_for(body(c), 60)
-        finally:
-            await c.stop()
-    asyncio.run(main())
 
 
 def link_in_process(c: Cluster, node: Node) -> list[int]:

@@ -16,7 +16,7 @@ from petcd.server.node import Node
 from petcd.server.proposal import COMPACTION, PUT
 from petcd.server.raftnode.leadership import LeaderWatch
 
-from .inproc import Cluster
+from .inproc import Cluster, run
 
 
 async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rpc.PutResponse:
@@ -24,17 +24,6 @@ async def put(node: Node, key: bytes, value: bytes = b"v", lease: int = 0) -> rp
     resp = await node.propose(PUT, req.SerializeToString(), req)
     assert isinstance(resp, rpc.PutResponse), resp
     return resp
-
-
-def run(coro_fn, tmp: Path, size: int = 3, **kw):  # type: ignore[no-untyped-def]
-    async def main() -> None:
-        c = Cluster(tmp, size, **kw)
-        await c.start()
-        try:
-            await asyncio.wait_for(coro_fn(c), 60)
-        finally:
-            await c.stop()
-    asyncio.run(main())
 
 
 def test_writes_through_any_member_and_linearizable_reads(tmp_path: Path) -> None:
@@ -93,6 +82,11 @@ def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         grant = rpc.LeaseGrantRequest(ID=7, TTL=600)
         assert isinstance(await leader.propose(LEASE_GRANT, grant.SerializeToString(), grant),
                           rpc.LeaseGrantResponse)
+        hub = late.watch_hub(response_limit=1 << 20, progress_interval=600.0)
+        late.feed_watch_hub(hub)
+        told: list[int] = []  # the reload's calls (the commit listener holds its own)
+        notify = hub.notify
+        hub.notify = lambda events, rev: (told.append(rev), notify(events, rev))  # type: ignore[method-assign]
         c.net.isolate(late.member_id)
         for i in range(60):
             await put(leader, b"s%d" % i, lease=7 if i == 0 else 0)
@@ -109,6 +103,8 @@ def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
         assert late.lessor.get(7) is not None
         assert late.lessor.keys_of(late.lessor.get(7)) == [b"s0"]  # type: ignore[arg-type]
         assert late.store.hash_kv() == leader.store.hash_kv()
+        assert told and told[0] > 1  # the watch hub was told last, at the restored revision
+        assert hub.revision == late.store.current_revision
     run(body, tmp_path, snapshot_count=20, snapshot_catchup_entries=5)
 
 
@@ -146,6 +142,28 @@ def test_physical_compaction_in_steps_while_writes_go_on(tmp_path: Path) -> None
     # 400 keys in steps of at most 10: at least 40 steps, --experimental-compaction-
     # sleep-interval apart.
     run(body, tmp_path, size=1, compaction_batch_limit=10, compaction_sleep_interval=0.002)
+
+
+def test_writes_wait_while_the_apply_path_is_held_and_keep_log_order(tmp_path: Path) -> None:
+    # An idle apply loop lets the Ready loop apply on its own turn; not while someone
+    # (a defragment, a snapshot install) holds the apply path: then the writes wait,
+    # committed, and are applied in log order once it is released.
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        first = await put(node, b"before")
+        base = node.committed_index
+        async with node.applier.paused():
+            reqs = [rpc.PutRequest(key=b"held%d" % i) for i in range(5)]
+            futs = [node.propose(PUT, r.SerializeToString(), r) for r in reqs]
+            while node.committed_index < base + 5:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert not any(f.done() for f in futs)
+            assert node.store.current_revision == first.header.revision
+        revs = [r.header.revision for r in await asyncio.gather(*futs)]  # type: ignore[union-attr]
+        assert revs == list(range(first.header.revision + 1, first.header.revision + 6))
+        assert (await put(node, b"after")).header.revision == revs[-1] + 1
+    run(body, tmp_path, size=1)
 
 
 def test_stopped_driver_refuses_and_fails_waiters(tmp_path: Path) -> None:

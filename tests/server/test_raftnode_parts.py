@@ -128,13 +128,15 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
                           lambda fut, r: None)
         assert failed == 1 and isinstance(a.result(), rpc.PutResponse)
         assert b.result().kind is errors.NO_SPACE
+        # Answered: nothing of them is kept until their deadline (garbage for the GC).
+        assert not t.deadlines
         # A follower forwards: known by id until the applied entry names it.
         raw.is_leader = False
         c = _put(t, b"c", far)
         t.flush(raw, 4096)  # type: ignore[arg-type]
         (pid,) = t.by_id
         t.answer([rpc.PutResponse()], [], [(0, pid)], lambda fut, r: None)
-        assert c.done() and not t.by_id
+        assert c.done() and not t.by_id and not t.deadlines
         # No leader: kept queued; another refusal answers at once; deadlines expire.
         raw.drop = DropReason.NO_LEADER
         t = ProposalTracker(0xABC)
@@ -157,3 +159,13 @@ def test_tracker_indexes_answers_and_deadlines() -> None:
         t.expire(time.monotonic(), lambda started: errors.TIMEOUT)
         assert waiting == [w] and not w.done()
     asyncio.run(main())
+
+
+def test_tracker_id_field_is_the_varint() -> None:
+    """The proposal id's field, made from a reused tail, is protobuf's encoding."""
+    from petcd.pb.wire import varint
+
+    t = ProposalTracker(0xABC)
+    ids = [t.new_id() for _ in range(300)] + [0, 5, 127, 128, 300, 2**63 - 1, 2**64 - 1]
+    for rid in ids + [t.new_id() for _ in range(300)]:
+        assert t._id_field(rid) == b"\x08" + varint(rid)

@@ -6,7 +6,6 @@ survives kill -9 and a follower catching up from the leader's snapshot."""
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,26 +13,26 @@ from typing import Any
 
 import pytest
 
-from petcd.testing import EtcdProcess, PetcdCluster, PetcdProcess, have_etcd
+from petcd.testing import (
+    FAST_ELECTIONS,
+    EtcdProcess,
+    PetcdCluster,
+    PetcdProcess,
+    Started,
+    have_etcd,
+)
 
 from .client import LongPoll, call
 
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(FAST_ELECTIONS)
 ARGS = [*FAST, "--enable-v2", "--snapshot-count", "50",
         "--experimental-snapshot-catchup-entries", "10"]
 
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PetcdCluster]:
-    c = PetcdCluster(tmp_path / "c", 3, args=ARGS)
-    failed_before = request.session.testsfailed
-    try:
-        c.start()
-        yield c
-    finally:
-        if request.session.testsfailed > failed_before:
-            sys.stderr.write(c.dump_logs())
-        c.kill_all()
+    with Started(request) as started:
+        yield started.add(PetcdCluster(tmp_path / "c", 3, args=ARGS)).start()
 
 
 def _index(m: PetcdProcess) -> int:

@@ -16,27 +16,22 @@ import pytest
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
 from petcd.server.watch import prefix_end
-from petcd.testing import PetcdCluster
+from petcd.testing import FAST_ELECTIONS, PetcdCluster, Started
 
 from .client import WatchClient
 
-FAST = ["--heartbeat-interval", "50", "--election-timeout", "500"]
+FAST = list(FAST_ELECTIONS)
 Put = tuple[int, bytes, bytes]
 
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[PetcdCluster]:
-    c = PetcdCluster(tmp_path_factory.mktemp("watch-cluster"), 3, args=FAST)
-    failed_before = request.session.testsfailed
-    try:
+    with Started(request) as started:
+        c = started.add(PetcdCluster(tmp_path_factory.mktemp("watch-cluster"), 3, args=FAST))
         c.start()
         c.wait_leader()
         yield c
-    finally:
-        if request.session.testsfailed > failed_before:
-            sys.stderr.write(c.dump_logs())
-        c.kill_all()
 
 
 def events(client: WatchClient, watch_id: int = 0) -> list[Put]:

@@ -11,7 +11,7 @@ the user themself, RoleGet for a holder of the role (etcd's rules)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from petcd import errors
 from petcd.api.authz import Authorizer
-from petcd.api.grpc_call import HeaderSuffix, abort, parse_request
+from petcd.api.grpc_call import HeaderSuffix, abort, parse_request, read_barrier
 from petcd.auth import apply as A
 from petcd.auth.tokens import JwtTokens, SimpleTokens
 from petcd.errors import EtcdError
@@ -53,14 +53,6 @@ class AuthService:
         out: bytes = resp.SerializeToString() + b"\x0a" + varint(len(body)) + body
         return out + self.header.get()
 
-    async def _barrier(self, context: Context) -> None:
-        barrier = self._node.read_barrier()
-        if barrier is not None:
-            try:
-                await barrier
-            except EtcdError as e:
-                await abort(context, e)
-
     async def _admin(self, context: Context) -> tuple[str, int]:
         if not self._store.enabled:
             return _ANON
@@ -71,12 +63,30 @@ class AuthService:
 
     async def _change(self, kind: str, req: Message, context: Context,
                       raw: bytes | None = None) -> bytes:
+        """A change (root only while auth is on) through the log; its answer."""
         stamp = await self._admin(context)
+        return await self._propose(kind, req, stamp, context, raw)
+
+    async def _propose(self, kind: str, req: Message, stamp: tuple[str, int],
+                       context: Context, raw: bytes | None = None) -> bytes:
         result = await self._node.propose(kind, req.SerializeToString() if raw is None else raw,
                                           req, stamp)
         if type(result) is EtcdError:
             await abort(context, result)
         return self._answer(result)
+
+    async def _names(self, context: Context, names: Callable[[], Iterable[str]]) -> list[str]:
+        """UserList/RoleList: root only (with auth on), read after a barrier, byte order."""
+        await self._admin(context)
+        await read_barrier(self._node, context)
+        return sorted(names(), key=str.encode)
+
+    async def _hash_password(self, req: Any, no_password: bool = False) -> None:
+        """Hash here, before proposing: the log never holds a password in clear (a hash
+        the client sent is kept)."""
+        if not no_password and (req.password or not req.hashedPassword):
+            req.hashedPassword = await self._node.passwords.hash(req.password)
+        req.password = ""
 
     # -- enable, disable, status
     async def AuthEnable(self, raw: bytes, context: Context) -> bytes:
@@ -89,7 +99,7 @@ class AuthService:
 
     async def AuthStatus(self, raw: bytes, context: Context) -> bytes:
         await parse_request(rpc.AuthStatusRequest, raw, context)
-        await self._barrier(context)
+        await read_barrier(self._node, context)
         store = self._store
         return self._answer(rpc.AuthStatusResponse(enabled=store.enabled,
                                                    authRevision=store.revision))
@@ -144,22 +154,12 @@ class AuthService:
     async def UserAdd(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.AuthUserAddRequest, raw, context)
         stamp = await self._admin(context)
-        no_password = req.HasField("options") and req.options.no_password
-        if not no_password and (req.password or not req.hashedPassword):
-            req.hashedPassword = await self._node.passwords.hash(req.password)
-        req.password = ""
+        await self._hash_password(req, req.HasField("options") and req.options.no_password)
         return await self._propose(A.USER_ADD, req, stamp, context)
-
-    async def _propose(self, kind: str, req: Message, stamp: tuple[str, int],
-                       context: Context) -> bytes:
-        result = await self._node.propose(kind, req.SerializeToString(), req, stamp)
-        if type(result) is EtcdError:
-            await abort(context, result)
-        return self._answer(result)
 
     async def UserGet(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.AuthUserGetRequest, raw, context)
-        await self._barrier(context)
+        await read_barrier(self._node, context)
         store = self._store
         await self._admin_or(context, lambda user: user == req.name)
         found = store.users.get(req.name)
@@ -183,9 +183,7 @@ class AuthService:
 
     async def UserList(self, raw: bytes, context: Context) -> bytes:
         await parse_request(rpc.AuthUserListRequest, raw, context)
-        await self._admin(context)
-        await self._barrier(context)
-        names = sorted(self._store.users, key=str.encode)
+        names = await self._names(context, lambda: self._store.users)
         return self._answer(rpc.AuthUserListResponse(users=names))
 
     async def UserDelete(self, raw: bytes, context: Context) -> bytes:
@@ -195,9 +193,7 @@ class AuthService:
     async def UserChangePassword(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.AuthUserChangePasswordRequest, raw, context)
         stamp = await self._admin(context)
-        if req.password or not req.hashedPassword:
-            req.hashedPassword = await self._node.passwords.hash(req.password)
-        req.password = ""
+        await self._hash_password(req)
         return await self._propose(A.USER_CHANGE_PASSWORD, req, stamp, context)
 
     async def UserGrantRole(self, raw: bytes, context: Context) -> bytes:
@@ -215,7 +211,7 @@ class AuthService:
 
     async def RoleGet(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.AuthRoleGetRequest, raw, context)
-        await self._barrier(context)
+        await read_barrier(self._node, context)
         store = self._store
         await self._admin_or(context, lambda user: store.has_role(user, req.role))
         role = store.roles.get(req.role)
@@ -225,9 +221,7 @@ class AuthService:
 
     async def RoleList(self, raw: bytes, context: Context) -> bytes:
         await parse_request(rpc.AuthRoleListRequest, raw, context)
-        await self._admin(context)
-        await self._barrier(context)
-        names = sorted(self._store.roles, key=str.encode)
+        names = await self._names(context, lambda: self._store.roles)
         return self._answer(rpc.AuthRoleListResponse(roles=names))
 
     async def RoleDelete(self, raw: bytes, context: Context) -> bytes:

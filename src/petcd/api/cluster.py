@@ -4,6 +4,7 @@ included): api/maintenance.py."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ import grpc
 
 from petcd import errors
 from petcd.api.authz import Authorizer, require_admin
-from petcd.api.grpc_call import abort, parse_request, raw_service
+from petcd.api.grpc_call import abort, parse_request, raw_service, read_barrier
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.membership import Member
@@ -48,6 +49,17 @@ class ClusterService:
         h = resp.header
         h.cluster_id, h.member_id, h.raft_term = node.cluster_id, node.member_id, node.term
 
+    async def _change(self, context: Context,
+                      op: Callable[[], Awaitable[tuple[Member | None, list[Member]]]]
+                      ) -> tuple[Member | None, list[Member]]:
+        """A membership change: root only (with auth on), run on the leader; its error
+        ends the call."""
+        await require_admin(self._authz, context)
+        try:
+            return await op()
+        except EtcdError as e:
+            await abort(context, e)
+
     def _members(self, resp: Any, members: list[Member]) -> bytes:
         self._header(resp)
         resp.members.extend(m.to_pb() for m in members)
@@ -58,24 +70,15 @@ class ClusterService:
         req = await parse_request(rpc.MemberListRequest, raw, context)
         node = self._node
         if req.linearizable:  # (etcd 3.5) served after a read barrier
-            barrier = node.read_barrier()
-            if barrier is not None:
-                try:
-                    await barrier
-                except EtcdError as e:
-                    await abort(context, e)
+            await read_barrier(node, context)
         resp = rpc.MemberListResponse(members=node.members())
         self._header(resp)
         return resp.SerializeToString()
 
     async def MemberAdd(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberAddRequest, raw, context)
-        await require_admin(self._authz, context)
-        try:
-            member, members = await self._node.add_member(_peer_urls(req.peerURLs),
-                                                           req.isLearner)
-        except EtcdError as e:
-            await abort(context, e)
+        member, members = await self._change(context, lambda: self._node.add_member(
+            _peer_urls(req.peerURLs), req.isLearner))
         assert member is not None
         resp = rpc.MemberAddResponse(member=rpc.Member(ID=member.id, peerURLs=member.peer_urls,
                                                        isLearner=member.is_learner))
@@ -83,29 +86,18 @@ class ClusterService:
 
     async def MemberRemove(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberRemoveRequest, raw, context)
-        await require_admin(self._authz, context)
-        try:
-            _, members = await self._node.remove_member(req.ID)
-        except EtcdError as e:
-            await abort(context, e)
+        _, members = await self._change(context, lambda: self._node.remove_member(req.ID))
         return self._members(rpc.MemberRemoveResponse(), members)
 
     async def MemberUpdate(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberUpdateRequest, raw, context)
-        await require_admin(self._authz, context)
-        try:
-            _, members = await self._node.update_member(req.ID, _peer_urls(req.peerURLs))
-        except EtcdError as e:
-            await abort(context, e)
+        _, members = await self._change(context, lambda: self._node.update_member(
+            req.ID, _peer_urls(req.peerURLs)))
         return self._members(rpc.MemberUpdateResponse(), members)
 
     async def MemberPromote(self, raw: bytes, context: Context) -> bytes:
         req = await parse_request(rpc.MemberPromoteRequest, raw, context)
-        await require_admin(self._authz, context)
-        try:
-            _, members = await self._node.promote_member(req.ID)
-        except EtcdError as e:
-            await abort(context, e)
+        _, members = await self._change(context, lambda: self._node.promote_member(req.ID))
         return self._members(rpc.MemberPromoteResponse(), members)
 
     def handler(self) -> grpc.GenericRpcHandler[Any, Any]:

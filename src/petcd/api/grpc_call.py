@@ -62,6 +62,17 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], err: EtcdError) -> 
     raise AssertionError("unreachable: abort raises")
 
 
+async def read_barrier(node: Node, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Wait until this member has applied what a linearizable read must see; a failed
+    barrier (no leader, timeout) ends the call with its error."""
+    barrier = node.read_barrier()
+    if barrier is not None:
+        try:
+            await barrier
+        except EtcdError as e:
+            await abort(context, e)
+
+
 def raw_service(name: str, methods: dict[str, Any]) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler whose unary methods see and return serialized bytes."""
     return grpc.method_handlers_generic_handler(

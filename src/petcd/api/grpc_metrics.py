@@ -72,12 +72,18 @@ ClientRequests = dict[tuple[str, str], int]
 def _count_client(requests: ClientRequests, kind: str, context: Any) -> None:
     version = "unknown"
     try:
-        for key, value in context.invocation_metadata() or ():
-            if key == "client-api-version":
-                version = value if isinstance(value, str) else value.decode("latin-1")
-                break
-    except Exception:
-        pass
+        # petcd's h2 server looks the one key up directly (no metadata list per call)
+        found = context.metadata_value("client-api-version")
+        if found is not None:
+            version = found
+    except AttributeError:
+        try:
+            for key, value in context.invocation_metadata() or ():
+                if key == "client-api-version":
+                    version = value if isinstance(value, str) else value.decode("latin-1")
+                    break
+        except Exception:
+            pass
     k = (kind, version)
     requests[k] = requests.get(k, 0) + 1
 

@@ -62,6 +62,9 @@ class HttpProtocol(asyncio.Protocol):
         # The request being answered came by the fast path (http_wire.parse_simple):
         # h11 never saw it, so the answer is written here too and h11 stays IDLE.
         self._fast = False
+        # h11 has been given bytes (or EOF) on this connection: until then its buffer is
+        # known empty without asking it (trailing_data copies the buffer).
+        self._h11_fed = False
         self._body_in: RequestBody | None = None  # a body being streamed to its call
         self._pre = b""  # the start of what may be a plain request (the fast path's)
         self._pre_reads = 0  # reads joined in _pre so far
@@ -77,7 +80,13 @@ class HttpProtocol(asyncio.Protocol):
         self._max_body = max_body
         self._request_timeout = request_timeout
         self._idle_timeout = idle_timeout
+        # The request or idle timeout: _deadline is when it is due (None while a request
+        # is answered); the timer, once set, is moved only when it fires early or is due
+        # later than the deadline (no timer made and cancelled per request).
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline: float | None = None
+        self._loop: asyncio.AbstractEventLoop  # (set by connection_made)
         self._receiving = False  # a request has started arriving
         self._write_paused = False  # the client does not read our answers
         # Set by the listener's connection accounting: called once when the connection ends.
@@ -85,16 +94,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self._loop = asyncio.get_running_loop()
         self._arm(self._request_timeout)
 
     def _arm(self, seconds: float) -> None:
+        deadline = self._deadline = self._loop.time() + seconds
+        if self._timer is None or self._timer_at > deadline:
+            self._set_timer(deadline)
+
+    def _set_timer(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+        self._timer = self._loop.call_at(when, self._timed_out)
+        self._timer_at = when
 
     def _timed_out(self) -> None:
         self._timer = None
-        if self._transport is None or self._busy:
+        deadline = self._deadline
+        if self._transport is None or self._busy or deadline is None:
+            return
+        if self._loop.time() < deadline:  # pushed back since the timer was set
+            self._set_timer(deadline)
             return
         if self._receiving:
             self._send_error(408, b"request timeout\n")
@@ -117,6 +137,7 @@ class HttpProtocol(asyncio.Protocol):
             self._pre_reads = 0
             self._receiving = True
             self._arm(self._request_timeout)
+        self._h11_fed = True
         self._conn.receive_data(data)
         self._process()
         if not self._busy or self._body_in is not None:
@@ -134,7 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         (its parse and send cost ~1 ms per request under load); False: h11 takes it."""
         conn = self._conn
         if (conn.our_state is not h11.IDLE or conn.their_state is not h11.IDLE
-                or self._write_paused or conn.trailing_data[0]):
+                or self._write_paused or (self._h11_fed and conn.trailing_data[0])):
             return False
         parsed = parse_simple(data, MAX_HEADER_BYTES, self._max_body)
         if parsed is INCOMPLETE:
@@ -166,16 +187,15 @@ class HttpProtocol(asyncio.Protocol):
         response or a streamed request body reads on, each bounded)."""
         self._busy = True
         self._held = 0
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None  # (no timeout while the request is answered)
         assert self._transport is not None
         if not isinstance(body, RequestBody):
             self._transport.pause_reading()
             self._reading_paused = True
-        asyncio.get_running_loop().create_task(self._respond(method, target, headers, body))
+        self._loop.create_task(self._respond(method, target, headers, body))
 
     def eof_received(self) -> bool | None:
+        self._h11_fed = True
         if self._pre:  # a request cut short: h11 says what it is
             self._conn.receive_data(self._pre)
             self._pre = b""
@@ -269,7 +289,8 @@ class HttpProtocol(asyncio.Protocol):
                 return
         if self._transport is None:
             return
-        if self._fast:
+        fast = self._fast
+        if fast:
             self._fast = False  # h11 never left IDLE
         elif (self._conn.our_state is h11.MUST_CLOSE
               or self._conn.their_state is h11.MUST_CLOSE):
@@ -290,7 +311,8 @@ class HttpProtocol(asyncio.Protocol):
         if not self._write_paused:  # else resume_writing goes on
             self._reading_paused = False
             self._transport.resume_reading()
-            self._process()
+            if not fast or self._h11_fed:
+                self._process()  # (h11 may hold bytes, or the end, that came meanwhile)
 
     def _send(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -298,7 +320,7 @@ class HttpProtocol(asyncio.Protocol):
         all_headers = [*headers,
                        (b"Date", date()),
                        (b"Content-Length", str(len(body)).encode())]
-        if self._fast:  # (only GET and POST come this way)
+        if self._fast:  # (never HEAD: its answer has no body)
             self._transport.write(response_head(status, all_headers) + b"\r\n" + body)
             return
         if self._request is not None and self._request.method == b"HEAD":

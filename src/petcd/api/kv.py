@@ -129,15 +129,14 @@ class KVService:
         except DecodeError as e:
             await undecodable(context, e)
         try:
-            validate.check_txn(req, self._max_txn_ops)
+            reads_only = validate.check_txn(req, self._max_txn_ops)
         except EtcdError as e:
             await abort(context, e)
-        ranges = _readonly_ranges(req)
-        if ranges is None:
+        if not reads_only:
             return await self._propose(P.TXN, raw, req, context, checks.check_txn)
         # Only ranges: a read, as in etcd (no log entry; a barrier unless all serializable).
         node = self._node
-        if not all(r.serializable for r in ranges):
+        if not all(op.request_range.serializable for op in (*req.success, *req.failure)):
             barrier = node.read_barrier()
             if barrier is not None:
                 try:
@@ -166,12 +165,3 @@ class KVService:
             "Range": self.Range, "Put": self.Put, "DeleteRange": self.DeleteRange,
             "Txn": self.Txn, "Compact": self.Compact})
 
-
-def _readonly_ranges(req: rpc.TxnRequest) -> list[rpc.RangeRequest] | None:
-    """The range requests of a txn whose ops (both branches) are all ranges, else None."""
-    ranges = []
-    for op in (*req.success, *req.failure):
-        if op.WhichOneof("request") != "request_range":
-            return None
-        ranges.append(op.request_range)
-    return ranges

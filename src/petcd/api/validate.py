@@ -4,6 +4,7 @@ order and errors. Pure functions over parsed requests; raise EtcdError."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from petcd import errors
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -28,12 +29,31 @@ def check_delete(r: rpc.DeleteRangeRequest) -> None:
         raise errors.EMPTY_KEY()
 
 
-def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> None:
-    _check_txn_ops(r, max_txn_ops)
+def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> bool:
+    """etcd's checks of a Txn; returns whether every op of both branches is a range
+    (the txn is a read)."""
+    compare, success, failure = r.compare, r.success, r.failure
+    ops = max(len(compare), len(success), len(failure))
+    if ops > max_txn_ops:
+        raise errors.TOO_MANY_OPS()
+    for c in compare:
+        if not c.key:
+            raise errors.EMPTY_KEY()
+    left = max_txn_ops - ops
+    kinds_then = [_check_op(op, left) for op in success]
+    kinds_else = [_check_op(op, left) for op in failure]
     # Overlap checks come after the cheap ones, as in etcd (avoids quadratic work on
-    # requests that are rejected anyway).
-    check_intervals(r.success)
-    check_intervals(r.failure)
+    # requests that are rejected anyway). A branch of one op other than a nested txn
+    # cannot overlap itself (the common txn: a compare and one put).
+    if len(kinds_then) > 1 or kinds_then == _NESTED:
+        check_intervals(success)
+    if len(kinds_else) > 1 or kinds_else == _NESTED:
+        check_intervals(failure)
+    return all(k == "request_range" for k in kinds_then) and \
+        all(k == "request_range" for k in kinds_else)
+
+
+_NESTED = ["request_txn"]
 
 
 def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> None:
@@ -48,7 +68,7 @@ def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> None:
             _check_op(op, max_txn_ops - ops)
 
 
-def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> None:
+def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> str:
     which = op.WhichOneof("request")
     if which == "request_range":
         check_range(op.request_range)
@@ -60,6 +80,7 @@ def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> None:
         _check_txn_ops(op.request_txn, max_txn_ops)
     else:
         raise errors.KEY_NOT_FOUND()  # an empty op: etcd answers this
+    return cast(str, which)
 
 
 # A delete's key span: [begin, end); end None means the single key `begin`. A range end

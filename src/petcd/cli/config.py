@@ -16,7 +16,8 @@ from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
-from petcd.cli.flags import BY_NAME, IGNORED, NOT_FOR_PETCD, Flag, Kind
+from petcd.cli.flags import BY_FILE_KEY, BY_NAME, FLAGS, IGNORED, NOT_FOR_PETCD, Flag, Kind
+from petcd.server.options import ServerOptions
 from petcd.tls.config import TLSError, check_tls_settings
 
 
@@ -170,6 +171,17 @@ class Config:
         """A list flag (URLs or strings)."""
         return cast(list[str], self._get(name, (Kind.URLS, Kind.STRINGS), list))
 
+    def options(self) -> ServerOptions:
+        """The member's typed options, each filled by the flag naming it (cli/flags.py)."""
+        fields: dict[str, Any] = {}
+        for flag in FLAGS:
+            if flag.option:
+                try:
+                    fields[flag.option] = flag.option_value(self)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
+        return ServerOptions(**fields)
+
     @property
     def name(self) -> str:
         return self.text("name")
@@ -183,20 +195,12 @@ class Config:
         return self.items("listen-client-urls")
 
     @property
-    def listen_client_http_urls(self) -> list[str]:
-        return self.items("listen-client-http-urls")
-
-    @property
     def advertise_client_urls(self) -> list[str]:
         return self.items("advertise-client-urls")
 
     @property
     def listen_peer_urls(self) -> list[str]:
         return self.items("listen-peer-urls")
-
-    @property
-    def initial_advertise_peer_urls(self) -> list[str]:
-        return self.items("initial-advertise-peer-urls")
 
     @property
     def initial_cluster(self) -> str:
@@ -207,20 +211,12 @@ class Config:
         return self.text("initial-cluster-token")
 
     @property
-    def initial_cluster_state(self) -> str:
-        return self.text("initial-cluster-state")
-
-    @property
     def max_request_bytes(self) -> int:
         return self.number("max-request-bytes")
 
     @property
     def max_txn_ops(self) -> int:
         return self.number("max-txn-ops")
-
-    @property
-    def max_concurrent_streams(self) -> int:
-        return self.number("max-concurrent-streams")
 
     @property
     def auto_compaction(self) -> tuple[str, float]:
@@ -239,11 +235,6 @@ class Config:
         return mode, seconds if mode == "periodic" else float(int(seconds * 1e9))
 
     @property
-    def compaction_batch_limit(self) -> int:
-        limit = self.number("experimental-compaction-batch-limit")
-        return limit if limit > 0 else 1000  # etcd: 0 means its default
-
-    @property
     def heartbeat_ms(self) -> int:
         return self.number("heartbeat-interval")
 
@@ -258,18 +249,6 @@ class Config:
     @property
     def grpc_keepalive_interval(self) -> float:
         return self.seconds("grpc-keepalive-interval")
-
-    @property
-    def grpc_keepalive_timeout(self) -> float:
-        return self.seconds("grpc-keepalive-timeout")
-
-    @property
-    def socket_reuse_port(self) -> bool:
-        return self.on("socket-reuse-port")
-
-    @property
-    def socket_reuse_address(self) -> bool:
-        return self.on("socket-reuse-address")
 
     @property
     def log_level(self) -> str:
@@ -412,21 +391,6 @@ def _set(cfg: Config, flag: Flag, raw: object, origin: str, *, from_file: bool =
     cfg.explicit.add(flag.name)
 
 
-# etcd's client-transport-security / peer-transport-security keys -> (client flag, peer flag)
-_SECURITY_KEYS = {
-    "cert-file": ("cert-file", "peer-cert-file"),
-    "key-file": ("key-file", "peer-key-file"),
-    "client-cert-file": ("client-cert-file", "peer-client-cert-file"),
-    "client-key-file": ("client-key-file", "peer-client-key-file"),
-    "client-cert-auth": ("client-cert-auth", "peer-client-cert-auth"),
-    "trusted-ca-file": ("trusted-ca-file", "peer-trusted-ca-file"),
-    "auto-tls": ("auto-tls", "peer-auto-tls"),
-    "crl-file": ("client-crl-file", "peer-crl-file"),
-    "allowed-cn": ("", "peer-cert-allowed-cn"),
-    "allowed-hostname": ("client-cert-allowed-hostname", "peer-cert-allowed-hostname"),
-}
-
-
 def load_config_file(path: str) -> Config:
     """etcd's YAML config file: keys are flag names; flags and ETCD_* are ignored."""
     try:
@@ -444,12 +408,11 @@ def load_config_file(path: str) -> Config:
     for key, value in data.items():
         key = str(key)
         if key in ("client-transport-security", "peer-transport-security"):
-            side = 0 if key.startswith("client") else 1
             if isinstance(value, Mapping):
                 for sub, sub_value in value.items():
-                    target = _SECURITY_KEYS.get(str(sub), ("", ""))[side]
-                    if target and sub_value is not None:
-                        _set(cfg, BY_NAME[target], sub_value, f"{key}.{sub}", from_file=True)
+                    target = BY_FILE_KEY.get(f"{key}.{sub}")
+                    if target is not None and sub_value is not None:
+                        _set(cfg, target, sub_value, f"{key}.{sub}", from_file=True)
             continue
         flag = BY_NAME.get(key)
         if flag is None or value is None:

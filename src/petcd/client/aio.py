@@ -20,11 +20,9 @@ from petcd.client.aio_streams import AsyncKeepAlive, AsyncWatch, AsyncWatchStrea
 from petcd.client.connection import (
     KEEPALIVE_TIME,
     KEEPALIVE_TIMEOUT,
-    Action,
-    Backoff,
     Config,
     Deadline,
-    decide,
+    Retry,
 )
 from petcd.client.errors import (
     ClientClosedError,
@@ -162,42 +160,27 @@ class AsyncClient:
 
     async def _run(self, attempt: Callable[[_AConn, Deadline], Awaitable[T]],
                    idempotent: bool, timeout: float | None) -> T:
-        deadline = Deadline(self.config.timeout if timeout is _UNSET else timeout)
-        backoff = Backoff(len(self.config.endpoints))
-        reauthed = False
+        retry = Retry(self.config, idempotent,
+                      self.config.timeout if timeout is _UNSET else timeout, self._failover)
         while True:
             try:
-                conn = await self._conn(deadline)
+                conn = await self._conn(retry.deadline)
             except _DialFailed as d:
-                self._failover(d.conn)
-                if backoff.exhausted(deadline):
-                    raise ConnectionFailedError(
-                        f"could not connect to any of {self.config.endpoints}") from None
-                await asyncio.sleep(backoff.next_pause())
+                await asyncio.sleep(retry.dial_failed(d.conn))
                 continue
             try:
-                await self._ensure_token(conn, deadline)
-            except (ConnectionFailedError, UnavailableError):
-                self._failover(conn)
-                if backoff.exhausted(deadline):
-                    raise
-                await asyncio.sleep(backoff.next_pause())
+                await self._ensure_token(conn, retry.deadline)
+            except (ConnectionFailedError, UnavailableError) as e:
+                await asyncio.sleep(retry.auth_failed(conn, e))
                 continue
             try:
-                return await attempt(conn, deadline)
+                return await attempt(conn, retry.deadline)
             except grpc.RpcError as e:
-                action = decide(e, idempotent,
-                                can_reauth=self.config.user is not None and not reauthed)
-                if action is Action.REAUTH:
-                    reauthed = True
+                pause = retry.call_failed(conn, e, self._closed)
+                if pause is None:
                     self._token = None
                     continue
-                if action is Action.RAISE or self._closed:
-                    raise from_rpc_error(e) from None
-                self._failover(conn)
-                if backoff.exhausted(deadline):
-                    raise from_rpc_error(e) from None
-                await asyncio.sleep(backoff.next_pause())
+                await asyncio.sleep(pause)
 
     async def _unary(self, call: calls.Call[T], timeout: float | None = _UNSET) -> T:
         async def attempt(conn: _AConn, deadline: Deadline) -> T:

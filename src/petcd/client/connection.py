@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import grpc
 
-from petcd.client.errors import surely_not_sent
+from petcd.client.errors import ConnectionFailedError, from_rpc_error, surely_not_sent
 
 # gRPC keepalive, on by default (a member hung by SIGSTOP, a dead host or a silent network
 # sends no RST: without pings a watch on it waits forever). The numbers are etcdctl's
@@ -206,6 +207,53 @@ class Backoff:
         if deadline.at is not None:
             return deadline.passed()
         return self.failures >= self.members * max_rounds
+
+
+class Retry:
+    """One call's attempts, for both flavours' loops (which only add the waiting): after
+    each failure, fail over to the next member (`failover(conn)`) and return the pause
+    before the next attempt, or raise what the caller gets once the policy or the
+    deadline says stop."""
+
+    def __init__(self, config: Config, idempotent: bool, timeout: float | None,
+                 failover: Callable[[Any], None]) -> None:
+        self.deadline = Deadline(timeout)
+        self._backoff = Backoff(len(config.endpoints))
+        self._endpoints = config.endpoints
+        self._idempotent = idempotent
+        self._can_reauth = config.user is not None  # once per call
+        self._failover = failover
+
+    def _next(self, conn: Any, give_up: Callable[[], NoReturn]) -> float:
+        self._failover(conn)
+        if self._backoff.exhausted(self.deadline):
+            give_up()
+        return self._backoff.next_pause()
+
+    def dial_failed(self, conn: Any) -> float:
+        def give_up() -> NoReturn:
+            raise ConnectionFailedError(f"could not connect to any of {self._endpoints}")
+        return self._next(conn, give_up)
+
+    def auth_failed(self, conn: Any, e: Exception) -> float:
+        """Authenticating failed for want of a member: the request was not sent."""
+        def give_up() -> NoReturn:
+            raise e
+        return self._next(conn, give_up)
+
+    def call_failed(self, conn: Any, e: grpc.RpcError, closed: bool) -> float | None:
+        """The pause before the next attempt; None: drop the token, authenticate again
+        and retry at once."""
+        action = decide(e, self._idempotent, can_reauth=self._can_reauth)
+        if action is Action.REAUTH:
+            self._can_reauth = False
+            return None
+
+        def give_up() -> NoReturn:
+            raise from_rpc_error(e) from None
+        if action is Action.RAISE or closed:
+            give_up()
+        return self._next(conn, give_up)
 
 
 WATCH_METADATA = (("hasleader", "true"),)  # etcd cancels the stream if its member has no leader

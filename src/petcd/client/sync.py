@@ -17,11 +17,9 @@ from petcd.client import types as t
 from petcd.client.connection import (
     KEEPALIVE_TIME,
     KEEPALIVE_TIMEOUT,
-    Action,
-    Backoff,
     Config,
     Deadline,
-    decide,
+    Retry,
 )
 from petcd.client.errors import (
     ClientClosedError,
@@ -169,45 +167,29 @@ class Client:
     def _run(self, attempt: Callable[[_Conn, Deadline], T], idempotent: bool,
              timeout: float | None) -> T:
         """Run `attempt` on the current member, failing over and retrying as the policy
-        allows (connection.decide)."""
-        deadline = Deadline(self.config.timeout if timeout is _UNSET else timeout)
-        backoff = Backoff(len(self.config.endpoints))
-        reauthed = False
+        allows (connection.Retry)."""
+        retry = Retry(self.config, idempotent,
+                      self.config.timeout if timeout is _UNSET else timeout, self._failover)
         while True:
             try:
-                conn = self._conn(deadline)
+                conn = self._conn(retry.deadline)
             except _DialFailed as d:
-                self._failover(d.conn)
-                if backoff.exhausted(deadline):
-                    raise ConnectionFailedError(
-                        f"could not connect to any of {self.config.endpoints}") from None
-                time.sleep(backoff.next_pause())
+                time.sleep(retry.dial_failed(d.conn))
                 continue
             try:
-                self._ensure_token(conn, deadline)
-            except (ConnectionFailedError, UnavailableError):
-                # authenticating failed for want of a member: the request was not sent
-                self._failover(conn)
-                if backoff.exhausted(deadline):
-                    raise
-                time.sleep(backoff.next_pause())
+                self._ensure_token(conn, retry.deadline)
+            except (ConnectionFailedError, UnavailableError) as e:
+                time.sleep(retry.auth_failed(conn, e))
                 continue
             try:
-                return attempt(conn, deadline)
+                return attempt(conn, retry.deadline)
             except grpc.RpcError as e:
-                action = decide(e, idempotent,
-                                can_reauth=self.config.user is not None and not reauthed)
-                if action is Action.REAUTH:
-                    reauthed = True
+                pause = retry.call_failed(conn, e, self._closed)
+                if pause is None:
                     with self._lock:
                         self._token = None
                     continue
-                if action is Action.RAISE or self._closed:
-                    raise from_rpc_error(e) from None
-                self._failover(conn)
-                if backoff.exhausted(deadline):
-                    raise from_rpc_error(e) from None
-                time.sleep(backoff.next_pause())
+                time.sleep(pause)
 
     def _unary(self, call: calls.Call[T], timeout: float | None = _UNSET) -> T:
         def attempt(conn: _Conn, deadline: Deadline) -> T:

@@ -181,9 +181,11 @@ class Alarms:
         self._grow_error: errors.EtcdError | None = None
         self._update_gates()
         applier.register(ALARM, self.apply)
-        applier.wrap(P.PUT, self._gate_put)
-        applier.wrap(P.TXN, self._gate_txn)
-        applier.wrap("lease_grant", self._gate_lease_grant)
+        applier.wrap(P.PUT, self._quota_gate(
+            lambda req: KV_OVERHEAD + len(req.key) + len(req.value)))
+        applier.wrap(P.TXN, self._quota_gate(
+            cost_txn, lambda req: txn_upper_bound(req.ByteSize())))
+        applier.wrap("lease_grant", self._quota_gate(lambda req: LEASE_OVERHEAD))
         for kind in (P.DELETE_RANGE, P.COMPACTION, "lease_revoke"):
             applier.wrap(kind, self._gate_write)
 
@@ -233,50 +235,33 @@ class Alarms:
         if not self._nospace:
             self._on_quota_exceeded()
 
-    def _gate_put(self, inner: Handler) -> Handler:
+    def _quota_gate(self, cost: Callable[[Any], int],
+                    bound: Callable[[Any], int] | None = None) -> Callable[[Handler], Handler]:
+        """A request that may grow the backend by cost(req): refused under CORRUPT (and
+        under NOSPACE when it grows it at all); applied, then answered NO_SPACE when it
+        took the backend past the quota (as etcd answers it). `bound(req)`, when given,
+        is a cheap upper bound of the cost: with no alarm and far below the quota the
+        exact cost (a pass over a txn's ops) is not computed."""
         quota = self.quota
 
-        def put(batch: WriteBatch, req: rpc.PutRequest) -> Any:
-            if self._grow_error is not None:
-                raise self._grow_error()
-            fits = quota.available(KV_OVERHEAD + len(req.key) + len(req.value))
-            resp = inner(batch, req)
-            if fits:
-                return resp
-            self._exceeded()
-            return errors.NO_SPACE()  # applied, but answered as etcd answers it
-        return put
-
-    def _gate_txn(self, inner: Handler) -> Handler:
-        quota = self.quota
-
-        def txn(batch: WriteBatch, req: rpc.TxnRequest) -> Any:
-            if self._write_error is not None:
-                raise self._write_error()
-            cost = cost_txn(req)
-            if self._nospace and cost > 0:
-                raise errors.NO_SPACE()
-            fits = quota.available(cost)
-            resp = inner(batch, req)
-            if fits:
-                return resp
-            self._exceeded()
-            return errors.NO_SPACE()
-        return txn
-
-    def _gate_lease_grant(self, inner: Handler) -> Handler:
-        quota = self.quota
-
-        def lease_grant(batch: WriteBatch, req: Any) -> Any:
-            if self._grow_error is not None:
-                raise self._grow_error()
-            fits = quota.available(LEASE_OVERHEAD)
-            resp = inner(batch, req)
-            if fits:
-                return resp
-            self._exceeded()
-            return errors.NO_SPACE()
-        return lease_grant
+        def wrap(inner: Handler) -> Handler:
+            def gate(batch: WriteBatch, req: Any) -> Any:
+                if (bound is not None and self._grow_error is None
+                        and quota.available(bound(req))):
+                    fits = True  # (no alarm: nothing to refuse; fits even at the bound)
+                else:
+                    size = cost(req)
+                    refused = self._grow_error if size > 0 else self._write_error
+                    if refused is not None:
+                        raise refused()
+                    fits = quota.available(size)
+                resp = inner(batch, req)
+                if fits:
+                    return resp
+                self._exceeded()
+                return errors.NO_SPACE()
+            return gate
+        return wrap
 
     def _gate_write(self, inner: Handler) -> Handler:
         def gate(batch: WriteBatch, req: Any) -> Any:

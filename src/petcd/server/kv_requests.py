@@ -298,6 +298,12 @@ class KVRequests:
                 raise errors.KEY_NOT_FOUND()
             self._check_lease(put.lease)
         self._check_ranges(before, ranges)
+        ops = plan[1]
+        if writes and len(ops) == 1 and ops[0][0] != "request_txn":
+            # One put or delete and nothing else: with its checks passed it fails, if
+            # at all, before writing anything (as a plain Put or DeleteRange), so it
+            # needs no nested transaction to undo it.
+            writes = False
         with store.write(batch, atomic=writes) as tw:
             self._run(tw, plan, resp)
         resp.header.revision = tw.rev

@@ -127,18 +127,23 @@ class Node:
                          self.propose)
         self.metrics.watch_v2_store(lambda: self.v2.store)
         member_metrics.register(self, self.metrics.registry)
+        self._watch_hubs: list[WatchHub] = []  # fed by feed_watch_hub
         self.backend.restore_hooks.append(self._reload_after_restore)
 
     def _reload_after_restore(self) -> None:
         """A snapshot from the leader replaced the backend file (on the loop thread, the
         apply path paused): everything derived from it is read again, in this order, each
         step reading what the ones before restored. (The member list is reloaded by the
-        Raft driver; the API's watch hub catches up after this.)"""
+        Raft driver, which swapped the file.)"""
         self.store.reload()  # revisions, compaction under way
         self.lessor.recover(self.store)  # leases and the keys attached to them
         self.auth.load()  # users, roles, whether auth is on
         self.maintenance.alarms.reload()  # alarms, then the write gates they set
         self.v2.load()  # the v2 keys tree, its index and history
+        # Last, the watch hubs: the new revisions came without events, so every watcher
+        # catches up from the (now reloaded) store.
+        for hub in self._watch_hubs:
+            hub.notify([], self.store.current_revision)
 
     def _init_leases(self, opts: ServerOptions) -> None:
         """The lessor: KV lease hook, apply handlers, and its driver on the event loop
@@ -340,11 +345,10 @@ class Node:
 
     def feed_watch_hub(self, hub: WatchHub) -> None:
         """Call on the event loop before start(): every commit from here on reaches the
-        hub. After a snapshot from the leader replaced the store, its revisions came
-        without events, so every watcher catches up from the store."""
+        hub; after a snapshot install, _reload_after_restore tells it last."""
         hub.revision = self.store.current_revision
         self._applier.add_commit_listener(hub.commit_listener())
-        self.backend.restore_hooks.append(lambda: hub.notify([], self.store.current_revision))
+        self._watch_hubs.append(hub)
 
     # -- leases (renewals and TTLs are the lease driver's: no log entry)
     def new_lease_id(self) -> int:

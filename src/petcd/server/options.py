@@ -1,5 +1,7 @@
-"""What the member needs to know from its configuration (built by petcd.cli from
-etcd's flags), kept free of flag parsing so tests and embedders can build it."""
+"""What the member needs to know from its configuration, kept free of flag parsing so
+tests and embedders can build it. petcd.cli fills it from etcd's flags: each flag's row in
+cli/flags.py names the field it fills; a field no flag fills says why in its metadata
+(tests/cli/test_flag_table.py checks both directions, and that the defaults agree)."""
 
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class ServerOptions:
     # --force-new-cluster: on restart, commit the removal of every other member.
     force_new_cluster: bool = False
     # Upper bound on proposals handed to Raft in one batch (one WAL frame + one fsync).
-    max_batch_entries: int = 4096
+    max_batch_entries: int = field(default=4096, metadata={
+        "no_flag": "petcd's own bound on a Raft batch; etcd has no such setting"})
     # The backend commits what was applied at most this long after it was applied
     # (--backend-batch-interval) and after this many applied operations
     # (--backend-batch-limit); etcd's defaults. The WAL has everything applied.
@@ -131,7 +134,8 @@ class ServerOptions:
     # remaining TTLs in the log every lease_checkpoint_interval seconds.
     lease_checkpoint: bool = False
     lease_checkpoint_persist: bool = False
-    lease_checkpoint_interval: float = 300.0
+    lease_checkpoint_interval: float = field(default=300.0, metadata={
+        "no_flag": "etcd has no flag for it either (its tests shorten it)"})
     # Auth: --auth-token ("simple" or "jwt,<options>"), --auth-token-ttl (seconds a
     # simple token lives after its last use), --bcrypt-cost (password hashing).
     auth_token: str = "simple"

@@ -8,10 +8,13 @@ processes.py: one member process (petcd or etcd) and etcdctl; cluster.py: a clus
 """
 
 from petcd.testing.cluster import (
+    FAST_ELECTIONS,
     MemberStatus,
     PetcdCluster,
+    Started,
     make_pki,
     member_status,
+    start_members,
 )
 from petcd.testing.processes import (
     ETCD_BIN,
@@ -31,6 +34,7 @@ from petcd.testing.processes import (
 __all__ = [
     "ETCDCTL_BIN",
     "ETCD_BIN",
+    "FAST_ELECTIONS",
     "GRPC_SERVER",
     "LAGGING_BACKEND",
     "SRC_DIR",
@@ -40,9 +44,11 @@ __all__ = [
     "MemberStatus",
     "PetcdCluster",
     "PetcdProcess",
+    "Started",
     "backend_index",
     "free_port",
     "have_etcd",
     "make_pki",
     "member_status",
+    "start_members",
 ]

@@ -1,18 +1,24 @@
 """A petcd cluster of member processes for tests and benchmarks: start, grow, shrink,
-find the leader, and collect logs."""
+find the leader, and collect logs; clusters of petcd or etcd started alike
+(start_members), and what a test started, killed after it (Started)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from petcd.testing.processes import MemberProcess, PetcdProcess
+from petcd.testing.processes import EtcdProcess, MemberProcess, PetcdProcess, free_port
 
 if TYPE_CHECKING:
     from petcd.testing_pki import ClientTLS
+
+# Fast elections for tests (etcd's 1:10 ratio): failovers take a second, not ten.
+FAST_ELECTIONS = ("--heartbeat-interval", "50", "--election-timeout", "500")
 
 
 class MemberStatus:
@@ -235,3 +241,72 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
     ca = TestCA(directory, "pki")
     peer = ca.issue("petcd peer", hosts=("127.0.0.1",))
     return ca.cert, peer.cert, peer.key
+
+
+def start_members(kind: str, base: Path, size: int, args: Sequence[str] = (), *,
+                  token: str = "petcd-test-cluster") -> list[MemberProcess]:
+    """`size` members of petcd or etcd ("petcd"/"etcd") forming one cluster on free
+    loopback ports, each serving when this returns. Started again on new ports when
+    another process took one of ours meanwhile; on failure, their logs go to stderr."""
+    cls = PetcdProcess if kind == "petcd" else EtcdProcess
+    for attempt in range(3):
+        sub = base / f"{kind}-try{attempt}"
+        sub.mkdir(parents=True, exist_ok=True)
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
+        members: list[MemberProcess] = [
+            cls(sub / f"m{i}", name=f"m{i}", client_port=c, peer_port=p,
+                initial_cluster=initial if size > 1 else None,
+                args=[*args, "--initial-cluster-token", token])
+            for i, (c, p) in enumerate(ports)]
+        try:
+            for m in members:
+                m.start(wait=False)
+            for m in members:
+                m.wait_ready(60)
+            return members
+        except BaseException:
+            logs = "".join(m.log_tail(3000) for m in members)
+            for m in members:
+                m.kill()
+            if "address already in use" in logs.lower() and attempt < 2:
+                continue
+            sys.stderr.write(logs)
+            raise
+    raise AssertionError("unreachable")
+
+
+T = TypeVar("T", PetcdCluster, MemberProcess)
+
+
+class Started:
+    """What a pytest fixture or test started (clusters, member processes): killed when
+    the block ends, their logs written to stderr when a test failed meanwhile.
+
+        with Started(request) as started:
+            yield started.add(PetcdCluster(tmp, 3, args=FAST_ELECTIONS)).start()
+    """
+
+    def __init__(self, request: Any) -> None:
+        self._session = request.session  # pytest's: counts failed tests
+        self._failed_before = self._session.testsfailed
+        self.made: list[PetcdCluster | MemberProcess] = []
+
+    def add(self, thing: T) -> T:
+        self.made.append(thing)
+        return thing
+
+    def __enter__(self) -> Started:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is not None or self._session.testsfailed > self._failed_before:
+            for t in self.made:
+                sys.stderr.write(t.dump_logs() if isinstance(t, PetcdCluster)
+                                 else f"\n===== {t.name} =====\n{t.log_tail()}\n")
+        for t in self.made:
+            if isinstance(t, PetcdCluster):
+                t.kill_all()
+            else:
+                t.kill()

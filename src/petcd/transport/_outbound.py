@@ -108,7 +108,7 @@ class Peer:
 
     # --- sending (hot path) ------------------------------------------------------------------
 
-    def enqueue(self, payloads: Sequence[bytes]) -> None:
+    def enqueue(self, payloads: Sequence[bytes], now: bool = False) -> None:
         queue = self.queue
         max_messages = self.config.max_queue_messages
         max_bytes = self.config.max_queue_bytes
@@ -125,7 +125,13 @@ class Peer:
         if dropped:
             self.dropped += dropped
             self.owner._unreachable.add(self.id)
-        if self.conn is not None and not self.paused and not self.flush_scheduled and queue:
+        if now:
+            try:
+                self.flush()
+            except (RuntimeError, OSError) as e:  # (never into the caller: the Raft loop)
+                self.owner._unreachable.add(self.id)
+                log.debug("write to peer %x failed: %s", self.id, e)
+        elif self.conn is not None and not self.paused and not self.flush_scheduled and queue:
             self.flush_scheduled = True
             self.owner._loop_or_fail().call_soon(self.flush)
 
@@ -133,8 +139,9 @@ class Peer:
         """Write everything queued in one call (scheduled at most once per loop iteration)."""
         self.flush_scheduled = False
         conn, queue = self.conn, self.queue
-        if conn is None or self.paused or not queue or conn.transport is None:
-            return
+        transport = None if conn is None else conn.transport
+        if transport is None or self.paused or not queue or transport.is_closing():
+            return  # (a closed connection: kept for the next one, or dropped with the peer)
         # Large payloads: hand the pieces over as they are (uvloop writes them with writev,
         # saving a copy). Small ones: one joined buffer costs less per message.
         big = self.queued_bytes > WRITEV_MIN_AVERAGE * len(queue)
@@ -148,9 +155,9 @@ class Peer:
             append(_pack_frame_header(len(payload)))
             append(payload)
         if big:
-            conn.transport.writelines(parts)
+            transport.writelines(parts)
         else:
-            conn.transport.write(b"".join(parts))
+            transport.write(b"".join(parts))
 
     def pause(self, conn: _OutboundConnection) -> None:
         if conn is not self.conn or conn.transport is None:

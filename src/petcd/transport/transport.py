@@ -200,15 +200,16 @@ class PeerTransport:
 
     # --- sending -----------------------------------------------------------------------------
 
-    def send(self, to: int, payloads: Sequence[bytes]) -> None:
+    def send(self, to: int, payloads: Sequence[bytes], now: bool = False) -> None:
         """Queue payloads for a member; never blocks. What does not fit is dropped and the
-        member is recorded as unreachable (see drain_unreachable)."""
+        member is recorded as unreachable (see drain_unreachable). Written in the next
+        loop iteration (with what else is sent meanwhile), or at once with `now`."""
         peer = self._peers.get(to)
         if peer is None or peer.closed:
             if to not in self._removed:
                 self._unreachable.add(to)
             return
-        peer.enqueue(payloads)
+        peer.enqueue(payloads, now)
 
     def drain_unreachable(self) -> set[int]:
         """Members that lost messages since the last call (for Raft's report_unreachable)."""

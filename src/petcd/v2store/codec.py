@@ -68,8 +68,8 @@ def encode_index(index: int) -> bytes:
 
 
 def _strip_ttl(e: Ext | None) -> Ext | None:
-    if e is None:
-        return None
+    if e is None or ("ttl" not in e and "nodes" not in e):
+        return e  # (read only: nothing to take out)
     out = {k: v for k, v in e.items() if k != "ttl"}
     if "nodes" in out:
         out["nodes"] = [_strip_ttl(n) for n in out["nodes"]]
@@ -77,9 +77,12 @@ def _strip_ttl(e: Ext | None) -> Ext | None:
 
 
 def encode_event(e: Event) -> bytes:
-    return json.dumps([e.action, _strip_ttl(e.node), e.index, _strip_ttl(e.prev),
-                       e.etcd_index, e.refresh], separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return _ENCODER.encode([e.action, _strip_ttl(e.node), e.index, _strip_ttl(e.prev),
+                            e.etcd_index, e.refresh]).encode("utf-8", "surrogateescape")
+
+
+# (one encoder: json.dumps with options builds a new one on every call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _with_ttl(e: Ext | None, now: int) -> Ext | None:

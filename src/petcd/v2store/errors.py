@@ -102,8 +102,19 @@ def go_json(value: object) -> bytes:
     """JSON as Go's encoding/json writes it: compact, UTF-8, with <, >, &, U+2028 and
     U+2029 escaped, \\b and \\f as \\u0008 and \\u000c, and each byte that is not UTF-8
     (kept by surrogateescape) as \\ufffd."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return go_text(_ENCODER.encode(value))
+
+
+def go_text(text: str) -> bytes:
+    """Compact JSON text (as json.dumps writes it, ensure_ascii off) in Go's form."""
+    if text.isascii() and "\\" not in text and "<" not in text and ">" not in text \
+            and "&" not in text:
+        return text.encode()  # nothing to rewrite (the common case: no regex pass)
     return _GO_ESCAPES.sub(_go_escape, text).encode("utf-8")
+
+
+# (one encoder: json.dumps with options builds a new one on every call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 _GO_ESCAPES = re.compile(r'\\.|[<>&\u2028\u2029\udc80-\udcff]')

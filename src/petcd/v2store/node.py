@@ -4,6 +4,7 @@ order Go's encoder writes its fields), events, and Go's path and time formats.""
 from __future__ import annotations
 
 import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 # A node as clients see it: key, value | dir, expiration (Unix ns here; RFC 3339 when
@@ -129,6 +130,9 @@ class Event:
 
 def clean(path: str) -> str:
     """Go's path.Clean of a rooted path (path.Join("/", p))."""
+    if path[:1] == "/" and "//" not in path and "/." not in path and (
+            len(path) == 1 or path[-1] != "/"):
+        return path  # already clean (the common case: a few C scans)
     out: list[str] = []
     for part in path.split("/"):
         if part == "" or part == ".":
@@ -189,3 +193,50 @@ def render_event(ev: Event, prefix: str, *, no_value: bool = False) -> Ext:
         if prev is not None:
             out["prevNode"] = prev
     return out  # (etcd's answers never carry "refresh": its copy of the event drops it)
+
+
+def event_json(ev: Event, prefix: str, *, no_value: bool = False) -> str | None:
+    """render_event's JSON text (compact, as json.dumps writes it, not yet Go-escaped)
+    written directly, without the dicts; None for an event with a listing (render_event
+    then)."""
+    parts = ['{"action":', encode_basestring(ev.action)]
+    if not no_value:
+        parts.append(',"node":')
+        if not _node_json(ev.node, prefix, parts):
+            return None
+        if ev.prev is not None:
+            parts.append(',"prevNode":')
+            if not _node_json(ev.prev, prefix, parts):
+                return None
+    parts.append("}")
+    return "".join(parts)
+
+
+def _node_json(e: Ext, prefix: str, parts: list[str]) -> bool:
+    """render(e) as JSON onto parts; False if it has a listing (or an unexpected type)."""
+    if e.get("nodes"):
+        return False
+    fields: list[str] = []
+    key = e.get("key", "")
+    if key.startswith(prefix):
+        key = key[len(prefix):]
+    if key:
+        fields.append('"key":' + encode_basestring(key))
+    if "value" in e:
+        value = e["value"]
+        if type(value) is not str:
+            return False
+        fields.append('"value":' + encode_basestring(value))
+    if e.get("dir"):
+        fields.append('"dir":true')
+    exp = e.get("expiration")
+    if exp:
+        fields.append('"expiration":"' + rfc3339(exp) + '"')
+    for name in ("ttl", "modifiedIndex", "createdIndex"):
+        n = e.get(name)
+        if n:
+            if type(n) is not int:
+                return False
+            fields.append(f'"{name}":{n}')
+    parts.append("{" + ",".join(fields) + "}")
+    return True

@@ -86,7 +86,9 @@ class Store:
         n.add_ttl(node, now)
         node["modifiedIndex"] = n.modified
         node["createdIndex"] = n.created
-        return Event("get", ordered(node), n.modified, etcd_index=self.index)
+        if n.children is not None:  # (a key's fields are in Go's order already)
+            node = ordered(node)
+        return Event("get", node, n.modified, etcd_index=self.index)
 
     def watch(self, key: str, recursive: bool, stream: bool, since: int) -> Watcher:
         key = clean(key)

@@ -135,6 +135,8 @@ class Hub:
 
     def notify(self, e: Event) -> None:
         self.history.add(e)
+        if not self._watchers:
+            return
         path = ""
         for segment in e.key.split("/"):
             path = clean(path + "/" + segment)

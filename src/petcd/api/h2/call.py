@@ -47,7 +47,6 @@ class Call:
         "method",
         "reader",
         "task",
-        "timer",
     )
 
     def __init__(self, conn: H2Protocol, stream: H2Stream, method: Method) -> None:
@@ -59,7 +58,6 @@ class Call:
         self.reader: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
         self.deadline: float | None = None
         self.context: ServerContext | None = None
         self._done_callbacks: list[Callable[[], None]] | None = None
@@ -98,9 +96,6 @@ class Call:
             task = self.task
             if task is not None and not task.done():
                 task.cancel()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         _wake(self.reader)
         _wake(self.drain_waiter)
         callbacks, self._done_callbacks = self._done_callbacks, None
@@ -135,7 +130,7 @@ class Call:
             task.cancel()
 
     def expire(self) -> None:
-        self.timer = None
+        """The deadline passed (the connection's deadline timer calls this)."""
         if not self.h2.finished:
             self.abort(_SC.DEADLINE_EXCEEDED, "Deadline Exceeded")
 
@@ -226,29 +221,35 @@ class Call:
         m = self.method
         ctx = self.context = ServerContext(self)
         try:
-            req = request if m.deserialize is None else m.deserialize(request)
-            if m.response_streaming:
-                await self._stream_responses(m.fn(req, ctx))
+            try:
+                req = request if m.deserialize is None else m.deserialize(request)
+                if m.response_streaming:
+                    await self._stream_responses(m.fn(req, ctx))
+                    self.finish(ctx._code, ctx._details)
+                    return
+                resp = await m.fn(req, ctx)
+            except _AbortError:
                 self.finish(ctx._code, ctx._details)
                 return
-            resp = await m.fn(req, ctx)
-        except _AbortError:
-            self.finish(ctx._code, ctx._details)
-            return
-        except _CancelledError:
-            if self.h2.finished:  # reset by the client, deadline, shutdown: nothing to answer
+            except _CancelledError:
+                if self.h2.finished:  # reset by the client, deadline, shutdown: nothing to answer
+                    return
+                raise
+            except Exception as e:
+                self._failed(e)
                 return
-            raise
-        except Exception as e:
-            self._failed(e)
-            return
-        if ctx._code is not _OK:
-            self.finish(ctx._code, ctx._details)
-        elif resp is None:
-            self.finish(_SC.INTERNAL, "handler returned no response")
-        else:
-            s = m.serialize
-            self._respond(resp if s is None else s(resp))
+            if ctx._code is not _OK:
+                self.finish(ctx._code, ctx._details)
+            elif resp is None:
+                self.finish(_SC.INTERNAL, "handler returned no response")
+            else:
+                s = m.serialize
+                self._respond(resp if s is None else s(resp))
+        finally:
+            # The context points back at the call: let go once the call is answered,
+            # the two are freed by reference counting, not left as a cycle for the
+            # garbage collector (a few such cycles per call, under load).
+            self.context = None
 
     async def run_stream_request(self) -> None:
         m = self.method

@@ -92,6 +92,14 @@ class ServerContext(CallStatus):
             md = self._metadata = tuple(out)
         return md
 
+    def metadata_value(self, key: str) -> str | None:
+        """The value of one plain (not '-bin') metadata key, without building the
+        whole list: per-call metrics look one key up on every call."""
+        for k, v in self._stream.headers:
+            if k == key:
+                return v
+        return None
+
     def peer(self) -> str:
         return self._stream.conn.peer()
 

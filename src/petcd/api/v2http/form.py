@@ -128,6 +128,9 @@ class KeyRequest:
         self.no_value = no_value
 
 
+_FLAGS = ("recursive", "sorted", "wait", "dir", "quorum", "stream")  # etcd's order
+
+
 def _field(cause: str) -> E.V2Error:
     return E.V2Error(E.INVALID_FIELD, cause)
 
@@ -135,6 +138,12 @@ def _field(cause: str) -> E.V2Error:
 def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
     """key_path: the URL path after /v2/keys (decoded). Raises V2Error (index 0)."""
     path = _join(KEYS_PREFIX, key_path)
+    if not form or (len(form) == 1 and "value" in form):
+        # A plain get or set (most requests): what the checks below come to for them.
+        vals = form.get("value")
+        return KeyRequest(V2Request(method=method, path=_raw(path),
+                                    val=_raw(vals[0]) if vals else b""),
+                          path, False, 0, False, False)
     try:
         prev_index = _uint(form, "prevIndex")
     except ValueError:
@@ -143,12 +152,13 @@ def parse_key_request(method: str, key_path: str, form: Form) -> KeyRequest:
         wait_index = _uint(form, "waitIndex")
     except ValueError:
         raise E.V2Error(E.INDEX_NAN, 'invalid value for "waitIndex"') from None
-    flags: dict[str, bool] = {}
-    for name in ("recursive", "sorted", "wait", "dir", "quorum", "stream"):
-        try:
-            flags[name] = _bool(form, name)
-        except ValueError:
-            raise _field(f'invalid value for "{name}"') from None
+    flags = dict.fromkeys(_FLAGS, False)
+    for name in _FLAGS:
+        if name in form:  # (most requests carry none of them)
+            try:
+                flags[name] = _bool(form, name)
+            except ValueError:
+                raise _field(f'invalid value for "{name}"') from None
     if flags["wait"] and method != "GET":
         raise _field('"wait" can only be used with GET requests')
     prev_value = _value(form, "prevValue")

@@ -14,7 +14,7 @@ from petcd.server.node import Node
 from petcd.server.v2 import V2
 from petcd.v2store import Event, V2Error
 from petcd.v2store import errors as E
-from petcd.v2store.node import render_event
+from petcd.v2store.node import event_json, render_event
 from petcd.v2store.store import KEYS_PREFIX
 
 from .form import FormError, parse_form, parse_key_request
@@ -43,6 +43,14 @@ def error_reply(node: Node, err: V2Error) -> Reply:
     body = V2Error(err.code, cause, err.index).body()
     return err.status, [cluster_header(node), _JSON,
                         (b"X-Etcd-Index", str(err.index).encode())], body
+
+
+def event_body(event: Event, *, no_value: bool = False) -> bytes:
+    """An event as etcd writes it (one JSON line)."""
+    text = event_json(event, KEYS_PREFIX, no_value=no_value)
+    if text is None:  # a listing: through the dicts
+        return E.go_json(render_event(event, KEYS_PREFIX, no_value=no_value)) + b"\n"
+    return E.go_text(text) + b"\n"
 
 
 class KeysHandler:
@@ -95,9 +103,7 @@ class KeysHandler:
                    (b"X-Etcd-Index", str(event.etcd_index).encode()), *self._raft_headers()]
         status = 201 if event.created else 200
         try:
-            out = render_event(event, KEYS_PREFIX,
-                               no_value=no_value and event.action in _NO_VALUE_ACTIONS)
-            body = E.go_json(out) + b"\n"
+            body = event_body(event, no_value=no_value and event.action in _NO_VALUE_ACTIONS)
         except RecursionError:  # a listing nested deeper than Python renders
             return error_reply(self._node, V2Error(E.RAFT_INTERNAL, "tree too deep to list"))
         return status, headers, body
@@ -125,7 +131,7 @@ class KeysHandler:
                         ready = loop.create_future()
                         await ready
                     event = watcher.events.popleft()
-                    await out.write(E.go_json(render_event(event, KEYS_PREFIX)) + b"\n")
+                    await out.write(event_body(event))
                     if not stream:
                         return
             finally:

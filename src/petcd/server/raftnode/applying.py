@@ -58,11 +58,13 @@ class ApplyQueue:
         self._next_step = 0.0  # loop time of the next compaction step
         # `physical` compactions answered once the old records are gone
         self._physical_waiters: list[tuple[asyncio.Future[Result], Result]] = []
+        self._parked = False  # the task waits for work, holding none
+        self._failed = False
 
     def push(self, batch: list[Committed], local: list[tuple[int, Pending]]) -> None:
+        """Queue a batch; applied by the next flush()."""
         self._jobs.append((batch, local))
         self._idle.clear()
-        self._wake.set()
 
     def kick(self) -> None:
         """Look for work (a compaction left over from before a restart)."""
@@ -77,29 +79,23 @@ class ApplyQueue:
         self._physical_waiters.append((fut, response))
 
     async def run(self) -> None:
-        jobs = self._jobs
         try:
             while True:
-                if jobs:
+                if self._jobs:
                     self._idle.clear()
-                    entries: list[Committed] = []
-                    local: list[tuple[int, Pending]] = []
-                    while jobs and len(entries) < MAX_APPLY_BATCH:
-                        batch, mine = jobs.popleft()
-                        base = len(entries)
-                        entries.extend(batch)
-                        local.extend((base + i, p) for i, p in mine)
                     async with self._applier.exclusive:  # (free unless a defragment holds it)
-                        results, forwarded = self._apply_batch(entries)
-                    self._on_applied(entries, results, local, forwarded)
-                    self._schedule_commit()
+                        self._apply_queued()
                 elif self._closing:
                     self._idle.set()
                     return  # the Ready loop ended and everything it handed out is applied
                 elif not self._compaction_due():
                     self._compaction_settled()
                     self._idle.set()  # (nothing runs on the apply thread now)
-                    await self._sleep(self._compaction_wait())
+                    self._parked = True
+                    try:
+                        await self._sleep(self._compaction_wait())
+                    finally:
+                        self._parked = False
                     continue
                 # Between write batches (or alone, without writes): one step of a
                 # compaction's physical part when it is due.
@@ -109,7 +105,46 @@ class ApplyQueue:
         except asyncio.CancelledError:
             raise
         except BaseException as e:
+            self._failed = True
             self._on_failure(e, "applying committed entries failed")
+
+    def flush(self, inline: bool = True) -> None:
+        """Get what was pushed applied: at once, on the caller's turn, while this loop's
+        task is parked with nothing to do (saves waking it: one loop iteration and a
+        task step per batch on a lone write's path), else by waking the task. The
+        pusher (the Ready loop) calls it before it next waits for anything; with
+        inline=False when it waits for the WAL thread, which should get the GIL while
+        the task applies in the next iteration."""
+        if not self._jobs:
+            return
+        if inline and self._parked and not self._closing and not self._failed and \
+                not self._applier.exclusive.locked():
+            try:
+                self._apply_queued()
+            except BaseException as e:
+                self._failed = True
+                self._on_failure(e, "applying committed entries failed")
+                return
+            self._idle.set()
+            if self._applier.compaction_pending:
+                self._wake.set()  # the task runs its steps (it may be parked untimed)
+        else:
+            self._wake.set()
+
+    def _apply_queued(self) -> None:
+        """Everything queued (up to MAX_APPLY_BATCH entries) in one Applier batch, then
+        answered."""
+        jobs = self._jobs
+        entries: list[Committed] = []
+        local: list[tuple[int, Pending]] = []
+        while jobs and len(entries) < MAX_APPLY_BATCH:
+            batch, mine = jobs.popleft()
+            base = len(entries)
+            entries.extend(batch)
+            local.extend((base + i, p) for i, p in mine)
+        results, forwarded = self._apply_batch(entries)
+        self._on_applied(entries, results, local, forwarded)
+        self._schedule_commit()
 
     async def _sleep(self, timeout: float | None) -> None:
         """Until something is pushed (or kicked), at most `timeout` seconds."""
@@ -188,8 +223,6 @@ class ApplyQueue:
                 if not fut.done():
                     fut.set_result(resp)
             self._physical_waiters.clear()
-        if self._metrics is not None:
-            self._metrics.compaction_pending.set(int(pending))
 
     async def drain(self) -> None:
         """Until everything handed out is applied and the apply thread is idle."""

@@ -124,6 +124,10 @@ class RaftDriver:
         if metrics is not None:
             self.storage.wal.fsync_observer = _fsync_observer(metrics.wal_fsync.observe)
             metrics.watch_storage(self.storage.wal, self.storage.snapshotter)
+            metrics.watch_proposals(lambda: applier.applied_index,
+                                    lambda: self.ready_loop.committed,
+                                    lambda: self.proposals.in_flight,
+                                    lambda: int(applier.compaction_pending))
             if isinstance(self.transport, PeerTransport):
                 PeerMetrics(self.id, self.transport, metrics.registry)
 
@@ -311,13 +315,8 @@ class RaftDriver:
                 [c.request.id for c in entries if c.kind == CONF_CHANGE_KIND])
         metrics = self.metrics
         applied = self.applier.applied_index
-        if metrics is not None:
-            metrics.proposals_applied.set(applied)
-            metrics.proposals_committed.set(self.ready_loop.committed)
-            metrics.proposals_pending.set(self.proposals.in_flight)
-            metrics.compaction_pending.set(int(self.applier.compaction_pending))
-            if failed:
-                metrics.proposals_failed.inc(failed)
+        if failed and metrics is not None:
+            metrics.proposals_failed.inc(failed)
         self.reads.release(applied)
         self.snapshots.maybe_take(applied)
 

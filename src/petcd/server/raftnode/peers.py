@@ -40,9 +40,11 @@ class Peers:
             if m.type == _APP:
                 self.append_stats.on_send(len(payload))
             payloads.append(payload)
+        # Written at once, not in the next loop iteration: a leader's appends go out
+        # before its own WAL write starts, a follower's answer right after its fdatasync.
         send = d.transport.send
         for to, payloads in by_to.items():
-            send(to, payloads)
+            send(to, payloads, True)
 
     def on_messages(self, payloads: list[bytes]) -> None:
         d = self._d

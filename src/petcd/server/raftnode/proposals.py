@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
 
 from google.protobuf.message import Message as PbMessage
@@ -25,6 +24,9 @@ from petcd.server.proposal import Proposal, Result, Stamp, encode_stamp, varint
 
 _FIELD_TAGS = {f.name: varint((f.number << 3) | 2)
                for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
+
+# Tag of field 1 and the first byte of a varint that goes on (see _id_field).
+_ID_LOW = [b"\x08" + bytes((i | 0x80,)) for i in range(0x80)]
 
 
 class Pending(Proposal):
@@ -43,13 +45,28 @@ class Pending(Proposal):
 class ProposalTracker:
     def __init__(self, member_id: int) -> None:
         self.member_id = member_id
+        self._origin = b"\x10" + varint(member_id)  # InternalRequest.origin, encoded
         # Unique across restarts: member id, then milliseconds, then a counter.
         self._next_id = ((member_id & 0xFFFF) << 48) | \
             ((int(time.time() * 1000) & 0xFFFFFFFFFF) << 8)
+        self._id_hi, self._id_tail = -1, b""  # (see _id_field)
         self.queue: list[Pending] = []  # not yet handed to Raft
         self.by_index: dict[int, Pending] = {}  # proposed here as leader: index -> proposal
         self.by_id: dict[int, Pending] = {}  # forwarded to the leader: id -> proposal
-        self.deadlines: deque[Pending] = deque()
+        # Not yet answered, by id, in deadline order (ids and deadlines both grow).
+        # Answered ones leave at once: kept until their deadline, tens of thousands
+        # would live on under load for the garbage collector to scan again and again.
+        self.deadlines: dict[int, Pending] = {}
+
+    def _id_field(self, rid: int) -> bytes:
+        """InternalRequest field 1 (the id). Ids grow by one: the varint's bytes after
+        its first (those of rid >> 7) are the same for 128 ids in a row, made once."""
+        hi = rid >> 7
+        if hi == 0:
+            return b"\x08" + varint(rid)
+        if hi != self._id_hi:
+            self._id_hi, self._id_tail = hi, varint(hi)
+        return _ID_LOW[rid & 0x7F] + self._id_tail
 
     def new_id(self) -> int:
         rid = self._next_id
@@ -66,7 +83,7 @@ class ProposalTracker:
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         p = Pending(self.new_id(), kind, raw, request, fut, deadline, stamp)
         self.queue.append(p)
-        self.deadlines.append(p)
+        self.deadlines[p.id] = p
         return fut
 
     def flush(self, raw: RawNode, limit: int) -> bool:
@@ -77,8 +94,9 @@ class ProposalTracker:
         leading = raw.is_leader  # (the soft state may not have told us yet)
         first = raw.last_index + 1
         tags = _FIELD_TAGS
-        origin = b"\x10" + varint(self.member_id)
-        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + b"\x08" + varint(p.id) + origin
+        origin = self._origin
+        id_field = self._id_field
+        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + id_field(p.id) + origin
                  + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
         try:
             raw.propose_batch(datas)
@@ -110,20 +128,30 @@ class ProposalTracker:
         proposed here as leader, and those forwarded, with their ids). Returns how many
         failed."""
         failed = 0
+        deadlines = self.deadlines
         for pos, p in local:
             failed += _answer(p, results[pos], wait_physical)
+            if p.future.done():
+                deadlines.pop(p.id, None)  # (gone if it timed out first)
         by_id = self.by_id
         for pos, rid in forwarded:
             waiting = by_id.pop(rid, None)
             if waiting is not None:
                 failed += _answer(waiting, results[pos], wait_physical)
+                if waiting.future.done():
+                    deadlines.pop(rid, None)
         return failed
 
     def expire(self, now: float, error_for: Callable[[float], EtcdError]) -> None:
         """Answer the proposals whose deadline passed (error_for(started) words it)."""
         deadlines = self.deadlines
-        while deadlines and deadlines[0].deadline <= now:
-            p = deadlines.popleft()
+        expired = []
+        for p in deadlines.values():
+            if p.deadline > now:
+                break
+            expired.append(p)
+        for p in expired:
+            del deadlines[p.id]
             # (an applied one has no request left: a `physical` compaction waiting for
             # its old records to go waits as long as that takes, as etcd's does)
             if p.request is not None and not p.future.done():
@@ -145,7 +173,7 @@ class ProposalTracker:
         self.queue.clear()
 
     def fail_all(self, err: EtcdError) -> None:
-        for p in self.deadlines:
+        for p in self.deadlines.values():
             if not p.future.done():
                 p.future.set_result(err)
         self.deadlines.clear()

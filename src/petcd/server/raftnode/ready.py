@@ -48,12 +48,17 @@ class ReadyLoop:
     async def run(self) -> None:
         d = self._d
         raw = d.raw
+        proposals = d.proposals
+        applying = d.apply_queue
         try:
             while not d.stopped:
+                applying.flush()
                 await self.wake_event.wait()
-                # One loop iteration for the requests already read to be proposed with
-                # this one: bigger batches, hardly any latency.
-                await asyncio.sleep(0)
+                if proposals.queue and proposals.in_flight:
+                    # Under concurrency, one loop iteration for the requests already
+                    # read to be proposed with these: bigger batches, hardly any
+                    # latency. A lone write (nothing else in flight) goes at once.
+                    await asyncio.sleep(0)
                 self.wake_event.clear()
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
@@ -71,8 +76,7 @@ class ReadyLoop:
         proposals = d.proposals
         if not proposals.queue or d.leadership.lead == 0:
             return
-        if proposals.flush(d.raw, d.opts.max_batch_entries) and d.metrics is not None:
-            d.metrics.proposals_pending.set(proposals.in_flight)
+        proposals.flush(d.raw, d.opts.max_batch_entries)
 
     async def _handle_ready(self, rd: Ready) -> None:
         d = self._d
@@ -97,7 +101,9 @@ class ReadyLoop:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
                     committed = committed[n:]
-            await d.wal_thread.run(d.storage.save, rd.hard_state, rd.entries, snapshot)
+            written = d.wal_thread.run(d.storage.save, rd.hard_state, rd.entries, snapshot)
+            d.apply_queue.flush(inline=False)  # (applied while the WAL writes)
+            await written
             if rd.entries:
                 self._durable = rd.entries[-1].index
             elif snapshot is not None:
@@ -116,6 +122,7 @@ class ReadyLoop:
         if messages:
             d.peers.send(messages)
         if snapshot is not None:
+            d.apply_queue.flush(inline=False)
             await d.snapshots.install(snapshot.metadata.index, snapshot.metadata.conf_state)
         if committed:
             self._hand_out(committed)

@@ -1,0 +1,98 @@
+"""Server CPU, run-queue wait and context switches per lone put, per thread, petcd and etcd.
+
+    python bench/lone_put_cpu.py [--puts 2000] [--targets petcd,etcd] [--threads]
+
+One member each, one client sending sequential puts (256-byte values). Read from
+/proc/<pid>/task/*/schedstat (CPU and run-queue wait in ns) and status (voluntary and
+involuntary context switches) before and after: less noise-sensitive than puts/s on a
+shared machine, and it shows what a busy machine does to a lone write (each wake-up of
+a thread waits in the run queue; see docs/ARCHITECTURE.md, "Durability").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import grpc
+
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess
+
+Sched = dict[tuple[str, str], tuple[int, int, int, int]]
+
+
+def sched(pid: int) -> Sched:
+    """(tid, name) -> (cpu ns, run-queue wait ns, voluntary, involuntary switches)."""
+    out: Sched = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            name = Path(f"{base}/comm").read_text().strip()
+            run, wait, _ = map(int, Path(f"{base}/schedstat").read_text().split())
+            fields = dict(line.split(":", 1) for line in
+                          Path(f"{base}/status").read_text().splitlines() if ":" in line)
+        except OSError:
+            continue  # a thread that ended meanwhile
+        out[(tid, name)] = (run, wait, int(fields["voluntary_ctxt_switches"]),
+                            int(fields["nonvoluntary_ctxt_switches"]))
+    return out
+
+
+def measure(target: str, puts: int, per_thread: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="lone-put-") as tmp:
+        m: MemberProcess = (EtcdProcess(Path(tmp) / "m") if target == "etcd"
+                            else PetcdProcess(Path(tmp) / "m"))
+        m.start()
+        try:
+            assert m.proc is not None
+            with grpc.insecure_channel(m.address) as ch:
+                put = ch.unary_unary("/etcdserverpb.KV/Put",
+                                     request_serializer=rpc.PutRequest.SerializeToString,
+                                     response_deserializer=rpc.PutResponse.FromString)
+                for i in range(300):  # warm-up
+                    put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256))
+                before = sched(m.proc.pid)
+                lats = []
+                started = time.perf_counter()
+                for i in range(puts):
+                    t = time.perf_counter()
+                    put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256))
+                    lats.append(time.perf_counter() - t)
+                took = time.perf_counter() - started
+                after = sched(m.proc.pid)
+        finally:
+            m.stop()
+    total = [0, 0, 0, 0]
+    for key, now in after.items():
+        d = [a - b for a, b in zip(now, before.get(key, (0, 0, 0, 0)), strict=True)]
+        total = [t + x for t, x in zip(total, d, strict=True)]
+        if per_thread and d[0] > 0:
+            print(f"  {target} {key[1]:16} cpu {d[0] / puts / 1e3:5.0f} us  run-queue wait "
+                  f"{d[1] / puts / 1e3:5.0f} us  switches {d[2] / puts:.2f} + {d[3] / puts:.2f}")
+    print(f"{target:6} {puts / took:6.0f} puts/s, median {statistics.median(lats) * 1e6:5.0f} us;"
+          f" server per put: cpu {total[0] / puts / 1e3:4.0f} us, run-queue wait "
+          f"{total[1] / puts / 1e3:5.0f} us, context switches {total[2] / puts:.2f} voluntary"
+          f" + {total[3] / puts:.2f} involuntary", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--puts", type=int, default=2000)
+    ap.add_argument("--targets", default="petcd,etcd")
+    ap.add_argument("--threads", action="store_true", help="one line per thread too")
+    args = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for target in args.targets.split(","):
+        measure(target, args.puts, args.threads)
+
+
+if __name__ == "__main__":
+    main()
