@@ -20,6 +20,8 @@ _NORMALIZE: list[tuple[re.Pattern[str], Any]] = [
     (re.compile(r'"(cluster_id|member_id|raft_term|leader|ID|id)":-?\d+'), r'"\1":N'),
     (re.compile(r'"(ClusterID|MemberID|RaftTerm|ID|Leader)" : -?\d+'), r'"\1" : N'),
     (re.compile(r'"ts":"[^"]*"'), '"ts":T'),
+    # capnslog lines (etcd's pkg/flags): local time to the microsecond
+    (re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} ([A-Z]) \|", re.M), r"TS \1 |"),
     (re.compile(r'"target":"[^"]*"'), '"target":T'),
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:PORT"),
     (re.compile(r"took = [0-9.]+[µmn]?s|\"took\":\"[^\"]*\"|\"Took\" : \S+"), "took"),

@@ -5,12 +5,13 @@ petcd (the mirror's content; its 30 s count line under `slow`)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +49,34 @@ def _once(text: str) -> str:
     return re.sub(r"(lease HEX keepalived with TTL\(\d+\)\n)+", r"\1", text)
 
 
-def _grant(tool: list[str], ep: str, ttl: int) -> str:
-    r = run(tool, ep, ["lease", "grant", str(ttl)], None)
-    m = re.fullmatch(rb"lease ([0-9a-f]+) granted with TTL\(\d+s\)\n", r.out)
-    assert m, r
-    return m[1].decode()
+@contextlib.contextmanager
+def _held_lease(ep: str, ttl: int) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A lease granted and kept alive by this process until the returned release() is
+    called: a tool's `lease keep-alive` is a new process, and under CPU load starting
+    one can take longer than a few seconds' TTL, so a lease left alone could expire
+    before the tool's first refresh (seen: the tool then prints only "expired or
+    revoked" and the revoke fails with "lease not found")."""
+    with Client(ep, timeout=30) as c:
+        lease = c.lease_grant(ttl).id
+        ka = c.keep_alive(lease)
+        try:
+            yield f"{lease:x}", ka.stop
+        finally:
+            ka.stop()
 
 
 @needs_etcd
 def test_lease_keep_alive_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess) -> None:
     seen: list[tuple[int, str, str]] = []
     for tool, ep in _tools(etcd, petcd):
-        lease = _grant(tool, ep, 3)
-        p = _popen(tool, ep, "lease", "keep-alive", lease)
-        assert p.stdout is not None
-        lines = [p.stdout.readline() for _ in range(2)]  # renewed every TTL/3
-        assert run(tool, ep, ["lease", "revoke", lease], None).rc == 0
-        out, err = p.communicate(timeout=30)  # the lease is gone: the command ends
+        with _held_lease(ep, 3) as (lease, release):
+            p = _popen(tool, ep, "lease", "keep-alive", lease)
+            assert p.stdout is not None
+            lines = [p.stdout.readline()]
+            release()  # the tool refreshes it from here on
+            lines.append(p.stdout.readline())  # renewed every TTL/3
+            assert run(tool, ep, ["lease", "revoke", lease], None).rc == 0
+            out, err = p.communicate(timeout=30)  # the lease is gone: the command ends
         assert lines[0] == lines[1] and lines[0].endswith(b" keepalived with TTL(3)\n")
         seen.append((p.returncode, _once(normalize(b"".join(lines).decode() + out.decode())),
                      err.decode()))
@@ -75,12 +87,12 @@ def test_lease_keep_alive_like_etcdctl(etcd: MemberProcess, petcd: MemberProcess
 
     seen = []
     for tool, ep in _tools(etcd, petcd):
-        lease = _grant(tool, ep, 5)
-        p = _popen(tool, ep, "lease", "keep-alive", lease)
-        assert p.stdout is not None
-        first = p.stdout.readline()
-        p.send_signal(signal.SIGINT)  # etcdctl does not catch it: it dies of it
-        out, err = p.communicate(timeout=30)
+        with _held_lease(ep, 5) as (lease, _):
+            p = _popen(tool, ep, "lease", "keep-alive", lease)
+            assert p.stdout is not None
+            first = p.stdout.readline()
+            p.send_signal(signal.SIGINT)  # etcdctl does not catch it: it dies of it
+            out, err = p.communicate(timeout=30)
         seen.append((p.returncode, _once(normalize((first + out).decode())), err.decode()))
     want, got = seen
     assert got == want

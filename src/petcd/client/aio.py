@@ -71,13 +71,15 @@ class AsyncClient:
                  dial_timeout: float | None = 5.0,
                  keepalive_time: float | None = KEEPALIVE_TIME,
                  keepalive_timeout: float = KEEPALIVE_TIMEOUT,
-                 grpc_options: Iterable[tuple[str, object]] = ()) -> None:
+                 grpc_options: Iterable[tuple[str, object]] = (),
+                 insecure_skip_tls_verify: bool = False) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,
                                   timeout=timeout, dial_timeout=dial_timeout,
                                   keepalive_time=keepalive_time,
                                   keepalive_timeout=keepalive_timeout,
-                                  grpc_options=list(grpc_options))
+                                  grpc_options=list(grpc_options),
+                                  insecure_skip_tls_verify=insecure_skip_tls_verify)
         self._conns: dict[int, _AConn] = {}
         self._index = 0
         self._token: str | None = None
@@ -97,8 +99,15 @@ class AsyncClient:
         conn = self._conns.get(self._index)
         if conn is None:
             target = self.config.endpoints[self._index]
-            creds = self.config.credentials()
-            opts = self.config.channel_options()
+            try:
+                if self.config.insecure_skip_tls_verify:  # (blocking socket IO)
+                    creds, opts = await asyncio.to_thread(self.config.channel_for, target)
+                else:
+                    creds, opts = self.config.channel_for(target)
+            except OSError:  # (skip-verify: its certificates could not be had)
+                raise _DialFailed(_AConn(self._index, target, None)) from None  # type: ignore[arg-type]
+            if self._conns.get(self._index) is not None:  # made while we fetched
+                return await self._conn(deadline)
             ch = (grpc.aio.secure_channel(target, creds, opts) if creds is not None
                   else grpc.aio.insecure_channel(target, opts))
             conn = self._conns[self._index] = _AConn(self._index, target, ch)

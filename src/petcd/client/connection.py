@@ -86,6 +86,7 @@ class Config:
     keepalive_time: float | None = KEEPALIVE_TIME
     keepalive_timeout: float = KEEPALIVE_TIMEOUT
     grpc_options: list[tuple[str, object]] = field(default_factory=list)
+    insecure_skip_tls_verify: bool = False
 
     @classmethod
     def make(cls, endpoints: str | Sequence[str], *, ca_cert: str | bytes | Path | None = None,
@@ -104,6 +105,27 @@ class Config:
         if not self.tls:
             return None
         return grpc.ssl_channel_credentials(self.ca_cert, self.cert_key, self.cert_cert)
+
+    def channel_for(self, target: str) -> tuple[grpc.ChannelCredentials | None,
+                                                list[tuple[str, object]]]:
+        """The credentials and options of one member's channel. With
+        insecure_skip_tls_verify (etcdctl's --insecure-skip-tls-verify), that member's
+        own certificates, fetched without verifying them (petcd.client.unverified), are
+        its channel's only roots and the name checked is one they hold: still encrypted,
+        still proof that the server holds the key, but nobody vouches for it. Raises
+        OSError when they cannot be fetched (blocking: up to dial_timeout)."""
+        opts = self.channel_options()
+        if not self.tls or not self.insecure_skip_tls_verify:
+            return self.credentials(), opts
+        from petcd.client.unverified import pin
+
+        try:
+            roots, name, _ = pin([target], timeout=self.dial_timeout or 5.0,
+                                 cert_chain=self.cert_cert, key=self.cert_key)
+        except ValueError as e:
+            raise OSError(str(e)) from None
+        return (grpc.ssl_channel_credentials(roots, self.cert_key, self.cert_cert),
+                [*opts, ("grpc.ssl_target_name_override", name)])
 
     def channel_options(self) -> list[tuple[str, object]]:
         opts: list[tuple[str, object]] = [

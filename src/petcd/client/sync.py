@@ -59,7 +59,9 @@ class Client:
     gRPC pings (every 10 s while a call or watch is open; no answer in 6 s: the member
     is dead, the client moves on), as etcdctl's defaults work out under grpc-go; None
     turns them off (clientv3's library default). ca_cert, cert_key, cert_cert: TLS (paths or
-    PEM bytes). user/password: authenticate, and again whenever the token expires.
+    PEM bytes). insecure_skip_tls_verify: TLS without checking who signed each member's
+    certificate or whose it is (etcdctl's flag; see petcd.client.unverified).
+    user/password: authenticate, and again whenever the token expires.
     grpc_options: extra channel options.
     """
 
@@ -70,13 +72,15 @@ class Client:
                  dial_timeout: float | None = 5.0,
                  keepalive_time: float | None = KEEPALIVE_TIME,
                  keepalive_timeout: float = KEEPALIVE_TIMEOUT,
-                 grpc_options: Iterable[tuple[str, object]] = ()) -> None:
+                 grpc_options: Iterable[tuple[str, object]] = (),
+                 insecure_skip_tls_verify: bool = False) -> None:
         self.config = Config.make(endpoints, ca_cert=ca_cert, cert_key=cert_key,
                                   cert_cert=cert_cert, user=user, password=password,
                                   timeout=timeout, dial_timeout=dial_timeout,
                                   keepalive_time=keepalive_time,
                                   keepalive_timeout=keepalive_timeout,
-                                  grpc_options=list(grpc_options))
+                                  grpc_options=list(grpc_options),
+                                  insecure_skip_tls_verify=insecure_skip_tls_verify)
         self._lock = threading.RLock()
         self._conns: dict[int, _Conn] = {}
         self._index = 0
@@ -102,8 +106,10 @@ class Client:
                 conn = self._conns.get(self._index)
                 if conn is None:
                     target = self.config.endpoints[self._index]
-                    creds = self.config.credentials()
-                    opts = self.config.channel_options()
+                    try:
+                        creds, opts = self.config.channel_for(target)
+                    except OSError:  # (skip-verify: its certificates could not be had)
+                        raise _DialFailed(_Conn(self._index, target, None)) from None  # type: ignore[arg-type]
                     ch = (grpc.secure_channel(target, creds, opts) if creds is not None
                           else grpc.insecure_channel(target, opts))
                     conn = self._conns[self._index] = _Conn(self._index, target, ch)

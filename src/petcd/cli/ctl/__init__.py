@@ -16,7 +16,8 @@ from petcd.cli.ctl.common import EXIT_BAD_ARGS, GLOBAL_DEFAULTS, CtlError, globa
 if TYPE_CHECKING:
     import argparse
 
-BOOL_FLAGS = {"hex", "debug", "skip-hash-check"}
+BOOL_FLAGS = {"hex", "debug", "skip-hash-check", "insecure-transport",
+              "insecure-skip-tls-verify", "insecure-discovery"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,20 +69,22 @@ def _go_bools(argv: list[str]) -> list[str]:
     return out
 
 
-def _first_word(argv: list[str]) -> str | None:
-    """The first positional argument (global flags may come before it)."""
+def _first_words(argv: list[str], n: int = 2) -> list[str]:
+    """The first n positional arguments (global flags may come before them)."""
     from petcd.cli.ctl.cmd import GLOBAL_FLAGS
     takes_value = {f"--{f.name}" for f in GLOBAL_FLAGS if f.kind != "bool"} | {"-w", "-d"}
+    words: list[str] = []
     i = 0
-    while i < len(argv):
+    while i < len(argv) and len(words) < n:
         a = argv[i]
         if a == "--":
-            return None
+            break
         if a.startswith("-"):
             i += 2 if a in takes_value else 1
             continue
-        return a
-    return None
+        words.append(a)
+        i += 1
+    return words
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -91,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"Error: petcdctl speaks only etcd's v3 API (ETCDCTL_API={api} asks for "
               "another); unset it or set ETCDCTL_API=3", file=sys.stderr)
         raise SystemExit(EXIT_BAD_ARGS)
-    if _first_word(args) != "snapshot" or "-h" in args or "--help" in args:
+    # snapshot save is a client command: the common parser and connection
+    if _first_words(args)[:1] != ["snapshot"] or "-h" in args or "--help" in args or \
+            _first_words(args)[1:] == ["save"]:
         from petcd.cli.ctl import cmd
         from petcd.cli.ctl.commands import ROOT
         cmd.main(ROOT, args)

@@ -1,8 +1,8 @@
 """check perf and check datascale: etcdctl 3.4's workloads (perf: puts at a fixed rate
 for 60 s from several clients; datascale: the endpoint's resident memory growth, read
 from its /metrics, while writing N 1 KiB pairs), its progress bar (progress.py) and its
-pass/fail summary, line for line. Client threads are capped at 64 (Python threads, not
-goroutines) sharing one channel; the rate is etcdctl's."""
+pass/fail summary, line for line. The puts come from worker processes (load.py) with
+etcdctl's numbers of concurrent clients and its rate."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
+from petcd.cli.ctl import load
 from petcd.cli.ctl.client import Client
 from petcd.cli.ctl.cmd import Args
 from petcd.cli.ctl.common import EXIT_BAD_FEATURE, EXIT_ERROR, EXIT_INVALID_INPUT, CtlError
@@ -33,32 +35,36 @@ def _load(a: Args) -> tuple[int, int, int, int]:
     return _LOADS[load]
 
 
-def _cleanup(a: Args, c: Client, prefix: bytes) -> None:
-    resp = c.call("KV", "DeleteRange", rpc.DeleteRangeRequest(key=prefix,
-                                                              range_end=prefix_end(prefix)))
-    if a.auto_compact:  # etcdctl's compact() and defrag() helpers, with their lines
+def _cleanup(a: Args, c: Client, prefix: bytes, timeout: float | None) -> None:
+    resp = c.call("KV", "DeleteRange", rpc.DeleteRangeRequest(
+        key=prefix, range_end=prefix_end(prefix)), timeout=timeout)
+    if a.auto_compact:  # etcdctl's compact() and defrag() helpers: 30 s each
         rev = resp.header.revision
         print(f"Compacting with revision {rev}")
-        c.call("KV", "Compact", rpc.CompactionRequest(revision=rev))
+        c.call("KV", "Compact", rpc.CompactionRequest(revision=rev, physical=True),
+               timeout=30)
         print(f"Compacted with revision {rev}")
     if a.auto_defrag:
         for ep in c.endpoints:
             print(f"Defragmenting {go_quote(ep)}")
             d = Client(a, [ep])
-            d.call("Maintenance", "Defragment", rpc.DefragmentRequest())
+            d.call("Maintenance", "Defragment", rpc.DefragmentRequest(), timeout=30)
             d.close()
             print(f"Defragmented {go_quote(ep)}")
 
 
-def _varint_key(n: int, size: int) -> bytes:
-    """Go's binary.PutVarint(k, n) into a zeroed size-byte buffer (etcdctl's keys)."""
-    u = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while u >= 0x80:
-        out.append((u & 0x7F) | 0x80)
-        u >>= 7
-    out.append(u)
-    return bytes(out) + bytes(size - len(out))
+def _job(a: Args, c: Client, key_size: int, value_size: int, clients: int) -> load.Job:
+    c.channel()  # connected (and authenticated) before the workers copy its settings
+    target, options, tls = c.dial_parts()
+    return load.Job(load.Dial(target, options, tls, c.metadata), a.prefix.encode(),
+                    key_size, value_size, clients)
+
+
+def _run(job: load.Job, **kw: Any) -> load.Outcome:
+    try:
+        return load.run(job, **kw)
+    except OSError as e:
+        raise CtlError(str(e), EXIT_ERROR) from None
 
 
 def _report(errors: dict[str, int]) -> bool:
@@ -72,68 +78,40 @@ def _report(errors: dict[str, int]) -> bool:
 
 
 def run_perf(a: Args) -> None:
-    import random
-
     from petcd.cli.ctl.progress import Bar
 
     clients, rate, _, _ = _load(a)
     prefix = a.prefix.encode()
     c = Client(a)
+    duration = _DURATION
     got = c.call("KV", "Range", rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix),
-                                                 limit=1))
+                                                 limit=1), timeout=duration)
     if got.kvs:
         raise CtlError(f"prefix {go_quote(a.prefix)} has keys. Delete with etcdctl del "
                        f"--prefix {a.prefix} first", EXIT_INVALID_INPUT)
-    value = bytes(1024)  # etcdctl: 256-byte keys (a varint, then zeros), 1 KiB values
-    duration = _DURATION
-    started = time.monotonic()
-    stop = started + duration
-    lat: list[float] = []
-    errors: dict[str, int] = {}
-    lock = threading.Lock()
-    n_threads = min(clients, 64)
-    interval = n_threads / rate  # each thread's share of the rate limit
+    job = _job(a, c, 256, 1024, clients)  # etcdctl: 256-byte keys, 1 KiB values
+    job.rate = rate
+    bar = Bar(int(duration))
+    ticker: list[threading.Thread] = []
 
-    def worker(i: int) -> None:
-        n = 0
-        start = started + i / rate  # staggered: the rate is spread over the second
-        while True:
-            due = start + n * interval
-            if due >= stop:
-                return
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
-            key = prefix + _varint_key(random.getrandbits(63), 256)
-            t = time.monotonic()
-            try:
-                c.call("KV", "Put", rpc.PutRequest(key=key, value=value), timeout=None)
-                with lock:
-                    lat.append(time.monotonic() - t)
-            except CtlError as e:
-                with lock:
-                    errors[str(e)] = errors.get(str(e), 0) + 1
-            n += 1
-
-    bar = Bar(int(duration)).start()
-
-    def tick() -> None:
+    def tick(started: float) -> None:
         for i in range(int(duration)):
             time.sleep(max(0.0, started + i + 1 - time.monotonic()))
             bar.add(1)
         bar.finish()
 
-    ticker = threading.Thread(target=tick)
-    ticker.start()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    for t in threads:
+    def on_start(started: float) -> None:
+        bar.start()
+        ticker.append(threading.Thread(target=tick, args=(started,), daemon=True))
+        ticker[0].start()
+
+    res = _run(job, duration=duration, on_start=on_start)
+    for t in ticker:
         t.join()
-    total = time.monotonic() - started
-    ticker.join()
-    _cleanup(a, c, prefix)
-    ok = _report(errors)
-    rps = len(lat) / total if total > 0 else 0.0
+    _cleanup(a, c, prefix, 30)
+    ok = _report(res.errors)
+    lat = res.latencies
+    rps = len(lat) / res.seconds if res.seconds > 0 else 0.0
     if rps / rate <= 0.9:
         print(f"FAIL: Throughput too low: {int(rps) + 1} writes/s")
         ok = False
@@ -189,7 +167,7 @@ def run_datascale(a: Args) -> None:
     prefix = a.prefix.encode()
     c = Client(a)
     got = c.call("KV", "Range", rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix),
-                                                 limit=1))
+                                                 limit=1), timeout=None)
     if got.kvs:
         raise CtlError(f"prefix {go_quote(a.prefix)} has keys. Delete with etcdctl del "
                        f"--prefix {a.prefix} first", EXIT_INVALID_INPUT)
@@ -201,37 +179,18 @@ def run_datascale(a: Args) -> None:
           f"key-value, {clients} concurrent clients].", flush=True)
     from petcd.cli.ctl.progress import Bar
 
-    value = bytes(512)  # etcdctl: 512-byte keys (a varint, then zeros), 512-byte values
-    errors: dict[str, int] = {}
-    lock = threading.Lock()
-    todo = iter(range(limit))
-    bar = Bar(limit).start()
-
-    def worker() -> None:
-        import random
-        while True:
-            with lock:
-                if next(todo, None) is None:
-                    return
-            key = prefix + _varint_key(random.getrandbits(63), 512)
-            try:
-                c.call("KV", "Put", rpc.PutRequest(key=key, value=value), timeout=None)
-            except CtlError as e:
-                with lock:
-                    errors[str(e)] = errors.get(str(e), 0) + 1
-            bar.add(1)
-
-    threads = [threading.Thread(target=worker) for _ in range(min(clients, 64))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    job = _job(a, c, 512, 512, clients)  # etcdctl: 512-byte keys and values
+    job.count = limit
+    job.progress = True
+    bar = Bar(limit)
+    res = _run(job, on_start=lambda _: bar.start(), on_progress=bar.add)
+    errors = res.errors
     bar.finish()
     after = _memory(a, c.endpoints[0])
     if not after:
         print("FAIL: Could not read process_resident_memory_bytes after the put operations.")
         raise SystemExit(EXIT_ERROR)
-    _cleanup(a, c, prefix)
+    _cleanup(a, c, prefix, None)
     if not _report(errors):
         sys.stdout.flush()
         raise SystemExit(EXIT_ERROR)

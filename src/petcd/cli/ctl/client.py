@@ -43,12 +43,17 @@ def error_text(e: grpc.RpcError) -> str:
     return f"rpc error: code = {go_code(code)} desc = {desc}"
 
 
+class DialTimeout(CtlError):
+    """No connection within --dial-timeout."""
+
+
 class Client:
     def __init__(self, args: Args, endpoints: list[str] | None = None) -> None:
         if args.discovery_srv:
             raise CtlError("DNS SRV discovery (--discovery-srv) is not supported by "
                            "petcdctl; list the members with --endpoints", EXIT_BAD_ARGS)
         self.args = args
+        _verify_env_once(args)
         self.endpoints = [strip_scheme(e) for e in (endpoints or args.endpoints)]
         self.dial_timeout = parse_duration(args.dial_timeout)
         self.command_timeout = parse_duration(args.command_timeout)
@@ -64,32 +69,45 @@ class Client:
         return bool(a.cacert or a.cert or a.key or not a.insecure_transport
                     or any(e.startswith(("https://", "unixs://")) for e in eps))
 
-    def channel(self) -> grpc.Channel:
-        if self._channel is not None:
-            return self._channel
+    def dial_parts(self) -> tuple[str, list[tuple[str, Any]], tuple[bytes | None, ...] | None]:
+        """What a channel to the endpoints is made of, as plain (picklable) values:
+        the target, the channel options and, for TLS, (roots, key, certificate chain)."""
         a = self.args
         ka = parse_duration(a.keepalive_time)
         kt = parse_duration(a.keepalive_timeout)
         # grpc-go (etcdctl's) raises a keepalive time below 10 s to 10 s; so do we (etcd
         # closes connections that ping more often than its --grpc-keepalive-min-time).
-        options = [("grpc.keepalive_time_ms", max(int(ka * 1000), 10000)),
-                   ("grpc.keepalive_permit_without_calls", 0),
-                   ("grpc.http2.max_pings_without_data", 0),
-                   ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
-                   ("grpc.max_receive_message_length", 2**31 - 1)]
-        target = self.endpoints[0] if len(self.endpoints) == 1 else \
-            "ipv4:" + ",".join(self.endpoints)
+        options: list[tuple[str, Any]] = [
+            ("grpc.keepalive_time_ms", max(int(ka * 1000), 10000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_timeout_ms", max(int(kt * 1000), 1)),
+            ("grpc.max_receive_message_length", 2**31 - 1)]
+        endpoints = self.endpoints
+        tls = None
         if self._secure():
+            # read in Go's order (the key pair, then the CA): the same file is named
+            # when several are missing
+            chain, key = _read(a.cert), _read(a.key)
             roots = _read(a.cacert)
             # etcdctl applies the flag only to a TLS config of its own: one made for
             # --cacert/--cert/--key or --insecure-transport=false. An https:// endpoint
             # alone gets clientv3's default config, which verifies.
             if a.insecure_skip_tls_verify and (a.cacert or a.cert or a.key
                                                or not a.insecure_transport):
-                roots = self._pinned_roots(options)
+                roots, endpoints = self._pinned_roots(options)
+            tls = (roots, key, chain)
+        target = endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
+        return target, options, tls
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is not None:
+            return self._channel
+        target, options, tls = self.dial_parts()
+        if tls is not None:
+            roots, key, chain = tls
             creds = grpc.ssl_channel_credentials(
-                root_certificates=roots, private_key=_read(a.key),
-                certificate_chain=_read(a.cert))
+                root_certificates=roots, private_key=key, certificate_chain=chain)
             ch = grpc.secure_channel(target, creds, options)
         else:
             ch = grpc.insecure_channel(target, options)
@@ -97,26 +115,28 @@ class Client:
             grpc.channel_ready_future(ch).result(timeout=self.dial_timeout)
         except grpc.FutureTimeoutError:
             ch.close()
-            raise CtlError("context deadline exceeded", EXIT_ERROR) from None
+            raise DialTimeout("context deadline exceeded", EXIT_ERROR) from None
         self._channel = ch
-        if a.user:
+        if self.args.user:
             self._authenticate()
         return ch
 
-    def _pinned_roots(self, options: list[tuple[str, Any]]) -> bytes:
+    def _pinned_roots(self, options: list[tuple[str, Any]]) -> tuple[bytes, list[str]]:
         """--insecure-skip-tls-verify: gRPC Python cannot skip verification, so the
         servers' own certificates (fetched without verifying) become the only roots,
-        and the name checked is one they hold (petcd.client.unverified)."""
+        and the name checked is one they hold (petcd.client.unverified). Returns the
+        roots and the endpoints to dial: those reachable whose certificates hold that
+        name (all of them when the members' certificates share a name)."""
         from petcd.client.unverified import pin
 
         a = self.args
         try:
-            roots, name = pin(self.endpoints, timeout=self.dial_timeout,
-                              cert_chain=a.cert or None, key=a.key or None)
+            roots, name, endpoints = pin(self.endpoints, timeout=self.dial_timeout,
+                                         cert_chain=a.cert or None, key=a.key or None)
         except (OSError, ValueError):
             raise CtlError("context deadline exceeded", EXIT_ERROR) from None
         options.append(("grpc.ssl_target_name_override", name))
-        return roots
+        return roots, endpoints
 
     def _authenticate(self) -> None:
         a = self.args
@@ -135,6 +155,8 @@ class Client:
             resp = self.call("Auth", "Authenticate",
                              rpc.AuthenticateRequest(name=name, password=password))
         except CtlError as e:  # etcdctl cannot make its client: a bad connection
+            if str(e) == "etcdserver: authentication is not enabled":
+                return  # (clientv3 goes on without a token)
             raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
         self.metadata = [("token", resp.token)]
 
@@ -176,17 +198,28 @@ class Client:
     def call(self, service: str, method: str, request: Any, *,
              timeout: float | None = -1.0) -> Any:
         """A unary call with --command-timeout (None: no deadline)."""
-        if service in ("Lock", "Election"):
-            fn = getattr(self.stub(service), method)
-        else:
-            from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-
-            name = type(request).__name__
-            assert name.endswith("Request"), name
-            fn = self.unary(service, method, getattr(rpc, name[:-7] + "Response"))
         try:
-            return fn(request, timeout=self.command_timeout if timeout == -1.0 else timeout,
-                      metadata=self.metadata or None)
+            if service in ("Lock", "Election"):
+                fn = getattr(self.stub(service), method)
+            else:
+                from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+
+                name = type(request).__name__
+                assert name.endswith("Request"), name
+                fn = self.unary(service, method, getattr(rpc, name[:-7] + "Response"))
+        except DialTimeout:
+            # clientv3 3.4 dials without blocking: its first call is what fails, at
+            # its deadline, and the retry interceptor logs that first
+            self.warn(None, "DeadlineExceeded",
+                      "latest balancer error: all SubConns are in TransientFailure")
+            raise CtlError("context deadline exceeded", EXIT_ERROR) from None
+        if timeout == -1.0:
+            timeout = self.command_timeout
+            if timeout <= 0:  # Go's context.WithTimeout(0): already expired
+                self.warn(None, "DeadlineExceeded", "context deadline exceeded")
+                raise CtlError("context deadline exceeded", EXIT_ERROR)
+        try:
+            return fn(request, timeout=timeout, metadata=self.metadata or None)
         except grpc.RpcError as e:
             raise self.failure(e) from None
 
@@ -199,7 +232,7 @@ class Client:
             code = EXIT_BAD_CONNECTION
         return CtlError(error_text(e), code)
 
-    def warn(self, e: grpc.RpcError) -> None:
+    def warn(self, e: grpc.RpcError | None, code: str = "", desc: str = "") -> None:
         """clientv3's retry interceptor logs each failed unary attempt."""
         import datetime
         import json
@@ -210,7 +243,8 @@ class Client:
                 "caller": "clientv3/retry_interceptor.go:62",
                 "msg": "retrying of unary invoker failed", "target": self.target_id,
                 "attempt": 0,
-                "error": f"rpc error: code = {go_code(e.code())} desc = {e.details()}"}
+                "error": f"rpc error: code = {go_code(e.code())} desc = {e.details()}"
+                if e is not None else f"rpc error: code = {code} desc = {desc}"}
         sys.stderr.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
@@ -222,11 +256,25 @@ def _serialize(m: Any) -> bytes:
     return m.SerializeToString()  # type: ignore[no-any-return]
 
 
+_env_checked = False
+
+
+def _verify_env_once(args: Args) -> None:
+    """etcdctl checks its ETCDCTL_ variables as it makes its first client."""
+    global _env_checked
+    if not _env_checked:
+        _env_checked = True
+        from petcd.cli.ctl.cmd import verify_env
+
+        verify_env(getattr(args, "given", set()), getattr(args, "path", ""))
+
+
 def _read(path: str) -> bytes | None:
     if not path:
         return None
     try:
         with open(path, "rb") as f:
             return f.read()
-    except OSError as e:
-        raise CtlError(str(e), EXIT_BAD_CONNECTION) from None
+    except OSError as e:  # in Go's words: "open <path>: no such file or directory"
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise CtlError(f"open {path}: {why[:1].lower()}{why[1:]}", EXIT_BAD_ARGS) from None

@@ -6,6 +6,7 @@ until the command runs (commands name their module; it is imported only then).""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -259,11 +260,48 @@ class _Usage(Exception):
         self.path = path
 
 
+def env_key(flag: Flag) -> str:
+    return "ETCDCTL_" + flag.name.upper().replace("-", "_")
+
+
 def _env_defaults(values: dict[str, Any]) -> None:
+    """Global flags from ETCDCTL_<FLAG>, as etcd's pkg/flags sets them: empty values
+    are skipped and a value that does not parse is dropped silently (etcdctl 3.4
+    ignores that error and keeps the default)."""
     for f in GLOBAL_FLAGS:
-        env = os.environ.get("ETCDCTL_" + f.dest.upper())
-        if env is not None:
-            values[f.dest] = _convert(f, env)
+        env = os.environ.get(env_key(f))
+        if env:
+            with contextlib.suppress(CtlError):
+                values[f.dest] = _convert(f, env)
+
+
+def verify_env(given: set[str], path: str) -> None:
+    """What etcdctl checks when it makes its client: an ETCDCTL_ variable shadowed by
+    the same flag on the command line is fatal, one naming no global flag draws a
+    warning (capnslog lines on stderr)."""
+    used = {env_key(f) for f in GLOBAL_FLAGS if f.name not in given and os.environ.get(
+        env_key(f))}
+    shadowed = {env_key(f) for f in GLOBAL_FLAGS if f.name in given}
+    if path.split(" ")[0] == "watch":  # (etcdctl silences these for watch)
+        used |= {"ETCDCTL_WATCH_KEY", "ETCDCTL_WATCH_RANGE_END"}
+    for key, value in os.environ.items():
+        if key in used or key == "ETCDCTL_API":  # (etcdctl unsets ETCDCTL_API first)
+            continue
+        if key in shadowed:
+            _capnslog("C", f'conflicting environment variable "{key}" is shadowed by '
+                      "corresponding command-line flag (either unset environment "
+                      "variable or disable flag)")
+            raise SystemExit(1)
+        if key.startswith("ETCDCTL_"):
+            _capnslog("W", f"unrecognized environment variable {key}={value}")
+
+
+def _capnslog(level: str, message: str) -> None:
+    import datetime
+
+    now = datetime.datetime.now()
+    sys.stderr.write(f"{now:%Y-%m-%d %H:%M:%S.%f} {level} | pkg/flags: {message}\n")
+    sys.stderr.flush()
 
 
 # -- help

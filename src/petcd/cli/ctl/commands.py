@@ -238,10 +238,10 @@ ROOT = Command("etcdctl", "A simple command line client for etcd3.", subcommands
     _c("help", "Help about any command", "help [command]", "cluster:run_help",
        long="Help provides help for any command in the application.\nSimply type etcdctl "
        "help [path to command] for full details."),
-    # snapshot runs through the argparse-based module (petcd.cli.ctl.snapshot)
+    # snapshot status/restore run through the argparse-based module (snapshot.py)
     _group("snapshot", "Manages etcd node snapshots",
            _c("save", "Stores an etcd node backend snapshot to a given file",
-              "snapshot save <filename>", "snapshot"),
+              "snapshot save <filename>", "snapshot_save:run_save"),
            _c("status", "Gets backend snapshot status of a given file",
               "snapshot status <filename>", "snapshot", long=_LIST_LONG.format(
                   "status", "hash, revision, total keys, total size")),

@@ -49,6 +49,19 @@ def global_flags() -> argparse.ArgumentParser:
                    help="timeout for short running command (excluding dial timeout)")
     g.add_argument("--hex", action="store_true", help="print byte strings as hex")
     g.add_argument("--debug", action="store_true", help="enable client-side debug logging")
+    # etcdctl takes every global flag with every command: the rest are accepted here
+    # (status and restore make no connection, so they change nothing)
+    from petcd.cli.ctl.cmd import GLOBAL_FLAGS
+
+    for f in GLOBAL_FLAGS:
+        if f.name in ("endpoints", "write-out", "dial-timeout", "command-timeout", "hex",
+                      "debug"):
+            continue
+        names = [f"--{f.name}"] + ([f"-{f.short}"] if f.short else [])
+        if f.kind == "bool":
+            g.add_argument(*names, action="store_true", help=f.help)
+        else:
+            g.add_argument(*names, help=f.help)
     return p
 
 

@@ -5,16 +5,14 @@ from etcd or petcd alike; petcd backend files (LMDB) are still read."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from typing import Any
 
-from petcd.cli.config import Config, ConfigError, parse_duration, parse_url
+from petcd.cli.config import Config, ConfigError, parse_url
 from petcd.cli.ctl.common import (
     EXIT_BAD_ARGS,
     EXIT_ERROR,
-    EXIT_INTERRUPTED,
     CtlError,
     humanize_bytes,
     render_table,
@@ -25,7 +23,6 @@ from petcd.server.restore import (
     RestoreConfig,
     RestoreError,
     SnapshotStatus,
-    has_checksum,
     restore,
     snapshot_status,
 )
@@ -40,11 +37,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     sub = snap.add_subparsers(dest="snapshot_command", metavar="<subcommand>",
                               parser_class=type(snap))
     snap.set_defaults(run=lambda args: snap.print_help())
-
-    save = sub.add_parser("save", parents=[common],
-                          help="Stores an etcd node backend snapshot to a given file")
-    save.add_argument("filename", nargs="*")
-    save.set_defaults(run=run_save)
 
     status = sub.add_parser("status", parents=[common],
                             help="Gets backend snapshot status of a given file")
@@ -148,52 +140,3 @@ def run_restore(args: argparse.Namespace) -> None:
     print(f"restored snapshot {path} to data dir {data_dir}", file=sys.stderr)
 
 
-# -- save
-
-def _endpoint(args: argparse.Namespace) -> str:
-    endpoints = [e for e in str(args.endpoints).split(",") if e]
-    if len(endpoints) != 1:
-        raise CtlError("snapshot must be requested to one selected node, not multiple "
-                       f"[{' '.join(endpoints)}]", EXIT_INTERRUPTED)
-    ep = endpoints[0]
-    for scheme in ("http://", "https://"):
-        if ep.startswith(scheme):
-            ep = ep[len(scheme):]
-    return ep
-
-
-def run_save(args: argparse.Namespace) -> None:
-    path = _one_file(args, "snapshot save expects one argument")
-    target = _endpoint(args)
-    import grpc  # keeps the offline commands free of gRPC start-up
-
-    from petcd.pb.etcdserverpb import rpc_pb2 as rpc
-
-    timeout = parse_duration(args.command_timeout) if args.command_timeout else None
-    part = path + ".part"
-    try:
-        with grpc.insecure_channel(target) as ch:
-            call = ch.unary_stream(
-                "/etcdserverpb.Maintenance/Snapshot",
-                request_serializer=rpc.SnapshotRequest.SerializeToString,
-                response_deserializer=rpc.SnapshotResponse.FromString)
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                size = 0
-                for resp in call(rpc.SnapshotRequest(), timeout=timeout):
-                    f.write(resp.blob)
-                    size += len(resp.blob)
-                if not has_checksum(size):
-                    raise CtlError(f"sha256 checksum not found [bytes: {size}]",
-                                   EXIT_INTERRUPTED)
-                f.flush()
-                os.fsync(f.fileno())
-        os.rename(part, path)
-    except grpc.RpcError as e:
-        raise CtlError(str(e.details()), EXIT_INTERRUPTED) from None  # type: ignore[attr-defined]
-    except OSError as e:
-        raise CtlError(str(e), EXIT_INTERRUPTED) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(part)
-    print(f"Snapshot saved at {path}")
