@@ -1,7 +1,7 @@
 """The multi-version key-value store (etcd's mvcc) on the LMDB backend.
 
 Every change gets a revision (main, sub): all changes of one request share
-the main revision and are numbered by sub. Layout (see docs/ARCHITECTURE.md):
+the main revision and are numbered by sub. Layout (see docs/architecture/mvcc.md):
 
 - `kv`:    revision key -> serialized mvccpb.KeyValue, the whole history in
            revision order. Revision key = 8-byte big-endian main + b"_" +
