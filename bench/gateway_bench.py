@@ -17,7 +17,6 @@ import argparse
 import base64
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,8 @@ from loadgen import (
     Cell,
     add_common_args,
     http_cell,
-    member_for,
-    parse_common_args,
+    one_member_each,
     preload,
-    print_table,
-    take_turns,
 )
 
 from petcd.testing import MemberProcess
@@ -66,23 +62,10 @@ def main() -> None:
     add_common_args(ap, ",".join(WORKLOADS))
     ap.add_argument("--value-size", type=int, default=256)
     args = ap.parse_args()
-    targets, clients, workloads = parse_common_args(args)
-    unit = {"put": "puts/s", "range": "ranges/s"}
-    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
-        members: dict[str, MemberProcess] = {}
-        try:
-            for target in targets:
-                members[target] = member_for(target, Path(tmp) / target).start()
-                preload(members[target].address, args.value_size)
-            results = take_turns(
-                targets, workloads, clients, args.repeat, unit,
-                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
-                                          args.seconds, args.value_size))
-        finally:
-            for m in members.values():
-                m.stop()
-    print_table("gateway rate/s", results, targets,
-                [(wl, c, unit[wl]) for wl in workloads for c in clients])
+    one_member_each(
+        args, "gateway-bench-", {"put": "puts/s", "range": "ranges/s"}, "gateway rate/s",
+        lambda m, wl, c, procs: run_cell(m, wl, c, procs, args.seconds, args.value_size),
+        prepare=lambda m: preload(m.address, args.value_size))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import (
     Cell,
     add_common_args,
-    member_for,
-    parse_common_args,
-    print_table,
+    one_member_each,
     run_processes,
     run_worker,
     split_clients,
-    take_turns,
 )
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -123,22 +119,12 @@ def main() -> None:
     add_common_args(ap, "grant,keepalive")
     ap.add_argument("--leases-per-client", type=int, default=4)
     args = ap.parse_args()
-    targets, clients, workloads = parse_common_args(args)
-    unit = {"grant": "leases granted/s", "keepalive": "keep-alives/s"}
-    with tempfile.TemporaryDirectory(prefix="lease-bench-") as tmp:
-        members: dict[str, MemberProcess] = {}
-        try:
-            for target in targets:
-                members[target] = member_for(target, Path(tmp) / target).start()
-            results = take_turns(
-                targets, workloads, clients, args.repeat, unit,
-                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
-                                          args.seconds, args.leases_per_client))
-        finally:
-            for m in members.values():
-                m.stop()
-    print_table("rate/s", results, targets,
-                [(wl, c, unit[wl]) for wl in workloads for c in clients])
+    one_member_each(
+        args, "lease-bench-", {"grant": "leases granted/s", "keepalive": "keep-alives/s"},
+        "rate/s",
+        lambda m, wl, c, procs: run_cell(m, wl, c, procs, args.seconds,
+                                         args.leases_per_client))
+
 
 if __name__ == "__main__":
     main()

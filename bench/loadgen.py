@@ -12,6 +12,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -360,6 +361,31 @@ def take_turns(targets: Sequence[str], workloads: Sequence[str], clients: Sequen
                       f"  client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
                       + (f"  errors {cell.errors}" if cell.errors else ""), flush=True)
     return results
+
+
+def one_member_each(args: argparse.Namespace, prefix: str, unit: dict[str, str], title: str,
+                    cell: Callable[[MemberProcess, str, int, int], Cell],
+                    member_args: Sequence[str] = (),
+                    prepare: Callable[[MemberProcess], None] | None = None) -> None:
+    """A one-member bench: a member per target (prepared once), every cell with the targets
+    taking turns (cell(member, workload, clients, procs)), the members stopped, the table."""
+    targets, clients, workloads = parse_common_args(args)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        members: dict[str, MemberProcess] = {}
+        try:
+            for target in targets:
+                m = members[target] = member_for(target, Path(tmp) / target,
+                                                 args=member_args).start()
+                if prepare is not None:
+                    prepare(m)
+            results = take_turns(
+                targets, workloads, clients, args.repeat, unit,
+                lambda t, wl, c: cell(members[t], wl, c, args.procs if c > 1 else 1))
+        finally:
+            for m in members.values():
+                m.stop()
+    print_table(title, results, targets,
+                [(wl, c, unit[wl]) for wl in workloads for c in clients])
 
 
 def preload(address: str, value_size: int, tls: TLSCreds | None = None) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -25,10 +24,7 @@ from loadgen import (
     Cell,
     add_common_args,
     http_cell,
-    member_for,
-    parse_common_args,
-    print_table,
-    take_turns,
+    one_member_each,
 )
 
 from petcd.testing import MemberProcess
@@ -65,24 +61,11 @@ def main() -> None:
     add_common_args(ap, ",".join(WORKLOADS))
     ap.add_argument("--value-size", type=int, default=256)
     args = ap.parse_args()
-    targets, clients, workloads = parse_common_args(args)
-    unit = {"set": "sets/s", "get": "gets/s", "qget": "quorum gets/s"}
-    with tempfile.TemporaryDirectory(prefix="v2-bench-") as tmp:
-        members: dict[str, MemberProcess] = {}
-        try:
-            for target in targets:
-                members[target] = member_for(target, Path(tmp) / target,
-                                             args=["--enable-v2=true"]).start()
-                _preload(members[target], args.value_size)
-            results = take_turns(
-                targets, workloads, clients, args.repeat, unit,
-                lambda t, wl, c: run_cell(members[t], wl, c, args.procs if c > 1 else 1,
-                                          args.seconds, args.value_size))
-        finally:
-            for m in members.values():
-                m.stop()
-    print_table("v2 rate/s", results, targets,
-                [(wl, c, unit[wl]) for wl in workloads for c in clients])
+    one_member_each(
+        args, "v2-bench-", {"set": "sets/s", "get": "gets/s", "qget": "quorum gets/s"},
+        "v2 rate/s",
+        lambda m, wl, c, procs: run_cell(m, wl, c, procs, args.seconds, args.value_size),
+        member_args=["--enable-v2=true"], prepare=lambda m: _preload(m, args.value_size))
 
 
 if __name__ == "__main__":
