@@ -32,23 +32,14 @@ def check_delete(r: rpc.DeleteRangeRequest) -> None:
 def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> bool:
     """etcd's checks of a Txn; returns whether every op of both branches is a range
     (the txn is a read)."""
-    compare, success, failure = r.compare, r.success, r.failure
-    ops = max(len(compare), len(success), len(failure))
-    if ops > max_txn_ops:
-        raise errors.TOO_MANY_OPS()
-    for c in compare:
-        if not c.key:
-            raise errors.EMPTY_KEY()
-    left = max_txn_ops - ops
-    kinds_then = [_check_op(op, left) for op in success]
-    kinds_else = [_check_op(op, left) for op in failure]
+    kinds_then, kinds_else = _check_txn_ops(r, max_txn_ops)
     # Overlap checks come after the cheap ones, as in etcd (avoids quadratic work on
     # requests that are rejected anyway). A branch of one op other than a nested txn
     # cannot overlap itself (the common txn: a compare and one put).
     if len(kinds_then) > 1 or kinds_then == _NESTED:
-        check_intervals(success)
+        check_intervals(r.success)
     if len(kinds_else) > 1 or kinds_else == _NESTED:
-        check_intervals(failure)
+        check_intervals(r.failure)
     return all(k == "request_range" for k in kinds_then) and \
         all(k == "request_range" for k in kinds_else)
 
@@ -56,16 +47,16 @@ def check_txn(r: rpc.TxnRequest, max_txn_ops: int) -> bool:
 _NESTED = ["request_txn"]
 
 
-def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> None:
+def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> tuple[list[str], list[str]]:
+    """The per-op checks of a txn (nested ones included); the kinds of each branch's ops."""
     ops = max(len(r.compare), len(r.success), len(r.failure))
     if ops > max_txn_ops:
         raise errors.TOO_MANY_OPS()
     for c in r.compare:
         if not c.key:
             raise errors.EMPTY_KEY()
-    for branch in (r.success, r.failure):
-        for op in branch:
-            _check_op(op, max_txn_ops - ops)
+    left = max_txn_ops - ops
+    return [_check_op(op, left) for op in r.success], [_check_op(op, left) for op in r.failure]
 
 
 def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> str:
