@@ -153,14 +153,8 @@ class Store:
                          expire: int, refresh: bool = False) -> Event:
         def run() -> Event:
             p = clean(path)
-            if p in READ_ONLY:
-                raise E.V2Error(E.ROOT_READ_ONLY, "/", self.index)
-            n = self._find(p)
-            if n.is_dir:
-                raise E.V2Error(E.NOT_FILE, p, self.index)
-            cause = _compare_cause(n, prev_value, prev_index)
-            if cause is not None:
-                raise E.V2Error(E.TEST_FAILED, cause, self.index)
+            self._writable(p)
+            n = self._matching_file(p, prev_value, prev_index)
             val = n.value if refresh else value
             self.index += 1
             prev = n.ext(False, False, self.clock())
@@ -196,12 +190,7 @@ class Store:
     def compare_and_delete(self, path: str, prev_value: str, prev_index: int) -> Event:
         def run() -> Event:
             p = clean(path)
-            n = self._find(p)
-            if n.is_dir:
-                raise E.V2Error(E.NOT_FILE, p, self.index)
-            cause = _compare_cause(n, prev_value, prev_index)
-            if cause is not None:
-                raise E.V2Error(E.TEST_FAILED, cause, self.index)
+            n = self._matching_file(p, prev_value, prev_index)
             self.index += 1
             node: Ext = {"key": p, "modifiedIndex": self.index, "createdIndex": n.created}
             e = Event("compareAndDelete", node, self.index,
@@ -258,6 +247,16 @@ class Store:
     def _writable(self, p: str) -> None:
         if p in READ_ONLY:
             raise E.V2Error(E.ROOT_READ_ONLY, "/", self.index)
+
+    def _matching_file(self, p: str, prev_value: str, prev_index: int) -> Node:
+        """The file at p if it passes a compare-and-* test; else etcd's error."""
+        n = self._find(p)
+        if n.is_dir:
+            raise E.V2Error(E.NOT_FILE, p, self.index)
+        cause = _compare_cause(n, prev_value, prev_index)
+        if cause is not None:
+            raise E.V2Error(E.TEST_FAILED, cause, self.index)
+        return n
 
     def _find(self, path: str) -> Node:
         cur = self.root
