@@ -34,12 +34,28 @@ class FakeNet:
         self.cut.clear()
 
 
+class _FileChunks:
+    """A snapshot's data from a file, as the transport's SnapshotStream gives it."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+
+    async def batch(self) -> list[bytes]:
+        chunk = await asyncio.to_thread(self._f.read, 1 << 16)
+        return [chunk] if chunk else []
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while batch := await self.batch():
+            for chunk in batch:
+                yield chunk
+
+
 class FakeTransport:
     """What RaftDriver uses of petcd.transport.PeerTransport."""
 
     def __init__(self, net: FakeNet, member_id: int, cluster_id: int, urls: list[str],
                  on_messages: Callable[[list[bytes]], None],
-                 on_snapshot: Callable[[int, bytes, AsyncIterator[bytes]], Awaitable[None]],
+                 on_snapshot: Callable[[int, bytes, Any], Awaitable[None]],
                  *, on_request: Callable[[int, bytes], Awaitable[bytes]] | None = None,
                  **_: Any) -> None:
         self.net = net
@@ -66,14 +82,10 @@ class FakeTransport:
         if not self.net.up(self.id, to):
             return False
 
-        async def chunks() -> AsyncIterator[bytes]:
-            # a path, or a raw stream (the leader's backend copy) read in a thread
-            with (open(source, "rb") if isinstance(source, str)
-                  else contextlib.nullcontext(source)) as f:
-                while chunk := await asyncio.to_thread(f.read, 1 << 16):
-                    yield chunk
-
-        await self.net.transports[to]._on_snapshot(self.id, metadata, chunks())
+        # a path, or a raw stream (the leader's backend copy) read in a thread
+        with (open(source, "rb") if isinstance(source, str)
+              else contextlib.nullcontext(source)) as f:
+            await self.net.transports[to]._on_snapshot(self.id, metadata, _FileChunks(f))
         self.snapshots_sent += 1
         return True
 

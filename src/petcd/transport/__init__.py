@@ -31,9 +31,10 @@ Callbacks, all invoked on the loop:
 
 * ``on_messages(payloads: list[bytes])``: every frame that one socket read completed, in the
   order the sender queued them (per connection). Must not block.
-* ``await on_snapshot(from_id, metadata, chunks)``: ``chunks`` is an async iterator of ``bytes``
-  that ends only after the stream's length and sha256 were verified (else it raises
-  SnapshotError). Return normally to acknowledge; raise to fail the sender's send_snapshot.
+* ``await on_snapshot(from_id, metadata, chunks)``: ``chunks`` (a ``SnapshotStream``) gives
+  the data in batches (``await chunks.batch()``) or chunk by chunk (``async for``), and ends
+  only after the stream's length and sha256 were verified (else it raises SnapshotError).
+  Return normally to acknowledge; raise to fail the sender's send_snapshot.
   Socket reads pause while ``config.snapshot_buffer`` bytes wait unconsumed.
 * ``on_peer_status(id, active)``: an outgoing connection came up or went down.
 * ``await on_request(from_id, payload) -> bytes``: answer one REQUEST connection (small
@@ -74,6 +75,7 @@ from .types import (
     RequestHandler,
     SnapshotHandler,
     SnapshotSource,
+    SnapshotStream,
     TransportConfig,
     parse_peer_url,
 )
@@ -90,6 +92,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotHandler",
     "SnapshotSource",
+    "SnapshotStream",
     "Status",
     "TransportConfig",
     "parse_peer_url",

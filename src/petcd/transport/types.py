@@ -24,7 +24,17 @@ from .wire import (
 MiB = 1024 * 1024
 
 
-SnapshotHandler = Callable[[int, bytes, AsyncIterator[bytes]], Awaitable[None]]
+class SnapshotStream(Protocol):
+    """The data of one incoming snapshot, in order: ``await batch()`` gives what arrived
+    since the last call (verified so far), ``[]`` once the stream ended whole; or iterate it
+    chunk by chunk. Either raises on a broken or corrupted stream."""
+
+    async def batch(self) -> list[bytes]: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+SnapshotHandler = Callable[[int, bytes, SnapshotStream], Awaitable[None]]
 """``await on_snapshot(from_id, metadata, chunks)``: consume ``chunks`` (raises on a broken or
 corrupted stream). Returning normally tells the sender the snapshot was received."""
 

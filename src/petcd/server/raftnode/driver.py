@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message as PbMessage
@@ -50,7 +50,7 @@ from petcd.server.raftnode.reads import LinearizableReads
 from petcd.server.raftnode.ready import ReadyLoop
 from petcd.server.raftnode.snapshots import Snapshots
 from petcd.server.worker import Worker
-from petcd.transport import PeerTransport, TransportConfig
+from petcd.transport import PeerTransport, SnapshotStream, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class RaftDriver:
         self.ready_loop.wake()
 
     async def snapshots_receive(self, from_id: int, metadata: bytes,
-                                chunks: AsyncIterator[bytes]) -> None:
+                                chunks: SnapshotStream) -> None:
         await self.snapshots.receive(from_id, metadata, chunks)
 
     def step(self, m: Message) -> None:

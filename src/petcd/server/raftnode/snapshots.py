@@ -13,7 +13,6 @@ import asyncio
 import bisect
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from petcd.mvcc.copystream import CopyStream
@@ -26,7 +25,7 @@ from petcd.raft import (
     decode_message,
     encode_message,
 )
-from petcd.transport import SnapshotChunks
+from petcd.transport import SnapshotStream
 
 if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
@@ -137,7 +136,7 @@ class Snapshots:
         md = SnapshotMetadata(index, term, self._conf_state_at(index, prune=False))
         return Snapshot(md, snap.data)
 
-    async def receive(self, from_id: int, metadata: bytes, chunks: AsyncIterator[bytes]) -> None:
+    async def receive(self, from_id: int, metadata: bytes, chunks: SnapshotStream) -> None:
         """A snapshot stream from the leader: the backend file first, then its message
         goes to Raft (whose Ready hands the snapshot to install())."""
         d = self._d
@@ -149,15 +148,11 @@ class Snapshots:
         loop = asyncio.get_running_loop()
         work: asyncio.Future[object] | None = None  # a thread's write or commit
         try:
-            if isinstance(chunks, SnapshotChunks):
-                # Everything that arrived meanwhile, written by a thread while the loop
-                # receives the next (the transport hashed it in one already).
-                while batch := await chunks.batch():
-                    work = loop.run_in_executor(None, receiver.write_many, batch)
-                    await work
-            else:
-                async for chunk in chunks:
-                    receiver.write(chunk)
+            # Everything that arrived meanwhile, written by a thread while the loop
+            # receives the next (the transport hashed it in one already).
+            while batch := await chunks.batch():
+                work = loop.run_in_executor(None, receiver.write_many, batch)
+                await work
             work = loop.run_in_executor(None, receiver.commit)
             await work
         except BaseException:
