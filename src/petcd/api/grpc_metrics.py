@@ -48,14 +48,16 @@ class MethodStats:
         self.timer: Callable[[float], None] | None = None
 
 
+# StatusCode -> its number (an enum member's .value is a property: looked up per call).
+_CODE_NUMBERS: dict[Any, int] = {c: int(c.value[0]) for c in _SC}
+_CODE_NUMBERS[None] = 0
+
+
 def _code_of(ctx: Any) -> int:
     try:
-        code = ctx.code()
+        return _CODE_NUMBERS.get(ctx.code(), _UNKNOWN)
     except Exception:
         return _UNKNOWN
-    if code is None:
-        return 0
-    return int(code.value[0]) if isinstance(code, _SC) else _UNKNOWN
 
 
 def _kind(mh: grpc.RpcMethodHandler[Any, Any]) -> str:

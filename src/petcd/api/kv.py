@@ -5,7 +5,7 @@ re-encoded per call (protobuf merges a repeated embedded message field)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -103,16 +103,18 @@ class KVService:
         out: bytes = result.SerializeToString() + self.header.get()
         return out
 
-    async def Put(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    def Put(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Awaitable[bytes]:
+        # Not a coroutine itself: the checks need no await, so the call's one coroutine
+        # is _propose's (or the abort's). Each layer of coroutines costs every call.
         try:
             req = rpc.PutRequest.FromString(raw)
         except DecodeError as e:
-            await undecodable(context, e)
+            return undecodable(context, e)
         try:
             validate.check_put(req)
         except EtcdError as e:
-            await abort(context, e)
-        return await self._propose(P.PUT, raw, req, context, checks.check_put)
+            return abort(context, e)
+        return self._propose(P.PUT, raw, req, context, checks.check_put)
 
     async def DeleteRange(self, raw: bytes,
                           context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
@@ -124,18 +126,24 @@ class KVService:
             await abort(context, errors.EMPTY_KEY)
         return await self._propose(P.DELETE_RANGE, raw, req, context, checks.check_delete)
 
-    async def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Awaitable[bytes]:
+        # (not a coroutine itself, as Put)
         try:
             req = rpc.TxnRequest.FromString(raw)
         except DecodeError as e:
-            await undecodable(context, e)
+            return undecodable(context, e)
         try:
             reads_only = validate.check_txn(req, self._max_txn_ops)
         except EtcdError as e:
-            await abort(context, e)
+            return abort(context, e)
         if not reads_only:
-            return await self._propose(P.TXN, raw, req, context, checks.check_txn)
-        # Only ranges: a read, as in etcd (no log entry; a barrier unless all serializable).
+            return self._propose(P.TXN, raw, req, context, checks.check_txn)
+        return self._read_txn(req, context)
+
+    async def _read_txn(self, req: rpc.TxnRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        """A txn of ranges only: a read, as in etcd (no log entry; a barrier unless all
+        are serializable)."""
         node = self._node
         if not all(op.request_range.serializable for op in (*req.success, *req.failure)):
             barrier = node.read_barrier()

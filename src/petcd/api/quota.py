@@ -9,6 +9,7 @@ cost. Only near the quota is the exact cost computed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -36,24 +37,36 @@ async def check_quota(node: Node, cost: int, context: Context) -> None:
 
 
 class QuotaKVService(KVService):
-    """KVService with the quota checked in front of Put and Txn (etcd's quotaKVServer)."""
+    """KVService with the quota checked in front of Put and Txn (etcd's quotaKVServer).
+    Far below the quota the KV handler's awaitable is returned as it is: no coroutine
+    of this layer per call."""
 
-    async def Put(self, raw: bytes, context: Context) -> bytes:
-        node = self._node
-        if not node.maintenance.quota_fits_surely(KV_OVERHEAD + len(raw)):
-            try:
-                cost = cost_put(rpc.PutRequest.FromString(raw))
-            except DecodeError:
-                cost = 0  # the KV handler answers the decoding error
-            await check_quota(node, cost, context)
-        return await super().Put(raw, context)
+    def __init__(self, node: Node, *, max_request_bytes: int, max_txn_ops: int) -> None:
+        super().__init__(node, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops)
+        self._fits_surely = node.maintenance.quota_fits_surely
 
-    async def Txn(self, raw: bytes, context: Context) -> bytes:
-        node = self._node
-        if not node.maintenance.quota_fits_surely(txn_upper_bound(len(raw))):
-            try:
-                cost = cost_txn(rpc.TxnRequest.FromString(raw))
-            except DecodeError:
-                cost = 0
-            await check_quota(node, cost, context)
-        return await super().Txn(raw, context)
+    def Put(self, raw: bytes, context: Context) -> Awaitable[bytes]:
+        if self._fits_surely(KV_OVERHEAD + len(raw)):
+            return KVService.Put(self, raw, context)
+        return self._put_near_quota(raw, context)
+
+    async def _put_near_quota(self, raw: bytes, context: Context) -> bytes:
+        try:
+            cost = cost_put(rpc.PutRequest.FromString(raw))
+        except DecodeError:
+            cost = 0  # the KV handler answers the decoding error
+        await check_quota(self._node, cost, context)
+        return await KVService.Put(self, raw, context)
+
+    def Txn(self, raw: bytes, context: Context) -> Awaitable[bytes]:
+        if self._fits_surely(txn_upper_bound(len(raw))):
+            return KVService.Txn(self, raw, context)
+        return self._txn_near_quota(raw, context)
+
+    async def _txn_near_quota(self, raw: bytes, context: Context) -> bytes:
+        try:
+            cost = cost_txn(rpc.TxnRequest.FromString(raw))
+        except DecodeError:
+            cost = 0
+        await check_quota(self._node, cost, context)
+        return await KVService.Txn(self, raw, context)

@@ -21,6 +21,7 @@ _RESERVED = frozenset({"te", "content-type", "grpc-timeout", "grpc-encoding",
                        "grpc-accept-encoding"})
 
 Metadata = tuple[tuple[str, str | bytes], ...]
+_LOOKUPS_MAX = 16  # keys remembered per request head (a guard: callers use a few constants)
 
 
 class CallStatus:
@@ -94,11 +95,23 @@ class ServerContext(CallStatus):
 
     def metadata_value(self, key: str) -> str | None:
         """The value of one plain (not '-bin') metadata key, without building the
-        whole list: per-call metrics look one key up on every call."""
-        for k, v in self._stream.headers:
+        whole list: per-call metrics look one key up on every call. Remembered with
+        the request's parsed head, which the connection shares between calls whose
+        header blocks are the same (callers pass constant keys: the memo is bounded)."""
+        stream = self._stream
+        lookups = stream.h2.head.lookups
+        try:
+            return lookups[key]  # type: ignore[no-any-return]
+        except KeyError:
+            pass
+        found = None
+        for k, v in stream.headers:
             if k == key:
-                return v
-        return None
+                found = v
+                break
+        if len(lookups) < _LOOKUPS_MAX:
+            lookups[key] = found
+        return found
 
     def peer(self) -> str:
         return self._stream.conn.peer()

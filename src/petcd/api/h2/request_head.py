@@ -41,8 +41,8 @@ class RequestHead:
     request is malformed (answered with RST_STREAM PROTOCOL_ERROR), `rejected` when it
     is well-formed HTTP/2 but not a gRPC request we take (a Trailers-Only answer)."""
 
-    __slots__ = ("content_type", "encoding", "encoding_error", "error", "method", "path",
-                 "rejected", "timeout", "timeout_seconds")
+    __slots__ = ("content_type", "encoding", "encoding_error", "error", "lookups", "method",
+                 "path", "rejected", "timeout", "timeout_seconds")
 
     def __init__(self) -> None:
         self.path: str | None = None
@@ -54,6 +54,9 @@ class RequestHead:
         self.encoding_error: str | None = None  # grpc-go's words for an encoding we lack
         self.error: str | None = None
         self.rejected: tuple[grpc.StatusCode, str, int] | None = None
+        # Metadata values looked up by key (ServerContext.metadata_value), remembered with
+        # the cached block: the keys are the server's own few, not the client's.
+        self.lookups: dict[str, str | None] = {}
 
 
 def parse_request_head(headers: list[Header]) -> RequestHead:

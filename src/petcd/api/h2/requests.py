@@ -304,7 +304,7 @@ class Requests(Outbound):
             return
         cost = STREAM_BASE_COST + blk.size
         stream = H2Stream(sid, OPENED_ENDED if end_stream else OPENED,  # type: ignore[arg-type]
-                          blk.headers, self._cfg.initial_window, cost)
+                          blk.headers, self._cfg.initial_window, cost, head)
         if method.request_streaming:
             stream.messages = deque()
         self.streams[sid] = stream

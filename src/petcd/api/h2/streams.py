@@ -98,6 +98,7 @@ class H2Stream:
         "blocked",
         "call",
         "cost",
+        "head",
         "headers",
         "headers_sent",
         "messages",
@@ -112,10 +113,11 @@ class H2Stream:
     )
 
     def __init__(self, sid: int, state: State, headers: list[Header], recv_window: int,
-                 cost: int) -> None:
+                 cost: int, head: Any = None) -> None:
         self.sid = sid
         self.state = state  # OPENED or OPENED_ENDED: its request headers arrived
         self.headers = headers
+        self.head = head  # the request_head.RequestHead derived from `headers` (shared)
         self.recv_window = recv_window  # what the client may still send us
         # What we may still send it, relative to the client's SETTINGS_INITIAL_WINDOW_SIZE
         # (so a change of that setting costs nothing per stream).
