@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from functools import partial
-from itertools import islice, takewhile
+from itertools import takewhile
 from operator import itemgetter
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -31,10 +30,6 @@ if TYPE_CHECKING:
 
 _VALUE = itemgetter(1)
 _FLAG = itemgetter(17)
-_ENTRY_REV = itemgetter(slice(0, REV_LEN))  # an index entry's revision key
-# Index entries read per step of a range at the head revision (a step's records are
-# handed to the sink together): bounds what a step holds beside the response.
-_CHUNK = 1024
 
 
 class KVView:
@@ -149,17 +144,16 @@ class KVView:
         rev: int = 0,
         limit: int = 0,
         count_only: bool = False,
-        sink: Callable[[list[bytes]], object] | None = None,
+        sink: Callable[[bytes], object] | None = None,
     ) -> RangeResult:
         """Keys in [key, end) at revision `rev` (0: this view's revision).
 
         end=None reads the single `key`; end=b"" means no upper bound. `limit`
         caps the records returned (0: all), never `count`; with `count_only`
         no records are returned. Raises FUTURE_REV / COMPACTED for a revision
-        above the view's or below the compacted one. With `sink`, the records are
-        handed to it in key order, a list of at most a few thousand at a time, as
-        they are read instead of collected (the result's `kvs` stays empty): a large
-        range then holds nothing per key but what the sink keeps.
+        above the view's or below the compacted one. With `sink`, each record is
+        handed to it as it is read instead of collected (the result's `kvs` stays
+        empty): a large range then holds nothing per key but what the sink keeps.
         """
         at = self._check_rev(rev)
         if end is None:
@@ -169,12 +163,15 @@ class KVView:
             if count_only:
                 return RangeResult([], 1, self.rev)
             if sink is not None:
-                sink([one])
+                sink(one)
                 return RangeResult([], 1, self.rev)
             return RangeResult([one], 1, self.rev)
         want = 0 if count_only else (limit or -1)
+        get = self._txn.get
+        kvdb = self._kv
         kvs: list[bytes] = []
-        emit = kvs.extend if sink is None else sink
+        emit = kvs.append if sink is None else sink
+        count = 0
         # At the head revision, the keys past those returned are only counted: by a
         # C-level walk over the index (a page of a huge range must not cost a Python
         # loop over every key after it).
@@ -183,103 +180,41 @@ class KVView:
             n = self._count_head(key, end)
             if n is not None:
                 return RangeResult(kvs, n, self.rev)
-        if at >= self.rev:
-            n = self._range_head(key, end, want, emit)
-            if n is not None:
-                return RangeResult(kvs, n, self.rev)
-        get = self._txn.get
-        kvdb = self._kv
-        count = 0
-        step: list[bytes] = []
         for ikey, entry in self._live(key, end, at):
             if want < 0 or count < want:
-                step.append(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
-                if len(step) == _CHUNK:
-                    emit(step)
-                    step = []
+                emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
             elif fast_count and len(ikey) <= DIRECT_KEY_MAX:
                 n = self._count_head(ikey + b"\0", end)
                 if n is not None:
-                    count += 1 + n
-                    break
+                    return RangeResult(kvs, count + 1 + n, self.rev)
                 fast_count = False  # long keys in the way: count them one by one
             count += 1
-        if step:
-            emit(step)
         return RangeResult(kvs, count, self.rev)
 
-    def _walk_back(self, start: bytes,
-                   end: bytes) -> Iterator[tuple[bytes, bytes]] | None:
-        """(index key, newest entry) of every key in [start, end), from the last key
-        down to the first, walked by py-lmdb's C iterator (LMDB's previous-key step
-        lands on a key's newest entry). None if a bound is a long key: those compare
-        with surrogates by their full key."""
+    def _count_head(self, start: bytes, end: bytes) -> int | None:
+        """Live keys in [start, end) at this view's (head) revision, walking the index
+        backwards from `end`: LMDB's previous-key step lands on a key's newest entry,
+        so py-lmdb's iterator does the walk. None if a long key (surrogate) is met."""
         if len(start) > DIRECT_KEY_MAX or len(end) > DIRECT_KEY_MAX:
-            return None
+            return None  # bounds compare with surrogates by full key: the slow way
         if end and end <= start:
-            return iter(())
+            return 0
         cur = self._txn.cursor(db=self._index)
         if end and cur.set_range(end):
             if not cur.prev_nodup():
-                return iter(())
+                return 0
         elif not cur.last():
-            return iter(())
-        # (k, v) >= (start,) exactly when k >= start.
-        return takewhile((start,).__le__, cur.iterprev_nodup(keys=True, values=True))
-
-    def _range_head(self, start: bytes, end: bytes, want: int,
-                    emit: Callable[[list[bytes]], object]) -> int | None:
-        """A range at the head revision without per-key Python: the index walked
-        backwards (_walk_back) keeps the revision keys of the first `want` live keys
-        (-1: all) packed 17 bytes each (for all of a 1M-key range: 17 MB); then their
-        records go to `emit` in key order, a chunk at a time. Returns the count, or
-        None if long keys are stored (the caller reads the slow way)."""
-        if self._txn.stat(self._longkeys)["entries"]:
-            return None  # (surrogates sort by their first 500 bytes, not by key)
-        pairs = self._walk_back(start, end)
-        if pairs is None:
-            return None
-        walk = map(_VALUE, pairs)
-        kept: list[bytes] = []  # packed revision keys of live keys, descending key order
-        held = count = 0
-        while entries := list(islice(walk, _CHUNK)):
-            if TOMB in bytes(map(_FLAG, entries)):
-                entries = [e for e in entries if e[17] != TOMB]
-            count += len(entries)
-            if want == 0 or not entries:
-                continue
-            kept.append(b"".join(map(_ENTRY_REV, entries)))
-            held += len(entries)
-            # The walk runs backwards: only the last `want` seen are returned.
-            while want > 0 and held - len(kept[0]) // REV_LEN >= want:
-                held -= len(kept.pop(0)) // REV_LEN
-        get = partial(self._txn.get, db=self._kv)
-        left = held if want < 0 else min(want, held)
-        for packed in reversed(kept):
-            # This chunk's revision keys from the last (the lowest key) up.
-            n = len(packed)
-            revs = map(packed.__getitem__, map(slice, range(n - REV_LEN, -1, -REV_LEN),
-                                                range(n, 0, -REV_LEN)))
-            records = list(map(get, islice(revs, left)))
-            left -= len(records)
-            emit(records)  # type: ignore[arg-type]
-            if not left:
-                break
-        return count
-
-    def _count_head(self, start: bytes, end: bytes) -> int | None:
-        """Live keys in [start, end) at this view's (head) revision, by _walk_back.
-        None if a long key (surrogate) is met."""
-        walk = self._walk_back(start, end)
-        if walk is None:
-            return None
+            return 0
+        walk = cur.iterprev_nodup(keys=True, values=True)
         if not self._txn.stat(self._longkeys)["entries"]:
-            # No long keys anywhere: the walk needs no per-key Python at all. Byte 17
-            # of an entry is its tombstone flag.
-            flags = bytes(map(_FLAG, map(_VALUE, walk)))
+            # No long keys anywhere: the walk needs no per-key Python at all. (k, v) >=
+            # (start,) exactly when k >= start; byte 17 of an entry is its tombstone flag.
+            flags = bytes(map(_FLAG, map(_VALUE, takewhile((start,).__le__, walk))))
             return len(flags) - flags.count(TOMB)
         n = 0
         for k, v in walk:
+            if k < start:
+                break
             if len(k) == SURROGATE_LEN:
                 return None
             if v[17] != TOMB:

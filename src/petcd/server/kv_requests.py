@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from itertools import chain
 from typing import Any
 
 from petcd import errors
@@ -159,17 +158,10 @@ class KVRequests:
         buf = bytearray()
         extend = buf.extend
 
-        def emit(records: list[bytes]) -> None:
-            lens = list(map(len, records))
-            if max(lens, default=0) < _KV_FIELD_CACHED:
-                # Each record behind its field tag and length, joined in C.
-                extend(b"".join(chain.from_iterable(
-                    zip(map(_KV_FIELD.__getitem__, lens), records, strict=True))))
-                return
-            for raw in records:
-                n = len(raw)
-                extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
-                extend(raw)
+        def emit(raw: bytes) -> None:
+            n = len(raw)
+            extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
+            extend(raw)
 
         limit = req.limit if req.limit > 0 else 0
         with self.store.read() as view:
