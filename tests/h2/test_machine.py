@@ -238,6 +238,52 @@ def test_unary_body_beyond_its_message_fails_the_call() -> None:
     assert conn.held == 0 and not conn.streams
 
 
+@pytest.mark.parametrize(("body", "expect"), [
+    (b"\0\0\0\0\x02hi", ("request", 1, b"hi")),  # the one-frame fast path
+    (b"\0\0\0\0\x01hi", ("failed", 1, grpc.StatusCode.INTERNAL,
+                          "grpc: expected exactly one request message")),
+    (b"\0\0\0\0\x03hi", ("failed", 1, grpc.StatusCode.INTERNAL,
+                          "grpc: expected exactly one request message")),
+    (b"\1\0\0\0\x02hi", ("failed", 1, grpc.StatusCode.INTERNAL,
+                          "grpc: compressed flag set with identity or empty encoding")),
+    (b"\0\0\0\0\x20" + b"x" * 32, ("failed", 1, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    "grpc: received message larger than max (32 vs. 16)")),
+    (b"\0\0\0", ("failed", 1, grpc.StatusCode.INTERNAL,
+                 "grpc: expected exactly one request message")),
+    (b"", ("failed", 1, grpc.StatusCode.INTERNAL, "grpc: no request message")),
+])
+def test_unary_body_in_one_frame(body: bytes, expect: tuple[Any, ...]) -> None:
+    """A unary request whose body is one DATA frame with END_STREAM: taken without
+    buffering when it is one well-formed message, else answered as the general path
+    answers it (the same words as grpc-go)."""
+    conn, rec, _ = setup(max_receive_message=16)
+    block = frames_of(request(hpack.Encoder(), 1, body=None))[0][3]
+    conn.receive_data(F.frame(F.HEADERS, F.END_HEADERS, 1, block)
+                      + F.frame(F.DATA, F.END_STREAM, 1, body))
+    assert rec.events[1] == expect
+    assert conn.held == 0
+    if expect[0] == "request":
+        assert conn.streams[1].state is HALF_CLOSED_REMOTE and conn.streams[1].rbuf == b""
+
+
+def test_unary_bodies_give_the_connection_window_back() -> None:
+    """Many one-frame unary requests (the fast path) still return the connection
+    window: the client is never stalled, and what is held stays zero."""
+    conn, rec, _ = setup(connection_window=1 << 16, initial_window=1 << 16)
+    enc = hpack.Encoder()
+    body = b"v" * 1000
+    given = 0
+    for i in range(200):  # 200 kB through a 64 KiB connection window
+        sid = 2 * i + 1
+        conn.receive_data(request(enc, sid, body=body))
+        assert rec.events[-1] == ("request", sid, body)
+        conn.send_unary(conn.streams[sid], b"ok")
+        for ftype, _, stream_id, payload in frames_of(conn.data_to_send()):
+            if ftype == F.WINDOW_UPDATE and stream_id == 0:
+                given += F.u32(payload)
+    assert given >= 200 * 1005 - (1 << 16) and conn.held == 0 and not conn.closed
+
+
 def test_malformed_grpc_timeout() -> None:
     conn, rec, _ = setup()
     conn.receive_data(request(hpack.Encoder(), 1, extra=[("grpc-timeout", "\u00b2S")]))

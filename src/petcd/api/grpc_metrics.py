@@ -48,14 +48,17 @@ class MethodStats:
         self.timer: Callable[[float], None] | None = None
 
 
-# StatusCode -> its number (an enum member's .value is a property: looked up per call).
+# StatusCode -> its number (an enum member's .value is a property, its hash a Python
+# call: OK, the common case, is told by identity).
 _CODE_NUMBERS: dict[Any, int] = {c: int(c.value[0]) for c in _SC}
 _CODE_NUMBERS[None] = 0
+_OK = _SC.OK
 
 
 def _code_of(ctx: Any) -> int:
     try:
-        return _CODE_NUMBERS.get(ctx.code(), _UNKNOWN)
+        code = ctx.code()
+        return 0 if code is _OK else _CODE_NUMBERS.get(code, _UNKNOWN)
     except Exception:
         return _UNKNOWN
 

@@ -24,6 +24,7 @@ from petcd.api.h2.streams import (
     CLOSED,
     HALF_CLOSED_LOCAL,
     HALF_CLOSED_REMOTE,
+    OPEN,
     OPENED,
     OPENED_ENDED,
     RECV_DATA,
@@ -84,6 +85,18 @@ class Requests(Outbound):
             raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window exceeded")
         if flags & F.PADDED:
             payload = F.unpad(payload)
+        cfg = self._cfg
+        if (flags & F.END_STREAM and stream.state is OPEN and not stream.rbuf
+                and stream.messages is None and self._recv_window > cfg.connection_window >> 1
+                and len(payload) >= 5 and not payload[0]
+                and len(payload) == 5 + int.from_bytes(payload[1:5], "big")
+                <= 5 + cfg.max_receive_message):
+            # The common unary request: one uncompressed message of an allowed size, the
+            # whole body in this frame, no credit due. What _feed and _request_ended would
+            # do with it, without buffering it first.
+            stream.state = HALF_CLOSED_REMOTE
+            self.events.request_complete(stream, payload[5:])
+            return
         if payload and stream.state < HALF_CLOSED_LOCAL:  # (the call has not ended)
             self.held += len(payload)
             self._feed(stream, payload)
