@@ -94,7 +94,9 @@ class KVService:
 
     async def _propose(self, kind: str, raw: bytes, req: Any,
                        context: grpc.aio.ServicerContext[Any, Any], check: Any) -> bytes:
-        if entry_size(len(raw)) > self._max_request_bytes:
+        n = len(raw)
+        # (entry_size adds at most 24 bytes: computed only near the limit)
+        if n + 24 > self._max_request_bytes and entry_size(n) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
         stamp = await self._authorize(context, check, req) if self._auth.enabled else ANON
         result = await self._node.propose(kind, raw, req, stamp)

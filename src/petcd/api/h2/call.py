@@ -145,10 +145,15 @@ class Call:
                         f"{max_send})")
             return
         ctx = self.context
+        machine = self.machine
         if ((ctx is not None and (ctx._trailing or ctx.initial_metadata))
-                or not self.machine.send_unary(stream, payload)):
+                or not machine.send_unary(stream, payload)):
             self._send(payload)
             self.finish(_OK, "")
+        elif not machine.streams:
+            # The connection's last open call: nothing to batch this answer with, so it
+            # is written now, not behind what this loop iteration scheduled meanwhile.
+            self.conn.flush()
 
     def _send(self, payload: bytes | bytearray) -> None:
         stream = self.h2

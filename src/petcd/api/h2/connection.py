@@ -7,7 +7,8 @@ first bytes differ from the HTTP/2 preface (no forwarding hop).
 IO rules that bound a hostile client (docs/ARCHITECTURE.md has the list): reading
 stops while the transport's write buffer is above its high-water mark (so replies to
 PING/SETTINGS cannot pile up) and while frames over one turn's budget are left; output
-is written once per event loop iteration; blocked streams are pumped in batches, one
+is written once per event loop iteration (a task answering the connection's last open
+call writes at once); blocked streams are pumped in batches, one
 batch per iteration.
 """
 
@@ -304,6 +305,10 @@ class H2Protocol(asyncio.Protocol):
             self._transport.close()  # writes what is buffered, then closes
 
     # -- output
+    def flush(self) -> None:
+        """Write the output now (calls answered from a task when nothing else is open)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         data = self.h2.data_to_send()

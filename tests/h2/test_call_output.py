@@ -1,0 +1,102 @@
+"""When a unary call's answer is written: at once when it is the connection's last open
+call, else batched with the others' once per event loop iteration. Driven in-process
+(H2Protocol on a fake transport, a real event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import hpack
+
+from petcd.api.h2 import GrpcServer, ServerConfig
+from petcd.api.h2 import frames as F
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def _request(enc: hpack.Encoder, sid: int) -> bytes:
+    block = enc.encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.S/Wait"),
+                        (":authority", "t"), ("content-type", "application/grpc")])
+    return (F.frame(F.HEADERS, F.END_HEADERS, sid, block)
+            + F.frame(F.DATA, F.END_STREAM, sid, b"\0\0\0\0\x02hi"))
+
+
+def _data_frames(writes: list[bytes]) -> list[int]:
+    """Stream ids of the DATA frames written."""
+    out = []
+    for data in writes:
+        pos = 0
+        while pos + 9 <= len(data):
+            n = int.from_bytes(data[pos:pos + 3], "big")
+            if data[pos + 3] == F.DATA:
+                out.append(int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF)
+            pos += 9 + n
+    return out
+
+
+def test_last_open_call_is_written_at_once_others_batched() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[bytes]] = []
+
+        async def wait(request: bytes, context: Any) -> bytes:
+            fut: asyncio.Future[bytes] = loop.create_future()
+            answers.append(fut)
+            return await fut
+
+        server = GrpcServer(ServerConfig())
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(wait)})])
+        proto: Any = server.protocol_factory()
+        transport = _Transport()
+        proto.connection_made(transport)
+        proto.data_received(F.PREFACE + F.settings_frame({}))
+        enc = hpack.Encoder()
+        proto.data_received(_request(enc, 1) + _request(enc, 3))
+        while len(answers) < 2:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)  # (the connection's SETTINGS are written by now)
+        transport.writes.clear()
+
+        # Stream 1 answered while stream 3 is open: batched, written next iteration.
+        answers[0].set_result(b"one")
+        await asyncio.sleep(0)  # the handler's task finishes before this returns
+        assert _data_frames(transport.writes) == []
+        await asyncio.sleep(0)
+        assert _data_frames(transport.writes) == [1]
+
+        # Stream 3 is the last open call: written by the task that answered it.
+        answers[1].set_result(b"three")
+        await asyncio.sleep(0)
+        assert _data_frames(transport.writes) == [1, 3]
+        await asyncio.sleep(0)
+        assert _data_frames(transport.writes) == [1, 3]  # (the scheduled flush: nothing)
+        proto.connection_lost(None)
+
+    asyncio.run(main())
