@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from loadgen import Cell, median, preload, run_cell
+from loadgen import ALIASES, Cell, median, preload, run_cell
 
 from petcd.testing import PetcdProcess
 
@@ -39,7 +39,7 @@ def main() -> None:
             for m in members.values():
                 m.start()
                 preload(m.address, 256)
-            for wl in args.workloads.split(","):
+            for wl in (ALIASES.get(w, w) for w in args.workloads.split(",")):
                 for c in (int(x) for x in args.clients.split(",")):
                     runs: dict[str, list[Cell]] = {k: [] for k in members}
                     for _ in range(args.repeat):
