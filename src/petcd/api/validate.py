@@ -50,14 +50,17 @@ _NESTED = ["request_txn"]
 
 def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> tuple[list[str], list[str]]:
     """The per-op checks of a txn (nested ones included); the kinds of each branch's ops."""
-    ops = max(len(r.compare), len(r.success), len(r.failure))
+    # (each repeated field is fetched once: every access builds a container object)
+    compare, success, failure = r.compare, r.success, r.failure
+    ops = max(len(compare), len(success), len(failure))
     if ops > max_txn_ops:
         raise errors.TOO_MANY_OPS()
-    for c in r.compare:
+    for c in compare:
         if not c.key:
             raise errors.EMPTY_KEY()
     left = max_txn_ops - ops
-    return [_check_op(op, left) for op in r.success], [_check_op(op, left) for op in r.failure]
+    return ([_check_op(op, left) for op in success] if success else [],
+            [_check_op(op, left) for op in failure] if failure else [])
 
 
 def _check_op(op: rpc.RequestOp, max_txn_ops: int) -> str:
