@@ -1,6 +1,6 @@
 """Python CPU per unary KV call in the front door alone, in one process, no sockets:
 
-    python bench/front_door_bench.py [--calls 20000] [--conns 1,64] [--calls-only put,txn-put,range]
+    python bench/front_door_bench.py [--calls 20000] [--conns 1x1,16x4] [--src DIR]
 
 The member's real gRPC stack (api/h2 server, grpc_metrics wrappers, QuotaKVService, KV
 handlers, validation, ProposalTracker.add) is driven by a fake client: HPACK-encoded
@@ -8,8 +8,14 @@ HEADERS and DATA frames fed to each connection's data_received, a fake transport
 what is written. The node under the handlers is a stub: a proposal is answered from the
 tracker's queue once per round (as the apply loop would), a range from a constant. So
 the figure is the front door's CPU per call (request bytes in -> response bytes out,
-with the event loop's task switches), free of the Raft, WAL and store, and of the noise
-of a shared machine (process CPU time of many rounds; the median of --repeat runs).
+with the event loop's task switches), free of the Raft, WAL and store. Process CPU time
+still moves with a busy machine; the instruction count under callgrind does not:
+
+    FRONT_DOOR_CALLGRIND=1 valgrind --tool=callgrind --instr-atstart=no \
+        python bench/front_door_bench.py --kinds put --conns 16x4 --calls 1024 --repeat 1
+
+(instructions per call: callgrind's "Collected" divided by --calls; --src DIR measures
+another checkout, e.g. `git archive <commit> src | tar -x -C DIR`).
 """
 
 from __future__ import annotations
@@ -167,9 +173,8 @@ class _Client:
 
 
 def _callgrind(state: str) -> None:
-    """Under `valgrind --tool=callgrind --instr-atstart=no` (--callgrind): count the
-    instructions of the calls only (instruction counts do not care how busy the machine
-    is; see the docstring of main)."""
+    """Under callgrind (FRONT_DOOR_CALLGRIND=1, --instr-atstart=no): count the
+    instructions of the calls only, not the setup."""
     if os.environ.get("FRONT_DOOR_CALLGRIND"):
         subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True,
                         stdout=subprocess.DEVNULL)
