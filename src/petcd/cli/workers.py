@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 PROGRESS_EVERY = 0.1  # seconds between a worker's progress reports
+READY_TIMEOUT = 120.0  # for every worker to connect (each dial has its own, shorter)
 
 
 class WorkerFailed(OSError):
@@ -129,7 +130,10 @@ def run(target: Callable[[Link, Any], None], jobs: Sequence[Any], *, duration: f
             child.close()
             conns.append(parent)
             procs.append(p)
+        ready_by = time.monotonic() + READY_TIMEOUT
         for c in conns:
+            if not c.poll(max(0.0, ready_by - time.monotonic())):
+                raise WorkerFailed(f"a worker did not connect within {READY_TIMEOUT:.0f} s")
             _expect(c, "ready")
         start = time.monotonic() + 0.05
         for c in conns:
