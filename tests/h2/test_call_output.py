@@ -100,3 +100,38 @@ def test_last_open_call_is_written_at_once_others_batched() -> None:
         proto.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_metadata_value_follows_each_request() -> None:
+    """metadata_value is remembered with the request head the connection shares between
+    calls whose header blocks are the same: each call still sees its own value."""
+    async def main() -> None:
+        seen: list[str | None] = []
+
+        async def look(request: bytes, context: Any) -> bytes:
+            seen.append(context.metadata_value("client-api-version"))
+            seen.append(context.metadata_value("client-api-version"))  # (remembered)
+            return b"ok"
+
+        server = GrpcServer(ServerConfig())
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(look)})])
+        proto: Any = server.protocol_factory()
+        proto.connection_made(_Transport())
+        proto.data_received(F.PREFACE + F.settings_frame({}))
+        enc = hpack.Encoder()
+        versions = ["3.4", "3.4", "3.5", None, "3.4", None]
+        for i, version in enumerate(versions):
+            extra = [] if version is None else [("client-api-version", version)]
+            block = enc.encode([(":method", "POST"), (":scheme", "http"),
+                                (":path", "/t.S/Wait"), (":authority", "t"),
+                                ("content-type", "application/grpc"), *extra])
+            sid = 2 * i + 1
+            proto.data_received(F.frame(F.HEADERS, F.END_HEADERS, sid, block)
+                                + F.frame(F.DATA, F.END_STREAM, sid, b"\0\0\0\0\x02hi"))
+            while len(seen) < 2 * (i + 1):
+                await asyncio.sleep(0)
+        assert seen == [v for v in versions for _ in range(2)]
+        proto.connection_lost(None)
+
+    asyncio.run(main())
