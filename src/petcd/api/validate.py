@@ -55,9 +55,10 @@ def _check_txn_ops(r: rpc.TxnRequest, max_txn_ops: int) -> tuple[list[str], list
     ops = max(len(compare), len(success), len(failure))
     if ops > max_txn_ops:
         raise errors.TOO_MANY_OPS()
-    for c in compare:
-        if not c.key:
-            raise errors.EMPTY_KEY()
+    if compare:  # (iterating an empty repeated field is not free either)
+        for c in compare:
+            if not c.key:
+                raise errors.EMPTY_KEY()
     left = max_txn_ops - ops
     return ([_check_op(op, left) for op in success] if success else [],
             [_check_op(op, left) for op in failure] if failure else [])
