@@ -215,17 +215,22 @@ class WAL:
         )
 
     @classmethod
-    def valid_snapshots(cls, dirpath: str) -> list[WalSnapshot]:
-        """Snapshot markers in the WAL whose index is committed, oldest first.
+    def valid_snapshots(cls, dirpath: str, since: int = 0) -> list[WalSnapshot]:
+        """Snapshot markers in the WAL whose index is committed and >= since, oldest
+        first.
 
         Restart picks the newest snapshot file that matches one of these
-        (Snapshotter.load_newest_available). Never modifies files."""
+        (Snapshotter.load_newest_available), passing the index of the oldest snapshot
+        file it has as `since`: a marker is written after its index's entry, so the
+        segments before the one holding `since` are not read (a restart does not read
+        every segment --max-wals keeps: 5 x 64 MB). Never modifies files."""
         segments = list_segments(os.path.abspath(dirpath))
         if not segments:
             raise WALNotFoundError(f"wal: no WAL segment in {dirpath}")
         check_sequence(dirpath, segments)
+        segments = segments[max(segment_for_index(segments, since), 0):]
         found = replay(segments, WalSnapshot(), want_entries=False, repair=False)
-        return [m for m in found.markers if m.index <= found.state.commit]
+        return [m for m in found.markers if since <= m.index <= found.state.commit]
 
     # --- reading --------------------------------------------------------------------
 
