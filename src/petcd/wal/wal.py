@@ -216,14 +216,10 @@ class WAL:
 
     @classmethod
     def valid_snapshots(cls, dirpath: str, since: int = 0) -> list[WalSnapshot]:
-        """Snapshot markers in the WAL whose index is committed and >= since, oldest
-        first.
-
-        Restart picks the newest snapshot file that matches one of these
-        (Snapshotter.load_newest_available), passing the index of the oldest snapshot
-        file it has as `since`: a marker is written after its index's entry, so the
-        segments before the one holding `since` are not read (a restart does not read
-        every segment --max-wals keeps: 5 x 64 MB). Never modifies files."""
+        """Committed snapshot markers at index >= since, oldest first. Restart picks
+        the newest snapshot file matching one (Snapshotter.load_newest_available), with
+        the oldest file's index as `since`: a marker follows its index's entry, so the
+        segments before the one holding `since` are not read. Never modifies files."""
         segments = list_segments(os.path.abspath(dirpath))
         if not segments:
             raise WALNotFoundError(f"wal: no WAL segment in {dirpath}")
