@@ -1,6 +1,9 @@
 """Server CPU, run-queue wait and context switches per lone put, per thread, petcd and etcd.
 
-    python bench/lone_put_cpu.py [--puts 2000] [--targets petcd,etcd] [--threads]
+    python bench/lone_put_cpu.py [--puts 2000] [--targets petcd,etcd] [--threads] [--src DIR]
+
+--src adds the target `before`: another checkout's petcd (its src directory, e.g. an
+older commit unpacked with `git archive`), measured in the same run.
 
 One member each, one client sending sequential puts (256-byte values). Read from
 /proc/<pid>/task/*/schedstat (CPU and run-queue wait in ns) and status (voluntary and
@@ -46,10 +49,17 @@ def sched(pid: int) -> Sched:
     return out
 
 
-def measure(target: str, puts: int, per_thread: bool) -> None:
+def measure(target: str, puts: int, per_thread: bool, src: str = "") -> None:
     with tempfile.TemporaryDirectory(prefix="lone-put-") as tmp:
-        m: MemberProcess = (EtcdProcess(Path(tmp) / "m") if target == "etcd"
-                            else PetcdProcess(Path(tmp) / "m"))
+        m: MemberProcess
+        if target == "etcd":
+            m = EtcdProcess(Path(tmp) / "m")
+        elif target == "before":
+            trace_dir = Path(__file__).resolve().parent / "stagetrace"
+            m = PetcdProcess(Path(tmp) / "m", env={**os.environ, "PETCD_SRC": src,
+                                                   "PYTHONPATH": str(trace_dir)})
+        else:
+            m = PetcdProcess(Path(tmp) / "m")
         m.start()
         try:
             assert m.proc is not None
@@ -88,10 +98,14 @@ def main() -> None:
     ap.add_argument("--puts", type=int, default=2000)
     ap.add_argument("--targets", default="petcd,etcd")
     ap.add_argument("--threads", action="store_true", help="one line per thread too")
+    ap.add_argument("--src", default="", help="another checkout's src dir: target `before`")
     args = ap.parse_args()
+    targets = args.targets.split(",")
+    if args.src and "before" not in targets:
+        targets.insert(0, "before")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    for target in args.targets.split(","):
-        measure(target, args.puts, args.threads)
+    for target in targets:
+        measure(target, args.puts, args.threads, args.src)
 
 
 if __name__ == "__main__":

@@ -294,31 +294,90 @@ class WAL:
         committed entries); the next frame's fdatasync makes it durable. Returns
         whether anything was written and synced."""
         with self._lock:
-            self._check_append()
-            n = len(entries)
-            if n and entries[-1].index - entries[0].index != n - 1:
-                raise ValueError("wal: entries of one save() must have consecutive indexes")
-            must_sync = n > 0 or snapshot is not None
-            if hard_state is not None and hard_state != self._state:
-                if hard_state.term != self._state.term or hard_state.vote != self._state.vote:
-                    must_sync = True
-                self._state = hard_state
-                self._state_dirty = True
-            if not must_sync:
-                if self._state_dirty:
-                    self._append(fr.encode_batch(self._state, None, ()), sync=False)
-                    self._state_dirty = False
+            payload = self._frame_of(hard_state, entries, snapshot)
+            if payload is None:
                 return False
-            state = self._state if self._state_dirty else None
-            self._append(fr.encode_batch(state, snapshot, entries))
-            self._state_dirty = False
-            if n:
-                self._last_index = entries[-1].index
-            elif snapshot is not None:
-                self._last_index = max(self._last_index, snapshot.index)
+            self._append(payload)
             if self._offset >= self._segment_size:
                 self._cut()
             return True
+
+    def save_begin(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        start_sync: Callable[[int], None],
+    ) -> bool | None:
+        """save() that does not wait for the disk (petcd.wal.aio): writes the frame to the
+        page cache and calls start_sync(fd) to begin an asynchronous fdatasync of it
+        (under the lock, so `fd` is the file written). True: call save_end() when that
+        fdatasync completed; the frame is durable only then. False: nothing to wait
+        for. None: the WAL is busy on another thread (a snapshot marker, a cut); call
+        save() behind it there instead of waiting for the lock."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            payload = self._frame_of(hard_state, entries, None)
+            if payload is None:
+                return False
+            self._append(payload, sync=False)
+            if not self._fsync:
+                return False
+            try:
+                start_sync(self._fd)
+            except BaseException as err:
+                self._failed = err
+                raise
+            return True
+        finally:
+            self._lock.release()
+
+    def save_end(self, error: int, took: float) -> None:
+        """The fdatasync save_begin started is done (error: 0, or its errno)."""
+        if error:
+            err = OSError(error, f"wal: fdatasync: {os.strerror(error)}")
+            self._failed = err  # the page cache can't be trusted any more
+            raise err
+        self._observe_fsync(took)
+
+    @property
+    def full(self) -> bool:
+        """The segment is full: cut_if_full() (on a thread) starts the next one."""
+        return self._offset >= self._segment_size
+
+    def cut_if_full(self) -> None:
+        with self._lock:
+            self._check_append()
+            if self._offset >= self._segment_size:
+                self._cut()
+
+    def _frame_of(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: WalSnapshot | None
+    ) -> bytes | None:
+        """The frame to write and fdatasync for save(), or None: nothing needs an
+        fdatasync (a changed commit index alone is written here, unsynced)."""
+        self._check_append()
+        n = len(entries)
+        if n and entries[-1].index - entries[0].index != n - 1:
+            raise ValueError("wal: entries of one save() must have consecutive indexes")
+        must_sync = n > 0 or snapshot is not None
+        if hard_state is not None and hard_state != self._state:
+            if hard_state.term != self._state.term or hard_state.vote != self._state.vote:
+                must_sync = True
+            self._state = hard_state
+            self._state_dirty = True
+        if not must_sync:
+            if self._state_dirty:
+                self._append(fr.encode_batch(self._state, None, ()), sync=False)
+                self._state_dirty = False
+            return None
+        payload = fr.encode_batch(self._state if self._state_dirty else None, snapshot, entries)
+        self._state_dirty = False
+        if n:
+            self._last_index = entries[-1].index
+        elif snapshot is not None:
+            self._last_index = max(self._last_index, snapshot.index)
+        return payload
 
     def save_snapshot(self, snap: WalSnapshot) -> None:
         """Record (durably) that the log up to snap.index is in a snapshot file.
@@ -349,11 +408,7 @@ class WAL:
             if self._fsync and sync:
                 started = time.monotonic()
                 os.fdatasync(self._fd)
-                took = time.monotonic() - started
-                if took > SLOW_FSYNC:
-                    log.warning("wal: slow fdatasync took %.3fs (expected under 1s)", took)
-                if self.fsync_observer is not None:
-                    self.fsync_observer(took)
+                self._observe_fsync(time.monotonic() - started)
         except BaseException as err:
             # After a failed write or fdatasync the page cache can't be trusted
             # (it may hold data the disk lost): refuse to go on.
@@ -362,6 +417,12 @@ class WAL:
         self._offset += size
         self.bytes_written += size
         self._crc = crc
+
+    def _observe_fsync(self, took: float) -> None:
+        if took > SLOW_FSYNC:
+            log.warning("wal: slow fdatasync took %.3fs (expected under 1s)", took)
+        if self.fsync_observer is not None:
+            self.fsync_observer(took)
 
     def _cut(self) -> None:
         try:
