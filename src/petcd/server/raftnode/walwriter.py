@@ -51,6 +51,11 @@ class WalWriter:
         """Whether saves run on the WAL thread (which then wants the GIL meanwhile)."""
         return self._aio is None
 
+    @property
+    def syncing(self) -> int:
+        """AIO fdatasyncs under way."""
+        return len(self._waiting)
+
     def start(self) -> None:
         """On the event loop: set up AIO if wanted and available."""
         if not self._use_aio:
