@@ -37,7 +37,9 @@ from petcd.wal.replay import Replay, TornTail, replay
 from petcd.wal.segments import (
     SegmentInfo,
     check_sequence,
+    head_frame,
     list_segments,
+    new_segment_file,
     segment_for_index,
     segment_name,
 )
@@ -121,19 +123,12 @@ class WAL:
         try:
             path = os.path.join(tmpdir, segment_name(0, 0))
             state = HardState()
-            head, crc = cls._segment_head_frame(0, 0, state, metadata, 0)
+            head, crc = head_frame(0, 0, state, metadata, 0)
             marker = fr.encode_batch(None, WalSnapshot(), [])
             header, pad, crc = fr.frame_parts(fr.BATCH, marker, crc)
             data = head + header + marker + pad
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                write_all(fd, data, 0)
-                if preallocate:
-                    os.posix_fallocate(fd, 0, max(segment_size, len(data)))
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd = new_segment_file(path, data, segment_size, preallocate=preallocate,
+                                  fsync=True, flags=os.O_EXCL)
             os.fsync(dir_fd)
             if os.path.isdir(dirpath):
                 shutil.rmtree(dirpath)  # holds no segment (checked above): leftovers only
@@ -143,17 +138,8 @@ class WAL:
             os.close(dir_fd)
             raise
         segments = [SegmentInfo(0, 0, os.path.join(dirpath, segment_name(0, 0)))]
-        wal = cls(
-            dirpath,
-            dir_fd,
-            segments,
-            0,
-            WalSnapshot(),
-            read_only=False,
-            segment_size=segment_size,
-            preallocate=preallocate,
-            fsync=fsync,
-        )
+        wal = cls(dirpath, dir_fd, segments, 0, WalSnapshot(), read_only=False,
+                  segment_size=segment_size, preallocate=preallocate, fsync=fsync)
         wal._reading = False
         wal._fd = fd
         wal._offset = len(data)
@@ -202,17 +188,8 @@ class WAL:
             if dir_fd >= 0:
                 os.close(dir_fd)
             raise
-        return cls(
-            dirpath,
-            dir_fd,
-            segments,
-            start_pos,
-            snap,
-            read_only=read_only,
-            segment_size=segment_size,
-            preallocate=preallocate,
-            fsync=fsync,
-        )
+        return cls(dirpath, dir_fd, segments, start_pos, snap, read_only=read_only,
+                   segment_size=segment_size, preallocate=preallocate, fsync=fsync)
 
     @classmethod
     def valid_snapshots(cls, dirpath: str) -> list[WalSnapshot]:
@@ -256,12 +233,8 @@ class WAL:
             return replay.metadata, replay.state, replay.entries
 
     def _read(self, *, want_entries: bool) -> Replay:
-        return replay(
-            self._segments[self._start_pos :],
-            self._start,
-            want_entries=want_entries,
-            repair=not self._read_only,
-        )
+        return replay(self._segments[self._start_pos :], self._start,
+                      want_entries=want_entries, repair=not self._read_only)
 
     def _open_tail(self, end: int) -> None:
         tail = self._segments[-1]
@@ -435,14 +408,10 @@ class WAL:
             first = self._last_index + 1
             path = os.path.join(self._dir, segment_name(seq, first))
             tmp = path + ".tmp"
-            data, crc = self._segment_head_frame(seq, first, self._state, self._metadata, self._crc)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            data, crc = head_frame(seq, first, self._state, self._metadata, self._crc)
+            fd = new_segment_file(tmp, data, self._segment_size,
+                                  preallocate=self._preallocate, fsync=self._fsync)
             try:
-                write_all(fd, data, 0)
-                if self._preallocate:
-                    os.posix_fallocate(fd, 0, max(self._segment_size, len(data)))
-                if self._fsync:
-                    os.fsync(fd)
                 os.rename(tmp, path)
                 if self._fsync:
                     os.fsync(self._dir_fd)
@@ -459,14 +428,6 @@ class WAL:
         self._state_dirty = False  # the segment header carries it
         self._segments.append(SegmentInfo(seq, first, path))
         log.info("wal: started segment %s", path)
-
-    @staticmethod
-    def _segment_head_frame(
-        seq: int, first: int, state: HardState, metadata: bytes, prev_crc: int
-    ) -> tuple[bytes, int]:
-        payload = fr.encode_segment_head(seq, first, state, metadata)
-        header, pad, crc = fr.frame_parts(fr.SEGMENT, payload, prev_crc)
-        return header + payload + pad, crc
 
     # --- retention ------------------------------------------------------------------
 
