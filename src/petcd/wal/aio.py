@@ -55,6 +55,11 @@ class AioSync:
         self._iocbs = (ctypes.c_void_p * 1)(ctypes.addressof(self._iocb))
         self._events = ctypes.create_string_buffer(_EVENT.size * MAX_IN_FLIGHT)
         self._no_wait = (ctypes.c_long * 2)(0, 0)
+        # (the per-call arguments, converted once: a write's path makes both calls)
+        self._submit_args = (ctypes.c_long(self._submit_nr), self._ctx, ctypes.c_long(1),
+                             self._iocbs)
+        self._reap_args = (ctypes.c_long(self._getevents_nr), self._ctx, ctypes.c_long(0),
+                           ctypes.c_long(MAX_IN_FLIGHT), self._events, self._no_wait)
         self.in_flight = 0
 
     @classmethod
@@ -104,8 +109,7 @@ class AioSync:
             raise OSError(errno.EAGAIN, "too many fdatasyncs in flight")
         _IOCB.pack_into(self._iocb, 0, token, 0, 0, _IOCB_CMD_FDSYNC, 0, fd, 0, 0, 0, 0,
                         _IOCB_FLAG_RESFD, self._efd)
-        if self._syscall(ctypes.c_long(self._submit_nr), self._ctx, ctypes.c_long(1),
-                         self._iocbs) != 1:
+        if self._syscall(*self._submit_args) != 1:
             err = ctypes.get_errno()
             raise OSError(err, f"io_submit: {os.strerror(err)}")
         self.in_flight += 1
@@ -116,8 +120,7 @@ class AioSync:
             os.read(self._efd, 8)
         if not self.in_flight:
             return []
-        n = self._syscall(ctypes.c_long(self._getevents_nr), self._ctx, ctypes.c_long(0),
-                          ctypes.c_long(MAX_IN_FLIGHT), self._events, self._no_wait)
+        n = self._syscall(*self._reap_args)
         if n < 0:
             err = ctypes.get_errno()
             if err == errno.EINTR:
