@@ -40,6 +40,7 @@ def main() -> None:
         clusters: dict[str, list[PetcdProcess]] = {}
         for side in ("before", "after"):
             names = [f"m{i}" for i in range(args.members)]
+            (Path(tmp) / side).mkdir()
             clusters[side] = [PetcdProcess(Path(tmp) / side / n, name=n, env=env[side],
                                            args=["--initial-cluster-token", side])
                               for n in names]

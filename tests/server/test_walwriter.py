@@ -36,11 +36,11 @@ async def ticks_while(pending: asyncio.Future[object] | asyncio.Task[object]) ->
     return n
 
 
-def run_writer(tmp_path: Path, use_aio: bool, body: object) -> None:
+def run_writer(tmp_path: Path, use_async: bool, body: object) -> None:
     async def main() -> None:
         storage = MemberStorage.create(str(tmp_path), b"meta")
         thread = Worker("test-wal")
-        writer = WalWriter(storage, thread, use_aio=use_aio)
+        writer = WalWriter(storage, thread, use_async=use_async)
         writer.start()
         try:
             await body(storage, thread, writer)  # type: ignore[operator]
@@ -51,19 +51,19 @@ def run_writer(tmp_path: Path, use_aio: bool, body: object) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("use_aio", [True, False])
-def test_saves_are_durable_and_in_order(tmp_path: Path, use_aio: bool) -> None:
+@pytest.mark.parametrize("use_async", [True, False])
+def test_saves_are_durable_and_in_order(tmp_path: Path, use_async: bool) -> None:
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
-        if use_aio and writer.uses_thread:
+        if use_async and writer.uses_thread:
             pytest.skip("native AIO fdsync is not available on this machine")
-        assert writer.uses_thread is not use_aio
+        assert writer.uses_thread is not use_async
         await writer.save(HardState(1, 1, 0), ents(1, 2), None)
         await writer.save(HardState(1, 1, 2), ents(3, 1), None)
         await writer.save(HardState(1, 1, 3), [], None)  # commit only: nothing to wait for
         # A snapshot marker and the thread's own jobs stay in order with the saves.
         await thread.run(storage.wal.save, None, ents(4, 1))
         await writer.save(None, ents(5, 3), None)
-    run_writer(tmp_path, use_aio, body)
+    run_writer(tmp_path, use_async, body)
     state, entries = reopened(tmp_path)
     assert state == HardState(1, 1, 3)
     assert entries == ents(1, 7)
@@ -85,8 +85,8 @@ def test_aio_save_leaves_the_loop_running(tmp_path: Path) -> None:
     assert reopened(tmp_path)[1] == ents(1, 20)
 
 
-@pytest.mark.parametrize("use_aio", [True, False])
-def test_busy_wal_does_not_block_the_loop(tmp_path: Path, use_aio: bool) -> None:
+@pytest.mark.parametrize("use_async", [True, False])
+def test_busy_wal_does_not_block_the_loop(tmp_path: Path, use_async: bool) -> None:
     """The WAL held by the thread for as long as the test likes (as a snapshot marker's
     fdatasync on a slow disk would): save() still returns at once, the loop keeps
     serving, and the save completes, in order, once the WAL is free."""
@@ -111,5 +111,5 @@ def test_busy_wal_does_not_block_the_loop(tmp_path: Path, use_aio: bool) -> None
         release.set()
         await busy
         await save
-    run_writer(tmp_path, use_aio, body)
+    run_writer(tmp_path, use_async, body)
     assert reopened(tmp_path)[1] == ents(1, 3)

@@ -1,4 +1,5 @@
-"""The WAL's asynchronous fdatasync: native AIO (petcd.wal.aio) and WAL.save_begin /
+"""The WAL's asynchronous fdatasync: io_uring (petcd.wal.uring), native AIO
+(petcd.wal.aio), the choice between them (petcd.wal.fdsync), and WAL.save_begin /
 save_end, which the Ready loop uses instead of a thread hop (server/raftnode/walwriter)."""
 
 from __future__ import annotations
@@ -15,18 +16,31 @@ from wal_testutil import entries, reopen, write_log
 from petcd.raft.types import HardState
 from petcd.wal import WAL, WALError
 from petcd.wal.aio import AioSync
+from petcd.wal.fdsync import FdSync, open_fdsync
+from petcd.wal.uring import UringSync
 
 
-@pytest.fixture
-def aio() -> Iterator[AioSync]:
-    a = AioSync.open()
-    if a is None:  # (a sandbox refusing io_setup; the WAL thread is used there)
-        pytest.skip("native AIO fdsync is not available on this machine")
+@pytest.fixture(params=["uring", "aio"])
+def aio(request: pytest.FixtureRequest) -> Iterator[FdSync]:
+    a = open_fdsync(request.param)
+    if a is None:  # (a sandbox refusing it; the next choice or the WAL thread is used)
+        pytest.skip(f"{request.param} fdsync is not available on this machine")
+    assert isinstance(a, UringSync if request.param == "uring" else AioSync)
     yield a
     a.close()
 
 
-def wait_reap(aio: AioSync) -> list[tuple[int, int]]:
+def test_choice() -> None:
+    assert open_fdsync("0") is None
+    best, uring = open_fdsync(), UringSync.open()
+    if best is not None:
+        assert isinstance(best, UringSync if uring is not None else AioSync)
+        best.close()
+    if uring is not None:
+        uring.close()
+
+
+def wait_reap(aio: FdSync) -> list[tuple[int, int]]:
     """Block on the eventfd (as the event loop does) until something completed."""
     done: list[tuple[int, int]] = []
     while not done:
@@ -36,7 +50,7 @@ def wait_reap(aio: AioSync) -> list[tuple[int, int]]:
     return done
 
 
-def save_async(wal: WAL, aio: AioSync, hs: HardState | None, first: int, n: int,
+def save_async(wal: WAL, aio: FdSync, hs: HardState | None, first: int, n: int,
                token: int) -> None:
     begun = wal.save_begin(hs, entries(first, n), lambda fd: aio.submit(fd, token))
     assert begun is True
@@ -44,7 +58,7 @@ def save_async(wal: WAL, aio: AioSync, hs: HardState | None, first: int, n: int,
     wal.save_end(0, 0.001)
 
 
-def test_fdsync_completes_on_the_eventfd(tmp_path: Path, aio: AioSync) -> None:
+def test_fdsync_completes_on_the_eventfd(tmp_path: Path, aio: FdSync) -> None:
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.write(fd, b"x" * 100)
@@ -61,7 +75,7 @@ def test_fdsync_completes_on_the_eventfd(tmp_path: Path, aio: AioSync) -> None:
         os.close(fd)
 
 
-def test_failed_submit_raises(aio: AioSync) -> None:
+def test_failed_submit_raises(aio: FdSync) -> None:
     r, w = os.pipe()  # (a pipe cannot be fdatasynced: refused at submit or on completion)
     try:
         try:
@@ -75,7 +89,7 @@ def test_failed_submit_raises(aio: AioSync) -> None:
 
 
 def test_async_saves_interleave_with_sync_saves_and_survive_reopen(
-        tmp_path: Path, aio: AioSync) -> None:
+        tmp_path: Path, aio: FdSync) -> None:
     d = str(tmp_path / "wal")
     wal = WAL.create(d, b"meta")
     save_async(wal, aio, HardState(1, 1, 0), 1, 3, 1)
@@ -91,7 +105,7 @@ def test_async_saves_interleave_with_sync_saves_and_survive_reopen(
     wal.close()
 
 
-def test_busy_wal_is_not_waited_for(tmp_path: Path, aio: AioSync) -> None:
+def test_busy_wal_is_not_waited_for(tmp_path: Path, aio: FdSync) -> None:
     """While another thread holds the WAL (a snapshot marker's fdatasync), save_begin
     returns None at once instead of blocking the event loop on the lock."""
     wal = WAL.create(str(tmp_path / "wal"), b"")
@@ -116,7 +130,7 @@ def test_busy_wal_is_not_waited_for(tmp_path: Path, aio: AioSync) -> None:
     wal.close()
 
 
-def test_failed_fdatasync_fails_the_wal(tmp_path: Path, aio: AioSync) -> None:
+def test_failed_fdatasync_fails_the_wal(tmp_path: Path, aio: FdSync) -> None:
     d = str(tmp_path / "wal")
     wal = WAL.create(d, b"")
     assert wal.save_begin(None, entries(1, 1), lambda fd: aio.submit(fd, 1))
@@ -144,7 +158,7 @@ def test_submit_failure_fails_the_wal(tmp_path: Path) -> None:
     wal.close()
 
 
-def test_full_segment_is_cut_by_cut_if_full(tmp_path: Path, aio: AioSync) -> None:
+def test_full_segment_is_cut_by_cut_if_full(tmp_path: Path, aio: FdSync) -> None:
     d = str(tmp_path / "wal")
     wal = WAL.create(d, b"", segment_size=4096)
     token = 0
