@@ -36,11 +36,11 @@ async def ticks_while(pending: asyncio.Future[object] | asyncio.Task[object]) ->
     return n
 
 
-def run_writer(tmp_path: Path, use_async: bool, body: object) -> None:
+def run_writer(tmp_path: Path, fdsync: str, body: object) -> None:
     async def main() -> None:
         storage = MemberStorage.create(str(tmp_path), b"meta")
         thread = Worker("test-wal")
-        writer = WalWriter(storage, thread, use_async=use_async)
+        writer = WalWriter(storage, thread, fdsync=fdsync)
         writer.start()
         try:
             await body(storage, thread, writer)  # type: ignore[operator]
@@ -51,28 +51,29 @@ def run_writer(tmp_path: Path, use_async: bool, body: object) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("use_async", [True, False])
-def test_saves_are_durable_and_in_order(tmp_path: Path, use_async: bool) -> None:
+@pytest.mark.parametrize("fdsync", ["uring", "aio", "0"])
+def test_saves_are_durable_and_in_order(tmp_path: Path, fdsync: str) -> None:
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
-        if use_async and writer.uses_thread:
-            pytest.skip("native AIO fdsync is not available on this machine")
-        assert writer.uses_thread is not use_async
+        if fdsync != "0" and writer.uses_thread:
+            pytest.skip(f"{fdsync} fdsync is not available on this machine")
+        assert writer.uses_thread is (fdsync == "0")
         await writer.save(HardState(1, 1, 0), ents(1, 2), None)
         await writer.save(HardState(1, 1, 2), ents(3, 1), None)
         await writer.save(HardState(1, 1, 3), [], None)  # commit only: nothing to wait for
         # A snapshot marker and the thread's own jobs stay in order with the saves.
         await thread.run(storage.wal.save, None, ents(4, 1))
         await writer.save(None, ents(5, 3), None)
-    run_writer(tmp_path, use_async, body)
+    run_writer(tmp_path, fdsync, body)
     state, entries = reopened(tmp_path)
     assert state == HardState(1, 1, 3)
     assert entries == ents(1, 7)
 
 
-def test_aio_save_leaves_the_loop_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fdsync", ["uring", "aio"])
+def test_async_save_leaves_the_loop_running(tmp_path: Path, fdsync: str) -> None:
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
         if writer.uses_thread:
-            pytest.skip("native AIO fdsync is not available on this machine")
+            pytest.skip(f"{fdsync} fdsync is not available on this machine")
         for i in range(1, 21):
             task = asyncio.ensure_future(writer.save(None, ents(i, 1), None))
             # The frame is written, its fdatasync under way in the kernel (not on
@@ -81,12 +82,12 @@ def test_aio_save_leaves_the_loop_running(tmp_path: Path) -> None:
             await ticks_while(task)
             await task
             assert writer.syncing == 0
-    run_writer(tmp_path, True, body)
+    run_writer(tmp_path, fdsync, body)
     assert reopened(tmp_path)[1] == ents(1, 20)
 
 
-@pytest.mark.parametrize("use_async", [True, False])
-def test_busy_wal_does_not_block_the_loop(tmp_path: Path, use_async: bool) -> None:
+@pytest.mark.parametrize("fdsync", ["uring", "aio", "0"])
+def test_busy_wal_does_not_block_the_loop(tmp_path: Path, fdsync: str) -> None:
     """The WAL held by the thread for as long as the test likes (as a snapshot marker's
     fdatasync on a slow disk would): save() still returns at once, the loop keeps
     serving, and the save completes, in order, once the WAL is free."""
@@ -111,5 +112,5 @@ def test_busy_wal_does_not_block_the_loop(tmp_path: Path, use_async: bool) -> No
         release.set()
         await busy
         await save
-    run_writer(tmp_path, use_async, body)
+    run_writer(tmp_path, fdsync, body)
     assert reopened(tmp_path)[1] == ents(1, 3)

@@ -20,8 +20,10 @@ import errno
 import mmap
 import os
 import platform
+import select
 import struct
 import tempfile
+import time
 from collections.abc import Callable
 
 _SETUP, _ENTER, _REGISTER = 425, 426, 427
@@ -112,11 +114,11 @@ class UringSync:
         try:
             with tempfile.TemporaryFile() as f:
                 self.submit(f.fileno(), 0)
-                wait = (ctypes.c_long(_ENTER), ctypes.c_uint(self._ring_fd), ctypes.c_uint(0),
-                        ctypes.c_uint(1), ctypes.c_uint(1), None, ctypes.c_size_t(0))
-                if self._syscall(*wait) < 0:  # (IORING_ENTER_GETEVENTS: wait for one)
-                    return False
-                done = self.reap()
+                deadline = time.monotonic() + 60  # (a busy disk can be slow)
+                done: list[tuple[int, int]] = []
+                while not done and time.monotonic() < deadline:
+                    select.select([self._efd], [], [], 1)
+                    done = self.reap()
                 return done == [(0, 0)]
         except OSError:
             return False

@@ -32,14 +32,17 @@ log = logging.getLogger(__name__)
 
 
 class WalWriter:
-    def __init__(self, storage: MemberStorage, thread: Worker, *, use_async: bool = True) -> None:
+    def __init__(self, storage: MemberStorage, thread: Worker, *,
+                 fdsync: str | None = None) -> None:
+        """fdsync: "uring", "aio" or "0" (the thread only); default: PETCD_WAL_AIO, else
+        the best available (petcd.wal.fdsync)."""
         self._storage = storage
         self._thread = thread
         self._fdsync: FdSync | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._next_token = 1
-        self._use_async = use_async
+        self._choice = fdsync
 
     @property
     def uses_thread(self) -> bool:
@@ -53,9 +56,7 @@ class WalWriter:
 
     def start(self) -> None:
         """On the event loop: set up the asynchronous fdatasync if wanted and available."""
-        if not self._use_async:
-            return
-        fs = open_fdsync()
+        fs = open_fdsync(self._choice)
         if fs is None:
             log.info("wal: neither io_uring nor native AIO fdatasync available; "
                      "fdatasync on a thread")
