@@ -32,10 +32,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--members", type=int, default=1, help="cluster size of each side")
+    ap.add_argument("--before-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment of the `before` side only (e.g. PETCD_WAL_AIO=0 with "
+                         "--src of this tree: one mechanism against another)")
     args = ap.parse_args()
     trace_dir = Path(__file__).resolve().parent / "stagetrace"
     with tempfile.TemporaryDirectory(prefix="ab-bench-") as tmp:
-        env = {"before": {**os.environ, "PETCD_SRC": args.src, "PYTHONPATH": str(trace_dir)},
+        env = {"before": {**os.environ, "PETCD_SRC": args.src, "PYTHONPATH": str(trace_dir),
+                          **dict(e.split("=", 1) for e in args.before_env)},
                "after": dict(os.environ)}
         clusters: dict[str, list[PetcdProcess]] = {}
         for side in ("before", "after"):
