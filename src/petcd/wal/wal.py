@@ -55,19 +55,9 @@ SLOW_FSYNC = 1.0  # seconds; longer fdatasyncs are logged, as etcd does
 class WAL:
     """A write-ahead log directory. Build it with create() or open()."""
 
-    def __init__(
-        self,
-        dirpath: str,
-        dir_fd: int,
-        segments: list[SegmentInfo],
-        start_pos: int,
-        start: WalSnapshot,
-        *,
-        read_only: bool,
-        segment_size: int,
-        preallocate: bool,
-        fsync: bool,
-    ) -> None:
+    def __init__(self, dirpath: str, dir_fd: int, segments: list[SegmentInfo], start_pos: int,
+                 start: WalSnapshot, *, read_only: bool, segment_size: int, preallocate: bool,
+                 fsync: bool) -> None:
         self._dir = dirpath
         self._dir_fd = dir_fd  # holds the flock; -1 when read-only
         self._segments = segments
@@ -102,15 +92,8 @@ class WAL:
         return os.path.isdir(dirpath) and bool(list_segments(dirpath))
 
     @classmethod
-    def create(
-        cls,
-        dirpath: str,
-        metadata: bytes,
-        *,
-        segment_size: int = SEGMENT_SIZE,
-        preallocate: bool = True,
-        fsync: bool = True,
-    ) -> WAL:
+    def create(cls, dirpath: str, metadata: bytes, *, segment_size: int = SEGMENT_SIZE,
+               preallocate: bool = True, fsync: bool = True) -> WAL:
         """A new WAL, ready to append. Appears atomically: built in
         `<dir>.tmp`, fsync'ed, then renamed into place."""
         dirpath = os.path.abspath(dirpath)
@@ -149,16 +132,8 @@ class WAL:
         return wal
 
     @classmethod
-    def open(
-        cls,
-        dirpath: str,
-        snap: WalSnapshot | None = None,
-        *,
-        read_only: bool = False,
-        segment_size: int = SEGMENT_SIZE,
-        preallocate: bool = True,
-        fsync: bool = True,
-    ) -> WAL:
+    def open(cls, dirpath: str, snap: WalSnapshot | None = None, *, read_only: bool = False,
+             segment_size: int = SEGMENT_SIZE, preallocate: bool = True, fsync: bool = True) -> WAL:
         """Open the WAL to be read from snapshot `snap` on (read_all() next).
 
         Takes the directory lock unless read_only; a read-only WAL never
@@ -251,12 +226,8 @@ class WAL:
 
     # --- writing --------------------------------------------------------------------
 
-    def save(
-        self,
-        hard_state: HardState | None,
-        entries: Sequence[Entry],
-        snapshot: WalSnapshot | None = None,
-    ) -> bool:
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: WalSnapshot | None = None) -> bool:
         """Make a Ready's hard state, entries (consecutive) and optional snapshot
         marker durable: one frame, one write, one fdatasync.
 
@@ -275,13 +246,9 @@ class WAL:
                 self._cut()
             return True
 
-    def save_begin(
-        self,
-        hard_state: HardState | None,
-        entries: Sequence[Entry],
-        start_sync: Callable[[int], None],
-    ) -> bool | None:
-        """save() that does not wait for the disk (petcd.wal.aio): writes the frame to the
+    def save_begin(self, hard_state: HardState | None, entries: Sequence[Entry],
+                   start_sync: Callable[[int], None]) -> bool | None:
+        """save() that does not wait for the disk (petcd.wal.fdsync): writes the frame to the
         page cache and calls start_sync(fd) to begin an asynchronous fdatasync of it
         (under the lock, so `fd` is the file written). True: call save_end() when that
         fdatasync completed; the frame is durable only then. False: nothing to wait
@@ -324,9 +291,8 @@ class WAL:
             if self._offset >= self._segment_size:
                 self._cut()
 
-    def _frame_of(
-        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: WalSnapshot | None
-    ) -> bytes | None:
+    def _frame_of(self, hard_state: HardState | None, entries: Sequence[Entry],
+                  snapshot: WalSnapshot | None) -> bytes | None:
         """The frame to write and fdatasync for save(), or None: nothing needs an
         fdatasync (a changed commit index alone is written here, unsynced)."""
         self._check_append()
