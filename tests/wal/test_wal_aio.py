@@ -32,12 +32,12 @@ def aio(request: pytest.FixtureRequest) -> Iterator[FdSync]:
 
 def test_choice() -> None:
     assert open_fdsync("0") is None
-    best, uring = open_fdsync(), UringSync.open()
+    best, aio = open_fdsync(), AioSync.open()
     if best is not None:
-        assert isinstance(best, UringSync if uring is not None else AioSync)
+        assert isinstance(best, AioSync if aio is not None else UringSync)
         best.close()
-    if uring is not None:
-        uring.close()
+    if aio is not None:
+        aio.close()
 
 
 def wait_reap(aio: FdSync) -> list[tuple[int, int]]:

@@ -1,7 +1,12 @@
-"""Asynchronous fdatasync for the WAL's writer: io_uring (uring.py) where allowed, else
-Linux native AIO (aio.py), else None (the caller keeps its thread).
+"""Asynchronous fdatasync for the WAL's writer: Linux native AIO (aio.py) where allowed,
+else io_uring (uring.py), else None (the caller keeps its thread).
 
-PETCD_WAL_AIO picks one: `uring`, `aio`, or `0` for none (the tests of the fallbacks).
+Native AIO first: its kernel worker runs on the submitting CPU, which on a quiet machine
+is about to go idle (the loop waits for the completion) so no other CPU is woken; it is
+the simpler of the two, and container sandboxes that refuse io_uring usually allow it.
+io_uring's workers may run on any CPU, which helps when the loop thread stays busy after
+submitting. Measured on a shared 2-core machine the two were within noise of each other
+(docs/ARCHITECTURE.md). PETCD_WAL_AIO picks one: `aio`, `uring`, or `0` for none.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ def open_fdsync(choice: str | None = None) -> FdSync | None:
     choice = os.environ.get("PETCD_WAL_AIO", "") if choice is None else choice
     if choice == "0":
         return None
-    if choice in ("", "uring"):
-        uring = UringSync.open()
-        if uring is not None or choice == "uring":
-            return uring
-    return AioSync.open()
+    if choice in ("", "aio"):
+        aio = AioSync.open()
+        if aio is not None or choice == "aio":
+            return aio
+    return UringSync.open()

@@ -2,7 +2,7 @@
 
 Two ways, behind one `await writer.save(...)`:
 
-- asynchronous fdatasync (petcd.wal.fdsync: io_uring, else native AIO), the default
+- asynchronous fdatasync (petcd.wal.fdsync: native AIO, else io_uring), the default
   where the kernel allows it: the WAL frame is written to the page cache here, on the
   loop thread (a few microseconds), and the kernel runs the fdatasync on its own worker,
   signalling an eventfd the event loop watches. No Python thread, so no thread wake-ups
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class WalWriter:
     def __init__(self, storage: MemberStorage, thread: Worker, *,
                  fdsync: str | None = None) -> None:
-        """fdsync: "uring", "aio" or "0" (the thread only); default: PETCD_WAL_AIO, else
+        """fdsync: "aio", "uring" or "0" (the thread only); default: PETCD_WAL_AIO, else
         the best available (petcd.wal.fdsync)."""
         self._storage = storage
         self._thread = thread
@@ -58,7 +58,7 @@ class WalWriter:
         """On the event loop: set up the asynchronous fdatasync if wanted and available."""
         fs = open_fdsync(self._choice)
         if fs is None:
-            log.info("wal: neither io_uring nor native AIO fdatasync available; "
+            log.info("wal: neither native AIO nor io_uring fdatasync available; "
                      "fdatasync on a thread")
             return
         self._loop = asyncio.get_running_loop()
