@@ -30,9 +30,11 @@ def aio(request: pytest.FixtureRequest) -> Iterator[FdSync]:
     a.close()
 
 
-def test_choice() -> None:
+def test_choice(tmp_path: Path) -> None:
     assert open_fdsync("0") is None
-    best, aio = open_fdsync(), AioSync.open()
+    # (probed on the WAL's own file system, leaving nothing there)
+    best, aio = open_fdsync(probe_dir=str(tmp_path)), AioSync.open()
+    assert list(tmp_path.iterdir()) == []
     if best is not None:
         assert isinstance(best, AioSync if aio is not None else UringSync)
         best.close()

@@ -65,7 +65,7 @@ class AioSync:
         self.in_flight = 0
 
     @classmethod
-    def open(cls) -> AioSync | None:
+    def open(cls, probe_dir: str | None = None) -> AioSync | None:
         """An AioSync, or None where the kernel or a sandbox refuses native AIO fdsync."""
         numbers = _SYSCALLS.get(platform.machine())
         if numbers is None or not hasattr(os, "eventfd"):
@@ -81,15 +81,16 @@ class AioSync:
             return None  # ENOSYS, EPERM (seccomp), EAGAIN (aio-max-nr reached)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         aio = cls(syscall, numbers, ctx.value, efd)
-        if not aio._probe():
+        if not aio._probe(probe_dir):
             aio.close()
             return None
         return aio
 
-    def _probe(self) -> bool:
-        """One real fdsync (of a new empty file) must complete without error."""
+    def _probe(self, probe_dir: str | None) -> bool:
+        """One real fdsync of a new empty file (in probe_dir: the WAL's file system, which
+        must support it) must complete without error."""
         try:
-            with tempfile.TemporaryFile() as f:
+            with tempfile.TemporaryFile(dir=probe_dir) as f:
                 self.submit(f.fileno(), 0)
                 deadline = time.monotonic() + 60  # (a busy disk can be slow)
                 done: list[tuple[int, int]] = []

@@ -32,13 +32,14 @@ class FdSync(Protocol):
     def close(self) -> None: ...
 
 
-def open_fdsync(choice: str | None = None) -> FdSync | None:
-    """The best asynchronous fdatasync this kernel and sandbox allow, or None."""
+def open_fdsync(choice: str | None = None, probe_dir: str | None = None) -> FdSync | None:
+    """The best asynchronous fdatasync this kernel, sandbox and the file system of
+    probe_dir (the WAL's directory) allow, or None."""
     choice = os.environ.get("PETCD_WAL_AIO", "") if choice is None else choice
     if choice == "0":
         return None
     if choice in ("", "aio"):
-        aio = AioSync.open()
+        aio = AioSync.open(probe_dir)
         if aio is not None or choice == "aio":
             return aio
-    return UringSync.open()
+    return UringSync.open(probe_dir)

@@ -56,7 +56,7 @@ class WalWriter:
 
     def start(self) -> None:
         """On the event loop: set up the asynchronous fdatasync if wanted and available."""
-        fs = open_fdsync(self._choice)
+        fs = open_fdsync(self._choice, self._storage.wal.dir)
         if fs is None:
             log.info("wal: neither native AIO nor io_uring fdatasync available; "
                      "fdatasync on a thread")
