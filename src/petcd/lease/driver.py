@@ -16,7 +16,8 @@
 - With lease checkpoints on, the leader records long leases' remaining TTLs in the
   log every checkpoint interval, so that a new leader restarts them from there.
 
-The API layer calls only: `new_id`, `renew_now` / `renew`, `time_to_live`, `leases`.
+The API layer calls only: `new_id`, `renew_now` / `renew`, `time_to_live_now` /
+`time_to_live`, `leases`.
 """
 
 from __future__ import annotations
@@ -161,6 +162,16 @@ class LeaseDriver:
         """Renew on the leader, wherever that is. Returns the TTL, 0 if the lease does
         not exist (or was revoked because it expired). Raises EtcdError."""
         deadline = asyncio.get_running_loop().time() + self.request_timeout
+        link = self._link
+        if link is not None and not forwarded and not self.lessor.primary and \
+                link.member_id == self.leader_id:
+            # A follower's renewal, the leader's stream open: straight to it. If that
+            # fails, the general path below retries with whoever leads.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await link.renew(lease_id)
+            except (grpc.RpcError, ConnectionError, TimeoutError):
+                await self._drop_link(link)
         ttl = await self._renew_here(lease_id, deadline)
         if ttl is not None:
             return ttl
@@ -219,13 +230,19 @@ class LeaseDriver:
         try:
             if link is None:
                 raise ConnectionError(f"no client URL known for leader {leader:x}")
-            return await asyncio.wait_for(
-                link.renew(lease_id), max(0.01, deadline - asyncio.get_running_loop().time()))
+            async with asyncio.timeout_at(
+                    max(deadline, asyncio.get_running_loop().time() + 0.01)):
+                return await link.renew(lease_id)
         except (grpc.RpcError, ConnectionError, TimeoutError) as e:
-            if link is not None and self._link is link:
-                self._link = None
-                await link.close()
+            if link is not None:
+                await self._drop_link(link)
             raise LeaderUnreachable(f"keep-alive of {lease_id:x}: {e}") from e
+
+    async def _drop_link(self, link: LeaderLink) -> None:
+        """A renewal over `link` failed: the next one opens a new link."""
+        if self._link is link:
+            self._link = None
+            await link.close()
 
     def _leader_link(self, leader: int) -> LeaderLink | None:
         link = self._link
@@ -237,10 +254,17 @@ class LeaseDriver:
                 return self._link
         return None
 
+    def time_to_live_now(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse | None:
+        """On the leader, its view of a lease (as `time_to_live`); None elsewhere (call
+        `time_to_live`, which asks the leader)."""
+        if self.lessor.primary:
+            return self._local_time_to_live(lease_id, keys)
+        return None
+
     async def time_to_live(self, lease_id: int, keys: bool, *,
                            forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
         """The leader's view of a lease (TTL -1 if it does not exist); a follower asks
-        the leader. The header carries only the revision (the caller adds the rest)."""
+        the leader. The response has no header (the caller adds it)."""
         if self.lessor.primary:
             return self._local_time_to_live(lease_id, keys)
         if forwarded:
@@ -380,13 +404,14 @@ class LeaderLink:
         self._stream: _Stream | None = None
         self._closed = False
 
-    async def renew(self, lease_id: int) -> int:
+    def renew(self, lease_id: int) -> asyncio.Future[int]:
+        """The renewed TTL (0: no such lease), when the leader answers."""
         if self._closed:
             raise ConnectionError("link closed")
         stream = self._stream
         if stream is None or stream.failed:
             stream = self._stream = _Stream(self._keep_alive)
-        return await stream.renew(lease_id)
+        return stream.renew(lease_id)
 
     async def time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
         raw = await self._ttl(rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
@@ -417,11 +442,11 @@ class _Stream:
                 return
             yield data
 
-    async def renew(self, lease_id: int) -> int:
+    def renew(self, lease_id: int) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString())
-        return await fut
+        return fut
 
     async def _read(self) -> None:
         err: BaseException = ConnectionError("leader ended the keep-alive stream")
