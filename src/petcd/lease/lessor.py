@@ -83,7 +83,18 @@ class Lease:
         # Last checkpointed remaining TTL (0: unset, the full TTL applies).
         self.remaining_ttl = remaining_ttl
         self.expiry = FOREVER  # monotonic seconds; finite only on the primary lessor
-        self.keys: set[bytes] = set()
+        # Attached keys; None until the first (an empty set is 216 bytes, and many
+        # leases never get a key: sessions, benchmarks).
+        self.keys: set[bytes] | None = None
+
+    def add_key(self, key: bytes) -> None:
+        if self.keys is None:
+            self.keys = {key}
+        else:
+            self.keys.add(key)
+
+    def sorted_keys(self) -> list[bytes]:
+        return sorted(self.keys) if self.keys else []
 
     def renewal_ttl(self) -> int:
         """The TTL a promotion restarts the lease with."""
@@ -145,7 +156,7 @@ class Lessor:
                 log.warning("key %r is attached to lease %x which does not exist", key,
                             lease_id)
                 continue
-            lease.keys.add(key)
+            lease.add_key(key)
         with self._lock:
             self._leases = leases
             self._heap = []
@@ -164,11 +175,11 @@ class Lessor:
             log.error("attach of %r to missing lease %x", key, lease_id)
             return
         with self._lock:
-            lease.keys.add(key)
+            lease.add_key(key)
 
     def detach(self, lease_id: int, key: bytes) -> None:
         lease = self._leases.get(lease_id)
-        if lease is not None:
+        if lease is not None and lease.keys:
             with self._lock:
                 lease.keys.discard(key)
 
@@ -200,7 +211,7 @@ class Lessor:
         if lease is None:
             raise errors.LEASE_NOT_FOUND()
         with self._lock:
-            keys = sorted(lease.keys)
+            keys = lease.sorted_keys()
         if keys:
             tw = store.write(batch)
             try:
@@ -238,7 +249,7 @@ class Lessor:
 
     def keys_of(self, lease: Lease) -> list[bytes]:
         with self._lock:
-            return sorted(lease.keys)
+            return lease.sorted_keys()
 
     def leases(self) -> list[Lease]:
         """Every lease, soonest expiry first (as etcd lists them)."""
