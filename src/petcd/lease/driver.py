@@ -47,6 +47,7 @@ FORWARDED = "petcd-lease-forwarded"
 _FORWARDED_MD = ((FORWARDED, "1"),)
 _MAX_CHECKPOINT_BATCH = 1000
 _EXPIRED_POLL = 0.05  # an expired lease whose revocation is not proposed yet: look again
+_MAX_ENCODED = 1024  # forwarded keep-alive requests kept encoded, per stream to the leader
 
 T = TypeVar("T")
 
@@ -432,6 +433,9 @@ class _Stream:
         self.failed = False
         self._requests: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        # Encoded LeaseKeepAliveRequest per lease ID: a member renews the same leases
+        # over and over (bounded: emptied when full).
+        self._encoded: dict[int, bytes] = {}
         self._call = multicallable(self._feed(), metadata=_FORWARDED_MD)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -445,7 +449,13 @@ class _Stream:
     def renew(self, lease_id: int) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString())
+        data = self._encoded.get(lease_id)
+        if data is None:
+            if len(self._encoded) >= _MAX_ENCODED:
+                self._encoded.clear()
+            data = self._encoded[lease_id] = \
+                rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString()
+        self._requests.put_nowait(data)
         return fut
 
     async def _read(self) -> None:
