@@ -1,6 +1,7 @@
 """Server CPU, run-queue wait and context switches per lone put, per thread, petcd and etcd.
 
     python bench/lone_put_cpu.py [--puts 2000] [--targets petcd,etcd] [--threads] [--op grant]
+    python bench/lone_put_cpu.py --targets petcd,before --src DIR/src   # old tree vs this
 
 One member each, one client sending sequential puts (256-byte values), or with `--op
 grant` sequential LeaseGrants (server-chosen IDs, TTL 600). Read from
@@ -61,10 +62,17 @@ def caller(ch: grpc.Channel, op: str) -> Callable[[int], object]:
     return lambda i: put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256))
 
 
-def measure(target: str, puts: int, per_thread: bool, op: str = "put") -> None:
+def measure(target: str, puts: int, per_thread: bool, op: str = "put", src: str = "") -> None:
     with tempfile.TemporaryDirectory(prefix="lone-put-") as tmp:
-        m: MemberProcess = (EtcdProcess(Path(tmp) / "m") if target == "etcd"
-                            else PetcdProcess(Path(tmp) / "m"))
+        m: MemberProcess
+        if target == "etcd":
+            m = EtcdProcess(Path(tmp) / "m")
+        elif target == "before":  # another checkout's petcd (as bench/ab_bench.py runs it)
+            m = PetcdProcess(Path(tmp) / "m", env={
+                **os.environ, "PETCD_SRC": src,
+                "PYTHONPATH": str(Path(__file__).resolve().parent / "stagetrace")})
+        else:
+            m = PetcdProcess(Path(tmp) / "m")
         m.start()
         try:
             assert m.proc is not None
@@ -102,10 +110,11 @@ def main() -> None:
     ap.add_argument("--targets", default="petcd,etcd")
     ap.add_argument("--threads", action="store_true", help="one line per thread too")
     ap.add_argument("--op", choices=["put", "grant"], default="put")
+    ap.add_argument("--src", default="", help="target 'before': this petcd source dir")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for target in args.targets.split(","):
-        measure(target, args.puts, args.threads, args.op)
+        measure(target, args.puts, args.threads, args.op, args.src)
 
 
 if __name__ == "__main__":
