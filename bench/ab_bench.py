@@ -4,7 +4,9 @@ unpacked with `git archive <commit> src | tar -x -C DIR`), cell by cell in the s
     python bench/ab_bench.py --src DIR/src [--workloads put] [--clients 1,64] [--repeat 3]
                              [--members 3]
 
-With --members 3 each side is a 3-member cluster, and the clients talk to its leader.
+Workloads: those of bench/loadgen.py (put, txn-put, range-l, range-s) and those of
+bench/lease_bench.py (grant, keepalive). With --members 3 each side is a 3-member
+cluster, and the clients talk to its leader.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+import lease_bench
 from cluster_bench import leader_of
-from loadgen import Cell, median, preload, run_cell
+from loadgen import ALIASES, Cell, median, preload, run_cell
 
 from petcd.testing import PetcdProcess
+
+LEASE_WORKLOADS = ("grant", "keepalive")
 
 
 def main() -> None:
@@ -62,14 +67,18 @@ def main() -> None:
                        for side, ms in clusters.items()}
             for m in members.values():
                 preload(m.address, 256)
-            for wl in args.workloads.split(","):
+            for wl in (ALIASES.get(w, w) for w in args.workloads.split(",")):
                 for c in (int(x) for x in args.clients.split(",")):
                     runs: dict[str, list[Cell]] = {k: [] for k in members}
+                    procs = args.procs if c > 1 else 1
                     for _ in range(args.repeat):
                         for k, m in members.items():
-                            runs[k].append(run_cell(clusters[k], [m.address], wl, c,
-                                                    args.procs if c > 1 else 1,
-                                                    args.seconds, 256))
+                            if wl in LEASE_WORKLOADS:
+                                cell = lease_bench.run_cell(m, wl, c, procs, args.seconds, 4)
+                            else:
+                                cell = run_cell(clusters[k], [m.address], wl, c, procs,
+                                                args.seconds, 256)
+                            runs[k].append(cell)
                     b, a = median(runs["before"]), median(runs["after"])
                     print(f"{wl:19} clients={c:<4} before {b.rate:8.0f} ops/s "
                           f"({b.server_cpu / b.ops * 1e6:5.0f} us cpu/op)  after "
