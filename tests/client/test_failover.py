@@ -165,7 +165,13 @@ def test_watch_leaves_a_hung_member(kind: str, settings: str, members_factory: A
     follower.pause()
     try:
         got: list[Any] = []
-        th = threading.Thread(target=lambda: got.append(reader.get("hung/", prefix=True)))
+
+        def read() -> None:
+            try:
+                got.append(reader.get("hung/", prefix=True))
+            except Exception as e:  # (shown by the assertion below)
+                got.append(e)
+        th = threading.Thread(target=read)
         th.start()  # (no deadline: only keepalive can end the wait on the hung member)
         with Client([leader.address, other.address], timeout=20) as writer:
             rev = writer.put("hung/k", "v").header.revision
@@ -177,7 +183,9 @@ def test_watch_leaves_a_hung_member(kind: str, settings: str, members_factory: A
         assert c.endpoint != follower.address
         w.close()
         th.join(60)
-        assert not th.is_alive() and reader.endpoint == leader.address
+        assert not th.is_alive()
+        assert not isinstance(got[0], Exception), repr(got[0])
+        assert reader.endpoint == leader.address
         assert got[0].header.revision >= rev
     finally:
         follower.resume()

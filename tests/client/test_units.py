@@ -9,7 +9,7 @@ import pytest
 from petcd.client import errors as e
 from petcd.client.connection import Action, Backoff, Deadline, decide, parse_endpoints
 from petcd.client.ops import Get, Value, Version, key_range, prefix_end
-from petcd.client.watch_state import Reconnect, WatchSpec, WatchState
+from petcd.client.watch_state import CLOSED, Broken, Reconnect, WatchLoop, WatchSpec, WatchState
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb import kv_pb2
 
@@ -102,6 +102,64 @@ def test_watch_state_joins_fragments() -> None:
     st.on_response(_resp(12, created=True))
     out = st.on_response(_resp(12, 9, 10, 11))
     assert out is not None and [ev.kv.mod_revision for ev in out.events] == [9, 10, 11]
+
+
+class _Conn:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+class _Client:
+    """What WatchLoop.left touches on a client of either flavour."""
+
+    def __init__(self) -> None:
+        self._token: str | None = "t"
+        self.gone: list[object] = []
+        self.failed_over: list[int] = []
+
+    def _watch_stream_gone(self, stream: object) -> None:
+        self.gone.append(stream)
+
+    def _failover(self, conn: _Conn) -> None:
+        self.failed_over.append(conn.index)
+
+
+def test_watch_loop_decides_for_both_flavours() -> None:
+    loop = WatchLoop(WatchSpec.make("k", prefix=True), members=2)
+    s1, s2 = object(), object()
+    loop.pumping()
+    created = loop.next((s1, _resp(10, created=True, watch_id=1)), s1, until_created=True)
+    assert created.done and created.out is None
+    assert not loop.next((s2, _resp(11, 11)), s1, False).done  # a stream it left: ignored
+    batch = loop.next((s1, _resp(11, 11)), s1, False)
+    assert batch.done and batch.out is not None and batch.out.events[0].kv.mod_revision == 11
+    # a broken stream: leave it, fail over, pause once a round of members failed
+    client = _Client()
+    s1 = type("S", (), {"conn": _Conn(0)})()
+    broken = loop.next((s1, Broken(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "x"))), s1, False)
+    assert broken.drop is not None and broken.drop.failover and broken.pause == 0.0
+    loop.left(client, s1, broken.drop)
+    assert client.failed_over == [0] and loop.reconnects == 1 and client._token == "t"
+    again = loop.next((s1, Broken(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "x"))), s1, False)
+    assert again.pause > 0  # (both members failed: back off)
+    # a stale token: authenticate again on a new stream, same member
+    reauth = loop.next((s1, _resp(12, canceled=True,
+                                  cancel_reason="etcdserver: invalid auth token")), s1, False)
+    assert reauth.drop is not None and reauth.drop.reauth and not reauth.drop.failover
+    loop.left(client, s1, reauth.drop)
+    assert client._token is None and client.gone == [s1] and client.failed_over == [0]
+    # errors no member cures end the watch; opening retries elsewhere
+    fatal = loop.next((s1, Broken(FakeRpcError(grpc.StatusCode.PERMISSION_DENIED, "no"))), s1,
+                      False)
+    assert isinstance(fatal.error, e.PermissionDeniedError)
+    loop.opening()
+    assert loop.open_failed(client._failover, _Conn(1)) == 0.0 and client.failed_over[-1] == 1
+    with pytest.raises(e.PermissionDeniedError):
+        loop.open_failed(client._failover, _Conn(0),
+                         e.error_for(grpc.StatusCode.PERMISSION_DENIED, "no"))
+    assert loop.next(CLOSED, s1, False).stop
+    loop.closed = True
+    assert loop.next((s1, Broken(None)), s1, False).stop  # closed: no reconnect
 
 
 def test_requests() -> None:

@@ -14,7 +14,7 @@ import grpc
 import grpc.aio
 from grpc.aio import EOF as _EOF  # type: ignore[attr-defined]
 
-from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
+from petcd.client.connection import WATCH_METADATA, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
@@ -23,11 +23,11 @@ from petcd.client.lease_state import KeepAliveState
 from petcd.client.streams import WATCH_METHOD
 from petcd.client.types import Event, WatchResponse
 from petcd.client.watch_state import (
-    FATAL_STREAM_CODES,
+    CLOSED,
     Broken,
+    WatchLoop,
     WatchRouter,
     WatchSpec,
-    WatchState,
 )
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
@@ -39,9 +39,6 @@ async def _call_back(fn: Callable[..., Any], arg: object) -> None:
     out = fn(arg)
     if inspect.isawaitable(out):
         await out
-
-
-_CLOSED = object()
 
 
 class AsyncWatchStream:
@@ -120,46 +117,44 @@ class AsyncWatchStream:
 
 
 class AsyncWatch:
-    """`async for batch in watch`; see `AsyncClient.watch` and `Client.watch`."""
+    """`async for batch in watch`; see `AsyncClient.watch` and `Client.watch`. The
+    decisions are WatchLoop's (shared with the blocking watch); this class waits and
+    does the IO."""
 
     def __init__(self, client: AsyncClient, spec: WatchSpec) -> None:
         self._client = client
-        self.state = WatchState(spec)
+        self._loop = WatchLoop(spec, len(client.config.endpoints))
+        self.state = self._loop.state
         self._stream: AsyncWatchStream | None = None
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._closed = False
-        self._user_closed = False
         self._task: asyncio.Task[None] | None = None
-        self.reconnects = 0
-        self._early: WatchResponse | None = None
         client._children.add(self)
 
     @property
     def next_revision(self) -> int:
         return self.state.next_rev
 
+    @property
+    def reconnects(self) -> int:
+        return self._loop.reconnects
+
     async def _open(self) -> None:
         from petcd.client.aio import _DialFailed
 
         c = self._client
-        backoff = Backoff(len(c.config.endpoints))
+        self._loop.opening()
         while True:
-            if self._closed:
+            if self._loop.closed:
                 raise StopAsyncIteration
             conn = None
             try:
                 conn = await c._conn(Deadline(None))
                 await c._ensure_token(conn, Deadline(c.config.dial_timeout))
             except _DialFailed as d:
-                c._failover(d.conn)
-                await asyncio.sleep(backoff.next_pause())
+                await asyncio.sleep(self._loop.open_failed(c._failover, d.conn))
                 continue
             except EtcdError as e:
-                if e.code in FATAL_STREAM_CODES:
-                    raise
-                if conn is not None:
-                    c._failover(conn)
-                await asyncio.sleep(backoff.next_pause())
+                await asyncio.sleep(self._loop.open_failed(c._failover, conn, e))
                 continue
             stream = c._watch_stream(conn)
             self._stream = stream
@@ -167,25 +162,13 @@ class AsyncWatch:
                 return
             self._stream = None
 
-    async def _drop_stream(self, failover: bool, renew: bool = False) -> None:
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        await stream.remove(self)
-        if renew:
-            self._client._watch_stream_gone(stream)
-        if failover:
-            self._client._failover(stream.conn)
-        self.reconnects += 1
-
     def __aiter__(self) -> AsyncWatch:
         return self
 
     async def __anext__(self) -> WatchResponse:
-        early, self._early = self._early, None
-        if early is not None:
-            return early
-        out = await self._pump(until_created=False)
+        out = self._loop.take_early()
+        if out is None:
+            out = await self._pump(until_created=False)
         assert out is not None
         return out
 
@@ -195,38 +178,27 @@ class AsyncWatch:
         return self
 
     async def _pump(self, until_created: bool) -> WatchResponse | None:
-        pause = Backoff(len(self._client.config.endpoints))
+        loop = self._loop
+        loop.pumping()
         while True:
-            if self._closed:
+            if loop.closed:
                 raise StopAsyncIteration
             if self._stream is None:
                 await self._open()
-            item = await self._queue.get()
-            if item is _CLOSED:
+            n = loop.next(await self._queue.get(), self._stream, until_created)
+            if n.stop:
                 raise StopAsyncIteration
-            source, r = item
-            if source is not self._stream:
-                continue  # from a stream this watch left: it resends from next_rev
-            st = self.state.step(r)
-            if st.error is not None:
+            if n.error is not None:
                 await self._shutdown()
-                raise st.error
-            if st.drop:
-                if self._closed:
-                    raise StopAsyncIteration
-                if st.reauth:
-                    self._client._token = None
-                await self._drop_stream(failover=st.failover, renew=st.reauth)
-                if st.pause:
-                    await asyncio.sleep(pause.next_pause())
-                continue
-            if st.out is not None:
-                if until_created:
-                    self._early = st.out
-                    return None
-                return st.out
-            if until_created and st.created:
-                return None
+                raise n.error
+            if n.drop is not None:
+                stream, self._stream = self._stream, None
+                if stream is not None:
+                    await stream.remove(self)
+                    loop.left(self._client, stream, n.drop)
+                await asyncio.sleep(n.pause)
+            elif n.done:
+                return n.out
 
     async def events(self) -> AsyncIterator[Event]:
         async for batch in self:
@@ -245,7 +217,7 @@ class AsyncWatch:
                 async for batch in self:
                     await _call_back(callback, batch)
             except EtcdError as e:
-                if not self._user_closed:
+                if not self._loop.user_closed:
                     await _call_back(callback, e)
 
         self._task = asyncio.get_running_loop().create_task(run())
@@ -254,15 +226,15 @@ class AsyncWatch:
         await self.close()
 
     async def close(self) -> None:
-        self._user_closed = True
+        self._loop.user_closed = True
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        self._closed = True
+        self._loop.closed = True
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.remove(self)
-        self._queue.put_nowait(_CLOSED)
+        self._queue.put_nowait(CLOSED)
         self._client._children.discard(self)
         task = self._task
         if task is not None and task is not asyncio.current_task():

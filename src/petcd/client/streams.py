@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from petcd.client.connection import WATCH_METADATA, Backoff, Deadline
+from petcd.client.connection import WATCH_METADATA, Deadline
 from petcd.client.errors import (
     ClientClosedError,
     EtcdError,
@@ -20,11 +20,11 @@ from petcd.client.errors import (
 from petcd.client.lease_state import KeepAliveState
 from petcd.client.types import Event, WatchResponse
 from petcd.client.watch_state import (
-    FATAL_STREAM_CODES,
+    CLOSED,
     Broken,
+    WatchLoop,
     WatchRouter,
     WatchSpec,
-    WatchState,
 )
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 WATCH_METHOD = "/etcdserverpb.Watch/Watch"
 _END = object()
-
-
-_CLOSED = object()  # queued by close(): wakes a reader blocked on the watch
 
 
 class WatchStream:
@@ -114,18 +111,16 @@ class WatchStream:
 
 
 class Watch:
-    """Iterate for `WatchResponse` batches; see `Client.watch`."""
+    """Iterate for `WatchResponse` batches; see `Client.watch`. The decisions are
+    WatchLoop's (shared with the asyncio watch); this class waits and does the IO."""
 
     def __init__(self, client: Client, spec: WatchSpec) -> None:
         self._client = client
-        self.state = WatchState(spec)
+        self._loop = WatchLoop(spec, len(client.config.endpoints))
+        self.state = self._loop.state
         self._stream: WatchStream | None = None
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._closed = False
-        self._user_closed = False
         self._thread: threading.Thread | None = None
-        self.reconnects = 0  # streams joined after the first (for tests and metrics)
-        self._early: WatchResponse | None = None
         client._children.add(self)
 
     @property
@@ -133,26 +128,27 @@ class Watch:
         """The revision the watch continues from (last delivered + 1)."""
         return self.state.next_rev
 
+    @property
+    def reconnects(self) -> int:
+        """Streams joined after the first (for tests and metrics)."""
+        return self._loop.reconnects
+
     def _open(self) -> None:
         from petcd.client.sync import _DialFailed
 
         c = self._client
-        backoff = Backoff(len(c.config.endpoints))
+        self._loop.opening()
         while True:
-            if self._closed:
+            if self._loop.closed:
                 raise StopIteration
             try:
                 conn = c._conn(Deadline(None))
                 c._ensure_token(conn, Deadline(c.config.dial_timeout))
             except _DialFailed as d:
-                c._failover(d.conn)
-                time.sleep(backoff.next_pause())
+                time.sleep(self._loop.open_failed(c._failover, d.conn))
                 continue
             except EtcdError as e:
-                if e.code in FATAL_STREAM_CODES:
-                    raise
-                c._failover(conn)
-                time.sleep(backoff.next_pause())
+                time.sleep(self._loop.open_failed(c._failover, conn, e))
                 continue
             stream = c._watch_stream(conn)
             self._stream = stream
@@ -160,27 +156,13 @@ class Watch:
                 return
             self._stream = None
 
-    def _drop_stream(self, failover: bool, renew: bool = False) -> None:
-        """Leave the current stream; failover: move the client to the next member;
-        renew: the stream's token is stale, later watches get a new stream."""
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        stream.remove(self)
-        if renew:
-            self._client._watch_stream_gone(stream)
-        if failover:
-            self._client._failover(stream.conn)
-        self.reconnects += 1
-
     def __iter__(self) -> Watch:
         return self
 
     def __next__(self) -> WatchResponse:
-        early, self._early = self._early, None
-        if early is not None:
-            return early
-        out = self._pump(until_created=False)
+        out = self._loop.take_early()
+        if out is None:
+            out = self._pump(until_created=False)
         assert out is not None
         return out
 
@@ -191,38 +173,27 @@ class Watch:
         return self
 
     def _pump(self, until_created: bool) -> WatchResponse | None:
-        pause = Backoff(len(self._client.config.endpoints))
+        loop = self._loop
+        loop.pumping()
         while True:
-            if self._closed:
+            if loop.closed:
                 raise StopIteration
             if self._stream is None:
                 self._open()
-            item = self._queue.get()
-            if item is _CLOSED:
+            n = loop.next(self._queue.get(), self._stream, until_created)
+            if n.stop:
                 raise StopIteration
-            source, r = item
-            if source is not self._stream:
-                continue  # from a stream this watch left: it resends from next_rev
-            st = self.state.step(r)
-            if st.error is not None:
+            if n.error is not None:
                 self._shutdown()
-                raise st.error
-            if st.drop:
-                if self._closed:
-                    raise StopIteration
-                if st.reauth:
-                    self._client._token = None
-                self._drop_stream(failover=st.failover, renew=st.reauth)
-                if st.pause:
-                    time.sleep(pause.next_pause())
-                continue
-            if st.out is not None:
-                if until_created:  # (cannot happen: events follow the creation)
-                    self._early = st.out
-                    return None
-                return st.out
-            if until_created and st.created:
-                return None
+                raise n.error
+            if n.drop is not None:
+                stream, self._stream = self._stream, None
+                if stream is not None:
+                    stream.remove(self)
+                    loop.left(self._client, stream, n.drop)
+                time.sleep(n.pause)
+            elif n.done:
+                return n.out
 
     def events(self) -> Iterator[Event]:
         """Every event, one at a time (progress notifications skipped)."""
@@ -242,7 +213,7 @@ class Watch:
                 for batch in self:
                     callback(batch)
             except EtcdError as e:
-                if not self._user_closed:
+                if not self._loop.user_closed:
                     callback(e)
 
         self._thread = threading.Thread(target=run, name="petcd-watch-callback", daemon=True)
@@ -252,15 +223,15 @@ class Watch:
         self.close()
 
     def close(self) -> None:
-        self._user_closed = True
+        self._loop.user_closed = True
         self._shutdown()
 
     def _shutdown(self) -> None:
-        self._closed = True
+        self._loop.closed = True
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.remove(self)
-        self._queue.put(_CLOSED)
+        self._queue.put(CLOSED)
         self._client._children.discard(self)
         th = self._thread
         if th is not None and th is not threading.current_thread():

@@ -9,12 +9,13 @@ any member the caller gets every event once, in order: no gap, no repeat.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import grpc
 
+from petcd.client.connection import Backoff
 from petcd.client.errors import (
     CompactedError,
     EtcdError,
@@ -185,6 +186,93 @@ class WatchState:
         if r.header.revision >= self.next_rev:
             self.next_rev = r.header.revision + 1
         return WatchResponse(header, [], progress_notify=True)
+
+
+CLOSED = object()  # queued by a watch's close(): wakes its reader
+
+
+@dataclass(frozen=True, slots=True)
+class Next:
+    """What a watch's loop does after one queued item (see WatchLoop.next); nothing set:
+    wait for the next item."""
+
+    done: bool = False                # return `out` to the caller
+    out: WatchResponse | None = None  # (None: the watch was only created)
+    stop: bool = False                # the watch is closed: end the iteration
+    error: EtcdError | None = None    # shut the watch down, then raise this
+    drop: Step | None = None          # leave the stream (then WatchLoop.left)...
+    pause: float = 0.0                # ...and wait this long before opening another
+
+
+class WatchLoop:
+    """One watch's loop without IO, for both flavours, which only add the waiting and
+    the stream calls: opening a stream with back-off (open_failed), what each queued
+    item means (next), and the client's side of leaving a stream (left). Items are
+    (stream, WatchResponse or Broken) pairs, or CLOSED."""
+
+    def __init__(self, spec: WatchSpec, members: int) -> None:
+        self.state = WatchState(spec)
+        self.members = members
+        self.closed = False
+        self.user_closed = False  # closed by the caller, not by an error
+        self.reconnects = 0  # streams joined after the first (for tests and metrics)
+        self.early: WatchResponse | None = None  # a batch that came before `created`
+        self._open_backoff = Backoff(members)
+        self._pause = Backoff(members)
+
+    def take_early(self) -> WatchResponse | None:
+        early, self.early = self.early, None
+        return early
+
+    def opening(self) -> None:
+        """A stream is about to be opened: the back-off starts afresh."""
+        self._open_backoff = Backoff(self.members)
+
+    def open_failed(self, failover: Callable[[Any], None], conn: Any,
+                    error: EtcdError | None = None) -> float:
+        """Dialling (error None) or authenticating on conn failed: fail over, and the
+        pause before the next try; raises an error no other member can cure."""
+        if error is not None and error.code in FATAL_STREAM_CODES:
+            raise error
+        if conn is not None:
+            failover(conn)
+        return self._open_backoff.next_pause()
+
+    def pumping(self) -> None:
+        """The caller waits for a batch: the pauses between broken streams start afresh."""
+        self._pause = Backoff(self.members)
+
+    def next(self, item: object, current: object, until_created: bool) -> Next:
+        if item is CLOSED:
+            return Next(stop=True)
+        source, r = cast("tuple[object, rpc.WatchResponse | Broken]", item)
+        if source is not current:
+            return Next()  # from a stream this watch left: it resends from next_rev
+        st = self.state.step(r)
+        if st.error is not None:
+            return Next(error=st.error)
+        if st.drop:
+            if self.closed:
+                return Next(stop=True)
+            return Next(drop=st, pause=self._pause.next_pause() if st.pause else 0.0)
+        if st.out is not None:
+            if until_created:  # (cannot happen: events follow the creation)
+                self.early = st.out
+                return Next(done=True)
+            return Next(done=True, out=st.out)
+        if until_created and st.created:
+            return Next(done=True)
+        return Next()
+
+    def left(self, client: Any, stream: Any, st: Step) -> None:
+        """The stream was left (st: why): re-authenticate (a stale token: later watches
+        get a new stream) and fail over as st says."""
+        if st.reauth:
+            client._token = None
+            client._watch_stream_gone(stream)
+        if st.failover:
+            client._failover(stream.conn)
+        self.reconnects += 1
 
 
 W = TypeVar("W")

@@ -133,9 +133,10 @@ class Node:
     def _reload_after_restore(self) -> None:
         """A snapshot from the leader replaced the backend file (on the loop thread, the
         apply path paused): everything derived from it is read again, in this order, each
-        step reading what the ones before restored. (The member list is reloaded by the
-        Raft driver, which swapped the file.)"""
+        step reading what the ones before restored. (The Raft driver, which swapped the
+        file, then matches its transport's peers to the member list read here.)"""
         self.store.reload()  # revisions, compaction under way
+        self.membership.load(self.backend)  # the members and the removed IDs
         self.lessor.recover(self.store)  # leases and the keys attached to them
         self.auth.load()  # users, roles, whether auth is on
         self.maintenance.alarms.reload()  # alarms, then the write gates they set

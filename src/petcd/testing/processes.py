@@ -221,10 +221,18 @@ class MemberProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def pause(self) -> None:
-        """SIGSTOP: the process hangs (as under a long GC pause or a frozen VM)."""
+    def pause(self, timeout: float = 30.0) -> None:
+        """SIGSTOP: the process hangs (as under a long GC pause or a frozen VM). Returns
+        once every thread has stopped: kill() only starts the stop, which one thread takes
+        to the others when it next runs, so on a loaded machine the member can go on
+        answering for a while after the signal was sent."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _stopped(self.proc.pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not stop within {timeout} s")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self.proc is not None
@@ -345,3 +353,19 @@ class Etcdctl:
                                  f"{r.stdout}{r.stderr}")
         return r.stdout
 
+
+def _stopped(pid: int) -> bool:
+    """Every thread of `pid` is stopped (state T in /proc), or the process is gone."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # (a thread that ended meanwhile)
+        if state not in ("T", "t", "Z", "X"):  # (stopped, or dead)
+            return False
+    return True

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 from petcd.cli.benchmark import client as C
 from petcd.cli.benchmark.report import Stats, format_json, format_text, to_json
-from petcd.cli.benchmark.runner import Job, ProgressBar, run, split
+from petcd.cli.benchmark.runner import Job, ProgressBar, run
 from petcd.cli.benchmark.watching import watch, watch_latency
+from petcd.cli.workers import split
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -1,14 +1,13 @@
-"""Worker processes for petcd-benchmark: the load comes from several processes (a Python
-client process tops out well below a member), each with its own asyncio loop (uvloop),
-its share of the connections, clients, requests and rate, and requests encoded to bytes
-once per operation. Workers write their progress into a shared array (the parent draws
-the progress bar from it) and send back their latencies and error counts at the end."""
+"""The workers of petcd-benchmark: the load comes from several processes (cli.workers:
+a Python client process tops out well below a member), each with its own asyncio loop
+(uvloop), its share of the connections, clients, requests and rate, and requests encoded
+to bytes once per operation. Workers report their progress (the parent draws the
+progress bar from it) and send back their latencies and error counts at the end."""
 
 from __future__ import annotations
 
 import array
 import asyncio
-import multiprocessing as mp
 import random
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import grpc
 
+from petcd.cli import workers
 from petcd.cli.benchmark import client as C
 
 # What a worker sends back: (latencies as array('d') bytes, errors, first start, last end)
@@ -37,10 +37,6 @@ class Job:
     rate: float  # requests/s for this worker, 0: unlimited
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
-
-
-def split(n: int, parts: int) -> list[int]:
-    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
 
 
 class _Load:
@@ -86,32 +82,13 @@ class _Load:
         return C.TXN, C.txn_request([C.op_put(C.put_request(self._key(i), self.value))])
 
 
-class _Pacer:
-    """--rate for this worker's clients together (0: no limit)."""
-
-    def __init__(self, rate: float) -> None:
-        self.gap = 1.0 / rate if rate > 0 else 0.0
-        self.next_at = 0.0
-
-    async def wait(self) -> None:
-        if not self.gap:
-            return
-        now = time.monotonic()
-        at = max(now, self.next_at)
-        self.next_at = at + self.gap
-        if at > now:
-            await asyncio.sleep(at - now)
-
-
-async def _worker(job: Job, slot: int, progress: Any, ready: Any, go: Any,
-                  out: Any) -> None:
+async def _worker(link: workers.Link, job: Job, slot: int) -> None:
     eps = job.spec.endpoints
     chans = [await C.connect(job.spec, eps[(slot + i) % len(eps)]) for i in range(job.conns)]
     md = await C.auth_metadata(job.spec, chans[0])
     lats = array.array("d")
     errors: Counter[str] = Counter()
-    done = 0
-    pacer = _Pacer(job.rate)
+    pacer = workers.Pacer(job.rate)
     load = _Load(job)
     taken = 0
 
@@ -123,13 +100,11 @@ async def _worker(job: Job, slot: int, progress: Any, ready: Any, go: Any,
         return job.first + taken - 1
 
     def record(t0: float, err: str | None) -> None:
-        nonlocal done
         if err is None:
             lats.append(time.monotonic() - t0)
         else:
             errors[err] += 1
-        done += 1
-        progress[slot] = done
+        link.add()
 
     async def unary(c: int) -> None:
         calls: dict[str, Callable[..., Awaitable[bytes]]] = {}
@@ -168,14 +143,14 @@ async def _worker(job: Job, slot: int, progress: Any, ready: Any, go: Any,
         await stream.done_writing()
 
     body = keepalive if job.command == "lease-keepalive" else unary
-    ready.put(slot)
-    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    link.ready()
+    await link.start(progress=True)
     start = time.monotonic()
     await asyncio.gather(*(body(c) for c in range(job.clients)))
     end = time.monotonic()
-    out.put((lats.tobytes(), dict(errors), start, end))
     for ch in chans:
         await ch.close()
+    await link.finish((lats.tobytes(), dict(errors), start, end))
 
 
 def _read_varint_field(buf: bytes, number: int) -> int:
@@ -211,16 +186,11 @@ def _varint_at(buf: bytes, i: int) -> tuple[int, int]:
         shift += 7
 
 
-def _main(job: Job, slot: int, progress: Any, ready: Any, go: Any, out: Any) -> None:
-    try:
-        import uvloop
+def _main(link: workers.Link, job_slot: tuple[Job, int]) -> None:
+    import uvloop
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            r.run(_worker(job, slot, progress, ready, go, out))
-    except BaseException as e:
-        ready.put(-1)
-        out.put(e if isinstance(e, Exception) else RuntimeError(repr(e)))
-        raise
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        r.run(_worker(link, *job_slot))
 
 
 class ProgressBar:
@@ -250,39 +220,19 @@ class ProgressBar:
 
 def run(jobs: list[Job], bar: ProgressBar) -> tuple[list[float], dict[str, int], float]:
     """Run the jobs in worker processes; (latencies, errors, wall seconds)."""
-    # spawn, not fork: gRPC does not survive a fork of a process that used it.
-    ctx = mp.get_context("spawn")
-    progress = ctx.RawArray("q", len(jobs))
-    ready: Any = ctx.Queue()
-    out: Any = ctx.Queue()
-    go = ctx.Event()
-    procs = [ctx.Process(target=_main, args=(job, slot, progress, ready, go, out), daemon=True)
-             for slot, job in enumerate(jobs)]
-    for p in procs:
-        p.start()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        bar.draw(done[0])
+
     try:
-        if any(ready.get(timeout=120) < 0 for _ in procs):
-            failure = out.get(timeout=10)
-            raise SystemExit(f"benchmark: a worker failed: {failure}")
-        go.set()
-        results: list[Result] = []
-        while len(results) < len(procs):
-            try:
-                got = out.get(timeout=0.2)
-            except Exception:  # queue.Empty: draw and wait on
-                bar.draw(sum(progress))
-                if not any(p.is_alive() for p in procs) and out.empty():
-                    raise SystemExit("benchmark: workers ended without results") from None
-                continue
-            if isinstance(got, BaseException):
-                raise SystemExit(f"benchmark: a worker failed: {got}")
-            results.append(got)
-        bar.finish(sum(progress))
-    finally:
-        for p in procs:
-            p.join(10)
-            if p.is_alive():
-                p.kill()
+        results: list[Result] = workers.run(
+            _main, [(job, slot) for slot, job in enumerate(jobs)], on_progress=progress,
+            on_idle=lambda: bar.draw(done[0]))
+    except workers.WorkerFailed as e:
+        raise SystemExit(f"benchmark: a worker failed: {e}") from None
+    bar.finish(done[0])
     lats: list[float] = []
     errors: Counter[str] = Counter()
     for raw, errs, _, _ in results:

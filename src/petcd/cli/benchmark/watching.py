@@ -13,7 +13,8 @@ from typing import Any
 
 from petcd.cli.benchmark import client as C
 from petcd.cli.benchmark.report import Stats
-from petcd.cli.benchmark.runner import ProgressBar, _Pacer
+from petcd.cli.benchmark.runner import ProgressBar
+from petcd.cli.workers import Pacer
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 
 
@@ -45,7 +46,7 @@ async def watch_latency(spec: C.ConnSpec, args: argparse.Namespace) -> Stats:
     put_ch = await C.connect(spec, spec.endpoints[0])
     put = put_ch.unary_unary(C.PUT)
     req = C.put_request(key, value)
-    pacer = _Pacer(args.put_rate)
+    pacer = Pacer(args.put_rate)
     bar = ProgressBar(args.total)
     lats: list[float] = []
 
@@ -113,7 +114,7 @@ async def watch(spec: C.ConnSpec, args: argparse.Namespace) -> tuple[Stats, Stat
             counts[n] += len(resp.events)
     readers = [asyncio.ensure_future(drain(n, s)) for n, s in enumerate(streams)]
     put = chans[0].unary_unary(C.PUT)
-    pacer = _Pacer(args.put_rate)
+    pacer = Pacer(args.put_rate)
     lats: list[float] = []
     value = b"v"
     bar = ProgressBar(args.put_total)

@@ -169,7 +169,9 @@ class Snapshots:
 
     async def install(self, index: int, conf_state: ConfState) -> None:
         """Apply a snapshot from the leader: everything before it is applied first, then
-        the received backend file replaces ours (the member list comes with it)."""
+        the received backend file replaces ours. The backend's restore hook (Node's one
+        ordered reload) reads everything derived from the file again, the member list
+        included; the transport's peers then follow that list."""
         d = self._d
         d.ops.snapshot_applying(index, d.applier.applied_index)
         await d.apply_queue.drain()
@@ -190,7 +192,6 @@ class Snapshots:
             finally:
                 readers.open()
         applier.applied_index, applier.applied_term = backend.consistent_index()
-        d.membership.load(backend)
         self._conf_states = [(index, conf_state)]
         self.index = index
         d.members.sync_transport()
