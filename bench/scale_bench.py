@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster_bench import leader_of, start_cluster
-from loadgen import member_for, run_processes, run_worker, split_clients
+from loadgen import cpu_seconds, member_for, run_processes, run_worker, split_clients
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, have_etcd, member_status
@@ -106,14 +106,15 @@ def _load_worker(*args: Any) -> None:
 
 
 def load(addresses: Sequence[str], keys: int, clients: int, procs: int,
-         value_size: int) -> tuple[float, int]:
-    """Put keys 0..keys-1 once each; returns (seconds, retried errors)."""
+         value_size: int) -> tuple[float, int, float]:
+    """Put keys 0..keys-1 once each; returns (seconds, retried errors, the load
+    processes' CPU seconds)."""
     per = split_clients(clients, procs)  # the workers split the keys between them
     args = [(list(addresses), i, len(per), keys, n, value_size) for i, n in enumerate(per)]
     run = run_processes(_load_worker, args, [], 7200)
     if sum(d for d, _ in run.results) != keys:
         raise RuntimeError(f"load incomplete: {run.results}")
-    return run.elapsed, sum(e for _, e in run.results)
+    return run.elapsed, sum(e for _, e in run.results), run.client_cpu
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -162,6 +163,17 @@ def du(path: Path) -> int:
             with contextlib.suppress(FileNotFoundError):  # (a file that went meanwhile)
                 total += os.stat(os.path.join(root, f)).st_blocks * 512
     return total
+
+
+def disk_parts(data_dir: Path) -> dict[str, int]:
+    """Bytes on disk of a member's backend file, its WAL and the rest of snap/ (Raft
+    snapshot markers, received backend files), both servers lay them out alike."""
+    snap = data_dir / "member" / "snap"
+    db = 0
+    with contextlib.suppress(FileNotFoundError):
+        db = os.stat(snap / "db").st_blocks * 512
+    return {"db": db, "wal": du(data_dir / "member" / "wal"), "snap": du(snap) - db,
+            "total": du(data_dir)}
 
 
 # -- cluster calls ------------------------------------------------------------------------
@@ -252,15 +264,26 @@ def run_target(target: str, base: Path, args: argparse.Namespace) -> dict[str, A
         leader = leader_of(members)
         followers = [m for m in members if m is not leader]
         addrs = [m.address for m in members]
-        secs, retried = load(addrs, args.keys, args.clients, args.procs, args.value_size)
+        pids = {m.name + ("*" if m is leader else ""): m.proc.pid for m in members if m.proc}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        spies = ([spy(leader, f"{target}-load-leader", args.profile)]
+                 if args.profile and target != "etcd" else [])
+        secs, retried, client_cpu = load(addrs, args.keys, args.clients, args.procs,
+                                         args.value_size)
+        for p in spies:
+            p.send_signal(signal.SIGINT)
+            p.wait(60)
         res["load_s"] = secs
         res["load_rate"] = args.keys / secs
         res["load_retries"] = retried
+        res["load_client_cpu"] = client_cpu
         idx = leader_index(leader)
         wait_for(lambda: all(caught_up(m, idx) for m in members), 600, "members apply")
-        res["rss"] = {m.name + ("*" if m is leader else ""): proc_mem(m.proc.pid)
-                      for m in members if m.proc}
+        # CPU seconds each member spent on the load (until all applied it).
+        res["load_cpu"] = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        res["rss"] = {name: proc_mem(pid) for name, pid in pids.items()}
         res["disk"] = {m.name: du(m.data_dir) for m in members}
+        res["disk_parts"] = disk_parts(leader.data_dir)
         if "reads" in args.steps:
             _reads(leader, res, args)
         if "defrag" in args.steps:
@@ -315,12 +338,15 @@ def _restarts(leader: MemberProcess, victim: MemberProcess, res: dict[str, Any])
         res[f"restart_{how}_ready_s"] = time.monotonic() - t0
         wait_for(lambda v=victim, i=idx: caught_up(v, i), 600, "restarted member")
         res[f"restart_{how}_caught_up_s"] = time.monotonic() - t0
+        if victim.proc:
+            res[f"restart_{how}_rss"] = proc_mem(victim.proc.pid)
 
 
 def spy(m: MemberProcess, name: str, out_dir: str) -> subprocess.Popen[bytes]:
     """py-spy recording a member until SIGINT (collapsed stacks, for flamegraph.pl)."""
     assert m.proc is not None
-    exe = Path(sys.executable).with_name("py-spy")
+    exe = next((e for e in (shutil.which("py-spy"), Path(sys.executable).with_name("py-spy"),
+                            "/tmp/spy/bin/py-spy") if e and os.path.exists(e)), "py-spy")
     return subprocess.Popen([str(exe), "record", "--threads", "-f", "raw", "--pid",
                              str(m.proc.pid), "-o", f"{out_dir}/{name}.txt"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -370,12 +396,19 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
 
     print(f"{'':34}" + "".join(f"{n:>34}" for n in names))
     row("load rate", lambda r: f"{r['load_rate']:.0f} puts/s ({r['load_s']:.0f} s)")
+    row("  CPU per put: leader / followers", lambda r: " / ".join(
+        f"{r['load_cpu'][n] / args.keys * 1e6:.0f}" for n in sorted(
+            r["load_cpu"], key=lambda n: not n.endswith("*"))) + " us")
+    row("  the load's own CPU per put",
+        lambda r: f"{r['load_client_cpu'] / args.keys * 1e6:.0f} us")
     for i in range(3):
         def rss(r: dict[str, Any], i: int = i) -> str:
             name, m = sorted(r["rss"].items())[i]
             return f"{name} {_mb(m['RssAnon'])} + file {_mb(m['RssFile'])}"
         row(f"RSS member {i} (anon + file)", rss)
     row("disk per member", lambda r: _mb(max(r["disk"].values())))
+    row("  leader's db / WAL / snap", lambda r: " / ".join(
+        _mb(r["disk_parts"][k]) for k in ("db", "wal", "snap")))
     row(f"paginated range ({args.page}/page)",
         lambda r: f"{r['range_s']:.1f} s, +{_mb(r['range_anon_growth'])} peak")
     row(f"get --prefix ({args.prefix_keys} keys)",
@@ -394,7 +427,7 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
                   f"file {_mb(r['new_member_rss']['RssFile'])}")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--targets", default="petcd,etcd")
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -410,10 +443,15 @@ def main() -> None:
     ap.add_argument("--steps", default="reads,defrag,restart,new",
                     help="after the load, which of reads,defrag,restart,new to run")
     ap.add_argument("--profile", default="",
-                    help="py-spy flame graphs of petcd's leader and new member to this dir")
+                    help="py-spy stacks of petcd's leader during the load and of the leader"
+                         " and new member during the catch-up, to this dir")
     ap.add_argument("--keep-logs", default="", help="copy the members' logs to this dir")
     ap.add_argument("--json", default="", help="also write the figures to this file")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     # Members compile petcd's modules once and keep the .pyc, as an installed package
     # does (a shell with PYTHONDONTWRITEBYTECODE would recompile them at every start).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)

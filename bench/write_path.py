@@ -1,12 +1,12 @@
 """Where a lone write's time goes, stage by stage, inside one petcd member.
 
-    python bench/write_path.py [--puts 2000] [--src DIR]
+    python bench/write_path.py [--puts 2000] [--src DIR] [--op grant]
 
 Starts a member whose functions on the write path record timestamps (bench/stagetrace,
-loaded via PYTHONPATH), sends --puts sequential puts from one client, and prints the
-median and mean time between consecutive stages of each put. --src runs another
-checkout's petcd (e.g. an older commit unpacked with `git archive`) for a before/after
-comparison in the same conditions.
+loaded via PYTHONPATH), sends --puts sequential puts (or with `--op grant`, LeaseGrants)
+from one client, and prints the median and mean time between consecutive stages of each.
+--src runs another checkout's petcd (e.g. an older commit unpacked with `git archive`)
+for a before/after comparison in the same conditions.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import itertools
 
 import grpc
+from lone_put_cpu import caller
 
-from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import PetcdProcess
 
 STAGES = ["recv", "propose", "flush", "wal_start", "wal_end", "hand_out", "apply_start",
@@ -78,6 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--puts", type=int, default=2000)
     ap.add_argument("--src", default="", help="petcd source dir to run instead of this one")
+    ap.add_argument("--op", choices=["put", "grant"], default="put")
     args = ap.parse_args()
     trace_dir = Path(__file__).resolve().parent / "stagetrace"
     with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
@@ -89,12 +91,10 @@ def main() -> None:
         lats = []
         try:
             with grpc.insecure_channel(m.address) as ch:
-                put = ch.unary_unary("/etcdserverpb.KV/Put",
-                                     request_serializer=rpc.PutRequest.SerializeToString,
-                                     response_deserializer=rpc.PutResponse.FromString)
+                call = caller(ch, args.op)
                 for i in range(args.puts):
                     t = time.perf_counter()
-                    put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256))
+                    call(i)
                     lats.append(time.perf_counter() - t)
         finally:
             m.stop()
@@ -102,7 +102,7 @@ def main() -> None:
     cyc = cycles(events)[len(lats) // 10:]  # skip the warm-up
     commits = [e - s for (n, s), (n2, e) in itertools.pairwise(events)
                if n == "commit_start" and n2 == "commit_end"]
-    print(f"{len(cyc)} puts traced; client-observed latency: median "
+    print(f"{len(cyc)} {args.op}s traced; client-observed latency: median "
           f"{statistics.median(lats) * 1e6:.0f} us, mean {statistics.mean(lats) * 1e6:.0f} us")
     print(f"{'stage':58} {'median us':>10} {'mean us':>9}")
     for prev, cur in itertools.pairwise(STAGES):

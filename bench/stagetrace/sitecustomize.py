@@ -49,6 +49,13 @@ def _install() -> None:
           lambda self: bool(self._d.proposals.queue))
     _wrap(MemberStorage, "save", "wal_start", "wal_end",
           lambda self, hs, entries, *a, **k: bool(entries))
+    try:  # the AIO path: written on the loop thread, completion seen by _reap
+        from petcd.server.raftnode.walwriter import WalWriter
+        _wrap(WalWriter, "save", "wal_start", None,
+              lambda self, hs, entries, *a, **k: bool(entries))
+        _wrap(WalWriter, "_reap", "wal_end", None)
+    except ImportError:
+        pass  # (before it)
     _wrap(ReadyLoop, "_hand_out", "hand_out", None)
     _wrap(ApplyQueue, "_apply_batch", "apply_start", "apply_end")
     _wrap(RaftDriver, "_after_apply", None, "answered")

@@ -116,3 +116,16 @@ def test_acknowledged_puts_survive_sigkill_with_the_backend_lagging(petcd_factor
         # Hundreds of acknowledged puts (many apply batches) exist only in the WAL.
         assert backend_index(member.data_dir) + 200 <= len(acked)
     crash_cycles(member, cycles=3, writers=16, run_for=0.3, after_kill=lagging)
+
+
+def test_lone_writer_puts_survive_sigkill(petcd_factory: Any) -> None:
+    """One client: every put is its own WAL frame and fdatasync (native AIO where the
+    kernel allows it, server/raftnode/walwriter.py)."""
+    member = petcd_factory()
+    crash_cycles(member, cycles=2, writers=1, run_for=0.3)
+
+
+def test_puts_survive_sigkill_with_fdatasync_on_the_wal_thread(petcd_factory: Any) -> None:
+    """The fallback where native AIO is unavailable keeps the same promise."""
+    member = petcd_factory(env={"PETCD_WAL_AIO": "0"})
+    crash_cycles(member, cycles=2, writers=16, run_for=0.3)

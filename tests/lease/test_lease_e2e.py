@@ -4,6 +4,7 @@ surviving restarts (clean and SIGKILL), and many leases kept alive on one stream
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import time
 import urllib.request
@@ -97,6 +98,32 @@ def test_many_leases_on_one_keepalive_stream(client: Client) -> None:
     assert out == [(i, 30) for i in ids] + [(0x4FFF, 0)]
     listed = [le.ID for le in client.lease.LeaseLeases(rpc.LeaseLeasesRequest()).leases]
     assert set(ids) <= set(listed)
+
+
+def test_keepalive_stream_answers_repeats_and_a_revoked_lease(client: Client) -> None:
+    # One stream, the same requests again (the server remembers a stream's IDs): each
+    # answer is the lease's state at that moment, a revoked lease included.
+    a, b = client.grant(30).ID, client.grant(40).ID
+    reqs: queue.Queue[rpc.LeaseKeepAliveRequest | None] = queue.Queue()
+    stream = client.lease.LeaseKeepAlive(iter(reqs.get, None), timeout=30)
+
+    def renew(lease_id: int) -> tuple[int, int, int]:
+        reqs.put(rpc.LeaseKeepAliveRequest(ID=lease_id))
+        r = next(stream)
+        return r.ID, r.TTL, r.header.revision
+
+    try:
+        rev = client.put(b"/ka/k", a)
+        assert [renew(x) for x in (a, b, a, -5, 0, b)] == [
+            (a, 30, rev), (b, 40, rev), (a, 30, rev), (-5, 0, rev), (0, 0, rev), (b, 40, rev)]
+        client.lease.LeaseRevoke(rpc.LeaseRevokeRequest(ID=a), timeout=10)
+        assert [renew(x) for x in (a, b)] == [(a, 0, rev + 1), (b, 40, rev + 1)]
+        regranted = client.grant(50, a).ID  # the same ID granted again
+        assert regranted == a
+        assert renew(a) == (a, 50, rev + 1)
+    finally:
+        reqs.put(None)
+        stream.cancel()
 
 
 @pytest.mark.parametrize("crash", [False, True], ids=["stop", "kill"])

@@ -176,6 +176,23 @@ def test_regranted_id_gets_one_heap_entry(h: ApplyHarness) -> None:
     assert [le.id for le in h.lessor.expired(10)] == [1]
 
 
+def test_revoked_leases_leave_the_heap(h: ApplyHarness) -> None:
+    # Revoked long leases must not stay in the expiry heap until their old expiry: once
+    # they are most of it, it is rebuilt without them; the others still expire on time.
+    lessor = h.lessor
+    lessor.promote(0.0)
+    n = 3000
+    h.apply(*[("lease_grant", rpc.LeaseGrantRequest(ID=i, TTL=600 + i)) for i in range(1, n + 1)])
+    h.apply(*[("lease_revoke", rpc.LeaseRevokeRequest(ID=i)) for i in range(1, n - 99)])
+    assert len(lessor) == 100
+    assert len(lessor._heap) <= 100 + 1024 + 1  # (the memory at stake)
+    h.clock.now += 600 + n - 99  # the first left: ID n - 99, TTL 600 + n - 99
+    assert [le.id for le in lessor.expired(1000)] == [n - 99]
+    h.revoke(n - 99)  # (as the driver proposes it)
+    h.clock.now += 99
+    assert [le.id for le in lessor.expired(1000)] == list(range(n - 98, n + 1))
+
+
 def test_promotion_spreads_a_pile_up(h: ApplyHarness) -> None:
     n = 2000
     h.apply(*[("lease_grant", rpc.LeaseGrantRequest(ID=i, TTL=10)) for i in range(1, n + 1)])

@@ -12,7 +12,7 @@ from wal_testutil import entries
 
 from petcd.raft.types import ConfState, HardState, Snapshot, SnapshotMetadata
 from petcd.wal import WAL, WalSnapshot
-from petcd.wal.errors import CorruptSnapshotError
+from petcd.wal.errors import CorruptSnapshotError, CorruptWALError
 from petcd.wal.segments import list_segments
 from petcd.wal.snap import Snapshotter, iter_file, read_snap, snap_name
 from petcd.wal.storage import MemberStorage, snap_dir, wal_dir
@@ -153,3 +153,39 @@ def test_member_storage_received_snapshot(tmp_path: Path) -> None:
     assert rec.snapshot == snapshot(1000, term=4)
     assert rec.entries == entries(1001, 3, term=4)
     assert WAL.valid_snapshots(wal_dir(data))[-1] == WalSnapshot(1000, 4, CONF)
+
+
+def test_restart_reads_the_wal_from_the_oldest_snapshot_file_on(tmp_path: Path) -> None:
+    """The segments before the one holding the oldest snapshot file's index cannot hold
+    a marker a restart may pick, so it does not read them (issue 16: with --max-wals 5
+    of 64 MB a restart read 320 MB before replaying the WAL). Shown by damaging one:
+    the restart does not notice, a full read does."""
+    data = str(tmp_path / "data")
+    st = MemberStorage.create(data, b"ids", segment_size=8192)
+    index = 0
+    for _ in range(30):
+        st.save(HardState(1, 1, index), entries(index + 1, 10, size=100))
+        index += 10
+        if index % 100 == 0:
+            st.save(HardState(1, 1, index), [])
+            st.save_snapshot(snapshot(index - 5))
+            st.purge(max_wals=100, max_snapshots=2)  # keeps every segment, two snapshots
+    st.close()
+    snapshotter = Snapshotter(snap_dir(data))
+    assert snapshotter.oldest_index() == 195
+    segments = list_segments(wal_dir(data))
+    assert segments[0].first_index == 0 and len(segments) > 4
+    assert WAL.valid_snapshots(wal_dir(data), since=195) == [
+        WalSnapshot(195, 1, CONF), WalSnapshot(295, 1, CONF)]
+    # The first segment (entries long before the oldest snapshot) damaged mid-way.
+    first = segments[0].path
+    raw = bytearray(Path(first).read_bytes())
+    raw[4000] ^= 0xFF
+    Path(first).write_bytes(bytes(raw))
+    with pytest.raises(CorruptWALError):
+        WAL.valid_snapshots(wal_dir(data))
+    st, rec = MemberStorage.restore(data, segment_size=8192)
+    st.close()
+    assert rec.snapshot == snapshot(295)
+    assert rec.entries == entries(296, 5, size=100)
+    assert Snapshotter(str(tmp_path / "none")).oldest_index() == 0

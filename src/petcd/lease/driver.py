@@ -16,7 +16,8 @@
 - With lease checkpoints on, the leader records long leases' remaining TTLs in the
   log every checkpoint interval, so that a new leader restarts them from there.
 
-The API layer calls only: `new_id`, `renew_now` / `renew`, `time_to_live`, `leases`.
+The API layer calls only: `new_id`, `renew_now` / `renew`, `time_to_live_now` /
+`time_to_live`, `leases`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ FORWARDED = "petcd-lease-forwarded"
 _FORWARDED_MD = ((FORWARDED, "1"),)
 _MAX_CHECKPOINT_BATCH = 1000
 _EXPIRED_POLL = 0.05  # an expired lease whose revocation is not proposed yet: look again
+_MAX_ENCODED = 1024  # forwarded keep-alive requests kept encoded, per stream to the leader
 
 T = TypeVar("T")
 
@@ -161,6 +163,16 @@ class LeaseDriver:
         """Renew on the leader, wherever that is. Returns the TTL, 0 if the lease does
         not exist (or was revoked because it expired). Raises EtcdError."""
         deadline = asyncio.get_running_loop().time() + self.request_timeout
+        link = self._link
+        if link is not None and not forwarded and not self.lessor.primary and \
+                link.member_id == self.leader_id:
+            # A follower's renewal, the leader's stream open: straight to it. If that
+            # fails, the general path below retries with whoever leads.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await link.renew(lease_id)
+            except (grpc.RpcError, ConnectionError, TimeoutError):
+                await self._drop_link(link)
         ttl = await self._renew_here(lease_id, deadline)
         if ttl is not None:
             return ttl
@@ -219,13 +231,19 @@ class LeaseDriver:
         try:
             if link is None:
                 raise ConnectionError(f"no client URL known for leader {leader:x}")
-            return await asyncio.wait_for(
-                link.renew(lease_id), max(0.01, deadline - asyncio.get_running_loop().time()))
+            async with asyncio.timeout_at(
+                    max(deadline, asyncio.get_running_loop().time() + 0.01)):
+                return await link.renew(lease_id)
         except (grpc.RpcError, ConnectionError, TimeoutError) as e:
-            if link is not None and self._link is link:
-                self._link = None
-                await link.close()
+            if link is not None:
+                await self._drop_link(link)
             raise LeaderUnreachable(f"keep-alive of {lease_id:x}: {e}") from e
+
+    async def _drop_link(self, link: LeaderLink) -> None:
+        """A renewal over `link` failed: the next one opens a new link."""
+        if self._link is link:
+            self._link = None
+            await link.close()
 
     def _leader_link(self, leader: int) -> LeaderLink | None:
         link = self._link
@@ -237,10 +255,17 @@ class LeaseDriver:
                 return self._link
         return None
 
+    def time_to_live_now(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse | None:
+        """On the leader, its view of a lease (as `time_to_live`); None elsewhere (call
+        `time_to_live`, which asks the leader)."""
+        if self.lessor.primary:
+            return self._local_time_to_live(lease_id, keys)
+        return None
+
     async def time_to_live(self, lease_id: int, keys: bool, *,
                            forwarded: bool = False) -> rpc.LeaseTimeToLiveResponse:
         """The leader's view of a lease (TTL -1 if it does not exist); a follower asks
-        the leader. The header carries only the revision (the caller adds the rest)."""
+        the leader. The response has no header (the caller adds it)."""
         if self.lessor.primary:
             return self._local_time_to_live(lease_id, keys)
         if forwarded:
@@ -380,13 +405,14 @@ class LeaderLink:
         self._stream: _Stream | None = None
         self._closed = False
 
-    async def renew(self, lease_id: int) -> int:
+    def renew(self, lease_id: int) -> asyncio.Future[int]:
+        """The renewed TTL (0: no such lease), when the leader answers."""
         if self._closed:
             raise ConnectionError("link closed")
         stream = self._stream
         if stream is None or stream.failed:
             stream = self._stream = _Stream(self._keep_alive)
-        return await stream.renew(lease_id)
+        return stream.renew(lease_id)
 
     async def time_to_live(self, lease_id: int, keys: bool) -> rpc.LeaseTimeToLiveResponse:
         raw = await self._ttl(rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=keys)
@@ -407,6 +433,9 @@ class _Stream:
         self.failed = False
         self._requests: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
+        # Encoded LeaseKeepAliveRequest per lease ID: a member renews the same leases
+        # over and over (bounded: emptied when full).
+        self._encoded: dict[int, bytes] = {}
         self._call = multicallable(self._feed(), metadata=_FORWARDED_MD)
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -417,11 +446,17 @@ class _Stream:
                 return
             yield data
 
-    async def renew(self, lease_id: int) -> int:
+    def renew(self, lease_id: int) -> asyncio.Future[int]:
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        self._requests.put_nowait(rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString())
-        return await fut
+        data = self._encoded.get(lease_id)
+        if data is None:
+            if len(self._encoded) >= _MAX_ENCODED:
+                self._encoded.clear()
+            data = self._encoded[lease_id] = \
+                rpc.LeaseKeepAliveRequest(ID=lease_id).SerializeToString()
+        self._requests.put_nowait(data)
+        return fut
 
     async def _read(self) -> None:
         err: BaseException = ConnectionError("leader ended the keep-alive stream")

@@ -49,6 +49,7 @@ NOT_FOUND, EXPIRED, NOT_PRIMARY = 0, -1, -2
 
 _ID_KEY = struct.Struct(">Q")  # the lease ID's 64 bits, big-endian (as etcd's bucket)
 _RECORD = struct.Struct(">qq")  # granted TTL, checkpointed remaining TTL (0: none)
+_MIN_DEAD = 1024  # dead heap entries tolerated whatever the heap's size
 
 
 def min_lease_ttl(heartbeat_ms: int, election_ms: int) -> int:
@@ -82,7 +83,18 @@ class Lease:
         # Last checkpointed remaining TTL (0: unset, the full TTL applies).
         self.remaining_ttl = remaining_ttl
         self.expiry = FOREVER  # monotonic seconds; finite only on the primary lessor
-        self.keys: set[bytes] = set()
+        # Attached keys; None until the first (an empty set is 216 bytes, and many
+        # leases never get a key: sessions, benchmarks).
+        self.keys: set[bytes] | None = None
+
+    def add_key(self, key: bytes) -> None:
+        if self.keys is None:
+            self.keys = {key}
+        else:
+            self.keys.add(key)
+
+    def sorted_keys(self) -> list[bytes]:
+        return sorted(self.keys) if self.keys else []
 
     def renewal_ttl(self) -> int:
         """The TTL a promotion restarts the lease with."""
@@ -108,6 +120,10 @@ class Lessor:
         # scan re-files an entry that turns out early).
         self._heap: list[tuple[float, int, Lease]] = []
         self._seq = itertools.count()
+        # Entries of revoked leases still in the heap: dropped when they come up, or all
+        # at once when they are most of it (a revoked lease must not stay referenced
+        # until its old expiry, up to its TTL later).
+        self._dead = 0
         self._primary = False
         # Counters for /metrics (plain ints: renewals must stay cheap).
         self.granted_count = self.revoked_count = self.renewed_count = 0
@@ -140,10 +156,11 @@ class Lessor:
                 log.warning("key %r is attached to lease %x which does not exist", key,
                             lease_id)
                 continue
-            lease.keys.add(key)
+            lease.add_key(key)
         with self._lock:
             self._leases = leases
             self._heap = []
+            self._dead = 0
             if self._primary:
                 self._refresh_all(0.0)
 
@@ -158,11 +175,11 @@ class Lessor:
             log.error("attach of %r to missing lease %x", key, lease_id)
             return
         with self._lock:
-            lease.keys.add(key)
+            lease.add_key(key)
 
     def detach(self, lease_id: int, key: bytes) -> None:
         lease = self._leases.get(lease_id)
-        if lease is not None:
+        if lease is not None and lease.keys:
             with self._lock:
                 lease.keys.discard(key)
 
@@ -194,7 +211,7 @@ class Lessor:
         if lease is None:
             raise errors.LEASE_NOT_FOUND()
         with self._lock:
-            keys = sorted(lease.keys)
+            keys = lease.sorted_keys()
         if keys:
             tw = store.write(batch)
             try:
@@ -208,6 +225,10 @@ class Lessor:
         with self._lock:
             del self._leases[lease_id]
             lease.expiry = -FOREVER  # anyone holding it sees it as gone
+            if self._primary:  # (its heap entry is dead now)
+                self._dead += 1
+                if self._dead > _MIN_DEAD and 2 * self._dead > len(self._heap):
+                    self._drop_dead()
         self.revoked_count += 1
 
     def checkpoint(self, batch: WriteBatch, lease_id: int, remaining_ttl: int) -> None:
@@ -228,7 +249,7 @@ class Lessor:
 
     def keys_of(self, lease: Lease) -> list[bytes]:
         with self._lock:
-            return sorted(lease.keys)
+            return lease.sorted_keys()
 
     def leases(self) -> list[Lease]:
         """Every lease, soonest expiry first (as etcd lists them)."""
@@ -263,6 +284,14 @@ class Lessor:
         seq = self._seq
         self._heap = [(le.expiry, next(seq), le) for le in self._leases.values()]
         heapq.heapify(self._heap)
+        self._dead = 0
+
+    def _drop_dead(self) -> None:
+        """Rebuild the heap without the entries of revoked leases (under the lock)."""
+        leases = self._leases
+        self._heap = [e for e in self._heap if leases.get(e[2].id) is e[2]]
+        heapq.heapify(self._heap)
+        self._dead = 0
 
     SPREAD_PER_SECOND = 750  # 3/4 of the default revoke rate, as etcd aims for
 
@@ -297,6 +326,7 @@ class Lessor:
             for lease in self._leases.values():
                 lease.expiry = FOREVER
             self._heap = []
+            self._dead = 0
 
     def renew(self, lease_id: int) -> int:
         """Keep-alive on the primary: the lease's expiry moves to now + TTL. Returns the
@@ -331,6 +361,7 @@ class Lessor:
                     break
                 if leases.get(lease.id) is not lease:  # revoked (maybe granted again)
                     heapq.heappop(heap)
+                    self._dead = max(0, self._dead - 1)
                     continue
                 if lease.expiry > now:  # renewed since it was filed
                     heapq.heapreplace(heap, (lease.expiry, next(self._seq), lease))

@@ -32,6 +32,37 @@ _VALUE = itemgetter(1)
 _FLAG = itemgetter(17)
 
 
+class RangeCounts:
+    """What the pages of a paginated range at the head revision leave for the next:
+    (a live key K, end) -> (revision, live keys in [K, end)). A page counts the keys
+    after it (etcd's `count` is the whole range's); the next page starts at the first
+    key not returned, so while the revision is the same its count is known without
+    walking the rest again: a paginated read of N keys costs O(N), not O(N^2 / page).
+    Held by the store; a few entries, each used once."""
+
+    __slots__ = ("_counts",)
+
+    LIMIT = 64  # entries (each two keys of at most 500 bytes)
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[bytes, bytes], tuple[int, int]] = {}
+
+    def take(self, key: bytes, end: bytes, rev: int) -> int | None:
+        hit = self._counts.pop((key, end), None)
+        return hit[1] if hit is not None and hit[0] == rev else None
+
+    def put(self, key: bytes, end: bytes, rev: int, n: int) -> None:
+        counts = self._counts
+        if len(key) > DIRECT_KEY_MAX or len(end) > DIRECT_KEY_MAX:
+            return
+        if len(counts) >= self.LIMIT:  # (many readers at once, or abandoned reads)
+            counts.clear()
+        counts[(key, end)] = (rev, n)
+
+    def clear(self) -> None:
+        self._counts.clear()
+
+
 class KVView:
     """Reads over one LMDB transaction at one revision."""
 
@@ -180,16 +211,47 @@ class KVView:
             n = self._count_head(key, end)
             if n is not None:
                 return RangeResult(kvs, n, self.rev)
+        first = last = None  # the first live key read, the last one returned
+        last_at = 0  # live keys read before `last`
         for ikey, entry in self._live(key, end, at):
             if want < 0 or count < want:
                 emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
+                last, last_at = ikey, count
             elif fast_count and len(ikey) <= DIRECT_KEY_MAX:
-                n = self._count_head(ikey + b"\0", end)
-                if n is not None:
-                    return RangeResult(kvs, count + 1 + n, self.rev)
+                total = self._count_past(first or ikey, ikey, count, last, last_at, end)
+                if total is not None:
+                    return RangeResult(kvs, total, self.rev)
                 fast_count = False  # long keys in the way: count them one by one
+            if first is None:
+                first = ikey
             count += 1
         return RangeResult(kvs, count, self.rev)
+
+    def _count_past(self, first: bytes, ikey: bytes, seen: int, last: bytes | None,
+                    last_at: int, end: bytes) -> int | None:
+        """The count of a range at the head revision read from its first live key
+        `first`, with `seen` live keys before `ikey` (the first not returned) and
+        `last_at` before `last` (the last returned): from what the previous page left
+        (RangeCounts), else by a walk over the rest. Leaves the count for a next page
+        starting at `ikey`, or at `last` (a caller that read one record more than it
+        returns). None: long keys in the way."""
+        counts = self._range_counts()
+        total = None if counts is None else counts.take(first, end, self.rev)
+        if total is None:
+            n = self._count_head(ikey + b"\0", end)
+            if n is None:
+                return None
+            total = seen + 1 + n
+        if counts is not None:
+            counts.put(ikey, end, self.rev, total - seen)
+            if last is not None:
+                counts.put(last, end, self.rev, total - last_at)
+        return total
+
+    def _range_counts(self) -> RangeCounts | None:
+        # Only reads of the applied state between write requests (ReadTxn) use them: a
+        # view inside a write request may see its changes under the same revision.
+        return None
 
     def _count_head(self, start: bytes, end: bytes) -> int | None:
         """Live keys in [start, end) at this view's (head) revision, walking the index
@@ -355,12 +417,16 @@ class ReadTxn(KVView):
     Over the backend's open write transaction (on the applying thread) it must be
     used within one synchronous step: the next batch or commit changes or ends it."""
 
-    __slots__ = ("_owned",)
+    __slots__ = ("_counts", "_owned")
 
     def __init__(self, store: KVStore, txn: lmdb.Transaction[bytes], rev: int,
                  compact_rev: int, owned: bool = True) -> None:
         KVView.__init__(self, store, txn, rev, compact_rev)
+        self._counts = store.range_counts
         self._owned = owned
+
+    def _range_counts(self) -> RangeCounts:
+        return self._counts
 
     @property
     def txn(self) -> lmdb.Transaction[bytes]:

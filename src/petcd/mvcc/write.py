@@ -23,6 +23,8 @@ from petcd.mvcc.types import EVENT_DELETE, EVENT_PUT, KVEvent
 from petcd.mvcc.view import KVView
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
+_new_tuple = tuple.__new__
+
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
 
@@ -114,7 +116,7 @@ class TxnWrite(KVView):
         else:
             create, version, old_lease = ENTRY_TAIL.unpack_from(prev, 18)
             version += 1
-            prev_kv = txn.get(prev[:17], db=self._kv)
+            prev_kv = txn.get(prev[:17], None, self._kv)
             if ignore_value:
                 value = KeyValue.FromString(prev_kv).value  # type: ignore[arg-type]
             if ignore_lease:
@@ -131,15 +133,18 @@ class TxnWrite(KVView):
             value=value,
             lease=lease,
         ).SerializeToString()
-        if not txn.put(revision, data, db=self._kv, append=True):
+        # (LMDB calls with positional flags: (dupdata, overwrite, append[, db]); keyword
+        # arguments cost a dict per call.)
+        if not txn.put(revision, data, True, True, True, self._kv):
             raise RuntimeError("mvcc: revision out of order")
         self._store.put_bytes += len(key) + len(value)
         entry = revision + LIVE_FLAG + ENTRY_TAIL.pack(create, version, lease)
         if existed:
-            cur.put(ikey, entry, append=True)
+            cur.put(ikey, entry, True, True, True)
         else:
-            txn.put(ikey, entry, db=self._index)
-        self._events.append(KVEvent(rev, EVENT_PUT, key, data, prev_kv))
+            txn.put(ikey, entry, True, True, False, self._index)
+        # (KVEvent's own __new__ is a Python function: a frame per event)
+        self._events.append(_new_tuple(KVEvent, (rev, EVENT_PUT, key, data, prev_kv)))
         if old_lease or lease:
             if self._leases is None:
                 self._leases = []

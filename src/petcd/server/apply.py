@@ -127,7 +127,11 @@ class Applier:
         batch.ops = len(todo)
         try:
             for i, entry in todo:
-                kind, request = entry.decode()
+                request = entry.request  # (this member's own: parsed already)
+                if request is not None:
+                    kind = entry.kind
+                else:
+                    kind, request = entry.decode()
                 if kind is None:
                     continue
                 handler = handlers.get(kind)

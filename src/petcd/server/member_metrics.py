@@ -24,7 +24,15 @@ class MemberCollector(Collector):
     def __init__(self, node: Node) -> None:
         self._node = node
 
+    def describe(self) -> Iterator[Metric]:
+        # The registry asks for the names when the collector is registered (at start-up):
+        # give them without the keys gauge's count, a walk over the whole index.
+        return self._families(count_keys=False)
+
     def collect(self) -> Iterator[Metric]:
+        return self._families(count_keys=True)
+
+    def _families(self, count_keys: bool) -> Iterator[Metric]:
         node = self._node
         g = GaugeMetricFamily("etcd_server_id", "Server or member ID in hexadecimal format. "
                               "1 for 'server_id' label with current ID.", labels=["server_id"])
@@ -59,7 +67,8 @@ class MemberCollector(Collector):
                                 "The revision of the last compaction in store.",
                                 value=store.compact_revision)
         yield GaugeMetricFamily("etcd_debugging_mvcc_keys_total",
-                                "Total number of keys.", value=store.live_keys)
+                                "Total number of keys.",
+                                value=store.live_keys if count_keys else 0)
         yield GaugeMetricFamily("etcd_debugging_mvcc_total_put_size_in_bytes",
                                 "The total size of put kv pairs seen by this member.",
                                 value=store.put_bytes)

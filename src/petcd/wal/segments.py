@@ -7,10 +7,12 @@ import os
 import re
 from dataclasses import dataclass
 
+from petcd.raft.types import HardState
 from petcd.wal import frame as fr
 from petcd.wal.errors import (
     MissingSegmentError,
 )
+from petcd.wal.fileutil import write_all
 
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 
@@ -24,6 +26,33 @@ class SegmentInfo:
     seq: int
     first_index: int  # no entry below this index was appended to the segment first
     path: str
+
+
+def head_frame(
+    seq: int, first: int, state: HardState, metadata: bytes, prev_crc: int
+) -> tuple[bytes, int]:
+    """A segment's first frame (its sequence number, first index, hard state and the
+    WAL's metadata) and the CRC the next frame chains from."""
+    payload = fr.encode_segment_head(seq, first, state, metadata)
+    header, pad, crc = fr.frame_parts(fr.SEGMENT, payload, prev_crc)
+    return header + payload + pad, crc
+
+
+def new_segment_file(path: str, data: bytes, size: int, *, preallocate: bool, fsync: bool,
+                     flags: int = os.O_TRUNC) -> int:
+    """Create the file `path` holding `data`, preallocated to `size` bytes; returns the
+    open descriptor (read-write)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o600)
+    try:
+        write_all(fd, data, 0)
+        if preallocate:
+            os.posix_fallocate(fd, 0, max(size, len(data)))
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def list_segments(dirpath: str) -> list[SegmentInfo]:

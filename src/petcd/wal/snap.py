@@ -173,6 +173,12 @@ class Snapshotter:
         names.sort(reverse=True)
         return names
 
+    def oldest_index(self) -> int:
+        """The index of the oldest snapshot file (0 if there is none)."""
+        names = self.snap_names()
+        match = _SNAP_NAME.match(names[-1]) if names else None
+        return int(match.group(2), 16) if match else 0
+
     def load(self) -> Snapshot | None:
         """The newest intact snapshot, or None."""
         return self._load_matching(lambda _: True)

@@ -88,7 +88,8 @@ class MemberStorage:
         """Load the newest valid snapshot, then replay the WAL after it."""
         wals = wal_path or wal_dir(data_dir)
         snapshotter = Snapshotter(snap_dir(data_dir))
-        snapshot = snapshotter.load_newest_available(WAL.valid_snapshots(wals))
+        snapshot = snapshotter.load_newest_available(
+            WAL.valid_snapshots(wals, since=snapshotter.oldest_index()))
         start = marker_of(snapshot) if snapshot is not None else WalSnapshot()
         wal = WAL.open(wals, start, segment_size=segment_size, fsync=fsync)
         try:

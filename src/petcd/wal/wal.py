@@ -37,7 +37,9 @@ from petcd.wal.replay import Replay, TornTail, replay
 from petcd.wal.segments import (
     SegmentInfo,
     check_sequence,
+    head_frame,
     list_segments,
+    new_segment_file,
     segment_for_index,
     segment_name,
 )
@@ -53,19 +55,9 @@ SLOW_FSYNC = 1.0  # seconds; longer fdatasyncs are logged, as etcd does
 class WAL:
     """A write-ahead log directory. Build it with create() or open()."""
 
-    def __init__(
-        self,
-        dirpath: str,
-        dir_fd: int,
-        segments: list[SegmentInfo],
-        start_pos: int,
-        start: WalSnapshot,
-        *,
-        read_only: bool,
-        segment_size: int,
-        preallocate: bool,
-        fsync: bool,
-    ) -> None:
+    def __init__(self, dirpath: str, dir_fd: int, segments: list[SegmentInfo], start_pos: int,
+                 start: WalSnapshot, *, read_only: bool, segment_size: int, preallocate: bool,
+                 fsync: bool) -> None:
         self._dir = dirpath
         self._dir_fd = dir_fd  # holds the flock; -1 when read-only
         self._segments = segments
@@ -100,15 +92,8 @@ class WAL:
         return os.path.isdir(dirpath) and bool(list_segments(dirpath))
 
     @classmethod
-    def create(
-        cls,
-        dirpath: str,
-        metadata: bytes,
-        *,
-        segment_size: int = SEGMENT_SIZE,
-        preallocate: bool = True,
-        fsync: bool = True,
-    ) -> WAL:
+    def create(cls, dirpath: str, metadata: bytes, *, segment_size: int = SEGMENT_SIZE,
+               preallocate: bool = True, fsync: bool = True) -> WAL:
         """A new WAL, ready to append. Appears atomically: built in
         `<dir>.tmp`, fsync'ed, then renamed into place."""
         dirpath = os.path.abspath(dirpath)
@@ -121,19 +106,12 @@ class WAL:
         try:
             path = os.path.join(tmpdir, segment_name(0, 0))
             state = HardState()
-            head, crc = cls._segment_head_frame(0, 0, state, metadata, 0)
+            head, crc = head_frame(0, 0, state, metadata, 0)
             marker = fr.encode_batch(None, WalSnapshot(), [])
             header, pad, crc = fr.frame_parts(fr.BATCH, marker, crc)
             data = head + header + marker + pad
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                write_all(fd, data, 0)
-                if preallocate:
-                    os.posix_fallocate(fd, 0, max(segment_size, len(data)))
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                raise
+            fd = new_segment_file(path, data, segment_size, preallocate=preallocate,
+                                  fsync=True, flags=os.O_EXCL)
             os.fsync(dir_fd)
             if os.path.isdir(dirpath):
                 shutil.rmtree(dirpath)  # holds no segment (checked above): leftovers only
@@ -143,17 +121,8 @@ class WAL:
             os.close(dir_fd)
             raise
         segments = [SegmentInfo(0, 0, os.path.join(dirpath, segment_name(0, 0)))]
-        wal = cls(
-            dirpath,
-            dir_fd,
-            segments,
-            0,
-            WalSnapshot(),
-            read_only=False,
-            segment_size=segment_size,
-            preallocate=preallocate,
-            fsync=fsync,
-        )
+        wal = cls(dirpath, dir_fd, segments, 0, WalSnapshot(), read_only=False,
+                  segment_size=segment_size, preallocate=preallocate, fsync=fsync)
         wal._reading = False
         wal._fd = fd
         wal._offset = len(data)
@@ -163,16 +132,8 @@ class WAL:
         return wal
 
     @classmethod
-    def open(
-        cls,
-        dirpath: str,
-        snap: WalSnapshot | None = None,
-        *,
-        read_only: bool = False,
-        segment_size: int = SEGMENT_SIZE,
-        preallocate: bool = True,
-        fsync: bool = True,
-    ) -> WAL:
+    def open(cls, dirpath: str, snap: WalSnapshot | None = None, *, read_only: bool = False,
+             segment_size: int = SEGMENT_SIZE, preallocate: bool = True, fsync: bool = True) -> WAL:
         """Open the WAL to be read from snapshot `snap` on (read_all() next).
 
         Takes the directory lock unless read_only; a read-only WAL never
@@ -202,30 +163,22 @@ class WAL:
             if dir_fd >= 0:
                 os.close(dir_fd)
             raise
-        return cls(
-            dirpath,
-            dir_fd,
-            segments,
-            start_pos,
-            snap,
-            read_only=read_only,
-            segment_size=segment_size,
-            preallocate=preallocate,
-            fsync=fsync,
-        )
+        return cls(dirpath, dir_fd, segments, start_pos, snap, read_only=read_only,
+                   segment_size=segment_size, preallocate=preallocate, fsync=fsync)
 
     @classmethod
-    def valid_snapshots(cls, dirpath: str) -> list[WalSnapshot]:
-        """Snapshot markers in the WAL whose index is committed, oldest first.
-
-        Restart picks the newest snapshot file that matches one of these
-        (Snapshotter.load_newest_available). Never modifies files."""
+    def valid_snapshots(cls, dirpath: str, since: int = 0) -> list[WalSnapshot]:
+        """Committed snapshot markers at index >= since, oldest first. Restart picks
+        the newest snapshot file matching one (Snapshotter.load_newest_available), with
+        the oldest file's index as `since`: a marker follows its index's entry, so the
+        segments before the one holding `since` are not read. Never modifies files."""
         segments = list_segments(os.path.abspath(dirpath))
         if not segments:
             raise WALNotFoundError(f"wal: no WAL segment in {dirpath}")
         check_sequence(dirpath, segments)
+        segments = segments[max(segment_for_index(segments, since), 0):]
         found = replay(segments, WalSnapshot(), want_entries=False, repair=False)
-        return [m for m in found.markers if m.index <= found.state.commit]
+        return [m for m in found.markers if since <= m.index <= found.state.commit]
 
     # --- reading --------------------------------------------------------------------
 
@@ -256,12 +209,8 @@ class WAL:
             return replay.metadata, replay.state, replay.entries
 
     def _read(self, *, want_entries: bool) -> Replay:
-        return replay(
-            self._segments[self._start_pos :],
-            self._start,
-            want_entries=want_entries,
-            repair=not self._read_only,
-        )
+        return replay(self._segments[self._start_pos :], self._start,
+                      want_entries=want_entries, repair=not self._read_only)
 
     def _open_tail(self, end: int) -> None:
         tail = self._segments[-1]
@@ -278,12 +227,8 @@ class WAL:
 
     # --- writing --------------------------------------------------------------------
 
-    def save(
-        self,
-        hard_state: HardState | None,
-        entries: Sequence[Entry],
-        snapshot: WalSnapshot | None = None,
-    ) -> bool:
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: WalSnapshot | None = None) -> bool:
         """Make a Ready's hard state, entries (consecutive) and optional snapshot
         marker durable: one frame, one write, one fdatasync.
 
@@ -294,31 +239,85 @@ class WAL:
         committed entries); the next frame's fdatasync makes it durable. Returns
         whether anything was written and synced."""
         with self._lock:
-            self._check_append()
-            n = len(entries)
-            if n and entries[-1].index - entries[0].index != n - 1:
-                raise ValueError("wal: entries of one save() must have consecutive indexes")
-            must_sync = n > 0 or snapshot is not None
-            if hard_state is not None and hard_state != self._state:
-                if hard_state.term != self._state.term or hard_state.vote != self._state.vote:
-                    must_sync = True
-                self._state = hard_state
-                self._state_dirty = True
-            if not must_sync:
-                if self._state_dirty:
-                    self._append(fr.encode_batch(self._state, None, ()), sync=False)
-                    self._state_dirty = False
+            payload = self._frame_of(hard_state, entries, snapshot)
+            if payload is None:
                 return False
-            state = self._state if self._state_dirty else None
-            self._append(fr.encode_batch(state, snapshot, entries))
-            self._state_dirty = False
-            if n:
-                self._last_index = entries[-1].index
-            elif snapshot is not None:
-                self._last_index = max(self._last_index, snapshot.index)
+            self._append(payload)
             if self._offset >= self._segment_size:
                 self._cut()
             return True
+
+    def save_begin(self, hard_state: HardState | None, entries: Sequence[Entry],
+                   start_sync: Callable[[int], None]) -> bool | None:
+        """save() that does not wait for the disk (petcd.wal.fdsync): writes the frame to the
+        page cache and calls start_sync(fd) to begin an asynchronous fdatasync of it
+        (under the lock, so `fd` is the file written). True: call save_end() when that
+        fdatasync completed; the frame is durable only then. False: nothing to wait
+        for. None: the WAL is busy on another thread (a snapshot marker, a cut); call
+        save() behind it there instead of waiting for the lock."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            payload = self._frame_of(hard_state, entries, None)
+            if payload is None:
+                return False
+            self._append(payload, sync=False)
+            if not self._fsync:
+                return False
+            try:
+                start_sync(self._fd)
+            except BaseException as err:
+                self._failed = err
+                raise
+            return True
+        finally:
+            self._lock.release()
+
+    def save_end(self, error: int, took: float) -> None:
+        """The fdatasync save_begin started is done (error: 0, or its errno)."""
+        if error:
+            err = OSError(error, f"wal: fdatasync: {os.strerror(error)}")
+            self._failed = err  # the page cache can't be trusted any more
+            raise err
+        self._observe_fsync(took)
+
+    @property
+    def full(self) -> bool:
+        """The segment is full: cut_if_full() (on a thread) starts the next one."""
+        return self._offset >= self._segment_size
+
+    def cut_if_full(self) -> None:
+        with self._lock:
+            self._check_append()
+            if self._offset >= self._segment_size:
+                self._cut()
+
+    def _frame_of(self, hard_state: HardState | None, entries: Sequence[Entry],
+                  snapshot: WalSnapshot | None) -> bytes | None:
+        """The frame to write and fdatasync for save(), or None: nothing needs an
+        fdatasync (a changed commit index alone is written here, unsynced)."""
+        self._check_append()
+        n = len(entries)
+        if n and entries[-1].index - entries[0].index != n - 1:
+            raise ValueError("wal: entries of one save() must have consecutive indexes")
+        must_sync = n > 0 or snapshot is not None
+        if hard_state is not None and hard_state != self._state:
+            if hard_state.term != self._state.term or hard_state.vote != self._state.vote:
+                must_sync = True
+            self._state = hard_state
+            self._state_dirty = True
+        if not must_sync:
+            if self._state_dirty:
+                self._append(fr.encode_batch(self._state, None, ()), sync=False)
+                self._state_dirty = False
+            return None
+        payload = fr.encode_batch(self._state if self._state_dirty else None, snapshot, entries)
+        self._state_dirty = False
+        if n:
+            self._last_index = entries[-1].index
+        elif snapshot is not None:
+            self._last_index = max(self._last_index, snapshot.index)
+        return payload
 
     def save_snapshot(self, snap: WalSnapshot) -> None:
         """Record (durably) that the log up to snap.index is in a snapshot file.
@@ -349,11 +348,7 @@ class WAL:
             if self._fsync and sync:
                 started = time.monotonic()
                 os.fdatasync(self._fd)
-                took = time.monotonic() - started
-                if took > SLOW_FSYNC:
-                    log.warning("wal: slow fdatasync took %.3fs (expected under 1s)", took)
-                if self.fsync_observer is not None:
-                    self.fsync_observer(took)
+                self._observe_fsync(time.monotonic() - started)
         except BaseException as err:
             # After a failed write or fdatasync the page cache can't be trusted
             # (it may hold data the disk lost): refuse to go on.
@@ -362,6 +357,12 @@ class WAL:
         self._offset += size
         self.bytes_written += size
         self._crc = crc
+
+    def _observe_fsync(self, took: float) -> None:
+        if took > SLOW_FSYNC:
+            log.warning("wal: slow fdatasync took %.3fs (expected under 1s)", took)
+        if self.fsync_observer is not None:
+            self.fsync_observer(took)
 
     def _cut(self) -> None:
         try:
@@ -374,14 +375,10 @@ class WAL:
             first = self._last_index + 1
             path = os.path.join(self._dir, segment_name(seq, first))
             tmp = path + ".tmp"
-            data, crc = self._segment_head_frame(seq, first, self._state, self._metadata, self._crc)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            data, crc = head_frame(seq, first, self._state, self._metadata, self._crc)
+            fd = new_segment_file(tmp, data, self._segment_size,
+                                  preallocate=self._preallocate, fsync=self._fsync)
             try:
-                write_all(fd, data, 0)
-                if self._preallocate:
-                    os.posix_fallocate(fd, 0, max(self._segment_size, len(data)))
-                if self._fsync:
-                    os.fsync(fd)
                 os.rename(tmp, path)
                 if self._fsync:
                     os.fsync(self._dir_fd)
@@ -398,14 +395,6 @@ class WAL:
         self._state_dirty = False  # the segment header carries it
         self._segments.append(SegmentInfo(seq, first, path))
         log.info("wal: started segment %s", path)
-
-    @staticmethod
-    def _segment_head_frame(
-        seq: int, first: int, state: HardState, metadata: bytes, prev_crc: int
-    ) -> tuple[bytes, int]:
-        payload = fr.encode_segment_head(seq, first, state, metadata)
-        header, pad, crc = fr.frame_parts(fr.SEGMENT, payload, prev_crc)
-        return header + payload + pad, crc
 
     # --- retention ------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from petcd.server.raftnode.proposals import Pending, ProposalTracker
 from petcd.server.raftnode.reads import LinearizableReads
 from petcd.server.raftnode.ready import ReadyLoop
 from petcd.server.raftnode.snapshots import Snapshots
+from petcd.server.raftnode.walwriter import WalWriter
 from petcd.server.worker import Worker
 from petcd.transport import PeerTransport, SnapshotStream, TransportConfig
 
@@ -110,6 +111,7 @@ class RaftDriver:
                                       self._after_apply, self.fail, lambda: self._stopping,
                                       opts.compaction_sleep_interval)
         self.wal_thread = Worker("petcd-wal")
+        self.wal_writer = WalWriter(self.storage, self.wal_thread)
         self.peers = Peers(self)
         # (tests run members in one process over an in-memory transport)
         self.transport = transport_factory(
@@ -185,6 +187,7 @@ class RaftDriver:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.wal_writer.start()
         self.leadership.notify(self.ready_loop.term)
         self._tasks = [loop.create_task(self.ready_loop.run(), name="raft-ready-loop"),
                        loop.create_task(self.apply_queue.run(), name="raft-apply-loop")]
@@ -219,6 +222,7 @@ class RaftDriver:
         with contextlib.suppress(Exception):
             await self.transport.stop()
         self.apply_queue.stop()
+        self.wal_writer.close()
         self.wal_thread.shutdown()
         self.storage.close()
 

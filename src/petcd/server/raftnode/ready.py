@@ -5,8 +5,9 @@ numbered list in raft/rawnode.py):
     rd = ready()
       soft state      leader changes: listeners, metrics, pending reads fail
       send first      if rd.send_before_persist (a leader streams while it writes)
-      persist         MemberStorage.save(hard state, entries, snapshot): one WAL frame, one
-                      fdatasync, on the WAL thread; then the in-memory Raft storage
+      persist         WalWriter.save(hard state, entries, snapshot): one WAL frame, one
+                      fdatasync (native AIO, or the WAL thread); then the in-memory Raft
+                      storage
       send            the other messages (snapshots go on their own connection)
       hand out        committed entries -> apply queue (conf changes are applied to Raft,
                       the member list and the transport right here, in log order)
@@ -101,8 +102,10 @@ class ReadyLoop:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
                     committed = committed[n:]
-            written = d.wal_thread.run(d.storage.save, rd.hard_state, rd.entries, snapshot)
-            d.apply_queue.flush(inline=False)  # (applied while the WAL writes)
+            written = d.wal_writer.save(rd.hard_state, rd.entries, snapshot)
+            # (applied while the disk syncs: here at once, unless the WAL thread is to
+            # get the GIL first)
+            d.apply_queue.flush(inline=not d.wal_writer.uses_thread)
             await written
             if rd.entries:
                 self._durable = rd.entries[-1].index

@@ -1,0 +1,118 @@
+"""How the Ready loop makes a Ready durable without blocking the event loop.
+
+Two ways, behind one `await writer.save(...)`:
+
+- asynchronous fdatasync (petcd.wal.fdsync: native AIO, else io_uring), the default
+  where the kernel allows it: the WAL frame is written to the page cache here, on the
+  loop thread (a few microseconds), and the kernel runs the fdatasync on its own worker,
+  signalling an eventfd the event loop watches. No Python thread, so no thread wake-ups
+  and GIL hand-overs on a lone write's path, and the loop keeps serving reads,
+  heartbeats and lease keep-alives however slow the disk is.
+- the WAL thread (petcd.server.worker): write and fdatasync there. Used where neither is
+  unavailable (or PETCD_WAL_AIO=0), for Readies carrying a snapshot, and whenever the
+  WAL is busy on the thread (a snapshot marker, a segment cut), so the loop never waits
+  for the WAL's lock.
+
+Either way the Ready's entries count as durable only once their fdatasync completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+
+from petcd.raft import Entry, HardState, Snapshot
+from petcd.server.worker import Worker
+from petcd.wal.fdsync import FdSync, open_fdsync
+from petcd.wal.storage import MemberStorage
+
+log = logging.getLogger(__name__)
+
+
+class WalWriter:
+    def __init__(self, storage: MemberStorage, thread: Worker, *,
+                 fdsync: str | None = None) -> None:
+        """fdsync: "aio", "uring" or "0" (the thread only); default: PETCD_WAL_AIO, else
+        the best available (petcd.wal.fdsync)."""
+        self._storage = storage
+        self._thread = thread
+        self._fdsync: FdSync | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[int]] = {}
+        self._next_token = 1
+        self._choice = fdsync
+
+    @property
+    def uses_thread(self) -> bool:
+        """Whether saves run on the WAL thread (which then wants the GIL meanwhile)."""
+        return self._fdsync is None
+
+    @property
+    def syncing(self) -> int:
+        """Asynchronous fdatasyncs under way."""
+        return len(self._waiting)
+
+    def start(self) -> None:
+        """On the event loop: set up the asynchronous fdatasync if wanted and available."""
+        fs = open_fdsync(self._choice, self._storage.wal.dir)
+        if fs is None:
+            log.info("wal: neither native AIO nor io_uring fdatasync available; "
+                     "fdatasync on a thread")
+            return
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fs.fileno(), self._reap)
+        self._fdsync = fs
+
+    def save(self, hard_state: HardState | None, entries: Sequence[Entry],
+             snapshot: Snapshot | None) -> Awaitable[object]:
+        """Persist one Ready: the write starts now; awaiting the result returns once what
+        the Ready holds is durable."""
+        fs = self._fdsync
+        if fs is not None and snapshot is None:
+            wal = self._storage.wal
+            token = self._next_token
+            started = time.monotonic()
+            begun = wal.save_begin(hard_state, entries, lambda fd: fs.submit(fd, token))
+            if begun:
+                self._next_token = token + 1
+                assert self._loop is not None
+                fut: asyncio.Future[int] = self._loop.create_future()
+                self._waiting[token] = fut
+                return self._synced(fut, started)
+            if begun is not None:  # nothing to wait for
+                return self._cut() if wal.full else _done()
+        return self._thread.run(self._storage.save, hard_state, entries, snapshot)
+
+    async def _synced(self, fut: asyncio.Future[int], started: float) -> None:
+        error = await fut
+        self._storage.wal.save_end(error, time.monotonic() - started)
+        if self._storage.wal.full:
+            await self._cut()
+
+    async def _cut(self) -> None:
+        """The segment is full: the next one is made on the thread (it fallocates and
+        fsyncs), in order with the thread's other WAL work."""
+        await self._thread.run(self._storage.wal.cut_if_full)
+
+    def _reap(self) -> None:
+        assert self._fdsync is not None
+        for token, error in self._fdsync.reap():
+            fut = self._waiting.pop(token, None)
+            if fut is not None and not fut.done():
+                fut.set_result(error)
+
+    def close(self) -> None:
+        """After the Ready loop ended (nothing is awaiting a save)."""
+        fs, self._fdsync = self._fdsync, None
+        if fs is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(fs.fileno())
+            fs.close()
+
+
+def _done() -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
