@@ -9,7 +9,7 @@ Two ways, behind one `await writer.save(...)`:
   and GIL hand-overs on a lone write's path, and the loop keeps serving reads,
   heartbeats and lease keep-alives however slow the disk is.
 - the WAL thread (petcd.server.worker): write and fdatasync there. Used where neither is
-  unavailable (or PETCD_WAL_AIO=0), for Readies carrying a snapshot, and whenever the
+  available (or PETCD_WAL_AIO=0), for Readies carrying a snapshot, and whenever the
   WAL is busy on the thread (a snapshot marker, a segment cut), so the loop never waits
   for the WAL's lock.
 
