@@ -12,8 +12,8 @@ through ctypes (io_submit, a read of the eventfd, io_getevents), no thread.
     ... the eventfd (aio.fileno()) becomes readable ...
     for token, err in aio.reap(): # err: 0, or the errno the fdatasync failed with
 
-AIO is refused by some sandboxes (seccomp) and old kernels: open() probes with a real
-fdsync and returns None then, so callers keep their thread.
+AIO is refused by some sandboxes (seccomp) and old kernels: open() returns None then,
+and fdsync.open_fdsync also tries a real fdsync first, so callers keep their thread.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ import ctypes
 import errno
 import os
 import platform
-import select
 import struct
-import tempfile
-import time
 from collections.abc import Callable
 
 # x86_64 and aarch64 system call numbers (the only ones probed; others fall back)
@@ -65,7 +62,7 @@ class AioSync:
         self.in_flight = 0
 
     @classmethod
-    def open(cls, probe_dir: str | None = None) -> AioSync | None:
+    def open(cls) -> AioSync | None:
         """An AioSync, or None where the kernel or a sandbox refuses native AIO fdsync."""
         numbers = _SYSCALLS.get(platform.machine())
         if numbers is None or not hasattr(os, "eventfd"):
@@ -80,26 +77,7 @@ class AioSync:
                    ctypes.byref(ctx)) != 0:
             return None  # ENOSYS, EPERM (seccomp), EAGAIN (aio-max-nr reached)
         efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        aio = cls(syscall, numbers, ctx.value, efd)
-        if not aio._probe(probe_dir):
-            aio.close()
-            return None
-        return aio
-
-    def _probe(self, probe_dir: str | None) -> bool:
-        """One real fdsync of a new empty file (in probe_dir: the WAL's file system, which
-        must support it) must complete without error."""
-        try:
-            with tempfile.TemporaryFile(dir=probe_dir) as f:
-                self.submit(f.fileno(), 0)
-                deadline = time.monotonic() + 60  # (a busy disk can be slow)
-                done: list[tuple[int, int]] = []
-                while not done and time.monotonic() < deadline:
-                    select.select([self._efd], [], [], 1)
-                    done = self.reap()
-                return done == [(0, 0)]
-        except OSError:
-            return False
+        return cls(syscall, numbers, ctx.value, efd)
 
     def fileno(self) -> int:
         """The eventfd: readable once a submitted fdatasync completed."""

@@ -12,6 +12,9 @@ submitting. Measured on a shared 2-core machine the two were within noise of eac
 from __future__ import annotations
 
 import os
+import select
+import tempfile
+import time
 from typing import Protocol
 
 from petcd.wal.aio import AioSync
@@ -39,7 +42,28 @@ def open_fdsync(choice: str | None = None, probe_dir: str | None = None) -> FdSy
     if choice == "0":
         return None
     if choice in ("", "aio"):
-        aio = AioSync.open(probe_dir)
+        aio = _working(AioSync.open(), probe_dir)
         if aio is not None or choice == "aio":
             return aio
-    return UringSync.open(probe_dir)
+    return _working(UringSync.open(), probe_dir)
+
+
+def _working(fs: FdSync | None, probe_dir: str | None) -> FdSync | None:
+    """fs, if one real fdsync of a new empty file in probe_dir (the WAL's file system,
+    which must support it) completes without error; else None (fs closed)."""
+    if fs is None:
+        return None
+    try:
+        with tempfile.TemporaryFile(dir=probe_dir) as f:
+            fs.submit(f.fileno(), 0)
+            deadline = time.monotonic() + 60  # (a busy disk can be slow)
+            done: list[tuple[int, int]] = []
+            while not done and time.monotonic() < deadline:
+                select.select([fs.fileno()], [], [], 1)
+                done = fs.reap()
+            if done == [(0, 0)]:
+                return fs
+    except OSError:
+        pass
+    fs.close()
+    return None

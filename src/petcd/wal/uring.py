@@ -20,10 +20,7 @@ import errno
 import mmap
 import os
 import platform
-import select
 import struct
-import tempfile
-import time
 from collections.abc import Callable
 
 _SETUP, _ENTER, _REGISTER = 425, 426, 427
@@ -63,7 +60,7 @@ class UringSync:
         self.in_flight = 0
 
     @classmethod
-    def open(cls, probe_dir: str | None = None) -> UringSync | None:
+    def open(cls) -> UringSync | None:
         """A UringSync, or None where io_uring is refused (sandboxes, old kernels,
         kernel.io_uring_disabled) or this is not x86_64 Linux."""
         if platform.machine() != "x86_64" or not hasattr(os, "eventfd"):
@@ -103,26 +100,7 @@ class UringSync:
                 os.close(efd)
             os.close(ring_fd)
             return None
-        u = cls(syscall, ring_fd, efd, params, rings, cq_ring, sqes)
-        if not u._probe(probe_dir):
-            u.close()
-            return None
-        return u
-
-    def _probe(self, probe_dir: str | None) -> bool:
-        """One real fdsync of a new empty file (in probe_dir: the WAL's file system, which
-        must support it) must complete without error."""
-        try:
-            with tempfile.TemporaryFile(dir=probe_dir) as f:
-                self.submit(f.fileno(), 0)
-                deadline = time.monotonic() + 60  # (a busy disk can be slow)
-                done: list[tuple[int, int]] = []
-                while not done and time.monotonic() < deadline:
-                    select.select([self._efd], [], [], 1)
-                    done = self.reap()
-                return done == [(0, 0)]
-        except OSError:
-            return False
+        return cls(syscall, ring_fd, efd, params, rings, cq_ring, sqes)
 
     def fileno(self) -> int:
         """The eventfd: readable once a submitted fdatasync completed."""
