@@ -46,37 +46,10 @@ from petcd.api.quota import QuotaKVService
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb import kv_pb2
 from petcd.server.raftnode.proposals import ProposalTracker
+from petcd.testing.memtransport import MemoryTransport
 
 _PATHS = {"put": "/etcdserverpb.KV/Put", "txn-put": "/etcdserverpb.KV/Txn",
           "range": "/etcdserverpb.KV/Range"}
-
-
-class _Transport:
-    """What H2Protocol needs of a transport; counts the bytes written."""
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
 
 class _Stub:
@@ -189,7 +162,7 @@ async def run(kind: str, conns: int, streams: int, calls: int) -> float:
     protos = []
     for _ in range(conns):
         p: Any = server.protocol_factory()
-        t = _Transport()
+        t = MemoryTransport()
         p.connection_made(t)
         # (a window as large as it goes: the responses never wait for the client)
         p.data_received(F.PREFACE + F.settings_frame({})
@@ -217,7 +190,7 @@ async def run(kind: str, conns: int, streams: int, calls: int) -> float:
     took = time.process_time() - t0
     _callgrind("off")
     for _, t, _ in protos:
-        assert t.written > 0
+        assert t.out
     return took / (rounds * conns * streams)
 
 

@@ -12,32 +12,7 @@ import hpack
 
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def is_closing(self) -> bool:
-        return False
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
+from petcd.testing.memtransport import MemoryTransport
 
 
 def _request(enc: hpack.Encoder, sid: int) -> bytes:
@@ -47,16 +22,15 @@ def _request(enc: hpack.Encoder, sid: int) -> bytes:
             + F.frame(F.DATA, F.END_STREAM, sid, b"\0\0\0\0\x02hi"))
 
 
-def _data_frames(writes: list[bytes]) -> list[int]:
+def _data_frames(data: bytes | bytearray) -> list[int]:
     """Stream ids of the DATA frames written."""
     out = []
-    for data in writes:
-        pos = 0
-        while pos + 9 <= len(data):
-            n = int.from_bytes(data[pos:pos + 3], "big")
-            if data[pos + 3] == F.DATA:
-                out.append(int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF)
-            pos += 9 + n
+    pos = 0
+    while pos + 9 <= len(data):
+        n = int.from_bytes(data[pos:pos + 3], "big")
+        if data[pos + 3] == F.DATA:
+            out.append(int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF)
+        pos += 9 + n
     return out
 
 
@@ -74,7 +48,7 @@ def test_last_open_call_is_written_at_once_others_batched() -> None:
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(wait)})])
         proto: Any = server.protocol_factory()
-        transport = _Transport()
+        transport = MemoryTransport()
         proto.connection_made(transport)
         proto.data_received(F.PREFACE + F.settings_frame({}))
         enc = hpack.Encoder()
@@ -82,21 +56,21 @@ def test_last_open_call_is_written_at_once_others_batched() -> None:
         while len(answers) < 2:
             await asyncio.sleep(0)
         await asyncio.sleep(0)  # (the connection's SETTINGS are written by now)
-        transport.writes.clear()
+        transport.out.clear()
 
         # Stream 1 answered while stream 3 is open: batched, written next iteration.
         answers[0].set_result(b"one")
         await asyncio.sleep(0)  # the handler's task finishes before this returns
-        assert _data_frames(transport.writes) == []
+        assert _data_frames(transport.out) == []
         await asyncio.sleep(0)
-        assert _data_frames(transport.writes) == [1]
+        assert _data_frames(transport.out) == [1]
 
         # Stream 3 is the last open call: written by the task that answered it.
         answers[1].set_result(b"three")
         await asyncio.sleep(0)
-        assert _data_frames(transport.writes) == [1, 3]
+        assert _data_frames(transport.out) == [1, 3]
         await asyncio.sleep(0)
-        assert _data_frames(transport.writes) == [1, 3]  # (the scheduled flush: nothing)
+        assert _data_frames(transport.out) == [1, 3]  # (the scheduled flush: nothing)
         proto.connection_lost(None)
 
     asyncio.run(main())
@@ -117,7 +91,7 @@ def test_metadata_value_follows_each_request() -> None:
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
             "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(look)})])
         proto: Any = server.protocol_factory()
-        proto.connection_made(_Transport())
+        proto.connection_made(MemoryTransport())
         proto.data_received(F.PREFACE + F.settings_frame({}))
         enc = hpack.Encoder()
         versions = ["3.4", "3.4", "3.5", None, "3.4", None]
