@@ -327,6 +327,7 @@ def main() -> None:
                     m.stop()
         if args.only == "latency":
             return
+        (Path(tmp) / "tp").mkdir()
         for target in targets:
             member = start(target, Path(tmp) / "tp", args.before_src)
             try:
