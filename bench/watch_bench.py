@@ -96,6 +96,63 @@ async def _latency(address: str, n: int, value_size: int, separate: bool = False
     return after_ack, after_send, put_ms
 
 
+async def _paired(addresses: list[str], n: int, value_size: int, separate: bool
+                  ) -> list[list[float]]:
+    """One client, one watcher per server; put i goes to every server in turn (the order
+    rotating), so each server's i-th sample is taken at the same moment as the others':
+    on a loaded machine the noise hits all of them alike. Event after send, ms."""
+    import grpc
+
+    value = b"v" * value_size
+    req = rpc.PutRequest(key=b"lat", value=value).SerializeToString()
+    parse = rpc.WatchResponse.FromString
+    chans = []
+    sides = []
+    for address in addresses:
+        ch = grpc.aio.insecure_channel(address, options=OPTIONS)
+        wch = grpc.aio.insecure_channel(address, options=OPTIONS) if separate else ch
+        chans += [ch, wch]
+        watch = wch.stream_stream(WATCH)()
+        await watch.write(_create(b"lat", b""))
+        await watch.read()  # created
+        sides.append((ch.unary_unary(PUT), watch))
+    seen: list[dict[int, float]] = [{} for _ in addresses]
+    arrived = [asyncio.Event() for _ in addresses]
+
+    async def reader(j: int) -> None:
+        watch = sides[j][1]
+        while (raw := await watch.read()) is not grpc.aio.EOF:
+            now = time.perf_counter()
+            for e in parse(raw).events:
+                seen[j][e.kv.mod_revision] = now
+            arrived[j].set()
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(reader(j)) for j in range(len(sides))]
+    out: list[list[float]] = [[] for _ in addresses]
+    for i in range(n):
+        for k in range(len(sides)):
+            j = (i + k) % len(sides)
+            t0 = time.perf_counter()
+            rev = rpc.PutResponse.FromString(await sides[j][0](req)).header.revision
+            while rev not in seen[j]:
+                arrived[j].clear()
+                await asyncio.wait_for(arrived[j].wait(), 30)
+            out[j].append((seen[j].pop(rev) - t0) * 1000)
+    for t in tasks:
+        t.cancel()
+    for _, watch in sides:
+        watch.cancel()
+    for ch in chans:
+        await ch.close()
+    return out
+
+
+def _paired_proc(addresses: list[str], n: int, value_size: int, separate: bool,
+                 out: Any) -> None:
+    out.put(_run(_paired(addresses, n, value_size, separate)))
+
+
 def _latency_proc(address: str, n: int, value_size: int, out: Any, separate: bool = False,
                   cpu: int | None = None) -> None:
     if cpu is not None:  # (a placement experiment: the client on one core)
@@ -258,6 +315,29 @@ def pin(pid: int, cpus: set[int]) -> None:
         os.sched_setaffinity(int(tid), cpus)
 
 
+def paired(members: dict[str, MemberProcess], args: Any, separate: bool) -> None:
+    ctx = mp.get_context("spawn")
+    names = list(members)
+    for r in range(args.repeat):
+        q = ctx.Queue()
+        p = ctx.Process(target=_paired_proc, args=([members[t].address for t in names],
+                                                   args.latency_puts, args.value_size,
+                                                   separate, q))
+        p.start()
+        res = q.get(timeout=600)
+        p.join()
+        load = os.getloadavg()[0]
+        cols = "  ".join(f"{t} p50 {statistics.median(x):.3f} p90 {pct(x, 90):.3f}"
+                         for t, x in zip(names, res, strict=True))
+        print(f"paired run {r} ({args.latency_puts} puts each, {args.watcher_conn} "
+              f"connection, load {load:.2f}): {cols}", flush=True)
+        for i, t in enumerate(names):
+            for u, y in zip(names[i + 1:], res[i + 1:], strict=True):
+                ratios = [a / b for a, b in zip(res[i], y, strict=True)]
+                print(f"    {t}/{u}: median of per-put ratios "
+                      f"{statistics.median(ratios):.3f}", flush=True)
+
+
 def print_latency(target: str, n: int, conn: str, runs: list[tuple[list[float], list[float],
                                                                     list[float]]]) -> None:
     for after_ack, after_send, put_ms in runs:
@@ -279,6 +359,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="latency runs per target, the targets taking turns (one client "
                          "process per run); the median of the runs' p50 is printed last")
+    ap.add_argument("--paired", action="store_true",
+                    help="latency: one client process takes turns putting to every target "
+                         "(sample i of each at the same moment; for loaded machines)")
     ap.add_argument("--watcher-conn", choices=["same", "separate"], default="same",
                     help="the latency watcher on the putting client's connection or its own")
     ap.add_argument("--server-cpus", default="",
@@ -310,6 +393,9 @@ def main() -> None:
                         assert m.proc is not None
                         pin(m.proc.pid, {int(c) for c in args.server_cpus.split(",")})
                 runs: dict[str, list[Any]] = {t: [] for t in targets}
+                if args.paired:
+                    paired(members, args, separate)
+                    return
                 for _ in range(args.repeat):
                     for t, m in members.items():
                         runs[t].append(latency(m.address, args.latency_puts, args.value_size,
