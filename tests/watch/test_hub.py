@@ -503,3 +503,30 @@ def test_store_changes_by_revision(tmp_path: Path) -> None:
             assert list(view.changes(4)) == []
 
     run(tmp_path, t)
+
+
+def test_outlet_failure_leaves_the_apply_and_the_events_whole(tmp_path: Path) -> None:
+    async def t(rig: HubRig) -> None:
+        s = rig.hub.open_stream()
+        create(s, b"k")
+        await rig.take(s)
+        calls = []
+
+        def refuse() -> bool:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a broken connection")
+            return False
+
+        s.outlet = FakeOutlet(refuse)
+        # The hub fails while notifying: the apply still answers, the watcher catches up.
+        assert rig.put(b"k") == 2
+        assert len(rig.hub.unsynced) == 1
+        s.outlet.refuse = lambda: False
+        await rig.settle()
+        assert evs(await rig.take(s)) == [(2, EVENT_PUT, b"k")]
+        rig.put(b"k")
+        assert evs(await rig.take(s)) == [(3, EVENT_PUT, b"k")]
+        assert s.outlet.flushes >= 1  # live events are flushed at the end of the batch
+
+    run(tmp_path, t)

@@ -104,7 +104,10 @@ class WatchHub:
                 self._resync_all(prev + 1)
             finally:
                 self._notifying = False
-            self.flush_offered()
+            try:
+                self.flush_offered()
+            except Exception:  # a connection's trouble is its own, not the apply's
+                log.exception("watch: writing events to the clients failed")
 
         return on_commit
 
