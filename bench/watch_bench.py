@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import TARGET_HELP, cpu_seconds, member_for
+from lone_put_cpu import sched
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, PetcdProcess, have_etcd
@@ -318,7 +319,13 @@ def pin(pid: int, cpus: set[int]) -> None:
 def paired(members: dict[str, MemberProcess], args: Any, separate: bool) -> None:
     ctx = mp.get_context("spawn")
     names = list(members)
+    def totals(m: MemberProcess) -> tuple[int, int]:
+        assert m.proc is not None
+        st = sched(m.proc.pid).values()
+        return sum(x[0] for x in st), sum(x[2] + x[3] for x in st)
+
     for r in range(args.repeat):
+        before = {t: totals(members[t]) for t in names}
         q = ctx.Queue()
         p = ctx.Process(target=_paired_proc, args=([members[t].address for t in names],
                                                    args.latency_puts, args.value_size,
@@ -326,6 +333,11 @@ def paired(members: dict[str, MemberProcess], args: Any, separate: bool) -> None
         p.start()
         res = q.get(timeout=600)
         p.join()
+        n = args.latency_puts
+        cpu = "  ".join(f"{t} {(totals(members[t])[0] - before[t][0]) / n / 1e3:.0f} us, "
+                        f"{(totals(members[t])[1] - before[t][1]) / n:.1f} switches"
+                        for t in names)
+        print(f"server CPU and context switches per put (+event): {cpu}")
         load = os.getloadavg()[0]
         cols = "  ".join(f"{t} p50 {statistics.median(x):.3f} p90 {pct(x, 90):.3f}"
                          for t, x in zip(names, res, strict=True))
