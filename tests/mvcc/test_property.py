@@ -6,8 +6,10 @@ replays of already-applied batches."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ from hypothesis import strategies as st
 
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
+from petcd.pb.wire import LazyMessage
+from petcd.server import range_encode
 
 from .harness import Member
 from .model import Model
@@ -199,10 +203,27 @@ def check_history(m: Member, model: Model) -> None:
 
 
 def check_range_bytes(m: Member, req: pb.RangeRequest, want: pb.RangeResponse) -> None:
-    """The server's encoded-from-the-store range answers what the message path does."""
+    """The server's encoded-from-the-store range answers what the message path does,
+    in one buffer and streamed (pieces of a record or two, the stream past one)."""
     out = m.kv.range_bytes(req, b"")
-    assert out is not None
+    assert isinstance(out, bytearray)
     assert pb.RangeResponse.FromString(bytes(out)) == want, req
+    with streamed(1, 1):
+        out = m.kv.range_bytes(req, b"")
+    assert out is not None
+    whole = out.read_all() if isinstance(out, LazyMessage) else out
+    assert pb.RangeResponse.FromString(bytes(whole)) == want, req
+
+
+@contextlib.contextmanager
+def streamed(at: int, chunk: int) -> Iterator[None]:
+    """Ranges stream past `at` bytes of records, in pieces of `chunk` bytes."""
+    saved = range_encode.STREAM_AT, range_encode.CHUNK
+    range_encode.STREAM_AT, range_encode.CHUNK = at, chunk
+    try:
+        yield
+    finally:
+        range_encode.STREAM_AT, range_encode.CHUNK = saved
 
 
 def check_same(got: Any, want: Any, req: Any) -> None:

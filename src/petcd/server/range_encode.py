@@ -1,0 +1,153 @@
+"""Plain ranges (key order, no revision filters, not keys_only) serialized straight from
+the stored records: no message objects, no list of records.
+
+Up to STREAM_AT bytes of records the RangeResponse is one buffer. Past that it becomes a
+`RangeStream` (a LazyMessage): the rest of the range is walked once more to learn its size
+and count (gRPC's length prefix comes first), then re-read from the store CHUNK bytes at a
+time, at the same revision, as the connection takes them. Each piece is a read of its own
+(one synchronous step, as every read of the applied state here), so nothing is held open
+between pieces: a slow or gone client costs the member at most STREAM_AT + CHUNK bytes of
+records, whatever the range's size. A compaction above the range's revision while it is
+sent ends the call (COMPACTED): the records it still had to send may be gone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from petcd.pb.mvccpb.kv_pb2 import KeyValue
+from petcd.pb.wire import LazyMessage, varint, varint_len
+
+if TYPE_CHECKING:
+    from petcd.mvcc.kvstore import KVStore
+    from petcd.pb.etcdserverpb import rpc_pb2 as pb
+
+STREAM_AT = 1 << 20  # bytes of records a response is built with at once
+CHUNK = 256 << 10  # bytes of records per later piece
+
+# RangeResponse field 2 (kvs) tag and length, for records shorter than this.
+_KV_FIELD_CACHED = 4096
+_KV_FIELD = [b"\x12" + varint(n) for n in range(_KV_FIELD_CACHED)]
+
+
+class _Overflow(Exception):
+    """The records written passed STREAM_AT (args: the last record written)."""
+
+
+def _range_end(raw: bytes) -> bytes | None:
+    # etcd's range_end to the store's: b"" one key (None), b"\0" no upper bound (b"").
+    if not raw:
+        return None
+    return b"" if raw == b"\x00" else raw
+
+
+def encode_range(store: KVStore, req: pb.RangeRequest, suffix: bytes
+                 ) -> bytearray | RangeStream:
+    """The serialized RangeResponse of a plain range with `suffix` appended: one buffer,
+    or a RangeStream when its records pass STREAM_AT bytes."""
+    buf = bytearray()
+    extend = buf.extend
+
+    def emit(raw: bytes) -> None:
+        n = len(raw)
+        extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
+        extend(raw)
+        if len(buf) > STREAM_AT:
+            raise _Overflow(raw)
+
+    limit = req.limit if req.limit > 0 else 0
+    end = _range_end(req.range_end)
+    with store.read() as view:
+        rev = varint(view.rev)
+        extend(b"\x0a" + varint(len(rev) + 1) + b"\x18" + rev)  # header {revision}
+        try:
+            count = view.range(req.key, end, rev=req.revision, limit=limit,
+                               count_only=req.count_only, sink=emit).count
+            rest = left = 0
+        except _Overflow as o:
+            if end is None:  # (one key: nothing after it)
+                count, rest, left, resume = 1, 0, 0, b""
+            else:
+                at = req.revision or view.rev
+                resume = KeyValue.FromString(o.args[0]).key + b"\0"
+                sent = view.range(req.key, resume, rev=at, count_only=True).count
+                left = limit - sent if limit else 0
+                rest = 0
+
+                def size(raw: bytes) -> None:
+                    nonlocal rest
+                    n = len(raw)
+                    rest += 1 + varint_len(n) + n
+
+                if limit and not left:
+                    rr = view.range(resume, end, rev=at, count_only=True)
+                else:
+                    rr = view.range(resume, end, rev=at, limit=left, sink=size)
+                count = sent + rr.count
+                left = min(left, rr.count) if limit else rr.count
+    tail = bytearray()
+    if limit and count > limit:
+        tail += b"\x18\x01"  # more
+    if count:
+        tail += b"\x20" + varint(count)
+    tail += suffix
+    if not rest:
+        buf += tail
+        return buf
+    return RangeStream(store, buf, resume, end or b"", at, left, rest, bytes(tail))
+
+
+class RangeStream(LazyMessage):
+    """The rest of a large plain range, read `CHUNK` bytes of records at a time (see the
+    module's docstring). `first` is the part already read, `left` the records after it
+    (from `key` up to `end`, at revision `rev`), `rest` their encoded size."""
+
+    __slots__ = ("_end", "_first", "_key", "_left", "_rev", "_sent", "_store", "_tail")
+
+    def __init__(self, store: KVStore, first: bytearray, key: bytes, end: bytes, rev: int,
+                 left: int, rest: int, tail: bytes) -> None:
+        super().__init__(len(first) + rest + len(tail))
+        self._store = store
+        self._first: bytearray | None = first
+        self._key = key
+        self._end = end
+        self._rev = rev
+        self._left = left
+        self._tail: bytes | None = tail
+        self._sent = 0
+
+    def next_chunk(self) -> bytes | bytearray | None:
+        first = self._first
+        if first is not None:
+            self._first = None
+            self._sent = len(first)
+            return first
+        if self._left:
+            buf = bytearray()
+            extend = buf.extend
+            left = self._left
+
+            def emit(raw: bytes) -> bool:
+                nonlocal left
+                n = len(raw)
+                extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
+                extend(raw)
+                left -= 1
+                return not left or len(buf) >= CHUNK
+
+            with self._store.read() as view:
+                last = view.scan(self._key, self._end, self._rev, emit)
+            self._sent += len(buf)
+            if (last is None and left) or self._sent + len(self._tail or b"") > self.size:
+                raise RuntimeError("a streamed range changed while it was sent")
+            self._left = left
+            if last is not None:
+                self._key = last + b"\0"
+            return buf
+        tail = self._tail
+        if tail is None:
+            return None
+        self._tail = None
+        if self._sent + len(tail) != self.size:
+            raise RuntimeError("a streamed range changed while it was sent")
+        return tail
