@@ -188,6 +188,18 @@ def check_history(m: Member, model: Model) -> None:
             check_range_bytes(m, req, model.range(req))
     one = pb.RangeRequest(key=b"b")
     check_range_bytes(m, one, model.range(one))
+    # One key (its own fast path) at every revision, compacted and future ones too.
+    for rev in range(model.compact - 1, model.rev + 2):
+        for key in (b"b", LONG + b"a", b"nope"):
+            for count_only in (False, True):
+                req = pb.RangeRequest(key=key, revision=rev, count_only=count_only, limit=1)
+                want = run_model(model, req)
+                if isinstance(want, EtcdError):
+                    with pytest.raises(EtcdError) as e:
+                        m.kv.range_bytes(req, b"")
+                    assert e.value.kind is want.kind, req
+                else:
+                    check_range_bytes(m, req, want)
     start = max(model.compact + 1, 0)
     with m.store.read() as r:
         got = [(e.revision, e.type, e.key, e.kv) for e in r.events(start, b"\x00", b"")]

@@ -215,7 +215,7 @@ class KVView:
         last_at = 0  # live keys read before `last`
         for ikey, entry in self._live(key, end, at):
             if want < 0 or count < want:
-                emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
+                emit(get(entry[:17], None, kvdb))  # type: ignore[arg-type]
                 last, last_at = ikey, count
             elif fast_count and len(ikey) <= DIRECT_KEY_MAX:
                 total = self._count_past(first or ikey, ikey, count, last, last_at, end)
@@ -238,7 +238,7 @@ class KVView:
         get = self._txn.get
         kvdb = self._kv
         for ikey, entry in self._live(key, end, at):
-            if sink(get(entry[:17], db=kvdb)):  # type: ignore[arg-type]
+            if sink(get(entry[:17], None, kvdb)):  # type: ignore[arg-type]
                 return ikey
         return None
 

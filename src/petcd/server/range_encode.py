@@ -20,6 +20,7 @@ from petcd.pb.wire import LazyMessage, varint, varint_len
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
+    from petcd.mvcc.view import ReadTxn
     from petcd.pb.etcdserverpb import rpc_pb2 as pb
 
 STREAM_AT = 1 << 20  # bytes of records a response is built with at once
@@ -34,67 +35,88 @@ class _Overflow(Exception):
     """The records written passed STREAM_AT (args: the last record written)."""
 
 
-def _range_end(raw: bytes) -> bytes | None:
-    # etcd's range_end to the store's: b"" one key (None), b"\0" no upper bound (b"").
-    if not raw:
-        return None
-    return b"" if raw == b"\x00" else raw
-
-
 def encode_range(store: KVStore, req: pb.RangeRequest, suffix: bytes
                  ) -> bytearray | RangeStream:
     """The serialized RangeResponse of a plain range with `suffix` appended: one buffer,
     or a RangeStream when its records pass STREAM_AT bytes."""
+    if not req.range_end:  # one key (the hottest read): no sink, nothing to stream
+        with store.read() as view:
+            rev = varint(view.rev)
+            raw = view.get(req.key, req.revision)
+        out = bytearray(b"\x0a" + varint(len(rev) + 1) + b"\x18" + rev)  # header {revision}
+        if raw is not None:
+            if not req.count_only:
+                n = len(raw)
+                out += _KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n)
+                out += raw
+            out += b"\x20\x01"  # count (a limit cannot cut one key)
+        out += suffix
+        return out
     buf = bytearray()
     extend = buf.extend
+    stream_at = STREAM_AT
 
     def emit(raw: bytes) -> None:
         n = len(raw)
-        extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
+        try:
+            extend(_KV_FIELD[n])
+        except IndexError:  # (a record of 4 KiB or more)
+            extend(b"\x12" + varint(n))
         extend(raw)
-        if len(buf) > STREAM_AT:
+        if len(buf) > stream_at:
             raise _Overflow(raw)
 
     limit = req.limit if req.limit > 0 else 0
-    end = _range_end(req.range_end)
+    end = req.range_end
+    if end == b"\x00":
+        end = b""  # no upper bound
     with store.read() as view:
         rev = varint(view.rev)
         extend(b"\x0a" + varint(len(rev) + 1) + b"\x18" + rev)  # header {revision}
         try:
             count = view.range(req.key, end, rev=req.revision, limit=limit,
                                count_only=req.count_only, sink=emit).count
-            rest = left = 0
         except _Overflow as o:
-            if end is None:  # (one key: nothing after it)
-                count, rest, left, resume = 1, 0, 0, b""
-            else:
-                at = req.revision or view.rev
-                resume = KeyValue.FromString(o.args[0]).key + b"\0"
-                sent = view.range(req.key, resume, rev=at, count_only=True).count
-                left = limit - sent if limit else 0
-                rest = 0
+            return _stream(store, view, req, end, buf, o.args[0], limit, suffix)
+    if limit and count > limit:
+        extend(b"\x18\x01")  # more
+    if count:
+        extend(b"\x20" + varint(count))
+    extend(suffix)
+    return buf
 
-                def size(raw: bytes) -> None:
-                    nonlocal rest
-                    n = len(raw)
-                    rest += 1 + varint_len(n) + n
 
-                if limit and not left:
-                    rr = view.range(resume, end, rev=at, count_only=True)
-                else:
-                    rr = view.range(resume, end, rev=at, limit=left, sink=size)
-                count = sent + rr.count
-                left = min(left, rr.count) if limit else rr.count
+def _stream(store: KVStore, view: ReadTxn, req: pb.RangeRequest, end: bytes,
+            first: bytearray, last: bytes, limit: int, suffix: bytes
+            ) -> bytearray | RangeStream:
+    """The records passed STREAM_AT at `last` (written into `first`): the rest of the
+    range is walked for its size and count, and sent as a RangeStream."""
+    at = req.revision or view.rev
+    resume = KeyValue.FromString(last).key + b"\0"
+    sent = view.range(req.key, resume, rev=at, count_only=True).count
+    left = limit - sent if limit else 0
+    rest = 0
+
+    def size(raw: bytes) -> None:
+        nonlocal rest
+        n = len(raw)
+        rest += 1 + varint_len(n) + n
+
+    if limit and not left:
+        rr = view.range(resume, end, rev=at, count_only=True)
+    else:
+        rr = view.range(resume, end, rev=at, limit=left, sink=size)
+    count = sent + rr.count
+    left = min(left, rr.count) if limit else rr.count
     tail = bytearray()
     if limit and count > limit:
         tail += b"\x18\x01"  # more
-    if count:
-        tail += b"\x20" + varint(count)
+    tail += b"\x20" + varint(count)
     tail += suffix
     if not rest:
-        buf += tail
-        return buf
-    return RangeStream(store, buf, resume, end or b"", at, left, rest, bytes(tail))
+        first += tail
+        return first
+    return RangeStream(store, first, resume, end, at, left, rest, bytes(tail))
 
 
 class RangeStream(LazyMessage):
@@ -130,7 +152,10 @@ class RangeStream(LazyMessage):
             def emit(raw: bytes) -> bool:
                 nonlocal left
                 n = len(raw)
-                extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
+                try:
+                    extend(_KV_FIELD[n])
+                except IndexError:
+                    extend(b"\x12" + varint(n))
                 extend(raw)
                 left -= 1
                 return not left or len(buf) >= CHUNK
