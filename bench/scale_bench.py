@@ -6,6 +6,8 @@ and real etcd 3.4 one after the other in the same run, the same steps for both:
   map their backend file, whose touched pages count as RSS but are the page cache's)
 - a full paginated range (`--page` keys per call) and one `get --prefix` of `--prefix-keys`
   keys (one response): the member's peak anonymous-memory growth beside the response size
+  (RssAnon sampled every 5 ms during the call, the peak minus the value before; the same
+  for both servers)
 - defragment time (on the leader)
 - restart of a follower: clean stop, then kill -9 (time until /health answers and it has
   applied what the leader has); replay is bounded by `--snapshot-count`
@@ -413,8 +415,9 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
         lambda r: f"{r['range_s']:.1f} s, +{_mb(r['range_anon_growth'])} peak")
     row(f"get --prefix ({args.prefix_keys} keys)",
         lambda r: f"{r['prefix_s']:.2f} s, {_mb(r['prefix_bytes'])} response")
-    row("  anon growth: peak / after",
-        lambda r: f"{_mb(r['prefix_anon_peak_growth'])} / "
+    row("  anon growth: peak (x response) / after",
+        lambda r: f"{r['prefix_anon_peak_growth'] / 1e6:.1f} MB "
+                  f"({r['prefix_anon_peak_growth'] / r['prefix_bytes']:.2f}x) / "
                   f"{_mb(r['prefix_anon_after_growth'])}")
     row("defragment (leader)", lambda r: f"{r['defrag_s']:.1f} s")
     row("restart (clean): ready / caught up",
