@@ -318,8 +318,10 @@ def _reads(leader: MemberProcess, res: dict[str, Any], args: argparse.Namespace)
     res["range_anon_growth"] = pk.peak - pk.before
     digits = len(str(args.prefix_keys)) - 1
     prefix = b"k/" + b"0" * (8 - digits)
+    cpu0 = cpu_seconds(pid)
     with PeakAnon(pid) as pk:
         res["prefix_s"], n, size = prefix_get(leader.address, prefix)
+    res["prefix_cpu"] = cpu_seconds(pid) - cpu0
     if n != min(args.prefix_keys, args.keys):
         raise RuntimeError(f"get --prefix returned {n} keys")
     res["prefix_keys"], res["prefix_bytes"] = n, size
@@ -414,7 +416,8 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
     row(f"paginated range ({args.page}/page)",
         lambda r: f"{r['range_s']:.1f} s, +{_mb(r['range_anon_growth'])} peak")
     row(f"get --prefix ({args.prefix_keys} keys)",
-        lambda r: f"{r['prefix_s']:.2f} s, {_mb(r['prefix_bytes'])} response")
+        lambda r: f"{r['prefix_s']:.2f} s ({r.get('prefix_cpu', 0):.2f} s CPU), "
+                  f"{_mb(r['prefix_bytes'])} response")
     row("  anon growth: peak (x response) / after",
         lambda r: f"{r['prefix_anon_peak_growth'] / 1e6:.1f} MB "
                   f"({r['prefix_anon_peak_growth'] / r['prefix_bytes']:.2f}x) / "
