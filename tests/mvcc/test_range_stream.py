@@ -85,6 +85,18 @@ def test_writes_between_pieces_do_not_show(member: Member) -> None:
     assert want.count == 100 and len(want.kvs) == 100
 
 
+def test_negative_revision_means_the_head_when_the_stream_began(member: Member) -> None:
+    nxt = Index()
+    load(member, nxt)
+    req = pb.RangeRequest(key=b"k", range_end=b"l", revision=-1)
+    want = member.kv.range(req)
+    s = stream(member, req)
+    got = [bytes(s.next_chunk() or b"")]
+    member.apply([(nxt(), pb.DeleteRangeRequest(key=b"k", range_end=b"l"))])
+    got += pieces(s)
+    assert pb.RangeResponse.FromString(b"".join(got)) == want
+
+
 def test_limit_count_and_more_when_streamed(member: Member) -> None:
     nxt = Index()
     load(member, nxt)

@@ -91,7 +91,7 @@ def _stream(store: KVStore, view: ReadTxn, req: pb.RangeRequest, end: bytes,
             ) -> bytearray | RangeStream:
     """The records passed STREAM_AT at `last` (written into `first`): the rest of the
     range is walked for its size and count, and sent as a RangeStream."""
-    at = req.revision or view.rev
+    at = req.revision if req.revision > 0 else view.rev  # (pieces read here, not at the head)
     resume = KeyValue.FromString(last).key + b"\0"
     sent = view.range(req.key, resume, rev=at, count_only=True).count
     left = limit - sent if limit else 0
