@@ -177,22 +177,26 @@ def check_history(m: Member, model: Model) -> None:
     assert m.store.compact_revision == model.compact
     for rev in range(max(model.compact, 1), model.rev + 1):
         for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b"")]:
-            req = pb.RangeRequest(key=key, range_end=end, revision=rev)
-            want = model.range(req)
-            assert m.kv.range(req) == want
-            check_range_bytes(m, req, want)
+            for keys_only in (False, True):
+                req = pb.RangeRequest(key=key, range_end=end, revision=rev,
+                                      keys_only=keys_only)
+                want = model.range(req)
+                assert m.kv.range(req) == want
+                check_range_bytes(m, req, want)
     # Pages and counts: at the head revision (where the count past a page is fast).
     for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b""), (b"a", b"c")]:
         for limit, count_only in ((1, False), (2, False), (0, True)):
-            req = pb.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only)
+            req = pb.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only,
+                                  keys_only=limit == 2)
             check_range_bytes(m, req, model.range(req))
     one = pb.RangeRequest(key=b"b")
     check_range_bytes(m, one, model.range(one))
     # One key (its own fast path) at every revision, compacted and future ones too.
     for rev in range(model.compact - 1, model.rev + 2):
         for key in (b"b", LONG + b"a", b"nope"):
-            for count_only in (False, True):
-                req = pb.RangeRequest(key=key, revision=rev, count_only=count_only, limit=1)
+            for count_only, keys_only in ((False, False), (True, False), (False, True)):
+                req = pb.RangeRequest(key=key, revision=rev, count_only=count_only, limit=1,
+                                      keys_only=keys_only)
                 want = run_model(model, req)
                 if isinstance(want, EtcdError):
                     with pytest.raises(EtcdError) as e:

@@ -109,6 +109,17 @@ def test_limit_count_and_more_when_streamed(member: Member) -> None:
         assert len(got.kvs) == min(limit, 100)
 
 
+def test_keys_only_streamed(member: Member) -> None:
+    nxt = Index()
+    load(member, nxt, 300)  # ~30 bytes a record without its value: past STREAM_AT
+    member.apply([(nxt(), pb.PutRequest(key=b"k\x2a\x2a", value=b"*" * 200, lease=0))])
+    for limit in (0, 150):
+        req = pb.RangeRequest(key=b"k", range_end=b"l", keys_only=True, limit=limit)
+        got = pb.RangeResponse.FromString(b"".join(pieces(stream(member, req))))
+        assert got == member.kv.range(req)
+        assert all(not kv.value and kv.version == 1 for kv in got.kvs)
+
+
 def test_past_revision_streamed(member: Member) -> None:
     nxt = Index()
     load(member, nxt)

@@ -147,10 +147,10 @@ class KVRequests:
 
     def range_bytes(self, req: pb.RangeRequest, suffix: bytes) -> bytearray | RangeStream | None:
         """The serialized RangeResponse of a plain range (key order, no revision
-        filters, not keys_only) with `suffix` appended, built straight from the stored
+        filters) with `suffix` appended, built straight from the stored
         records (range_encode): one buffer, or for a large range a RangeStream made as it
         is sent. None for any other range (use `range`)."""
-        if (req.keys_only or req.sort_target != _SORT_KEY or req.sort_order == _DESCEND
+        if (req.sort_target != _SORT_KEY or req.sort_order == _DESCEND
                 or req.min_mod_revision or req.max_mod_revision
                 or req.min_create_revision or req.max_create_revision):
             return None

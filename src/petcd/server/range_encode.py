@@ -1,5 +1,5 @@
-"""Plain ranges (key order, no revision filters, not keys_only) serialized straight from
-the stored records: no message objects, no list of records.
+"""Plain ranges (key order, no revision filters; keys_only or not) serialized straight
+from the stored records: no message objects, no list of records.
 
 Up to STREAM_AT bytes of records the RangeResponse is one buffer. Past that it becomes a
 `RangeStream` (a LazyMessage): the rest of the range is walked once more to learn its size
@@ -46,6 +46,8 @@ def encode_range(store: KVStore, req: pb.RangeRequest, suffix: bytes
         out = bytearray(b"\x0a" + varint(len(rev) + 1) + b"\x18" + rev)  # header {revision}
         if raw is not None:
             if not req.count_only:
+                if req.keys_only:
+                    raw = without_value(raw)
                 n = len(raw)
                 out += _KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n)
                 out += raw
@@ -65,6 +67,12 @@ def encode_range(store: KVStore, req: pb.RangeRequest, suffix: bytes
         extend(raw)
         if len(buf) > stream_at:
             raise _Overflow(raw)
+
+    if req.keys_only:
+        plain = emit
+
+        def emit(raw: bytes) -> None:
+            plain(without_value(raw))
 
     limit = req.limit if req.limit > 0 else 0
     end = req.range_end
@@ -97,9 +105,11 @@ def _stream(store: KVStore, view: ReadTxn, req: pb.RangeRequest, end: bytes,
     left = limit - sent if limit else 0
     rest = 0
 
+    keys_only = req.keys_only
+
     def size(raw: bytes) -> None:
         nonlocal rest
-        n = len(raw)
+        n = len(without_value(raw) if keys_only else raw)
         rest += 1 + varint_len(n) + n
 
     if limit and not left:
@@ -116,7 +126,7 @@ def _stream(store: KVStore, view: ReadTxn, req: pb.RangeRequest, end: bytes,
     if not rest:
         first += tail
         return first
-    return RangeStream(store, first, resume, end, at, left, rest, bytes(tail))
+    return RangeStream(store, first, resume, end, at, left, rest, bytes(tail), keys_only)
 
 
 class RangeStream(LazyMessage):
@@ -124,11 +134,13 @@ class RangeStream(LazyMessage):
     module's docstring). `first` is the part already read, `left` the records after it
     (from `key` up to `end`, at revision `rev`), `rest` their encoded size."""
 
-    __slots__ = ("_end", "_first", "_key", "_left", "_rev", "_sent", "_store", "_tail")
+    __slots__ = ("_end", "_first", "_key", "_keys_only", "_left", "_rev", "_sent", "_store",
+                 "_tail")
 
     def __init__(self, store: KVStore, first: bytearray, key: bytes, end: bytes, rev: int,
-                 left: int, rest: int, tail: bytes) -> None:
+                 left: int, rest: int, tail: bytes, keys_only: bool = False) -> None:
         super().__init__(len(first) + rest + len(tail))
+        self._keys_only = keys_only
         self._store = store
         self._first: bytearray | None = first
         self._key = key
@@ -148,9 +160,12 @@ class RangeStream(LazyMessage):
             buf = bytearray()
             extend = buf.extend
             left = self._left
+            keys_only = self._keys_only
 
             def emit(raw: bytes) -> bool:
                 nonlocal left
+                if keys_only:
+                    raw = without_value(raw)
                 n = len(raw)
                 try:
                     extend(_KV_FIELD[n])
@@ -176,3 +191,32 @@ class RangeStream(LazyMessage):
         if self._sent + len(tail) != self.size:
             raise RuntimeError("a streamed range changed while it was sent")
         return tail
+
+
+def without_value(raw: bytes) -> bytes:
+    """A stored KeyValue record without its value (field 5), for keys_only: the fields
+    are walked (a key may hold any byte), the value's bytes cut out."""
+    pos, n = 0, len(raw)
+    while pos < n:
+        start = pos
+        tag = raw[pos]  # (KeyValue's fields are 1-6: one-byte tags)
+        pos += 1
+        if tag & 7 == 0:  # varint
+            while raw[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif tag & 7 == 2:  # length-delimited
+            size = shift = 0
+            while True:
+                b = raw[pos]
+                pos += 1
+                size |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+            pos += size
+        else:
+            raise ValueError(f"unexpected wire type in a stored record: {tag}")
+        if tag == 0x2A:
+            return raw[:start] + raw[pos:]
+    return raw
