@@ -396,9 +396,9 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
                 return fn(r)
             except KeyError:  # (a step not run: --steps)
                 return "-"
-        print(f"{label:34}" + "".join(f"{cell(r):>34}" for r in results))
+        print(f"{label:34}" + "".join(f"{cell(r):>38}" for r in results))
 
-    print(f"{'':34}" + "".join(f"{n:>34}" for n in names))
+    print(f"{'':34}" + "".join(f"{n:>38}" for n in names))
     row("load rate", lambda r: f"{r['load_rate']:.0f} puts/s ({r['load_s']:.0f} s)")
     row("  CPU per put: leader / followers", lambda r: " / ".join(
         f"{r['load_cpu'][n] / args.keys * 1e6:.0f}" for n in sorted(
