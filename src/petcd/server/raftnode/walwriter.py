@@ -40,7 +40,9 @@ from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger(__name__)
 
-FAST = 0.001  # seconds: an fdatasync this quick may run on the loop (a lone write's)
+# Seconds: an fdatasync this quick may run on the loop (a lone write's).
+# PETCD_WAL_INLINE_FAST_MS sets it (0: never inline; tests use a large one to force it).
+FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "1")) / 1000
 FAST_STREAK = 16  # fast fdatasyncs in a row before inline ones (again)
 
 
