@@ -6,8 +6,8 @@ callgrind, which a busy machine does not move:
 Starts one member under `valgrind --tool=callgrind --instr-atstart=no`, warms it up with
 sequential requests from one client, switches instrumentation on for --calls sequential
 requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600)
-and off again, and prints callgrind's count divided by --calls. The member's idle work
-(Raft ticks) while the calls run is counted too, the same for every op. --src DIR runs
+and off again, then on again for as long as the calls took with no calls (the member's
+idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --src DIR runs
 another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
 DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate.
 """
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -48,7 +49,7 @@ def _control(pid: int, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def measure(op: str, calls: int, src: str, keep: str) -> float:
+def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
         m = _Grinded(Path(tmp) / "m", out, src)
@@ -60,23 +61,31 @@ def measure(op: str, calls: int, src: str, keep: str) -> float:
                 for i in range(100):  # warm-up
                     call(i)
                 # (valgrind's pid is the member's: it runs the program in its process)
-                _control(m.proc.pid, "-z")
-                _control(m.proc.pid, "-i", "on")
+                pid = m.proc.pid
+                _control(pid, "-z")
+                _control(pid, "-i", "on")
+                started = time.monotonic()
                 for i in range(calls):
                     call(i)
-                _control(m.proc.pid, "-i", "off")
-                _control(m.proc.pid, "-d")
+                took = time.monotonic() - started
+                _control(pid, "-i", "off")
+                _control(pid, "-d")
+                # The member's idle work (ticks, timers) for as long again, subtracted.
+                _control(pid, "-i", "on")
+                time.sleep(took)
+                _control(pid, "-i", "off")
+                _control(pid, "-d")
         finally:
             m.stop(timeout=60)
-        total = 0
-        for f in Path(tmp).glob("callgrind.out*"):
+        dumps = []
+        for f in sorted(Path(tmp).glob("callgrind.out.*"), key=lambda f: int(f.suffix[1:])):
             text = f.read_text(errors="replace")
-            for line in re.findall(r"^totals: (\d+)", text, re.M):
-                total += int(line)
+            dumps.append(sum(int(n) for n in re.findall(r"^totals: (\d+)", text, re.M)))
             if keep:
                 Path(keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(f, Path(keep) / f"{op}-{'before' if src else 'this'}-{f.name}")
-    return total / calls
+    busy, idle = dumps[0], dumps[1]
+    return busy / calls, (busy - idle) / calls
 
 
 def main() -> None:
@@ -90,8 +99,9 @@ def main() -> None:
     trees = ([("before", args.src)] if args.src else []) + [("this", "")]
     for op in args.ops.split(","):
         for name, src in trees:
-            per = measure(op, args.calls, src, args.keep)
-            print(f"{op:6} {name:7} {per / 1e3:8.1f} k instructions per call", flush=True)
+            raw, net = measure(op, args.calls, src, args.keep)
+            print(f"{op:6} {name:7} {net / 1e3:8.1f} k instructions per call "
+                  f"({raw / 1e3:.1f} k before the idle work is subtracted)", flush=True)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class Lessor:
     def __init__(self, backend: Backend, *, min_ttl: int = 1, persist_checkpoints: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
-        self.min_ttl = min_ttl
+        self.min_ttl = max(1, min_ttl)  # (a lease lives at least a second)
         self.persist_checkpoints = persist_checkpoints
         self.clock = clock
         self._leases: dict[int, Lease] = {}
