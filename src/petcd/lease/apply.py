@@ -1,7 +1,7 @@
 """Applying the lease entries of the log (LeaseGrant, LeaseRevoke, LeaseCheckpoint), on
-the apply thread inside the batch's write transaction. Each handler raises EtcdError
-having changed nothing, or returns the response (its header carries only the
-revision; the server adds cluster, member and term)."""
+the event loop thread inside the batch's write transaction. Each handler raises
+EtcdError having changed nothing, or returns the response (its header carries only
+the revision; the server adds cluster, member and term)."""
 
 from __future__ import annotations
 
