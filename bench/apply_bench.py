@@ -118,7 +118,7 @@ async def amain(args: argparse.Namespace) -> None:
                             run(node, kind, args.entries, b, parsed, prof)
                             pstats.Stats(prof).sort_stats("tottime").print_stats(20)
                         who = "leader (parsed)" if parsed else "follower (decoded)"
-                        print(f"{kind:4} {who:19} batch={b:<4} {best:6.2f} us CPU/entry "
+                        print(f"{kind:5} {who:19} batch={b:<4} {best:6.2f} us CPU/entry "
                               "(best of %d)" % args.repeat, flush=True)
                         await asyncio.sleep(0)  # (the hub's call_soon notifications)
         finally:
