@@ -26,6 +26,21 @@ def varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
 
 
+def read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    """(value, position after it) of the varint at buf[i]; ValueError if it is cut
+    short or longer than ten bytes."""
+    n = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ValueError("malformed varint")
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, i
+        shift += 7
+
+
 class LazyMessage:
     """A serialized message made in pieces as it is sent, for a response too large to
     hold at once: its `size` is known before the first piece (gRPC's length prefix

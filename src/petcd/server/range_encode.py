@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
-from petcd.pb.wire import LazyMessage, varint, varint_len
+from petcd.pb.wire import LazyMessage, read_varint, varint, varint_len
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
@@ -206,14 +206,7 @@ def without_value(raw: bytes) -> bytes:
                 pos += 1
             pos += 1
         elif tag & 7 == 2:  # length-delimited
-            size = shift = 0
-            while True:
-                b = raw[pos]
-                pos += 1
-                size |= (b & 0x7F) << shift
-                if b < 0x80:
-                    break
-                shift += 7
+            size, pos = read_varint(raw, pos)
             pos += size
         else:
             raise ValueError(f"unexpected wire type in a stored record: {tag}")

@@ -35,7 +35,7 @@ import lmdb
 from petcd.lease.lessor import LEASE_DB, id_key, lease_record, parse_lease_record
 from petcd.mvcc.backend import Backend
 from petcd.mvcc.kvstore import KVStore, rev_key
-from petcd.pb.wire import varint
+from petcd.pb.wire import read_varint, varint
 from petcd.snapshot.bbolt import BoltError, BoltReader, BoltWriter
 
 _U64 = struct.Struct(">Q")
@@ -73,13 +73,13 @@ def decode_lease(raw: bytes) -> tuple[int, int, int]:
     fields = {1: 0, 2: 0, 3: 0}
     i = 0
     while i < len(raw):
-        tag, i = _read_varint(raw, i)
+        tag, i = read_varint(raw, i)
         wire = tag & 7
         if wire == 0:
-            value, i = _read_varint(raw, i)
+            value, i = read_varint(raw, i)
             fields[tag >> 3] = _signed(value)
         elif wire == 2:
-            size, i = _read_varint(raw, i)
+            size, i = read_varint(raw, i)
             i += size
         elif wire == 1:
             i += 8
@@ -91,18 +91,6 @@ def decode_lease(raw: bytes) -> tuple[int, int, int]:
         raise ValueError("malformed lease record")
     return fields[1], fields[2], fields[3]
 
-
-def _read_varint(raw: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        if i >= len(raw) or shift > 63:
-            raise ValueError("malformed varint")
-        b = raw[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return n, i
-        shift += 7
 
 
 def _rev_main(raw: bytes) -> int:

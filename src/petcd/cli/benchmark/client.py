@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.pb.wire import varint
 
 PUT = "/etcdserverpb.KV/Put"
 RANGE = "/etcdserverpb.KV/Range"
@@ -90,18 +91,10 @@ def go_error(e: grpc.aio.AioRpcError) -> str:
     return f"rpc error: code = {code} desc = {e.details()}"
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 def field(tag: int, data: bytes) -> bytes:
     """A length-delimited protobuf field (tag = field number << 3 | 2)."""
-    return bytes((tag,)) + _varint(len(data)) + data
+    return bytes((tag,)) + varint(len(data)) + data
 
 
 def put_request(key: bytes, value: bytes) -> bytes:
@@ -113,7 +106,7 @@ def range_request(key: bytes, end: bytes, serializable: bool, limit: int = 0) ->
     if end:
         out += field(0x12, end)
     if limit:
-        out += b"\x18" + _varint(limit)
+        out += b"\x18" + varint(limit)
     if serializable:
         out += b"\x38\x01"  # serializable = 7
     return out
@@ -134,7 +127,7 @@ def op_range(rng: bytes) -> bytes:
 
 def key_of(n: int, size: int) -> bytes:
     """Key number n in `size` bytes (as etcd: a varint in a zeroed key-size buffer)."""
-    raw = _varint(n)[:size]
+    raw = varint(n)[:size]
     return raw + b"\x00" * (size - len(raw))
 
 

@@ -20,6 +20,7 @@ import grpc
 
 from petcd.cli import workers
 from petcd.cli.benchmark import client as C
+from petcd.pb.wire import read_varint, varint
 
 # What a worker sends back: (latencies as array('d') bytes, errors, first start, last end)
 Result = tuple[bytes, dict[str, int], float, float]
@@ -129,7 +130,7 @@ async def _worker(link: workers.Link, job: Job, slot: int) -> None:
         resp = await grant(b"\x08\x64", metadata=md)
         lease_id = _read_varint_field(resp, 2)
         stream = ch.stream_stream(C.LEASE_KEEPALIVE)(metadata=md)
-        req = b"\x08" + C._varint(lease_id)
+        req = b"\x08" + varint(lease_id)
         while take() >= 0:
             await pacer.wait()
             t0 = time.monotonic()
@@ -157,14 +158,14 @@ def _read_varint_field(buf: bytes, number: int) -> int:
     """The value of varint field `number` in a protobuf message (0 if absent)."""
     i = 0
     while i < len(buf):
-        tag, i = _varint_at(buf, i)
+        tag, i = read_varint(buf, i)
         num, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, i = _varint_at(buf, i)
+            value, i = read_varint(buf, i)
             if num == number:
                 return value - (1 << 64) if value >= 1 << 63 else value
         elif wire == 2:
-            n, i = _varint_at(buf, i)
+            n, i = read_varint(buf, i)
             i += n
         elif wire == 1:
             i += 8
@@ -174,16 +175,6 @@ def _read_varint_field(buf: bytes, number: int) -> int:
             break
     return 0
 
-
-def _varint_at(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, i
-        shift += 7
 
 
 def _main(link: workers.Link, job_slot: tuple[Job, int]) -> None:
