@@ -127,14 +127,19 @@ class ReadyLoop:
         if snapshot is not None:
             d.apply_queue.flush(inline=False)
             await d.snapshots.install(snapshot.metadata.index, snapshot.metadata.conf_state)
-        if committed:
-            self._hand_out(committed)
+        if committed and self._hand_out(committed) and d.apply_queue.flush():
+            # Our callers' entries are applied and answered: their handlers get the loop
+            # now, before this Ready's bookkeeping below and the next Ready's checks (a
+            # lone write's response goes out that much sooner; one task step more).
+            await asyncio.sleep(0)
         if rd.read_states:
             d.reads.on_read_states(rd.read_states)
         raw.advance(rd)
         d.leadership.notify(self.term)
 
-    def _hand_out(self, entries: list[Entry]) -> None:
+    def _hand_out(self, entries: list[Entry]) -> bool:
+        """Queue committed entries for the apply queue; True if some are proposals made
+        here (callers waiting on this member)."""
         d = self._d
         batch: list[Committed] = []
         local: list[tuple[int, Pending]] = []
@@ -160,6 +165,7 @@ class ReadyLoop:
             batch.append(Committed(e.index, e.term, None, None, e.data))
         self.committed = max(self.committed, entries[-1].index)
         d.apply_queue.push(batch, local)
+        return bool(local)
 
 
 def _index(e: Entry) -> int:
