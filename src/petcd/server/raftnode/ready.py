@@ -36,15 +36,21 @@ _CONF_CHANGE = EntryType.CONF_CHANGE
 class ReadyLoop:
     def __init__(self, driver: RaftDriver) -> None:
         self._d = driver
-        self.wake_event = asyncio.Event()
+        # Woken (by wake()) since the loop last looked, and the future the loop parks on:
+        # one bare future per wait, not asyncio.Event's waiter list and coroutine.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
         self._durable = driver.mem.last_index()  # last log index known to be in the WAL
 
     def wake(self) -> None:
-        if not self.wake_event.is_set():
-            self.wake_event.set()
+        if not self._woken:
+            self._woken = True
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
 
     async def run(self) -> None:
         d = self._d
@@ -52,15 +58,21 @@ class ReadyLoop:
         proposals = d.proposals
         applying = d.apply_queue
         try:
+            loop = asyncio.get_running_loop()
             while not d.stopped:
                 applying.flush()
-                await self.wake_event.wait()
+                if not self._woken:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                 if proposals.queue and proposals.in_flight:
                     # Under concurrency, one loop iteration for the requests already
                     # read to be proposed with these: bigger batches, hardly any
                     # latency. A lone write (nothing else in flight) goes at once.
                     await asyncio.sleep(0)
-                self.wake_event.clear()
+                self._woken = False
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
@@ -85,11 +97,19 @@ class ReadyLoop:
         if rd.soft_state is not None:
             d.leadership.on_soft_state(rd.soft_state)
         messages = rd.messages
+        snapshot = rd.snapshot
+        committed = rd.committed_entries
+        if committed and not rd.must_sync and snapshot is None:
+            # Nothing to make durable (a leader hearing its followers' acks, a follower
+            # told the commit index): the committed entries are applied and answered
+            # first; the commit-index record, the messages (commit updates, heartbeats)
+            # and the bookkeeping come after the answered handlers had the loop.
+            if self._hand_out(committed) and d.apply_queue.flush():
+                await asyncio.sleep(0)
+            committed = []
         if messages and rd.send_before_persist:
             d.peers.send(messages)
             messages = []
-        snapshot = rd.snapshot
-        committed = rd.committed_entries
         if rd.must_sync or snapshot is not None:
             if committed and snapshot is None:
                 # Committed entries that earlier Readies already made durable need not
@@ -113,6 +133,9 @@ class ReadyLoop:
                 self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             d.storage.save(rd.hard_state, ())  # commit index only: written, not synced
+        if messages and snapshot is None:
+            d.peers.send(messages)  # (a follower's answer: right after its fdatasync)
+            messages = []
         mem = d.mem
         if snapshot is not None:
             mem.apply_snapshot(snapshot)
