@@ -99,13 +99,13 @@ class ReadyLoop:
         messages = rd.messages
         snapshot = rd.snapshot
         committed = rd.committed_entries
-        if committed and not rd.must_sync and snapshot is None:
+        if committed and not rd.must_sync and snapshot is None and not d.proposals.queue:
             # Nothing to make durable (a leader hearing its followers' acks, a follower
-            # told the commit index): the committed entries are applied and answered
-            # first; the commit-index record, the messages (commit updates, heartbeats)
-            # and the bookkeeping come after the answered handlers had the loop.
-            if self._hand_out(committed) and d.apply_queue.flush():
-                await asyncio.sleep(0)
+            # told the commit index) and no proposal waiting: the committed entries are
+            # applied and answered first; the commit-index record, the messages (commit
+            # updates, heartbeats) and the bookkeeping come after the answered handlers
+            # had the loop.
+            await self._answer_now(committed)
             committed = []
         if messages and rd.send_before_persist:
             d.peers.send(messages)
@@ -150,15 +150,24 @@ class ReadyLoop:
         if snapshot is not None:
             d.apply_queue.flush(inline=False)
             await d.snapshots.install(snapshot.metadata.index, snapshot.metadata.conf_state)
-        if committed and self._hand_out(committed) and d.apply_queue.flush():
-            # Our callers' entries are applied and answered: their handlers get the loop
-            # now, before this Ready's bookkeeping below and the next Ready's checks (a
-            # lone write's response goes out that much sooner; one task step more).
-            await asyncio.sleep(0)
+        if committed:
+            if d.proposals.queue:
+                # Proposals wait: the next Ready goes first and these are applied while
+                # its WAL write syncs (the pipeline under concurrency).
+                self._hand_out(committed)
+            else:
+                await self._answer_now(committed)
         if rd.read_states:
             d.reads.on_read_states(rd.read_states)
         raw.advance(rd)
         d.leadership.notify(self.term)
+
+    async def _answer_now(self, committed: list[Entry]) -> None:
+        """Hand out, apply and answer at once; when that answered callers of ours, their
+        handlers get the loop before the rest of this Ready (advance, the next Ready's
+        checks): a lone write's response goes out that much sooner, for one task step."""
+        if self._hand_out(committed) and self._d.apply_queue.flush():
+            await asyncio.sleep(0)
 
     def _hand_out(self, entries: list[Entry]) -> bool:
         """Queue committed entries for the apply queue; True if some are proposals made
