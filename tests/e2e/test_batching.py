@@ -4,9 +4,7 @@ seen through the member's /metrics."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import urllib.request
 from typing import Any
 
@@ -37,13 +35,13 @@ async def burst(m: MemberProcess, n: int) -> list[int]:
     async with grpc.aio.insecure_channel(m.address) as ch:
         kv = rpc_grpc.KVStub(ch)
         await kv.Put(rpc.PutRequest(key=b"burst/warmup", value=b"x"))  # connection is up
-        os.kill(m.proc.pid, signal.SIGSTOP)
+        m.pause()  # (returns once every thread has stopped)
         try:
             calls = [asyncio.ensure_future(kv.Put(rpc.PutRequest(key=b"burst/%d" % i, value=b"x")))
                      for i in range(n)]
             await asyncio.sleep(0.5)  # let the client write them all into the socket
         finally:
-            os.kill(m.proc.pid, signal.SIGCONT)
+            m.resume()
         resps = await asyncio.gather(*calls)
     return [r.header.revision for r in resps]
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from petcd.testing.processes import wait_stopped
 from petcd.transport import PeerTransport, Status, TransportConfig
 from petcd.transport.wire import HELLO
 
@@ -192,6 +193,7 @@ class PeerProcess:
     def pause(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        wait_stopped(self.proc.pid)
         self._stopped = True
 
     def resume(self) -> None:

@@ -228,11 +228,7 @@ class MemberProcess:
         answering for a while after the signal was sent."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
-        deadline = time.monotonic() + timeout
-        while not _stopped(self.proc.pid):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not stop within {timeout} s")
-            time.sleep(0.001)
+        wait_stopped(self.proc.pid, timeout)
 
     def resume(self) -> None:
         assert self.proc is not None
@@ -352,6 +348,16 @@ class Etcdctl:
             raise AssertionError(f"etcdctl {' '.join(args)} failed ({r.returncode}):\n"
                                  f"{r.stdout}{r.stderr}")
         return r.stdout
+
+
+def wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Until every thread of `pid` has stopped after a SIGSTOP (a signal only starts the
+    stop: one thread takes it to the others when it next runs)."""
+    deadline = time.monotonic() + timeout
+    while not _stopped(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop within {timeout} s")
+        time.sleep(0.001)
 
 
 def _stopped(pid: int) -> bool:
