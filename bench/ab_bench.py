@@ -66,7 +66,8 @@ def main() -> None:
             members = {side: leader_of(ms) if len(ms) > 1 else ms[0]
                        for side, ms in clusters.items()}
             for m in members.values():
-                preload(m.address, 256)
+                preload(m.address, 256,
+                        range_keys=1000 if "range-1000" in args.workloads else 0)
             for wl in (ALIASES.get(w, w) for w in args.workloads.split(",")):
                 for c in (int(x) for x in args.clients.split(",")):
                     runs: dict[str, list[Cell]] = {k: [] for k in members}

@@ -1,4 +1,4 @@
-"""Python CPU per unary KV call in the front door alone, in one process, no sockets:
+"""Python CPU per unary KV call (and LeaseGrant) in the front door alone, one process, no sockets:
 
     python bench/front_door_bench.py [--calls 20000] [--conns 1x1,16x4] [--src DIR]
 
@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from petcd.api.grpc_metrics import GrpcMetrics
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
+from petcd.api.lease import LeaseService
 from petcd.api.quota import QuotaKVService
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.mvccpb import kv_pb2
@@ -49,7 +50,7 @@ from petcd.server.raftnode.proposals import ProposalTracker
 from petcd.testing.memtransport import MemoryTransport
 
 _PATHS = {"put": "/etcdserverpb.KV/Put", "txn-put": "/etcdserverpb.KV/Txn",
-          "range": "/etcdserverpb.KV/Range"}
+          "range": "/etcdserverpb.KV/Range", "grant": "/etcdserverpb.Lease/LeaseGrant"}
 
 
 class _Stub:
@@ -65,6 +66,8 @@ class _Stub:
         self.opts = _Opts()
         self.maintenance = self
         self.kv = self
+        self.leases = self
+        self._lease_id = 0
         self.tracker = ProposalTracker(self.member_id)
         self.revision = 1
         self._range = rpc.RangeResponse(
@@ -77,11 +80,18 @@ class _Stub:
     def quota_available(self, cost: int) -> bool:
         return True
 
+    def new_id(self) -> int:
+        self._lease_id += 1
+        return self._lease_id
+
     def propose(self, kind: str, raw: bytes, req: Any, stamp: Any) -> asyncio.Future[Any]:
         return self.tracker.add(kind, raw, req, stamp, 0.0)
 
     def answers(self, n: int) -> list[Any]:
         header = rpc.ResponseHeader(revision=2)
+        if self.kind == "grant":  # (what the lease applier answers)
+            return [rpc.LeaseGrantResponse(header=header, ID=i + 1, TTL=600)
+                    for i in range(n)]
         resp = rpc.PutResponse(header=header) if self.kind == "put" else \
             rpc.TxnResponse(header=header, succeeded=True)
         return [resp] * n  # (serializing does not change it: one will do)
@@ -114,6 +124,8 @@ def _request(kind: str, i: int) -> bytes:
     key = b"bench/%08d" % i
     if kind == "put":
         return rpc.PutRequest(key=key, value=b"v" * 256).SerializeToString()
+    if kind == "grant":  # (the server chooses the ID)
+        return rpc.LeaseGrantRequest(TTL=600).SerializeToString()
     if kind == "txn-put":
         return rpc.TxnRequest(success=[rpc.RequestOp(request_put=rpc.PutRequest(
             key=key, value=b"v" * 256))]).SerializeToString()
@@ -158,7 +170,8 @@ async def run(kind: str, conns: int, streams: int, calls: int) -> float:
     server = GrpcServer(ServerConfig())
     metrics = GrpcMetrics(CollectorRegistry())
     kv = QuotaKVService(stub, max_request_bytes=1536 * 1024, max_txn_ops=128)  # type: ignore[arg-type]
-    server.add_generic_rpc_handlers(metrics.instrument((kv.handler(),)))
+    lease = LeaseService(stub, max_request_bytes=1536 * 1024)  # type: ignore[arg-type]
+    server.add_generic_rpc_handlers(metrics.instrument((kv.handler(), lease.handler())))
     protos = []
     for _ in range(conns):
         p: Any = server.protocol_factory()
@@ -200,7 +213,8 @@ def main() -> None:
     ap.add_argument("--conns", default="1x1,16x4",
                     help="connections x concurrent calls on each (bench/loadgen.py's 64 "
                          "clients: 16 connections of 4)")
-    ap.add_argument("--kinds", default="put,txn-put,range")
+    ap.add_argument("--kinds", default="put,txn-put,range",
+                    help="put, txn-put, range, grant (LeaseGrant)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--src", default="", help="another checkout's src directory")
     args = ap.parse_args()

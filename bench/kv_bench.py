@@ -55,7 +55,8 @@ def main() -> None:
         try:
             for target in targets:
                 members[target] = start(target, Path(tmp))
-                preload(members[target].address, args.value_size)
+                preload(members[target].address, args.value_size,
+                        range_keys=1000 if "range-1000" in workloads else 0)
             for wl in workloads:
                 for c in clients:
                     runs: dict[str, list[Cell]] = {t: [] for t in targets}

@@ -25,6 +25,8 @@ from petcd.testing import EtcdProcess, MemberProcess, PetcdProcess, have_etcd
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WORKLOADS = ("put", "txn-put", "range-linearizable", "range-serializable")
 ALIASES = {"range-l": "range-linearizable", "range-s": "range-serializable"}
+# Not in the default lists: a serializable range of 1000 keys (preload(range_keys=1000)).
+RANGE_1000 = "range-1000"
 
 # What every benchmark can be pointed at: petcd with its own HTTP/2 gRPC server (the default),
 # petcd on grpc.aio behind the HTTP/gRPC mux (the fallback server), and real etcd 3.4.
@@ -117,6 +119,9 @@ def _requests(workload: str, worker: int, value_size: int, keys: int) -> tuple[s
             rpc.TxnRequest(success=[rpc.RequestOp(request_put=rpc.PutRequest(
                 key=b"bench/%d/%06d" % (worker, i), value=value))]).SerializeToString()
             for i in range(keys)]
+    if workload == RANGE_1000:
+        return "/etcdserverpb.KV/Range", [rpc.RangeRequest(
+            key=b"bench/1k/", range_end=b"bench/1k0", serializable=True).SerializeToString()]
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r} (one of {', '.join(WORKLOADS)})")
     serializable = workload == "range-serializable"
@@ -388,13 +393,20 @@ def one_member_each(args: argparse.Namespace, prefix: str, unit: dict[str, str],
                 [(wl, c, unit[wl]) for wl in workloads for c in clients])
 
 
-def preload(address: str, value_size: int, tls: TLSCreds | None = None) -> None:
-    """The 100 keys the range workloads read."""
+def preload(address: str, value_size: int, tls: TLSCreds | None = None,
+            range_keys: int = 0) -> None:
+    """The 100 keys the range workloads read (and `range_keys` for range-1000)."""
     with channel(address, tls, aio=False) as ch:
         put = ch.unary_unary("/etcdserverpb.KV/Put")
         for i in range(100):
             put(rpc.PutRequest(key=b"bench/0/%06d" % i,
                                value=b"v" * value_size).SerializeToString(), timeout=30)
+        txn = ch.unary_unary("/etcdserverpb.KV/Txn")
+        for start in range(0, range_keys, 100):
+            txn(rpc.TxnRequest(success=[rpc.RequestOp(request_put=rpc.PutRequest(
+                key=b"bench/1k/%04d" % i, value=b"v" * value_size))
+                for i in range(start, min(start + 100, range_keys))]).SerializeToString(),
+                timeout=30)
 
 
 def median(cells: Sequence[Cell]) -> Cell:

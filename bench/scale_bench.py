@@ -6,6 +6,8 @@ and real etcd 3.4 one after the other in the same run, the same steps for both:
   map their backend file, whose touched pages count as RSS but are the page cache's)
 - a full paginated range (`--page` keys per call) and one `get --prefix` of `--prefix-keys`
   keys (one response): the member's peak anonymous-memory growth beside the response size
+  (RssAnon sampled every 5 ms during the call, the peak minus the value before; the same
+  for both servers)
 - defragment time (on the leader)
 - restart of a follower: clean stop, then kill -9 (time until /health answers and it has
   applied what the leader has); replay is bounded by `--snapshot-count`
@@ -316,8 +318,10 @@ def _reads(leader: MemberProcess, res: dict[str, Any], args: argparse.Namespace)
     res["range_anon_growth"] = pk.peak - pk.before
     digits = len(str(args.prefix_keys)) - 1
     prefix = b"k/" + b"0" * (8 - digits)
+    cpu0 = cpu_seconds(pid)
     with PeakAnon(pid) as pk:
         res["prefix_s"], n, size = prefix_get(leader.address, prefix)
+    res["prefix_cpu"] = cpu_seconds(pid) - cpu0
     if n != min(args.prefix_keys, args.keys):
         raise RuntimeError(f"get --prefix returned {n} keys")
     res["prefix_keys"], res["prefix_bytes"] = n, size
@@ -392,9 +396,9 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
                 return fn(r)
             except KeyError:  # (a step not run: --steps)
                 return "-"
-        print(f"{label:34}" + "".join(f"{cell(r):>34}" for r in results))
+        print(f"{label:34}" + "".join(f"{cell(r):>38}" for r in results))
 
-    print(f"{'':34}" + "".join(f"{n:>34}" for n in names))
+    print(f"{'':34}" + "".join(f"{n:>38}" for n in names))
     row("load rate", lambda r: f"{r['load_rate']:.0f} puts/s ({r['load_s']:.0f} s)")
     row("  CPU per put: leader / followers", lambda r: " / ".join(
         f"{r['load_cpu'][n] / args.keys * 1e6:.0f}" for n in sorted(
@@ -412,9 +416,11 @@ def report(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
     row(f"paginated range ({args.page}/page)",
         lambda r: f"{r['range_s']:.1f} s, +{_mb(r['range_anon_growth'])} peak")
     row(f"get --prefix ({args.prefix_keys} keys)",
-        lambda r: f"{r['prefix_s']:.2f} s, {_mb(r['prefix_bytes'])} response")
-    row("  anon growth: peak / after",
-        lambda r: f"{_mb(r['prefix_anon_peak_growth'])} / "
+        lambda r: f"{r['prefix_s']:.2f} s ({r.get('prefix_cpu', 0):.2f} s CPU), "
+                  f"{_mb(r['prefix_bytes'])} response")
+    row("  anon growth: peak (x response) / after",
+        lambda r: f"{r['prefix_anon_peak_growth'] / 1e6:.1f} MB "
+                  f"({r['prefix_anon_peak_growth'] / r['prefix_bytes']:.2f}x) / "
                   f"{_mb(r['prefix_anon_after_growth'])}")
     row("defragment (leader)", lambda r: f"{r['defrag_s']:.1f} s")
     row("restart (clean): ready / caught up",

@@ -54,6 +54,16 @@ def _install() -> None:
         _wrap(WalWriter, "save", "wal_start", None,
               lambda self, hs, entries, *a, **k: bool(entries))
         _wrap(WalWriter, "_reap", "wal_end", None)
+        save = WalWriter.save
+
+        def save_inline(self: Any, *args: Any, **kw: Any) -> Any:
+            # (a lone write synced inline, on the loop thread: done when save returns)
+            before = getattr(self, "inline_saves", 0)
+            r = save(self, *args, **kw)
+            if getattr(self, "inline_saves", 0) != before:
+                _events.append(("wal_end", _now()))
+            return r
+        WalWriter.save = save_inline
     except ImportError:
         pass  # (before it)
     _wrap(ReadyLoop, "_hand_out", "hand_out", None)

@@ -118,10 +118,12 @@ def test_acknowledged_puts_survive_sigkill_with_the_backend_lagging(petcd_factor
     crash_cycles(member, cycles=3, writers=16, run_for=0.3, after_kill=lagging)
 
 
-def test_lone_writer_puts_survive_sigkill(petcd_factory: Any) -> None:
-    """One client: every put is its own WAL frame and fdatasync (native AIO where the
-    kernel allows it, server/raftnode/walwriter.py)."""
-    member = petcd_factory()
+@pytest.mark.parametrize("inline", ["1", "60000"])
+def test_lone_writer_puts_survive_sigkill(petcd_factory: Any, inline: str) -> None:
+    """One client: every put is its own WAL frame and fdatasync (server/raftnode/
+    walwriter.py): inline on the loop thread while the disk is fast (under 1 ms; with
+    60000 any fdatasync counts as fast, so nearly all are inline), else native AIO."""
+    member = petcd_factory(env={"PETCD_WAL_INLINE_FAST_MS": inline})
     crash_cycles(member, cycles=2, writers=1, run_for=0.3)
 
 

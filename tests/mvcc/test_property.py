@@ -6,8 +6,10 @@ replays of already-applied batches."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ from hypothesis import strategies as st
 
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
+from petcd.pb.wire import LazyMessage
+from petcd.server import range_encode
 
 from .harness import Member
 from .model import Model
@@ -173,17 +177,33 @@ def check_history(m: Member, model: Model) -> None:
     assert m.store.compact_revision == model.compact
     for rev in range(max(model.compact, 1), model.rev + 1):
         for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b"")]:
-            req = pb.RangeRequest(key=key, range_end=end, revision=rev)
-            want = model.range(req)
-            assert m.kv.range(req) == want
-            check_range_bytes(m, req, want)
+            for keys_only in (False, True):
+                req = pb.RangeRequest(key=key, range_end=end, revision=rev,
+                                      keys_only=keys_only)
+                want = model.range(req)
+                assert m.kv.range(req) == want
+                check_range_bytes(m, req, want)
     # Pages and counts: at the head revision (where the count past a page is fast).
     for key, end in [(b"\x00", b"\x00"), (b"b", b"x" * 501), (LONG + b"a", b""), (b"a", b"c")]:
         for limit, count_only in ((1, False), (2, False), (0, True)):
-            req = pb.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only)
+            req = pb.RangeRequest(key=key, range_end=end, limit=limit, count_only=count_only,
+                                  keys_only=limit == 2)
             check_range_bytes(m, req, model.range(req))
     one = pb.RangeRequest(key=b"b")
     check_range_bytes(m, one, model.range(one))
+    # One key (its own fast path) at every revision, compacted and future ones too.
+    for rev in range(model.compact - 1, model.rev + 2):
+        for key in (b"b", LONG + b"a", b"nope"):
+            for count_only, keys_only in ((False, False), (True, False), (False, True)):
+                req = pb.RangeRequest(key=key, revision=rev, count_only=count_only, limit=1,
+                                      keys_only=keys_only)
+                want = run_model(model, req)
+                if isinstance(want, EtcdError):
+                    with pytest.raises(EtcdError) as e:
+                        m.kv.range_bytes(req, b"")
+                    assert e.value.kind is want.kind, req
+                else:
+                    check_range_bytes(m, req, want)
     start = max(model.compact + 1, 0)
     with m.store.read() as r:
         got = [(e.revision, e.type, e.key, e.kv) for e in r.events(start, b"\x00", b"")]
@@ -199,10 +219,27 @@ def check_history(m: Member, model: Model) -> None:
 
 
 def check_range_bytes(m: Member, req: pb.RangeRequest, want: pb.RangeResponse) -> None:
-    """The server's encoded-from-the-store range answers what the message path does."""
+    """The server's encoded-from-the-store range answers what the message path does,
+    in one buffer and streamed (pieces of a record or two, the stream past one)."""
     out = m.kv.range_bytes(req, b"")
-    assert out is not None
+    assert isinstance(out, bytearray)
     assert pb.RangeResponse.FromString(bytes(out)) == want, req
+    with streamed(1, 1):
+        out = m.kv.range_bytes(req, b"")
+    assert out is not None
+    whole = out.read_all() if isinstance(out, LazyMessage) else out
+    assert pb.RangeResponse.FromString(bytes(whole)) == want, req
+
+
+@contextlib.contextmanager
+def streamed(at: int, chunk: int) -> Iterator[None]:
+    """Ranges stream past `at` bytes of records, in pieces of `chunk` bytes."""
+    saved = range_encode.STREAM_AT, range_encode.CHUNK
+    range_encode.STREAM_AT, range_encode.CHUNK = at, chunk
+    try:
+        yield
+    finally:
+        range_encode.STREAM_AT, range_encode.CHUNK = saved
 
 
 def check_same(got: Any, want: Any, req: Any) -> None:

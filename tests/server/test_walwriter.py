@@ -36,11 +36,11 @@ async def ticks_while(pending: asyncio.Future[object] | asyncio.Task[object]) ->
     return n
 
 
-def run_writer(tmp_path: Path, fdsync: str, body: object) -> None:
+def run_writer(tmp_path: Path, fdsync: str, body: object, streak: int = 16) -> None:
     async def main() -> None:
         storage = MemberStorage.create(str(tmp_path), b"meta")
         thread = Worker("test-wal")
-        writer = WalWriter(storage, thread, fdsync=fdsync)
+        writer = WalWriter(storage, thread, fdsync=fdsync, streak=streak)
         writer.start()
         try:
             await body(storage, thread, writer)  # type: ignore[operator]
@@ -114,3 +114,50 @@ def test_busy_wal_does_not_block_the_loop(tmp_path: Path, fdsync: str) -> None:
         await save
     run_writer(tmp_path, fdsync, body)
     assert reopened(tmp_path)[1] == ents(1, 3)
+
+
+@pytest.mark.parametrize("fdsync", ["uring", "aio"])
+def test_lone_saves_go_inline_only_while_the_disk_is_fast(tmp_path: Path, fdsync: str) -> None:
+    """A lone save is synced on the loop thread once `streak` fdatasyncs in a row were
+    fast; the first slow one (here: every one counts as slow from then on) sends the
+    saves back to the asynchronous path, where the loop keeps turning during the
+    fdatasync, until a new streak of fast ones."""
+    async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
+        if writer.uses_thread:
+            pytest.skip(f"{fdsync} fdsync is not available on this machine")
+        writer.fast = 3600.0  # (every fdatasync counts as fast, however busy the disk)
+        index = 1
+        for _ in range(3):  # not yet a streak: asynchronous
+            task = asyncio.ensure_future(writer.save(None, ents(index, 1), None, True))
+            index += 1
+            assert writer.syncing == 1
+            await task
+        assert writer.inline_saves == 0
+        # Not lone (other proposals wait): asynchronous however fast the disk.
+        task = asyncio.ensure_future(writer.save(None, ents(index, 1), None))
+        index += 1
+        assert writer.syncing == 1
+        await task
+        for _ in range(5):  # lone, after a streak: done when save() returns
+            await writer.save(None, ents(index, 1), None, True)
+            index += 1
+            assert writer.syncing == 0
+        assert writer.inline_saves == 5
+        writer.fast = 0.0  # the disk turns slow: the next inline fdatasync is too slow
+        await writer.save(None, ents(index, 1), None, True)
+        index += 1
+        assert writer.inline_saves == 6
+        for _ in range(2):  # back on the asynchronous path: the loop turns meanwhile
+            task = asyncio.ensure_future(writer.save(None, ents(index, 1), None, True))
+            index += 1
+            assert writer.syncing == 1
+            await ticks_while(task)
+            await task
+        assert writer.inline_saves == 6
+        writer.fast = 3600.0
+        for _ in range(4):  # a new streak (3 asynchronous), then inline again
+            await writer.save(None, ents(index, 1), None, True)
+            index += 1
+        assert writer.inline_saves == 7
+    run_writer(tmp_path, fdsync, body, streak=3)
+    assert reopened(tmp_path)[1] == ents(1, 16)

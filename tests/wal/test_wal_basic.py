@@ -329,3 +329,22 @@ def test_one_fdatasync_per_save(tmp_path: Path) -> None:
     assert len(timings) == 3 and all(t >= 0 for t in timings)
     wal.close()  # the pending commit (none left) needs no write
     assert len(timings) == 3
+
+
+@pytest.mark.parametrize("state", [None, HardState(3, 2, 1 << 40)])
+@pytest.mark.parametrize("entry", [Entry(3, 7, EntryType.NORMAL, b"\x0a" + b"v" * 300),
+                                   Entry(1 << 50, 1 << 33, EntryType.CONF_CHANGE, b"")])
+def test_one_entry_batch_has_the_general_layout(state: HardState | None, entry: Entry) -> None:
+    """A lone write's frame takes a short cut (one struct): the bytes are those of the
+    general column-wise layout, and decode back."""
+    general = fr.encode_batch(state, None, [entry, Entry(entry.term, entry.index + 1)])
+    one = fr.encode_batch(state, None, [entry])
+    # (the general layout of one entry: the same head and state with count 1, then its
+    # term, length, type and data)
+    head = general[:4] + b"\x01\0\0\0" + general[8:16]
+    fixed = 16 + (24 if state is not None else 0)
+    columns = (general[fixed:fixed + 8] + general[fixed + 16:fixed + 20]
+               + general[fixed + 24:fixed + 25] + entry.data)
+    assert one == head + general[16:fixed] + columns
+    batch = fr.decode_batch(one)
+    assert batch.state == state and batch.entries == [entry]

@@ -19,6 +19,7 @@ from petcd.api.grpc_call import HeaderSuffix, abort, raw_service, undecodable
 from petcd.auth import checks
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+from petcd.pb.wire import LazyMessage
 from petcd.server import proposal as P
 from petcd.server.node import Node
 from petcd.server.proposal import ANON, entry_size
@@ -62,7 +63,8 @@ class KVService:
         return resp
 
     async def Range(self, raw: bytes,
-                    context: grpc.aio.ServicerContext[Any, Any]) -> bytes | bytearray:
+                    context: grpc.aio.ServicerContext[Any, Any]
+                    ) -> bytes | bytearray | LazyMessage:
         try:
             req = rpc.RangeRequest.FromString(raw)
         except DecodeError as e:
@@ -78,19 +80,28 @@ class KVService:
                     await barrier
                 except EtcdError as e:
                     await abort(context, e)
+        auth_rev = -1
         try:
             if self._auth.enabled:
-                resp = await self._authorized_read(context, checks.check_range, req, node.range)
-            else:
-                # Plain ranges are encoded straight from the store (one buffer, however
-                # many keys); the rest go through the message.
-                out = node.kv.range_bytes(req, self.header.get())
-                if out is not None:
-                    return bytes(out) if self.bytes_only else out
-                resp = node.range(req)
+                _, auth_rev = await self._authorize(context, checks.check_range, req)
+            # Plain ranges are encoded straight from the store (one buffer, or pieces
+            # made as they are sent for a large one); the rest go through the message.
+            out: bytes | bytearray | LazyMessage | None = node.kv.range_bytes(
+                req, self.header.get())
+            if out is None:
+                out = node.range(req).SerializeToString() + self.header.get()
+            if auth_rev >= 0 and self._auth.revision != auth_rev:
+                # The auth state moved while it ran (etcd's doSerialize).
+                await abort(context, errors.AUTH_OLD_REVISION)
         except EtcdError as e:
             await abort(context, e)
-        return resp.SerializeToString() + self.header.get()
+        if not isinstance(out, LazyMessage):
+            return bytes(out) if self.bytes_only and type(out) is bytearray else out
+        # A RangeStream: pieces only where the server sends them (our HTTP/2 server).
+        if self.bytes_only or not getattr(context, "lazy_messages", False):
+            whole = out.read_all()
+            return bytes(whole) if self.bytes_only else whole
+        return out
 
     async def _propose(self, kind: str, raw: bytes, req: Any,
                        context: grpc.aio.ServicerContext[Any, Any], check: Any) -> bytes:

@@ -68,6 +68,7 @@ class LeaseService:
     def __init__(self, node: Node, *, max_request_bytes: int) -> None:
         self._node = node
         self._leases = node.leases  # the lease driver: renewals, TTLs, lease IDs
+        self._new_id = self._leases.new_id
         self._max_request_bytes = max_request_bytes
         self.header = HeaderSuffix(node)
         self._auth = node.auth
@@ -101,11 +102,13 @@ class LeaseService:
         if not self._quota_available(LEASE_OVERHEAD):
             await check_quota(node, LEASE_OVERHEAD, context)
         if req.ID == 0:  # the server chooses; the log entry carries the choice
-            req.ID = self._leases.new_id()
+            req.ID = self._new_id()
             raw = req.SerializeToString()  # (upb: cheaper than appending a varint here)
         # etcd checks no permission for a grant, but an invalid token is refused.
         stamp = await self._check(context, _nothing, None) if self._auth.enabled else ANON
-        if entry_size(len(raw)) > self._max_request_bytes:
+        # (entry_size adds at most 24 bytes: computed only near the limit)
+        n = len(raw)
+        if n + 24 > self._max_request_bytes and entry_size(n) > self._max_request_bytes:
             await abort(context, errors.REQUEST_TOO_LARGE)
         result = await node.propose(LEASE_GRANT, raw, req, stamp)
         if type(result) is _EtcdError:

@@ -1,7 +1,7 @@
 """Applying the lease entries of the log (LeaseGrant, LeaseRevoke, LeaseCheckpoint), on
-the apply thread inside the batch's write transaction. Each handler raises EtcdError
-having changed nothing, or returns the response (its header carries only the
-revision; the server adds cluster, member and term)."""
+the event loop thread inside the batch's write transaction. Each handler raises
+EtcdError having changed nothing, or returns the response (its header carries only
+the revision; the server adds cluster, member and term)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ LEASE_GRANT = "lease_grant"
 LEASE_REVOKE = "lease_revoke"
 LEASE_CHECKPOINT = "lease_checkpoint"
 
+_GrantResponse = rpc.LeaseGrantResponse
+
 
 class LeaseApplier:
     def __init__(self, lessor: Lessor, store: KVStore) -> None:
@@ -32,8 +34,10 @@ class LeaseApplier:
 
     def grant(self, batch: WriteBatch, req: rpc.LeaseGrantRequest) -> rpc.LeaseGrantResponse:
         lease = self.lessor.grant(batch, req.ID, req.TTL)
-        resp = rpc.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+        resp = _GrantResponse()  # (fields set one by one: upb's keyword init costs more)
         resp.header.revision = self.store.working_revision
+        resp.ID = lease.id
+        resp.TTL = lease.ttl
         return resp
 
     def revoke(self, batch: WriteBatch, req: rpc.LeaseRevokeRequest) -> rpc.LeaseRevokeResponse:

@@ -89,7 +89,9 @@ class LeaseDriver:
                                 else request_timeout)
         self.revoke_rate = max(2, revoke_rate)
         self.checkpoint_interval = checkpoint_interval  # None: checkpoints off
-        self._ids = LeaseIdGenerator(host.member_id)
+        # new_id(): an ID for a grant that asked the server to choose (chosen before
+        # proposing, so the log entry carries it and every member applies the same).
+        self.new_id: Callable[[], int] = LeaseIdGenerator(host.member_id).next
         self.leader_id = 0
         self._term = 0
         self._promoted_term = -1
@@ -143,11 +145,6 @@ class LeaseDriver:
             task.add_done_callback(self._closing.discard)
 
     # -- the API's calls
-
-    def new_id(self) -> int:
-        """An ID for a grant that asked the server to choose (chosen before proposing,
-        so the log entry carries it and every member applies the same)."""
-        return self._ids.next()
 
     def renew_now(self, lease_id: int) -> int | None:
         """The keep-alive fast path: the renewed TTL, 0 for a missing lease, or None

@@ -27,7 +27,5 @@ class LeaseIdGenerator:
         self._counter = itertools.count(((now_ms & _CLOCK_MASK) << 8) + 1)
 
     def next(self) -> int:
-        while True:
-            lease_id = (self._prefix | (next(self._counter) & _LOW_MASK)) & _POSITIVE
-            if lease_id:
-                return lease_id
+        lease_id = (self._prefix | (next(self._counter) & _LOW_MASK)) & _POSITIVE
+        return lease_id or self.next()  # (0 is "no lease": skipped)

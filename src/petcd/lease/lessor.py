@@ -5,17 +5,17 @@ Two kinds of state, kept apart on purpose:
 - Replicated state: lease ID, granted TTL, the keys attached to it (and, with lease
   checkpoints, the last checkpointed remaining TTL). It changes only by applying log
   entries (grant, revoke, checkpoint, and puts/deletes through the KV store's lease
-  hook), on the apply thread, inside the batch's LMDB write transaction: the `lease`
-  DB holds ID -> (TTL, remaining TTL). Attached keys are not stored twice: they are
-  rebuilt from the KV index at startup (`KVStore.lease_attachments`).
+  hook), inside the batch's LMDB write transaction: the `lease` DB holds ID -> (TTL,
+  remaining TTL). Attached keys are not stored twice: they are rebuilt from the KV
+  index at startup (`KVStore.lease_attachments`).
 - Leader-local state: each lease's expiry time (monotonic clock) and a heap of them.
   Only the primary lessor (the leader's) has finite expiries; everyone else keeps
   leases alive forever until the leader's revocation reaches them through the log.
   Renewals (keep-alives) only move an expiry; they never enter the log.
 
-The apply thread mutates the maps; the event loop renews, looks up and scans for
-expired leases. A lock guards structural changes and the heap; the keep-alive path
-is a dict lookup and one attribute store, no lock.
+Everything runs on the event loop thread: applying (which mutates the maps), renewals,
+lookups and the expiry scan; so there is no lock (a grant is a dict insert, a heap push
+and one LMDB put; a keep-alive a dict lookup and one attribute store).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import itertools
 import logging
 import math
 import struct
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -48,6 +47,7 @@ FOREVER = math.inf
 NOT_FOUND, EXPIRED, NOT_PRIMARY = 0, -1, -2
 
 _ID_KEY = struct.Struct(">Q")  # the lease ID's 64 bits, big-endian (as etcd's bucket)
+_U64 = 0xFFFF_FFFF_FFFF_FFFF
 _RECORD = struct.Struct(">qq")  # granted TTL, checkpointed remaining TTL (0: none)
 _MIN_DEAD = 1024  # dead heap entries tolerated whatever the heap's size
 
@@ -71,7 +71,7 @@ def parse_lease_record(raw: bytes) -> tuple[int, int]:
 
 
 def id_key(lease_id: int) -> bytes:
-    return _ID_KEY.pack(lease_id & 0xFFFF_FFFF_FFFF_FFFF)
+    return _ID_KEY.pack(lease_id & _U64)
 
 
 class Lease:
@@ -110,10 +110,9 @@ class Lessor:
     def __init__(self, backend: Backend, *, min_ttl: int = 1, persist_checkpoints: bool = False,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
-        self.min_ttl = min_ttl
+        self.min_ttl = max(1, min_ttl)  # (a lease lives at least a second)
         self.persist_checkpoints = persist_checkpoints
         self.clock = clock
-        self._lock = threading.Lock()
         self._leases: dict[int, Lease] = {}
         # (expiry, tie-breaker, lease): at most one live entry per lease; an entry is
         # never later than its lease's expiry (renewals only push expiries out, and the
@@ -157,14 +156,13 @@ class Lessor:
                             lease_id)
                 continue
             lease.add_key(key)
-        with self._lock:
-            self._leases = leases
-            self._heap = []
-            self._dead = 0
-            if self._primary:
-                self._refresh_all(0.0)
+        self._leases = leases
+        self._heap = []
+        self._dead = 0
+        if self._primary:
+            self._refresh_all(0.0)
 
-    # -- LeaseHook (apply thread, called by the KV store) ----------------------------
+    # -- LeaseHook (applying, called by the KV store) ---------------------------------
 
     def lease_exists(self, lease_id: int) -> bool:
         return lease_id in self._leases
@@ -174,31 +172,31 @@ class Lessor:
         if lease is None:  # the KV applier checks existence first; never expected
             log.error("attach of %r to missing lease %x", key, lease_id)
             return
-        with self._lock:
-            lease.add_key(key)
+        lease.add_key(key)
 
     def detach(self, lease_id: int, key: bytes) -> None:
         lease = self._leases.get(lease_id)
         if lease is not None and lease.keys:
-            with self._lock:
-                lease.keys.discard(key)
+            lease.keys.discard(key)
 
-    # -- applying log entries (apply thread, inside `batch`) --------------------------
+    # -- applying log entries (inside `batch`) ----------------------------------------
 
     def grant(self, batch: WriteBatch, lease_id: int, ttl: int) -> Lease:
+        leases = self._leases
         if lease_id == 0:
             raise errors.LEASE_NOT_FOUND()
         if ttl > MAX_LEASE_TTL:
             raise errors.LEASE_TTL_TOO_LARGE()
-        if lease_id in self._leases:
+        if lease_id in leases:
             raise errors.LEASE_EXIST()
-        lease = Lease(lease_id, max(ttl, self.min_ttl))
-        batch.txn.put(id_key(lease_id), _RECORD.pack(lease.ttl, 0), db=self._db)
-        with self._lock:
-            self._leases[lease_id] = lease
-            if self._primary:
-                lease.expiry = self.clock() + lease.ttl
-                heapq.heappush(self._heap, (lease.expiry, next(self._seq), lease))
+        if ttl < self.min_ttl:
+            ttl = self.min_ttl
+        lease = Lease(lease_id, ttl)
+        batch.txn.put(_ID_KEY.pack(lease_id & _U64), _RECORD.pack(ttl, 0), db=self._db)
+        leases[lease_id] = lease
+        if self._primary:
+            lease.expiry = expiry = self.clock() + ttl
+            heapq.heappush(self._heap, (expiry, next(self._seq), lease))
         self.granted_count += 1
         if self.on_grant is not None:
             self.on_grant(lease)
@@ -210,8 +208,7 @@ class Lessor:
         lease = self._leases.get(lease_id)
         if lease is None:
             raise errors.LEASE_NOT_FOUND()
-        with self._lock:
-            keys = lease.sorted_keys()
+        keys = lease.sorted_keys()
         if keys:
             tw = store.write(batch)
             try:
@@ -222,13 +219,12 @@ class Lessor:
                 raise
             tw.end()  # detaches the keys (the lease still exists here)
         batch.txn.delete(id_key(lease_id), db=self._db)
-        with self._lock:
-            del self._leases[lease_id]
-            lease.expiry = -FOREVER  # anyone holding it sees it as gone
-            if self._primary:  # (its heap entry is dead now)
-                self._dead += 1
-                if self._dead > _MIN_DEAD and 2 * self._dead > len(self._heap):
-                    self._drop_dead()
+        del self._leases[lease_id]
+        lease.expiry = -FOREVER  # anyone holding it sees it as gone
+        if self._primary:  # (its heap entry is dead now)
+            self._dead += 1
+            if self._dead > _MIN_DEAD and 2 * self._dead > len(self._heap):
+                self._drop_dead()
         self.revoked_count += 1
 
     def checkpoint(self, batch: WriteBatch, lease_id: int, remaining_ttl: int) -> None:
@@ -242,26 +238,24 @@ class Lessor:
             batch.txn.put(id_key(lease_id), _RECORD.pack(lease.ttl, remaining_ttl),
                           db=self._db)
 
-    # -- reads (any thread) ------------------------------------------------------------
+    # -- reads -------------------------------------------------------------------------
 
     def get(self, lease_id: int) -> Lease | None:
         return self._leases.get(lease_id)
 
     def keys_of(self, lease: Lease) -> list[bytes]:
-        with self._lock:
-            return lease.sorted_keys()
+        return lease.sorted_keys()
 
     def leases(self) -> list[Lease]:
         """Every lease, soonest expiry first (as etcd lists them)."""
-        with self._lock:
-            out = list(self._leases.values())
+        out = list(self._leases.values())
         out.sort(key=lambda le: le.expiry)
         return out
 
     def __len__(self) -> int:
         return len(self._leases)
 
-    # -- the primary (leader) side: event loop ------------------------------------------
+    # -- the primary (leader) side ------------------------------------------------------
 
     @property
     def primary(self) -> bool:
@@ -272,9 +266,8 @@ class Lessor:
         checkpointed remaining TTL) + `extend`, so no lease expires because of the
         failover. If very many leases would expire in the same second, later ones are
         spread out so that revocations stay within the revoke rate."""
-        with self._lock:
-            self._primary = True
-            self._refresh_all(extend)
+        self._primary = True
+        self._refresh_all(extend)
 
     def _refresh_all(self, extend: float) -> None:
         now = self.clock()
@@ -287,7 +280,7 @@ class Lessor:
         self._dead = 0
 
     def _drop_dead(self) -> None:
-        """Rebuild the heap without the entries of revoked leases (under the lock)."""
+        """Rebuild the heap without the entries of revoked leases."""
         leases = self._leases
         self._heap = [e for e in self._heap if leases.get(e[2].id) is e[2]]
         heapq.heapify(self._heap)
@@ -321,12 +314,11 @@ class Lessor:
 
     def demote(self) -> None:
         """No longer leader: nothing expires here until promoted again."""
-        with self._lock:
-            self._primary = False
-            for lease in self._leases.values():
-                lease.expiry = FOREVER
-            self._heap = []
-            self._dead = 0
+        self._primary = False
+        for lease in self._leases.values():
+            lease.expiry = FOREVER
+        self._heap = []
+        self._dead = 0
 
     def renew(self, lease_id: int) -> int:
         """Keep-alive on the primary: the lease's expiry moves to now + TTL. Returns the
@@ -352,22 +344,21 @@ class Lessor:
         if not self._primary:
             return out
         now = self.clock()
-        with self._lock:
-            heap = self._heap
-            leases = self._leases
-            while heap and len(out) < limit:
-                when, _, lease = heap[0]
-                if when > now:
-                    break
-                if leases.get(lease.id) is not lease:  # revoked (maybe granted again)
-                    heapq.heappop(heap)
-                    self._dead = max(0, self._dead - 1)
-                    continue
-                if lease.expiry > now:  # renewed since it was filed
-                    heapq.heapreplace(heap, (lease.expiry, next(self._seq), lease))
-                    continue
-                heapq.heapreplace(heap, (now + retry_after, next(self._seq), lease))
-                out.append(lease)
+        heap = self._heap
+        leases = self._leases
+        while heap and len(out) < limit:
+            when, _, lease = heap[0]
+            if when > now:
+                break
+            if leases.get(lease.id) is not lease:  # revoked (maybe granted again)
+                heapq.heappop(heap)
+                self._dead = max(0, self._dead - 1)
+                continue
+            if lease.expiry > now:  # renewed since it was filed
+                heapq.heapreplace(heap, (lease.expiry, next(self._seq), lease))
+                continue
+            heapq.heapreplace(heap, (now + retry_after, next(self._seq), lease))
+            out.append(lease)
         return out
 
     def next_deadline(self) -> float:

@@ -44,9 +44,10 @@ class LeaseTTLs(Collector):
         self._sum = 0
 
     def observe(self, lease: Lease) -> None:
-        ttl = lease.ttl
+        ttl = lease.ttl  # (>= 1: the lessor's minimum TTL is at least 1 s)
         # The first bucket 2**i >= ttl: i = bit length of ttl - 1 (ttl 1 -> 0, 600 -> 10).
-        self._counts[min(TTL_BUCKETS, max(0, ttl - 1).bit_length())] += 1
+        i = (ttl - 1).bit_length()
+        self._counts[i if i < TTL_BUCKETS else TTL_BUCKETS] += 1
         self._sum += ttl
 
     def collect(self) -> Iterator[Metric]:

@@ -215,7 +215,7 @@ class KVView:
         last_at = 0  # live keys read before `last`
         for ikey, entry in self._live(key, end, at):
             if want < 0 or count < want:
-                emit(get(entry[:17], db=kvdb))  # type: ignore[arg-type]
+                emit(get(entry[:17], None, kvdb))  # type: ignore[arg-type]
                 last, last_at = ikey, count
             elif fast_count and len(ikey) <= DIRECT_KEY_MAX:
                 total = self._count_past(first or ikey, ikey, count, last, last_at, end)
@@ -226,6 +226,21 @@ class KVView:
                 first = ikey
             count += 1
         return RangeResult(kvs, count, self.rev)
+
+    def scan(self, key: bytes, end: bytes, rev: int, sink: Callable[[bytes], bool]) -> bytes | None:
+        """Hand the record of each live key in [key, end) at revision `rev` (b"": no upper
+        bound) to `sink`, in key order, until it returns True; returns that record's key
+        (resume after it), or None once the range is done. Nothing is counted: this is a
+        range read in pieces, each piece a synchronous step of its own (see RangeStream).
+        Raises COMPACTED once `rev` is below the compacted revision (a compaction at or
+        below `rev` keeps every record live at `rev`, so pieces stay consistent)."""
+        at = self._check_rev(rev)
+        get = self._txn.get
+        kvdb = self._kv
+        for ikey, entry in self._live(key, end, at):
+            if sink(get(entry[:17], None, kvdb)):  # type: ignore[arg-type]
+                return ikey
+        return None
 
     def _count_past(self, first: bytes, ikey: bytes, seen: int, last: bytes | None,
                     last_at: int, end: bytes) -> int | None:

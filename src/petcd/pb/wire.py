@@ -24,3 +24,30 @@ def varint(n: int) -> bytes:
 
 def varint_len(n: int) -> int:
     return max(1, (n.bit_length() + 6) // 7)
+
+
+class LazyMessage:
+    """A serialized message made in pieces as it is sent, for a response too large to
+    hold at once: its `size` is known before the first piece (gRPC's length prefix
+    comes first). A server that cannot send pieces calls `read_all()`."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def next_chunk(self) -> bytes | bytearray | None:
+        """The next piece (None after the last); may raise the error that ends the call."""
+        raise NotImplementedError
+
+    def read_all(self) -> bytearray:
+        """The whole message in one buffer (what streaming it avoids)."""
+        out = bytearray(self.size)
+        view = memoryview(out)
+        at = 0
+        while (chunk := self.next_chunk()) is not None:
+            view[at:at + len(chunk)] = chunk  # (raises if it would not fit)
+            at += len(chunk)
+        if at != self.size:
+            raise RuntimeError(f"lazy message of {at} bytes, not {self.size}")
+        return out

@@ -19,6 +19,7 @@ from petcd.mvcc.kvstore import KVStore, KVView
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 from petcd.pb.wire import varint
+from petcd.server.range_encode import RangeStream, encode_range
 
 _NONE = pb.RangeRequest.NONE
 _ASCEND = pb.RangeRequest.ASCEND
@@ -52,9 +53,6 @@ _CMP_FIELDS: dict[int, tuple[str, str]] = {
 # A txn with its compares evaluated: whether they held, and the ops of the
 # branch that runs as (kind, request, plan of a nested txn).
 _Plan = tuple[bool, list[tuple[str | None, Any, "_Plan | None"]]]
-# RangeResponse field 2 (kvs) tag and length, for records shorter than this.
-_KV_FIELD_CACHED = 4096
-_KV_FIELD = [b"\x12" + varint(n) for n in range(_KV_FIELD_CACHED)]
 _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 _TXN_PARSE = pb.TxnResponse.FromString
 
@@ -147,36 +145,17 @@ class KVRequests:
             self._range_into(self.store.view(batch), req, resp)
         return resp
 
-    def range_bytes(self, req: pb.RangeRequest, suffix: bytes) -> bytearray | None:
+    def range_bytes(self, req: pb.RangeRequest, suffix: bytes) -> bytearray | RangeStream | None:
         """The serialized RangeResponse of a plain range (key order, no revision
-        filters, not keys_only) with `suffix` appended, built straight from the stored
-        records: no message objects and no list of records, so a large range costs the
-        member about one response of memory. None for any other range (use `range`)."""
-        if (req.keys_only or req.sort_target != _SORT_KEY or req.sort_order == _DESCEND
+        filters) with `suffix` appended, built straight from the stored
+        records (range_encode): one buffer, or for a large range a RangeStream made as it
+        is sent. None for any other range (use `range`)."""
+        if (req.sort_target != _SORT_KEY or req.sort_order == _DESCEND
                 or req.min_mod_revision or req.max_mod_revision
                 or req.min_create_revision or req.max_create_revision):
             return None
         self.ranges += 1
-        buf = bytearray()
-        extend = buf.extend
-
-        def emit(raw: bytes) -> None:
-            n = len(raw)
-            extend(_KV_FIELD[n] if n < _KV_FIELD_CACHED else b"\x12" + varint(n))
-            extend(raw)
-
-        limit = req.limit if req.limit > 0 else 0
-        with self.store.read() as view:
-            rev = varint(view.rev)
-            extend(b"\x0a" + varint(len(rev) + 1) + b"\x18" + rev)  # header {revision}
-            rr = view.range(req.key, range_end(req.range_end), rev=req.revision,
-                            limit=limit, count_only=req.count_only, sink=emit)
-        if limit and rr.count > limit:
-            extend(b"\x18\x01")  # more
-        if rr.count:
-            extend(b"\x20" + varint(rr.count))
-        extend(suffix)
-        return buf
+        return encode_range(self.store, req, suffix)
 
     @staticmethod
     def _range_into(view: KVView, req: pb.RangeRequest, resp: pb.RangeResponse) -> None:

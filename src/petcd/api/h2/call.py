@@ -18,6 +18,7 @@ from petcd.api.h2.hpack_codec import Header
 from petcd.api.h2.registry import Method
 from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
+from petcd.pb.wire import LazyMessage
 
 if TYPE_CHECKING:
     from petcd.api.h2.connection import H2Protocol
@@ -155,6 +156,50 @@ class Call:
             # is written now, not behind what this loop iteration scheduled meanwhile.
             self.conn.flush()
 
+    async def _respond_lazy(self, msg: LazyMessage) -> None:
+        """A message made in pieces as the client takes them: the next piece is made
+        once the last one is handed to the transport (flow-control windows open, the
+        transport not backed up), so the call holds about one piece whatever the size.
+        A piece that fails ends the call with its error (after part of the message)."""
+        stream = self.h2
+        if stream.state >= HALF_CLOSED_LOCAL:
+            return
+        size = msg.size
+        max_send = self.conn.max_send_message
+        if size > max_send:
+            self.finish(_SC.RESOURCE_EXHAUSTED,
+                        f"grpc: trying to send message larger than max ({size} vs. "
+                        f"{max_send})")
+            return
+        self.send_headers()
+        machine = self.machine
+        machine.send_data(stream, b"\0" + size.to_bytes(4, "big"))
+        while not stream.finished:
+            try:
+                chunk = msg.next_chunk()
+            except Exception as e:
+                code = getattr(e, "code", None)
+                if isinstance(code, _SC):  # (an EtcdError: etcd's code and words)
+                    self.finish(code, str(e))
+                else:
+                    self._failed(e)
+                return
+            if chunk is None:
+                self.finish(_OK, "")
+                return
+            machine.send_data(stream, chunk)
+            del chunk
+            self.conn.flush()
+            try:
+                if stream.pending or machine.output_paused:
+                    await self._drain()
+                else:
+                    await asyncio.sleep(0)  # (the other calls' turn between pieces)
+            except _CancelledError:
+                if stream.finished:  # reset by the client, deadline, shutdown
+                    return
+                raise
+
     def _send(self, payload: bytes | bytearray) -> None:
         stream = self.h2
         if not stream.headers_sent:
@@ -249,7 +294,11 @@ class Call:
                 self.finish(_SC.INTERNAL, "handler returned no response")
             else:
                 s = m.serialize
-                self._respond(resp if s is None else s(resp))
+                out = resp if s is None else s(resp)
+                if isinstance(out, LazyMessage):
+                    await self._respond_lazy(out)
+                else:
+                    self._respond(out)
         finally:
             # The context points back at the call: let go once the call is answered,
             # the two are freed by reference counting, not left as a cycle for the

@@ -68,6 +68,9 @@ class CallStatus:
 class ServerContext(CallStatus):
     __slots__ = ("_metadata", "_stream", "initial_metadata")
 
+    # A unary handler may return a pb.wire.LazyMessage: sent piece by piece (Call).
+    lazy_messages = True
+
     def __init__(self, stream: Stream) -> None:
         self._stream = stream
         self._code = _OK

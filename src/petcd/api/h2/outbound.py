@@ -119,6 +119,13 @@ class Outbound:
             stream.pending.append(memoryview(payload))
         self.pump(stream)
 
+    def send_data(self, stream: H2Stream, data: bytes | bytearray) -> None:
+        """Data of a message sent in pieces (the caller wrote its gRPC prefix)."""
+        if not stream.headers_sent:
+            self.send_headers(stream)
+        stream.pending.append(memoryview(data))
+        self.pump(stream)
+
     def end_stream(self, stream: H2Stream, trailers: bytes) -> None:
         """Trailers (with END_STREAM) once the stream's queued data is sent: the call
         has ended now (the state moves), the stream is forgotten once they are out."""

@@ -122,7 +122,10 @@ class ReadyLoop:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
                     committed = committed[n:]
-            written = d.wal_writer.save(rd.hard_state, rd.entries, snapshot)
+            # A lone write (one entry, no other proposal waiting) may be synced inline.
+            proposals = d.proposals
+            lone = len(rd.entries) <= 1 and not proposals.queue and proposals.in_flight <= 1
+            written = d.wal_writer.save(rd.hard_state, rd.entries, snapshot, lone)
             # (applied while the disk syncs: here at once, unless the WAL thread is to
             # get the GIL first)
             d.apply_queue.flush(inline=not d.wal_writer.uses_thread)

@@ -13,6 +13,15 @@ Two ways, behind one `await writer.save(...)`:
   WAL is busy on the thread (a snapshot marker, a segment cut), so the loop never waits
   for the WAL's lock.
 
+A lone write (the caller says so: nothing else is waiting on the loop) is saved inline
+instead: write and fdatasync right here, on the loop thread, as etcd's Raft loop does.
+That saves the kernel worker's start (it waits for the loop to go idle), the eventfd
+wake-up and the reap, ~40-60 us of a lone put. The loop is blocked meanwhile, so it is
+done only while the disk is proven fast: the last FAST_STREAK fdatasyncs (either way)
+each took under FAST seconds and none is under way. The first slow one sends every
+save back to the asynchronous path until FAST_STREAK fast ones were seen again, so a
+disk turning slow blocks the loop once, for one fdatasync, not again and again.
+
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
 
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -30,12 +40,19 @@ from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger(__name__)
 
+# Seconds: an fdatasync this quick may run on the loop (a lone write's).
+# PETCD_WAL_INLINE_FAST_MS sets it (0: never inline; tests use a large one to force it).
+FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "1")) / 1000
+FAST_STREAK = 16  # fast fdatasyncs in a row before inline ones (again)
+
 
 class WalWriter:
     def __init__(self, storage: MemberStorage, thread: Worker, *,
-                 fdsync: str | None = None) -> None:
+                 fdsync: str | None = None, fast: float = FAST,
+                 streak: int = FAST_STREAK) -> None:
         """fdsync: "aio", "uring" or "0" (the thread only); default: PETCD_WAL_AIO, else
-        the best available (petcd.wal.fdsync)."""
+        the best available (petcd.wal.fdsync). fast, streak: when a lone save may be
+        synced inline (see the module's docstring)."""
         self._storage = storage
         self._thread = thread
         self._fdsync: FdSync | None = None
@@ -43,6 +60,10 @@ class WalWriter:
         self._waiting: dict[int, asyncio.Future[int]] = {}
         self._next_token = 1
         self._choice = fdsync
+        self.fast = fast
+        self._streak = streak
+        self._fast = 0  # fdatasyncs in a row that took under self.fast
+        self.inline_saves = 0  # (for tests and benchmarks)
 
     @property
     def uses_thread(self) -> bool:
@@ -66,12 +87,23 @@ class WalWriter:
         self._fdsync = fs
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
-             snapshot: Snapshot | None) -> Awaitable[object]:
+             snapshot: Snapshot | None, lone: bool = False) -> Awaitable[object]:
         """Persist one Ready: the write starts now; awaiting the result returns once what
-        the Ready holds is durable."""
+        the Ready holds is durable. lone: nothing else waits on the loop, so a fast disk
+        may be waited for right here (see the module's docstring)."""
         fs = self._fdsync
         if fs is not None and snapshot is None:
             wal = self._storage.wal
+            if lone and self._fast >= self._streak and not self._waiting:
+                started = time.monotonic()
+                synced = wal.save_begin(hard_state, entries, os.fdatasync)
+                if synced is not None:  # (None: busy on the thread; go there)
+                    if synced:
+                        took = time.monotonic() - started
+                        self._timed(took)
+                        wal.save_end(0, took)
+                        self.inline_saves += 1
+                    return self._cut() if wal.full else _done()
             token = self._next_token
             started = time.monotonic()
             begun = wal.save_begin(hard_state, entries, lambda fd: fs.submit(fd, token))
@@ -85,9 +117,14 @@ class WalWriter:
                 return self._cut() if wal.full else _done()
         return self._thread.run(self._storage.save, hard_state, entries, snapshot)
 
+    def _timed(self, took: float) -> None:
+        self._fast = self._fast + 1 if took < self.fast else 0
+
     async def _synced(self, fut: asyncio.Future[int], started: float) -> None:
         error = await fut
-        self._storage.wal.save_end(error, time.monotonic() - started)
+        took = time.monotonic() - started
+        self._timed(took)
+        self._storage.wal.save_end(error, took)
         if self._storage.wal.full:
             await self._cut()
 

@@ -1,0 +1,108 @@
+"""Instructions per request of a whole petcd member (h2, handler, Raft, WAL, apply), under
+callgrind, which a busy machine does not move:
+
+    python bench/member_callgrind.py [--ops put,grant] [--calls 300] [--src DIR]
+
+Starts one member under `valgrind --tool=callgrind --instr-atstart=no`, warms it up with
+sequential requests from one client, switches instrumentation on for --calls sequential
+requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600)
+and off again, then on again for as long as the calls took with no calls (the member's
+idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --src DIR runs
+another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
+DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import grpc
+from lone_put_cpu import caller
+
+from petcd.testing import PetcdProcess
+
+_SITE = Path(__file__).resolve().parent / "cgsite"
+
+
+class _Grinded(PetcdProcess):
+    def __init__(self, data_dir: Path, out: Path, src: str) -> None:
+        super().__init__(data_dir, env={"PETCD_SRC": src, "PYTHONPATH": str(_SITE)})
+        self.out = out
+
+    def command(self) -> list[str]:
+        return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                f"--callgrind-out-file={self.out}", *super().command()]
+
+
+def _control(pid: int, *args: str) -> str:
+    return subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        m = _Grinded(Path(tmp) / "m", out, src)
+        m.start(timeout=300)
+        try:
+            assert m.proc is not None
+            with grpc.insecure_channel(m.address) as ch:
+                call = caller(ch, op)
+                for i in range(100):  # warm-up
+                    call(i)
+                # (valgrind's pid is the member's: it runs the program in its process)
+                pid = m.proc.pid
+                _control(pid, "-z")
+                _control(pid, "-i", "on")
+                started = time.monotonic()
+                for i in range(calls):
+                    call(i)
+                took = time.monotonic() - started
+                _control(pid, "-i", "off")
+                _control(pid, "-d")
+                # The member's idle work (ticks, timers) for as long again, subtracted.
+                _control(pid, "-i", "on")
+                time.sleep(took)
+                _control(pid, "-i", "off")
+                _control(pid, "-d")
+        finally:
+            m.stop(timeout=60)
+        dumps = []
+        for f in sorted(Path(tmp).glob("callgrind.out.*"), key=lambda f: int(f.suffix[1:])):
+            text = f.read_text(errors="replace")
+            dumps.append(sum(int(n) for n in re.findall(r"^totals: (\d+)", text, re.M)))
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, Path(keep) / f"{op}-{'before' if src else 'this'}-{f.name}")
+    busy, idle = dumps[0], dumps[1]
+    return busy / calls, (busy - idle) / calls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ops", default="put,grant")
+    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--src", default="", help="another checkout's src, measured first")
+    ap.add_argument("--keep", default="", help="keep the callgrind.out files here")
+    args = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} (instruction counts do not depend on it)")
+    trees = ([("before", args.src)] if args.src else []) + [("this", "")]
+    for op in args.ops.split(","):
+        for name, src in trees:
+            raw, net = measure(op, args.calls, src, args.keep)
+            print(f"{op:6} {name:7} {net / 1e3:8.1f} k instructions per call "
+                  f"({raw / 1e3:.1f} k before the idle work is subtracted)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
