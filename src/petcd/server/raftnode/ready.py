@@ -99,17 +99,18 @@ class ReadyLoop:
         messages = rd.messages
         snapshot = rd.snapshot
         committed = rd.committed_entries
-        if messages and rd.send_before_persist:
-            d.peers.send(messages)
-            messages = []
         if committed and not rd.must_sync and snapshot is None and not d.proposals.queue:
             # Nothing to make durable (a leader hearing its followers' acks, a follower
             # told the commit index) and no proposal waiting: the committed entries are
-            # applied and answered now (a leader's commit updates went out just above,
-            # so followers apply meanwhile); the commit-index record and the bookkeeping
-            # come after the answered handlers had the loop.
+            # applied and answered first; the messages (commit updates, heartbeats), the
+            # commit-index record and the bookkeeping come after the answered handlers
+            # had the loop (3 members, quiet machine: the leader's server time per lone
+            # put 874 us against 989 with the commit updates sent first).
             await self._answer_now(committed)
             committed = []
+        if messages and rd.send_before_persist:
+            d.peers.send(messages)
+            messages = []
         if rd.must_sync or snapshot is not None:
             if committed and snapshot is None:
                 # Committed entries that earlier Readies already made durable need not
