@@ -35,7 +35,7 @@ class HubRig:
         self.hub = WatchHub(self.store, cluster_id=11, member_id=22, term=lambda: 3, **kw)
         self.history: list[KVEvent] = []  # every event, with prev_kv, for the model
         self.applier.add_commit_listener(lambda evs, rev: self.history.extend(evs))
-        self.applier.add_commit_listener(self.hub.notify)  # same thread: no hand-over
+        self.applier.add_commit_listener(self.hub.commit_listener())  # as a member does
         self._iters: dict[WatchStream, AsyncIterator[bytes]] = {}
 
     def apply(self, *requests: Any) -> list[Any]:
@@ -53,11 +53,16 @@ class HubRig:
         return self.store.current_revision
 
     async def take(self, stream: WatchStream, limit: int = 1 << 30) -> list[rpc.WatchResponse]:
-        """Up to `limit` responses already queued on the stream (never waits for more)."""
+        """Up to `limit` responses already queued on the stream (never waits for more),
+        after those its outlet (if it is a FakeOutlet) took since the last take."""
         it = self._iters.get(stream)
         if it is None:
             it = self._iters[stream] = stream.messages()
         out = []
+        if isinstance(stream.outlet, FakeOutlet):
+            # Taken only while nothing was queued: they came before what is queued now.
+            out = [rpc.WatchResponse.FromString(m) for m in stream.outlet.wire]
+            stream.outlet.wire.clear()
         while stream.out and len(out) < limit:
             out.append(rpc.WatchResponse.FromString(await anext(it)))
         return out
@@ -74,6 +79,25 @@ class HubRig:
         for s in list(self.hub.streams):
             s.close()
         self.backend.close()
+
+
+class FakeOutlet:
+    """A client's end of a stream that takes responses directly (as petcd's h2 Call
+    does) unless `refuse()` says it is backed up."""
+
+    def __init__(self, refuse: Any = lambda: False) -> None:
+        self.wire: list[bytes] = []
+        self.refuse = refuse
+        self.flushes = 0
+
+    def offer(self, msg: bytes) -> bool:
+        if self.refuse():
+            return False
+        self.wire.append(bytes(msg))
+        return True
+
+    def flush(self) -> None:
+        self.flushes += 1
 
 
 def create(stream: WatchStream, key: bytes, end: bytes = b"", **kw: Any) -> None:

@@ -20,7 +20,7 @@ from petcd.server import watch as W
 from petcd.server.watch import WatchStream, prefix_end
 from petcd.server.watch.watchers import record_key
 
-from .hubrig import HubRig, create
+from .hubrig import FakeOutlet, HubRig, create
 
 Test = Callable[[HubRig], Awaitable[None]]
 
@@ -186,7 +186,7 @@ def test_revision_gap_sends_everyone_to_the_store(tmp_path: Path) -> None:
         # Commits the hub is not told about (as when a snapshot is installed).
         listeners = rig.applier._commit_listeners
         saved = list(listeners)
-        listeners.remove(rig.hub.notify)
+        del listeners[-1]  # the hub's
         rig.put(b"a", b"1")
         rig.put(b"b")
         listeners[:] = saved
@@ -295,7 +295,11 @@ async def _random_run(rig: HubRig, seed: int) -> None:
     rnd = random.Random(seed)
     hub = rig.hub
     streams: list[WatchStream] = [hub.open_stream() for _ in range(3)]
-    # Stream 0 reads only now and then (often full); the others read every step.
+    # Stream 0 reads only now and then (often full); the others read every step. Streams
+    # 1 and 2 have outlets (the h2 call's direct writes): 1 takes everything it is
+    # offered, 2 is often backed up (its responses queue and it catches up).
+    streams[1].outlet = FakeOutlet()
+    streams[2].outlet = FakeOutlet(lambda: rnd.random() < 0.4)
     received: dict[tuple[int, int], list[rpc.WatchResponse]] = {}
     specs: dict[tuple[int, int], tuple[bytes, bytes | None, int, rpc.WatchCreateRequest]] = {}
     canceled: set[tuple[int, int]] = set()
@@ -364,7 +368,8 @@ async def _random_run(rig: HubRig, seed: int) -> None:
         await rig.settle()
         for si in range(3):
             await read(si)
-        if not hub.unsynced and not any(s.out for s in streams):
+        if not hub.unsynced and not any(s.out for s in streams) and \
+                not any(s.outlet.wire for s in streams[1:] if isinstance(s.outlet, FakeOutlet)):
             break
     assert not hub.unsynced
 
@@ -496,5 +501,32 @@ def test_store_changes_by_revision(tmp_path: Path) -> None:
             assert got == [((2, 0, False), b"a"), ((3, 0, False), b"b"), ((3, 1, True), b"a")]
             assert [parse_rev_key(k)[0] for k, _ in view.changes(3, 3)] == [3, 3]
             assert list(view.changes(4)) == []
+
+    run(tmp_path, t)
+
+
+def test_outlet_failure_leaves_the_apply_and_the_events_whole(tmp_path: Path) -> None:
+    async def t(rig: HubRig) -> None:
+        s = rig.hub.open_stream()
+        create(s, b"k")
+        await rig.take(s)
+        calls = []
+
+        def refuse() -> bool:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a broken connection")
+            return False
+
+        s.outlet = FakeOutlet(refuse)
+        # The hub fails while notifying: the apply still answers, the watcher catches up.
+        assert rig.put(b"k") == 2
+        assert len(rig.hub.unsynced) == 1
+        s.outlet.refuse = lambda: False
+        await rig.settle()
+        assert evs(await rig.take(s)) == [(2, EVENT_PUT, b"k")]
+        rig.put(b"k")
+        assert evs(await rig.take(s)) == [(3, EVENT_PUT, b"k")]
+        assert s.outlet.flushes >= 1  # live events are flushed at the end of the batch
 
     run(tmp_path, t)

@@ -16,6 +16,7 @@ from google.protobuf.message import DecodeError
 
 from petcd import errors
 from petcd.api.authz import Authorizer
+from petcd.api.h2.context import ServerContext
 from petcd.auth import checks
 from petcd.auth.store import AuthStore
 from petcd.errors import EtcdError
@@ -60,6 +61,8 @@ class WatchService:
     async def Watch(self, requests: AsyncIterator[bytes],
                     context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[bytes]:
         stream = self.hub.open_stream()
+        if isinstance(context, ServerContext):  # petcd's h2 server: events go out directly
+            stream.outlet = context.outlet()
         failure: list[str] = []
         reader = asyncio.get_running_loop().create_task(
             self._read(requests, stream, failure, context), name="watch-reader")

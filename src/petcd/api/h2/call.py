@@ -249,6 +249,23 @@ class Call:
         if stream.pending or self.machine.output_paused:
             await self._drain()
 
+    def offer(self, message: bytes) -> bool:
+        """Send one response of a response-streaming call now, from outside its task
+        (the watch hub, at the apply of a write), when that keeps the order and bounds
+        of write(): nothing of the stream waits for flow control, the transport is not
+        backed up, the call goes on. False: the caller queues it for its handler."""
+        stream = self.h2
+        if (stream.pending or self.machine.output_paused or stream.finished
+                or stream.state >= HALF_CLOSED_LOCAL or self.method.serialize is not None
+                or len(message) > self.conn.max_send_message):
+            return False
+        self._send(message)
+        return True
+
+    def flush(self) -> None:
+        """Write the connection's output now (after offer())."""
+        self.conn.flush()
+
     async def _drain(self) -> None:
         """Wait until the client's windows took the queued output and the transport
         is not backed up (a slow reader holds its writer back)."""

@@ -142,6 +142,11 @@ class ServerContext(CallStatus):
     async def write(self, message: Any) -> None:
         await self._stream.write(message)
 
+    def outlet(self) -> Stream:
+        """The call itself, for a streaming handler whose responses are produced outside
+        its task (Call.offer, Call.flush: the watch hub writes events as it is told)."""
+        return self._stream
+
     async def send_initial_metadata(
             self, initial_metadata: Sequence[tuple[str, str | bytes]]) -> None:
         self.initial_metadata = initial_metadata

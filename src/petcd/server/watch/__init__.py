@@ -3,9 +3,10 @@ watcher whose key or range it touches, from any start revision (etcd's watchable
 store and watch streams).
 
 The hub runs on the event loop and is fed by `notify(events, revision)`, once per
-applied batch (the apply path hands a batch over with one call_soon, see
-`commit_listener`). It knows nothing of the apply loop; all it reads is the MVCC store's
-applied state (`KVStore.read`, on the loop thread).
+applied batch, synchronously at the end of the batch's apply (`commit_listener`), and
+hands the responses to the streams' outlets at once when their clients keep up. It
+knows nothing of the apply loop; all it reads is the MVCC store's applied state
+(`KVStore.read`, on the loop thread).
 
 - A watcher is *synced* when it has been given every event up to the hub's revision:
   each new batch is matched against the synced group and delivered at once.

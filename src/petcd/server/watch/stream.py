@@ -6,7 +6,7 @@ import asyncio
 import random
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.watch.watchers import (
@@ -21,6 +21,20 @@ if TYPE_CHECKING:
     from petcd.server.watch.hub import WatchHub
 
 
+class Outlet(Protocol):
+    """The client's end of a stream, written to directly (the API layer's call, when it
+    can take a response without its handler's task: petcd's own HTTP/2 server)."""
+
+    def offer(self, msg: bytes) -> bool:
+        """Send `msg` now if nothing of the stream is waiting (flow control, a backed-up
+        transport, an ended call); False: not taken, queue it."""
+        ...
+
+    def flush(self) -> None:
+        """Write what was offered to the transport now."""
+        ...
+
+
 class WatchStream:
     """The watchers of one client stream and its outbound queue of serialized
     WatchResponses (drained by `messages()`).
@@ -29,7 +43,12 @@ class WatchStream:
     watcher's new events join its response still waiting in the queue (protobuf
     concatenation: the events append, the newer header wins) instead of queueing
     another: a stream that falls behind sends fewer, larger responses. Never across a
-    control response (created, canceled, progress), so those keep their place."""
+    control response (created, canceled, progress), so those keep their place.
+
+    With an `outlet` (set by the API layer) a response is offered to the client's
+    stream at once while nothing is queued: a live event goes out from the apply of its
+    write, without a task step of the handler or another event loop iteration. Once the
+    outlet refuses (the client does not read), responses queue as above, in order."""
 
     def __init__(self, hub: WatchHub) -> None:
         self.hub = hub
@@ -45,6 +64,7 @@ class WatchStream:
         self._ready = asyncio.Event()
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self.outlet: Outlet | None = None
         interval = hub.progress_interval
         if interval > 0:
             # Jitter, as etcd: streams opened together do not tick together.
@@ -96,6 +116,7 @@ class WatchStream:
         if self.closed:
             return
         self.closed = True
+        self.outlet = None
         for w in self.watchers.values():
             self.hub.remove(w)
         self.watchers.clear()
@@ -108,8 +129,16 @@ class WatchStream:
 
     # -- output
     def push(self, msg: bytes, barrier: bool = True) -> None:
-        """Queue a response nothing may join (a control response is a barrier: no
-        events queued after it join a response before it)."""
+        """Send a response nothing may join through the outlet (when nothing is queued),
+        else queue it (a control response is a barrier: no events queued after it join a
+        response before it)."""
+        outlet = self.outlet
+        if not self.out and outlet is not None and not self.closed and outlet.offer(msg):
+            self.hub.offered(outlet)
+            return
+        self._queue(msg, barrier)
+
+    def _queue(self, msg: bytes | bytearray, barrier: bool) -> None:
         if barrier:
             self.barrier = self.pushed
         self.out.append(msg)
@@ -119,16 +148,22 @@ class WatchStream:
             self._ready.set()
 
     def push_events(self, w: Watcher, msg: bytes) -> None:
-        """Queue an events response of `w`, or append it to w's response still queued."""
+        """Append an events response of `w` to w's response still queued, or send it
+        through the outlet (when nothing is queued), or queue it."""
         tail = w.tail
         if tail is not None and w.tail_index >= self.popped and w.tail_index > self.barrier \
                 and len(tail) + len(msg) < self.hub.response_limit:
             tail += msg
             self.queued += len(msg)
             return
+        outlet = self.outlet
+        if not self.out and outlet is not None and not self.closed and outlet.offer(msg):
+            w.tail = None  # sent: nothing joins it
+            self.hub.offered(outlet)
+            return
         tail = w.tail = bytearray(msg)
         w.tail_index = self.pushed
-        self.push(tail, barrier=False)  # type: ignore[arg-type]
+        self._queue(tail, barrier=False)
 
     async def messages(self) -> AsyncIterator[bytes]:
         """The serialized responses, in order, as they are queued; ends when closed."""
