@@ -1,12 +1,14 @@
 """Where a lone write's time goes, stage by stage, inside one petcd member.
 
-    python bench/write_path.py [--puts 2000] [--src DIR] [--op grant]
+    python bench/write_path.py [--puts 2000] [--src DIR] [--op grant] [--members 3]
 
 Starts a member whose functions on the write path record timestamps (bench/stagetrace,
 loaded via PYTHONPATH), sends --puts sequential puts (or with `--op grant`, LeaseGrants)
 from one client, and prints the median and mean time between consecutive stages of each.
 --src runs another checkout's petcd (e.g. an older commit unpacked with `git archive`)
-for a before/after comparison in the same conditions.
+for a before/after comparison in the same conditions. With --members N, a cluster of N
+traced members; the client talks to the leader and the table is the leader's (its "WAL
+done -> handed out" then includes waiting for a follower's acknowledgement).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
 import grpc
+from cluster_bench import leader_of
 from lone_put_cpu import caller
 
 from petcd.testing import PetcdProcess
@@ -80,24 +83,34 @@ def main() -> None:
     ap.add_argument("--puts", type=int, default=2000)
     ap.add_argument("--src", default="", help="petcd source dir to run instead of this one")
     ap.add_argument("--op", choices=["put", "grant"], default="put")
+    ap.add_argument("--members", type=int, default=1, help="cluster size (table: the leader's)")
     args = ap.parse_args()
     trace_dir = Path(__file__).resolve().parent / "stagetrace"
     with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
-        out = Path(tmp) / "stages.json"
-        env = {**os.environ, "PETCD_STAGES_OUT": str(out), "PETCD_SRC": args.src,
-               "PYTHONPATH": str(trace_dir)}
-        m = PetcdProcess(Path(tmp) / "m", env=env)
-        m.start()
+        members = [PetcdProcess(Path(tmp) / f"m{i}", name=f"m{i}", env={
+            **os.environ, "PETCD_STAGES_OUT": str(Path(tmp) / f"stages{i}.json"),
+            "PETCD_SRC": args.src, "PYTHONPATH": str(trace_dir)},
+            args=["--initial-cluster-token", "write-path"]) for i in range(args.members)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        for m in members:
+            m.initial_cluster = initial
         lats = []
         try:
-            with grpc.insecure_channel(m.address) as ch:
+            for m in members:  # all at once: a member waits for a quorum before it is ready
+                m.start(wait=False)
+            for m in members:
+                m.wait_ready(60)
+            lead = leader_of(members) if len(members) > 1 else members[0]
+            with grpc.insecure_channel(lead.address) as ch:
                 call = caller(ch, args.op)
                 for i in range(args.puts):
                     t = time.perf_counter()
                     call(i)
                     lats.append(time.perf_counter() - t)
         finally:
-            m.stop()
+            for m in members:
+                m.stop()
+        out = Path(tmp) / f"stages{members.index(lead)}.json"
         events = [(n, t) for n, t in json.loads(out.read_text())]
     cyc = cycles(events)[len(lats) // 10:]  # skip the warm-up
     commits = [e - s for (n, s), (n2, e) in itertools.pairwise(events)

@@ -108,15 +108,15 @@ class ApplyQueue:
             self._failed = True
             self._on_failure(e, "applying committed entries failed")
 
-    def flush(self, inline: bool = True) -> None:
+    def flush(self, inline: bool = True) -> bool:
         """Get what was pushed applied: at once, on the caller's turn, while this loop's
         task is parked with nothing to do (saves waking it: one loop iteration and a
         task step per batch on a lone write's path), else by waking the task. The
         pusher (the Ready loop) calls it before it next waits for anything; with
         inline=False when it waits for the WAL thread, which should get the GIL while
-        the task applies in the next iteration."""
+        the task applies in the next iteration. True if it applied (and answered) here."""
         if not self._jobs:
-            return
+            return False
         if inline and self._parked and not self._closing and not self._failed and \
                 not self._applier.exclusive.locked():
             try:
@@ -124,12 +124,13 @@ class ApplyQueue:
             except BaseException as e:
                 self._failed = True
                 self._on_failure(e, "applying committed entries failed")
-                return
+                return False
             self._idle.set()
             if self._applier.compaction_pending:
                 self._wake.set()  # the task runs its steps (it may be parked untimed)
-        else:
-            self._wake.set()
+            return True
+        self._wake.set()
+        return False
 
     def _apply_queued(self) -> None:
         """Everything queued (up to MAX_APPLY_BATCH entries) in one Applier batch, then

@@ -36,15 +36,21 @@ _CONF_CHANGE = EntryType.CONF_CHANGE
 class ReadyLoop:
     def __init__(self, driver: RaftDriver) -> None:
         self._d = driver
-        self.wake_event = asyncio.Event()
+        # Woken (by wake()) since the loop last looked, and the future the loop parks on:
+        # one bare future per wait, not asyncio.Event's waiter list and coroutine.
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
         self._durable = driver.mem.last_index()  # last log index known to be in the WAL
 
     def wake(self) -> None:
-        if not self.wake_event.is_set():
-            self.wake_event.set()
+        if not self._woken:
+            self._woken = True
+            w = self._waiter
+            if w is not None and not w.done():
+                w.set_result(None)
 
     async def run(self) -> None:
         d = self._d
@@ -52,15 +58,21 @@ class ReadyLoop:
         proposals = d.proposals
         applying = d.apply_queue
         try:
+            loop = asyncio.get_running_loop()
             while not d.stopped:
                 applying.flush()
-                await self.wake_event.wait()
+                if not self._woken:
+                    self._waiter = loop.create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                 if proposals.queue and proposals.in_flight:
                     # Under concurrency, one loop iteration for the requests already
                     # read to be proposed with these: bigger batches, hardly any
                     # latency. A lone write (nothing else in flight) goes at once.
                     await asyncio.sleep(0)
-                self.wake_event.clear()
+                self._woken = False
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
@@ -85,11 +97,20 @@ class ReadyLoop:
         if rd.soft_state is not None:
             d.leadership.on_soft_state(rd.soft_state)
         messages = rd.messages
+        snapshot = rd.snapshot
+        committed = rd.committed_entries
+        if committed and not rd.must_sync and snapshot is None and not d.proposals.queue:
+            # Nothing to make durable (a leader hearing its followers' acks, a follower
+            # told the commit index) and no proposal waiting: the committed entries are
+            # applied and answered first; the messages (commit updates, heartbeats), the
+            # commit-index record and the bookkeeping come after the answered handlers
+            # had the loop (3 members, quiet machine: the leader's server time per lone
+            # put 874 us against 989 with the commit updates sent first).
+            await self._answer_now(committed)
+            committed = []
         if messages and rd.send_before_persist:
             d.peers.send(messages)
             messages = []
-        snapshot = rd.snapshot
-        committed = rd.committed_entries
         if rd.must_sync or snapshot is not None:
             if committed and snapshot is None:
                 # Committed entries that earlier Readies already made durable need not
@@ -116,6 +137,9 @@ class ReadyLoop:
                 self._durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             d.storage.save(rd.hard_state, ())  # commit index only: written, not synced
+        if messages and snapshot is None:
+            d.peers.send(messages)  # (a follower's answer: right after its fdatasync)
+            messages = []
         mem = d.mem
         if snapshot is not None:
             mem.apply_snapshot(snapshot)
@@ -131,13 +155,27 @@ class ReadyLoop:
             d.apply_queue.flush(inline=False)
             await d.snapshots.install(snapshot.metadata.index, snapshot.metadata.conf_state)
         if committed:
-            self._hand_out(committed)
+            if d.proposals.queue:
+                # Proposals wait: the next Ready goes first and these are applied while
+                # its WAL write syncs (the pipeline under concurrency).
+                self._hand_out(committed)
+            else:
+                await self._answer_now(committed)
         if rd.read_states:
             d.reads.on_read_states(rd.read_states)
         raw.advance(rd)
         d.leadership.notify(self.term)
 
-    def _hand_out(self, entries: list[Entry]) -> None:
+    async def _answer_now(self, committed: list[Entry]) -> None:
+        """Hand out, apply and answer at once; when that answered callers of ours, their
+        handlers get the loop before the rest of this Ready (advance, the next Ready's
+        checks): a lone write's response goes out that much sooner, for one task step."""
+        if self._hand_out(committed) and self._d.apply_queue.flush():
+            await asyncio.sleep(0)
+
+    def _hand_out(self, entries: list[Entry]) -> bool:
+        """Queue committed entries for the apply queue; True if some are proposals made
+        here (callers waiting on this member)."""
         d = self._d
         batch: list[Committed] = []
         local: list[tuple[int, Pending]] = []
@@ -163,6 +201,7 @@ class ReadyLoop:
             batch.append(Committed(e.index, e.term, None, None, e.data))
         self.committed = max(self.committed, entries[-1].index)
         d.apply_queue.push(batch, local)
+        return bool(local)
 
 
 def _index(e: Entry) -> int:
