@@ -239,3 +239,40 @@ def test_v2_store_figures_match_etcd(tmp_path_factory: pytest.TempPathFactory) -
     del deltas[0][get], deltas[1][get]
     assert deltas[0] == deltas[1]
     assert deltas[1]['etcd_debugging_store_writes_total{action="create"}'] == 2
+
+
+def test_unary_calls_counted_by_code_and_client_version(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Our HTTP/2 server counts a unary call around its handler (not through the
+    wrapper's coroutine): started, handled by code, sent, and the client's version."""
+    import grpc
+
+    from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+    from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
+
+    petcd = PetcdProcess(tmp_path_factory.mktemp("metric-codes") / "p")
+    with petcd:
+        petcd.start()
+        before = _values(petcd)
+        with grpc.insecure_channel(petcd.endpoint.removeprefix("http://")) as ch:
+            kv = rpc_grpc.KVStub(ch)
+            kv.Put(rpc.PutRequest(key=b"a", value=b"1"), timeout=30,
+                   metadata=[("client-api-version", "3.9")])
+            kv.Put(rpc.PutRequest(key=b"b", value=b"2"), timeout=30)
+            with pytest.raises(grpc.RpcError) as e:
+                kv.Put(rpc.PutRequest(key=b"", value=b"3"), timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        after = _values(petcd)
+
+    def moved(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    labels = 'grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"'
+    assert moved(f"grpc_server_started_total{{{labels}}}") == 3
+    assert moved(f'grpc_server_handled_total{{grpc_code="OK",{labels}}}') == 2
+    assert moved(f'grpc_server_handled_total{{grpc_code="InvalidArgument",{labels}}}') == 1
+    assert moved(f"grpc_server_msg_sent_total{{{labels}}}") == 2
+    assert moved('etcd_server_client_requests_total{client_api_version="3.9",type="unary"}') \
+        == 1
+    assert moved('etcd_server_client_requests_total{client_api_version="unknown",'
+                 'type="unary"}') >= 2

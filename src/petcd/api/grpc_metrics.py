@@ -69,60 +69,105 @@ def _kind(mh: grpc.RpcMethodHandler[Any, Any]) -> str:
     return "server_stream" if mh.response_streaming else "unary"
 
 
-# etcd_server_client_requests_total: calls by type ("unary", "stream") and the version
-# the client names in its client-api-version metadata (etcd's clients send it).
-ClientRequests = dict[tuple[str, str], int]
+# etcd_server_client_requests_total: calls by type ("unary", "stream"), then by the
+# version the client names in its client-api-version metadata (etcd's clients send it;
+# None: it named none, "unknown" on /metrics).
+ClientRequests = dict[str, dict[str | None, int]]
+
+
+def _client_version(context: Any) -> str | None:
+    try:
+        # petcd's h2 server looks the one key up directly (no metadata list per call)
+        return context.metadata_value("client-api-version")  # type: ignore[no-any-return]
+    except AttributeError:
+        pass
+    try:
+        for key, value in context.invocation_metadata() or ():
+            if key == "client-api-version":
+                return value if isinstance(value, str) else value.decode("latin-1")
+    except Exception:
+        pass
+    return None
 
 
 def _count_client(requests: ClientRequests, kind: str, context: Any) -> None:
-    version = "unknown"
-    try:
-        # petcd's h2 server looks the one key up directly (no metadata list per call)
-        found = context.metadata_value("client-api-version")
-        if found is not None:
-            version = found
-    except AttributeError:
+    counts = requests[kind]
+    version = _client_version(context)
+    counts[version] = counts.get(version, 0) + 1
+
+
+class UnaryHooks:
+    """The counting of one unary method as two plain calls around its handler:
+    begin(request, context) before, end(...) after. A server that can make them (our
+    h2 server reads `hooks` off the wrapper, see h2.registry) runs the handler itself,
+    with no coroutine wrapped around every call; grpc.aio and the gateway await the
+    wrapper, which makes the same two calls."""
+
+    __slots__ = ("fn", "handled", "st", "versions")
+
+    def __init__(self, fn: Callable[..., Any], st: MethodStats,
+                 requests: ClientRequests) -> None:
+        self.fn = fn
+        self.st = st
+        self.handled = st.handled
+        self.versions = requests["unary"]
+
+    def begin(self, request: Any, context: Any) -> float:
+        # (every call goes through here: kept to plain increments and one lookup)
         try:
-            for key, value in context.invocation_metadata() or ():
-                if key == "client-api-version":
-                    version = value if isinstance(value, str) else value.decode("latin-1")
-                    break
-        except Exception:
-            pass
-    k = (kind, version)
-    requests[k] = requests.get(k, 0) + 1
-
-
-def _wrap_unary(fn: Callable[..., Any], st: MethodStats,
-                requests: ClientRequests) -> Callable[..., Any]:
-    async def call(request: Any, context: Any) -> Any:
-        _count_client(requests, "unary", context)
+            version = context.metadata_value("client-api-version")
+        except AttributeError:
+            version = _client_version(context)
+        versions = self.versions
+        versions[version] = versions.get(version, 0) + 1
+        st = self.st
         st.started += 1
         st.received += 1
         if type(request) is bytes:
             st.received_bytes += len(request)
-        timer = st.timer
-        t0 = time.perf_counter() if timer is not None else 0.0
+        return time.perf_counter() if st.timer is not None else 0.0
+
+    def end(self, context: Any, t0: float, resp: Any, error: BaseException | None) -> None:
+        """After the handler: its response, or the exception it ended with."""
+        st = self.st
+        if error is None:
+            try:
+                code = context.code()
+            except Exception:
+                code = _SC.UNKNOWN
+            self.handled[0 if code is _OK else _CODE_NUMBERS.get(code, _UNKNOWN)] += 1
+            if st.timer is not None:
+                st.timer(time.perf_counter() - t0)
+            if resp is not None:
+                st.sent += 1
+                if type(resp) is bytes or type(resp) is bytearray:  # (big ranges: bytearray)
+                    st.sent_bytes += len(resp)
+            return
+        if isinstance(error, grpc.aio.AbortError):
+            self.handled[_code_of(context)] += 1
+        elif isinstance(error, asyncio.CancelledError):
+            self.handled[_CANCELLED] += 1
+        elif isinstance(error, Exception):
+            self.handled[_UNKNOWN] += 1
+        if st.timer is not None:
+            st.timer(time.perf_counter() - t0)
+
+
+def _wrap_unary(fn: Callable[..., Any], st: MethodStats,
+                requests: ClientRequests) -> Callable[..., Any]:
+    hooks = UnaryHooks(fn, st, requests)
+    begin, end = hooks.begin, hooks.end
+
+    async def call(request: Any, context: Any) -> Any:
+        t0 = begin(request, context)
         try:
             resp = await fn(request, context)
-        except grpc.aio.AbortError:
-            st.handled[_code_of(context)] += 1
+        except BaseException as e:
+            end(context, t0, None, e)
             raise
-        except asyncio.CancelledError:
-            st.handled[_CANCELLED] += 1
-            raise
-        except Exception:
-            st.handled[_UNKNOWN] += 1
-            raise
-        finally:
-            if timer is not None:
-                timer(time.perf_counter() - t0)
-        st.handled[_code_of(context)] += 1
-        if resp is not None:
-            st.sent += 1
-            if type(resp) is bytes or type(resp) is bytearray:  # (big ranges: bytearray)
-                st.sent_bytes += len(resp)
+        end(context, t0, resp, None)
         return resp
+    call.hooks = hooks  # type: ignore[attr-defined]
     return call
 
 
@@ -225,7 +270,7 @@ class GrpcMetrics(Collector):
     def __init__(self, registry: CollectorRegistry, *, extensive: bool = False,
                  slow_request: float = 0.0) -> None:
         self._stats: dict[tuple[str, str], MethodStats] = {}
-        self.client_requests: ClientRequests = {}
+        self.client_requests: ClientRequests = {"unary": {}, "stream": {}}
         # --warning-unary-request-duration: unary calls slower than this are logged.
         self._slow = slow_request
         self._hist = Histogram(
@@ -274,7 +319,12 @@ class GrpcMetrics(Collector):
         c = CounterMetricFamily("etcd_server_client_requests", "The total number of client "
                                 "requests per client version.",
                                 labels=["type", "client_api_version"])
-        for (kind, version), n in sorted(self.client_requests.items()):
+        merged: dict[tuple[str, str], int] = {}
+        for kind, versions in self.client_requests.items():
+            for version, n in list(versions.items()):
+                k = (kind, "unknown" if version is None else version)
+                merged[k] = merged.get(k, 0) + n
+        for (kind, version), n in sorted(merged.items()):
             c.add_metric([kind, version], n)
         yield c
         yield CounterMetricFamily("etcd_network_client_grpc_received_bytes", "The total "

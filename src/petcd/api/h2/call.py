@@ -294,7 +294,17 @@ class Call:
                     await self._stream_responses(m.fn(req, ctx))
                     self.finish(ctx._code, ctx._details)
                     return
-                resp = await m.fn(req, ctx)
+                hooks = m.hooks
+                if hooks is None:
+                    resp = await m.fn(req, ctx)
+                else:  # (the handler's wrapper, per-call metrics, run inline)
+                    t0 = hooks.begin(req, ctx)
+                    try:
+                        resp = await hooks.fn(req, ctx)
+                    except BaseException as e:
+                        hooks.end(ctx, t0, None, e)
+                        raise
+                    hooks.end(ctx, t0, resp, None)
             except _AbortError:
                 self.finish(ctx._code, ctx._details)
                 return

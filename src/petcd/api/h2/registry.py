@@ -6,9 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
+
+
+class CallHooks(Protocol):
+    """Found as `hooks` on a unary handler that wraps another (per-call metrics): the
+    server calls the inner `fn` itself, with begin() before and end() after, so no
+    coroutine is wrapped around each call. Method.fn stays the wrapper, for callers
+    that await it (the gateway)."""
+
+    fn: Callable[..., Any]
+
+    def begin(self, request: Any, context: Any) -> float: ...
+
+    def end(self, context: Any, t0: float, resp: Any, error: BaseException | None) -> None:
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +37,7 @@ class Method:
     fn: Callable[..., Any]
     deserialize: Callable[[bytes], Any] | None
     serialize: Callable[[Any], bytes] | None
+    hooks: CallHooks | None = None
 
 
 class _CallDetails(grpc.HandlerCallDetails):
@@ -66,8 +81,12 @@ class Registry:
             else:
                 fn = mh.unary_stream if mh.response_streaming else mh.unary_unary
             assert fn is not None, path
+            # (`fn` stays the wrapper: the gateway awaits it; our Call uses the hooks)
+            hooks: CallHooks | None = None
+            if not mh.request_streaming and not mh.response_streaming:
+                hooks = getattr(fn, "hooks", None)
             return Method(path, bool(mh.request_streaming), bool(mh.response_streaming), fn,
-                          mh.request_deserializer, mh.response_serializer)
+                          mh.request_deserializer, mh.response_serializer, hooks)
         return None
 
     def unknown_message(self, path: str) -> str:
