@@ -147,14 +147,24 @@ class Call:
             return
         ctx = self.context
         machine = self.machine
-        if ((ctx is not None and (ctx._trailing or ctx.initial_metadata))
+        conn = self.conn
+        # The connection's last open call: nothing to batch this answer with, so it is
+        # written now, not behind what this loop iteration scheduled meanwhile (and
+        # with no flush scheduled for it, if none was already).
+        if len(machine.streams) == 1 and conn.hold_flush():
+            try:
+                if ((ctx is not None and (ctx._trailing or ctx.initial_metadata))
+                        or not machine.send_unary(stream, payload)):
+                    self._send(payload)
+                    self.finish(_OK, "")
+            finally:
+                conn.flush()  # (always: it also lets go of the hold)
+        elif ((ctx is not None and (ctx._trailing or ctx.initial_metadata))
                 or not machine.send_unary(stream, payload)):
             self._send(payload)
             self.finish(_OK, "")
         elif not machine.streams:
-            # The connection's last open call: nothing to batch this answer with, so it
-            # is written now, not behind what this loop iteration scheduled meanwhile.
-            self.conn.flush()
+            conn.flush()
 
     async def _respond_lazy(self, msg: LazyMessage) -> None:
         """A message made in pieces as the client takes them: the next piece is made

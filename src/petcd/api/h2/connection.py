@@ -309,6 +309,15 @@ class H2Protocol(asyncio.Protocol):
         """Write the output now (calls answered from a task when nothing else is open)."""
         self._flush()
 
+    def hold_flush(self) -> bool:
+        """Keep output from scheduling a flush: True if none was scheduled, and the
+        caller then calls flush() itself (the answer of the last open call, written at
+        once: no callback per call that would find nothing left to write)."""
+        if self._flush_scheduled:
+            return False
+        self._flush_scheduled = True
+        return True
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         data = self.h2.data_to_send()
