@@ -113,7 +113,9 @@ class ReadyLoop:
             return False  # (_inlining: a proposal made while applying ours, e.g. an alarm)
         proposals = d.proposals
         raw = d.raw
-        if len(proposals.queue) != 1 or proposals.in_flight or \
+        # (last_batch: under concurrency the first request of a burst read in one go
+        # would otherwise be synced alone, the rest after it: two fdatasyncs, not one)
+        if len(proposals.queue) != 1 or proposals.in_flight or proposals.last_batch != 1 or \
                 raw.voters != (d.id,) or not raw.is_leader or not d.wal_writer.can_inline():
             return False
         self._inlining = True
