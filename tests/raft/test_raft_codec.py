@@ -17,6 +17,7 @@ from petcd.raft import (
     MessageType,
     Snapshot,
     SnapshotMetadata,
+    codec,
     decode_conf_change,
     decode_message,
     encode_conf_change,
@@ -69,6 +70,52 @@ def same(a: Message, b: Message) -> bool:
 @given(messages)
 def test_message_round_trip(m: Message) -> None:
     assert same(decode_message(encode_message(m)), m)
+
+
+short_messages = st.builds(
+    Message,
+    type=st.sampled_from(list(MessageType)),
+    to=u64,
+    from_=u64,
+    term=u64,
+    log_term=u64,
+    index=u64,
+    entries=st.lists(
+        st.builds(Entry, u64, u64, st.sampled_from(list(EntryType)), st.binary(max_size=50)),
+        max_size=1,
+    ),
+    commit=u64,
+    reject=st.booleans(),
+    reject_hint=u64,
+)
+
+
+@given(short_messages)
+def test_short_message_fast_paths_match_the_general_layout(m: Message) -> None:
+    # The usual append and its answer take one-struct paths: same bytes, same message.
+    raw = encode_message(m)
+    assert raw == codec._encode_general(m)
+    fast = decode_message(raw)
+    assert same(fast, m) and same(fast, codec._decode_general(raw))
+    assert fast.type is m.type and all(e.type is EntryType(e.type) for e in fast.entries)
+
+
+@given(short_messages, st.data())
+def test_corrupt_short_messages_get_the_general_verdict(m: Message, data: st.DataObject) -> None:
+    raw = bytearray(encode_message(m))
+    pos = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    raw[pos] = data.draw(st.integers(min_value=0, max_value=255))
+    extra = data.draw(st.binary(max_size=3))
+    bad = bytes(raw) + extra
+    try:
+        want: Message | None = codec._decode_general(bad)
+    except CodecError:
+        want = None
+    if want is None:
+        with pytest.raises(CodecError):
+            decode_message(bad)
+    else:
+        assert same(decode_message(bad), want)
 
 
 def test_append_batches_are_compact_and_exact() -> None:

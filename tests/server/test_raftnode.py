@@ -163,7 +163,7 @@ def test_writes_wait_while_the_apply_path_is_held_and_keep_log_order(tmp_path: P
         revs = [r.header.revision for r in await asyncio.gather(*futs)]  # type: ignore[union-attr]
         assert revs == list(range(first.header.revision + 1, first.header.revision + 6))
         assert (await put(node, b"after")).header.revision == revs[-1] + 1
-    run(body, tmp_path, size=1)
+    run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)
 
 
 def test_stopped_driver_refuses_and_fails_waiters(tmp_path: Path) -> None:
@@ -239,3 +239,32 @@ def test_call_leader_times_out_and_stops() -> None:
 async def _until(cond, step: float = 0.01) -> None:  # type: ignore[no-untyped-def]
     while not cond():
         await asyncio.sleep(step)
+
+
+def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path) -> None:
+    """Ready loop idle, one proposal, a WAL that syncs inline: propose() itself hands it
+    to Raft, makes it durable, applies it and answers (no loop wake-up). Two at once go
+    the loop's way, in log order."""
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        d = node._log
+        d.wal_writer._fast = d.wal_writer._streak  # (a disk proven fast)
+        d.wal_writer.fast = 1000.0
+        await put(node, b"warm")
+        await _until(lambda: d.ready_loop._waiter is not None)
+        saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
+        req = rpc.PutRequest(key=b"k", value=b"1")
+        fut = node.propose(PUT, req.SerializeToString(), req)
+        assert fut.done()  # answered before propose() returned
+        resp = fut.result()
+        assert isinstance(resp, rpc.PutResponse)
+        assert d.wal_writer.inline_saves == saves + 1
+        assert d.ready_loop._durable == durable + 1 == d.applied_index  # synced first
+        assert node.range(rpc.RangeRequest(key=b"k")).kvs[0].value == b"1"
+        await _until(lambda: d.ready_loop._waiter is not None)
+        a = node.propose(PUT, req.SerializeToString(), req)
+        b = node.propose(PUT, req.SerializeToString(), req)
+        ra, rb = await a, await b
+        assert isinstance(ra, rpc.PutResponse) and isinstance(rb, rpc.PutResponse)
+        assert rb.header.revision == ra.header.revision + 1 == resp.header.revision + 2
+    run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)

@@ -47,6 +47,11 @@ _FLAG_SNAPSHOT = 2
 _FLAG_UNIFORM = 4
 
 _HEADER = struct.Struct("<BBB7QII")
+# The usual append (and every answer): no context, no snapshot, zero entries or one. The
+# same bytes as the general layout, packed and unpacked in one struct call each.
+_ONE = struct.Struct("<BBB7QIIQQBI")  # header, then first term, first index, type, length
+_HEADER_SIZE = _HEADER.size
+_ONE_SIZE = _ONE.size
 _UNIFORM = struct.Struct("<QQ")
 _SNAP = struct.Struct("<QQIIQ")
 _CONF_CHANGE = struct.Struct("<BBQQI")
@@ -88,6 +93,22 @@ def _read_array(code: str, buf: memoryview, pos: int, n: int) -> tuple[array[int
 
 
 def encode_message(m: Message) -> bytes:
+    entries = m.entries
+    n = len(entries)
+    if n <= 1 and m.snapshot is None and not m.context:
+        flags = _FLAG_REJECT if m.reject else 0
+        if not n:
+            return _HEADER.pack(_VERSION, m.type, flags, m.to, m.from_, m.term, m.log_term,
+                                m.index, m.commit, m.reject_hint, 0, 0)
+        e = entries[0]
+        data = e.data
+        return _ONE.pack(_VERSION, m.type, flags | _FLAG_UNIFORM, m.to, m.from_, m.term,
+                         m.log_term, m.index, m.commit, m.reject_hint, 0, 1, e.term, e.index,
+                         e.type, len(data)) + data
+    return _encode_general(m)
+
+
+def _encode_general(m: Message) -> bytes:
     entries = m.entries
     n = len(entries)
     flags = 0
@@ -138,6 +159,39 @@ def encode_message(m: Message) -> bytes:
 
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:
+    if type(data) is bytes:  # (what the transport delivers)
+        size = len(data)
+        if size == _HEADER_SIZE or size >= _ONE_SIZE:
+            m = _decode_short(data, size)
+            if m is not None:
+                return m
+    return _decode_general(data)
+
+
+def _decode_short(data: bytes, size: int) -> Message | None:
+    """The fast path for the usual messages; None: take the general one."""
+    if size == _HEADER_SIZE:
+        version, mtype, flags, to, from_, term, log_term, index, commit, reject_hint, \
+            ctx_len, n = _HEADER.unpack(data)
+        if ctx_len or n or flags & _FLAG_SNAPSHOT or version != _VERSION:
+            return None
+        entries: Sequence[Entry] = ()
+    else:
+        version, mtype, flags, to, from_, term, log_term, index, commit, reject_hint, \
+            ctx_len, n, t0, i0, ety, length = _ONE.unpack_from(data)
+        if ctx_len or n != 1 or flags & (_FLAG_SNAPSHOT | _FLAG_UNIFORM) != _FLAG_UNIFORM \
+                or version != _VERSION or size != _ONE_SIZE + length \
+                or ety >= len(_ENTRY_TYPES):
+            return None
+        entries = [Entry(t0, i0, _ENTRY_TYPES[ety], data[_ONE_SIZE:])]
+    msg_type = _MESSAGE_TYPES.get(mtype)
+    if msg_type is None:
+        return None
+    return Message(msg_type, to, from_, term, log_term, index, entries, commit, None,
+                   bool(flags & _FLAG_REJECT), reject_hint, b"")
+
+
+def _decode_general(data: bytes | bytearray | memoryview) -> Message:
     buf = memoryview(data).cast("B")
     try:
         (

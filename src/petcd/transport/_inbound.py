@@ -28,6 +28,7 @@ from .wire import (
 )
 
 log = logging.getLogger("petcd.transport")
+_unpack_frame_header = FRAME_HEADER.unpack_from
 
 INITIAL_BUFFER = 256 * 1024
 SMALL_FRAME = 4096
@@ -162,9 +163,22 @@ class InboundConnection(asyncio.BufferedProtocol):
         return self._view[self._end :]
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._end += nbytes
+        end = self._end = self._end + nbytes
         counts = self._host.received_bytes
         counts[self.peer_id] = counts.get(self.peer_id, 0) + nbytes
+        if self._state == _MESSAGES:
+            start = self._start
+            if end - start > FRAME_HEADER.size and start + FRAME_HEADER.size + \
+                    _unpack_frame_header(self._buf, start)[0] == end:
+                # Exactly one whole frame (what a lone write's messages arrive as): no
+                # frame scan, one copy, and the buffer is empty again.
+                payload = bytes(self._view[start + FRAME_HEADER.size : end])
+                self._start = self._end = 0
+                self._need = FRAME_HEADER.size
+                if len(self._buf) > INITIAL_BUFFER:
+                    self._resize(INITIAL_BUFFER)  # give back what one big frame needed
+                self._host.deliver([payload])
+                return
         try:
             self._process()
         except ProtocolError as exc:

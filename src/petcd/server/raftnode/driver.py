@@ -238,7 +238,9 @@ class RaftDriver:
         else:
             fut = self.proposals.add(kind, raw, request, stamp,
                                      time.monotonic() + self.request_timeout)
-            self.ready_loop.wake()
+            loop = self.ready_loop
+            if not loop.propose_inline():
+                loop.wake()
             return fut
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(err)

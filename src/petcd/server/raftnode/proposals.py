@@ -57,6 +57,7 @@ class ProposalTracker:
         # Answered ones leave at once: kept until their deadline, tens of thousands
         # would live on under load for the garbage collector to scan again and again.
         self.deadlines: dict[int, Pending] = {}
+        self.last_batch = 0  # how many the last flush() handed to Raft
 
     def _id_field(self, rid: int) -> bytes:
         """InternalRequest field 1 (the id). Ids grow by one: the varint's bytes after
@@ -91,6 +92,7 @@ class ProposalTracker:
         queue = self.queue
         batch = queue[:limit]
         del queue[:limit]
+        self.last_batch = len(batch)
         leading = raw.is_leader  # (the soft state may not have told us yet)
         first = raw.last_index + 1
         tags = _FIELD_TAGS

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from petcd import errors
@@ -40,6 +41,10 @@ class ReadyLoop:
         # one bare future per wait, not asyncio.Event's waiter list and coroutine.
         self._woken = False
         self._waiter: asyncio.Future[None] | None = None
+        # A Ready taken by propose_inline() that the loop is to finish: (rd, None) not
+        # handled yet, or (rd, the WAL save to await) persisted inline up to that save.
+        self._taken: tuple[Ready, Awaitable[object] | None] | None = None
+        self._inlining = False  # propose_inline() is under way
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
@@ -73,6 +78,15 @@ class ReadyLoop:
                     # latency. A lone write (nothing else in flight) goes at once.
                     await asyncio.sleep(0)
                 self._woken = False
+                taken = self._taken
+                if taken is not None:
+                    self._taken = None
+                    rd, written = taken
+                    if written is None:
+                        await self._handle_ready(rd)
+                    else:
+                        await written
+                        self._finish_lone(rd)
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
@@ -83,6 +97,66 @@ class ReadyLoop:
             d.fail(e, "the Raft loop failed")
         finally:
             d.apply_queue.close()  # lets the apply loop finish and end
+
+    def propose_inline(self) -> bool:
+        """Called by propose() right after queueing a proposal: when it is the only one
+        and the loop is parked with nothing to do (so nothing of the loop's runs
+        concurrently: it is past advance() of its last Ready and sees our Ready only
+        through _taken), hand it to Raft and persist, apply and answer it right here:
+        no task wake-up on a lone write's path. Only the plain Ready of a lone voter
+        (new entries, no messages, no snapshot, no leader change) and a WAL that syncs
+        it inline on the loop thread; the contract's order holds (persist and fdatasync,
+        then apply, then advance). Anything else goes to the loop (False: wake it)."""
+        d = self._d
+        if self._waiter is None or self._woken or self._taken is not None or d.stopped \
+                or self._inlining:
+            return False  # (_inlining: a proposal made while applying ours, e.g. an alarm)
+        proposals = d.proposals
+        raw = d.raw
+        # (last_batch: under concurrency the first request of a burst read in one go
+        # would otherwise be synced alone, the rest after it: two fdatasyncs, not one)
+        if len(proposals.queue) != 1 or proposals.in_flight or proposals.last_batch != 1 or \
+                raw.voters != (d.id,) or not raw.is_leader or not d.wal_writer.can_inline():
+            return False
+        self._inlining = True
+        try:
+            self._flush_proposals()
+            if not raw.has_ready():
+                return False
+            rd = raw.ready()
+            if rd.soft_state is not None or rd.snapshot is not None or rd.messages or \
+                    rd.read_states or not rd.entries:
+                self._taken = (rd, None)
+                return False
+            written = d.wal_writer.save(rd.hard_state, rd.entries, None, True)
+            if not (isinstance(written, asyncio.Future) and written.done()):
+                self._taken = (rd, written)  # (not synced inline after all)
+                return False
+            written.result()
+            self._finish_lone(rd)
+        except BaseException as e:
+            d.fail(e, "the Raft loop failed")
+            return False
+        finally:
+            self._inlining = False
+        return not self._woken
+
+    def _finish_lone(self, rd: Ready) -> None:
+        """The rest of propose_inline()'s Ready, once its entries are durable."""
+        d = self._d
+        self._durable = rd.entries[-1].index
+        d.mem.append(rd.entries)
+        if rd.hard_state is not None:
+            d.mem.set_hard_state(rd.hard_state)
+            self.term = rd.hard_state.term
+            self.committed = rd.hard_state.commit
+        if rd.committed_entries:
+            self._hand_out(rd.committed_entries)
+            d.apply_queue.flush()
+        d.raw.advance(rd)
+        d.leadership.notify(self.term)
+        if d.raw.has_ready():
+            self.wake()
 
     def _flush_proposals(self) -> None:
         d = self._d

@@ -86,6 +86,12 @@ class WalWriter:
         self._loop.add_reader(fs.fileno(), self._reap)
         self._fdsync = fs
 
+    def can_inline(self) -> bool:
+        """Whether a lone save now would be synced inline (unless the WAL is busy on
+        its thread)."""
+        return self._fdsync is not None and self._fast >= self._streak and \
+            not self._waiting
+
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None, lone: bool = False) -> Awaitable[object]:
         """Persist one Ready: the write starts now; awaiting the result returns once what
