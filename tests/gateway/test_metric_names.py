@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from petcd.api.grpc_metrics import MAX_CLIENT_VERSIONS
 from petcd.testing import (
     Etcdctl,
     EtcdProcess,
@@ -262,7 +263,12 @@ def test_unary_calls_counted_by_code_and_client_version(
             with pytest.raises(grpc.RpcError) as e:
                 kv.Put(rpc.PutRequest(key=b"", value=b"3"), timeout=30)
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        after = _values(petcd)
+            after = _values(petcd)
+            # A client naming ever new versions does not grow the member without bound.
+            for i in range(MAX_CLIENT_VERSIONS + 10):
+                kv.Range(rpc.RangeRequest(key=b"a"), timeout=30,
+                         metadata=[("client-api-version", f"9.{i}")])
+            flood = _values(petcd)
 
     def moved(name: str) -> float:
         return after.get(name, 0.0) - before.get(name, 0.0)
@@ -276,3 +282,6 @@ def test_unary_calls_counted_by_code_and_client_version(
         == 1
     assert moved('etcd_server_client_requests_total{client_api_version="unknown",'
                  'type="unary"}') >= 2
+    named = {k for k in flood if k.startswith("etcd_server_client_requests_total{")}
+    assert len(named) <= MAX_CLIENT_VERSIONS + 1  # (+ "unknown")
+    assert 'etcd_server_client_requests_total{client_api_version="9.0",type="unary"}' in named

@@ -72,7 +72,19 @@ def _kind(mh: grpc.RpcMethodHandler[Any, Any]) -> str:
 # etcd_server_client_requests_total: calls by type ("unary", "stream"), then by the
 # version the client names in its client-api-version metadata (etcd's clients send it;
 # None: it named none, "unknown" on /metrics).
+# A client names any version it likes: at most MAX_CLIENT_VERSIONS distinct ones per
+# type get their own count; calls naming another are counted as "unknown".
 ClientRequests = dict[str, dict[str | None, int]]
+MAX_CLIENT_VERSIONS = 64
+
+
+def _count_version(versions: dict[str | None, int], version: str | None) -> None:
+    n = versions.get(version)
+    if n is None:
+        if len(versions) >= MAX_CLIENT_VERSIONS:
+            version = None
+        n = versions.get(version, 0)
+    versions[version] = n + 1
 
 
 def _client_version(context: Any) -> str | None:
@@ -91,9 +103,7 @@ def _client_version(context: Any) -> str | None:
 
 
 def _count_client(requests: ClientRequests, kind: str, context: Any) -> None:
-    counts = requests[kind]
-    version = _client_version(context)
-    counts[version] = counts.get(version, 0) + 1
+    _count_version(requests[kind], _client_version(context))
 
 
 class UnaryHooks:
@@ -119,7 +129,11 @@ class UnaryHooks:
         except AttributeError:
             version = _client_version(context)
         versions = self.versions
-        versions[version] = versions.get(version, 0) + 1
+        n = versions.get(version)
+        if n is None:
+            _count_version(versions, version)
+        else:
+            versions[version] = n + 1
         st = self.st
         st.started += 1
         st.received += 1
