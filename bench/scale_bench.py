@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ from loadgen import cpu_seconds, member_for, run_processes, run_worker, split_cl
 
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, have_etcd, member_status
+from petcd.testing.memory import PeakAnon, proc_mem
 
 KEY_FMT = b"k/%08d"
 _BIG = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -120,43 +120,6 @@ def load(addresses: Sequence[str], keys: int, clients: int, procs: int,
 
 
 # -- memory -------------------------------------------------------------------------------
-
-def proc_mem(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile and VmHWM of a process, in bytes."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                out[name] = int(rest.split()[0]) * 1024
-    return out
-
-
-class PeakAnon:
-    """Samples a process's anonymous RSS every few ms in a thread: the peak while in use."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before = proc_mem(pid)["RssAnon"]
-        self.peak = self.before
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, proc_mem(self.pid)["RssAnon"])
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> PeakAnon:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, proc_mem(self.pid)["RssAnon"])
-        self.after = proc_mem(self.pid)["RssAnon"]
-
 
 def du(path: Path) -> int:
     total = 0
@@ -311,7 +274,7 @@ def run_target(target: str, base: Path, args: argparse.Namespace) -> dict[str, A
 
 def _reads(leader: MemberProcess, res: dict[str, Any], args: argparse.Namespace) -> None:
     pid = leader.proc.pid if leader.proc else 0
-    with PeakAnon(pid) as pk:
+    with PeakAnon(pid, every=0.005) as pk:
         res["range_s"], n = full_range(leader.address, args.keys, args.page)
     if n != args.keys:
         raise RuntimeError(f"paginated range saw {n} keys, not {args.keys}")
@@ -319,7 +282,7 @@ def _reads(leader: MemberProcess, res: dict[str, Any], args: argparse.Namespace)
     digits = len(str(args.prefix_keys)) - 1
     prefix = b"k/" + b"0" * (8 - digits)
     cpu0 = cpu_seconds(pid)
-    with PeakAnon(pid) as pk:
+    with PeakAnon(pid, every=0.005) as pk:
         res["prefix_s"], n, size = prefix_get(leader.address, prefix)
     res["prefix_cpu"] = cpu_seconds(pid) - cpu0
     if n != min(args.prefix_keys, args.keys):

@@ -6,7 +6,6 @@ or goes away halfway."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from google.protobuf.message import Message
 from petcd.api.h2 import frames as F
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import MemberProcess, have_etcd
+from petcd.testing.memory import PeakAnon, proc_mem
 
 KEYS = 2000
 VALUE = 4000  # bytes: KEYS * VALUE = 8 MB of values
@@ -40,41 +40,6 @@ def load(address: str) -> None:
 def loaded(petcd: MemberProcess) -> MemberProcess:
     load(petcd.address)
     return petcd
-
-
-def anon(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no RssAnon")
-
-
-class PeakAnon:
-    """The member's anonymous RSS sampled every ms while in use: its peak growth."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.before = self.peak = anon(pid)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, anon(self.pid))
-            self._stop.wait(0.001)
-
-    def __enter__(self) -> PeakAnon:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.before
 
 
 def whole_range(address: str) -> bytes:
@@ -104,14 +69,14 @@ def test_memory_grows_by_much_less_than_the_response(loaded: MemberProcess) -> N
 def test_a_stalled_reader_holds_little_and_leaving_frees_it(loaded: MemberProcess) -> None:
     assert loaded.proc is not None
     pid = loaded.proc.pid
-    before = anon(pid)
+    before = proc_mem(pid)["RssAnon"]
     stalled = []
     for _ in range(4):  # four connections whose clients never read (nor open windows)
         sock = _raw_range(int(loaded.address.rsplit(":", 1)[1]))
         stalled.append(sock)
     time.sleep(0.5)
     # Each holds at most a piece and its first part (~1.3 MB); the responses are 8 MB.
-    assert anon(pid) - before < 4 * (3 << 20), anon(pid) - before
+    assert proc_mem(pid)["RssAnon"] - before < 4 * (3 << 20), proc_mem(pid)["RssAnon"] - before
     # Everyone else is served: reads, writes, and a defragment (no read is held open).
     with grpc.insecure_channel(loaded.address, options=BIG) as ch:
         ch.unary_unary("/etcdserverpb.KV/Put")(

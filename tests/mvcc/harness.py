@@ -14,6 +14,17 @@ from petcd.server.kv_requests import KVRequests
 Request = pb.PutRequest | pb.DeleteRangeRequest | pb.TxnRequest | pb.CompactionRequest
 
 
+class Index:
+    """Raft indexes for Member.apply(): 1, 2, 3, ..."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def __call__(self) -> int:
+        self.i += 1
+        return self.i
+
+
 class Member:
     def __init__(self, data_dir: str, *, sync: bool = False) -> None:
         self.path = os.path.join(data_dir, "member", "snap", "db")

@@ -15,18 +15,7 @@ import pytest
 from petcd.mvcc.view import KVView
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 
-from .harness import Member
-
-
-class Index:
-    """Raft indexes for the harness's apply()."""
-
-    def __init__(self) -> None:
-        self.i = 0
-
-    def __call__(self) -> int:
-        self.i += 1
-        return self.i
+from .harness import Index, Member
 
 
 @pytest.fixture

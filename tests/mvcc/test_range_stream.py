@@ -15,16 +15,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.server import range_encode
 from petcd.server.range_encode import RangeStream
 
-from .harness import Member
-
-
-class Index:
-    def __init__(self) -> None:
-        self.i = 0
-
-    def __call__(self) -> int:
-        self.i += 1
-        return self.i
+from .harness import Index, Member
 
 
 @pytest.fixture
