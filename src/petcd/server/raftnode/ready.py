@@ -145,11 +145,7 @@ class ReadyLoop:
         """The rest of propose_inline()'s Ready, once its entries are durable."""
         d = self._d
         self._durable = rd.entries[-1].index
-        d.mem.append(rd.entries)
-        if rd.hard_state is not None:
-            d.mem.set_hard_state(rd.hard_state)
-            self.term = rd.hard_state.term
-            self.committed = rd.hard_state.commit
+        self._record(rd)
         if rd.committed_entries:
             self._hand_out(rd.committed_entries)
             d.apply_queue.flush()
@@ -157,6 +153,20 @@ class ReadyLoop:
         d.leadership.notify(self.term)
         if d.raw.has_ready():
             self.wake()
+
+    def _record(self, rd: Ready) -> None:
+        """The in-memory Raft storage after rd was persisted: its snapshot, entries and
+        hard state (and the term and commit index the API reports)."""
+        mem = self._d.mem
+        if rd.snapshot is not None:
+            mem.apply_snapshot(rd.snapshot)
+        if rd.entries:
+            mem.append(rd.entries)
+        hs = rd.hard_state
+        if hs is not None:
+            mem.set_hard_state(hs)
+            self.term = hs.term
+            self.committed = hs.commit
 
     def _flush_proposals(self) -> None:
         d = self._d
@@ -214,15 +224,7 @@ class ReadyLoop:
         if messages and snapshot is None:
             d.peers.send(messages)  # (a follower's answer: right after its fdatasync)
             messages = []
-        mem = d.mem
-        if snapshot is not None:
-            mem.apply_snapshot(snapshot)
-        if rd.entries:
-            mem.append(rd.entries)
-        if rd.hard_state is not None:
-            mem.set_hard_state(rd.hard_state)
-            self.term = rd.hard_state.term
-            self.committed = rd.hard_state.commit
+        self._record(rd)
         if messages:
             d.peers.send(messages)
         if snapshot is not None:
