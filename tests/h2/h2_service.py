@@ -15,6 +15,8 @@ import pytest
 import uvloop
 
 from petcd.api.h2 import GrpcServer, ServerConfig
+from petcd.api.h2 import frames as F
+from petcd.testing.memtransport import MemoryTransport
 
 SERVICE = "test.Svc"
 EVENTS: list[str] = []  # what handlers saw (cancellations, done callbacks); test-global
@@ -206,3 +208,16 @@ def h2_server() -> Iterator[ServerThread]:
     s = ServerThread("h2").start()
     yield s
     s.stop()
+
+
+def in_memory_connection(handlers: dict[str, Any]) -> tuple[Any, Any]:
+    """Our h2 server's protocol for one connection over a MemoryTransport, serving
+    `handlers` (method name -> grpc method handler) as service "t.S", after the client's
+    preface and an empty SETTINGS (default 64 KiB windows): (protocol, transport)."""
+    server = GrpcServer(ServerConfig())
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.S", handlers)])
+    proto: Any = server.protocol_factory()
+    transport = MemoryTransport()
+    proto.connection_made(transport)
+    proto.data_received(F.PREFACE + F.settings_frame({}))
+    return proto, transport

@@ -9,10 +9,9 @@ from typing import Any
 
 import grpc
 import hpack
+from h2_service import in_memory_connection
 
-from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
-from petcd.testing.memtransport import MemoryTransport
 
 
 def _request(enc: hpack.Encoder, sid: int) -> bytes:
@@ -44,13 +43,8 @@ def test_last_open_call_is_written_at_once_others_batched() -> None:
             answers.append(fut)
             return await fut
 
-        server = GrpcServer(ServerConfig())
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(wait)})])
-        proto: Any = server.protocol_factory()
-        transport = MemoryTransport()
-        proto.connection_made(transport)
-        proto.data_received(F.PREFACE + F.settings_frame({}))
+        proto, transport = in_memory_connection(
+            {"Wait": grpc.unary_unary_rpc_method_handler(wait)})
         enc = hpack.Encoder()
         proto.data_received(_request(enc, 1) + _request(enc, 3))
         while len(answers) < 2:
@@ -87,12 +81,7 @@ def test_metadata_value_follows_each_request() -> None:
             seen.append(context.metadata_value("client-api-version"))  # (remembered)
             return b"ok"
 
-        server = GrpcServer(ServerConfig())
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-            "t.S", {"Wait": grpc.unary_unary_rpc_method_handler(look)})])
-        proto: Any = server.protocol_factory()
-        proto.connection_made(MemoryTransport())
-        proto.data_received(F.PREFACE + F.settings_frame({}))
+        proto, _ = in_memory_connection({"Wait": grpc.unary_unary_rpc_method_handler(look)})
         enc = hpack.Encoder()
         versions = ["3.4", "3.4", "3.5", None, "3.4", None]
         for i, version in enumerate(versions):

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 import hpack
+from h2_service import in_memory_connection
 
 from petcd import errors
-from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
 from petcd.pb.wire import LazyMessage
 from petcd.testing.memtransport import MemoryTransport
@@ -67,13 +67,7 @@ async def _start(msg: Pieces) -> tuple[Any, MemoryTransport]:
     async def answer(request: bytes, context: Any) -> LazyMessage:
         return msg
 
-    server = GrpcServer(ServerConfig())
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "t.S", {"Big": grpc.unary_unary_rpc_method_handler(answer)})])
-    proto: Any = server.protocol_factory()
-    transport = MemoryTransport()
-    proto.connection_made(transport)
-    proto.data_received(F.PREFACE + F.settings_frame({}))  # default 64 KiB windows
+    proto, transport = in_memory_connection({"Big": grpc.unary_unary_rpc_method_handler(answer)})
     block = hpack.Encoder().encode([
         (":method", "POST"), (":scheme", "http"), (":path", "/t.S/Big"), (":authority", "t"),
         ("content-type", "application/grpc")])
