@@ -24,14 +24,18 @@ from typing import TYPE_CHECKING
 
 from petcd import errors
 from petcd.raft import Entry, EntryType, Ready, decode_conf_change
+from petcd.server import proposal as P
 from petcd.server.membership import CONF_CHANGE_KIND
 from petcd.server.proposal import Committed
 from petcd.server.raftnode.proposals import Pending
+from petcd.server.raftnode.walwriter import LoneSave
 
 if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
+_NORMAL = EntryType.NORMAL
+_OVERLAPPABLE = frozenset({P.PUT, P.DELETE_RANGE, P.TXN})
 
 
 class ReadyLoop:
@@ -43,7 +47,8 @@ class ReadyLoop:
         self._waiter: asyncio.Future[None] | None = None
         # A Ready taken by propose_inline() that the loop is to finish: (rd, None) not
         # handled yet, or (rd, the WAL save to await) persisted inline up to that save.
-        self._taken: tuple[Ready, Awaitable[object] | None] | None = None
+        # (None, the segment cut to await) after _finish_overlapped filled a segment.
+        self._taken: tuple[Ready | None, Awaitable[object] | None] | None = None
         self._inlining = False  # propose_inline() is under way
         raw = driver.raw
         self.term = raw.term
@@ -83,10 +88,12 @@ class ReadyLoop:
                     self._taken = None
                     rd, written = taken
                     if written is None:
+                        assert rd is not None
                         await self._handle_ready(rd)
                     else:
                         await written
-                        self._finish_lone(rd)
+                        if rd is not None:  # (None: a segment cut after an overlapped one)
+                            self._finish_lone(rd)
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
@@ -128,6 +135,11 @@ class ReadyLoop:
                     rd.read_states or not rd.entries:
                 self._taken = (rd, None)
                 return False
+            lone = d.wal_writer.write_lone(rd.hard_state, rd.entries) \
+                if self._overlappable(rd) else None
+            if lone is not None:
+                self._finish_overlapped(rd, lone)
+                return not self._woken
             written = d.wal_writer.save(rd.hard_state, rd.entries, None, True)
             if not (isinstance(written, asyncio.Future) and written.done()):
                 self._taken = (rd, written)  # (not synced inline after all)
@@ -140,6 +152,50 @@ class ReadyLoop:
         finally:
             self._inlining = False
         return not self._woken
+
+    def _overlappable(self, rd: Ready) -> bool:
+        """Whether rd's apply may overlap its WAL sync (_finish_overlapped): what it
+        commits is exactly what it appends, all KV writes proposed here (whose apply
+        changes nothing but the store, and is seen through nothing else)."""
+        committed = rd.committed_entries
+        if len(committed) != len(rd.entries) or committed[0].index != rd.entries[0].index:
+            return False
+        by_index = self._d.proposals.by_index
+        for e in committed:
+            p = by_index.get(e.index)
+            if p is None or p.kind not in _OVERLAPPABLE or e.type != _NORMAL:
+                return False
+        return True
+
+    def _finish_overlapped(self, rd: Ready, lone: LoneSave) -> None:
+        """propose_inline()'s Ready whose frame is written and whose write-back started
+        (WalWriter.write_lone): its entries are applied while the disk writes, on this
+        thread in this same turn, with nothing of them seen until they are durable (no
+        watcher told, no caller answered, no backend commit: ApplyQueue.apply_held);
+        then the fdatasync, then all that, as _finish_lone does. A failed sync leaves the
+        applied state unreadable (the member stops)."""
+        d = self._d
+        self._hand_out(rd.committed_entries)
+        held = d.apply_queue.apply_held()
+        try:
+            cut = lone.finish()
+        except BaseException:
+            if held is not None:
+                held.discard()
+            raise
+        self._durable = rd.entries[-1].index
+        self._record(rd)
+        if held is not None:
+            held.publish()
+        else:
+            d.apply_queue.flush()
+        d.raw.advance(rd)
+        d.leadership.notify(self.term)
+        if cut is not None:  # the segment is full: the loop waits for the next one first
+            self._taken = (None, cut)
+            self.wake()
+        elif d.raw.has_ready():
+            self.wake()
 
     def _finish_lone(self, rd: Ready) -> None:
         """The rest of propose_inline()'s Ready, once its entries are durable."""

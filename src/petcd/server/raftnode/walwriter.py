@@ -22,6 +22,10 @@ each took under FAST seconds and none is under way. The first slow one sends eve
 save back to the asynchronous path until FAST_STREAK fast ones were seen again, so a
 disk turning slow blocks the loop once, for one fdatasync, not again and again.
 
+A lone voter's lone write may also be written with its fdatasync left for later
+(`write_lone`): the disk write starts at once, the caller applies the entry meanwhile,
+holding back everything others could see of it, and `finish` then syncs and publishes.
+
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
 
@@ -36,6 +40,7 @@ from collections.abc import Awaitable, Sequence
 from petcd.raft import Entry, HardState, Snapshot
 from petcd.server.worker import Worker
 from petcd.wal.fdsync import FdSync, open_fdsync
+from petcd.wal.fileutil import start_writeback
 from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger(__name__)
@@ -123,6 +128,25 @@ class WalWriter:
                 return self._cut() if wal.full else _done()
         return self._thread.run(self._storage.save, hard_state, entries, snapshot)
 
+    def write_lone(self, hard_state: HardState | None,
+                   entries: Sequence[Entry]) -> LoneSave | None:
+        """A lone save (as save(..., lone=True) would sync inline) written now with its
+        write-back started but not waited for: the caller's work until `finish()`
+        overlaps the disk write. None: not now (use save())."""
+        if self._fdsync is None or self._fast < self._streak or self._waiting:
+            return None
+        wal = self._storage.wal
+        written: list[int] = []
+
+        def begin(fd: int) -> None:
+            written.append(fd)
+            start_writeback(fd)
+
+        begun = wal.save_begin(hard_state, entries, begin)
+        if begun is None:
+            return None  # (busy on the thread)
+        return LoneSave(self, written[0] if begun else -1)
+
     def _timed(self, took: float) -> None:
         self._fast = self._fast + 1 if took < self.fast else 0
 
@@ -153,6 +177,29 @@ class WalWriter:
             assert self._loop is not None
             self._loop.remove_reader(fs.fileno())
             fs.close()
+
+
+class LoneSave:
+    """A write_lone() save: durable once finish() returned."""
+
+    __slots__ = ("_fd", "_writer")
+
+    def __init__(self, writer: WalWriter, fd: int) -> None:
+        self._writer = writer
+        self._fd = fd  # -1: nothing to sync (fsync off)
+
+    def finish(self) -> Awaitable[object] | None:
+        """fdatasync (raises if it fails); then None, or the segment cut to await."""
+        writer = self._writer
+        wal = writer._storage.wal
+        if self._fd >= 0:
+            started = time.monotonic()
+            wal.sync_written(self._fd)
+            took = time.monotonic() - started  # (the wait: the write began earlier)
+            writer._timed(took)
+            wal.save_end(0, took)
+            writer.inline_saves += 1
+        return writer._cut() if wal.full else None
 
 
 def _done() -> asyncio.Future[None]:
