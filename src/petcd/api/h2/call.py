@@ -15,7 +15,7 @@ import grpc.aio
 
 from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import Header
-from petcd.api.h2.registry import Method
+from petcd.api.h2.registry import CallHooks, Method
 from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
 from petcd.pb.wire import LazyMessage
@@ -328,6 +328,8 @@ class Call:
     async def run_unary_request(self, request: bytes) -> None:
         m = self.method
         ctx = self.context = ServerContext(self)
+        hooks: CallHooks | None = None
+        t0 = 0.0
         try:
             try:
                 req = request if m.deserialize is None else m.deserialize(request)
@@ -345,7 +347,6 @@ class Call:
                     except BaseException as e:
                         hooks.end(ctx, t0, None, e)
                         raise
-                    hooks.end(ctx, t0, resp, None)
             except _AbortError:
                 self.finish(ctx._code, ctx._details)
                 return
@@ -356,17 +357,26 @@ class Call:
             except Exception as e:
                 self._failed(e)
                 return
-            if ctx._code is not _OK:
-                self.finish(ctx._code, ctx._details)
-            elif resp is None:
-                self.finish(_SC.INTERNAL, "handler returned no response")
-            else:
-                s = m.serialize
-                out = resp if s is None else s(resp)
-                if isinstance(out, LazyMessage):
-                    await self._respond_lazy(out)
+            try:
+                if ctx._code is not _OK:
+                    self.finish(ctx._code, ctx._details)
+                elif resp is None:
+                    self.finish(_SC.INTERNAL, "handler returned no response")
                 else:
-                    self._respond(out)
+                    s = m.serialize
+                    out = resp if s is None else s(resp)
+                    if isinstance(out, LazyMessage):
+                        if hooks is not None:  # (counted before its pieces are made)
+                            end = hooks.end
+                            hooks = None
+                            end(ctx, t0, resp, None)
+                        await self._respond_lazy(out)
+                    else:
+                        self._respond(out)
+            finally:
+                # (counted once the answer is written: not on a call's way to its client)
+                if hooks is not None:
+                    hooks.end(ctx, t0, resp, None)
         finally:
             # The context points back at the call: let go once the call is answered,
             # the two are freed by reference counting, not left as a cycle for the
