@@ -24,8 +24,8 @@ async def _parked(c: Cluster) -> Any:
     """The lone member, its disk taken as fast (inline saves), its loop parked."""
     node = c.nodes[0]
     d = node._log
-    d.wal_writer._fast = d.wal_writer._streak
     d.wal_writer.fast = 1000.0
+    d.wal_writer._probe_at = 0.0
     req = rpc.PutRequest(key=b"warm", value=b"v")
     await node.propose(PUT, req.SerializeToString(), req)
     await _settled(node)
