@@ -42,6 +42,7 @@ OVERLAPPED = ["recv", "propose", "flush", "wal_start", "hand_out", "apply_start"
 OVERLAPPED_LABELS = {
     "hand_out": "WAL write + write-back started -> handed out",
     "wal_end": "applied -> fdatasync returned (disk write overlapped the apply)",
+    "answered": "durable -> watchers told, caller's future resolved",
 }
 LABELS = {
     "propose": "request read -> proposed (h2, parse, handler)",

@@ -56,6 +56,9 @@ FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "2")) / 1000
 WINDOW = 16  # the last inline fdatasyncs judged
 SLOW_ALLOWED = 4  # of WINDOW that may be slow while lone saves stay inline
 PROBE = 1.0  # seconds between inline tries while lone saves go asynchronous
+# write_lone (the apply of a lone voter's lone write overlapping its disk write):
+# PETCD_WAL_OVERLAP=0 turns it off (for A/B runs).
+OVERLAP = os.environ.get("PETCD_WAL_OVERLAP", "1") != "0"
 
 
 class WalWriter:
@@ -143,7 +146,7 @@ class WalWriter:
         """A lone save (as save(..., lone=True) would sync inline) written now with its
         write-back started but not waited for: the caller's work until `finish()`
         overlaps the disk write. None: not now (use save())."""
-        if not self.can_inline():
+        if not OVERLAP or not self.can_inline():
             return None
         wal = self._storage.wal
         written: list[int] = []
