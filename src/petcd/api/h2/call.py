@@ -267,8 +267,8 @@ class Call:
         held: the caller calls flush() soon (no flush callback is scheduled for it)."""
         stream = self.h2
         machine = self.machine
-        if (stream.pending or machine.output_paused or stream.finished
-                or stream.state >= HALF_CLOSED_LOCAL or self.method.serialize is not None
+        if (stream.pending or machine.output_paused or stream.state >= HALF_CLOSED_LOCAL
+                or self.method.serialize is not None
                 or len(message) > self.conn.max_send_message):
             return False
         if held:

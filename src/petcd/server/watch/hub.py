@@ -179,8 +179,12 @@ class WatchHub:
                 return
         with_prev = w.prev_kv
         field = batch.field
-        fields = [field(i, with_prev) for i in idxs]
         w.quiet = False
+        if len(idxs) == 1:  # (a lone write's event: one response, whatever its size)
+            self.events_sent += 1
+            w.stream.push_events(w, header + w.id_field + field(idxs[0], with_prev))
+            return
+        fields = [field(i, with_prev) for i in idxs]
         self.events_sent += len(fields)
         base = header + w.id_field
         size = len(base)
