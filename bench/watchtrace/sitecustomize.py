@@ -30,6 +30,11 @@ def _install() -> None:
     # (around the stage trace's own wrapper, which records "sent" as a write starts)
     _base._wrap(H2Protocol, "_flush", None, "flushed", lambda self: bool(self.h2.out))
     _base._wrap(Outbound, "send_message", "ev_h2", None, _is_watch)
+    try:  # (the hub's direct write; the first of the two is the stage's time)
+        from petcd.api.h2.call import Call
+        _base._wrap(Call, "offer", "ev_h2", None)
+    except AttributeError:
+        pass  # (before it)
 
 
 if os.environ.get("PETCD_STAGES_OUT"):

@@ -88,3 +88,53 @@ def test_live_event_responses_are_protobufs(tmp_path: Path) -> None:
             rig.close()
 
     asyncio.run(main())
+
+
+class _Outlet(FakeOutlet):
+    def __init__(self, flush_fails: bool = False) -> None:
+        super().__init__()
+        self.flush_fails = flush_fails
+
+    def flush(self) -> None:
+        super().flush()
+        if self.flush_fails:
+            raise ConnectionError("a broken connection")
+
+
+def test_every_held_response_is_flushed_whatever_fails(tmp_path: Path) -> None:
+    """A response an outlet took with held=True (no flush of its own arranged) is flushed
+    at the batch's end even when another connection's flush fails, or when the hub fails
+    after the outlet took it; the apply goes on either way."""
+    async def main() -> None:
+        rig = HubRig(str(tmp_path))
+        try:
+            hub = rig.hub
+            streams = [hub.open_stream() for _ in range(3)]
+            outlets = [_Outlet(flush_fails=True), _Outlet(), _Outlet()]
+            for s, o in zip(streams, outlets, strict=True):
+                s.outlet = o
+                create(s, b"k")
+            rig.put(b"k")
+            assert [len(o.wire) for o in outlets] == [2, 2, 2]  # created + the event
+            assert [o.unflushed for o in outlets] == [0, 0, 0]
+            assert all(o.flushes == 1 for o in outlets)
+
+            # The hub fails after the first outlet took its response.
+            deliver = hub._deliver
+            seen: list[int] = []
+
+            def failing(*a: object) -> None:
+                seen.append(1)
+                if len(seen) == 2:
+                    raise RuntimeError("never expected")
+                deliver(*a)  # type: ignore[arg-type]
+
+            hub._deliver = failing  # type: ignore[method-assign]
+            assert rig.put(b"k") == 3  # answered
+            assert sum(len(o.wire) for o in outlets) == 7
+            assert [o.unflushed for o in outlets] == [0, 0, 0]
+            assert len(hub.unsynced) == 3  # everyone catches up from the store
+        finally:
+            rig.close()
+
+    asyncio.run(main())
