@@ -121,6 +121,11 @@ class LeaderRole(RaftFields):
                 self.pending_conf_index = conf_index
             self._bcast_append()
 
+    def flush_commit(self) -> None:
+        """Broadcast a commit index advance held back by defer_commit."""
+        if self.commit_unsent and self.role == Role.LEADER:
+            self._bcast_append()
+
     def propose_batch(self, datas: Sequence[bytes]) -> None:
         """Propose many normal entries at once (the fast path for local proposals)."""
         if not datas:
@@ -191,6 +196,7 @@ class LeaderRole(RaftFields):
         return self.log.maybe_commit(index, self.term)
 
     def _bcast_append(self) -> None:
+        self.commit_unsent = False  # (paused peers learn it later, as in etcd)
         for peer in self.peers:
             # Fill the in-flight window: one message each time would leave
             # size-limited batches waiting for a round trip.
@@ -291,7 +297,15 @@ class LeaderRole(RaftFields):
             pr.become_replicate()
         if self._maybe_commit():
             self._release_deferred_reads()
-            self._bcast_append()
+            if self.defer_commit:
+                # Only appends with entries now (they carry the commit index too); the
+                # empty ones wait for the next proposal or flush_commit().
+                self.commit_unsent = True
+                for peer in self.peers:
+                    while self._maybe_send_append(peer, False):
+                        pass
+            else:
+                self._bcast_append()
         elif was_paused:
             self._maybe_send_append(m.from_, True)  # it may be missing the commit index
         while self._maybe_send_append(m.from_, False):
