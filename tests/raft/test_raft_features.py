@@ -753,3 +753,22 @@ def test_defer_commit_lets_the_next_append_carry_the_commit_index(defer: bool) -
     leader.flush_commit()
     assert take(leader) == []  # nothing held back: nothing sent
 
+
+
+def test_defer_commit_does_not_hold_back_a_forwarded_proposal_or_a_followers_read() -> None:
+    net = elected(defer_commit=True)
+    leader, follower = net.peers[1], net.peers[2]
+    net.propose(1, b"x")
+    x = leader.log.last_index()
+    assert leader.commit_unsent and follower.log.committed == x - 1
+    # A read on follower 2: it is answered with x and must learn that x is committed.
+    follower.read_index(b"ctx")
+    net.send(*take(follower))
+    assert follower.read_states == [ReadState(x, b"ctx")]
+    assert follower.log.committed == x
+    # A proposal follower 2 forwarded: its member answers once it knows the commit, so
+    # the leader tells everyone at once.
+    net.propose(2, b"from 2")
+    assert leader.log.committed == leader.log.last_index() == x + 1
+    assert [f.log.committed for f in (net.peers[2], net.peers[3])] == [x + 1, x + 1]
+    assert not leader.commit_unsent

@@ -116,6 +116,8 @@ class LeaderRole(RaftFields):
             accepted.append(Entry(term, index, e.type, e.data))
             index += 1
         if accepted:
+            if not local:  # (its member answers once it learns the commit: not deferred)
+                self.forwarded_last = accepted[-1].index
             self._append_as_leader(accepted)
             if conf_index:
                 self.pending_conf_index = conf_index
@@ -295,9 +297,10 @@ class LeaderRole(RaftFields):
             # The snapshot (or something as good) arrived: stream the log again.
             pr.become_probe()
             pr.become_replicate()
+        committed = self.log.committed
         if self._maybe_commit():
             self._release_deferred_reads()
-            if self.defer_commit:
+            if self.defer_commit and self.forwarded_last <= committed:
                 # Only appends with entries now (they carry the commit index too); the
                 # empty ones wait for the next proposal or flush_commit().
                 self.commit_unsent = True
@@ -371,6 +374,9 @@ class LeaderRole(RaftFields):
         if req.from_ in (NONE, self.id):
             self.read_states.append(ReadState(index, req.entries[0].data))
         else:
+            if self.commit_unsent:
+                # The reader serves once it applied up to index: tell it the commit.
+                self._maybe_send_append(req.from_, True)
             self.msgs.append(
                 Message(
                     _READ_INDEX_RESP,

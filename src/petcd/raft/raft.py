@@ -77,6 +77,7 @@ class Raft(LeaderRole, FollowerRole):
         self.disable_proposal_forwarding = config.disable_proposal_forwarding
         self.defer_commit = config.defer_commit
         self.commit_unsent = False
+        self.forwarded_last = 0
         self.max_msg_size = config.max_size_per_msg
         self.max_inflight = config.max_inflight_msgs
         self.max_uncommitted_size = config.max_uncommitted_size
@@ -169,6 +170,7 @@ class Raft(LeaderRole, FollowerRole):
         )
         self.lead_transferee = NONE
         self.commit_unsent = False
+        self.forwarded_last = 0
         self.votes = {}
         last = self.log.last_index()
         max_inflight = self.max_inflight
