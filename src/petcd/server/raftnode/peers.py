@@ -59,7 +59,8 @@ class Peers:
             if m.type == _APP:
                 self.append_stats.on_receive(len(payload))
             d.step(m)
-        d.wake()
+        if not d.ready_loop.receive_inline():  # (a follower's lone append: handled here)
+            d.wake()
 
     def on_peer_status(self, peer_id: int, active: bool) -> None:
         d = self._d

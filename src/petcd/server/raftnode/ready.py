@@ -54,6 +54,7 @@ class ReadyLoop:
         # handled yet, or (rd, the WAL save to await) persisted inline up to that save.
         self._taken: tuple[Ready, Awaitable[object] | None] | None = None
         self._inlining = False  # propose_inline() is under way
+        self.inline_readies = 0  # Readies handled by _run_inline (tests, benchmarks)
         self._commit_timer: asyncio.TimerHandle | None = None  # flush_commit() due
         raw = driver.raw
         self.term = raw.term
@@ -135,9 +136,8 @@ class ReadyLoop:
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
         d = self._d
-        if self._waiter is None or self._woken or self._taken is not None or d.stopped \
-                or self._inlining:
-            return False  # (_inlining: a proposal made while applying ours, e.g. an alarm)
+        if not self._parked():
+            return False
         proposals = d.proposals
         raw = d.raw
         # (last_batch: under concurrency the first request of a burst read in one go
@@ -145,14 +145,41 @@ class ReadyLoop:
         if len(proposals.queue) != 1 or proposals.in_flight or proposals.last_batch != 1 or \
                 raw.voters != (d.id,) or not raw.is_leader or not d.wal_writer.can_inline():
             return False
+        return self._run_inline(True)
+
+    def receive_inline(self) -> bool:
+        """Called by the peer side after stepping what it received, instead of wake(): a
+        follower's lone append (entries to persist, the answer to send) is handled right
+        here, as propose_inline() handles a lone voter's write: persisted and fdatasynced
+        inline, answered, then applied, then advance(). No task wake-up between the
+        append's arrival and its fdatasync. Only while the loop is parked and the WAL
+        would sync inline; any other Ready goes to the loop (False: wake it)."""
+        d = self._d
+        if not self._parked() or d.raw.is_leader or d.proposals.queue or \
+                not d.wal_writer.can_inline():
+            return False
+        return self._run_inline(False)
+
+    def _parked(self) -> bool:
+        """The loop waits with nothing to do: a Ready may be handled outside it."""
+        # (_inlining: a proposal made while applying ours, e.g. an alarm)
+        return self._waiter is not None and not self._woken and self._taken is None and \
+            not self._d.stopped and not self._inlining
+
+    def _run_inline(self, local: bool) -> bool:
+        """propose_inline()'s and receive_inline()'s Ready: local, the lone voter's own
+        proposal (no messages), else a follower's append (its answers)."""
+        d = self._d
+        raw = d.raw
         self._inlining = True
         try:
-            self._flush_proposals()
+            if local:
+                self._flush_proposals()
             if not raw.has_ready():
                 return False
             rd = raw.ready()
-            if rd.soft_state is not None or rd.snapshot is not None or rd.messages or \
-                    rd.read_states or not rd.entries:
+            if rd.soft_state is not None or rd.snapshot is not None or \
+                    (local and rd.messages) or rd.read_states or not rd.entries:
                 self._taken = (rd, None)
                 return False
             written = d.wal_writer.save(rd.hard_state, rd.entries, None, True)
@@ -161,6 +188,7 @@ class ReadyLoop:
                 return False
             written.result()
             self._finish_lone(rd)
+            self.inline_readies += 1
         except BaseException as e:
             d.fail(e, "the Raft loop failed")
             return False
@@ -169,8 +197,11 @@ class ReadyLoop:
         return not self._woken
 
     def _finish_lone(self, rd: Ready) -> None:
-        """The rest of propose_inline()'s Ready, once its entries are durable."""
+        """The rest of an inline Ready (_run_inline), once its entries are durable: the
+        answers first (a follower's), then the apply."""
         d = self._d
+        if rd.messages:
+            d.peers.send(rd.messages)
         self._durable = rd.entries[-1].index
         self._record(rd)
         if rd.committed_entries:
