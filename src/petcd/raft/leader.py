@@ -374,7 +374,7 @@ class LeaderRole(RaftFields):
         if req.from_ in (NONE, self.id):
             self.read_states.append(ReadState(index, req.entries[0].data))
         else:
-            if self.commit_unsent:
+            if self.commit_unsent and req.from_ in self.prs:
                 # The reader serves once it applied up to index: tell it the commit.
                 self._maybe_send_append(req.from_, True)
             self.msgs.append(

@@ -59,8 +59,9 @@ class Peers:
             if m.type == _APP:
                 self.append_stats.on_receive(len(payload))
             d.step(m)
-        if not d.ready_loop.receive_inline():  # (a follower's lone append: handled here)
-            d.wake()
+        loop = d.ready_loop
+        if not loop.receive_inline():  # (a follower's lone append: handled here)
+            loop.wake_if_needed()
 
     def on_peer_status(self, peer_id: int, active: bool) -> None:
         d = self._d

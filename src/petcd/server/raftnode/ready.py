@@ -68,6 +68,14 @@ class ReadyLoop:
             if w is not None and not w.done():
                 w.set_result(None)
 
+    def wake_if_needed(self) -> None:
+        """wake() unless what was stepped left nothing to do (a leader's second ack of a
+        write: one loop iteration saved). A Ready outstanding now is followed by the
+        loop's own has_ready() check."""
+        d = self._d
+        if self._taken is not None or d.stopped or d.raw.has_ready():
+            self.wake()
+
     async def run(self) -> None:
         d = self._d
         raw = d.raw
