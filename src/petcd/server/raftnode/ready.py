@@ -157,7 +157,7 @@ class ReadyLoop:
 
     def receive_inline(self) -> bool:
         """Called by the peer side after stepping what it received, instead of wake(): a
-        follower's lone append (entries to persist, the answer to send) is handled right
+        follower's lone append (one entry to persist, the answer to send) is handled right
         here, as propose_inline() handles a lone voter's write: persisted and fdatasynced
         inline, answered, then applied, then advance(). No task wake-up between the
         append's arrival and its fdatasync. Only while the loop is parked and the WAL
@@ -186,8 +186,10 @@ class ReadyLoop:
             if not raw.has_ready():
                 return False
             rd = raw.ready()
+            # (one entry: a lone write; bigger appends sync asynchronously on the loop's
+            # path, which keeps reading requests and messages meanwhile)
             if rd.soft_state is not None or rd.snapshot is not None or \
-                    (local and rd.messages) or rd.read_states or not rd.entries:
+                    (local and rd.messages) or rd.read_states or len(rd.entries) != 1:
                 self._taken = (rd, None)
                 return False
             written = d.wal_writer.save(rd.hard_state, rd.entries, None, True)
