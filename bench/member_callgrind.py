@@ -1,13 +1,16 @@
 """Instructions per request of a whole petcd member (h2, handler, Raft, WAL, apply), under
 callgrind, which a busy machine does not move:
 
-    python bench/member_callgrind.py [--ops put,grant] [--calls 300] [--src DIR]
+    python bench/member_callgrind.py [--ops put,grant] [--calls 300] [--src DIR] [--clients 1]
 
 Starts one member under `valgrind --tool=callgrind --instr-atstart=no`, warms it up with
 sequential requests from one client, switches instrumentation on for --calls sequential
 requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600)
 and off again, then on again for as long as the calls took with no calls (the member's
-idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --src DIR runs
+idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --clients N keeps N
+calls in flight (N threads over up to 16 connections, as the 64-client benchmarks do):
+the per-batch costs spread over the batch, which under callgrind's slowness is larger
+than a real run's. --src DIR runs
 another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
 DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate.
 """
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -49,24 +53,40 @@ def _control(pid: int, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
-def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
+def _run_calls(channels: list[grpc.Channel], op: str, calls: int, clients: int) -> None:
+    """`calls` requests, `clients` at a time (client k on channel k % len(channels))."""
+    if clients <= 1:
+        call = caller(channels[0], op)
+        for i in range(calls):
+            call(i)
+        return
+    callers = [caller(ch, op) for ch in channels]
+
+    def client(k: int) -> None:
+        call = callers[k % len(callers)]
+        for i in range(k, calls, clients):
+            call(i)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+
+
+def measure(op: str, calls: int, src: str, keep: str, clients: int = 1) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
         m = _Grinded(Path(tmp) / "m", out, src)
         m.start(timeout=300)
         try:
             assert m.proc is not None
-            with grpc.insecure_channel(m.address) as ch:
-                call = caller(ch, op)
-                for i in range(100):  # warm-up
-                    call(i)
+            channels = [grpc.insecure_channel(m.address) for _ in range(min(clients, 16))]
+            try:
+                _run_calls(channels, op, max(100, clients * 4), clients)  # warm-up
                 # (valgrind's pid is the member's: it runs the program in its process)
                 pid = m.proc.pid
                 _control(pid, "-z")
                 _control(pid, "-i", "on")
                 started = time.monotonic()
-                for i in range(calls):
-                    call(i)
+                _run_calls(channels, op, calls, clients)
                 took = time.monotonic() - started
                 _control(pid, "-i", "off")
                 _control(pid, "-d")
@@ -75,6 +95,9 @@ def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
                 time.sleep(took)
                 _control(pid, "-i", "off")
                 _control(pid, "-d")
+            finally:
+                for ch in channels:
+                    ch.close()
         finally:
             m.stop(timeout=60)
         dumps = []
@@ -93,13 +116,14 @@ def main() -> None:
     ap.add_argument("--ops", default="put,grant")
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--src", default="", help="another checkout's src, measured first")
+    ap.add_argument("--clients", type=int, default=1, help="calls in flight (default 1)")
     ap.add_argument("--keep", default="", help="keep the callgrind.out files here")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} (instruction counts do not depend on it)")
     trees = ([("before", args.src)] if args.src else []) + [("this", "")]
     for op in args.ops.split(","):
         for name, src in trees:
-            raw, net = measure(op, args.calls, src, args.keep)
+            raw, net = measure(op, args.calls, src, args.keep, args.clients)
             print(f"{op:6} {name:7} {net / 1e3:8.1f} k instructions per call "
                   f"({raw / 1e3:.1f} k before the idle work is subtracted)", flush=True)
 
