@@ -4,6 +4,7 @@ inproc.py): real Nodes over an in-memory peer transport."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -251,7 +252,8 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         d.wal_writer._fast = d.wal_writer._streak  # (a disk proven fast)
         d.wal_writer.fast = 1000.0
         await put(node, b"warm")
-        await _until(lambda: d.ready_loop._waiter is not None)
+        # (no backend commit in flight either: the batch that would wait for it)
+        await _until(lambda: d.ready_loop._waiter is not None and not node.backend.committing)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
@@ -268,3 +270,30 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         assert isinstance(ra, rpc.PutResponse) and isinstance(rb, rpc.PutResponse)
         assert rb.header.revision == ra.header.revision + 1 == resp.header.revision + 2
     run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)
+
+
+def test_backend_commit_runs_beside_the_loop_and_reads_see_every_applied_write(
+        tmp_path: Path) -> None:
+    """The batch interval's LMDB commit runs on the backend's thread: meanwhile the loop
+    goes on (a proposal is taken and persisted) but nothing is applied, and a read waits
+    for the commit, so it sees every write applied before it; afterwards the held batch
+    is applied and answered."""
+    async def body(c: Cluster) -> None:
+        n = await c.leader()
+        backend = n.backend
+        await put(n, b"a", b"1")
+        gate = threading.Event()
+        assert backend._committer is not None
+        backend._committer.submit(gate.wait, 30)  # the commit queues behind this
+        await asyncio.wait_for(_until(lambda: backend.committing), 10)
+        later = asyncio.ensure_future(put(n, b"b", b"2"))
+        await asyncio.sleep(0.2)  # (the loop runs: the put is proposed, not applied)
+        assert not later.done() and backend.committing
+        threading.Timer(0.2, gate.set).start()
+        # A read while the commit is in flight waits for it, and sees "a".
+        assert n.range(rpc.RangeRequest(key=b"a")).kvs[0].value == b"1"
+        assert not backend.committing
+        assert backend.committed_index() == backend.consistent_index()
+        await asyncio.wait_for(later, 10)
+        assert n.range(rpc.RangeRequest(key=b"b")).kvs[0].value == b"2"
+    run(body, tmp_path, size=1, backend_batch_interval_ms=10)

@@ -63,9 +63,8 @@ class ApplyQueue:
         self._physical_waiters: list[tuple[asyncio.Future[Result], Result]] = []
         self._parked = False  # the task waits for work, holding none
         self._failed = False
-        # Set unless a background commit of the backend runs: batches wait for it.
+        # Set by the end of a background commit of the backend (batches wait for it).
         self._committed = asyncio.Event()
-        self._committed.set()
 
     def push(self, batch: list[Committed], local: list[tuple[int, Pending]]) -> None:
         """Queue a batch; applied by the next flush()."""
@@ -89,7 +88,8 @@ class ApplyQueue:
             while True:
                 if self._jobs:
                     self._idle.clear()
-                    if not self._committed.is_set():
+                    if self._backend.committing:
+                        self._committed.clear()  # (ended, it is settled, then set)
                         await self._committed.wait()
                     async with self._applier.exclusive:  # (free unless a defragment holds it)
                         self._apply_queued()
@@ -126,7 +126,7 @@ class ApplyQueue:
         if not self._jobs:
             return False
         if inline and self._parked and not self._closing and not self._failed and \
-                self._committed.is_set() and not self._applier.exclusive.locked():
+                not self._backend.committing and not self._applier.exclusive.locked():
             try:
                 self._apply_queued()
             except BaseException as e:
@@ -199,8 +199,6 @@ class ApplyQueue:
         loop = asyncio.get_running_loop()
         try:
             self._backend.commit_soon(lambda: loop.call_soon_threadsafe(self._settle))
-            if self._backend.committing:  # (on the backend's thread: settled there)
-                self._committed.clear()
         except Exception as e:
             self._on_failure(e, "committing the backend failed")
 
