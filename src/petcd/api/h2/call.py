@@ -259,17 +259,22 @@ class Call:
         if stream.pending or self.machine.output_paused:
             await self._drain()
 
-    def offer(self, message: bytes) -> bool:
+    def offer(self, message: bytes, held: bool = False) -> bool:
         """Send one response of a response-streaming call now, from outside its task
         (the watch hub, at the apply of a write), when that keeps the order and bounds
         of write(): nothing of the stream waits for flow control, the transport is not
-        backed up, the call goes on. False: the caller queues it for its handler."""
+        backed up, the call goes on. False: the caller queues it for its handler.
+        held: the caller calls flush() soon (no flush callback is scheduled for it)."""
         stream = self.h2
-        if (stream.pending or self.machine.output_paused or stream.finished
-                or stream.state >= HALF_CLOSED_LOCAL or self.method.serialize is not None
+        machine = self.machine
+        if (stream.pending or machine.output_paused or stream.state >= HALF_CLOSED_LOCAL
+                or self.method.serialize is not None
                 or len(message) > self.conn.max_send_message):
             return False
-        self._send(message)
+        if held:
+            self.conn.hold_flush()
+        if not machine.send_small(stream, message):
+            self._send(message)
         return True
 
     def flush(self) -> None:
