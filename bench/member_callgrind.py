@@ -2,13 +2,17 @@
 callgrind, which a busy machine does not move:
 
     python bench/member_callgrind.py [--ops put,grant,watchput] [--calls 300] [--src DIR]
+                                     [--clients 1]
 
 Starts one member under `valgrind --tool=callgrind --instr-atstart=no`, warms it up with
 sequential requests from one client, switches instrumentation on for --calls sequential
 requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600,
 or a put whose event a watcher on the same channel receives before the next put)
 and off again, then on again for as long as the calls took with no calls (the member's
-idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --src DIR runs
+idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --clients N keeps N
+calls in flight (N threads over up to 16 connections, as the 64-client benchmarks do):
+the per-batch costs spread over the batch, which under callgrind's slowness is larger
+than a real run's. --src DIR runs
 another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
 DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate.
 """
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -88,24 +93,40 @@ def watched_put(ch: grpc.Channel) -> Callable[[int], object]:
     return call
 
 
-def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
+def _run_calls(callers: list[Callable[[int], object]], calls: int, clients: int) -> None:
+    """`calls` requests, `clients` at a time (client k uses callers[k % len(callers)])."""
+    if clients <= 1:
+        for i in range(calls):
+            callers[0](i)
+        return
+
+    def client(k: int) -> None:
+        call = callers[k % len(callers)]
+        for i in range(k, calls, clients):
+            call(i)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+
+
+def measure(op: str, calls: int, src: str, keep: str, clients: int = 1) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
         m = _Grinded(Path(tmp) / "m", out, src)
         m.start(timeout=300)
         try:
             assert m.proc is not None
-            with grpc.insecure_channel(m.address) as ch:
-                call = watched_put(ch) if op == "watchput" else caller(ch, op)
-                for i in range(100):  # warm-up
-                    call(i)
+            channels = [grpc.insecure_channel(m.address) for _ in range(min(clients, 16))]
+            try:
+                callers = [watched_put(ch) if op == "watchput" else caller(ch, op)
+                           for ch in channels]
+                _run_calls(callers, max(100, clients * 4), clients)  # warm-up
                 # (valgrind's pid is the member's: it runs the program in its process)
                 pid = m.proc.pid
                 _control(pid, "-z")
                 _control(pid, "-i", "on")
                 started = time.monotonic()
-                for i in range(calls):
-                    call(i)
+                _run_calls(callers, calls, clients)
                 took = time.monotonic() - started
                 _control(pid, "-i", "off")
                 _control(pid, "-d")
@@ -114,6 +135,9 @@ def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
                 time.sleep(took)
                 _control(pid, "-i", "off")
                 _control(pid, "-d")
+            finally:
+                for ch in channels:
+                    ch.close()
         finally:
             m.stop(timeout=60)
         dumps = []
@@ -132,13 +156,14 @@ def main() -> None:
     ap.add_argument("--ops", default="put,grant")
     ap.add_argument("--calls", type=int, default=300)
     ap.add_argument("--src", default="", help="another checkout's src, measured first")
+    ap.add_argument("--clients", type=int, default=1, help="calls in flight (default 1)")
     ap.add_argument("--keep", default="", help="keep the callgrind.out files here")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} (instruction counts do not depend on it)")
     trees = ([("before", args.src)] if args.src else []) + [("this", "")]
     for op in args.ops.split(","):
         for name, src in trees:
-            raw, net = measure(op, args.calls, src, args.keep)
+            raw, net = measure(op, args.calls, src, args.keep, args.clients)
             print(f"{op:6} {name:7} {net / 1e3:8.1f} k instructions per call "
                   f"({raw / 1e3:.1f} k before the idle work is subtracted)", flush=True)
 

@@ -4,7 +4,10 @@ is the committed file plus that transaction. Random interleavings of writes, rea
 compactions, commits and crashes must match the model at every step: reads on the
 applying thread see every applied write, other threads read only a snapshot taken
 after a commit, and a crash (the uncommitted transaction lost) followed by replaying
-the log from the backend's consistent index gives back exactly the applied state."""
+the log from the backend's consistent index gives back exactly the applied state. With
+`background_commit` the commits of the batch interval run on the backend's thread
+(`commit_soon`), left in flight while the script goes on: every step after one must
+still see exactly the applied state."""
 
 from __future__ import annotations
 
@@ -37,18 +40,21 @@ actions = st.one_of(
     st.tuples(st.just("read"), ranges()),
     st.tuples(st.just("read"), ranges()),
     st.sampled_from(["commit", "crash", "crash", "thread_read", "restart"]),
+    st.sampled_from(["commit_soon", "commit_soon", "settle"]),
 )
 
 
 class Batched(Member):
     """The harness member with a batching backend (commits every `limit` operations)."""
 
-    def __init__(self, data_dir: str, limit: int) -> None:
+    def __init__(self, data_dir: str, limit: int, background: bool = False) -> None:
         self.limit = limit
+        self.background = background
         super().__init__(data_dir)
 
     def open(self) -> None:
-        self.backend = Backend(self.path, map_size=1 << 30, sync=False, batch_limit=self.limit)
+        self.backend = Backend(self.path, map_size=1 << 30, sync=False, batch_limit=self.limit,
+                               background_commit=self.background)
         self.store = KVStore(self.backend)
         self.kv = KVRequests(self.store, compact_budget=2)  # physical compaction lags too
 
@@ -66,9 +72,10 @@ def check_reads(m: Batched, model: Model) -> None:
     assert got == model.events(start)
 
 
-def run(script: list[Any], limit: int) -> None:
+def run(script: list[Any], limit: int, background: bool = False) -> None:
     tmp = tempfile.mkdtemp(prefix="petcd-batched-")
-    m = Batched(tmp, limit)
+    m = Batched(tmp, limit, background)
+    done = threading.Semaphore(0)  # released by each background commit's callback
     try:
         model = Model()
         log: list[tuple[int, Any]] = []  # the WAL: every applied entry, in order
@@ -78,6 +85,22 @@ def run(script: list[Any], limit: int) -> None:
                 m.backend.commit()
                 assert m.backend.uncommitted == 0
                 assert m.backend.committed_index() == m.backend.consistent_index()
+            elif action == "commit_soon":
+                had = m.backend.uncommitted
+                in_flight = m.backend.committing
+                m.backend.commit_soon(done.release)
+                assert m.backend.uncommitted == 0
+                if background and had and not in_flight:
+                    assert m.backend.committing  # (settled by whatever comes next)
+                else:
+                    assert not m.backend.committing
+            elif action == "settle":
+                was = m.backend.committing
+                m.backend.settle()
+                if was:  # (its callback ran on the backend's thread, once)
+                    assert done.acquire(timeout=30)
+                assert not m.backend.committing
+                assert m.backend.committed_index()[0] <= m.backend.consistent_index()[0]
             elif action in ("crash", "restart"):
                 # crash: the open transaction is lost, as with kill -9 or a power loss;
                 # restart: a clean stop commits it. Either way replay repairs the rest.
@@ -97,7 +120,7 @@ def run(script: list[Any], limit: int) -> None:
             elif action == "thread_read":
                 # Another thread cannot read around the open transaction: it gets a
                 # snapshot taken (after a commit) on the applying thread.
-                if m.backend.uncommitted:
+                if m.backend.uncommitted or m.backend.committing:
                     with pytest.raises(RuntimeError):
                         _in_thread(lambda: m.store.read().close())
                 view = m.store.read_snapshot()
@@ -160,13 +183,16 @@ def _in_thread(fn: Any) -> Any:
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(actions, min_size=10, max_size=50), st.sampled_from([2, 5, 1000]))
-def test_batched_backend_matches_model(script: list[Any], limit: int) -> None:
-    run(script, limit)
+@given(st.lists(actions, min_size=10, max_size=50), st.sampled_from([2, 5, 1000]),
+       st.booleans())
+def test_batched_backend_matches_model(script: list[Any], limit: int, background: bool) -> None:
+    run(script, limit, background)
 
 
 @pytest.mark.slow
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(actions, min_size=40, max_size=150), st.sampled_from([2, 5, 1000]))
-def test_batched_backend_matches_model_long(script: list[Any], limit: int) -> None:
-    run(script, limit)
+@given(st.lists(actions, min_size=40, max_size=150), st.sampled_from([2, 5, 1000]),
+       st.booleans())
+def test_batched_backend_matches_model_long(script: list[Any], limit: int,
+                                            background: bool) -> None:
+    run(script, limit, background)

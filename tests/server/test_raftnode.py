@@ -4,6 +4,7 @@ inproc.py): real Nodes over an in-memory peer transport."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,9 @@ def test_physical_compaction_in_steps_while_writes_go_on(tmp_path: Path) -> None
         while not compaction.done():
             await put(node, b"during")
             written += 1
+            # (a put answered inside propose() never yields; a client's next request
+            # comes through the loop, so the loop turns between puts, as it does here)
+            await asyncio.sleep(0)
         assert isinstance(compaction.result(), rpc.CompactionResponse)
         assert node.applier.compaction_pending is False
         assert steps >= 39  # 400 keys, at most 10 a step (the first in the Compact's batch)
@@ -250,7 +254,9 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        # (no backend commit in flight either: the batch that would wait for it)
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
+                     and not node.backend.committing)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
@@ -321,3 +327,28 @@ def test_a_followers_lone_append_is_synced_and_answered_on_arrival(tmp_path: Pat
             assert n.range(rpc.RangeRequest(key=b"r19")).kvs[0].value == b"19"
             assert n._log.applied_index == leader._log.applied_index
     run(body, tmp_path, unsafe_no_fsync=False)  # (real fdatasyncs)
+def test_backend_commit_runs_beside_the_loop_and_reads_see_every_applied_write(
+        tmp_path: Path) -> None:
+    """The batch interval's LMDB commit runs on the backend's thread: meanwhile the loop
+    goes on (a proposal is taken and persisted) but nothing is applied, and a read waits
+    for the commit, so it sees every write applied before it; afterwards the held batch
+    is applied and answered."""
+    async def body(c: Cluster) -> None:
+        n = await c.leader()
+        backend = n.backend
+        await put(n, b"a", b"1")
+        gate = threading.Event()
+        assert backend._committer is not None
+        backend._committer.submit(gate.wait, 30)  # the commit queues behind this
+        await asyncio.wait_for(_until(lambda: backend.committing), 10)
+        later = asyncio.ensure_future(put(n, b"b", b"2"))
+        await asyncio.sleep(0.2)  # (the loop runs: the put is proposed, not applied)
+        assert not later.done() and backend.committing
+        threading.Timer(0.2, gate.set).start()
+        # A read while the commit is in flight waits for it, and sees "a".
+        assert n.range(rpc.RangeRequest(key=b"a")).kvs[0].value == b"1"
+        assert not backend.committing
+        assert backend.committed_index() == backend.consistent_index()
+        await asyncio.wait_for(later, 10)
+        assert n.range(rpc.RangeRequest(key=b"b")).kvs[0].value == b"2"
+    run(body, tmp_path, size=1, backend_batch_interval_ms=10)

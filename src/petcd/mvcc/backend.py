@@ -11,6 +11,14 @@ applied write; another thread may read only when nothing applied is uncommitted,
 otherwise takes `read_snapshot()` from the applying thread. A crash loses at most what
 was not committed: the WAL has it, and replay from the stored index repairs it.
 
+With `background_commit` the synced commit of the batch interval runs on the backend's
+own thread (`commit_soon()`), not on the applying one: LMDB ties a write transaction's
+lock to the thread that began it, so that thread begins, commits and aborts every
+top-level write transaction, and the applying thread only writes and reads through it
+in between. While such a commit is in flight nothing applied is readable except through
+the file it is writing, so every read, write and commit of the applying thread first
+waits for it (`settle()`): no read ever sees less than what was applied.
+
 Layers above (KV store, lease, auth, membership) open their own named
 databases with `open_db` and write through `WriteBatch.txn`.
 """
@@ -25,6 +33,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 import lmdb
@@ -110,7 +119,7 @@ class WriteBatch:
         backend.batch = None
         txn, backend._txn = backend._txn, None
         if txn is not None:
-            txn.abort()
+            backend._end(txn, commit=False)
         if backend._uncommitted:
             # Earlier applied batches went with it: memory no longer matches anything.
             backend.failed = "an applied batch failed before earlier ones were committed"
@@ -145,9 +154,17 @@ class Backend:
         sync: bool = True,
         metasync: bool = True,
         batch_limit: int = 1,
+        background_commit: bool = False,
     ) -> None:
         self.path = path
         self.batch_limit = max(1, batch_limit)
+        # The thread that begins and ends every top-level write transaction (None:
+        # the applying thread does, and commits block it), and the commit it runs now.
+        self._committer: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(1, thread_name_prefix="petcd-backend")
+            if background_commit else None)
+        self._in_flight: Future[float] | None = None
+        self._in_flight_index = (0, 0)
         # The applied state: committed file + this open write transaction (None when
         # everything applied is committed); `_owner` is the thread that began it.
         self._txn: lmdb.Transaction[bytes] | None = None
@@ -209,11 +226,17 @@ class Backend:
 
     def _write_txn(self) -> lmdb.Transaction[bytes]:
         """The open write transaction (begun now if everything is committed)."""
+        if self._in_flight is not None:
+            self.settle()
         if self.failed:
             raise BackendFailed(self.failed)
         txn = self._txn
         if txn is None:
-            txn = self._txn = self.env.begin(write=True)
+            if self._committer is None:
+                txn = self.env.begin(write=True)
+            else:
+                txn = self._committer.submit(self.env.begin, write=True).result()
+            self._txn = txn
             self._owner = threading.get_ident()
         elif self._owner != threading.get_ident():
             raise RuntimeError("the backend's write transaction belongs to another thread")
@@ -222,26 +245,95 @@ class Backend:
     def commit(self) -> bool:
         """Commit (synced) what the ended batches applied; returns whether there was
         anything. On the thread that applies, with no batch open."""
-        txn = self._txn
+        if self._in_flight is not None:
+            self.settle()
+        txn = self._hand_over()
         if txn is None:
             return False
-        if self.batch is not None:
-            raise RuntimeError("cannot commit while a write batch is open")
-        if self._owner != threading.get_ident():
-            raise RuntimeError("commit() from another thread than the one applying")
-        self._txn = None
         started = time.perf_counter()
         try:
-            txn.commit()
+            if self._committer is None:
+                txn.commit()
+            else:
+                self._committer.submit(txn.commit).result()
         except BaseException as e:
             self.failed = f"backend commit failed: {e}"
             raise BackendFailed(self.failed) from e
-        self._uncommitted = 0
         self._committed_index = self._consistent_index
         took = time.perf_counter() - started
         for hook in self.commit_hooks:
             hook(took)
         return True
+
+    def commit_soon(self, done: Callable[[], object] | None = None) -> bool:
+        """commit() on the backend's thread (with `background_commit`; else commit()):
+        returns at once, whether there was anything; `done()` is called on the backend's
+        thread when the commit ended (then call settle() on the applying thread). Until
+        then the applying thread's next read, write or commit waits for it."""
+        if self._committer is None or self._in_flight is not None:
+            return self.commit()
+        txn = self._hand_over()
+        if txn is None:
+            return False
+        self._in_flight_index = self._consistent_index
+        self._in_flight = self._committer.submit(self._commit_on_thread, txn, done)
+        return True
+
+    @staticmethod
+    def _commit_on_thread(txn: lmdb.Transaction[bytes], done: Callable[[], object] | None
+                          ) -> float:
+        started = time.perf_counter()
+        try:
+            txn.commit()
+            return time.perf_counter() - started
+        finally:
+            if done is not None:
+                with contextlib.suppress(RuntimeError):  # (its event loop has closed)
+                    done()
+
+    def _hand_over(self) -> lmdb.Transaction[bytes] | None:
+        """The open write transaction, taken for a commit (None: nothing to commit)."""
+        txn = self._txn
+        if txn is None:
+            return None
+        if self.batch is not None:
+            raise RuntimeError("cannot commit while a write batch is open")
+        if self._owner != threading.get_ident():
+            raise RuntimeError("commit() from another thread than the one applying")
+        self._txn = None
+        self._uncommitted = 0
+        return txn
+
+    @property
+    def committing(self) -> bool:
+        """A commit_soon() is in flight (or ended and not settled yet)."""
+        return self._in_flight is not None
+
+    def settle(self) -> None:
+        """On the applying thread: wait for the commit_soon() in flight, if any, and take
+        its outcome (BackendFailed if it failed: what it held exists only in the WAL)."""
+        fut = self._in_flight
+        if fut is None:
+            return
+        try:
+            took = fut.result()
+        except BaseException as e:
+            self._in_flight = None
+            if not self.failed:
+                self.failed = f"backend commit failed: {e}"
+            raise BackendFailed(self.failed) from e
+        self._in_flight = None
+        self._committed_index = self._in_flight_index
+        for hook in self.commit_hooks:
+            hook(took)
+
+    def _end(self, txn: lmdb.Transaction[bytes], *, commit: bool) -> None:
+        """Commit or abort a top-level write transaction on the thread that began it."""
+        end = txn.commit if commit else txn.abort
+        if self._committer is None:
+            end()
+        else:
+            self._committer.submit(end).result()
 
     @property
     def uncommitted(self) -> int:
@@ -264,6 +356,7 @@ class Backend:
             if self._db_flags[name] != (dupsort, dupfixed):
                 raise ValueError(f"database {name!r} already opened with other flags")
             return db
+        self.settle()
         if self.batch is not None or self._txn is not None:
             raise RuntimeError("open databases before applying batches")
         db = self.env.open_db(name, dupsort=dupsort, dupfixed=dupfixed)
@@ -296,11 +389,13 @@ class Backend:
         (owned=True). Other threads take `read_snapshot()` on the applying thread."""
         if self.failed:
             raise BackendFailed(self.failed)
-        if self._uncommitted:
+        if self._uncommitted or self._in_flight is not None:
             if self._owner != threading.get_ident() or self.batch is not None:
                 raise RuntimeError("applied changes are not committed yet: read them on the "
                                    "applying thread between batches, or take read_snapshot()")
-            return self._txn, False  # type: ignore[return-value]
+            self.settle()  # (a commit in flight: the file has it all once it ended)
+            if self._uncommitted:
+                return self._txn, False  # type: ignore[return-value]
         return self.env.begin(), True
 
     @contextlib.contextmanager
@@ -397,6 +492,7 @@ class Backend:
         """First half of defragment(): the compact copy, beside the file. Reads
         may go on meanwhile; no batch may commit until defragment_swap() (it
         would be missing from the copy)."""
+        self.settle()
         if self.batch is not None or self._txn is not None:
             raise RuntimeError("cannot defragment with a write batch open or uncommitted")
         fd = os.open(self.path + ".defrag", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -410,6 +506,7 @@ class Backend:
     def defragment_swap(self) -> None:
         """Second half of defragment(): put the copy in place of the file and
         reopen. Needs no batch open and no read transaction in any thread."""
+        self.settle()
         if self.batch is not None or self._txn is not None:
             raise RuntimeError("cannot defragment with a write batch open or uncommitted")
         tmp_path = self.path + ".defrag"
@@ -464,11 +561,15 @@ class Backend:
         what is not committed, as a crash would (tests)."""
         if self.batch is not None:
             self.batch.abort()
+        with contextlib.suppress(BackendFailed):
+            self.settle()  # (a failed one: the WAL replays it)
         if self._txn is not None:
             if commit and self._owner == threading.get_ident() and not self.failed:
                 self.commit()
             else:
-                self._txn.abort()  # (another thread's: the WAL replays it)
-                self._txn = None
+                txn, self._txn = self._txn, None
+                self._end(txn, commit=False)  # (another thread's: the WAL replays it)
+        if self._committer is not None:
+            self._committer.shutdown()
         self.env.close()
 

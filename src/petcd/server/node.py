@@ -80,7 +80,8 @@ class Node:
         # not committed (never corrupting the file), and it is applied again from the WAL.
         self.backend = Backend(os.path.join(self.member_dir, "snap", "db"),
                                sync=not opts.unsafe_no_fsync, metasync=False,
-                               batch_limit=opts.backend_batch_limit)
+                               batch_limit=opts.backend_batch_limit,
+                               background_commit=opts.backend_batch_limit > 1)
         self.store = KVStore(self.backend)
         self.kv = KVRequests(self.store, compact_budget=max(1, opts.compaction_batch_limit))
         self.metrics = Metrics()

@@ -5,6 +5,9 @@ A compaction's physical part runs here too, in short steps between the batches.
 All queued batches go into one Applier.apply (one LMDB write transaction), so applying
 batch N overlaps writing the WAL for batch N+1. The backend commits what was applied at
 most --backend-batch-interval later (and at once after --backend-batch-limit operations).
+That interval's commit runs on the backend's thread (Backend.commit_soon) when the
+backend has one: the loop goes on reading, proposing and answering meanwhile, and the
+next batch is applied once the commit has ended (a read in that window waits for it).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class ApplyQueue:
         self._physical_waiters: list[tuple[asyncio.Future[Result], Result]] = []
         self._parked = False  # the task waits for work, holding none
         self._failed = False
+        # Set by the end of a background commit of the backend (batches wait for it).
+        self._committed = asyncio.Event()
 
     def push(self, batch: list[Committed], local: list[tuple[int, Pending]]) -> None:
         """Queue a batch; applied by the next flush()."""
@@ -83,6 +88,9 @@ class ApplyQueue:
             while True:
                 if self._jobs:
                     self._idle.clear()
+                    if self._backend.committing:
+                        self._committed.clear()  # (ended, it is settled, then set)
+                        await self._committed.wait()
                     async with self._applier.exclusive:  # (free unless a defragment holds it)
                         self._apply_queued()
                 elif self._closing:
@@ -118,7 +126,7 @@ class ApplyQueue:
         if not self._jobs:
             return False
         if inline and self._parked and not self._closing and not self._failed and \
-                not self._applier.exclusive.locked():
+                not self._backend.committing and not self._applier.exclusive.locked():
             try:
                 self._apply_queued()
             except BaseException as e:
@@ -212,9 +220,20 @@ class ApplyQueue:
         self._commit_timer = None
         if self._applier.exclusive.locked():
             return  # paused: its holder committed, and nothing is applied meanwhile
+        loop = asyncio.get_running_loop()
         try:
-            self._backend.commit()
+            self._backend.commit_soon(lambda: loop.call_soon_threadsafe(self._settle))
         except Exception as e:
+            self._on_failure(e, "committing the backend failed")
+
+    def _settle(self) -> None:
+        """The background commit ended: take its outcome, let batches be applied again."""
+        self._committed.set()
+        self._wake.set()
+        try:
+            self._backend.settle()
+        except Exception as e:
+            self._failed = True
             self._on_failure(e, "committing the backend failed")
 
     # -- a compaction's physical part (etcd's compaction batches)
