@@ -33,11 +33,13 @@ async def _parked(c: Cluster) -> Any:
 
 
 async def _settled(node: Any) -> None:
-    """Until the Ready loop is parked and the WAL idle (what the path needs: a busy
-    machine may leave start-up work on the WAL thread for a while)."""
+    """Until the Ready loop is parked, the WAL idle and no backend commit in flight (what
+    the path needs: a busy machine may leave start-up work on the WAL thread for a
+    while)."""
     d = node._log
-    while d.ready_loop._waiter is None or d.wal_writer.syncing or \
-            not d.wal_writer.can_inline() or d.storage.wal._lock.locked():
+    while d.ready_loop._waiter is None or d.ready_loop._woken or d.wal_writer.syncing or \
+            not d.wal_writer.can_inline() or d.storage.wal._lock.locked() or \
+            node.backend.committing:
         await asyncio.sleep(0.01)
 
 

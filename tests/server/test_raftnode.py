@@ -284,7 +284,8 @@ def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) ->
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
+                     and not node.backend.committing)
         saves = d.wal_writer.inline_saves
         req = rpc.PutRequest(key=b"k", value=b"1")
         futs = [node.propose(PUT, req.SerializeToString(), req) for _ in range(8)]
@@ -293,7 +294,8 @@ def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) ->
         assert revs == list(range(revs[0], revs[0] + 8))
         assert d.wal_writer.inline_saves == saves + 1
         await put(node, b"after")  # (the loop's: its last batch was not a lone one)
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
+                     and not node.backend.committing)
         saves = d.wal_writer.inline_saves
         fut = node.propose(PUT, req.SerializeToString(), req)  # lone again: inline
         assert fut.done() and d.wal_writer.inline_saves == saves + 1

@@ -145,10 +145,12 @@ class ApplyQueue:
         entries are still being synced: nothing of it is seen outside this synchronous
         turn until HeldApply.publish() (no commit listener told, no caller answered, no
         read released, no backend commit). None, with nothing applied: flush() later
-        (it could not apply inline, or the batch could reach --backend-batch-limit and
-        commit the backend before its entries are durable)."""
+        (it could not apply inline, a backend commit is in flight on its thread, or the
+        batch could reach --backend-batch-limit and commit the backend before its
+        entries are durable)."""
         jobs = self._jobs
         if not jobs or not self._parked or self._closing or self._failed or \
+                self._backend.committing or \
                 self._applier.exclusive.locked() or len(jobs) != 1 or \
                 self._backend.uncommitted + len(jobs[0][0]) >= self._backend.batch_limit:
             return None
