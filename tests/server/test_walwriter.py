@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -36,11 +37,11 @@ async def ticks_while(pending: asyncio.Future[object] | asyncio.Task[object]) ->
     return n
 
 
-def run_writer(tmp_path: Path, fdsync: str, body: object, streak: int = 16) -> None:
+def run_writer(tmp_path: Path, fdsync: str, body: object, **policy: float) -> None:
     async def main() -> None:
         storage = MemberStorage.create(str(tmp_path), b"meta")
         thread = Worker("test-wal")
-        writer = WalWriter(storage, thread, fdsync=fdsync, streak=streak)
+        writer = WalWriter(storage, thread, fdsync=fdsync, **policy)  # type: ignore[arg-type]
         writer.start()
         try:
             await body(storage, thread, writer)  # type: ignore[operator]
@@ -118,46 +119,49 @@ def test_busy_wal_does_not_block_the_loop(tmp_path: Path, fdsync: str) -> None:
 
 @pytest.mark.parametrize("fdsync", ["uring", "aio"])
 def test_lone_saves_go_inline_only_while_the_disk_is_fast(tmp_path: Path, fdsync: str) -> None:
-    """A lone save is synced on the loop thread once `streak` fdatasyncs in a row were
-    fast; the first slow one (here: every one counts as slow from then on) sends the
-    saves back to the asynchronous path, where the loop keeps turning during the
-    fdatasync, until a new streak of fast ones."""
+    """A lone save is synced on the loop thread while few of the last inline fdatasyncs
+    were slow; past `slow_allowed` of them the lone saves go to the asynchronous path
+    (where the loop keeps turning during the fdatasync), except one inline try per
+    `probe` seconds, and a fast try brings the inline path back."""
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
         if writer.uses_thread:
             pytest.skip(f"{fdsync} fdsync is not available on this machine")
         writer.fast = 3600.0  # (every fdatasync counts as fast, however busy the disk)
         index = 1
-        for _ in range(3):  # not yet a streak: asynchronous
-            task = asyncio.ensure_future(writer.save(None, ents(index, 1), None, True))
+
+        async def lone_inline() -> None:
+            nonlocal index
+            saves = writer.inline_saves
+            await writer.save(None, ents(index, 1), None, True)  # done when it returns
+            index += 1
+            assert writer.inline_saves == saves + 1 and writer.syncing == 0
+
+        async def asynchronous(lone: bool) -> None:
+            nonlocal index
+            saves = writer.inline_saves
+            task = asyncio.ensure_future(writer.save(None, ents(index, 1), None, lone))
             index += 1
             assert writer.syncing == 1
+            await ticks_while(task)  # the loop turns during the fdatasync
             await task
-        assert writer.inline_saves == 0
-        # Not lone (other proposals wait): asynchronous however fast the disk.
-        task = asyncio.ensure_future(writer.save(None, ents(index, 1), None))
-        index += 1
-        assert writer.syncing == 1
-        await task
-        for _ in range(5):  # lone, after a streak: done when save() returns
-            await writer.save(None, ents(index, 1), None, True)
-            index += 1
-            assert writer.syncing == 0
-        assert writer.inline_saves == 5
-        writer.fast = 0.0  # the disk turns slow: the next inline fdatasync is too slow
-        await writer.save(None, ents(index, 1), None, True)
-        index += 1
-        assert writer.inline_saves == 6
-        for _ in range(2):  # back on the asynchronous path: the loop turns meanwhile
-            task = asyncio.ensure_future(writer.save(None, ents(index, 1), None, True))
-            index += 1
-            assert writer.syncing == 1
-            await ticks_while(task)
-            await task
-        assert writer.inline_saves == 6
+            assert writer.inline_saves == saves
+
+        await lone_inline()  # a fresh writer trusts the disk
+        await asynchronous(lone=False)  # other proposals wait: never inline
+        writer.fast = 1e-9  # the disk turns slow: every inline fdatasync now is
+        await lone_inline()  # slow ones while at most slow_allowed (2) of the last 3
+        await lone_inline()
+        await lone_inline()  # the third slow one: lone saves go asynchronous
+        await asynchronous(lone=True)
+        await asynchronous(lone=True)
+        writer._probe_at = time.monotonic()  # (the probe interval has passed)
+        await lone_inline()  # a try, slow again: asynchronous for another interval
+        await asynchronous(lone=True)
         writer.fast = 3600.0
-        for _ in range(4):  # a new streak (3 asynchronous), then inline again
-            await writer.save(None, ents(index, 1), None, True)
-            index += 1
-        assert writer.inline_saves == 7
-    run_writer(tmp_path, fdsync, body, streak=3)
-    assert reopened(tmp_path)[1] == ents(1, 16)
+        await asynchronous(lone=True)  # a fast disk is seen only by an inline try
+        writer._probe_at = time.monotonic()
+        await lone_inline()  # the try is fast: inline again from here on
+        await lone_inline()
+        assert writer.can_inline()
+    run_writer(tmp_path, fdsync, body, window=3, slow_allowed=2, probe=3600.0)
+    assert reopened(tmp_path)[1] == ents(1, 12)

@@ -15,12 +15,16 @@ Two ways, behind one `await writer.save(...)`:
 
 A lone write (the caller says so: nothing else is waiting on the loop) is saved inline
 instead: write and fdatasync right here, on the loop thread, as etcd's Raft loop does.
-That saves the kernel worker's start (it waits for the loop to go idle), the eventfd
-wake-up and the reap, ~40-60 us of a lone put. The loop is blocked meanwhile, so it is
-done only while the disk is proven fast: the last FAST_STREAK fdatasyncs (either way)
-each took under FAST seconds and none is under way. The first slow one sends every
-save back to the asynchronous path until FAST_STREAK fast ones were seen again, so a
-disk turning slow blocks the loop once, for one fdatasync, not again and again.
+That saves the kernel worker's start and the eventfd wake-up and reap: ~40-60 us of a
+lone put on a quiet machine, and far more on a busy one. The kernel's AIO fdatasync runs
+on a worker bound to the submitting CPU, so when the CPUs are contended it waits for a
+turn there (a lone put measured 1.4-3.9 ms that way at load 8, 0.63-0.75 ms inline).
+The loop is blocked meanwhile, so it is done only while the disk is fast, judged by the
+inline fdatasyncs alone (asynchronous ones also time the kernel worker's wait for a
+CPU): when more than SLOW_ALLOWED of the last WINDOW took FAST or longer, lone saves go
+asynchronous, and one lone save per PROBE seconds is still synced inline to see
+whether the disk is fast again (then the inline path is back). A disk turning slow
+blocks the loop for a few fdatasyncs, then for one per PROBE seconds.
 
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
@@ -31,6 +35,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Awaitable, Sequence
 
 from petcd.raft import Entry, HardState, Snapshot
@@ -40,19 +45,22 @@ from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger(__name__)
 
-# Seconds: an fdatasync this quick may run on the loop (a lone write's).
+# Seconds: an inline fdatasync this quick counts as fast.
 # PETCD_WAL_INLINE_FAST_MS sets it (0: never inline; tests use a large one to force it).
-FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "1")) / 1000
-FAST_STREAK = 16  # fast fdatasyncs in a row before inline ones (again)
+FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "2")) / 1000
+WINDOW = 16  # the last inline fdatasyncs judged
+SLOW_ALLOWED = 4  # of WINDOW that may be slow while lone saves stay inline
+PROBE = 1.0  # seconds between inline tries while lone saves go asynchronous
 
 
 class WalWriter:
     def __init__(self, storage: MemberStorage, thread: Worker, *,
                  fdsync: str | None = None, fast: float = FAST,
-                 streak: int = FAST_STREAK) -> None:
+                 window: int = WINDOW, slow_allowed: int = SLOW_ALLOWED,
+                 probe: float = PROBE) -> None:
         """fdsync: "aio", "uring" or "0" (the thread only); default: PETCD_WAL_AIO, else
-        the best available (petcd.wal.fdsync). fast, streak: when a lone save may be
-        synced inline (see the module's docstring)."""
+        the best available (petcd.wal.fdsync). fast, window, slow_allowed, probe: when a
+        lone save is synced inline (see the module's docstring)."""
         self._storage = storage
         self._thread = thread
         self._fdsync: FdSync | None = None
@@ -61,8 +69,10 @@ class WalWriter:
         self._next_token = 1
         self._choice = fdsync
         self.fast = fast
-        self._streak = streak
-        self._fast = 0  # fdatasyncs in a row that took under self.fast
+        self._slow: deque[bool] = deque(maxlen=window)  # the last inline ones: slow?
+        self._slow_allowed = slow_allowed
+        self._probe = probe
+        self._probe_at = 0.0  # while lone saves go asynchronous: the next inline try
         self.inline_saves = 0  # (for tests and benchmarks)
 
     @property
@@ -89,8 +99,8 @@ class WalWriter:
     def can_inline(self) -> bool:
         """Whether a lone save now would be synced inline (unless the WAL is busy on
         its thread)."""
-        return self._fdsync is not None and self._fast >= self._streak and \
-            not self._waiting
+        return self._fdsync is not None and self.fast > 0 and not self._waiting and \
+            (not self._probe_at or time.monotonic() >= self._probe_at)
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry],
              snapshot: Snapshot | None, lone: bool = False) -> Awaitable[object]:
@@ -100,13 +110,13 @@ class WalWriter:
         fs = self._fdsync
         if fs is not None and snapshot is None:
             wal = self._storage.wal
-            if lone and self._fast >= self._streak and not self._waiting:
+            if lone and self.can_inline():
                 started = time.monotonic()
                 synced = wal.save_begin(hard_state, entries, os.fdatasync)
                 if synced is not None:  # (None: busy on the thread; go there)
                     if synced:
                         took = time.monotonic() - started
-                        self._timed(took)
+                        self._judge(took, started)
                         wal.save_end(0, took)
                         self.inline_saves += 1
                     return self._cut() if wal.full else _done()
@@ -123,13 +133,24 @@ class WalWriter:
                 return self._cut() if wal.full else _done()
         return self._thread.run(self._storage.save, hard_state, entries, snapshot)
 
-    def _timed(self, took: float) -> None:
-        self._fast = self._fast + 1 if took < self.fast else 0
+    def _judge(self, took: float, now: float) -> None:
+        """After an inline fdatasync: keep syncing lone saves inline, or not (until a
+        later try is fast)."""
+        slow = took >= self.fast
+        if self._probe_at:  # a try while lone saves go asynchronous
+            if slow:
+                self._probe_at = now + self._probe
+            else:
+                self._slow.clear()
+                self._probe_at = 0.0
+            return
+        self._slow.append(slow)
+        if slow and sum(self._slow) > self._slow_allowed:
+            self._probe_at = now + self._probe
 
     async def _synced(self, fut: asyncio.Future[int], started: float) -> None:
         error = await fut
         took = time.monotonic() - started
-        self._timed(took)
         self._storage.wal.save_end(error, took)
         if self._storage.wal.full:
             await self._cut()
