@@ -250,7 +250,9 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        await _until(lambda: d.ready_loop._waiter is not None)
+        # Parked with nothing to do: its future set but not yet woken (a tick's wake
+        # leaves _waiter set until the loop runs; propose() then leaves it to the loop).
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
