@@ -8,7 +8,9 @@ HEADERS and DATA frames fed to each connection's data_received, a fake transport
 what is written. The node under the handlers is a stub: a proposal is answered from the
 tracker's queue once per round (as the apply loop would), a range from a constant. So
 the figure is the front door's CPU per call (request bytes in -> response bytes out,
-with the event loop's task switches), free of the Raft, WAL and store. Process CPU time
+with the event loop's task switches), free of the Raft, WAL and store. With --inline a
+proposal is answered inside propose(), as a lone voter whose disk syncs fast answers it
+(bench/member_callgrind.py's path). Process CPU time
 still moves with a busy machine; the instruction count under callgrind does not:
 
     FRONT_DOOR_CALLGRIND=1 valgrind --tool=callgrind --instr-atstart=no \
@@ -56,8 +58,9 @@ _PATHS = {"put": "/etcdserverpb.KV/Put", "txn-put": "/etcdserverpb.KV/Txn",
 class _Stub:
     """The parts of Node the KV handlers and the quota check touch."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, inline: bool = False) -> None:
         self.kind = kind
+        self.inline = self.answers(1)[0] if inline else None
         self.term = 2
         self.cluster_id = 0x1234
         self.member_id = 0x5678
@@ -85,7 +88,10 @@ class _Stub:
         return self._lease_id
 
     def propose(self, kind: str, raw: bytes, req: Any, stamp: Any) -> asyncio.Future[Any]:
-        return self.tracker.add(kind, raw, req, stamp, 0.0)
+        fut = self.tracker.add(kind, raw, req, stamp, 0.0)
+        if self.inline is not None:  # (answered before propose() returns)
+            self.apply_all([self.inline])
+        return fut
 
     def answers(self, n: int) -> list[Any]:
         header = rpc.ResponseHeader(revision=2)
@@ -165,8 +171,8 @@ def _callgrind(state: str) -> None:
                         stdout=subprocess.DEVNULL)
 
 
-async def run(kind: str, conns: int, streams: int, calls: int) -> float:
-    stub = _Stub(kind)
+async def run(kind: str, conns: int, streams: int, calls: int, inline: bool = False) -> float:
+    stub = _Stub(kind, inline)
     server = GrpcServer(ServerConfig())
     metrics = GrpcMetrics(CollectorRegistry())
     kv = QuotaKVService(stub, max_request_bytes=1536 * 1024, max_txn_ops=128)  # type: ignore[arg-type]
@@ -217,12 +223,15 @@ def main() -> None:
                     help="put, txn-put, range, grant (LeaseGrant)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--src", default="", help="another checkout's src directory")
+    ap.add_argument("--inline", action="store_true",
+                    help="answer each proposal inside propose() (a lone voter)")
     args = ap.parse_args()
     uvloop.install()
     for kind in args.kinds.split(","):
         for shape in args.conns.split(","):
             conns, _, streams = shape.partition("x")
-            runs = [asyncio.run(run(kind, int(conns), int(streams or 1), args.calls))
+            runs = [asyncio.run(run(kind, int(conns), int(streams or 1), args.calls,
+                                    args.inline))
                     for _ in range(args.repeat)]
             print(f"{kind:8} {shape:>6} {statistics.median(runs) * 1e6:6.1f} us cpu/call "
                   f"(min {min(runs) * 1e6:.1f})", flush=True)

@@ -1,11 +1,12 @@
 """Instructions per request of a whole petcd member (h2, handler, Raft, WAL, apply), under
 callgrind, which a busy machine does not move:
 
-    python bench/member_callgrind.py [--ops put,grant] [--calls 300] [--src DIR]
+    python bench/member_callgrind.py [--ops put,grant,watchput] [--calls 300] [--src DIR]
 
 Starts one member under `valgrind --tool=callgrind --instr-atstart=no`, warms it up with
 sequential requests from one client, switches instrumentation on for --calls sequential
-requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600)
+requests (a put of a 256-byte value, or a LeaseGrant with a server-chosen ID and TTL 600,
+or a put whose event a watcher on the same channel receives before the next put)
 and off again, then on again for as long as the calls took with no calls (the member's
 idle work: Raft ticks, timers), and prints (calls - idle) / --calls. --src DIR runs
 another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import grpc
 from lone_put_cpu import caller
 
+from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.testing import PetcdProcess
 
 _SITE = Path(__file__).resolve().parent / "cgsite"
@@ -49,6 +52,42 @@ def _control(pid: int, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+def watched_put(ch: grpc.Channel) -> Callable[[int], object]:
+    """A put (as caller's) whose event a watcher on the same channel receives before
+    the next put is sent: the member's work per put plus its watch event."""
+    import queue
+    import threading
+
+    requests: queue.Queue[rpc.WatchRequest | None] = queue.Queue()
+    requests.put(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+        key=b"k", range_end=b"l")))
+    stream = ch.stream_stream("/etcdserverpb.Watch/Watch",
+                              request_serializer=rpc.WatchRequest.SerializeToString,
+                              response_deserializer=rpc.WatchResponse.FromString)(
+        iter(requests.get, None))
+    seen: queue.Queue[int] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for resp in stream:
+                for e in resp.events:
+                    seen.put(e.kv.mod_revision)
+        except grpc.RpcError:
+            pass  # (cancelled at the end)
+
+    threading.Thread(target=read, daemon=True).start()
+    put = ch.unary_unary("/etcdserverpb.KV/Put",
+                         request_serializer=rpc.PutRequest.SerializeToString,
+                         response_deserializer=rpc.PutResponse.FromString)
+
+    def call(i: int) -> object:
+        rev = put(rpc.PutRequest(key=b"k%d" % (i % 1000), value=b"v" * 256)).header.revision
+        while seen.get(timeout=30) != rev:
+            pass
+        return rev
+    return call
+
+
 def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -57,7 +96,7 @@ def measure(op: str, calls: int, src: str, keep: str) -> tuple[float, float]:
         try:
             assert m.proc is not None
             with grpc.insecure_channel(m.address) as ch:
-                call = caller(ch, op)
+                call = watched_put(ch) if op == "watchput" else caller(ch, op)
                 for i in range(100):  # warm-up
                     call(i)
                 # (valgrind's pid is the member's: it runs the program in its process)

@@ -57,8 +57,10 @@ def _run(coro: Any) -> Any:
 
 # -- latency -------------------------------------------------------------------------
 
-async def _latency(address: str, n: int, value_size: int, separate: bool = False
-                   ) -> tuple[list[float], list[float], list[float]]:
+Stamps = list[tuple[float, float, float]]  # per put: sent, answered, its event seen
+
+
+async def _latency(address: str, n: int, value_size: int, separate: bool = False) -> Stamps:
     import grpc
 
     async with grpc.aio.insecure_channel(address, options=OPTIONS) as ch, \
@@ -91,10 +93,7 @@ async def _latency(address: str, n: int, value_size: int, separate: bool = False
         await asyncio.wait_for(done.wait(), 30)
         watch.cancel()
         task.cancel()
-    after_ack = [(seen[r] - t1) * 1000 for r, _, t1 in sent]
-    after_send = [(seen[r] - t0) * 1000 for r, t0, _ in sent]
-    put_ms = [(t1 - t0) * 1000 for _, t0, t1 in sent]
-    return after_ack, after_send, put_ms
+    return [(t0, t1, seen[r]) for r, t0, t1 in sent]
 
 
 async def _paired(addresses: list[str], n: int, value_size: int, separate: bool
@@ -161,9 +160,11 @@ def _latency_proc(address: str, n: int, value_size: int, out: Any, separate: boo
     out.put(_run(_latency(address, n, value_size, separate)))
 
 
-def latency(address: str, n: int, value_size: int, separate: bool = False,
-            cpu: int | None = None) -> tuple[list[float], list[float], list[float]]:
-    """One latency run in a fresh client process: (after ack, after send, put) in ms."""
+def latency_stamps(address: str, n: int, value_size: int, separate: bool = False,
+                   cpu: int | None = None) -> Stamps:
+    """One latency run in a fresh client process: per put, when it was sent, when its
+    answer came and when its event was seen (time.perf_counter, the clock servers
+    traced by bench/watch_path.py use too)."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=_latency_proc, args=(address, n, value_size, q, separate, cpu))
@@ -174,6 +175,15 @@ def latency(address: str, n: int, value_size: int, separate: bool = False,
         p.join(10)
         if p.is_alive():
             p.kill()
+
+
+def latency(address: str, n: int, value_size: int, separate: bool = False,
+            cpu: int | None = None) -> tuple[list[float], list[float], list[float]]:
+    """One latency run in a fresh client process: (after ack, after send, put) in ms."""
+    stamps = latency_stamps(address, n, value_size, separate, cpu)
+    return ([(seen - t1) * 1000 for _, t1, seen in stamps],
+            [(seen - t0) * 1000 for t0, _, seen in stamps],
+            [(t1 - t0) * 1000 for t0, t1, _ in stamps])
 
 
 def pct(xs: list[float], p: float) -> float:

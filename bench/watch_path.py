@@ -8,8 +8,10 @@ Starts a member whose write and watch paths record timestamps (bench/watchtrace,
 via PYTHONPATH), sends sequential puts from one client that also watches the key, and
 prints the median time of each stage after the put's apply started: the hub told of the
 batch, the event handed to the watcher's HTTP/2 stream, the event written to the socket,
-the put answered and its response written. With --before-src the other checkout runs
-the same way, the two taking turns, for a before/after table from one run.
+the put answered and its response written; then the client's side (same clock): its put
+reaching the server, and the event and the answer reaching it once written. With
+--before-src the other checkout runs the same way, the two taking turns, for a
+before/after table from one run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from watch_bench import latency
+from watch_bench import Stamps, latency_stamps
 
 from petcd.testing import PetcdProcess
 
@@ -35,6 +37,7 @@ STAGES = [
     ("apply start -> hub notified", "notify", "apply_start"),
     ("apply start -> event on the watcher's h2 stream", "ev_h2", "notify"),
     ("apply start -> event written to the socket", "sent", "ev_h2"),
+    ("apply start -> that write returned", "flushed", "sent"),
     ("apply start -> apply ended", "apply_end", "apply_start"),
     ("apply start -> put answered (future resolved)", "answered", "apply_end"),
     ("apply start -> put response written", "sent", "answered"),
@@ -67,6 +70,27 @@ def cycles(events: list[tuple[str, int]]) -> list[dict[str, int]]:
     return out
 
 
+# The client's side (bench/watch_bench.py's stamps, the same clock), per put
+CLIENT = [
+    ("client: put sent -> server recv", "c_sent", "recv"),
+    ("client: event write starts -> event seen", STAGES[3][0], "c_seen"),
+    ("client: response write starts -> answer", STAGES[-1][0], "c_answer"),
+    ("client: put sent -> event seen", "c_sent", "c_seen"),
+]
+
+
+def with_client(cycles: list[dict[str, int]], stamps: Stamps) -> None:
+    """Adds to each traced put the client's stamps of the put it answers (the last one
+    sent before the server read it)."""
+    sent = [int(t0 * 1e9) for t0, _, _ in stamps]
+    j = 0
+    for c in cycles:
+        while j + 1 < len(sent) and sent[j + 1] <= c["recv"]:
+            j += 1
+        _, t1, seen = stamps[j]
+        c["c_sent"], c["c_answer"], c["c_seen"] = sent[j], int(t1 * 1e9), int(seen * 1e9)
+
+
 def trace(src: str, n: int, separate: bool, tmp: Path, tag: str) -> tuple[list[dict[str, int]],
                                                                          float]:
     out = tmp / f"stages-{tag}.json"
@@ -77,11 +101,13 @@ def trace(src: str, n: int, separate: bool, tmp: Path, tag: str) -> tuple[list[d
     m = PetcdProcess(tmp / tag, env=env)
     m.start()
     try:
-        _, after_send, _ = latency(m.address, n, 100, separate)
+        stamps = latency_stamps(m.address, n, 100, separate)
     finally:
         m.stop()
     events = [(name, t) for name, t in json.loads(out.read_text())]
-    return cycles(events)[n // 10:], statistics.median(after_send)
+    traced = cycles(events)
+    with_client(traced, stamps)
+    return traced[n // 10:], statistics.median((seen - t0) * 1000 for t0, _, seen in stamps)
 
 
 def main() -> None:
@@ -107,6 +133,12 @@ def main() -> None:
             cyc = [c for run, _ in results[side] for c in run]
             base = "recv" if label.startswith("recv") else STAGES[0][0]
             row += f"{statistics.median([(c[label] - c[base]) / 1e3 for c in cyc]):10.0f}"
+        print(row)
+    for label, a, b in CLIENT:
+        row = f"{label:50}"
+        for side in sides:
+            cyc = [c for run, _ in results[side] for c in run]
+            row += f"{statistics.median([(c[b] - c[a]) / 1e3 for c in cyc]):10.0f}"
         print(row)
     row = f"{'client: event after put sent, p50 per run (ms)':50}"
     for side in sides:

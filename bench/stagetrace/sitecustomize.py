@@ -66,6 +66,13 @@ def _install() -> None:
         WalWriter.save = save_inline
     except ImportError:
         pass  # (before it)
+    try:  # a lone write applied while its WAL frame goes to the disk (write_lone)
+        from petcd.server.raftnode.walwriter import LoneSave
+        _wrap(WalWriter, "write_lone", "wal_start", None,
+              lambda self, hs, entries, *a, **k: bool(entries))
+        _wrap(LoneSave, "finish", None, "wal_end")
+    except ImportError:
+        pass  # (before it)
     _wrap(ReadyLoop, "_hand_out", "hand_out", None)
     _wrap(ApplyQueue, "_apply_batch", "apply_start", "apply_end")
     _wrap(RaftDriver, "_after_apply", None, "answered")

@@ -22,11 +22,19 @@ def _is_watch(self: Any, stream: Any, *a: Any, **k: Any) -> bool:
 
 
 def _install() -> None:
+    from petcd.api.h2.connection import H2Protocol
     from petcd.api.h2.outbound import Outbound
     from petcd.server.watch.hub import WatchHub
 
     _base._wrap(WatchHub, "notify", "notify", None)
+    # (around the stage trace's own wrapper, which records "sent" as a write starts)
+    _base._wrap(H2Protocol, "_flush", None, "flushed", lambda self: bool(self.h2.out))
     _base._wrap(Outbound, "send_message", "ev_h2", None, _is_watch)
+    try:  # (the hub's direct write; the first of the two is the stage's time)
+        from petcd.api.h2.call import Call
+        _base._wrap(Call, "offer", "ev_h2", None)
+    except AttributeError:
+        pass  # (before it)
 
 
 if os.environ.get("PETCD_STAGES_OUT"):

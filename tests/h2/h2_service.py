@@ -14,6 +14,7 @@ import grpc.aio
 import pytest
 import uvloop
 
+from petcd.api.grpc_call import starts_inline
 from petcd.api.h2 import GrpcServer, ServerConfig
 from petcd.api.h2 import frames as F
 from petcd.testing.memtransport import MemoryTransport
@@ -59,6 +60,12 @@ async def echo(raw: bytes, context: Any) -> bytes:
         context.set_details("set, not raised")
         return b""
     return raw
+
+
+@starts_inline
+async def echo_inline(raw: bytes, context: Any) -> bytes:
+    """echo, started in the read callback by our h2 server (grpc.aio ignores the mark)."""
+    return await echo(raw, context)
 
 
 async def server_stream(raw: bytes, context: Any) -> AsyncIterator[bytes]:
@@ -108,6 +115,7 @@ async def bidi_generator(requests: AsyncIterator[bytes], context: Any) -> AsyncI
 def handlers() -> grpc.GenericRpcHandler[Any, Any]:
     return grpc.method_handlers_generic_handler(SERVICE, {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "EchoInline": grpc.unary_unary_rpc_method_handler(echo_inline),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ServerStreamWrite": grpc.unary_stream_rpc_method_handler(server_stream_write),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),

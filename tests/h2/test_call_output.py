@@ -5,6 +5,7 @@ call, else batched with the others' once per event loop iteration. Driven in-pro
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -98,3 +99,72 @@ def test_metadata_value_follows_each_request() -> None:
         proto.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_offer_writes_one_frame_or_falls_back_and_holds_the_flush() -> None:
+    """Call.offer (the watch hub's direct write): a response that fits the windows goes
+    out as one DATA frame, the bytes write() gives; with held=True no flush callback is
+    scheduled (the caller flushes); once the stream's window is short it is split as
+    write() does, and nothing more is taken until that is sent."""
+    async def main() -> None:
+        calls: list[Any] = []
+        done = asyncio.Event()
+
+        async def watch(requests: Any, context: Any) -> AsyncIterator[bytes]:
+            calls.append(context.outlet())
+            yield b"first"  # the response headers go out with it
+            await done.wait()
+
+        proto, transport = in_memory_connection(
+            {"W": grpc.stream_stream_rpc_method_handler(watch)})
+        # The client's window for new streams: 100 bytes.
+        proto.data_received(F.settings_frame({F.SETTINGS_INITIAL_WINDOW_SIZE: 100}))
+        enc = hpack.Encoder()
+        block = enc.encode([(":method", "POST"), (":scheme", "http"), (":path", "/t.S/W"),
+                            (":authority", "t"), ("content-type", "application/grpc")])
+        proto.data_received(F.frame(F.HEADERS, F.END_HEADERS, 1, block))
+        while not calls or not _data_frames(transport.out):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        call = calls[0]
+        transport.out.clear()
+
+        msg = b"m" * 40
+        ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
+        before = len(ready)
+        assert call.offer(msg, held=True)
+        assert len(ready) == before  # held: no flush callback was scheduled for it
+        call.flush()
+        assert bytes(transport.out) == F.frame(F.DATA, 0, 1, b"\0\0\0\0\x28" + msg)
+        assert not proto._flush_scheduled
+        transport.out.clear()
+
+        # 45 of the stream's 100 bytes used (plus the first response's 10): 45 left.
+        big = b"b" * 60
+        assert call.offer(big)  # taken, sent in part (as write() would)
+        assert proto._flush_scheduled  # (not held: the connection flushes it)
+        await asyncio.sleep(0)
+        assert _data_frames(transport.out) == [1]
+        assert not call.offer(msg)  # the rest of `big` waits for the window
+        proto.data_received(F.frame(F.WINDOW_UPDATE, 0, 1, (1000).to_bytes(4, "big")))
+        await asyncio.sleep(0)
+        assert call.offer(msg)
+        await asyncio.sleep(0)
+        data = b"".join(p for t, _, sid, p in _frames_of(transport.out) if t == F.DATA)
+        assert data == b"\0\0\0\0\x3c" + big + b"\0\0\0\0\x28" + msg
+        done.set()
+        proto.connection_lost(None)
+
+    asyncio.run(main())
+
+
+def _frames_of(data: bytes | bytearray) -> list[tuple[int, int, int, bytes]]:
+    out = []
+    pos = 0
+    while pos + 9 <= len(data):
+        n = int.from_bytes(data[pos:pos + 3], "big")
+        out.append((data[pos + 3], data[pos + 4],
+                    int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF,
+                    bytes(data[pos + 9:pos + 9 + n])))
+        pos += 9 + n
+    return out

@@ -20,6 +20,12 @@ def channel(server: ServerThread) -> Iterator[grpc.Channel]:
         yield ch
 
 
+@pytest.fixture(params=["Echo", "EchoInline"])
+def echo(request: pytest.FixtureRequest) -> str:
+    """The echo method, run by a task or started inline (h2.call.Call.start)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 def unary(ch: grpc.Channel, method: str = "Echo") -> grpc.UnaryUnaryMultiCallable:
     return ch.unary_unary(f"/test.Svc/{method}")
 
@@ -37,25 +43,25 @@ def wait_for(pred: object, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_unary_echo(channel: grpc.Channel) -> None:
-    assert unary(channel)(b"hello", timeout=10) == b"hello"
-    assert unary(channel)(b"", timeout=10) == b""
+def test_unary_echo(channel: grpc.Channel, echo: str) -> None:
+    assert unary(channel, echo)(b"hello", timeout=10) == b"hello"
+    assert unary(channel, echo)(b"", timeout=10) == b""
 
 
-def test_abort_status_and_percent_encoded_message(channel: grpc.Channel) -> None:
+def test_abort_status_and_percent_encoded_message(channel: grpc.Channel, echo: str) -> None:
     msg = "etcdserver: bad 100% — ünïcode\nline"
-    e = error_of(unary(channel), f"abort:INVALID_ARGUMENT:{msg}".encode())
+    e = error_of(unary(channel, echo), f"abort:INVALID_ARGUMENT:{msg}".encode())
     assert (e.code(), e.details()) == (grpc.StatusCode.INVALID_ARGUMENT, msg)
 
 
-def test_handler_exception_is_unknown(channel: grpc.Channel) -> None:
-    e = error_of(unary(channel), b"raise")
+def test_handler_exception_is_unknown(channel: grpc.Channel, echo: str) -> None:
+    e = error_of(unary(channel, echo), b"raise")
     assert e.code() is grpc.StatusCode.UNKNOWN
     assert "boom" in (e.details() or "")
 
 
-def test_set_code_without_raising(channel: grpc.Channel) -> None:
-    e = error_of(unary(channel), b"setcode")
+def test_set_code_without_raising(channel: grpc.Channel, echo: str) -> None:
+    e = error_of(unary(channel, echo), b"setcode")
     assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, "set, not raised")
 
 
@@ -68,8 +74,8 @@ def test_unknown_method_and_service(server: ServerThread, channel: grpc.Channel)
         assert e2.details() == "unknown service other.Svc"
 
 
-def test_metadata_peer_and_deadline(channel: grpc.Channel) -> None:
-    out = unary(channel)(b"meta", timeout=10, metadata=(
+def test_metadata_peer_and_deadline(channel: grpc.Channel, echo: str) -> None:
+    out = unary(channel, echo)(b"meta", timeout=10, metadata=(
         ("authorization", "token-1"), ("x-bin", b"\x00\xff")))
     md, peer, has_deadline = eval(out)  # our own test server's repr
     assert ("authorization", "token-1") in md and ("x-bin", b"\x00\xff") in md
@@ -77,42 +83,42 @@ def test_metadata_peer_and_deadline(channel: grpc.Channel) -> None:
     assert has_deadline
 
 
-def test_trailing_metadata(channel: grpc.Channel) -> None:
-    resp, call = unary(channel).with_call(b"trailing", timeout=10)
+def test_trailing_metadata(channel: grpc.Channel, echo: str) -> None:
+    resp, call = unary(channel, echo).with_call(b"trailing", timeout=10)
     assert resp == b"with trailers"
     trailing = dict(call.trailing_metadata() or ())
     assert trailing["x-trail"] == "t"
     assert trailing["x-trail-bin"] == b"\x00\x01"
 
 
-def test_deadline_exceeded_cancels_the_handler(channel: grpc.Channel) -> None:
-    tag = f"deadline-{id(channel)}"
-    e = error_of(unary(channel), f"sleep:5:{tag}".encode(), timeout=0.3)
+def test_deadline_exceeded_cancels_the_handler(channel: grpc.Channel, echo: str) -> None:
+    tag = f"deadline-{echo}-{id(channel)}"
+    e = error_of(unary(channel, echo), f"sleep:5:{tag}".encode(), timeout=0.3)
     assert e.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     wait_for(lambda: f"cancelled:{tag}" in EVENTS and f"done:{tag}" in EVENTS)
 
 
-def test_client_cancel_cancels_the_handler(channel: grpc.Channel) -> None:
-    tag = f"cancel-{id(channel)}"
-    fut = unary(channel).future(f"sleep:5:{tag}".encode(), timeout=10)
+def test_client_cancel_cancels_the_handler(channel: grpc.Channel, echo: str) -> None:
+    tag = f"cancel-{echo}-{id(channel)}"
+    fut = unary(channel, echo).future(f"sleep:5:{tag}".encode(), timeout=10)
     time.sleep(0.3)
     fut.cancel()
     wait_for(lambda: f"cancelled:{tag}" in EVENTS)
 
 
-def test_large_unary_response(channel: grpc.Channel) -> None:
+def test_large_unary_response(channel: grpc.Channel, echo: str) -> None:
     n = 8 * 1024 * 1024  # far beyond any flow-control window: needs WINDOW_UPDATEs
-    assert unary(channel)(b"big:%d" % n, timeout=30) == b"x" * n
+    assert unary(channel, echo)(b"big:%d" % n, timeout=30) == b"x" * n
 
 
-def test_request_over_the_receive_limit(channel: grpc.Channel) -> None:
-    e = error_of(unary(channel), b"y" * (5 * 1024 * 1024))
+def test_request_over_the_receive_limit(channel: grpc.Channel, echo: str) -> None:
+    e = error_of(unary(channel, echo), b"y" * (5 * 1024 * 1024))
     assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert unary(channel)(b"y" * (3 * 1024 * 1024), timeout=30) == b"y" * (3 * 1024 * 1024)
+    assert unary(channel, echo)(b"y" * (3 * 1024 * 1024), timeout=30) == b"y" * (3 * 1024 * 1024)
 
 
-def test_concurrent_calls(channel: grpc.Channel) -> None:
-    futures = [unary(channel).future(b"c%d" % i, timeout=30) for i in range(300)]
+def test_concurrent_calls(channel: grpc.Channel, echo: str) -> None:
+    futures = [unary(channel, echo).future(b"c%d" % i, timeout=30) for i in range(300)]
     assert [f.result() for f in futures] == [b"c%d" % i for i in range(300)]
 
 

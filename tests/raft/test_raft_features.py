@@ -715,3 +715,60 @@ def test_reconnecting_follower_catches_up_in_a_few_messages(restarted: bool) -> 
     appends = [m for m in net.delivered[before:] if m.type == M.APP and m.to == 3]
     assert len(appends) <= 3
     assert leader.prs[3].state == ProgressState.REPLICATE
+
+
+# ------------------------------------------------------- deferred commit
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_defer_commit_lets_the_next_append_carry_the_commit_index(defer: bool) -> None:
+    net = elected(defer_commit=defer)
+    leader, followers = net.peers[1], (net.peers[2], net.peers[3])
+    net.propose(1, b"x")
+    before = len(net.delivered)
+    net.propose(1, b"y")
+    y = leader.log.last_index()
+    assert leader.log.committed == y
+    empty = [m for m in net.delivered[before:] if m.type == M.APP and not m.entries]
+    if not defer:  # etcd's way: empty appends tell the followers at once
+        assert sorted(m.to for m in empty) == [2, 3]
+        assert [f.log.committed for f in followers] == [y, y]
+        assert not leader.commit_unsent
+        return
+    # Held back: no empty appends, the followers know only the previous write's commit
+    # (carried by y's own append).
+    assert empty == []
+    assert [f.log.committed for f in followers] == [y - 1, y - 1]
+    assert leader.commit_unsent
+    net.propose(1, b"z")  # z's append carries y's commit
+    assert [f.log.committed for f in followers] == [y, y]
+    assert leader.commit_unsent and leader.log.committed == y + 1
+    leader.flush_commit()  # (the driver's timer)
+    flushed = take(leader)
+    assert sorted((m.to, m.type, len(m.entries), m.commit) for m in flushed) == \
+        [(2, M.APP, 0, y + 1), (3, M.APP, 0, y + 1)]
+    net.send(*flushed)
+    assert [f.log.committed for f in followers] == [y + 1, y + 1]
+    assert not leader.commit_unsent
+    leader.flush_commit()
+    assert take(leader) == []  # nothing held back: nothing sent
+
+
+
+def test_defer_commit_does_not_hold_back_a_forwarded_proposal_or_a_followers_read() -> None:
+    net = elected(defer_commit=True)
+    leader, follower = net.peers[1], net.peers[2]
+    net.propose(1, b"x")
+    x = leader.log.last_index()
+    assert leader.commit_unsent and follower.log.committed == x - 1
+    # A read on follower 2: it is answered with x and must learn that x is committed.
+    follower.read_index(b"ctx")
+    net.send(*take(follower))
+    assert follower.read_states == [ReadState(x, b"ctx")]
+    assert follower.log.committed == x
+    # A proposal follower 2 forwarded: its member answers once it knows the commit, so
+    # the leader tells everyone at once.
+    net.propose(2, b"from 2")
+    assert leader.log.committed == leader.log.last_index() == x + 1
+    assert [f.log.committed for f in (net.peers[2], net.peers[3])] == [x + 1, x + 1]
+    assert not leader.commit_unsent

@@ -262,10 +262,39 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         assert d.wal_writer.inline_saves == saves + 1
         assert d.ready_loop._durable == durable + 1 == d.applied_index  # synced first
         assert node.range(rpc.RangeRequest(key=b"k")).kvs[0].value == b"1"
-        await _until(lambda: d.ready_loop._waiter is not None)
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
         a = node.propose(PUT, req.SerializeToString(), req)
         b = node.propose(PUT, req.SerializeToString(), req)
         ra, rb = await a, await b
         assert isinstance(ra, rpc.PutResponse) and isinstance(rb, rpc.PutResponse)
         assert rb.header.revision == ra.header.revision + 1 == resp.header.revision + 2
     run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)
+
+
+def test_a_followers_lone_append_is_synced_and_answered_on_arrival(tmp_path: Path) -> None:
+    """Followers whose WAL syncs inline handle a lone append in the peer callback
+    (ReadyLoop.receive_inline): fdatasync, answer, apply, no loop wake-up. The writes
+    commit, and every follower holds them."""
+    async def body(c: Cluster) -> None:
+        leader = await c.leader()
+        followers = c.followers(leader)
+        for n in followers:
+            n._log.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
+        before = [n._log.ready_loop.inline_readies for n in followers]
+        done = [0, 0]
+        i = 0
+        # (one event loop for all three here, woken by ticks too: not every time)
+        while min(done) < 3 and i < 300:
+            await put(leader, b"r%d" % i, b"%d" % i)
+            done = [n._log.ready_loop.inline_readies - b
+                    for n, b in zip(followers, before, strict=True)]
+            i += 1
+        assert min(done) >= 3, (done, i)
+        await put(leader, b"r19", b"19")
+        for n in followers:
+            barrier = n.read_barrier()
+            assert barrier is not None
+            await barrier
+            assert n.range(rpc.RangeRequest(key=b"r19")).kvs[0].value == b"19"
+            assert n._log.applied_index == leader._log.applied_index
+    run(body, tmp_path, unsafe_no_fsync=False)  # (real fdatasyncs)

@@ -87,6 +87,9 @@ class SimConfig:
     early_send: bool = True  # use Ready.send_before_persist when offered
     max_inflight: int = 4
     max_size_per_msg: int = 200  # small: forces many size-limited appends
+    # Raft's Config.defer_commit; the held-back commit index goes out on the leader's
+    # next tick (petcd's driver: a few ms later, well under a tick).
+    defer_commit: bool = False
     full_check_every: int = 25  # ticks
 
     @classmethod
@@ -114,6 +117,7 @@ class SimConfig:
             early_send=r.random() < 0.5,
             max_inflight=r.choice((1, 4, 64)),
             max_size_per_msg=20 if storm else r.choice((200, 200, 4096)),
+            defer_commit=r.random() < 0.5,  # (drawn last: earlier draws stay as they were)
         )
 
 
@@ -205,6 +209,7 @@ class Simulation:
                 check_quorum=cfg.check_quorum,
                 max_inflight_msgs=cfg.max_inflight,
                 max_size_per_msg=cfg.max_size_per_msg,
+                defer_commit=cfg.defer_commit,
                 seed=self.rng.randrange(1 << 30),
             ),
             m.storage,
@@ -663,6 +668,8 @@ class Simulation:
         for m in members:
             if m.node is not None and (not self.faults or self.rng.random() < 0.95):
                 m.node.tick()
+                if m.node.commit_unsent:
+                    m.node.flush_commit()
                 self.process(m)
         self.deliver_due()
         self.check_leaders()

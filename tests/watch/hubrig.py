@@ -89,15 +89,19 @@ class FakeOutlet:
         self.wire: list[bytes] = []
         self.refuse = refuse
         self.flushes = 0
+        self.unflushed = 0  # responses taken with held=True and not flushed since
 
-    def offer(self, msg: bytes) -> bool:
+    def offer(self, msg: bytes, held: bool = False) -> bool:
         if self.refuse():
             return False
         self.wire.append(bytes(msg))
+        if held:
+            self.unflushed += 1
         return True
 
     def flush(self) -> None:
         self.flushes += 1
+        self.unflushed = 0
 
 
 def create(stream: WatchStream, key: bytes, end: bytes = b"", **kw: Any) -> None:

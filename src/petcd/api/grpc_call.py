@@ -4,6 +4,7 @@ unary methods on raw bytes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -16,6 +17,16 @@ from petcd.server.node import Node
 from petcd.server.proposal import varint
 
 M = TypeVar("M", bound=PbMessage)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def starts_inline(fn: F) -> F:
+    """Mark a unary handler whose first step (up to its first await that really waits)
+    our h2 server may run right in the read callback that completed the request, with
+    no task (h2.call.Call.start). The handler promises that step needs no current task
+    (no asyncio.timeout, no current_task()) and sets no context variables."""
+    fn.starts_inline = True  # type: ignore[attr-defined]
+    return fn
 
 
 class HeaderSuffix:

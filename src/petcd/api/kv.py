@@ -15,7 +15,7 @@ from google.protobuf.message import Message as PbMessage
 from petcd import errors
 from petcd.api import validate
 from petcd.api.authz import Authorizer
-from petcd.api.grpc_call import HeaderSuffix, abort, raw_service, undecodable
+from petcd.api.grpc_call import HeaderSuffix, abort, raw_service, starts_inline, undecodable
 from petcd.auth import checks
 from petcd.errors import EtcdError
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
@@ -62,6 +62,7 @@ class KVService:
             await abort(context, errors.AUTH_OLD_REVISION)
         return resp
 
+    @starts_inline
     async def Range(self, raw: bytes,
                     context: grpc.aio.ServicerContext[Any, Any]
                     ) -> bytes | bytearray | LazyMessage:
@@ -116,6 +117,7 @@ class KVService:
         out: bytes = result.SerializeToString() + self.header.get()
         return out
 
+    @starts_inline
     def Put(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Awaitable[bytes]:
         # Not a coroutine itself: the checks need no await, so the call's one coroutine
         # is _propose's (or the abort's). Each layer of coroutines costs every call.
@@ -129,6 +131,7 @@ class KVService:
             return abort(context, e)
         return self._propose(P.PUT, raw, req, context, checks.check_put)
 
+    @starts_inline
     async def DeleteRange(self, raw: bytes,
                           context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
@@ -139,6 +142,7 @@ class KVService:
             await abort(context, errors.EMPTY_KEY)
         return await self._propose(P.DELETE_RANGE, raw, req, context, checks.check_delete)
 
+    @starts_inline
     def Txn(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Awaitable[bytes]:
         # (not a coroutine itself, as Put)
         try:
@@ -175,6 +179,7 @@ class KVService:
             await abort(context, e)
         return resp.SerializeToString() + self.header.get()
 
+    @starts_inline
     async def Compact(self, raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         try:
             req = rpc.CompactionRequest.FromString(raw)

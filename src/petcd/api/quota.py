@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from petcd import errors
-from petcd.api.grpc_call import abort
+from petcd.api.grpc_call import abort, starts_inline
 from petcd.api.kv import KVService
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.alarm import KV_OVERHEAD, LEASE_OVERHEAD, cost_put, cost_txn, txn_upper_bound
@@ -45,6 +45,7 @@ class QuotaKVService(KVService):
         super().__init__(node, max_request_bytes=max_request_bytes, max_txn_ops=max_txn_ops)
         self._fits_surely = node.maintenance.quota_fits_surely
 
+    @starts_inline
     def Put(self, raw: bytes, context: Context) -> Awaitable[bytes]:
         if self._fits_surely(KV_OVERHEAD + len(raw)):
             return KVService.Put(self, raw, context)
@@ -58,6 +59,7 @@ class QuotaKVService(KVService):
         await check_quota(self._node, cost, context)
         return await KVService.Put(self, raw, context)
 
+    @starts_inline
     def Txn(self, raw: bytes, context: Context) -> Awaitable[bytes]:
         if self._fits_surely(txn_upper_bound(len(raw))):
             return KVService.Txn(self, raw, context)

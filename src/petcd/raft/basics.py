@@ -58,6 +58,14 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     disable_proposal_forwarding: bool = False
+    # A leader's newly advanced commit index is not broadcast at once in empty appends:
+    # it rides on the next append that carries entries (a stream of lone writes: each
+    # follower is woken, and answers, once per write instead of twice), or goes out when
+    # the caller calls RawNode.flush_commit() (petcd's driver: a few ms later).
+    # Heartbeats carry it too. Not deferred: a commit of entries a follower forwarded
+    # (their proposer waits for it), and a read index answered to a follower.
+    # False: etcd's behaviour, broadcast at once.
+    defer_commit: bool = False
     # Seeds the randomized election timeouts; None: seeded from the OS.
     seed: int | None = None
 
@@ -142,6 +150,9 @@ class RaftFields:
     pending_reads: dict[bytes, PendingRead]
     deferred_reads: list[Message]
     disable_proposal_forwarding: bool
+    defer_commit: bool
+    commit_unsent: bool  # a commit index advance not yet broadcast (defer_commit)
+    forwarded_last: int  # index of the last entry a follower proposed (never deferred)
     max_msg_size: int
     max_inflight: int
     max_uncommitted_size: int

@@ -116,9 +116,16 @@ class LeaderRole(RaftFields):
             accepted.append(Entry(term, index, e.type, e.data))
             index += 1
         if accepted:
+            if not local:  # (its member answers once it learns the commit: not deferred)
+                self.forwarded_last = accepted[-1].index
             self._append_as_leader(accepted)
             if conf_index:
                 self.pending_conf_index = conf_index
+            self._bcast_append()
+
+    def flush_commit(self) -> None:
+        """Broadcast a commit index advance held back by defer_commit."""
+        if self.commit_unsent and self.role == Role.LEADER:
             self._bcast_append()
 
     def propose_batch(self, datas: Sequence[bytes]) -> None:
@@ -191,6 +198,7 @@ class LeaderRole(RaftFields):
         return self.log.maybe_commit(index, self.term)
 
     def _bcast_append(self) -> None:
+        self.commit_unsent = False  # (paused peers learn it later, as in etcd)
         for peer in self.peers:
             # Fill the in-flight window: one message each time would leave
             # size-limited batches waiting for a round trip.
@@ -289,9 +297,18 @@ class LeaderRole(RaftFields):
             # The snapshot (or something as good) arrived: stream the log again.
             pr.become_probe()
             pr.become_replicate()
+        committed = self.log.committed
         if self._maybe_commit():
             self._release_deferred_reads()
-            self._bcast_append()
+            if self.defer_commit and self.forwarded_last <= committed:
+                # Only appends with entries now (they carry the commit index too); the
+                # empty ones wait for the next proposal or flush_commit().
+                self.commit_unsent = True
+                for peer in self.peers:
+                    while self._maybe_send_append(peer, False):
+                        pass
+            else:
+                self._bcast_append()
         elif was_paused:
             self._maybe_send_append(m.from_, True)  # it may be missing the commit index
         while self._maybe_send_append(m.from_, False):
@@ -357,6 +374,9 @@ class LeaderRole(RaftFields):
         if req.from_ in (NONE, self.id):
             self.read_states.append(ReadState(index, req.entries[0].data))
         else:
+            if self.commit_unsent and req.from_ in self.prs:
+                # The reader serves once it applied up to index: tell it the commit.
+                self._maybe_send_append(req.from_, True)
             self.msgs.append(
                 Message(
                     _READ_INDEX_RESP,

@@ -75,6 +75,9 @@ class Raft(LeaderRole, FollowerRole):
         self.check_quorum = config.check_quorum
         self.pre_vote = config.pre_vote
         self.disable_proposal_forwarding = config.disable_proposal_forwarding
+        self.defer_commit = config.defer_commit
+        self.commit_unsent = False
+        self.forwarded_last = 0
         self.max_msg_size = config.max_size_per_msg
         self.max_inflight = config.max_inflight_msgs
         self.max_uncommitted_size = config.max_uncommitted_size
@@ -166,6 +169,8 @@ class Raft(LeaderRole, FollowerRole):
             self.election_timeout
         )
         self.lead_transferee = NONE
+        self.commit_unsent = False
+        self.forwarded_last = 0
         self.votes = {}
         last = self.log.last_index()
         max_inflight = self.max_inflight

@@ -225,6 +225,17 @@ class RawNode:
         """Propose many entries at once, in order (one append message per peer)."""
         self._raft.propose_batch(datas)
 
+    def flush_commit(self) -> None:
+        """With Config.defer_commit: send the followers the commit index now (empty
+        appends), if an advance is held back (commit_unsent)."""
+        self._raft.flush_commit()
+
+    @property
+    def commit_unsent(self) -> bool:
+        """With Config.defer_commit: a leader's commit index advance the followers
+        have not been sent yet; call flush_commit() soon."""
+        return self._raft.commit_unsent
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         """Propose a membership change. One at a time: refused (ProposalDropped
         CONF_CHANGE_PENDING) while the leader has an earlier one not yet applied."""

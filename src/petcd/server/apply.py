@@ -69,6 +69,9 @@ class Applier:
         }
         self.applied_index, self.applied_term = backend.consistent_index()
         self._commit_listeners: list[CommitListener] = []
+        # A list while what is applied must not be seen yet (its WAL entry not synced):
+        # the batches' events wait here for notify_held().
+        self.held: list[tuple[list[KVEvent], int]] | None = None
         self._wrappers: dict[str, list[Callable[[Handler], Handler]]] = {}
         # Held by whoever needs the backend with nothing applied meanwhile (defragment,
         # a snapshot install); the apply loop takes it around each batch.
@@ -172,9 +175,19 @@ class Applier:
         self.applied_index, self.applied_term = last.index, last.term
         if self._commit_listeners and batch.events:
             revision = self._kv.store.current_revision
+            if self.held is not None:
+                self.held.append((batch.events, revision))
+                return results
             for listener in self._commit_listeners:
                 listener(batch.events, revision)
         return results
+
+    def notify_held(self) -> None:
+        """Tell the commit listeners what was applied while `held` (and stop holding)."""
+        held, self.held = self.held, None
+        for events, revision in held or ():
+            for listener in self._commit_listeners:
+                listener(events, revision)
 
     @property
     def compaction_pending(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import fcntl
 import os
@@ -18,6 +20,31 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync_file_range() -> Callable[..., int] | None:
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+# (no argtypes: ctypes checks and converts each argument then, ~2.5 us a call; the
+# 64-bit offset and length go as prepared c_longlong zeros: the whole file)
+_SYNC_FILE_RANGE = _sync_file_range()
+_WHOLE = ctypes.c_longlong(0)
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing the file's dirty pages to the disk, without waiting (Linux's
+    sync_file_range WRITE): work done before the fdatasync that follows then overlaps
+    the disk write. Not durable by itself (no metadata, no cache flush); a no-op where
+    unavailable, and its errors are the fdatasync's to report."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, _WHOLE, _WHOLE, _SYNC_FILE_RANGE_WRITE)
 
 
 def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:

@@ -273,6 +273,18 @@ class WAL:
         finally:
             self._lock.release()
 
+    def sync_written(self, fd: int) -> None:
+        """The fdatasync for a save_begin() whose start_sync(fd) only started the write
+        (fileutil.start_writeback); a segment cut since then synced `fd` already."""
+        with self._lock:
+            if fd != self._fd:
+                return
+            try:
+                os.fdatasync(fd)
+            except BaseException as err:
+                self._failed = err  # the page cache can't be trusted any more
+                raise
+
     def save_end(self, error: int, took: float) -> None:
         """The fdatasync save_begin started is done (error: 0, or its errno)."""
         if error:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -15,7 +15,7 @@ import grpc.aio
 
 from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import Header
-from petcd.api.h2.registry import Method
+from petcd.api.h2.registry import CallHooks, Method
 from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
 from petcd.pb.wire import LazyMessage
@@ -58,7 +58,7 @@ class Call:
         self.cancelled = False
         self.reader: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | _Resumed | None = None
         self.deadline: float | None = None
         self.context: ServerContext | None = None
         self._done_callbacks: list[Callable[[], None]] | None = None
@@ -259,17 +259,22 @@ class Call:
         if stream.pending or self.machine.output_paused:
             await self._drain()
 
-    def offer(self, message: bytes) -> bool:
+    def offer(self, message: bytes, held: bool = False) -> bool:
         """Send one response of a response-streaming call now, from outside its task
         (the watch hub, at the apply of a write), when that keeps the order and bounds
         of write(): nothing of the stream waits for flow control, the transport is not
-        backed up, the call goes on. False: the caller queues it for its handler."""
+        backed up, the call goes on. False: the caller queues it for its handler.
+        held: the caller calls flush() soon (no flush callback is scheduled for it)."""
         stream = self.h2
-        if (stream.pending or self.machine.output_paused or stream.finished
-                or stream.state >= HALF_CLOSED_LOCAL or self.method.serialize is not None
+        machine = self.machine
+        if (stream.pending or machine.output_paused or stream.state >= HALF_CLOSED_LOCAL
+                or self.method.serialize is not None
                 or len(message) > self.conn.max_send_message):
             return False
-        self._send(message)
+        if held:
+            self.conn.hold_flush()
+        if not machine.send_small(stream, message):
+            self._send(message)
         return True
 
     def flush(self) -> None:
@@ -293,10 +298,43 @@ class Call:
         if self.cancelled:
             raise _CancelledError()
 
-    # -- call runners (one task per call)
+    # -- call runners (one task per call, unless it starts inline)
+    def start(self, request: bytes) -> None:
+        """Run a unary call marked `starts_inline` up to its first real suspension right
+        here, in the read callback that completed its request: a call that never waits
+        (a lone voter's put, answered inside propose(); a serializable read) is answered
+        with no task and no loop hop. One that waits goes on in a task from where it
+        stopped, and is then cancelled (reset, deadline) as any other."""
+        coro = self.run_unary_request(request)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException as e:
+            self._escaped(e)
+            return
+        rest = _Resumed(self, coro)
+        self.task = rest
+        rest.wait(waiting)
+
+    def _escaped(self, e: BaseException) -> None:
+        """What run_unary_request let out (it answers all else): a task would have
+        kept it; here the read callback or the loop must go on."""
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise e
+        if self.h2.finished:
+            return
+        if isinstance(e, _CancelledError):  # (something it awaited was cancelled)
+            self.finish(_SC.CANCELLED, "")
+        else:
+            log.error("gRPC handler for %s failed", self.path, exc_info=e)
+            self.finish(_SC.UNKNOWN, f"Unexpected {type(e)}: {e}")
+
     async def run_unary_request(self, request: bytes) -> None:
         m = self.method
         ctx = self.context = ServerContext(self)
+        hooks: CallHooks | None = None
+        t0 = 0.0
         try:
             try:
                 req = request if m.deserialize is None else m.deserialize(request)
@@ -314,7 +352,6 @@ class Call:
                     except BaseException as e:
                         hooks.end(ctx, t0, None, e)
                         raise
-                    hooks.end(ctx, t0, resp, None)
             except _AbortError:
                 self.finish(ctx._code, ctx._details)
                 return
@@ -325,17 +362,26 @@ class Call:
             except Exception as e:
                 self._failed(e)
                 return
-            if ctx._code is not _OK:
-                self.finish(ctx._code, ctx._details)
-            elif resp is None:
-                self.finish(_SC.INTERNAL, "handler returned no response")
-            else:
-                s = m.serialize
-                out = resp if s is None else s(resp)
-                if isinstance(out, LazyMessage):
-                    await self._respond_lazy(out)
+            try:
+                if ctx._code is not _OK:
+                    self.finish(ctx._code, ctx._details)
+                elif resp is None:
+                    self.finish(_SC.INTERNAL, "handler returned no response")
                 else:
-                    self._respond(out)
+                    s = m.serialize
+                    out = resp if s is None else s(resp)
+                    if isinstance(out, LazyMessage):
+                        if hooks is not None:  # (counted before its pieces are made)
+                            end = hooks.end
+                            hooks = None
+                            end(ctx, t0, resp, None)
+                        await self._respond_lazy(out)
+                    else:
+                        self._respond(out)
+            finally:
+                # (counted once the answer is written: not on a call's way to its client)
+                if hooks is not None:
+                    hooks.end(ctx, t0, resp, None)
         finally:
             # The context points back at the call: let go once the call is answered,
             # the two are freed by reference counting, not left as a cycle for the
@@ -379,6 +425,71 @@ class Call:
     def _failed(self, e: Exception) -> None:
         log.error("gRPC handler for %s failed", self.path, exc_info=e)
         self.finish(_SC.UNKNOWN, f"Unexpected {type(e)}: {e}")
+
+
+class _Resumed:
+    """The rest of a call that started inline (Call.start) and then waited: what an
+    asyncio task would do with it, without one (no task object made and registered,
+    no loop hop before its first step). Its coroutine goes on when the future it waits
+    for is done (a bare yield: on the next loop iteration); cancel() cancels that
+    future, or throws CancelledError in at the next step, as Task.cancel does. Steps
+    run with no current task: what `starts_inline` handlers promise to need."""
+
+    __slots__ = ("_call", "_coro", "_must_cancel", "_waiting")
+
+    def __init__(self, call: Call, coro: Coroutine[Any, Any, None]) -> None:
+        self._call = call
+        self._coro: Coroutine[Any, Any, None] | None = coro
+        self._waiting: asyncio.Future[Any] | None = None
+        self._must_cancel = False
+
+    def done(self) -> bool:
+        return self._coro is None
+
+    def cancel(self) -> bool:
+        if self._coro is None:
+            return False
+        waiting = self._waiting
+        if waiting is None or not waiting.cancel():  # (a cancelled one wakes us)
+            self._must_cancel = True
+        return True
+
+    def wait(self, waiting: Any) -> None:
+        """The coroutine yielded `waiting`: go on when it is done."""
+        if waiting is None:  # (asyncio.sleep(0))
+            asyncio.get_running_loop().call_soon(self._step)
+            return
+        if getattr(waiting, "_asyncio_future_blocking", None) is not True:
+            asyncio.get_running_loop().call_soon(
+                self._step, RuntimeError(f"a handler yielded {waiting!r}"))
+            return
+        waiting._asyncio_future_blocking = False
+        self._waiting = waiting
+        waiting.add_done_callback(self._wakeup)
+        if self._must_cancel and waiting.cancel():
+            self._must_cancel = False
+
+    def _wakeup(self, fut: asyncio.Future[Any]) -> None:
+        self._waiting = None
+        self._step()  # (the coroutine's await takes the future's result or exception)
+
+    def _step(self, exc: BaseException | None = None) -> None:
+        coro = self._coro
+        if coro is None:
+            return
+        if self._must_cancel:
+            self._must_cancel = False
+            exc = _CancelledError()
+        try:
+            waiting = coro.send(None) if exc is None else coro.throw(exc)
+        except StopIteration:
+            self._coro = None
+            return
+        except BaseException as e:
+            self._coro = None
+            self._call._escaped(e)
+            return
+        self.wait(waiting)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

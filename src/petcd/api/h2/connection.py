@@ -25,7 +25,7 @@ from petcd.api.h2.call import Call
 from petcd.api.h2.machine import H2Connection
 from petcd.api.h2.registry import Method
 from petcd.api.h2.request_head import parse_timeout
-from petcd.api.h2.streams import H2Stream
+from petcd.api.h2.streams import HALF_CLOSED_LOCAL, H2Stream
 from petcd.tls.gate import auth_properties
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class H2Protocol(asyncio.Protocol):
         self._flush_scheduled = False
         self._turn_paused = False  # frames left over for the next event loop iteration
         self.drain_waiting: set[Call] = set()  # calls waiting for resume_writing
+        self._starting: list[tuple[Call, bytes]] = []  # inline calls to start (Call.start)
         self._closed = False
         self._peer: str | None = None
         self._auth: dict[str, list[bytes]] | None = None
@@ -91,6 +92,8 @@ class H2Protocol(asyncio.Protocol):
             self._turn_paused = True
             self._set_reading()
             self._loop.call_soon(self._next_turn)
+        if self._starting:
+            self._start_calls()
         if self.h2.out:
             self._flush()
 
@@ -101,8 +104,20 @@ class H2Protocol(asyncio.Protocol):
             self._loop.call_soon(self._next_turn)
         else:
             self._set_reading()
+        if self._starting:
+            self._start_calls()
         if self.h2.out:
             self._flush()
+
+    def _start_calls(self) -> None:
+        """Start the inline calls whose requests this turn's frames completed, once all
+        of them are parsed (as tasks would start): requests read together are proposed
+        together, and a call reset in the same read never runs (Rapid Reset's budget
+        sees it)."""
+        starting, self._starting = self._starting, []
+        for call, message in starting:
+            if not call.cancelled and call.h2.state < HALF_CLOSED_LOCAL:
+                call.start(message)
 
     def _set_reading(self) -> None:
         """Read while neither the transport's output is backed up nor a turn pending."""
@@ -228,7 +243,10 @@ class H2Protocol(asyncio.Protocol):
 
     def request_complete(self, stream: H2Stream, message: bytes) -> None:
         call: Call = stream.call
-        call.task = self._loop.create_task(call.run_unary_request(message))
+        if call.method.inline:
+            self._starting.append((call, message))  # (started after this read's frames)
+        else:
+            call.task = self._loop.create_task(call.run_unary_request(message))
 
     def messages_ready(self, stream: H2Stream) -> None:
         _wake(stream.call.reader)

@@ -108,6 +108,21 @@ class Outbound:
         self.stream_done(stream)
         return True
 
+    def send_small(self, stream: H2Stream, payload: bytes | bytearray) -> bool:
+        """A message of a stream whose headers are out, in one DATA frame and one write,
+        when nothing of the stream waits and the windows and frame size take it whole
+        (a live watch event). False: use send_message."""
+        n = len(payload) + 5
+        if (not stream.headers_sent or stream.pending or n > self.send_window
+                or n > self.peer_max_frame or n > self.peer_initial_window + stream.send_credit):
+            return False
+        self.send_window -= n
+        stream.send_credit -= n
+        self.pings.data_sent = True
+        self.write(b"".join((n.to_bytes(3, "big"), _DATA_FLAGS, stream.sid.to_bytes(4, "big"),
+                             b"\0", (n - 5).to_bytes(4, "big"), payload)))
+        return True
+
     def send_message(self, stream: H2Stream, payload: bytes | bytearray) -> None:
         if not stream.headers_sent:
             self.send_headers(stream)

@@ -38,6 +38,9 @@ class Method:
     deserialize: Callable[[bytes], Any] | None
     serialize: Callable[[Any], bytes] | None
     hooks: CallHooks | None = None
+    # A unary handler marked `starts_inline` (see Call.start): its first step runs in
+    # the read callback that completed the request, with no task unless it suspends.
+    inline: bool = False
 
 
 class _CallDetails(grpc.HandlerCallDetails):
@@ -83,10 +86,13 @@ class Registry:
             assert fn is not None, path
             # (`fn` stays the wrapper: the gateway awaits it; our Call uses the hooks)
             hooks: CallHooks | None = None
+            inline = False
             if not mh.request_streaming and not mh.response_streaming:
                 hooks = getattr(fn, "hooks", None)
+                inline = getattr(fn if hooks is None else hooks.fn, "starts_inline", False)
             return Method(path, bool(mh.request_streaming), bool(mh.response_streaming), fn,
-                          mh.request_deserializer, mh.response_serializer, hooks)
+                          mh.request_deserializer, mh.response_serializer, hooks,
+                          inline is True)
         return None
 
     def unknown_message(self, path: str) -> str:

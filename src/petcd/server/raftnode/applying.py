@@ -132,6 +132,30 @@ class ApplyQueue:
         self._wake.set()
         return False
 
+    def apply_held(self) -> HeldApply | None:
+        """Apply what was pushed right now, as flush() would inline, while its WAL
+        entries are still being synced: nothing of it is seen outside this synchronous
+        turn until HeldApply.publish() (no commit listener told, no caller answered, no
+        read released, no backend commit). None, with nothing applied: flush() later
+        (it could not apply inline, or the batch could reach --backend-batch-limit and
+        commit the backend before its entries are durable)."""
+        jobs = self._jobs
+        if not jobs or not self._parked or self._closing or self._failed or \
+                self._applier.exclusive.locked() or len(jobs) != 1 or \
+                self._backend.uncommitted + len(jobs[0][0]) >= self._backend.batch_limit:
+            return None
+        entries, local = jobs.popleft()
+        applier = self._applier
+        applier.held = []
+        try:
+            results, forwarded = self._apply_batch(entries)
+        except BaseException as e:
+            applier.held = None
+            self._failed = True
+            self._on_failure(e, "applying committed entries failed")
+            return None
+        return HeldApply(self, entries, results, local, forwarded)
+
     def _apply_queued(self) -> None:
         """Everything queued (up to MAX_APPLY_BATCH entries) in one Applier batch, then
         answered."""
@@ -238,3 +262,36 @@ class ApplyQueue:
         if self._commit_timer is not None:
             self._commit_timer.cancel()
             self._commit_timer = None
+
+
+class HeldApply:
+    """A batch ApplyQueue.apply_held() applied: published once its entries are durable,
+    or discarded if their WAL sync failed."""
+
+    __slots__ = ("_entries", "_forwarded", "_local", "_queue", "_results")
+
+    def __init__(self, queue: ApplyQueue, entries: list[Committed], results: list[Result],
+                 local: list[tuple[int, Pending]], forwarded: list[tuple[int, int]]) -> None:
+        self._queue = queue
+        self._entries = entries
+        self._results = results
+        self._local = local
+        self._forwarded = forwarded
+
+    def publish(self) -> None:
+        """The entries are durable: tell the commit listeners (watchers), answer."""
+        q = self._queue
+        q._applier.notify_held()
+        q._on_applied(self._entries, self._results, self._local, self._forwarded)
+        q._schedule_commit()
+        q._idle.set()
+        if q._applier.compaction_pending:
+            q._wake.set()
+
+    def discard(self) -> None:
+        """Their sync failed: what was applied must never be read (the member stops;
+        a restart replays the WAL)."""
+        q = self._queue
+        q._applier.held = None
+        q._failed = True
+        q._backend.failed = "a write was applied whose WAL sync failed"

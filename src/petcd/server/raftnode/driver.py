@@ -47,7 +47,7 @@ from petcd.server.raftnode.members import MemberOps
 from petcd.server.raftnode.peers import Peers
 from petcd.server.raftnode.proposals import Pending, ProposalTracker
 from petcd.server.raftnode.reads import LinearizableReads
-from petcd.server.raftnode.ready import ReadyLoop
+from petcd.server.raftnode.ready import COMMIT_DEFER, ReadyLoop
 from petcd.server.raftnode.snapshots import Snapshots
 from petcd.server.raftnode.walwriter import WalWriter
 from petcd.server.worker import Worker
@@ -87,7 +87,8 @@ class RaftDriver:
         self.raw = RawNode(Config(
             id=self.id, election_tick=self.election_ticks, heartbeat_tick=1,
             applied=boot.applied, max_size_per_msg=1 << 20, max_inflight_msgs=256,
-            pre_vote=opts.pre_vote, check_quorum=True), self.mem)
+            pre_vote=opts.pre_vote, check_quorum=True, defer_commit=COMMIT_DEFER > 0),
+            self.mem)
         if boot.bootstrap_peers:
             self.raw.bootstrap(boot.bootstrap_peers)
         applier.register(CONF_CHANGE_KIND, lambda batch, cc: membership.write(batch, cc))

@@ -59,7 +59,9 @@ class Peers:
             if m.type == _APP:
                 self.append_stats.on_receive(len(payload))
             d.step(m)
-        d.wake()
+        loop = d.ready_loop
+        if not loop.receive_inline():  # (a follower's lone append: handled here)
+            loop.wake_if_needed()
 
     def on_peer_status(self, peer_id: int, active: bool) -> None:
         d = self._d

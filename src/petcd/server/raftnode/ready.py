@@ -19,20 +19,33 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from petcd import errors
 from petcd.raft import Entry, EntryType, Ready, decode_conf_change
+from petcd.server import proposal as P
 from petcd.server.membership import CONF_CHANGE_KIND
 from petcd.server.proposal import Committed
 from petcd.server.raftnode import crashpoints
 from petcd.server.raftnode.proposals import Pending
+from petcd.server.raftnode.walwriter import LoneSave
 
 if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
+_NORMAL = EntryType.NORMAL
+_OVERLAPPABLE = frozenset({P.PUT, P.DELETE_RANGE, P.TXN})
+
+# Seconds a leader holds back a commit index advance that no append carried (Raft's
+# Config.defer_commit): a write that follows within it carries the index to the
+# followers in its own append, so under a stream of lone writes each follower is woken
+# and answers once per write, not twice. Followers learn of a last write this much
+# later (their serializable reads, their watchers). PETCD_COMMIT_DEFER_MS sets it; 0:
+# broadcast at once, as etcd does.
+COMMIT_DEFER = float(os.environ.get("PETCD_COMMIT_DEFER_MS", "2")) / 1000
 
 
 class ReadyLoop:
@@ -44,8 +57,11 @@ class ReadyLoop:
         self._waiter: asyncio.Future[None] | None = None
         # A Ready taken by propose_inline() that the loop is to finish: (rd, None) not
         # handled yet, or (rd, the WAL save to await) persisted inline up to that save.
-        self._taken: tuple[Ready, Awaitable[object] | None] | None = None
+        # (None, the segment cut to await) after _finish_overlapped filled a segment.
+        self._taken: tuple[Ready | None, Awaitable[object] | None] | None = None
         self._inlining = False  # propose_inline() is under way
+        self.inline_readies = 0  # Readies handled by _run_inline (tests, benchmarks)
+        self._commit_timer: asyncio.TimerHandle | None = None  # flush_commit() due
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
@@ -58,6 +74,14 @@ class ReadyLoop:
             if w is not None and not w.done():
                 w.set_result(None)
 
+    def wake_if_needed(self) -> None:
+        """wake() unless what was stepped left nothing to do (a leader's second ack of a
+        write: one loop iteration saved). A Ready outstanding now is followed by the
+        loop's own has_ready() check."""
+        d = self._d
+        if self._taken is not None or d.stopped or d.raw.has_ready():
+            self.wake()
+
     async def run(self) -> None:
         d = self._d
         raw = d.raw
@@ -67,6 +91,14 @@ class ReadyLoop:
             loop = asyncio.get_running_loop()
             while not d.stopped:
                 applying.flush()
+                timer = self._commit_timer
+                if raw.commit_unsent:
+                    if timer is None:
+                        self._commit_timer = loop.call_later(COMMIT_DEFER,
+                                                             self._flush_commit)
+                elif timer is not None:  # an append carried it
+                    timer.cancel()
+                    self._commit_timer = None
                 if not self._woken:
                     self._waiter = loop.create_future()
                     try:
@@ -84,10 +116,12 @@ class ReadyLoop:
                     self._taken = None
                     rd, written = taken
                     if written is None:
+                        assert rd is not None
                         await self._handle_ready(rd)
                     else:
                         await written
-                        self._finish_lone(rd)
+                        if rd is not None:  # (None: a segment cut after an overlapped one)
+                            self._finish_lone(rd)
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
@@ -97,7 +131,16 @@ class ReadyLoop:
         except BaseException as e:
             d.fail(e, "the Raft loop failed")
         finally:
+            if self._commit_timer is not None:
+                self._commit_timer.cancel()
             d.apply_queue.close()  # lets the apply loop finish and end
+
+    def _flush_commit(self) -> None:
+        """The commit index no append carried goes to the followers now."""
+        self._commit_timer = None
+        if not self._d.stopped:
+            self._d.raw.flush_commit()
+            self.wake()
 
     def propose_inline(self) -> bool:
         """Called by propose() right after queueing a proposal: when it is the only one
@@ -109,9 +152,8 @@ class ReadyLoop:
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
         d = self._d
-        if self._waiter is None or self._woken or self._taken is not None or d.stopped \
-                or self._inlining:
-            return False  # (_inlining: a proposal made while applying ours, e.g. an alarm)
+        if not self._parked():
+            return False
         proposals = d.proposals
         raw = d.raw
         # (last_batch: under concurrency the first request of a burst read in one go
@@ -119,16 +161,50 @@ class ReadyLoop:
         if len(proposals.queue) != 1 or proposals.in_flight or proposals.last_batch != 1 or \
                 raw.voters != (d.id,) or not raw.is_leader or not d.wal_writer.can_inline():
             return False
+        return self._run_inline(True)
+
+    def receive_inline(self) -> bool:
+        """Called by the peer side after stepping what it received, instead of wake(): a
+        follower's lone append (one entry to persist, the answer to send) is handled right
+        here, as propose_inline() handles a lone voter's write: persisted and fdatasynced
+        inline, answered, then applied, then advance(). No task wake-up between the
+        append's arrival and its fdatasync. Only while the loop is parked and the WAL
+        would sync inline; any other Ready goes to the loop (False: wake it)."""
+        d = self._d
+        if not self._parked() or d.raw.is_leader or d.proposals.queue or \
+                not d.wal_writer.can_inline():
+            return False
+        return self._run_inline(False)
+
+    def _parked(self) -> bool:
+        """The loop waits with nothing to do: a Ready may be handled outside it."""
+        # (_inlining: a proposal made while applying ours, e.g. an alarm)
+        return self._waiter is not None and not self._woken and self._taken is None and \
+            not self._d.stopped and not self._inlining
+
+    def _run_inline(self, local: bool) -> bool:
+        """propose_inline()'s and receive_inline()'s Ready: local, the lone voter's own
+        proposal (no messages), else a follower's append (its answers)."""
+        d = self._d
+        raw = d.raw
         self._inlining = True
         try:
-            self._flush_proposals()
+            if local:
+                self._flush_proposals()
             if not raw.has_ready():
                 return False
             rd = raw.ready()
-            if rd.soft_state is not None or rd.snapshot is not None or rd.messages or \
-                    rd.read_states or not rd.entries:
+            # (one entry: a lone write; bigger appends sync asynchronously on the loop's
+            # path, which keeps reading requests and messages meanwhile)
+            if rd.soft_state is not None or rd.snapshot is not None or \
+                    (local and rd.messages) or rd.read_states or len(rd.entries) != 1:
                 self._taken = (rd, None)
                 return False
+            lone = d.wal_writer.write_lone(rd.hard_state, rd.entries) \
+                if self._overlappable(rd) else None
+            if lone is not None:
+                self._finish_overlapped(rd, lone)
+                return not self._woken
             written = d.wal_writer.save(rd.hard_state, rd.entries, None, True)
             if not (isinstance(written, asyncio.Future) and written.done()):
                 self._taken = (rd, written)  # (not synced inline after all)
@@ -137,6 +213,7 @@ class ReadyLoop:
             if crashpoints.armed:
                 crashpoints.reached("inline-synced")
             self._finish_lone(rd)
+            self.inline_readies += 1
         except BaseException as e:
             d.fail(e, "the Raft loop failed")
             return False
@@ -144,9 +221,56 @@ class ReadyLoop:
             self._inlining = False
         return not self._woken
 
-    def _finish_lone(self, rd: Ready) -> None:
-        """The rest of propose_inline()'s Ready, once its entries are durable."""
+    def _overlappable(self, rd: Ready) -> bool:
+        """Whether rd's apply may overlap its WAL sync (_finish_overlapped): what it
+        commits is exactly what it appends, all KV writes proposed here (whose apply
+        changes nothing but the store, and is seen through nothing else)."""
+        committed = rd.committed_entries
+        if len(committed) != len(rd.entries) or committed[0].index != rd.entries[0].index:
+            return False
+        by_index = self._d.proposals.by_index
+        for e in committed:
+            p = by_index.get(e.index)
+            if p is None or p.kind not in _OVERLAPPABLE or e.type != _NORMAL:
+                return False
+        return True
+
+    def _finish_overlapped(self, rd: Ready, lone: LoneSave) -> None:
+        """propose_inline()'s Ready whose frame is written and whose write-back started
+        (WalWriter.write_lone): its entries are applied while the disk writes, on this
+        thread in this same turn, with nothing of them seen until they are durable (no
+        watcher told, no caller answered, no backend commit: ApplyQueue.apply_held);
+        then the fdatasync, then all that, as _finish_lone does. A failed sync leaves the
+        applied state unreadable (the member stops)."""
         d = self._d
+        self._hand_out(rd.committed_entries)
+        held = d.apply_queue.apply_held()
+        try:
+            cut = lone.finish()
+        except BaseException:
+            if held is not None:
+                held.discard()
+            raise
+        self._durable = rd.entries[-1].index
+        self._record(rd)
+        if held is not None:
+            held.publish()
+        else:
+            d.apply_queue.flush()
+        d.raw.advance(rd)
+        d.leadership.notify(self.term)
+        if cut is not None:  # the segment is full: the loop waits for the next one first
+            self._taken = (None, cut)
+            self.wake()
+        elif d.raw.has_ready():
+            self.wake()
+
+    def _finish_lone(self, rd: Ready) -> None:
+        """The rest of an inline Ready (_run_inline), once its entries are durable: the
+        answers first (a follower's), then the apply."""
+        d = self._d
+        if rd.messages:
+            d.peers.send(rd.messages)
         self._durable = rd.entries[-1].index
         self._record(rd)
         if rd.committed_entries:
@@ -222,6 +346,12 @@ class ReadyLoop:
             proposals = d.proposals
             lone = len(rd.entries) <= 1 and not proposals.queue and proposals.in_flight <= 1
             written = d.wal_writer.save(rd.hard_state, rd.entries, snapshot, lone)
+            if messages and snapshot is None and isinstance(written, asyncio.Future) and \
+                    written.done():
+                # Synced inline (a follower's lone append): its answer goes out before
+                # the apply below, which would otherwise delay the leader's commit.
+                d.peers.send(messages)
+                messages = []
             # (applied while the disk syncs: here at once, unless the WAL thread is to
             # get the GIL first)
             d.apply_queue.flush(inline=not d.wal_writer.uses_thread)

@@ -26,6 +26,10 @@ asynchronous, and one lone save per PROBE seconds is still synced inline to see
 whether the disk is fast again (then the inline path is back). A disk turning slow
 blocks the loop for a few fdatasyncs, then for one per PROBE seconds.
 
+A lone voter's lone write may also be written with its fdatasync left for later
+(`write_lone`): the disk write starts at once, the caller applies the entry meanwhile,
+holding back everything others could see of it, and `finish` then syncs and publishes.
+
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
 
@@ -41,6 +45,7 @@ from collections.abc import Awaitable, Sequence
 from petcd.raft import Entry, HardState, Snapshot
 from petcd.server.worker import Worker
 from petcd.wal.fdsync import FdSync, open_fdsync
+from petcd.wal.fileutil import start_writeback
 from petcd.wal.storage import MemberStorage
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,9 @@ FAST = float(os.environ.get("PETCD_WAL_INLINE_FAST_MS", "2")) / 1000
 WINDOW = 16  # the last inline fdatasyncs judged
 SLOW_ALLOWED = 4  # of WINDOW that may be slow while lone saves stay inline
 PROBE = 1.0  # seconds between inline tries while lone saves go asynchronous
+# write_lone (the apply of a lone voter's lone write overlapping its disk write):
+# PETCD_WAL_OVERLAP=0 turns it off (for A/B runs).
+OVERLAP = os.environ.get("PETCD_WAL_OVERLAP", "1") != "0"
 
 
 class WalWriter:
@@ -133,6 +141,25 @@ class WalWriter:
                 return self._cut() if wal.full else _done()
         return self._thread.run(self._storage.save, hard_state, entries, snapshot)
 
+    def write_lone(self, hard_state: HardState | None,
+                   entries: Sequence[Entry]) -> LoneSave | None:
+        """A lone save (as save(..., lone=True) would sync inline) written now with its
+        write-back started but not waited for: the caller's work until `finish()`
+        overlaps the disk write. None: not now (use save())."""
+        if not OVERLAP or not self.can_inline():
+            return None
+        wal = self._storage.wal
+        written: list[int] = []
+
+        def begin(fd: int) -> None:
+            written.append(fd)
+            start_writeback(fd)
+
+        begun = wal.save_begin(hard_state, entries, begin)
+        if begun is None:
+            return None  # (busy on the thread)
+        return LoneSave(self, written[0] if begun else -1)
+
     def _judge(self, took: float, now: float) -> None:
         """After an inline fdatasync: keep syncing lone saves inline, or not (until a
         later try is fast)."""
@@ -174,6 +201,29 @@ class WalWriter:
             assert self._loop is not None
             self._loop.remove_reader(fs.fileno())
             fs.close()
+
+
+class LoneSave:
+    """A write_lone() save: durable once finish() returned."""
+
+    __slots__ = ("_fd", "_writer")
+
+    def __init__(self, writer: WalWriter, fd: int) -> None:
+        self._writer = writer
+        self._fd = fd  # -1: nothing to sync (fsync off)
+
+    def finish(self) -> Awaitable[object] | None:
+        """fdatasync (raises if it fails); then None, or the segment cut to await."""
+        writer = self._writer
+        wal = writer._storage.wal
+        if self._fd >= 0:
+            started = time.monotonic()
+            wal.sync_written(self._fd)
+            took = time.monotonic() - started  # (the wait: the write began earlier)
+            writer._judge(took, started)
+            wal.save_end(0, took)
+            writer.inline_saves += 1
+        return writer._cut() if wal.full else None
 
 
 def _done() -> asyncio.Future[None]:

@@ -70,8 +70,11 @@ class WatchHub:
         self._sync_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._offered: dict[Outlet, None] = {}  # outlets that took responses, to flush
-        self._notifying = False
-        self._hdr_key = (-1, -1)
+        self.notifying = False  # in a batch's notify: what outlets take is flushed at its end
+        # The last response header (field 1 of a WatchResponse) and what it was made of.
+        self._hdr_rev = -1
+        self._hdr_term = -1
+        self._hdr_fields = (b"", b"")  # cluster_id and member_id fields; raft_term field
         self._hdr = b""
         # Counters for metrics and tests.
         self.events_sent = 0
@@ -95,34 +98,40 @@ class WatchHub:
 
         def on_commit(events: list[KVEvent], revision: int) -> None:
             prev = self.revision
-            self._notifying = True
+            self.notifying = True
             try:
                 notify(events, revision)
             except Exception:  # (never expected) the apply must go on: watchers resync
                 log.exception("watch: notifying the watchers failed")
                 self.revision = max(self.revision, revision)
                 self._resync_all(prev + 1)
+                # (an outlet may have taken a response it was not told to flush)
+                for stream in self.streams:
+                    if stream.outlet is not None:
+                        self._offered[stream.outlet] = None
             finally:
-                self._notifying = False
-            try:
-                self.flush_offered()
-            except Exception:  # a connection's trouble is its own, not the apply's
-                log.exception("watch: writing events to the clients failed")
+                self.notifying = False
+            self.flush_offered()
 
         return on_commit
 
     def offered(self, outlet: Outlet) -> None:
         """A stream's outlet took a response: during a batch's notify, flush it at its
         end (other responses are written with the connection's next output)."""
-        if self._notifying:
+        if self.notifying:
             self._offered[outlet] = None
 
     def flush_offered(self) -> None:
+        """Write what the outlets took during a batch's notify (a failing connection
+        is logged, the others are still written; the apply never fails for them)."""
         offered = self._offered
         if offered:
             self._offered = {}
             for outlet in offered:
-                outlet.flush()
+                try:
+                    outlet.flush()
+                except Exception:  # a connection's trouble is its own: flush the others
+                    log.exception("watch: writing events to a client failed")
 
     def open_stream(self) -> WatchStream:
         stream = WatchStream(self)
@@ -135,13 +144,20 @@ class WatchHub:
 
     # -- responses
     def _header(self, revision: int) -> bytes:
-        """Serialized WatchResponse.header field for `revision`, cached."""
+        """Serialized WatchResponse.header field for `revision`, cached: written by hand
+        in protobuf's canonical form (fields in number order, zeros left out), as every
+        live event needs one for a new revision."""
         term = self._term()
-        if (revision, term) != self._hdr_key:
-            h = rpc.ResponseHeader(cluster_id=self.cluster_id, member_id=self.member_id,
-                                   revision=revision, raft_term=term).SerializeToString()
+        if revision != self._hdr_rev or term != self._hdr_term:
+            if term != self._hdr_term:
+                self._hdr_fields = (_uint_field(0x08, self.cluster_id)
+                                    + _uint_field(0x10, self.member_id),
+                                    _uint_field(0x20, term))
+                self._hdr_term = term
+            ids, term_field = self._hdr_fields
+            h = ids + _uint_field(0x18, revision) + term_field
             self._hdr = b"\x0a" + varint(len(h)) + h
-            self._hdr_key = (revision, term)
+            self._hdr_rev = revision
         return self._hdr
 
     def control(self, revision: int, **fields: object) -> bytes:
@@ -163,8 +179,12 @@ class WatchHub:
                 return
         with_prev = w.prev_kv
         field = batch.field
-        fields = [field(i, with_prev) for i in idxs]
         w.quiet = False
+        if len(idxs) == 1:  # (a lone write's event: one response, whatever its size)
+            self.events_sent += 1
+            w.stream.push_events(w, header + w.id_field + field(idxs[0], with_prev))
+            return
+        fields = [field(i, with_prev) for i in idxs]
         self.events_sent += len(fields)
         base = header + w.id_field
         size = len(base)
@@ -404,6 +424,11 @@ class WatchHub:
         self.remove(w)
         stream.watchers.pop(w.id, None)
         stream.push(self.control(0, watch_id=w.id, canceled=True, compact_revision=compact))
+
+
+def _uint_field(tag: int, value: int) -> bytes:
+    """A varint field of a non-negative value (nothing for 0, as proto3 writes it)."""
+    return bytes((tag,)) + varint(value) if value else b""
 
 
 class WatchMetrics(Collector):

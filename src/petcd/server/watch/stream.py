@@ -25,9 +25,10 @@ class Outlet(Protocol):
     """The client's end of a stream, written to directly (the API layer's call, when it
     can take a response without its handler's task: petcd's own HTTP/2 server)."""
 
-    def offer(self, msg: bytes) -> bool:
+    def offer(self, msg: bytes, held: bool = False) -> bool:
         """Send `msg` now if nothing of the stream is waiting (flow control, a backed-up
-        transport, an ended call); False: not taken, queue it."""
+        transport, an ended call); False: not taken, queue it. held: flush() follows
+        before the event loop runs anything else (the outlet need not arrange one)."""
         ...
 
     def flush(self) -> None:
@@ -133,7 +134,8 @@ class WatchStream:
         else queue it (a control response is a barrier: no events queued after it join a
         response before it)."""
         outlet = self.outlet
-        if not self.out and outlet is not None and not self.closed and outlet.offer(msg):
+        if not self.out and outlet is not None and not self.closed and \
+                outlet.offer(msg, self.hub.notifying):
             self.hub.offered(outlet)
             return
         self._queue(msg, barrier)
@@ -157,7 +159,8 @@ class WatchStream:
             self.queued += len(msg)
             return
         outlet = self.outlet
-        if not self.out and outlet is not None and not self.closed and outlet.offer(msg):
+        if not self.out and outlet is not None and not self.closed and \
+                outlet.offer(msg, self.hub.notifying):
             w.tail = None  # sent: nothing joins it
             self.hub.offered(outlet)
             return

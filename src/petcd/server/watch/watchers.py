@@ -156,8 +156,8 @@ class WatcherGroup:
         hits: dict[Watcher, list[int]] = {}
         get = hits.get
         single = self.keys
-        prefixes = list(self.prefixes.items())
-        ranges = list(self.ranges)
+        prefixes = self.prefixes.items()  # (nothing here changes them)
+        ranges = self.ranges
         for i, k in enumerate(keys):
             ws = single.get(k)
             if ws is not None:
