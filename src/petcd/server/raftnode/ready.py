@@ -252,11 +252,15 @@ class ReadyLoop:
                 held.discard()
             raise
         self._durable = rd.entries[-1].index
+        if crashpoints.armed:
+            crashpoints.reached("inline-synced")
         self._record(rd)
         if held is not None:
             held.publish()
         else:
             d.apply_queue.flush()
+        if crashpoints.armed and d.applier.applied_index >= rd.committed_entries[-1].index:
+            crashpoints.reached("inline-applied", d.backend.commit)
         d.raw.advance(rd)
         d.leadership.notify(self.term)
         if cut is not None:  # the segment is full: the loop waits for the next one first
