@@ -271,6 +271,31 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
     run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)
 
 
+def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) -> None:
+    """Concurrent writers: proposals made in one turn of the event loop (requests that
+    waited in their sockets while the first one synced) go to the loop as one batch after
+    the first, not each inline with its own fdatasync and the loop blocked."""
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        d = node._log
+        d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
+        await put(node, b"warm")
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        saves = d.wal_writer.inline_saves
+        req = rpc.PutRequest(key=b"k", value=b"1")
+        futs = [node.propose(PUT, req.SerializeToString(), req) for _ in range(8)]
+        assert [f.done() for f in futs] == [True] + [False] * 7
+        revs = [(await f).header.revision for f in futs]  # type: ignore[attr-defined]
+        assert revs == list(range(revs[0], revs[0] + 8))
+        assert d.wal_writer.inline_saves == saves + 1
+        await put(node, b"after")  # (the loop's: its last batch was not a lone one)
+        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        saves = d.wal_writer.inline_saves
+        fut = node.propose(PUT, req.SerializeToString(), req)  # lone again: inline
+        assert fut.done() and d.wal_writer.inline_saves == saves + 1
+    run(body, tmp_path, size=1, unsafe_no_fsync=False)  # (real fdatasyncs)
+
+
 def test_a_followers_lone_append_is_synced_and_answered_on_arrival(tmp_path: Path) -> None:
     """Followers whose WAL syncs inline handle a lone append in the peer callback
     (ReadyLoop.receive_inline): fdatasync, answer, apply, no loop wake-up. The writes
