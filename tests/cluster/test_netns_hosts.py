@@ -92,7 +92,10 @@ def wait_leader(ctl: Etcdctl, among: list[NetnsMember], timeout: float = 30) -> 
     deadline = time.monotonic() + timeout
     while True:
         for m in among:
-            r = Etcdctl(m.endpoint, timeout=5)("endpoint", "status", "-w", "json")
+            try:
+                r = Etcdctl(m.endpoint, timeout=5)("endpoint", "status", "-w", "json")
+            except subprocess.TimeoutExpired:
+                continue  # (a slow answer is no answer: ask again until the deadline)
             if r.returncode == 0:
                 st = json.loads(r.stdout)[0]["Status"]
                 if st["leader"] == st["header"]["member_id"]:

@@ -36,7 +36,15 @@ def _popen(tool: list[str], endpoint: str, *args: str) -> subprocess.Popen[bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
     env["PYTHONPATH"] = str(SRC_DIR)
     return subprocess.Popen([*tool, "--endpoints", endpoint, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """The tests send SIGINT as a terminal's ^C does: the tool must not inherit it ignored
+    (as pytest started in the background, `make soak &`, passes it on; Go and Python
+    programs then keep ignoring it, and etcdctl never ends)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _tools(etcd: MemberProcess, petcd: MemberProcess) -> list[tuple[list[str], str]]:

@@ -189,7 +189,10 @@ def test_batched_backend_matches_model(script: list[Any], limit: int, background
     run(script, limit, background)
 
 
+# 1000 scripts of 40-150 steps: ~160 s of CPU, several times that in wall time on 2
+# shared cores; pytest-timeout's default 300 s is for tests that wait, not for this.
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(actions, min_size=40, max_size=150), st.sampled_from([2, 5, 1000]),
        st.booleans())

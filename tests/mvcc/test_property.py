@@ -259,7 +259,10 @@ def test_store_matches_model(script: list[Any]) -> None:
     run_script(script)
 
 
+# 1500 scripts of 60-150 steps: ~6 min of CPU (the short run's 150 of 25-60: ~15 s),
+# more in wall time on 2 shared cores; pytest-timeout's default 300 s is too short.
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(actions, min_size=60, max_size=150))
 def test_store_matches_model_long(script: list[Any]) -> None:

@@ -254,7 +254,9 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        # (no backend commit in flight either: the batch that would wait for it)
+        # Parked with nothing to do: its future set but not yet woken (a tick's wake
+        # leaves _waiter set until the loop runs; propose() then leaves it to the loop),
+        # and no backend commit in flight (the batch would wait for it).
         await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
                      and not node.backend.committing)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable

@@ -437,7 +437,10 @@ def test_kvevent_helpers() -> None:
     assert ev.to_pb().kv.key == b"k"
 
 
+# 2960 histories: ~60 s of CPU, five times that in wall time when 2 shared cores are
+# busy; pytest-timeout's default 300 s is for tests that wait, not for this.
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_random_histories_soak(tmp_path: Path) -> None:
     for seed in range(40, 3000):
         (tmp_path / str(seed)).mkdir()

@@ -28,6 +28,7 @@ from petcd.raft import Entry, EntryType, Ready, decode_conf_change
 from petcd.server import proposal as P
 from petcd.server.membership import CONF_CHANGE_KIND
 from petcd.server.proposal import Committed
+from petcd.server.raftnode import crashpoints
 from petcd.server.raftnode.proposals import Pending
 from petcd.server.raftnode.walwriter import LoneSave
 
@@ -218,6 +219,8 @@ class ReadyLoop:
                 self._taken = (rd, written)  # (not synced inline after all)
                 return False
             written.result()
+            if crashpoints.armed:
+                crashpoints.reached("inline-synced")
             self._finish_lone(rd)
             self.inline_readies += 1
         except BaseException as e:
@@ -261,11 +264,15 @@ class ReadyLoop:
                 held.discard()
             raise
         self._durable = rd.entries[-1].index
+        if crashpoints.armed:
+            crashpoints.reached("inline-synced")
         self._record(rd)
         if held is not None:
             held.publish()
         else:
             d.apply_queue.flush()
+        if crashpoints.armed and d.applier.applied_index >= rd.committed_entries[-1].index:
+            crashpoints.reached("inline-applied", d.backend.commit)
         d.raw.advance(rd)
         d.leadership.notify(self.term)
         if cut is not None:  # the segment is full: the loop waits for the next one first
@@ -285,6 +292,9 @@ class ReadyLoop:
         if rd.committed_entries:
             self._hand_out(rd.committed_entries)
             d.apply_queue.flush()
+            if crashpoints.armed and \
+                    d.applier.applied_index >= rd.committed_entries[-1].index:
+                crashpoints.reached("inline-applied", d.backend.commit)
         d.raw.advance(rd)
         d.leadership.notify(self.term)
         if d.raw.has_ready():
@@ -327,11 +337,15 @@ class ReadyLoop:
             # had the loop (3 members, quiet machine: the leader's server time per lone
             # put 874 us against 989 with the commit updates sent first).
             await self._answer_now(committed)
+            if crashpoints.armed and rd.hard_state is not None and \
+                    d.applier.applied_index >= committed[-1].index:
+                crashpoints.reached("commit-unrecorded", d.backend.commit)
             committed = []
         if messages and rd.send_before_persist:
             d.peers.send(messages)
             messages = []
         if rd.must_sync or snapshot is not None:
+            handed = 0  # the last index handed out here
             if committed and snapshot is None:
                 # Committed entries that earlier Readies already made durable need not
                 # wait for this fsync (a leader's are usually all of them): apply them
@@ -342,6 +356,7 @@ class ReadyLoop:
                 if committed[0].index <= durable:
                     n = bisect.bisect_right(committed, durable, key=_index)
                     self._hand_out(committed[:n])
+                    handed = committed[n - 1].index
                     committed = committed[n:]
             # A lone write (one entry, no other proposal waiting) may be synced inline.
             proposals = d.proposals
@@ -356,6 +371,8 @@ class ReadyLoop:
             # (applied while the disk syncs: here at once, unless the WAL thread is to
             # get the GIL first)
             d.apply_queue.flush(inline=not d.wal_writer.uses_thread)
+            if crashpoints.armed and handed and d.applier.applied_index >= handed:
+                crashpoints.reached("applied-syncing", d.backend.commit)
             await written
             if rd.entries:
                 self._durable = rd.entries[-1].index
