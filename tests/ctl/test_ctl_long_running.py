@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,16 +36,18 @@ FAST = list(FAST_ELECTIONS)
 def _popen(tool: list[str], endpoint: str, *args: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
     env["PYTHONPATH"] = str(SRC_DIR)
-    return subprocess.Popen([*tool, "--endpoints", endpoint, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=_default_sigint)
+    return subprocess.Popen([*_DEFAULT_SIGINT, *tool, "--endpoints", endpoint, *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _default_sigint() -> None:
-    """The tests send SIGINT as a terminal's ^C does: the tool must not inherit it ignored
-    (as pytest started in the background, `make soak &`, passes it on; Go and Python
-    programs then keep ignoring it, and etcdctl never ends)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# The tests send SIGINT as a terminal's ^C does: the tool must not inherit it ignored (as
+# pytest started in the background, `make soak &`, passes it on; Go and Python programs
+# then keep ignoring it, and etcdctl never ends). A small exec wrapper resets it: not
+# preexec_fn, which runs Python in the forked child of a threaded pytest worker (it
+# crashed one with SIGSEGV in logging's at-fork hook).
+_DEFAULT_SIGINT = [sys.executable, "-c",
+                   "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])"]
 
 
 def _tools(etcd: MemberProcess, petcd: MemberProcess) -> list[tuple[list[str], str]]:
