@@ -755,6 +755,22 @@ def test_defer_commit_lets_the_next_append_carry_the_commit_index(defer: bool) -
 
 
 
+def test_defer_commit_does_not_hold_back_a_membership_change() -> None:
+    """A committed conf change reaches the followers at once (as with etcd's way), so
+    every member applies the new membership without waiting for the next write."""
+    net = elected(defer_commit=True)
+    leader, followers = net.peers[1], (net.peers[2], net.peers[3])
+    net.propose(1, b"x")
+    assert leader.commit_unsent
+    leader.log.applied_to(leader.log.committed)  # (the caller applied everything)
+    cc = encode_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 4))
+    net.send(msg(M.PROP, 1, 1, entries=[Entry(0, 0, EntryType.CONF_CHANGE, cc)]))
+    at = leader.log.last_index()
+    assert leader.log.committed == at
+    assert [f.log.committed for f in followers] == [at, at]
+    assert not leader.commit_unsent
+
+
 def test_defer_commit_does_not_hold_back_a_forwarded_proposal_or_a_followers_read() -> None:
     net = elected(defer_commit=True)
     leader, follower = net.peers[1], net.peers[2]

@@ -192,9 +192,14 @@ def test_cluster_agreement_locks_and_queues(cluster: PetcdCluster) -> None:
     r = call(leader.endpoint, "PUT", f"/v2/members/{new['id']}",
              '{"peerURLs":["http://127.0.0.1:2"]}', ctype="application/json")
     assert r.status == 204, r
-    listed = call(followers[1].endpoint, "GET", "/v2/members").json["members"]
-    assert {"id": new["id"], "name": "", "peerURLs": ["http://127.0.0.1:2"],
-            "clientURLs": []} in listed
+    # (a follower's own view: it has the update once it applied the entry, which its
+    # next message from the leader commits; poll as a client of any member must)
+    want = {"id": new["id"], "name": "", "peerURLs": ["http://127.0.0.1:2"], "clientURLs": []}
+    deadline = time.monotonic() + 10
+    while want not in (listed := call(followers[1].endpoint, "GET",
+                                      "/v2/members").json["members"]):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.05)
     assert call(leader.endpoint, "DELETE", f"/v2/members/{new['id']}").status == 204
     r = call(leader.endpoint, "DELETE", f"/v2/members/{new['id']}")
     assert (r.status, r.json) == (410, {"message": f"Member permanently removed: {new['id']}"})

@@ -300,9 +300,11 @@ class LeaderRole(RaftFields):
         committed = self.log.committed
         if self._maybe_commit():
             self._release_deferred_reads()
-            if self.defer_commit and self.forwarded_last <= committed:
+            if self.defer_commit and self.forwarded_last <= committed and \
+                    not committed < self.pending_conf_index <= self.log.committed:
                 # Only appends with entries now (they carry the commit index too); the
-                # empty ones wait for the next proposal or flush_commit().
+                # empty ones wait for the next proposal or flush_commit(). (Not for a
+                # membership change: every member applies it as soon as etcd's would.)
                 self.commit_unsent = True
                 for peer in self.peers:
                     while self._maybe_send_append(peer, False):
