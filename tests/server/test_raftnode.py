@@ -245,6 +245,16 @@ async def _until(cond, step: float = 0.01) -> None:  # type: ignore[no-untyped-d
         await asyncio.sleep(step)
 
 
+async def _parked(node: Node) -> None:
+    """Until the lone voter's Ready loop is parked with nothing to do: its future set but
+    not yet woken (a tick's wake leaves _waiter set until the loop runs; propose() then
+    leaves it to the loop), and no backend commit in flight (the batch would wait for
+    it)."""
+    d = node._log
+    await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
+                 and not node.backend.committing)
+
+
 def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path) -> None:
     """Ready loop idle, one proposal, a WAL that syncs inline: propose() itself hands it
     to Raft, makes it durable, applies it and answers (no loop wake-up). Two at once go
@@ -254,11 +264,7 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        # Parked with nothing to do: its future set but not yet woken (a tick's wake
-        # leaves _waiter set until the loop runs; propose() then leaves it to the loop),
-        # and no backend commit in flight (the batch would wait for it).
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
-                     and not node.backend.committing)
+        await _parked(node)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
@@ -268,7 +274,7 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
         assert d.wal_writer.inline_saves == saves + 1
         assert d.ready_loop._durable == durable + 1 == d.applied_index  # synced first
         assert node.range(rpc.RangeRequest(key=b"k")).kvs[0].value == b"1"
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken)
+        await _parked(node)
         a = node.propose(PUT, req.SerializeToString(), req)
         b = node.propose(PUT, req.SerializeToString(), req)
         ra, rb = await a, await b
@@ -286,8 +292,7 @@ def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) ->
         d = node._log
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
-                     and not node.backend.committing)
+        await _parked(node)
         saves = d.wal_writer.inline_saves
         req = rpc.PutRequest(key=b"k", value=b"1")
         futs = [node.propose(PUT, req.SerializeToString(), req) for _ in range(8)]
@@ -296,8 +301,7 @@ def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) ->
         assert revs == list(range(revs[0], revs[0] + 8))
         assert d.wal_writer.inline_saves == saves + 1
         await put(node, b"after")  # (the loop's: its last batch was not a lone one)
-        await _until(lambda: d.ready_loop._waiter is not None and not d.ready_loop._woken
-                     and not node.backend.committing)
+        await _parked(node)
         saves = d.wal_writer.inline_saves
         fut = node.propose(PUT, req.SerializeToString(), req)  # lone again: inline
         assert fut.done() and d.wal_writer.inline_saves == saves + 1
