@@ -229,3 +229,16 @@ def in_memory_connection(handlers: dict[str, Any]) -> tuple[Any, Any]:
     proto.connection_made(transport)
     proto.data_received(F.PREFACE + F.settings_frame({}))
     return proto, transport
+
+
+def split_frames(data: bytes | bytearray) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, payload) of each whole frame a server wrote."""
+    out = []
+    pos = 0
+    while pos + 9 <= len(data):
+        n = int.from_bytes(data[pos:pos + 3], "big")
+        out.append((data[pos + 3], data[pos + 4],
+                    int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF,
+                    bytes(data[pos + 9:pos + 9 + n])))
+        pos += 9 + n
+    return out

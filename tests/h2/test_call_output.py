@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import hpack
-from h2_service import in_memory_connection
+from h2_service import in_memory_connection, split_frames
 
 from petcd.api.h2 import frames as F
 
@@ -150,21 +150,10 @@ def test_offer_writes_one_frame_or_falls_back_and_holds_the_flush() -> None:
         await asyncio.sleep(0)
         assert call.offer(msg)
         await asyncio.sleep(0)
-        data = b"".join(p for t, _, sid, p in _frames_of(transport.out) if t == F.DATA)
+        data = b"".join(p for t, _, sid, p in split_frames(transport.out) if t == F.DATA)
         assert data == b"\0\0\0\0\x3c" + big + b"\0\0\0\0\x28" + msg
         done.set()
         proto.connection_lost(None)
 
     asyncio.run(main())
 
-
-def _frames_of(data: bytes | bytearray) -> list[tuple[int, int, int, bytes]]:
-    out = []
-    pos = 0
-    while pos + 9 <= len(data):
-        n = int.from_bytes(data[pos:pos + 3], "big")
-        out.append((data[pos + 3], data[pos + 4],
-                    int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF,
-                    bytes(data[pos + 9:pos + 9 + n])))
-        pos += 9 + n
-    return out

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import hpack
-from h2_service import in_memory_connection
+from h2_service import in_memory_connection, split_frames
 
 from petcd import errors
 from petcd.api.h2 import frames as F
@@ -38,26 +38,15 @@ class Pieces(LazyMessage):
         return bytes([self.made]) * PIECE
 
 
-def _frames(data: bytes | bytearray) -> list[tuple[int, int, int, bytes]]:
-    out = []
-    pos = 0
-    while pos + 9 <= len(data):
-        n = int.from_bytes(data[pos:pos + 3], "big")
-        out.append((data[pos + 3], data[pos + 4],
-                    int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF,
-                    bytes(data[pos + 9:pos + 9 + n])))
-        pos += 9 + n
-    return out
-
 
 def _data(out: bytes | bytearray) -> bytes:
-    return b"".join(p for t, _, sid, p in _frames(out) if t == F.DATA and sid == 1)
+    return b"".join(p for t, _, sid, p in split_frames(out) if t == F.DATA and sid == 1)
 
 
 def _trailers(out: bytes | bytearray) -> dict[str, str]:
     dec = hpack.Decoder()
     fields: dict[str, str] = {}
-    for t, _, sid, p in _frames(out):
+    for t, _, sid, p in split_frames(out):
         if t == F.HEADERS and sid == 1:
             fields.update(dict(dec.decode(p)))
     return fields

@@ -255,16 +255,23 @@ async def _parked(node: Node) -> None:
                  and not node.backend.committing)
 
 
+async def _lone_voter_parked(c: Cluster) -> Node:
+    """The lone voter, every inline fdatasync of it counting as fast, warmed by one put
+    and parked (the inline path's starting point)."""
+    node = c.nodes[0]
+    node._log.wal_writer.fast = 1000.0
+    await put(node, b"warm")
+    await _parked(node)
+    return node
+
+
 def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path) -> None:
     """Ready loop idle, one proposal, a WAL that syncs inline: propose() itself hands it
     to Raft, makes it durable, applies it and answers (no loop wake-up). Two at once go
     the loop's way, in log order."""
     async def body(c: Cluster) -> None:
-        node = c.nodes[0]
+        node = await _lone_voter_parked(c)
         d = node._log
-        d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
-        await put(node, b"warm")
-        await _parked(node)
         saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
@@ -288,11 +295,8 @@ def test_proposals_read_in_one_turn_are_not_synced_one_by_one(tmp_path: Path) ->
     waited in their sockets while the first one synced) go to the loop as one batch after
     the first, not each inline with its own fdatasync and the loop blocked."""
     async def body(c: Cluster) -> None:
-        node = c.nodes[0]
+        node = await _lone_voter_parked(c)
         d = node._log
-        d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
-        await put(node, b"warm")
-        await _parked(node)
         saves = d.wal_writer.inline_saves
         req = rpc.PutRequest(key=b"k", value=b"1")
         futs = [node.propose(PUT, req.SerializeToString(), req) for _ in range(8)]
