@@ -271,10 +271,7 @@ class ReadyLoop:
             held.publish()
         else:
             d.apply_queue.flush()
-        if crashpoints.armed and d.applier.applied_index >= rd.committed_entries[-1].index:
-            crashpoints.reached("inline-applied", d.backend.commit)
-        d.raw.advance(rd)
-        d.leadership.notify(self.term)
+        self._advance_inline(rd)
         if cut is not None:  # the segment is full: the loop waits for the next one first
             self._taken = (None, cut)
             self.wake()
@@ -292,13 +289,18 @@ class ReadyLoop:
         if rd.committed_entries:
             self._hand_out(rd.committed_entries)
             d.apply_queue.flush()
-            if crashpoints.armed and \
-                    d.applier.applied_index >= rd.committed_entries[-1].index:
-                crashpoints.reached("inline-applied", d.backend.commit)
-        d.raw.advance(rd)
-        d.leadership.notify(self.term)
+        self._advance_inline(rd)
         if d.raw.has_ready():
             self.wake()
+
+    def _advance_inline(self, rd: Ready) -> None:
+        """An inline Ready persisted and its committed entries applied: advance Raft."""
+        d = self._d
+        if crashpoints.armed and rd.committed_entries and \
+                d.applier.applied_index >= rd.committed_entries[-1].index:
+            crashpoints.reached("inline-applied", d.backend.commit)
+        d.raw.advance(rd)
+        d.leadership.notify(self.term)
 
     def _record(self, rd: Ready) -> None:
         """The in-memory Raft storage after rd was persisted: its snapshot, entries and
