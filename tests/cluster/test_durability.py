@@ -78,9 +78,11 @@ def test_follower_behind_the_compacted_log_gets_a_snapshot(
     assert sorted(m["name"] for m in members["members"]) == ["m0", "m1", "m2", "m3"]
 
 
-async def _writer(addresses: list[str], wid: int, acked: dict[bytes, bytes],
+async def _writer(addresses: list[str], wid: int, acked: dict[bytes, int],
                   stop: threading.Event) -> None:
-    """Puts through every member in turn; a put counts once answered."""
+    """Puts through every member in turn; a put counts once answered (with the revision
+    its answer gave). A put not answered is not tried again: every key is written at
+    most once."""
     chans = [grpc.aio.insecure_channel(a) for a in addresses]
     try:
         seq = 0
@@ -89,11 +91,11 @@ async def _writer(addresses: list[str], wid: int, acked: dict[bytes, bytes],
             key = b"dur/%d/%06d" % (wid, seq)
             seq += 1
             try:
-                await stub.Put(rpc.PutRequest(key=key, value=key), timeout=3)
+                resp = await stub.Put(rpc.PutRequest(key=key, value=key), timeout=3)
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(0.01)
                 continue
-            acked[key] = key
+            acked[key] = resp.header.revision
     finally:
         for ch in chans:
             await ch.close()
@@ -103,7 +105,7 @@ class Load:
     """Writers in a thread, against every member, recording acknowledged puts."""
 
     def __init__(self, c: PetcdCluster, writers: int = 8) -> None:
-        self.acked: dict[bytes, bytes] = {}
+        self.acked: dict[bytes, int] = {}  # key -> the revision its Put answered
         self._stop = threading.Event()
         addresses = [m.address for m in c.members]
 
@@ -130,17 +132,30 @@ class Load:
             time.sleep(0.02)
 
 
-def _check_all_present(c: PetcdCluster, acked: dict[bytes, bytes]) -> None:
+def _check_all_present(c: PetcdCluster, acked: dict[bytes, int]) -> None:
+    """Every acknowledged put on every member, at the revision its answer gave (written
+    once: created and modified there, version 1), and the members' histories agree."""
     leader = c.wait_leader()
     c.wait_applied(c.statuses([leader])[leader.name].committed)
+    revisions = []
     for m in c.members:
         with grpc.insecure_channel(m.address) as ch:
             resp = rpc_grpc.KVStub(ch).Range(
                 rpc.RangeRequest(key=b"dur/", range_end=b"dur0", serializable=True),
                 timeout=30)
-        found = {kv.key for kv in resp.kvs}
+        revisions.append(resp.header.revision)
+        found = {kv.key: (kv.mod_revision, kv.create_revision, kv.version) for kv in resp.kvs}
         missing = [k for k in acked if k not in found]
         assert not missing, f"{m.name} lost {len(missing)} acknowledged puts: {missing[:5]}"
+        moved = [(k, rev, found[k]) for k, rev in acked.items() if found[k] != (rev, rev, 1)]
+        assert not moved, f"{m.name}: {len(moved)} puts at another revision: {moved[:5]}"
+    common = min(revisions)  # (every member has applied this far)
+    hashes = set()
+    for m in c.members:
+        with grpc.insecure_channel(m.address) as ch:
+            hashes.add(rpc_grpc.MaintenanceStub(ch).HashKV(
+                rpc.HashKVRequest(revision=common), timeout=30).hash)
+    assert len(hashes) == 1, f"the members' stores differ at revision {common}"
 
 
 def _crash_and_restart(c: PetcdCluster, load: Load, victim: PetcdProcess) -> None:

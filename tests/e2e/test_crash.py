@@ -1,7 +1,8 @@
 """Every acknowledged put survives SIGKILL of the server in the middle of a stream of
 concurrent puts (the WAL's fsync comes before any answer; the backend commits in
 batches and is repaired from the WAL at restart), also when the backend lags the WAL by
-many batches."""
+many batches: with its value and the revision its answer gave (each key is written once,
+so an entry the restart applied twice, or replayed in another order, shows)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
 from petcd.testing import LAGGING_BACKEND as LAGGING
 from petcd.testing import PetcdProcess, backend_index
 
+# key -> (value, the revision its Put answered)
+Acked = dict[bytes, tuple[bytes, int]]
 
-async def _writer(stub: Any, wid: int, acked: dict[bytes, bytes], stop: threading.Event,
+
+async def _writer(stub: Any, wid: int, acked: Acked, stop: threading.Event,
                   cycle: int) -> None:
     seq = 0
     while not stop.is_set():
@@ -31,19 +35,19 @@ async def _writer(stub: Any, wid: int, acked: dict[bytes, bytes], stop: threadin
         except grpc.aio.AioRpcError:
             return  # the server died: this put may or may not have been applied
         assert resp.header.revision > 0
-        acked[key] = value
+        acked[key] = (value, resp.header.revision)
         seq += 1
 
 
-async def _stream(address: str, writers: int, acked: dict[bytes, bytes],
+async def _stream(address: str, writers: int, acked: Acked,
                   stop: threading.Event, cycle: int) -> None:
     async with grpc.aio.insecure_channel(address) as ch:
         stub = rpc_grpc.KVStub(ch)
         await asyncio.gather(*(_writer(stub, w, acked, stop, cycle) for w in range(writers)))
 
 
-def _check_all_present(address: str, acked: dict[bytes, bytes]) -> int:
-    found: dict[bytes, bytes] = {}
+def _check_all_present(address: str, acked: Acked) -> int:
+    found: dict[bytes, tuple[bytes, int, int, int]] = {}
     revision = 0  # every page at the first page's revision: one consistent view
     with grpc.insecure_channel(address) as ch:
         kv = rpc_grpc.KVStub(ch)
@@ -52,19 +56,24 @@ def _check_all_present(address: str, acked: dict[bytes, bytes]) -> int:
             resp = kv.Range(rpc.RangeRequest(key=start, range_end=b"crash0", limit=10_000,
                                              revision=revision), timeout=30)
             revision = revision or resp.header.revision
-            found.update((item.key, item.value) for item in resp.kvs)
+            found.update((item.key, (item.value, item.mod_revision, item.create_revision,
+                                     item.version)) for item in resp.kvs)
             if not resp.more:
                 break
             start = resp.kvs[-1].key + b"\0"
-    missing = [k for k, v in acked.items() if found.get(k) != v]
+    missing = [k for k, (v, _) in acked.items() if k not in found or found[k][0] != v]
     assert not missing, f"{len(missing)} acknowledged puts lost, e.g. {missing[:5]}"
+    # Written once each: created and last modified at the revision the answer gave.
+    moved = [(k, rev, found[k][1:]) for k, (_, rev) in acked.items()
+             if found[k][1:] != (rev, rev, 1)]
+    assert not moved, f"{len(moved)} acknowledged puts at another revision, e.g. {moved[:5]}"
     return revision
 
 
 def crash_cycles(member: PetcdProcess, cycles: int, writers: int, run_for: float,
                  graceful: bool = False,
-                 after_kill: Callable[[dict[bytes, bytes]], None] | None = None) -> None:
-    acked: dict[bytes, bytes] = {}
+                 after_kill: Callable[[Acked], None] | None = None) -> None:
+    acked: Acked = {}
     last_rev = 0
     for cycle in range(cycles):
         stop = threading.Event()
@@ -112,7 +121,7 @@ def test_acknowledged_puts_survive_many_sigkills(petcd_factory: Any) -> None:
 def test_acknowledged_puts_survive_sigkill_with_the_backend_lagging(petcd_factory: Any) -> None:
     member = petcd_factory(args=LAGGING)
 
-    def lagging(acked: dict[bytes, bytes]) -> None:
+    def lagging(acked: Acked) -> None:
         # Hundreds of acknowledged puts (many apply batches) exist only in the WAL.
         assert backend_index(member.data_dir) + 200 <= len(acked)
     crash_cycles(member, cycles=3, writers=16, run_for=0.3, after_kill=lagging)
