@@ -9,8 +9,9 @@
 - a Ready with new entries on a follower of 3 members: the committed entries it already
   had applied (and the backend committed) while the WAL syncs the new ones.
 
-After the restart every acknowledged put is there, on every member, and the members agree
-on the store's hash."""
+After the restart every acknowledged put is there, on every member, at the revision its
+answer gave (an entry applied twice across the restart would have moved it), and the
+members agree on the store's hash."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ from petcd.wal.segments import list_segments
 
 HITS = 40  # the crash point fires on its 40th time: well into a stream of puts
 
+# key -> (value, the revision its Put answered); a store read gives (value, mod_revision)
+Acked = dict[bytes, tuple[bytes, int]]
+
 
 def _wal_commit(data_dir: Path) -> int:
     """The commit index a stopped member's WAL records."""
@@ -39,7 +43,7 @@ def _wal_commit(data_dir: Path) -> int:
 
 
 def _put_until_dead(writer: PetcdProcess, victim: PetcdProcess,
-                    acked: dict[bytes, bytes]) -> bytes | None:
+                    acked: Acked) -> bytes | None:
     """Sequential puts to `writer` until `victim` is dead (then a few more while it is,
     unless it is the writer); the key of the put in flight when the writer died, if so."""
     after_death = 0
@@ -51,13 +55,13 @@ def _put_until_dead(writer: PetcdProcess, victim: PetcdProcess,
             assert time.monotonic() < deadline, "the crash point never fired"
             key, value = b"w/%05d" % seq, b"v%d" % seq
             try:
-                kv.Put(rpc.PutRequest(key=key, value=value), timeout=10)
+                resp = kv.Put(rpc.PutRequest(key=key, value=value), timeout=10)
             except grpc.RpcError:
                 if victim is writer and _dies(victim):
                     return key
                 time.sleep(0.1)  # (an election on a loaded machine: the same put again)
                 continue
-            acked[key] = value
+            acked[key] = (value, resp.header.revision)
             seq += 1
             if victim.proc is not None and victim.proc.poll() is not None:
                 after_death += 1
@@ -73,11 +77,12 @@ def _dies(m: PetcdProcess) -> bool:
     return True
 
 
-def _read_all(m: PetcdProcess) -> tuple[dict[bytes, bytes], int]:
+def _read_all(m: PetcdProcess) -> tuple[Acked, int]:
+    """Every w/ key's value and last revision, and the store's revision."""
     with grpc.insecure_channel(m.address) as ch:
         resp = rpc_grpc.KVStub(ch).Range(
             rpc.RangeRequest(key=b"w/", range_end=b"w0"), timeout=30)
-    return {kv.key: kv.value for kv in resp.kvs}, resp.header.revision
+    return {kv.key: (kv.value, kv.mod_revision) for kv in resp.kvs}, resp.header.revision
 
 
 def _hash(m: PetcdProcess, revision: int) -> int:
@@ -98,7 +103,7 @@ def test_kill_in_propose_inline_keeps_every_put(petcd_factory: Any, point: str) 
     # 60000 ms: every fdatasync counts as fast, so a lone put is proposed inline
     member = petcd_factory(env={"PETCD_WAL_INLINE_FAST_MS": "60000",
                                 "PETCD_CRASHPOINT": f"{point}:{HITS}"})
-    acked: dict[bytes, bytes] = {}
+    acked: Acked = {}
     in_flight = _put_until_dead(member, member, acked)
     _assert_died_by_crash_point(member)
     assert in_flight is not None and len(acked) >= HITS - 5
@@ -108,7 +113,8 @@ def test_kill_in_propose_inline_keeps_every_put(petcd_factory: Any, point: str) 
     member.start()
     found, _ = _read_all(member)
     missing = [k for k, v in acked.items() if found.get(k) != v]
-    assert not missing, f"acknowledged puts lost: {missing[:5]}"
+    assert not missing, "acknowledged puts lost or moved: " \
+        f"{[(k, acked[k], found.get(k)) for k in missing[:5]]}"
     # The put in flight was fdatasynced before the kill: the WAL replays it.
     assert in_flight in found
 
@@ -158,7 +164,7 @@ def test_kill_between_apply_and_commit_record_on_3_members(tmp_path: Path, role:
         _serve_with_crash_point(victim, point)
         # The victim leads, or (a follower) the member that led before
         _move_leader(c, victim if role == "leader" else leader)
-        acked: dict[bytes, bytes] = {}
+        acked: Acked = {}
         _put_until_dead(c.wait_leader(), victim, acked)
         _assert_died_by_crash_point(victim)
         assert len(acked) >= HITS // 4  # (a stream well under way)
@@ -168,10 +174,11 @@ def test_kill_between_apply_and_commit_record_on_3_members(tmp_path: Path, role:
         victim.extra_env.pop("PETCD_CRASHPOINT")
         victim.start()
         rev = _put_retrying(c, b"w/last", b"x")
-        acked[b"w/last"] = b"x"
+        acked[b"w/last"] = (b"x", rev)
         for m in c.members:  # (linearizable: each has applied all of it once answered)
             found, _ = _read_all(m)
             missing = [k for k, v in acked.items() if found.get(k) != v]
-            assert not missing, f"{m.name} lost acknowledged puts: {missing[:5]}"
+            assert not missing, f"{m.name} lost or moved acknowledged puts: " \
+                f"{[(k, acked[k], found.get(k)) for k in missing[:5]]}"
         assert len({_hash(m, rev) for m in c.members}) == 1
     assert not any(m.running for m in c.members)
