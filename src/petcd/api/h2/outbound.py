@@ -22,12 +22,14 @@ from petcd.api.h2.streams import (
     BLOCKED_ON_STREAM,
     CLOSED,
     HALF_CLOSED_LOCAL,
+    NO_PENDING,
     NOT_BLOCKED,
     SEND_END_STREAM,
     SEND_RST,
     TABLE,
     H2Stream,
     Input,
+    pending_queue,
 )
 
 if TYPE_CHECKING:
@@ -127,18 +129,19 @@ class Outbound:
         if not stream.headers_sent:
             self.send_headers(stream)
         prefix = b"\0" + len(payload).to_bytes(4, "big")
+        pending = pending_queue(stream)
         if len(payload) < UNCOPIED_MESSAGE:
-            stream.pending.append(memoryview(prefix + payload))
+            pending.append(memoryview(prefix + payload))
         else:  # a large message (a big range) is sent from where it is, not copied
-            stream.pending.append(memoryview(prefix))
-            stream.pending.append(memoryview(payload))
+            pending.append(memoryview(prefix))
+            pending.append(memoryview(payload))
         self.pump(stream)
 
     def send_data(self, stream: H2Stream, data: bytes | bytearray) -> None:
         """Data of a message sent in pieces (the caller wrote its gRPC prefix)."""
         if not stream.headers_sent:
             self.send_headers(stream)
-        stream.pending.append(memoryview(data))
+        pending_queue(stream).append(memoryview(data))
         self.pump(stream)
 
     def end_stream(self, stream: H2Stream, trailers: bytes) -> None:
@@ -163,7 +166,7 @@ class Outbound:
         if stream.blocked == BLOCKED_ON_STREAM:
             del self.window_blocked[sid]
         stream.blocked = NOT_BLOCKED
-        while pending:
+        while isinstance(pending, deque) and pending:  # (else NO_PENDING: nothing queued)
             stream_window = self.peer_initial_window + stream.send_credit
             if stream_window <= 0:
                 stream.blocked = BLOCKED_ON_STREAM
@@ -249,7 +252,7 @@ class Outbound:
     def close_stream(self, stream: H2Stream, how: Input) -> None:
         """A reset (sent or received): the call is cancelled."""
         stream.state = TABLE[stream.state][how]  # type: ignore[assignment]
-        stream.pending.clear()
+        stream.pending = NO_PENDING
         stream.trailers = None
         self.forget(stream, True)
 
@@ -283,7 +286,7 @@ class Outbound:
         self.stream_memory = 0
         for stream in streams:
             stream.state = CLOSED
-            stream.pending.clear()
+            stream.pending = NO_PENDING
             stream.trailers = None
             stream.blocked = NOT_BLOCKED
             self.events.stream_closed(stream, True)
