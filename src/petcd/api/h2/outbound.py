@@ -10,6 +10,7 @@ client's SETTINGS_INITIAL_WINDOW_SIZE, so a SETTINGS frame walks no streams."""
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,12 @@ _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
 _OK_TRAILERS_PREFIX = (len(OK_TRAILERS).to_bytes(3, "big")
                        + bytes((F.HEADERS, F.END_HEADERS | F.END_STREAM)))
 _DATA_FLAGS = bytes((F.DATA, 0))
+# A unary answer's bytes after the HEADERS frame's prefix, up to the message: stream id,
+# the constant header block, the DATA frame's header (24-bit length and type as one
+# u32, flags, stream id) and the gRPC message prefix (flag, length).
+_UNARY_HEAD = struct.Struct(f">L{len(RESPONSE_HEADERS)}sLBLBL")
+# The OK trailers frame: its prefix, stream id, block.
+_UNARY_TAIL = struct.Struct(f">5sL{len(OK_TRAILERS)}s")
 
 
 class Outbound:
@@ -100,12 +107,11 @@ class Outbound:
             return False
         self.send_window -= n
         self.pings.data_sent = True
-        sidb = stream.sid.to_bytes(4, "big")
+        sid = stream.sid
         self.write(b"".join((
-            _RESP_HEADERS_PREFIX, sidb, RESPONSE_HEADERS,
-            n.to_bytes(3, "big"), _DATA_FLAGS, sidb,
-            b"\0", (n - 5).to_bytes(4, "big"), payload,
-            _OK_TRAILERS_PREFIX, sidb, OK_TRAILERS)))
+            _RESP_HEADERS_PREFIX,
+            _UNARY_HEAD.pack(sid, RESPONSE_HEADERS, n << 8 | F.DATA, 0, sid, 0, n - 5),
+            payload, _UNARY_TAIL.pack(_OK_TRAILERS_PREFIX, sid, OK_TRAILERS))))
         stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
         self.stream_done(stream)
         return True

@@ -282,7 +282,12 @@ class Requests(Outbound):
         if not sid & 1:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "even stream id from a client")
         self.last_sid = sid
-        blk = self._decode(block)
+        try:  # (_decode inlined: every request passes here)
+            blk: Block | None = self._decoder.decode(block)
+        except HeaderListTooLarge:
+            blk = None
+        except HpackError as e:
+            raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
         if error:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
         if self.goaway_sent:
