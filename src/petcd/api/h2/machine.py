@@ -122,8 +122,11 @@ class H2Connection(Requests):
                 self._need = end - pos
                 return pos
             sid &= 0x7FFFFFFF
-            if (ftype == _WINDOW_UPDATE and length == 4 and self._cont is None
-                    and self.settings_seen):
+            if self._cont is not None and ftype != F.CONTINUATION:
+                raise F.H2ConnectionError(F.PROTOCOL_ERROR, "expected CONTINUATION")
+            if not self.settings_seen and ftype != F.SETTINGS:
+                raise F.H2ConnectionError(F.PROTOCOL_ERROR, "first frame is not SETTINGS")
+            if ftype == _WINDOW_UPDATE and length == 4:
                 # grpc clients send two per call (the connection's, and the new
                 # stream's): the plain increments are made here, with no payload
                 # copy; the rest (errors, blocked or unknown streams) below.
@@ -144,15 +147,11 @@ class H2Connection(Requests):
                         stream.send_credit += inc
                         pos = end
                         continue
-            payload = data[pos + 9:end]
-            pos = end
-            if ftype == F.HEADERS or ftype == F.CONTINUATION:
+            elif ftype == F.HEADERS or ftype == F.CONTINUATION:
                 # HPACK decoding costs per byte: each 4 KiB of a block counts as a frame
                 budget -= length >> 12
-            if self._cont is not None and ftype != F.CONTINUATION:
-                raise F.H2ConnectionError(F.PROTOCOL_ERROR, "expected CONTINUATION")
-            if not self.settings_seen and ftype != F.SETTINGS:
-                raise F.H2ConnectionError(F.PROTOCOL_ERROR, "first frame is not SETTINGS")
+            payload = data[pos + 9:end]
+            pos = end
             try:
                 if ftype == F.DATA:
                     self._on_data(sid, flags, payload)
