@@ -135,3 +135,24 @@ def test_the_fast_path_keeps_the_stream_window() -> None:
     conn.receive_data(request(hpack.Encoder(), 1, body=b"abc"))
     stream = conn.streams[1]
     assert stream.recv_window == (1 << 20) - 8 and stream.state is HALF_CLOSED_REMOTE
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 4000, 16384 - 5])
+def test_the_one_write_unary_answer_is_byte_identical_to_the_general_path(size: int) -> None:
+    """send_unary (packed by precompiled structs) writes exactly what the general path
+    writes: response headers, the message in one DATA frame, the OK trailers."""
+    from petcd.api.h2.status import OK_TRAILERS
+
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    sid = 2**31 - 1  # (every byte of the stream id in use)
+    fast, _, _ = setup()
+    general, _, _ = setup()
+    for conn in (fast, general):
+        conn.last_sid = sid - 2
+        conn.receive_data(request(hpack.Encoder(), sid))
+    assert fast.send_unary(fast.streams[sid], payload)
+    stream = general.streams[sid]
+    general.send_message(stream, payload)
+    general.end_stream(stream, OK_TRAILERS)
+    assert fast.data_to_send() == general.data_to_send()
+    assert fast.send_window == general.send_window and not fast.streams and not general.streams
