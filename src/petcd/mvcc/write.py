@@ -24,6 +24,7 @@ from petcd.mvcc.view import KVView
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 _new_tuple = tuple.__new__
+_KEY_VALUE = KeyValue
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
@@ -248,14 +249,15 @@ def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[by
     if not existed and ikey is not key:
         txn.put(ikey, key, db=store._longkeys)  # (a long key's first record)
     revision = REV.pack(rev, b"_", sub)
-    data = KeyValue(
-        key=key,
-        create_revision=create,
-        mod_revision=rev,
-        version=version,
-        value=value,
-        lease=lease,
-    ).SerializeToString()
+    # (fields set one by one: cheaper than keyword arguments, parsed per call)
+    record = _KEY_VALUE()
+    record.key = key
+    record.create_revision = create
+    record.mod_revision = rev
+    record.version = version
+    record.value = value
+    record.lease = lease
+    data = record.SerializeToString()
     # (LMDB calls with positional flags: (dupdata, overwrite, append[, db]); keyword
     # arguments cost a dict per call.)
     if not txn.put(revision, data, True, True, True, store._kv):
