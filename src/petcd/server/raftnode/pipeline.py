@@ -115,8 +115,12 @@ class WalPipeline:
                 if held[-1].index > last:
                     n = next(i for i, e in enumerate(held) if e.index > last)
                 self._held = held[n:]
-                self._hand_out(held[:n])
-                d.apply_queue.flush()
+                try:
+                    self._hand_out(held[:n])
+                    d.apply_queue.flush()
+                except BaseException as e:  # (in the WAL writer's reader callback)
+                    self._failed = True
+                    d.fail(e, "the Raft loop failed")
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
