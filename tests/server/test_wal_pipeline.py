@@ -16,7 +16,7 @@ from petcd.raft import Entry
 from petcd.server.proposal import PUT
 
 from .inproc import Cluster, run
-from .test_raftnode import put
+from .test_raftnode import _until, put
 
 WRITERS = 64
 PUTS = 12
@@ -113,3 +113,35 @@ def test_a_failed_fdatasync_leaves_its_batch_unapplied(tmp_path: Path) -> None:
         assert d.ready_loop._pipe.saves >= 1
         assert d.applier.applied_index == applied and d.stopped
     run(body, tmp_path, size=1, unsafe_no_fsync=False)
+
+
+def test_with_fsync_off_each_batch_is_handed_out_after_it_is_recorded(tmp_path: Path) -> None:
+    """--unsafe-no-fsync: a pipelined save is durable at once; its entries are handed out
+    only after the Ready is in the in-memory log and advanced (so a snapshot taken on
+    apply finds them there), and writes stay in order."""
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        d = node._log
+        d.wal_writer.fast = 0  # (no inline save)
+        pipe = d.ready_loop._pipe
+        hand_out = pipe._hand_out
+
+        def traced_hand_out(entries: list[Entry]) -> object:
+            assert entries[-1].index <= d.mem.last_index()  # recorded before handed out
+            return hand_out(entries)
+        pipe._hand_out = traced_hand_out
+
+        async def writes(w: int) -> list[int]:
+            revs = []
+            for i in range(10):
+                for _ in range(w % 3):
+                    await asyncio.sleep(0)
+                revs.append((await put(node, b"f/%02d/%d" % (w, i))).header.revision)
+            return revs
+        revs = await asyncio.gather(*(writes(w) for w in range(16)))
+        assert all(r == sorted(r) for r in revs)
+        assert d.ready_loop._pipe.saves > 0 and d.ready_loop._pipe.in_flight == 0
+        assert d.applier.applied_index <= d.mem.last_index()
+        # (snapshots taken on apply, every 20 entries, at indexes the log held)
+        await asyncio.wait_for(_until(lambda: d.mem.snapshot().metadata.index > 0), 10)
+    run(body, tmp_path, size=1, unsafe_no_fsync=True, snapshot_count=20)

@@ -58,6 +58,8 @@ class WalPipeline:
         # An fdatasync failed: the page cache can't be trusted, so nothing held is ever
         # taken as durable (a later fdatasync's success proves nothing; the member stops).
         self._failed = False
+        self._saving = False  # within save_piped: a completion now waits for save()'s end
+        self._done_now: tuple[BaseException | None] | None = None
 
     def takes(self, rd: Ready) -> bool:
         """Whether rd may be persisted without waiting (see the module's docstring)."""
@@ -82,8 +84,13 @@ class WalPipeline:
         mark = len(self._held)
         self._held.extend(rd.committed_entries)
         self.in_flight += 1
-        if not d.wal_writer.save_piped(rd.hard_state, rd.entries,
-                                       lambda err: self._synced(last, err)):
+        self._saving = True
+        try:
+            saved = d.wal_writer.save_piped(rd.hard_state, rd.entries,
+                                            lambda err: self._synced(last, err))
+        finally:
+            self._saving = False
+        if not saved:
             self.in_flight -= 1
             del self._held[mark:]
             return False
@@ -93,12 +100,18 @@ class WalPipeline:
         self._record(rd)
         d.raw.advance(rd)
         d.leadership.notify(self._loop.term)
+        if self._done_now is not None:  # (durable at once: fsync off)
+            done, self._done_now = self._done_now, None
+            self._synced(last, done[0])
         return True
 
     def _synced(self, last: int, err: BaseException | None) -> None:
         """An fdatasync of ours returned (on the loop, from the WAL writer's reap): the
         entries up to `last` are durable; what is held up to there is handed out, then
         applied and answered here."""
+        if self._saving:  # (within save_piped: after the Ready is recorded, in save())
+            self._done_now = (err,)
+            return
         self.in_flight -= 1
         loop = self._loop
         d = self._d
