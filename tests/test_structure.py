@@ -46,12 +46,7 @@ RAFT_FORBIDDEN = {"asyncio", "socket", "ssl", "os", "io", "time", "threading", "
 
 MAX_LINES = 500
 # Modules allowed past MAX_LINES, each with its reason.
-OVERSIZE: set[str] = {
-    # The commit thread (background_commit) landed at the end of a session; its seam
-    # (the thread that begins and ends top-level write transactions) and the whole-file
-    # operations (hash, copy, defragment, restore) are to be split out.
-    "mvcc/backend.py",
-}
+OVERSIZE: set[str] = set()
 
 
 def _part(path: Path) -> str:

@@ -8,6 +8,9 @@
   restarted member finds an applied index above its recorded commit);
 - a Ready with new entries on a follower of 3 members: the committed entries it already
   had applied (and the backend committed) while the WAL syncs the new ones.
+- a lone voter's lone write applied and held (overlapping its WAL write-back), before its
+  fdatasync returned: checked against a model of the acknowledged writes (keys, revisions,
+  watch history), with the write in flight whole or not at all.
 
 After the restart every acknowledged put is there, on every member, and the members agree
 on the store's hash."""
@@ -15,7 +18,9 @@ on the store's hash."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +180,181 @@ def test_kill_between_apply_and_commit_record_on_3_members(tmp_path: Path, role:
             assert not missing, f"{m.name} lost acknowledged puts: {missing[:5]}"
         assert len({_hash(m, rev) for m in c.members}) == 1
     assert not any(m.running for m in c.members)
+
+
+# --- The lone voter's overlapped write: killed after the held apply, before its fdatasync.
+
+KV = tuple[bytes, int, int, int]  # value, create_revision, mod_revision, version
+Event = tuple[str, bytes, bytes, int]  # "put"/"delete", key, value, mod_revision
+
+
+class _Model:
+    """The store etcd defines after a sequence of writes: keys, revisions, history."""
+
+    def __init__(self, revision: int) -> None:
+        self.rev = revision
+        self.kvs: dict[bytes, KV] = {}
+        self.events: list[Event] = []
+
+    def copy(self) -> _Model:
+        m = _Model(self.rev)
+        m.kvs, m.events = dict(self.kvs), list(self.events)
+        return m
+
+    def apply(self, ops: list[tuple[bytes, bytes | None]]) -> None:
+        """One write (a put, a delete or a txn's success ops): one revision if it
+        changes anything."""
+        rev = self.rev + 1
+        changed = False
+        for key, value in ops:
+            if value is None:
+                if key in self.kvs:
+                    del self.kvs[key]
+                    self.events.append(("delete", key, b"", rev))
+                    changed = True
+                continue
+            old = self.kvs.get(key)
+            self.kvs[key] = (value, old[1] if old else rev, rev, old[3] + 1 if old else 1)
+            self.events.append(("put", key, value, rev))
+            changed = True
+        if changed:
+            self.rev = rev
+
+
+def _write(i: int, model: _Model) -> tuple[str, Any, list[tuple[bytes, bytes | None]]]:
+    """The i-th write of the stream: puts, deletes and 3-op txns (whose half would show)."""
+    k = b"w/k/%d"
+    if i % 3 == 0:
+        key, value = k % (i % 5), b"v%d" % i
+        return "Put", rpc.PutRequest(key=key, value=value), [(key, value)]
+    if i % 3 == 2:
+        key = k % ((i + 4) % 5)
+        return "DeleteRange", rpc.DeleteRangeRequest(key=key), [(key, None)]
+    ops: list[tuple[bytes, bytes | None]] = [
+        (b"w/t/%d/a" % i, b"a%d" % i), (b"w/t/%d/b" % i, b"b%d" % i), (k % ((i + 2) % 5), None)]
+    probe = k % ((i + 1) % 5)
+    req = rpc.TxnRequest(
+        compare=[rpc.Compare(key=probe, target=rpc.Compare.VERSION, result=rpc.Compare.EQUAL,
+                             version=model.kvs[probe][3] if probe in model.kvs else 0)],
+        success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+                 if value is None else
+                 rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))
+                 for key, value in ops])
+    return "Txn", req, ops
+
+
+def _state(m: PetcdProcess) -> tuple[dict[bytes, KV], int]:
+    with grpc.insecure_channel(m.address) as ch:
+        resp = rpc_grpc.KVStub(ch).Range(
+            rpc.RangeRequest(key=b"w/", range_end=b"w0"), timeout=30)
+    return ({kv.key: (kv.value, kv.create_revision, kv.mod_revision, kv.version)
+             for kv in resp.kvs}, resp.header.revision)
+
+
+class _Watcher:
+    """Everything a watch on w/ from `start` sees, collected on a thread until stop()."""
+
+    def __init__(self, m: PetcdProcess, start: int) -> None:
+        self.events: list[Event] = []
+        self.created = threading.Event()
+        self._done = threading.Event()
+        self._ch = grpc.insecure_channel(m.address)
+
+        def requests() -> Iterator[rpc.WatchRequest]:
+            yield rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                key=b"w/", range_end=b"w0", start_revision=start))
+            self._done.wait(120)
+
+        self._stream = rpc_grpc.WatchStub(self._ch).Watch(requests(), timeout=120)
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+        assert self.created.wait(30), "the watch was not created"
+
+    def _collect(self) -> None:
+        try:
+            for resp in self._stream:
+                if resp.created:
+                    self.created.set()
+                self.events.extend(
+                    ("delete" if ev.type == ev.DELETE else "put", ev.kv.key, ev.kv.value,
+                     ev.kv.mod_revision) for ev in resp.events)
+        except grpc.RpcError:
+            pass  # (the member died, or stop())
+
+    def wait_for(self, revision: int) -> None:
+        deadline = time.monotonic() + 60
+        while not (self.events and self.events[-1][3] >= revision):
+            assert time.monotonic() < deadline, f"watch never reached {revision}"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._stream.cancel()
+        self._thread.join(30)
+        self._ch.close()
+
+
+def test_kill_between_held_apply_and_fdatasync_keeps_acked_writes_only_whole(
+        petcd_factory: Any) -> None:
+    """A lone voter's lone write is applied (held) while its WAL frame is written back;
+    the member dies there, before the fdatasync returns. Until then nothing of the
+    write may be seen (its watch event, its answer), the backend file must not hold
+    it, and after the restart the store is exactly the acknowledged writes plus the
+    one in flight, whole (kill -9 keeps the frame it wrote), revisions and history
+    included."""
+    member = petcd_factory(env={"PETCD_WAL_INLINE_FAST_MS": "60000",
+                                "PETCD_CRASHPOINT": f"held-unsynced:{HITS}"})
+    _, first = _state(member)
+    model = _Model(first)
+    live = _Watcher(member, first + 1)
+    in_flight: list[tuple[bytes, bytes | None]] | None = None
+    with grpc.insecure_channel(member.address) as ch:
+        kv = rpc_grpc.KVStub(ch)
+        deadline = time.monotonic() + 60
+        i = 0
+        while in_flight is None:
+            assert time.monotonic() < deadline, "the crash point never fired"
+            method, req, ops = _write(i, model)
+            try:
+                resp = getattr(kv, method)(req, timeout=10)
+            except grpc.RpcError:
+                assert _dies(member), "a write failed on a live member"
+                in_flight = ops
+                break
+            model.apply(ops)
+            assert resp.header.revision == model.rev, (i, method)
+            if method == "Txn":
+                assert resp.succeeded, i
+            i += 1
+    _assert_died_by_crash_point(member)
+    live.stop()
+    assert i >= HITS - 5
+    # Before the kill nothing of the held write was seen: the watch saw acknowledged
+    # writes only, in order.
+    assert live.events == model.events[:len(live.events)]
+    # The window: the WAL records the held entry as committed (its frame was written);
+    # the backend file holds none of it.
+    assert backend_index(member.data_dir) < _wal_commit(member.data_dir)
+
+    member.extra_env.pop("PETCD_CRASHPOINT")
+    member.start()
+    expected = model.copy()
+    expected.apply(in_flight)  # (whole: its frame was in the page cache when it died)
+    found, rev = _state(member)
+    # Every acknowledged write there (unless the write in flight overwrote it), and the
+    # write in flight whole: not a key more or less, not a revision off.
+    diff = {k: (found.get(k), expected.kvs.get(k))
+            for k in found.keys() | expected.kvs.keys() if found.get(k) != expected.kvs.get(k)}
+    assert not diff, f"(found, expected) after {i} writes, in flight {in_flight}: {diff}"
+    assert rev == expected.rev
+    history = _Watcher(member, first + 1)
+    history.wait_for(expected.rev)
+    history.stop()
+    assert history.events == expected.events
+    # It serves: the next write takes the next revision and is read back.
+    with grpc.insecure_channel(member.address) as ch:
+        kv = rpc_grpc.KVStub(ch)
+        resp = kv.Put(rpc.PutRequest(key=b"w/after", value=b"x"), timeout=30)
+        assert resp.header.revision == expected.rev + 1
+        got = kv.Range(rpc.RangeRequest(key=b"w/after"), timeout=30)
+        assert [(x.value, x.mod_revision) for x in got.kvs] == [(b"x", expected.rev + 1)]

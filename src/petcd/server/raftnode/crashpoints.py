@@ -13,6 +13,10 @@ read. The points (tests/e2e/test_crash_windows.py):
                       apply waits for the next loop turn, after the record)
     applied-syncing   a Ready with new entries: committed entries already durable applied
                       (the backend committed) while the WAL syncs the new ones
+    held-unsynced     a lone voter's lone write (ReadyLoop._finish_overlapped): its WAL
+                      frame written and write-back started, the entry applied and held
+                      (ApplyQueue.apply_held: nothing of it visible, nothing committed to
+                      the backend), its fdatasync not returned
 
 kill -9 keeps what was written to the page cache: these windows are about what a member
 had written (and applied) when it died, not about a power cut.

@@ -267,6 +267,8 @@ class ReadyLoop:
         d = self._d
         self._hand_out(rd.committed_entries)
         held = d.apply_queue.apply_held()
+        if crashpoints.armed and held is not None:
+            crashpoints.reached("held-unsynced")
         try:
             cut = lone.finish()
         except BaseException:
