@@ -145,3 +145,20 @@ def test_with_fsync_off_each_batch_is_handed_out_after_it_is_recorded(tmp_path: 
         # (snapshots taken on apply, every 20 entries, at indexes the log held)
         await asyncio.wait_for(_until(lambda: d.mem.snapshot().metadata.index > 0), 10)
     run(body, tmp_path, size=1, unsafe_no_fsync=True, snapshot_count=20)
+
+
+def test_a_lone_write_the_loop_handles_is_still_synced_inline(tmp_path: Path) -> None:
+    """A lone write that propose() leaves to the loop (here: the loop was just woken)
+    is synced inline there while the disk is fast, not handed to the pipeline's
+    asynchronous fdatasync (slower for one write, and far slower on a busy machine)."""
+    async def body(c: Cluster) -> None:
+        node = c.nodes[0]
+        d = node._log
+        d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
+        await put(node, b"warm")
+        pipe = d.ready_loop._pipe
+        saves, inline = pipe.saves, d.wal_writer.inline_saves
+        d.ready_loop.wake()  # (not parked: propose() leaves it to the loop)
+        await put(node, b"lone")
+        assert pipe.saves == saves and d.wal_writer.inline_saves == inline + 1
+    run(body, tmp_path, size=1, unsafe_no_fsync=False)

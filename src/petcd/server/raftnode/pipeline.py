@@ -5,8 +5,9 @@ and answered the moment their fdatasync returns (in its completion callback).
 
 The Ready loop (ready.py) hands a Ready here when `takes()` says so: a lone voter's plain
 Ready (new entries, committed entries that are all normal ones, no messages, snapshot,
-leader change or read states). Such a Ready is persisted with WalWriter.save_piped,
-recorded in the in-memory Raft storage and advanced at once, with its committed entries
+leader change or read states) that is not a lone write the loop would sync inline.
+Such a Ready is persisted with WalWriter.save_piped, recorded in the in-memory Raft
+storage and advanced at once, with its committed entries
 held back (`_held`) until an fdatasync that started after their frame was written has
 returned; only then are they handed out to the apply queue, in log order. So nothing is
 applied, answered or seen before it is durable, as without the pipeline. Raft counts
@@ -69,6 +70,10 @@ class WalPipeline:
                 not rd.send_before_persist or d.raw.voters != (d.id,) or \
                 d.wal_writer.uses_thread:
             return False
+        proposals = d.proposals
+        if len(rd.entries) == 1 and not proposals.queue and proposals.in_flight <= 1 and \
+                d.wal_writer.can_inline():
+            return False  # a lone write the loop syncs inline (quicker than any hand-off)
         return all(e.type == _NORMAL for e in rd.committed_entries)
 
     @property
