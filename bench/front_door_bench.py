@@ -159,8 +159,11 @@ class _Client:
         body = b"\x00" + len(message).to_bytes(4, "big") + message
         sid = self.sid
         self.sid += 2
-        return (F.frame(F.HEADERS, F.END_HEADERS, sid, block)
-                + F.frame(F.DATA, F.END_STREAM, sid, body))
+        # grpc-python's frames of a unary call: a connection WINDOW_UPDATE (the bytes
+        # of the last response it read), HEADERS, a WINDOW_UPDATE of the new stream,
+        # DATA (with END_STREAM). The window updates are half the frames we parse.
+        return (F.window_update(0, 35) + F.frame(F.HEADERS, F.END_HEADERS, sid, block)
+                + F.window_update(sid, 5) + F.frame(F.DATA, F.END_STREAM, sid, body))
 
 
 def _callgrind(state: str) -> None:
@@ -183,9 +186,10 @@ async def run(kind: str, conns: int, streams: int, calls: int, inline: bool = Fa
         p: Any = server.protocol_factory()
         t = MemoryTransport()
         p.connection_made(t)
-        # (a window as large as it goes: the responses never wait for the client)
+        # (a window as large as it goes, less room for the client's updates: the
+        # responses never wait for the client)
         p.data_received(F.PREFACE + F.settings_frame({})
-                        + F.window_update(0, F.MAX_WINDOW - F.DEFAULT_WINDOW))
+                        + F.window_update(0, F.MAX_WINDOW - F.DEFAULT_WINDOW - (1 << 26)))
         protos.append((p, t, _Client(kind)))
     msgs = [_request(kind, i) for i in range(256)]
     rounds = max(1, calls // (conns * streams))

@@ -71,16 +71,22 @@ def watched_put(ch: grpc.Channel) -> Callable[[int], object]:
                               response_deserializer=rpc.WatchResponse.FromString)(
         iter(requests.get, None))
     seen: queue.Queue[int] = queue.Queue()
+    created = threading.Event()
 
     def read() -> None:
         try:
             for resp in stream:
+                if resp.created:
+                    created.set()
                 for e in resp.events:
                     seen.put(e.kv.mod_revision)
         except grpc.RpcError:
             pass  # (cancelled at the end)
 
     threading.Thread(target=read, daemon=True).start()
+    # (a put before the watch exists has no event to wait for)
+    if not created.wait(120):
+        raise RuntimeError("the watch was not created")
     put = ch.unary_unary("/etcdserverpb.KV/Put",
                          request_serializer=rpc.PutRequest.SerializeToString,
                          response_deserializer=rpc.PutResponse.FromString)

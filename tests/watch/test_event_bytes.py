@@ -23,16 +23,16 @@ def test_header_is_protobufs_for_every_revision_and_term(
         term = [0]
         rig = HubRig(str(tmp_path / f"{cluster_id}-{member_id}"))
         try:
-            hub = rig.hub
-            hub.cluster_id, hub.member_id = cluster_id, member_id
-            hub._term = lambda: term[0]
+            headers = rig.hub.headers
+            headers.cluster_id, headers.member_id = cluster_id, member_id
+            headers.term = lambda: term[0]
             for t in (0, 1, 3, 127, 128, 2**40, 2**64 - 1):
                 term[0] = t
                 for rev in (0, 1, 127, 128, 16383, 16384, 2**35, 2**63 - 1, 5):
                     body = rpc.ResponseHeader(cluster_id=cluster_id, member_id=member_id,
                                               revision=rev, raft_term=t).SerializeToString()
                     want = rpc.WatchResponse(header=rpc.ResponseHeader.FromString(body))
-                    assert hub._header(rev) == want.SerializeToString(), (t, rev)
+                    assert headers.header(rev) == want.SerializeToString(), (t, rev)
         finally:
             rig.close()
 
@@ -47,7 +47,7 @@ def test_live_event_responses_are_protobufs(tmp_path: Path) -> None:
         rig = HubRig(str(tmp_path))
         try:
             hub = rig.hub
-            hub.cluster_id, hub.member_id = 2**64 - 3, 300
+            hub.headers.cluster_id, hub.headers.member_id = 2**64 - 3, 300
             stream = hub.open_stream()
             outlet = stream.outlet = FakeOutlet()
             create(stream, b"a", b"b")  # watch id 0
@@ -70,8 +70,8 @@ def test_live_event_responses_are_protobufs(tmp_path: Path) -> None:
             for raw in outlet.wire:
                 got = rpc.WatchResponse.FromString(raw)
                 want = rpc.WatchResponse(
-                    header=rpc.ResponseHeader(cluster_id=hub.cluster_id,
-                                              member_id=hub.member_id,
+                    header=rpc.ResponseHeader(cluster_id=hub.headers.cluster_id,
+                                              member_id=hub.headers.member_id,
                                               revision=got.header.revision, raft_term=3),
                     watch_id=got.watch_id)
                 start, end = ranges[got.watch_id]

@@ -135,8 +135,7 @@ class UnaryHooks:
         else:
             versions[version] = n + 1
         st = self.st
-        st.started += 1
-        st.received += 1
+        st.started += 1  # (and one message received: collect() reads it from `started`)
         if type(request) is bytes:
             st.received_bytes += len(request)
         return time.perf_counter() if st.timer is not None else 0.0
@@ -146,9 +145,12 @@ class UnaryHooks:
         st = self.st
         if error is None:
             try:
-                code = context.code()
-            except Exception:
-                code = _SC.UNKNOWN
+                code = context._code  # (CallStatus: our h2 server's and the gateway's)
+            except AttributeError:
+                try:
+                    code = context.code()
+                except Exception:
+                    code = _SC.UNKNOWN
             self.handled[0 if code is _OK else _CODE_NUMBERS.get(code, _UNKNOWN)] += 1
             if st.timer is not None:
                 st.timer(time.perf_counter() - t0)
@@ -323,7 +325,8 @@ class GrpcMetrics(Collector):
         for st in self._stats.values():
             key = [st.type, st.service, st.method]
             started.add_metric(key, st.started)
-            received.add_metric(key, st.received)
+            # (a unary call is one message received: UnaryHooks counts it as started)
+            received.add_metric(key, st.started if st.type == "unary" else st.received)
             sent.add_metric(key, st.sent)
             for code, n in enumerate(st.handled):
                 handled.add_metric([CODE_NAMES[code], *key], n)

@@ -20,6 +20,7 @@ from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 from petcd.pb.wire import varint
 from petcd.server.range_encode import RangeStream, encode_range
+from petcd.server.txn_plan import Plan, check_ranges, flatten, holds, plan, plan_ops, range_end
 
 _NONE = pb.RangeRequest.NONE
 _ASCEND = pb.RangeRequest.ASCEND
@@ -33,38 +34,8 @@ _SORT_FIELDS: dict[int, Callable[[KeyValue], Any]] = {
     pb.RangeRequest.VALUE: lambda kv: kv.value,
 }
 
-_VALUE = pb.Compare.VALUE
-_CMP_VERSION = pb.Compare.VERSION
-_CMP_MOD = pb.Compare.MOD
-_CMP_CREATE = pb.Compare.CREATE
-_CMP_LEASE = pb.Compare.LEASE
-_EQUAL = pb.Compare.EQUAL
-_NOT_EQUAL = pb.Compare.NOT_EQUAL
-_GREATER = pb.Compare.GREATER
-_LESS = pb.Compare.LESS
-_CMP_FIELDS: dict[int, tuple[str, str]] = {
-    # target -> (KeyValue field, Compare field)
-    pb.Compare.VERSION: ("version", "version"),
-    pb.Compare.CREATE: ("create_revision", "create_revision"),
-    pb.Compare.MOD: ("mod_revision", "mod_revision"),
-    pb.Compare.VALUE: ("value", "value"),
-    pb.Compare.LEASE: ("lease", "lease"),
-}
-# A txn with its compares evaluated: whether they held, and the ops of the
-# branch that runs as (kind, request, plan of a nested txn).
-_Plan = tuple[bool, list[tuple[str | None, Any, "_Plan | None"]]]
 _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 _TXN_PARSE = pb.TxnResponse.FromString
-
-
-def range_end(raw: bytes) -> bytes | None:
-    """etcd's range_end convention to the store's: empty means the single
-    key (None), b"\\0" means every key >= key (b"")."""
-    if not raw:
-        return None
-    if raw == b"\x00":
-        return b""
-    return raw
 
 
 class KVRequests:
@@ -258,13 +229,13 @@ class KVRequests:
         if batch is None:
             resp = pb.TxnResponse()
             with store.read() as view:
-                plan = self._plan(view, req)
+                read_plan = plan(view, req)
                 puts: list[pb.PutRequest] = []
                 ranges: list[pb.RangeRequest] = []
-                if self._flatten(plan, puts, ranges):
+                if flatten(read_plan, puts, ranges):
                     raise ValueError("txn with writes needs a write batch")
-                self._check_ranges(view, ranges)
-                self._run(view, plan, resp)
+                check_ranges(view, ranges)
+                self._run(view, read_plan, resp)
                 resp.header.revision = view.rev
             return resp
         # As etcd: every compare (nested ones too) and every check runs against
@@ -272,7 +243,7 @@ class KVRequests:
         # (A protobuf repeated field is iterated by indexing it until IndexError: an
         # exception per loop, so an empty one is not looped over.)
         before = store.view(batch) if req.compare else None
-        ok = before is None or self._holds(before, req)
+        ok = before is None or holds(before, req)
         ops = req.success if ok else req.failure
         if len(ops) == 1:
             op = ops[0]
@@ -281,23 +252,23 @@ class KVRequests:
         if before is None:
             before = store.view(batch)
         resp = pb.TxnResponse()
-        plan = (ok, self._plan_ops(before, ops))
+        txn_plan: Plan = (ok, plan_ops(before, ops))
         puts = []
         ranges = []
-        writes = self._flatten(plan, puts, ranges)
+        writes = flatten(txn_plan, puts, ranges)
         for put in puts:
             if (put.ignore_value or put.ignore_lease) and before.get(put.key) is None:
                 raise errors.KEY_NOT_FOUND()
             self._check_lease(put.lease)
-        self._check_ranges(before, ranges)
-        planned = plan[1]
+        check_ranges(before, ranges)
+        planned = txn_plan[1]
         if writes and len(planned) == 1 and planned[0][0] != "request_txn":
             # One put or delete and nothing else: with its checks passed it fails, if
             # at all, before writing anything (as a plain Put or DeleteRange), so it
             # needs no nested transaction to undo it.
             writes = False
         with store.write(batch, atomic=writes) as tw:
-            self._run(tw, plan, resp)
+            self._run(tw, txn_plan, resp)
         resp.header.revision = tw.rev
         return resp
 
@@ -326,107 +297,10 @@ class KVRequests:
         out = b"\x12" + varint(len(out)) + out  # ResponseOp.response_put
         return _TXN_PARSE(header + (b"\x10\x01\x1a" if ok else b"\x1a") + varint(len(out)) + out)
 
-    @classmethod
-    def _holds(cls, view: KVView, req: pb.TxnRequest) -> bool:
-        """Whether every compare of `req` holds (evaluation stops at the first that
-        fails)."""
-        compares = req.compare
-        return all(cls._compare(view, compares[i]) for i in range(len(compares)))
-
-    def _plan(self, view: KVView, req: pb.TxnRequest) -> _Plan:
-        """Evaluate the compares of `req` and of the nested txns that will
-        run; returns (succeeded, [(kind, request, nested plan)...])."""
-        ok = self._holds(view, req)
-        return ok, self._plan_ops(view, req.success if ok else req.failure)
-
-    def _plan_ops(self, view: KVView,
-                  branch: Any) -> list[tuple[str | None, Any, _Plan | None]]:
-        ops: list[tuple[str | None, Any, _Plan | None]] = []
-        for op in branch:
-            kind = op.WhichOneof("request")
-            if kind is None:
-                ops.append((None, None, None))
-                continue
-            sub = getattr(op, kind)
-            ops.append((kind, sub, self._plan(view, sub) if kind == "request_txn" else None))
-        return ops
-
-    @staticmethod
-    def _flatten(plan: _Plan, puts: list[pb.PutRequest], ranges: list[pb.RangeRequest]) -> bool:
-        """Collect the puts and ranges that will run, in order; True if
-        anything will write."""
-        writes = False
-        for kind, sub, nested in plan[1]:
-            if kind == "request_put":
-                puts.append(sub)
-                writes = True
-            elif kind == "request_range":
-                ranges.append(sub)
-            elif kind == "request_delete_range":
-                writes = True
-            elif nested is not None:
-                writes = KVRequests._flatten(nested, puts, ranges) or writes
-        return writes
-
-    @staticmethod
-    def _check_ranges(view: KVView, ranges: list[pb.RangeRequest]) -> None:
-        for r in ranges:
-            rev = r.revision
-            if rev > view.rev:
-                raise errors.FUTURE_REV()
-            if 0 < rev < view.compact_rev:
-                raise errors.COMPACTED()
-
-    @staticmethod
-    def _compare(view: KVView, c: pb.Compare) -> bool:
-        target = c.target
-        if target == _VALUE or c.range_end:
-            fields = _CMP_FIELDS.get(target)
-            if fields is None:
-                return True
-            kv_field, cmp_field = fields
-            want = getattr(c, cmp_field)
-            raws = view.range(c.key, range_end(c.range_end)).kvs
-            if not raws:
-                if target == _VALUE:
-                    return False  # a missing key has no value to compare
-                haves = [0]
-            else:
-                haves = [getattr(KeyValue.FromString(raw), kv_field) for raw in raws]
-        else:
-            # One key, a number: the index entry has it, no record to read.
-            state = view.key_state(c.key)
-            if target == _CMP_VERSION:
-                have, want = (state[2] if state else 0), c.version
-            elif target == _CMP_MOD:
-                have, want = (state[1] if state else 0), c.mod_revision
-            elif target == _CMP_CREATE:
-                have, want = (state[0] if state else 0), c.create_revision
-            elif target == _CMP_LEASE:
-                have, want = (state[3] if state else 0), c.lease
-            else:
-                return True
-            haves = [have]
-        result = c.result
-        for have in haves:
-            if result == _EQUAL:
-                ok = have == want
-            elif result == _NOT_EQUAL:
-                ok = have != want
-            elif result == _GREATER:
-                ok = have > want
-            elif result == _LESS:
-                ok = have < want
-            else:
-                ok = True
-            if not ok:
-                return False
-        return True
-
-    def _run(self, view: Any, plan: _Plan, resp: pb.TxnResponse) -> None:
-        resp.succeeded = plan[0]
+    def _run(self, view: Any, chosen: Plan, resp: pb.TxnResponse) -> None:
+        resp.succeeded = chosen[0]
         out = resp.responses
-        for kind, sub, nested in plan[1]:
+        for kind, sub, nested in chosen[1]:
             r = out.add()
             if kind == "request_range":
                 self._range_into(view, sub, r.response_range)

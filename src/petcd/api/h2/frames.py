@@ -53,7 +53,7 @@ MAX_FRAME_LIMIT = 2**24 - 1
 
 HEADER = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
 _SETTING = struct.Struct(">HL")
-_U32 = struct.Struct(">L")
+_U32 = U32 = struct.Struct(">L")
 _GOAWAY = struct.Struct(">LL")
 
 

@@ -36,6 +36,9 @@ log = logging.getLogger("petcd.h2")
 # block counts as one more.
 FRAMES_PER_CALL = 128
 
+_WINDOW_UPDATE = F.WINDOW_UPDATE
+_u32_at = F.U32.unpack_from
+
 
 class H2Connection(Requests):
     """One client connection after its preface (see the module docstring)."""
@@ -118,16 +121,37 @@ class H2Connection(Requests):
             if end > n:
                 self._need = end - pos
                 return pos
-            payload = data[pos + 9:end]
-            pos = end
             sid &= 0x7FFFFFFF
-            if ftype == F.HEADERS or ftype == F.CONTINUATION:
-                # HPACK decoding costs per byte: each 4 KiB of a block counts as a frame
-                budget -= length >> 12
             if self._cont is not None and ftype != F.CONTINUATION:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "expected CONTINUATION")
             if not self.settings_seen and ftype != F.SETTINGS:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "first frame is not SETTINGS")
+            if ftype == _WINDOW_UPDATE and length == 4:
+                # grpc clients send two per call (the connection's, and the new
+                # stream's): the plain increments are made here, with no payload
+                # copy; the rest (errors, blocked or unknown streams) below.
+                inc = _u32_at(data, pos + 9)[0] & 0x7FFFFFFF
+                if sid == 0:
+                    window = self.send_window + inc
+                    if inc and window <= F.MAX_WINDOW:
+                        self.send_window = window
+                        pos = end
+                        if self.conn_blocked:
+                            self.schedule_pump()
+                        continue
+                else:
+                    stream = self.streams.get(sid)
+                    if (stream is not None and inc and stream.blocked != BLOCKED_ON_STREAM
+                            and self.peer_initial_window + stream.send_credit + inc
+                            <= F.MAX_WINDOW):
+                        stream.send_credit += inc
+                        pos = end
+                        continue
+            elif ftype == F.HEADERS or ftype == F.CONTINUATION:
+                # HPACK decoding costs per byte: each 4 KiB of a block counts as a frame
+                budget -= length >> 12
+            payload = data[pos + 9:end]
+            pos = end
             try:
                 if ftype == F.DATA:
                     self._on_data(sid, flags, payload)

@@ -10,6 +10,7 @@ client's SETTINGS_INITIAL_WINDOW_SIZE, so a SETTINGS frame walks no streams."""
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,14 @@ from petcd.api.h2.streams import (
     BLOCKED_ON_STREAM,
     CLOSED,
     HALF_CLOSED_LOCAL,
+    NO_PENDING,
     NOT_BLOCKED,
     SEND_END_STREAM,
     SEND_RST,
     TABLE,
     H2Stream,
     Input,
+    pending_queue,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +46,12 @@ _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
 _OK_TRAILERS_PREFIX = (len(OK_TRAILERS).to_bytes(3, "big")
                        + bytes((F.HEADERS, F.END_HEADERS | F.END_STREAM)))
 _DATA_FLAGS = bytes((F.DATA, 0))
+# A unary answer's bytes after the HEADERS frame's prefix, up to the message: stream id,
+# the constant header block, the DATA frame's header (24-bit length and type as one
+# u32, flags, stream id) and the gRPC message prefix (flag, length).
+_UNARY_HEAD = struct.Struct(f">L{len(RESPONSE_HEADERS)}sLBLBL")
+# The OK trailers frame: its prefix, stream id, block.
+_UNARY_TAIL = struct.Struct(f">5sL{len(OK_TRAILERS)}s")
 
 
 class Outbound:
@@ -98,12 +107,11 @@ class Outbound:
             return False
         self.send_window -= n
         self.pings.data_sent = True
-        sidb = stream.sid.to_bytes(4, "big")
+        sid = stream.sid
         self.write(b"".join((
-            _RESP_HEADERS_PREFIX, sidb, RESPONSE_HEADERS,
-            n.to_bytes(3, "big"), _DATA_FLAGS, sidb,
-            b"\0", (n - 5).to_bytes(4, "big"), payload,
-            _OK_TRAILERS_PREFIX, sidb, OK_TRAILERS)))
+            _RESP_HEADERS_PREFIX,
+            _UNARY_HEAD.pack(sid, RESPONSE_HEADERS, n << 8 | F.DATA, 0, sid, 0, n - 5),
+            payload, _UNARY_TAIL.pack(_OK_TRAILERS_PREFIX, sid, OK_TRAILERS))))
         stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
         self.stream_done(stream)
         return True
@@ -127,18 +135,19 @@ class Outbound:
         if not stream.headers_sent:
             self.send_headers(stream)
         prefix = b"\0" + len(payload).to_bytes(4, "big")
+        pending = pending_queue(stream)
         if len(payload) < UNCOPIED_MESSAGE:
-            stream.pending.append(memoryview(prefix + payload))
+            pending.append(memoryview(prefix + payload))
         else:  # a large message (a big range) is sent from where it is, not copied
-            stream.pending.append(memoryview(prefix))
-            stream.pending.append(memoryview(payload))
+            pending.append(memoryview(prefix))
+            pending.append(memoryview(payload))
         self.pump(stream)
 
     def send_data(self, stream: H2Stream, data: bytes | bytearray) -> None:
         """Data of a message sent in pieces (the caller wrote its gRPC prefix)."""
         if not stream.headers_sent:
             self.send_headers(stream)
-        stream.pending.append(memoryview(data))
+        pending_queue(stream).append(memoryview(data))
         self.pump(stream)
 
     def end_stream(self, stream: H2Stream, trailers: bytes) -> None:
@@ -163,7 +172,7 @@ class Outbound:
         if stream.blocked == BLOCKED_ON_STREAM:
             del self.window_blocked[sid]
         stream.blocked = NOT_BLOCKED
-        while pending:
+        while isinstance(pending, deque) and pending:  # (else NO_PENDING: nothing queued)
             stream_window = self.peer_initial_window + stream.send_credit
             if stream_window <= 0:
                 stream.blocked = BLOCKED_ON_STREAM
@@ -249,7 +258,7 @@ class Outbound:
     def close_stream(self, stream: H2Stream, how: Input) -> None:
         """A reset (sent or received): the call is cancelled."""
         stream.state = TABLE[stream.state][how]  # type: ignore[assignment]
-        stream.pending.clear()
+        stream.pending = NO_PENDING
         stream.trailers = None
         self.forget(stream, True)
 
@@ -283,7 +292,7 @@ class Outbound:
         self.stream_memory = 0
         for stream in streams:
             stream.state = CLOSED
-            stream.pending.clear()
+            stream.pending = NO_PENDING
             stream.trailers = None
             stream.blocked = NOT_BLOCKED
             self.events.stream_closed(stream, True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import cast
 
 import grpc
 
@@ -39,6 +38,8 @@ MAX_BLOCK_FRAMES = 64  # HEADERS + CONTINUATION frames of one header block
 MAX_EMPTY_CONTINUATIONS = 4
 STREAM_BASE_COST = 2048  # a stream's memory besides its header list, charged to the budget
 
+_END_STREAM = F.END_STREAM
+
 
 class Requests(Outbound):
     def __init__(self, config: ServerConfig, registry: Registry, events: Events,
@@ -53,6 +54,8 @@ class Requests(Outbound):
         # and the stream error found in its HEADERS frame (raised once it is decoded).
         self._cont: tuple[int, int, bytearray, list[int], str] | None = None
         self._recv_window = config.connection_window
+        self._half_window = config.connection_window >> 1  # below it, credit is due
+        self._max_body = 5 + config.max_receive_message  # a unary request's whole body
         self.held = 0  # request bytes buffered for streams, not yet consumed
         self.stream_memory = 0  # sum of open streams' `cost`
         self._resets = TokenBucket(config.reset_burst, config.reset_rate)
@@ -76,6 +79,18 @@ class Requests(Outbound):
             if sid > self.last_sid:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we answered or reset: ignored
+        if (flags == _END_STREAM and stream.state is OPEN and stream.recv_window >= size >= 5
+                and not stream.rbuf and stream.messages is None and not payload[0]
+                and self._recv_window > self._half_window
+                and size == 5 + int.from_bytes(payload[1:5], "big") <= self._max_body):
+            # The common unary request: one uncompressed message of an allowed size, the
+            # whole body in this unpadded frame, within the windows, no credit due. What
+            # the general path below (_feed, _request_ended) would do with it, without
+            # buffering it first.
+            stream.recv_window -= size
+            stream.state = HALF_CLOSED_REMOTE
+            self.events.request_complete(stream, payload[5:])
+            return
         if TABLE[stream.state][RECV_DATA] is None:  # remote closed
             self.credit_connection()
             raise F.StreamError(sid, F.STREAM_CLOSED, "DATA after END_STREAM")
@@ -85,18 +100,6 @@ class Requests(Outbound):
             raise F.StreamError(sid, F.FLOW_CONTROL_ERROR, "stream window exceeded")
         if flags & F.PADDED:
             payload = F.unpad(payload)
-        cfg = self._cfg
-        if (flags & F.END_STREAM and stream.state is OPEN and not stream.rbuf
-                and stream.messages is None and self._recv_window > cfg.connection_window >> 1
-                and len(payload) >= 5 and not payload[0]
-                and len(payload) == 5 + int.from_bytes(payload[1:5], "big")
-                <= 5 + cfg.max_receive_message):
-            # The common unary request: one uncompressed message of an allowed size, the
-            # whole body in this frame, no credit due. What _feed and _request_ended would
-            # do with it, without buffering it first.
-            stream.state = HALF_CLOSED_REMOTE
-            self.events.request_complete(stream, payload[5:])
-            return
         if payload and stream.state < HALF_CLOSED_LOCAL:  # (the call has not ended)
             self.held += len(payload)
             self._feed(stream, payload)
@@ -279,7 +282,12 @@ class Requests(Outbound):
         if not sid & 1:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "even stream id from a client")
         self.last_sid = sid
-        blk = self._decode(block)
+        try:  # (_decode inlined: every request passes here)
+            blk: Block | None = self._decoder.decode(block)
+        except HeaderListTooLarge:
+            blk = None
+        except HpackError as e:
+            raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
         if error:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
         if self.goaway_sent:
@@ -294,8 +302,8 @@ class Requests(Outbound):
             self._reject(sid, end_stream, _SC.RESOURCE_EXHAUSTED,
                          "header list size exceeds the limit")
             return
-        head = cast(RequestHead | None, blk.head)
-        if head is None:
+        head: RequestHead | None = blk.head  # type: ignore[assignment]
+        if head is None:  # (cached with the block: a repeated block is checked once)
             head = blk.head = parse_request_head(blk.headers)
         if head.error is not None:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, head.error)

@@ -90,6 +90,19 @@ BLOCKED_ON_CONNECTION = 1  # in the connection's FIFO of streams waiting for its
 BLOCKED_ON_STREAM = 2  # waiting for a WINDOW_UPDATE (or SETTINGS) for this stream
 
 
+NO_PENDING: tuple[()] = ()  # a stream's `pending` before anything is queued
+
+
+def pending_queue(stream: H2Stream) -> deque[memoryview]:
+    """The stream's queue of response bytes waiting for window (made on first use)."""
+    pending = stream.pending
+    if isinstance(pending, deque):
+        return pending
+    q: deque[memoryview] = deque()
+    stream.pending = q
+    return q
+
+
 class H2Stream:
     """One stream of the connection. `call` belongs to the layer above (the gRPC call
     running on this stream); the connection never looks inside it."""
@@ -128,7 +141,9 @@ class H2Stream:
         self.rbuf: bytes | bytearray = b""  # request bytes not yet cut into messages
         self.messages: deque[bytes] | None = None  # streaming requests: complete messages
         self.queued_bytes = 0  # bytes of `messages` (held back from flow-control credit)
-        self.pending: deque[memoryview] = deque()  # response bytes waiting for window
+        # Response bytes waiting for window: NO_PENDING until the first are queued
+        # (most unary answers go out in one write and never queue).
+        self.pending: deque[memoryview] | tuple[()] = NO_PENDING
         self.trailers: bytes | None = None  # sent (with END_STREAM) once `pending` is empty
         self.call: Any = None
 

@@ -12,13 +12,12 @@ from prometheus_client.registry import Collector
 
 from petcd.mvcc.kvstore import KVStore, KVView
 from petcd.mvcc.types import EVENT_DELETE, EVENT_PUT, KVEvent
-from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.server.proposal import varint
+from petcd.server.watch.responses import ResponseHeaders, push_by_revision, push_fragments
 from petcd.server.watch.stream import Outlet, WatchStream
 from petcd.server.watch.watchers import (
     CATCHUP_MATCHED_BYTES,
     CATCHUP_SCAN_RECORDS,
-    FRAGMENT_FIELD,
     GONE,
     MAX_CATCHUP_REVISIONS,
     MIN_PROGRESS_INTERVAL,
@@ -51,9 +50,7 @@ class WatchHub:
         queued bytes above which its watchers stop taking live events, and below
         which they catch up again. catchup_*: the budget of one catch-up round."""
         self.store = store
-        self.cluster_id = cluster_id
-        self.member_id = member_id
-        self._term = term
+        self.headers = ResponseHeaders(cluster_id, member_id, term)
         self.response_limit = response_limit
         if 0 < progress_interval < MIN_PROGRESS_INTERVAL:
             progress_interval = MIN_PROGRESS_INTERVAL
@@ -71,11 +68,6 @@ class WatchHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._offered: dict[Outlet, None] = {}  # outlets that took responses, to flush
         self.notifying = False  # in a batch's notify: what outlets take is flushed at its end
-        # The last response header (field 1 of a WatchResponse) and what it was made of.
-        self._hdr_rev = -1
-        self._hdr_term = -1
-        self._hdr_fields = (b"", b"")  # cluster_id and member_id fields; raft_term field
-        self._hdr = b""
         # Counters for metrics and tests.
         self.events_sent = 0
         self.catchup_rounds = 0
@@ -143,30 +135,9 @@ class WatchHub:
         return self.synced.size + len(self.unsynced)
 
     # -- responses
-    def _header(self, revision: int) -> bytes:
-        """Serialized WatchResponse.header field for `revision`, cached: written by hand
-        in protobuf's canonical form (fields in number order, zeros left out), as every
-        live event needs one for a new revision."""
-        term = self._term()
-        if revision != self._hdr_rev or term != self._hdr_term:
-            if term != self._hdr_term:
-                self._hdr_fields = (_uint_field(0x08, self.cluster_id)
-                                    + _uint_field(0x10, self.member_id),
-                                    _uint_field(0x20, term))
-                self._hdr_term = term
-            ids, term_field = self._hdr_fields
-            h = ids + _uint_field(0x18, revision) + term_field
-            self._hdr = b"\x0a" + varint(len(h)) + h
-            self._hdr_rev = revision
-        return self._hdr
-
     def control(self, revision: int, **fields: object) -> bytes:
         """A response without events (created, canceled, progress, compacted)."""
-        resp = rpc.WatchResponse(**fields)  # type: ignore[arg-type]
-        h = resp.header
-        h.cluster_id, h.member_id, h.raft_term = self.cluster_id, self.member_id, self._term()
-        h.revision = revision
-        return resp.SerializeToString()
+        return self.headers.control(revision, **fields)
 
     def _deliver(self, w: Watcher, batch: Events, idxs: list[int], header: bytes) -> None:
         events = batch.events
@@ -196,52 +167,10 @@ class WatchHub:
             stream.push_events(w, base + b"".join(fields))
         elif w.fragment:
             w.tail = None  # nothing joins a fragment
-            self._push_fragments(lambda m: stream.push(m, barrier=False), base, fields, limit)
+            push_fragments(lambda m: stream.push(m, barrier=False), base, fields, limit)
         else:
-            self._push_by_revision(lambda m: stream.push_events(w, m), base, fields,
-                                   [events[i].revision for i in idxs], limit)
-
-    @staticmethod
-    def _push_fragments(push: Callable[[bytes], None], base: bytes, fields: list[bytes],
-                        limit: int) -> None:
-        # etcd's split: fill each piece until the next event would take it to the
-        # limit (a piece holds at least one event); all but the last say fragment.
-        n = len(fields)
-        i = 0
-        while i < n:
-            start = i
-            size = len(base) + len(FRAGMENT_FIELD)
-            while i < n:
-                size += len(fields[i])
-                if i > start and size >= limit:
-                    break
-                i += 1
-            if i < n:
-                push(base + FRAGMENT_FIELD + b"".join(fields[start:i]))
-            else:
-                push(base + b"".join(fields[start:i]))
-
-    @staticmethod
-    def _push_by_revision(push: Callable[[bytes], None], base: bytes, fields: list[bytes],
-                          revs: list[int], limit: int) -> None:
-        # Several responses, each ending at a revision boundary (a revision's events
-        # always travel together), each under the limit unless one revision is not.
-        start = 0
-        size = len(base)
-        n = len(fields)
-        i = 0
-        while i < n:
-            j = i  # the events of revision revs[i]
-            group = 0
-            while j < n and revs[j] == revs[i]:
-                group += len(fields[j])
-                j += 1
-            if i > start and size + group >= limit:
-                push(base + b"".join(fields[start:i]))
-                start, size = i, len(base)
-            size += group
-            i = j
-        push(base + b"".join(fields[start:]))
+            push_by_revision(lambda m: stream.push_events(w, m), base, fields,
+                             [events[i].revision for i in idxs], limit)
 
     # -- watchers
     def add(self, w: Watcher, start_rev: int) -> None:
@@ -314,7 +243,7 @@ class WatchHub:
         if not hits:
             return
         batch = Events(list(events))
-        header = self._header(revision)
+        header = self.headers.header(revision)
         high = self.high_water
         for w, idxs in hits.items():
             if w.stream.queued >= high:
@@ -376,7 +305,7 @@ class WatchHub:
             events, end = self._history(view, group, start, cap)
             batch = Events(events, view)
             hits = group.collect([e.key for e in events]) if events else {}
-            header = self._header(head)
+            header = self.headers.header(head)
             high = self.high_water
             for w in group:
                 if w.stream.queued >= high:
@@ -424,11 +353,6 @@ class WatchHub:
         self.remove(w)
         stream.watchers.pop(w.id, None)
         stream.push(self.control(0, watch_id=w.id, canceled=True, compact_revision=compact))
-
-
-def _uint_field(tag: int, value: int) -> bytes:
-    """A varint field of a non-negative value (nothing for 0, as proto3 writes it)."""
-    return bytes((tag,)) + varint(value) if value else b""
 
 
 class WatchMetrics(Collector):
