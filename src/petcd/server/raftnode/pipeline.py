@@ -5,7 +5,7 @@ and answered the moment their fdatasync returns (in its completion callback).
 
 The Ready loop (ready.py) hands a Ready here when `takes()` says so: a lone voter's plain
 Ready (new entries, committed entries that are all normal ones, no messages, snapshot,
-leader change or read states) that is not a lone write the loop would sync inline.
+leader change or read states) that is not a lone write (nothing else in flight).
 Such a Ready is persisted with WalWriter.save_piped, recorded in the in-memory Raft
 storage and advanced at once, with its committed entries
 held back (`_held`) until an fdatasync that started after their frame was written has
@@ -71,9 +71,10 @@ class WalPipeline:
                 d.wal_writer.uses_thread:
             return False
         proposals = d.proposals
-        if len(rd.entries) == 1 and not proposals.queue and proposals.in_flight <= 1 and \
-                d.wal_writer.can_inline():
-            return False  # a lone write the loop syncs inline (quicker than any hand-off)
+        if len(rd.entries) == 1 and not proposals.queue and proposals.in_flight <= 1:
+            # A lone write (nothing to overlap): the loop's own way, synced inline while
+            # the disk is fast (quicker than any hand-off), as without the pipeline.
+            return False
         return all(e.type == _NORMAL for e in rd.committed_entries)
 
     @property
