@@ -126,9 +126,21 @@ def _install() -> None:
     _wrap(H2Protocol, "_flush", "sent", None, lambda self: len(self.h2.out) or None)
     _wrap(ApplyQueue, "_commit_backend", "commit_soon", None)
     _wrap(ApplyQueue, "_settle", "settle", None)
+    def commit_in_flight(b: Any) -> bool:
+        c = getattr(b, "_committer", None)  # (mvcc/committer.py; before it, _in_flight)
+        return getattr(c, "in_flight", getattr(b, "_in_flight", None)) is not None
+
     _wrap(Backend, "_write_txn", "txn_begin", "txn_begun",
-          lambda self: None if self._txn is not None and self._in_flight is None else 0)
-    _wrap(Backend, "_commit_on_thread", "commit_thread", "commit_thread_end")
+          lambda self: None if self._txn is not None and not commit_in_flight(self) else 0)
+    if hasattr(Backend, "_commit_on_thread"):
+        _wrap(Backend, "_commit_on_thread", "commit_thread", "commit_thread_end")
+    else:
+        import petcd.mvcc.committer as committer
+
+        class _Module:  # (_wrap wraps attributes of a class; the module's function here)
+            _commit = staticmethod(committer._commit)
+        _wrap(_Module, "_commit", "commit_thread", "commit_thread_end")
+        committer._commit = _Module._commit  # type: ignore[assignment]
 
 
 def _dump() -> None:
