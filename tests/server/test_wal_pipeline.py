@@ -1,7 +1,8 @@
-"""The lone voter's WAL pipeline (server/raftnode/pipeline.py), on real members in one
-process (tests/server/inproc.py) with real fdatasyncs: a batch's frame is written while
-the batch before is still syncing, and nothing is handed out to be applied before an
-fdatasync that started after its frame was written has returned."""
+"""The lone voter's WAL pipeline (server/raftnode/pipeline.py; off by default, depth 2
+here), on real members in one process (tests/server/inproc.py) with real fdatasyncs: a
+batch's frame is written while the batch before is still syncing, and nothing is handed
+out to be applied before an fdatasync that started after its frame was written has
+returned."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_batches_are_written_while_the_one_before_syncs(tmp_path: Path) -> None:
         d = node._log
         ready_loop = d.ready_loop
         pipe = ready_loop._pipe
+        pipe.depth = 2
         writer = d.wal_writer
         seen: list[tuple[int, int, int]] = []  # at each save: in flight, applied, durable
         save_piped = writer.save_piped
@@ -68,7 +70,7 @@ def test_batches_are_written_while_the_one_before_syncs(tmp_path: Path) -> None:
 
 
 def test_depth_zero_turns_it_off(tmp_path: Path) -> None:
-    """PETCD_WAL_PIPELINE=0: each batch's fdatasync is awaited before the next is
+    """PETCD_WAL_PIPELINE=0 (the default): each batch's fdatasync is awaited before the next is
     written, as before the pipeline."""
     async def body(c: Cluster) -> None:
         node = c.nodes[0]
@@ -98,6 +100,7 @@ def test_a_failed_fdatasync_leaves_its_batch_unapplied(tmp_path: Path) -> None:
         node = c.nodes[0]
         d = node._log
         await put(node, b"warm")
+        d.ready_loop._pipe.depth = 2
         d.wal_writer.fast = 0  # (no inline save: the batch goes the pipeline's way)
         applied = d.applier.applied_index
         save_piped = d.wal_writer.save_piped
@@ -124,6 +127,7 @@ def test_with_fsync_off_each_batch_is_handed_out_after_it_is_recorded(tmp_path: 
         d = node._log
         d.wal_writer.fast = 0  # (no inline save)
         pipe = d.ready_loop._pipe
+        pipe.depth = 2
         hand_out = pipe._hand_out
 
         def traced_hand_out(entries: list[Entry]) -> object:
@@ -157,6 +161,7 @@ def test_a_lone_write_the_loop_handles_is_still_synced_inline(tmp_path: Path) ->
         d.wal_writer.fast = 1000.0  # (every inline fdatasync counts as fast)
         await put(node, b"warm")
         pipe = d.ready_loop._pipe
+        pipe.depth = 2
         saves, inline = pipe.saves, d.wal_writer.inline_saves
         d.ready_loop.wake()  # (not parked: propose() leaves it to the loop)
         await put(node, b"lone")

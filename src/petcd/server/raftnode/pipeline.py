@@ -18,8 +18,12 @@ taken).
 At most DEPTH fdatasyncs are in flight; the loop waits for one to return before it takes
 another Ready (`wait()`). A Ready of any other kind first waits for every one in flight
 (`drain()`), and the inline paths (propose_inline, receive_inline) are off meanwhile, so
-the rest of the loop sees the log as it did before. PETCD_WAL_PIPELINE sets DEPTH (0:
-off, each batch's fdatasync is awaited before the next is written).
+the rest of the loop sees the log as it did before. PETCD_WAL_PIPELINE sets DEPTH (0,
+the default: off, each batch's fdatasync is awaited before the next is written). Off by
+default because at 64 clients it measured 0.94x the puts/s of off at load ~3.5 (its
+closest to a quiet machine yet): the first request read after a big batch was written
+goes alone with an fdatasync of its own, which costs the disk as much as a full one,
+and batches alternate 1 and ~30 entries (bench/write_path.py --clients 64).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
     from petcd.server.raftnode.ready import ReadyLoop
 
-DEPTH = int(os.environ.get("PETCD_WAL_PIPELINE", "2"))
+DEPTH = int(os.environ.get("PETCD_WAL_PIPELINE", "0"))
 
 _NORMAL = EntryType.NORMAL
 

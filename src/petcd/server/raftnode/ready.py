@@ -7,9 +7,10 @@ numbered list in raft/rawnode.py):
       send first      if rd.send_before_persist (a leader streams while it writes)
       persist         WalWriter.save(hard state, entries, snapshot): one WAL frame, one
                       fdatasync (native AIO, or the WAL thread); then the in-memory Raft
-                      storage. A lone voter's plain Ready is pipelined instead
-                      (pipeline.py): written, its fdatasync started, advanced at once;
-                      its committed entries handed out when the fdatasync returns
+                      storage. With PETCD_WAL_PIPELINE a lone voter's plain Ready
+                      is pipelined instead (pipeline.py): written, its fdatasync
+                      started, advanced at once; its committed entries handed out when
+                      the fdatasync returns
       send            the other messages (snapshots go on their own connection)
       hand out        committed entries -> apply queue (conf changes are applied to Raft,
                       the member list and the transport right here, in log order)

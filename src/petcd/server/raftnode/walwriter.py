@@ -30,11 +30,12 @@ A lone voter's lone write may also be written with its fdatasync left for later
 (`write_lone`): the disk write starts at once, the caller applies the entry meanwhile,
 holding back everything others could see of it, and `finish` then syncs and publishes.
 
-A lone voter's batches under concurrency are pipelined (`save_piped`, see
-ReadyLoop): the frame is written and its asynchronous fdatasync started while the one
-before is still in flight, and a callback (no future, no task wake-up) says when it
-completed. An fdatasync covers every frame written before it started, so its
-completion makes all of them durable, whatever order completions come in.
+A lone voter's batches under concurrency may be pipelined (`save_piped`, see
+raftnode/pipeline.py, off by default): the frame is written and its asynchronous
+fdatasync started while the one before is still in flight, and a callback (no future, no
+task wake-up) says when it completed. An fdatasync covers every frame written before it
+started, so its completion makes all of them durable, whatever order completions come
+in.
 
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
