@@ -9,6 +9,14 @@ from one client, and prints the median and mean time between consecutive stages 
 for a before/after comparison in the same conditions. With --members N, a cluster of N
 traced members; the client talks to the leader and the table is the leader's (its "WAL
 done -> handed out" then includes waiting for a follower's acknowledgement).
+
+    python bench/write_path.py --clients 64 [--seconds 5] [--src DIR]
+
+With --clients N (> 1), one member takes puts from N concurrent clients (bench/loadgen.py,
+as kv_bench runs them) for --seconds, traced by bench/batchtrace, and the table is per
+batch (bench/batch_timeline.py): batch sizes, fdatasync in flight, the disk's idle gaps,
+the loop thread's CPU and idle time and what it waited for, backend commits; plus each
+thread's CPU and run-queue wait from /proc.
 """
 
 from __future__ import annotations
@@ -94,7 +102,13 @@ def main() -> None:
     ap.add_argument("--src", default="", help="petcd source dir to run instead of this one")
     ap.add_argument("--op", choices=["put", "grant"], default="put")
     ap.add_argument("--members", type=int, default=1, help="cluster size (table: the leader's)")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="concurrent clients (> 1: the per-batch timeline of one member)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="with --clients: load time")
     args = ap.parse_args()
+    if args.clients > 1:
+        concurrent(args)
+        return
     trace_dir = Path(__file__).resolve().parent / "stagetrace"
     with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
         members = [PetcdProcess(Path(tmp) / f"m{i}", name=f"m{i}", env={
@@ -141,6 +155,42 @@ def main() -> None:
     if commits:
         print(f"batched backend commits: {len(commits)}, median "
               f"{statistics.median(commits) / 1e3:.0f} us (off the puts' path)")
+
+
+def concurrent(args: argparse.Namespace) -> None:
+    """--clients N: one traced member under N concurrent put clients; the batch table."""
+    from batch_timeline import build, report
+    from loadgen import preload, run_cell
+    from lone_put_cpu import sched
+
+    trace_dir = Path(__file__).resolve().parent / "batchtrace"
+    with tempfile.TemporaryDirectory(prefix="write-path-") as tmp:
+        out = Path(tmp) / "events.json"
+        m = PetcdProcess(Path(tmp) / "m", env={
+            **os.environ, "PETCD_STAGES_OUT": str(out), "PETCD_SRC": args.src,
+            "PYTHONPATH": str(trace_dir)})
+        try:
+            m.start()
+            preload(m.address, 256)
+            assert m.proc is not None
+            before = sched(m.proc.pid)
+            cell = run_cell([m], [m.address], "put", args.clients, 2, args.seconds, 256)
+            after = sched(m.proc.pid)
+        finally:
+            m.stop()
+        events = [tuple(e) for e in json.loads(out.read_text())]
+    print(f"{args.clients} clients: {cell.rate:.0f} puts/s, server "
+          f"{cell.server_cpu / cell.seconds:.2f} cores, client "
+          f"{cell.client_cpu / cell.seconds:.2f} cores, load {os.getloadavg()[0]:.1f}")
+    print("threads busy in the run: CPU and run-queue wait, ms per second")
+    for key, (cpu, wait, vol, invol) in sorted(after.items()):
+        b = before.get(key, (0, 0, 0, 0))
+        if cpu - b[0] > 1e6:
+            print(f"  {key[1]:16} cpu {(cpu - b[0]) / 1e6 / cell.seconds:6.0f}  run-queue "
+                  f"{(wait - b[1]) / 1e6 / cell.seconds:5.0f}  voluntary switches/s "
+                  f"{(vol - b[2]) / cell.seconds:6.0f}  involuntary/s "
+                  f"{(invol - b[3]) / cell.seconds:5.0f}")
+    print(report(build(events)))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -179,6 +179,24 @@ def test_quota_on_apply_path_applies_then_answers_nospace(tmp_path: Path) -> Non
     m.backend.close()
 
 
+def test_put_gate_fast_check_has_etcds_boundary(member: Member) -> None:
+    """The Put gate's one comparison (cost < Quota.headroom) is etcd's size + cost < quota:
+    a put that exactly reaches the quota is applied, then answered NOSPACE."""
+    q = member.alarms.quota
+    for cost, fits in ((999, True), (1000, False)):
+        q.limit = q.size + 1000
+        q.refresh()
+        value = b"x" * (cost - KV_OVERHEAD - 1)  # (key b"k")
+        result = member.put(b"k", value)
+        assert not isinstance(result, errors.EtcdError) if fits else \
+            result.kind is errors.NO_SPACE
+    assert member.exceeded == 1
+    q.limit = None
+    q.refresh()
+    assert q.headroom == float("inf") and not isinstance(member.put(b"k", b"y" * 50_000),
+                                                         errors.EtcdError)
+
+
 def test_negative_quota_disables_it(tmp_path: Path) -> None:
     m = Member(tmp_path, quota=-1)
     assert m.alarms.quota.available(1 << 40)

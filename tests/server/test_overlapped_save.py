@@ -74,7 +74,7 @@ def test_applied_during_the_sync_seen_only_after_it(tmp_path: Path) -> None:
         assert isinstance(resp, rpc.PutResponse)
         assert log == [("sync", applied + 1, [False]), ("synced",),
                        ("told", resp.header.revision)]
-        assert d.ready_loop._durable == d.applier.applied_index == applied + 1
+        assert d.ready_loop.durable == d.applier.applied_index == applied + 1
         assert node.backend.uncommitted == commits + 1  # (committed later, in a batch)
         assert node.range(rpc.RangeRequest(key=b"k")).kvs[0].value == b"1"
 

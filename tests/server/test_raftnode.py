@@ -272,14 +272,14 @@ def test_lone_proposal_on_a_lone_voter_is_answered_inside_propose(tmp_path: Path
     async def body(c: Cluster) -> None:
         node = await _lone_voter_parked(c)
         d = node._log
-        saves, durable = d.wal_writer.inline_saves, d.ready_loop._durable
+        saves, durable = d.wal_writer.inline_saves, d.ready_loop.durable
         req = rpc.PutRequest(key=b"k", value=b"1")
         fut = node.propose(PUT, req.SerializeToString(), req)
         assert fut.done()  # answered before propose() returned
         resp = fut.result()
         assert isinstance(resp, rpc.PutResponse)
         assert d.wal_writer.inline_saves == saves + 1
-        assert d.ready_loop._durable == durable + 1 == d.applied_index  # synced first
+        assert d.ready_loop.durable == durable + 1 == d.applied_index  # synced first
         assert node.range(rpc.RangeRequest(key=b"k")).kvs[0].value == b"1"
         await _parked(node)
         a = node.propose(PUT, req.SerializeToString(), req)

@@ -24,6 +24,7 @@ from petcd.mvcc.view import KVView
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 _new_tuple = tuple.__new__
+_KEY_VALUE = KeyValue
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
@@ -91,60 +92,18 @@ class TxnWrite(KVView):
         written nothing) if the key does not exist."""
         if not key:
             raise errors.EMPTY_KEY()
-        txn = self._txn
         rev = self.begin_rev + 1
-        long_key = len(key) > DIRECT_KEY_MAX
-        if long_key:
+        if len(key) > DIRECT_KEY_MAX:
             found = self._index_key(key)
             ikey = surrogate(key) if found is None else found
         else:
             ikey = key
-        cur = self._icur
-        prev = None
-        existed = cur.set_key(ikey)
-        if existed:
-            cur.last_dup()
-            entry = cur.value()
-            if entry[17] != TOMB:
-                prev = entry
-        if prev is None:
-            if ignore_value or ignore_lease:
-                raise errors.KEY_NOT_FOUND()
-            self._net_keys += 1
-            create, version, old_lease = rev, 1, 0
-            prev_kv = None
-        else:
-            create, version, old_lease = ENTRY_TAIL.unpack_from(prev, 18)
-            version += 1
-            prev_kv = txn.get(prev[:17], None, self._kv)
-            if ignore_value:
-                value = KeyValue.FromString(prev_kv).value  # type: ignore[arg-type]
-            if ignore_lease:
-                lease = old_lease
-        if long_key and not existed:
-            txn.put(ikey, key, db=self._longkeys)
-        revision = REV.pack(rev, b"_", self._sub)
+        prev_kv, created, old_lease, lease = put_record(
+            self._store, self._txn, self._icur, ikey, rev, self._sub, key, value, lease,
+            ignore_value, ignore_lease, self._events)
         self._sub += 1
-        data = KeyValue(
-            key=key,
-            create_revision=create,
-            mod_revision=rev,
-            version=version,
-            value=value,
-            lease=lease,
-        ).SerializeToString()
-        # (LMDB calls with positional flags: (dupdata, overwrite, append[, db]); keyword
-        # arguments cost a dict per call.)
-        if not txn.put(revision, data, True, True, True, self._kv):
-            raise RuntimeError("mvcc: revision out of order")
-        self._store.put_bytes += len(key) + len(value)
-        entry = revision + LIVE_FLAG + ENTRY_TAIL.pack(create, version, lease)
-        if existed:
-            cur.put(ikey, entry, True, True, True)
-        else:
-            txn.put(ikey, entry, True, True, False, self._index)
-        # (KVEvent's own __new__ is a Python function: a frame per event)
-        self._events.append(_new_tuple(KVEvent, (rev, EVENT_PUT, key, data, prev_kv)))
+        if created:
+            self._net_keys += 1
         if old_lease or lease:
             if self._leases is None:
                 self._leases = []
@@ -254,3 +213,102 @@ class TxnWrite(KVView):
             self.end()
         else:
             self.abort()
+
+
+def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[bytes],
+               ikey: bytes, rev: int, sub: int, key: bytes, value: bytes, lease: int,
+               ignore_value: bool, ignore_lease: bool,
+               events: list[KVEvent]) -> tuple[bytes | None, bool, int, int]:
+    """Write key=value at revision (rev, sub) under index key `ikey` (the key itself, or
+    a long key's surrogate), with `cur` an index cursor on `txn`, and its event. Returns
+    (previous serialized KeyValue or None, whether the key was created, the lease it
+    had, the lease it has). ignore_value / ignore_lease keep the current value / lease
+    and raise KEY_NOT_FOUND, having written nothing, if the key does not exist. The
+    caller keeps the revision, key count and lease attachments (TxnWrite.put,
+    put_request)."""
+    prev = None
+    existed = cur.set_key(ikey)
+    if existed:
+        cur.last_dup()
+        entry = cur.value()
+        if entry[17] != TOMB:
+            prev = entry
+    if prev is None:
+        if ignore_value or ignore_lease:
+            raise errors.KEY_NOT_FOUND()
+        create, version, old_lease = rev, 1, 0
+        prev_kv = None
+    else:
+        create, version, old_lease = ENTRY_TAIL.unpack_from(prev, 18)
+        version += 1
+        prev_kv = txn.get(prev[:17], None, store._kv)
+        if ignore_value:
+            value = KeyValue.FromString(prev_kv).value  # type: ignore[arg-type]
+        if ignore_lease:
+            lease = old_lease
+    if not existed and ikey is not key:
+        txn.put(ikey, key, db=store._longkeys)  # (a long key's first record)
+    revision = REV.pack(rev, b"_", sub)
+    # (fields set one by one: cheaper than keyword arguments, parsed per call)
+    record = _KEY_VALUE()
+    record.key = key
+    record.create_revision = create
+    record.mod_revision = rev
+    record.version = version
+    record.value = value
+    record.lease = lease
+    data = record.SerializeToString()
+    # (LMDB calls with positional flags: (dupdata, overwrite, append[, db]); keyword
+    # arguments cost a dict per call.)
+    if not txn.put(revision, data, True, True, True, store._kv):
+        raise RuntimeError("mvcc: revision out of order")
+    store.put_bytes += len(key) + len(value)
+    entry = revision + LIVE_FLAG + ENTRY_TAIL.pack(create, version, lease)
+    if existed:
+        cur.put(ikey, entry, True, True, True)
+    else:
+        txn.put(ikey, entry, True, True, False, store._index)
+    # (KVEvent's own __new__ is a Python function: a frame per event)
+    events.append(_new_tuple(KVEvent, (rev, EVENT_PUT, key, data, prev_kv)))
+    return prev_kv, prev is None, old_lease, lease
+
+
+def put_request(store: KVStore, batch: WriteBatch, key: bytes, value: bytes, lease: int,
+                ignore_value: bool, ignore_lease: bool) -> tuple[int, bytes | None]:
+    """A whole request that is one put (a Put, a txn of one put): as TxnWrite.put and
+    end() would do it, without the TxnWrite (an object, its cursor lookup and two more
+    calls per put). Nothing is written when it raises EtcdError. A long key goes the
+    TxnWrite way (its surrogate is looked up through the view)."""
+    if store._writer is not None:
+        raise RuntimeError("mvcc: another write request is open")
+    if batch is not store.backend.batch:
+        raise RuntimeError("mvcc: not the backend's open write batch")
+    if not key or len(key) > DIRECT_KEY_MAX:
+        tw = store.write(batch)
+        try:
+            result = tw.put(key, value, lease, ignore_value=ignore_value,
+                            ignore_lease=ignore_lease)
+        except BaseException:
+            tw.abort()
+            raise
+        tw.end()
+        return result
+    txn = batch.txn
+    cur = store._cursor
+    if store._cursor_txn is not txn or cur is None:
+        cur = store._batch_cursor(txn)
+    rev = store._rev + 1
+    prev_kv, created, old_lease, lease = put_record(
+        store, txn, cur, key, rev, 0, key, value, lease, ignore_value, ignore_lease,
+        batch.events)
+    store._rev = rev
+    if created and store._live_keys is not None:
+        store._live_keys += 1
+    if old_lease or lease:
+        lessor = store.lessor
+        if lessor is not None:
+            if old_lease:
+                lessor.detach(old_lease, key)
+            if lease:
+                lessor.attach(lease, key)
+    return rev, prev_kv

@@ -80,10 +80,21 @@ class Quota:
         if self.limit is not None and self.limit > MAX_QUOTA_BYTES:
             log.warning("backend quota %d exceeds the recommended maximum %d", self.limit,
                         MAX_QUOTA_BYTES)
+        # What a request may cost and still fit (limit - size; no limit: any cost).
+        self.headroom: float = float("inf")
         self.size = backend.size()
         # The file grows only when the backend commits.
         backend.commit_hooks.append(lambda _took: self.refresh())
         backend.reopen_hooks.append(self.refresh)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, size: int) -> None:
+        self._size = size
+        self.headroom = float("inf") if self.limit is None else self.limit - size
 
     def refresh(self) -> None:
         self.size = self._backend.size()
@@ -181,8 +192,7 @@ class Alarms:
         self._grow_error: errors.EtcdError | None = None
         self._update_gates()
         applier.register(ALARM, self.apply)
-        applier.wrap(P.PUT, self._quota_gate(
-            lambda req: KV_OVERHEAD + len(req.key) + len(req.value)))
+        applier.wrap(P.PUT, self._put_gate)
         applier.wrap(P.TXN, self._quota_gate(
             cost_txn, lambda req: txn_upper_bound(req.ByteSize())))
         applier.wrap("lease_grant", self._quota_gate(lambda req: LEASE_OVERHEAD))
@@ -262,6 +272,19 @@ class Alarms:
                 return errors.NO_SPACE()
             return gate
         return wrap
+
+    def _put_gate(self, inner: Handler) -> Handler:
+        """The quota gate of a Put (as _quota_gate with cost_put), with its common case
+        first: no alarm, and the put fits below the quota (one comparison)."""
+        full = self._quota_gate(cost_put)(inner)
+        quota = self.quota
+
+        def gate(batch: WriteBatch, req: rpc.PutRequest) -> Any:
+            if self._grow_error is None and \
+                    KV_OVERHEAD + len(req.key) + len(req.value) < quota.headroom:
+                return inner(batch, req)
+            return full(batch, req)
+        return gate
 
     def _gate_write(self, inner: Handler) -> Handler:
         def gate(batch: WriteBatch, req: Any) -> Any:

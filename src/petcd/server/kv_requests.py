@@ -16,6 +16,7 @@ from typing import Any
 from petcd import errors
 from petcd.mvcc.backend import WriteBatch
 from petcd.mvcc.kvstore import KVStore, KVView
+from petcd.mvcc.write import put_request
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 from petcd.pb.wire import varint
@@ -36,6 +37,7 @@ _SORT_FIELDS: dict[int, Callable[[KeyValue], Any]] = {
 
 _ONE_BYTE = [bytes((n,)) for n in range(0x80)]
 _TXN_PARSE = pb.TxnResponse.FromString
+_PUT_RESPONSE = pb.PutResponse
 
 
 class KVRequests:
@@ -65,23 +67,14 @@ class KVRequests:
 
     def put(self, batch: WriteBatch, req: pb.PutRequest) -> pb.PutResponse:
         self.puts += 1
-        self._check_lease(req.lease)
-        tw = self.store.write(batch)
-        try:
-            rev, prev = tw.put(
-                req.key,
-                req.value,
-                req.lease,
-                ignore_value=req.ignore_value,
-                ignore_lease=req.ignore_lease,
-            )
-        except BaseException:
-            tw.abort()
-            raise
-        tw.end()
-        resp = pb.PutResponse()
+        lease = req.lease
+        if lease:
+            self._check_lease(lease)
+        rev, prev = put_request(self.store, batch, req.key, req.value, lease,
+                                req.ignore_value, req.ignore_lease)
+        resp = _PUT_RESPONSE()
         resp.header.revision = rev
-        if req.prev_kv and prev is not None:
+        if prev is not None and req.prev_kv:
             resp.prev_kv.MergeFromString(prev)
         return resp
 
@@ -278,17 +271,14 @@ class KVRequests:
         all, before writing anything (as a plain Put), so it needs no nested transaction.
         The response is built as bytes and parsed once: cheaper than filling the nested
         messages field by field."""
-        tw = self.store.write(batch)  # (reads through it see the state before the txn)
-        try:
-            if (put.ignore_value or put.ignore_lease) and tw.get(put.key) is None:
-                raise errors.KEY_NOT_FOUND()
-            self._check_lease(put.lease)
-            rev, prev = tw.put(put.key, put.value, put.lease, ignore_value=put.ignore_value,
-                               ignore_lease=put.ignore_lease)
-        except BaseException:
-            tw.abort()
-            raise
-        tw.end()
+        if (put.ignore_value or put.ignore_lease) and \
+                self.store.view(batch).get(put.key) is None:
+            raise errors.KEY_NOT_FOUND()
+        lease = put.lease
+        if lease:
+            self._check_lease(lease)
+        rev, prev = put_request(self.store, batch, put.key, put.value, lease,
+                                put.ignore_value, put.ignore_lease)
         rv = varint(rev)
         header = b"\x0a" + _ONE_BYTE[len(rv) + 1] + b"\x18" + rv  # ResponseHeader{revision}
         out = header

@@ -2,7 +2,8 @@
 One asyncio task runs the Ready loop of petcd.raft.RawNode (ready.py).
 
 Here: the wiring, the lifecycle and what the member (server/node.py) calls. Beside it,
-one module per seam: ready.py (the loop above), proposals.py (the proposal tracker),
+one module per seam: ready.py (the loop above; pipeline.py, its lone voter's WAL
+pipeline), proposals.py (the proposal tracker),
 applying.py (the apply queue, a second task), reads.py (ReadIndex batching),
 snapshots.py, members.py (conf changes, Cluster RPCs, publishing), leadership.py
 (leader state, the call_leader helper, MoveLeader), peers.py (the transport's side).

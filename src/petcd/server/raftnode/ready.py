@@ -7,7 +7,10 @@ numbered list in raft/rawnode.py):
       send first      if rd.send_before_persist (a leader streams while it writes)
       persist         WalWriter.save(hard state, entries, snapshot): one WAL frame, one
                       fdatasync (native AIO, or the WAL thread); then the in-memory Raft
-                      storage
+                      storage. With PETCD_WAL_PIPELINE a lone voter's plain Ready
+                      is pipelined instead (pipeline.py): written, its fdatasync
+                      started, advanced at once; its committed entries handed out when
+                      the fdatasync returns
       send            the other messages (snapshots go on their own connection)
       hand out        committed entries -> apply queue (conf changes are applied to Raft,
                       the member list and the transport right here, in log order)
@@ -29,6 +32,7 @@ from petcd.server import proposal as P
 from petcd.server.membership import CONF_CHANGE_KIND
 from petcd.server.proposal import Committed
 from petcd.server.raftnode import crashpoints
+from petcd.server.raftnode.pipeline import WalPipeline
 from petcd.server.raftnode.proposals import Pending
 from petcd.server.raftnode.walwriter import LoneSave
 
@@ -69,7 +73,8 @@ class ReadyLoop:
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
-        self._durable = driver.mem.last_index()  # last log index known to be in the WAL
+        self.durable = driver.mem.last_index()  # last log index known to be in the WAL
+        self._pipe = WalPipeline(driver, self, self._hand_out, self._record)
 
     def wake(self) -> None:
         if not self._woken:
@@ -126,10 +131,16 @@ class ReadyLoop:
                         await written
                         if rd is not None:  # (None: a segment cut after an overlapped one)
                             self._finish_lone(rd)
+                pipe = self._pipe
+                if pipe.full:  # (the proposals read meanwhile go with the next Ready)
+                    await pipe.wait()
                 self._flush_proposals()
                 while raw.has_ready() and not d.stopped:
                     await self._handle_ready(raw.ready())
+                    if pipe.full:
+                        await pipe.wait()
                     self._flush_proposals()
+            await self._pipe.drain(True)  # (stopping: what is in flight is still answered)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -184,7 +195,7 @@ class ReadyLoop:
         """The loop waits with nothing to do: a Ready may be handled outside it."""
         # (_inlining: a proposal made while applying ours, e.g. an alarm)
         return self._waiter is not None and not self._woken and self._taken is None and \
-            not self._d.stopped and not self._inlining
+            not self._d.stopped and not self._inlining and not self._pipe.in_flight
 
     def _run_inline(self, local: bool) -> bool:
         """propose_inline()'s and receive_inline()'s Ready: local, the lone voter's own
@@ -265,7 +276,7 @@ class ReadyLoop:
             if held is not None:
                 held.discard()
             raise
-        self._durable = rd.entries[-1].index
+        self.durable = rd.entries[-1].index
         if crashpoints.armed:
             crashpoints.reached("inline-synced")
         self._record(rd)
@@ -286,7 +297,7 @@ class ReadyLoop:
         d = self._d
         if rd.messages:
             d.peers.send(rd.messages)
-        self._durable = rd.entries[-1].index
+        self.durable = rd.entries[-1].index
         self._record(rd)
         if rd.committed_entries:
             self._hand_out(rd.committed_entries)
@@ -328,6 +339,16 @@ class ReadyLoop:
     async def _handle_ready(self, rd: Ready) -> None:
         d = self._d
         raw = d.raw
+        pipe = self._pipe
+        if pipe.takes(rd):
+            await pipe.wait()
+            if pipe.save(rd):
+                if d.wal_writer.full:  # the next segment, once this one is durable
+                    await pipe.drain()
+                    await d.wal_writer.cut()
+                return
+        if pipe.in_flight:  # (any other Ready: after what is in flight)
+            await pipe.drain()
         if rd.soft_state is not None:
             d.leadership.on_soft_state(rd.soft_state)
         messages = rd.messages
@@ -354,7 +375,7 @@ class ReadyLoop:
                 # Committed entries that earlier Readies already made durable need not
                 # wait for this fsync (a leader's are usually all of them): apply them
                 # while the WAL writes the new ones.
-                durable = self._durable
+                durable = self.durable
                 if rd.entries:
                     durable = min(durable, rd.entries[0].index - 1)
                 if committed[0].index <= durable:
@@ -379,9 +400,9 @@ class ReadyLoop:
                 crashpoints.reached("applied-syncing", d.backend.commit)
             await written
             if rd.entries:
-                self._durable = rd.entries[-1].index
+                self.durable = rd.entries[-1].index
             elif snapshot is not None:
-                self._durable = snapshot.metadata.index
+                self.durable = snapshot.metadata.index
         elif rd.hard_state is not None:
             d.storage.save(rd.hard_state, ())  # commit index only: written, not synced
         if messages and snapshot is None:

@@ -30,17 +30,25 @@ A lone voter's lone write may also be written with its fdatasync left for later
 (`write_lone`): the disk write starts at once, the caller applies the entry meanwhile,
 holding back everything others could see of it, and `finish` then syncs and publishes.
 
+A lone voter's batches under concurrency may be pipelined (`save_piped`, see
+raftnode/pipeline.py, off by default): the frame is written and its asynchronous
+fdatasync started while the one before is still in flight, and a callback (no future, no
+task wake-up) says when it completed. An fdatasync covers every frame written before it
+started, so its completion makes all of them durable, whatever order completions come
+in.
+
 Either way the Ready's entries count as durable only once their fdatasync completed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from petcd.raft import Entry, HardState, Snapshot
 from petcd.server.worker import Worker
@@ -73,7 +81,8 @@ class WalWriter:
         self._thread = thread
         self._fdsync: FdSync | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[int, asyncio.Future[int]] = {}
+        # token -> what to call with the errno (0: fine) once its fdatasync completed
+        self._waiting: dict[int, Callable[[int], object]] = {}
         self._next_token = 1
         self._choice = fdsync
         self.fast = fast
@@ -135,11 +144,52 @@ class WalWriter:
                 self._next_token = token + 1
                 assert self._loop is not None
                 fut: asyncio.Future[int] = self._loop.create_future()
-                self._waiting[token] = fut
+                self._waiting[token] = functools.partial(_resolve, fut)
                 return self._synced(fut, started)
             if begun is not None:  # nothing to wait for
                 return self._cut() if wal.full else _done()
         return self._thread.run(self._storage.save, hard_state, entries, snapshot)
+
+    def save_piped(self, hard_state: HardState | None, entries: Sequence[Entry],
+                   done: Callable[[BaseException | None], object]) -> bool:
+        """Write one Ready's frame and start its asynchronous fdatasync, not waiting for
+        it: `done(None)` is called on the loop once it completed (the frame and every
+        one written before it are durable), `done(error)` if it failed (nothing since
+        the last completed one may be taken as durable). False, with nothing written:
+        not now (no asynchronous fdatasync, the segment is full or the WAL busy on its
+        thread): use save()."""
+        fs = self._fdsync
+        wal = self._storage.wal
+        if fs is None or wal.full:
+            return False
+        token = self._next_token
+        started = time.monotonic()
+        begun = wal.save_begin(hard_state, entries, lambda fd: fs.submit(fd, token))
+        if begun is None:
+            return False  # (busy on the thread)
+        if not begun:  # nothing to wait for (fsync off)
+            done(None)
+            return True
+        self._next_token = token + 1
+
+        def completed(error: int) -> None:
+            try:
+                wal.save_end(error, time.monotonic() - started)
+            except BaseException as e:
+                done(e)
+                return
+            done(None)
+        self._waiting[token] = completed
+        return True
+
+    @property
+    def full(self) -> bool:
+        """The segment is full: `cut()` before the next save_piped()."""
+        return self._storage.wal.full
+
+    async def cut(self) -> None:
+        """Start the next segment (once the saves written to this one are durable)."""
+        await self._cut()
 
     def write_lone(self, hard_state: HardState | None,
                    entries: Sequence[Entry]) -> LoneSave | None:
@@ -190,9 +240,9 @@ class WalWriter:
     def _reap(self) -> None:
         assert self._fdsync is not None
         for token, error in self._fdsync.reap():
-            fut = self._waiting.pop(token, None)
-            if fut is not None and not fut.done():
-                fut.set_result(error)
+            done = self._waiting.pop(token, None)
+            if done is not None:
+                done(error)
 
     def close(self) -> None:
         """After the Ready loop ended (nothing is awaiting a save)."""
@@ -224,6 +274,11 @@ class LoneSave:
             wal.save_end(0, took)
             writer.inline_saves += 1
         return writer._cut() if wal.full else None
+
+
+def _resolve(fut: asyncio.Future[int], error: int) -> None:
+    if not fut.done():  # (cancelled: its awaiter is gone)
+        fut.set_result(error)
 
 
 def _done() -> asyncio.Future[None]:
