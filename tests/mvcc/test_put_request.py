@@ -12,7 +12,7 @@ import pytest
 from petcd import errors
 from petcd.errors import EtcdError
 from petcd.mvcc import write
-from petcd.mvcc.write import put_request
+from petcd.mvcc.write import put_request, put_through_txnwrite
 from petcd.pb.etcdserverpb import rpc_pb2 as pb
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 from petcd.server import kv_requests
@@ -34,20 +34,6 @@ class Lessor:
 
     def detach(self, lease_id: int, key: bytes) -> None:
         self.calls.append(("detach", lease_id, key))
-
-
-def _through_txnwrite(store: Any, batch: Any, key: bytes, value: bytes, lease: int,
-                      ignore_value: bool, ignore_lease: bool) -> tuple[int, bytes | None]:
-    """The TxnWrite path put_request stands for."""
-    tw = store.write(batch)
-    try:
-        result = tw.put(key, value, lease, ignore_value=ignore_value,
-                        ignore_lease=ignore_lease)
-    except BaseException:
-        tw.abort()
-        raise
-    tw.end()
-    return result
 
 
 def put(key: bytes, value: bytes = b"v", **kw: Any) -> pb.PutRequest:
@@ -83,7 +69,7 @@ REQUESTS: list[Any] = [
 
 def run(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     if not fast:
-        monkeypatch.setattr(kv_requests, "put_request", _through_txnwrite)
+        monkeypatch.setattr(kv_requests, "put_request", put_through_txnwrite)
     m = Member(str(path))
     lessor = Lessor()
     m.store.lessor = lessor

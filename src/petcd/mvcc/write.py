@@ -284,15 +284,8 @@ def put_request(store: KVStore, batch: WriteBatch, key: bytes, value: bytes, lea
     if batch is not store.backend.batch:
         raise RuntimeError("mvcc: not the backend's open write batch")
     if not key or len(key) > DIRECT_KEY_MAX:
-        tw = store.write(batch)
-        try:
-            result = tw.put(key, value, lease, ignore_value=ignore_value,
-                            ignore_lease=ignore_lease)
-        except BaseException:
-            tw.abort()
-            raise
-        tw.end()
-        return result
+        return put_through_txnwrite(store, batch, key, value, lease, ignore_value,
+                                    ignore_lease)
     txn = batch.txn
     cur = store._cursor
     if store._cursor_txn is not txn or cur is None:
@@ -312,3 +305,19 @@ def put_request(store: KVStore, batch: WriteBatch, key: bytes, value: bytes, lea
             if lease:
                 lessor.attach(lease, key)
     return rev, prev_kv
+
+
+def put_through_txnwrite(store: KVStore, batch: WriteBatch, key: bytes, value: bytes,
+                         lease: int, ignore_value: bool,
+                         ignore_lease: bool) -> tuple[int, bytes | None]:
+    """A one-put request as a TxnWrite: put_request's general way (and what its test
+    compares the short way with)."""
+    tw = store.write(batch)
+    try:
+        result = tw.put(key, value, lease, ignore_value=ignore_value,
+                        ignore_lease=ignore_lease)
+    except BaseException:
+        tw.abort()
+        raise
+    tw.end()
+    return result
