@@ -197,12 +197,14 @@ class LeaderRole(RaftFields):
             index = matches[(n - 1) - n // 2]
         return self.log.maybe_commit(index, self.term)
 
-    def _bcast_append(self) -> None:
+    def _bcast_append(self, send_if_empty: bool = True) -> None:
+        """Send every peer what it is missing (send_if_empty: an empty append to a peer
+        missing nothing, which carries the commit index)."""
         self.commit_unsent = False  # (paused peers learn it later, as in etcd)
         for peer in self.peers:
             # Fill the in-flight window: one message each time would leave
             # size-limited batches waiting for a round trip.
-            if self._maybe_send_append(peer, True):
+            if self._maybe_send_append(peer, send_if_empty):
                 while self._maybe_send_append(peer, False):
                     pass
 
@@ -305,10 +307,8 @@ class LeaderRole(RaftFields):
                 # Only appends with entries now (they carry the commit index too); the
                 # empty ones wait for the next proposal or flush_commit(). (Not for a
                 # membership change: every member applies it as soon as etcd's would.)
+                self._bcast_append(send_if_empty=False)
                 self.commit_unsent = True
-                for peer in self.peers:
-                    while self._maybe_send_append(peer, False):
-                        pass
             else:
                 self._bcast_append()
         elif was_paused:
