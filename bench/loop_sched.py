@@ -116,7 +116,7 @@ def report(evs: list[tuple[str, str, list[str]]], seconds: float,
                 sleeps += 1
                 continue
             m = re.search(r"next_comm=(.+?) next_pid=(\d+)", fields)
-            who = re.sub(r"[/:].*", "", m.group(1)) if m else "?"
+            who = re.sub(r"[/:].*|-\d+$", "", m.group(1)) if m else "?"
             if m and int(m.group(2)) in ours:
                 who = "member:" + who
             where = next((f for f in frames if f.startswith("asm_")), "")
