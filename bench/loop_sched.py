@@ -136,11 +136,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=9.0, help="load time (perf: 6 s of it)")
-    ap.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"))
+    ap.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"),
+                    help="petcd source dir to run instead of this one")
     args = ap.parse_args()
     window = 3.0
     with tempfile.TemporaryDirectory(prefix="loop-sched-") as tmp:
-        m = PetcdProcess(Path(tmp) / "m", env={**os.environ, "PETCD_SRC": args.src})
+        # (bench/stagetrace's sitecustomize puts PETCD_SRC first; it traces nothing unless
+        # PETCD_STAGES_OUT is set)
+        m = PetcdProcess(Path(tmp) / "m", env={
+            **os.environ, "PETCD_SRC": args.src,
+            "PYTHONPATH": str(Path(__file__).resolve().parent / "stagetrace")})
         cpu_data, sched_data = Path(tmp) / "cpu.data", Path(tmp) / "sched.data"
         try:
             m.start()
