@@ -452,9 +452,9 @@ class ReadyLoop:
             p = by_index.get(e.index) if by_index else None
             if p is not None:
                 del by_index[e.index]
-                if p.term == e.term:
+                if p.term == e.term:  # (p is this entry: index and term set by flush())
                     local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
+                    batch.append(p)
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
                     p.future.set_result(errors.LEADER_CHANGED())
