@@ -166,9 +166,11 @@ class ReadyLoop:
         (new entries, no messages, no snapshot, no leader change) and a WAL that syncs
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
-        d = self._d
-        if not self._parked() or self._inlined_turn:
+        # (_woken first: under concurrency the loop was woken by an earlier proposal
+        # of this turn, and most proposals end here without a call)
+        if self._woken or self._inlined_turn or not self._parked():
             return False
+        d = self._d
         proposals = d.proposals
         raw = d.raw
         # (last_batch: under concurrency the first request of a burst read in one go
