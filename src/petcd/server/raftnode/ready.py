@@ -157,6 +157,13 @@ class ReadyLoop:
             self._d.raw.flush_commit()
             self.wake()
 
+    def proposed(self) -> None:
+        """propose() queued a proposal: handled right here (propose_inline()), else the
+        loop is woken; neither when it is woken already (the usual case under
+        concurrency: one call per write, not two)."""
+        if not self._woken and not self.propose_inline():
+            self.wake()
+
     def propose_inline(self) -> bool:
         """Called by propose() right after queueing a proposal: when it is the only one
         and the loop is parked with nothing to do (so nothing of the loop's runs
@@ -166,8 +173,6 @@ class ReadyLoop:
         (new entries, no messages, no snapshot, no leader change) and a WAL that syncs
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
-        # (_woken first: under concurrency the loop was woken by an earlier proposal
-        # of this turn, and most proposals end here without a call)
         if self._woken or self._inlined_turn or not self._parked():
             return False
         d = self._d
