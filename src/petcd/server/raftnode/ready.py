@@ -70,6 +70,7 @@ class ReadyLoop:
         self._inlined_turn = False
         self.inline_readies = 0  # Readies handled by _run_inline (tests, benchmarks)
         self._commit_timer: asyncio.TimerHandle | None = None  # flush_commit() due
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s (no getpid() per write)
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
@@ -97,7 +98,7 @@ class ReadyLoop:
         proposals = d.proposals
         applying = d.apply_queue
         try:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             while not d.stopped:
                 applying.flush()
                 timer = self._commit_timer
@@ -207,7 +208,8 @@ class ReadyLoop:
         # handled alone, one fdatasync apiece with the loop blocked (half the puts/s):
         # the first of a turn goes inline, the rest to the loop, in one batch.
         self._inlined_turn = True
-        asyncio.get_running_loop().call_soon(self._new_turn)
+        assert self._loop is not None  # (parked: run() is under way)
+        self._loop.call_soon(self._new_turn)
         try:
             if local:
                 self._flush_proposals()
@@ -243,6 +245,8 @@ class ReadyLoop:
 
     def _new_turn(self) -> None:
         self._inlined_turn = False
+        # (after the turn: the inline write's answer is written by now)
+        self._d.wal_writer.settle_lone()
 
     def _overlappable(self, rd: Ready) -> bool:
         """Whether rd's apply may overlap its WAL sync (_finish_overlapped): what it
