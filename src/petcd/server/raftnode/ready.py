@@ -68,6 +68,10 @@ class ReadyLoop:
         # call_soon, which runs after every I/O callback of the turn): a second proposal
         # in the same turn was read while the first synced, so writes are concurrent.
         self._inlined_turn = False
+        # An overlapped inline Ready (_finish_overlapped) answered, whose advance() is
+        # left for _new_turn: after the caller's answer is written. Until then the
+        # loop is not parked (the Ready is still outstanding).
+        self._unadvanced: tuple[Ready, Awaitable[object] | None] | None = None
         self.inline_readies = 0  # Readies handled by _run_inline (tests, benchmarks)
         self._commit_timer: asyncio.TimerHandle | None = None  # flush_commit() due
         self._loop: asyncio.AbstractEventLoop | None = None  # run()'s (no getpid() per write)
@@ -196,7 +200,8 @@ class ReadyLoop:
         """The loop waits with nothing to do: a Ready may be handled outside it."""
         # (_inlining: a proposal made while applying ours, e.g. an alarm)
         return self._waiter is not None and not self._woken and self._taken is None and \
-            not self._d.stopped and not self._inlining and not self._pipe.in_flight
+            not self._d.stopped and not self._inlining and not self._pipe.in_flight and \
+            self._unadvanced is None
 
     def _run_inline(self, local: bool) -> bool:
         """propose_inline()'s and receive_inline()'s Ready: local, the lone voter's own
@@ -244,9 +249,25 @@ class ReadyLoop:
         return not self._woken
 
     def _new_turn(self) -> None:
+        """After the turn of an inline Ready (a call_soon of _run_inline's): the
+        answers it resolved were written by now; what they need not wait for is done
+        here, before the loop (woken after this) handles anything else."""
         self._inlined_turn = False
-        # (after the turn: the inline write's answer is written by now)
-        self._d.wal_writer.settle_lone()
+        unadvanced = self._unadvanced
+        d = self._d
+        try:
+            if unadvanced is not None:
+                self._unadvanced = None
+                rd, cut = unadvanced
+                self._advance_inline(rd)
+                if cut is not None:  # the segment is full: the loop waits for the next one
+                    self._taken = (None, cut)
+                    self.wake()
+                elif d.raw.has_ready():
+                    self.wake()
+            d.wal_writer.settle_lone()
+        except BaseException as e:
+            d.fail(e, "the Raft loop failed")
 
     def _overlappable(self, rd: Ready) -> bool:
         """Whether rd's apply may overlap its WAL sync (_finish_overlapped): what it
@@ -288,12 +309,9 @@ class ReadyLoop:
             held.publish()
         else:
             d.apply_queue.flush()
-        self._advance_inline(rd)
-        if cut is not None:  # the segment is full: the loop waits for the next one first
-            self._taken = (None, cut)
-            self.wake()
-        elif d.raw.has_ready():
-            self.wake()
+        # advance() and the rest after the answer is written (_new_turn, which runs
+        # before the loop task can: it was scheduled first)
+        self._unadvanced = (rd, cut)
 
     def _finish_lone(self, rd: Ready) -> None:
         """The rest of an inline Ready (_run_inline), once its entries are durable: the
