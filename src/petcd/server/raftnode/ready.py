@@ -259,7 +259,7 @@ class ReadyLoop:
             if unadvanced is not None:
                 self._unadvanced = None
                 rd, cut = unadvanced
-                self._advance_inline(rd)
+                self._advance_inline(rd, False)
                 if cut is not None:  # the segment is full: the loop waits for the next one
                     self._taken = (None, cut)
                     self.wake()
@@ -309,6 +309,8 @@ class ReadyLoop:
             held.publish()
         else:
             d.apply_queue.flush()
+        if crashpoints.armed:  # (applied and answered, the answer not written yet)
+            self._crash_if_applied(rd)
         # advance() and the rest after the answer is written (_new_turn, which runs
         # before the loop task can: it was scheduled first)
         self._unadvanced = (rd, cut)
@@ -328,14 +330,19 @@ class ReadyLoop:
         if d.raw.has_ready():
             self.wake()
 
-    def _advance_inline(self, rd: Ready) -> None:
-        """An inline Ready persisted and its committed entries applied: advance Raft."""
+    def _advance_inline(self, rd: Ready, unanswered: bool = True) -> None:
+        """An inline Ready persisted and its committed entries applied: advance Raft.
+        unanswered: the answers are not written yet (the crash point's window)."""
         d = self._d
-        if crashpoints.armed and rd.committed_entries and \
-                d.applier.applied_index >= rd.committed_entries[-1].index:
-            crashpoints.reached("inline-applied", d.backend.commit)
+        if crashpoints.armed and unanswered:
+            self._crash_if_applied(rd)
         d.raw.advance(rd)
         d.leadership.notify(self.term)
+
+    def _crash_if_applied(self, rd: Ready) -> None:
+        d = self._d
+        if rd.committed_entries and d.applier.applied_index >= rd.committed_entries[-1].index:
+            crashpoints.reached("inline-applied", d.backend.commit)
 
     def _record(self, rd: Ready) -> None:
         """The in-memory Raft storage after rd was persisted: its snapshot, entries and
