@@ -259,6 +259,7 @@ class ReadyLoop:
             if unadvanced is not None:
                 self._unadvanced = None
                 rd, cut = unadvanced
+                self._record(rd)
                 self._advance_inline(rd, False)
                 if cut is not None:  # the segment is full: the loop waits for the next one
                     self._taken = (None, cut)
@@ -304,15 +305,15 @@ class ReadyLoop:
         self.durable = rd.entries[-1].index
         if crashpoints.armed:
             crashpoints.reached("inline-synced")
-        self._record(rd)
         if held is not None:
             held.publish()
         else:
             d.apply_queue.flush()
         if crashpoints.armed:  # (applied and answered, the answer not written yet)
             self._crash_if_applied(rd)
-        # advance() and the rest after the answer is written (_new_turn, which runs
-        # before the loop task can: it was scheduled first)
+        # The in-memory log, advance() and the rest after the answer is written
+        # (_new_turn, which runs before the loop task or a task spawned meanwhile can:
+        # it was scheduled first; until then Raft reads the entry from its unstable log)
         self._unadvanced = (rd, cut)
 
     def _finish_lone(self, rd: Ready) -> None:
