@@ -25,6 +25,7 @@ from petcd.api.h2.call import Call
 from petcd.api.h2.machine import H2Connection
 from petcd.api.h2.registry import Method
 from petcd.api.h2.request_head import parse_timeout
+from petcd.api.h2.sendoff import Outlet
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, H2Stream
 from petcd.tls.gate import auth_properties
 
@@ -48,6 +49,8 @@ class H2Protocol(asyncio.Protocol):
         self._loop = loop = asyncio.get_running_loop()
         self.h2 = H2Connection(cfg, server.registry, self, loop.time)
         self._transport: asyncio.Transport | None = None
+        self._outlet: Outlet | None = None  # writes through the server's send thread
+        self._transport_paused = False
         self._admitted = False
         self._sniffing = True
         self._sniffed = b""
@@ -67,6 +70,7 @@ class H2Protocol(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._server
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if not self._server.admit():
             log.warning("refusing a client connection from %s: %d connections open",
@@ -75,6 +79,8 @@ class H2Protocol(asyncio.Protocol):
             self._transport.abort()
             return
         self._admitted = True
+        if server.sendoff is not None:
+            self._outlet = server.sendoff.outlet(self._transport, self._offload_paused)
         self.h2.peer = self.peer()
         self._handshake = self._loop.call_later(self._cfg.handshake_timeout,
                                                 self._handshake_timeout)
@@ -136,6 +142,8 @@ class H2Protocol(asyncio.Protocol):
         self._closed = True
         self.h2.closed = True
         self._transport = None
+        if self._outlet is not None:
+            self._outlet.release()
         for timer in (self._keepalive, self._handshake, self._deadlines):
             if timer is not None:
                 timer.cancel()
@@ -149,10 +157,25 @@ class H2Protocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client does not read what we send: stop reading what it sends (so PING
         # and SETTINGS cannot make us queue replies without bound), as grpc-go does.
+        self._transport_paused = True
         self.h2.output_paused = True
         self._set_reading()
 
     def resume_writing(self) -> None:
+        self._transport_paused = False
+        if self._outlet is None or not self._outlet.paused:
+            self._resume()
+
+    def _offload_paused(self, paused: bool) -> None:
+        """The bytes with the send thread went above (True) or back under the
+        transport's high-water mark: they count as its buffer."""
+        if paused:
+            self.h2.output_paused = True
+            self._set_reading()
+        elif not self._transport_paused:
+            self._resume()
+
+    def _resume(self) -> None:
         self.h2.output_paused = False
         self._set_reading()
         waiting, self.drain_waiting = self.drain_waiting, set()
@@ -319,7 +342,9 @@ class H2Protocol(asyncio.Protocol):
     def connection_ended(self) -> None:
         self._closed = True  # data_received ignores what is still in flight
         self._flush()
-        if self._transport is not None:
+        if self._outlet is not None:
+            self._outlet.close()  # once the send thread is done, like the transport
+        elif self._transport is not None:
             self._transport.close()  # writes what is buffered, then closes
 
     # -- output
@@ -341,7 +366,10 @@ class H2Protocol(asyncio.Protocol):
         data = self.h2.data_to_send()
         t = self._transport
         if data and t is not None:
-            t.write(data)
+            if self._outlet is not None:
+                self._outlet.write(data)
+            else:
+                t.write(data)
 
     # -- connection level
     def peer(self) -> str:
