@@ -50,6 +50,8 @@ class H2Protocol(asyncio.Protocol):
         self.h2 = H2Connection(cfg, server.registry, self, loop.time)
         self._transport: asyncio.Transport | None = None
         self._outlet: Outlet | None = None  # writes through the server's send thread
+        self._hub = server.sendoff
+        self._busy = False  # counted in the send thread's busy connections
         self._transport_paused = False
         self._admitted = False
         self._sniffing = True
@@ -257,6 +259,9 @@ class H2Protocol(asyncio.Protocol):
     # -- the machine's events
     def call_started(self, stream: H2Stream, method: Method, timeout: float | None) -> None:
         call = stream.call = Call(self, stream, method)
+        if not self._busy and self._hub is not None:
+            self._busy = True
+            self._hub.busy += 1
         if timeout is not None:
             deadline = call.deadline = self._loop.time() + timeout
             if self._deadlines is None or deadline < self._deadlines_at:
@@ -288,6 +293,9 @@ class H2Protocol(asyncio.Protocol):
         # and its stream are freed by reference counting when the call's task ends,
         # not left as a cycle for the garbage collector (a few per call under load).
         stream.call = None
+        if self._busy and not self.h2.streams:
+            self._busy = False
+            self._hub.busy -= 1  # type: ignore[union-attr]
 
     def _arm_deadlines(self, when: float) -> None:
         if self._deadlines is not None:
@@ -367,7 +375,7 @@ class H2Protocol(asyncio.Protocol):
         t = self._transport
         if data and t is not None:
             if self._outlet is not None:
-                self._outlet.write(data)
+                self._outlet.write(data, self._busy)
             else:
                 t.write(data)
 

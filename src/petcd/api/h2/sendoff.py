@@ -2,11 +2,12 @@
 
 On loopback the kernel does the receiver's work inside the sender's send(), so a turn of
 the event loop that answers many connections spends a good part of its time in send.
-The first INLINE_WRITES writes of a loop iteration are written inline (a lone client
-never waits for a thread hop); the later ones are collected and handed to the writer
-thread in one batch at the end of the iteration (one wake per batch). Python's send
-releases the GIL during the syscall, so that kernel work overlaps the loop's Python work
-on another core.
+While another connection has calls open (the server is serving several clients), the
+writes of a loop iteration after its first INLINE_WRITES are collected and handed to
+the writer thread in one batch at the end of the iteration (one wake per batch); Python's
+send releases the GIL during the syscall, so that kernel work overlaps the loop's Python
+work on another core. A lone client's writes are always made inline, with no extra
+bookkeeping (no thread hop on its latency).
 
 Rules that keep it correct (the loop owns all the bookkeeping; the thread only sends):
 - Order per connection: while a connection has bytes with the thread, its later bytes
@@ -34,9 +35,8 @@ from collections.abc import Callable
 from queue import SimpleQueue
 
 ENABLED = os.environ.get("PETCD_H2_SEND_THREAD", "1") != "0"
-# Writes of one loop iteration made inline before the thread takes the rest: two keep
-# a put's answer and the watch event it fires off the thread.
-INLINE_WRITES = 2
+# Writes of one busy loop iteration made inline before the thread takes the rest.
+INLINE_WRITES = 1
 
 _Item = tuple["Outlet", bytes | None, bool]  # (connection, bytes or None: close, fresh)
 _Result = tuple["Outlet", int, bytes | None]  # (connection, bytes taken, rest to write)
@@ -61,14 +61,15 @@ class Outlet:
         self.paused = False
         self.close_wanted = False
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, busy: bool) -> None:
+        """Write `data` (busy: this connection has calls open)."""
         t = self.transport
         assert t is not None
         hub = self._hub
         if self.inflight:
             self._enqueue(data, False)
-        elif t.get_write_buffer_size():
-            t.write(data)
+        elif hub.busy <= busy or t.get_write_buffer_size():
+            t.write(data)  # (no other connection has calls open: a lone client)
         elif hub.turn_writes < INLINE_WRITES or hub.stopped:
             hub.wrote_inline()
             t.write(data)
@@ -131,6 +132,7 @@ class SendThread:
         self._armed = False
         self._thread: threading.Thread | None = None
         self.turn_writes = 0
+        self.busy = 0  # connections with calls open (kept by the connections)
         self.stopped = False
 
     def outlet(self, transport: asyncio.Transport,
