@@ -70,7 +70,7 @@ class Outlet:
             self._enqueue(data, False)
         elif hub.busy <= busy or t.get_write_buffer_size():
             t.write(data)  # (no other connection has calls open: a lone client)
-        elif hub.turn_writes < INLINE_WRITES or hub.stopped:
+        elif hub.turn_writes < hub.inline_writes or hub.stopped:
             hub.wrote_inline()
             t.write(data)
         else:
@@ -132,6 +132,9 @@ class SendThread:
         self._armed = False
         self._thread: threading.Thread | None = None
         self.turn_writes = 0
+        self.inline_writes = INLINE_WRITES
+        self.batches = 0  # handed to the thread (for tests and profiles)
+        self.handed_back = 0  # partial sends whose rest went back to the transport
         self.busy = 0  # connections with calls open (kept by the connections)
         self.stopped = False
 
@@ -173,6 +176,7 @@ class SendThread:
                                                 daemon=True)
                 self._thread.start()
             self._queue.put(batch)
+            self.batches += 1
 
     def stop(self) -> None:
         """Hand over what is collected, let the thread finish it and end."""
@@ -211,6 +215,7 @@ class SendThread:
                     n = len(data)
                 if n < len(data):
                     stalled.add(outlet)
+                    self.handed_back += 1
                     results.append((outlet, len(data), data[n:]))
                 else:
                     results.append((outlet, n, None))
