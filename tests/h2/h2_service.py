@@ -25,9 +25,8 @@ _EOF: Any = getattr(grpc.aio, "EOF")  # noqa: B009 - missing from the type stubs
 
 
 async def echo(raw: bytes, context: Any) -> bytes:
-    """Commands in the request: abort:<code>:<msg>, sleep:<s>:<tag>, big:<n>,
-    later:<s>:<n> (n bytes after s seconds), meta, raise, trailing, setcode; anything
-    else is echoed."""
+    """Commands in the request: abort:<code>:<msg>, sleep:<s>:<tag>, big:<n>, meta,
+    raise, trailing, setcode; anything else is echoed."""
     if raw.startswith(b"abort:"):
         _, code, msg = raw.decode().split(":", 2)
         await context.abort(grpc.StatusCode[code], msg)
@@ -40,10 +39,6 @@ async def echo(raw: bytes, context: Any) -> bytes:
             EVENTS.append(f"cancelled:{tag}")
             raise
         return b"slept"
-    if raw.startswith(b"later:"):
-        _, seconds, size = raw.decode().split(":", 2)
-        await asyncio.sleep(float(seconds))
-        return b"y" * int(size)
     if raw.startswith(b"big:"):
         return b"x" * int(raw[4:])
     if raw == b"meta":
@@ -93,15 +88,6 @@ async def server_stream_write(raw: bytes, context: Any) -> None:
             raise
 
 
-async def server_stream_paced(raw: bytes, context: Any) -> None:
-    """Like server_stream_write (no wait), with a loop iteration between messages, as a
-    handler with other work does (each message is flushed before the next is made)."""
-    count, size = (int(x) for x in raw.split(b":"))
-    for i in range(count):
-        await context.write(bytes([i % 256]) * size)
-        await asyncio.sleep(0)
-
-
 async def client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
     total = count = 0
     async for r in requests:
@@ -132,7 +118,6 @@ def handlers() -> grpc.GenericRpcHandler[Any, Any]:
         "EchoInline": grpc.unary_unary_rpc_method_handler(echo_inline),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ServerStreamWrite": grpc.unary_stream_rpc_method_handler(server_stream_write),
-        "ServerStreamPaced": grpc.unary_stream_rpc_method_handler(server_stream_paced),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi_read_write),
         "BidiGen": grpc.stream_stream_rpc_method_handler(bidi_generator),

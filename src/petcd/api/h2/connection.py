@@ -25,7 +25,6 @@ from petcd.api.h2.call import Call
 from petcd.api.h2.machine import H2Connection
 from petcd.api.h2.registry import Method
 from petcd.api.h2.request_head import parse_timeout
-from petcd.api.h2.sendoff import Outlet
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, H2Stream
 from petcd.tls.gate import auth_properties
 
@@ -49,10 +48,6 @@ class H2Protocol(asyncio.Protocol):
         self._loop = loop = asyncio.get_running_loop()
         self.h2 = H2Connection(cfg, server.registry, self, loop.time)
         self._transport: asyncio.Transport | None = None
-        self._outlet: Outlet | None = None  # writes through the server's send thread
-        self._hub = server.sendoff
-        self._busy = False  # counted in the send thread's busy connections
-        self._transport_paused = False
         self._admitted = False
         self._sniffing = True
         self._sniffed = b""
@@ -72,7 +67,6 @@ class H2Protocol(asyncio.Protocol):
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        server = self._server
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         if not self._server.admit():
             log.warning("refusing a client connection from %s: %d connections open",
@@ -81,8 +75,6 @@ class H2Protocol(asyncio.Protocol):
             self._transport.abort()
             return
         self._admitted = True
-        if server.sendoff is not None:
-            self._outlet = server.sendoff.outlet(self._transport, self._offload_paused)
         self.h2.peer = self.peer()
         self._handshake = self._loop.call_later(self._cfg.handshake_timeout,
                                                 self._handshake_timeout)
@@ -144,8 +136,6 @@ class H2Protocol(asyncio.Protocol):
         self._closed = True
         self.h2.closed = True
         self._transport = None
-        if self._outlet is not None:
-            self._outlet.release()
         for timer in (self._keepalive, self._handshake, self._deadlines):
             if timer is not None:
                 timer.cancel()
@@ -159,25 +149,10 @@ class H2Protocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client does not read what we send: stop reading what it sends (so PING
         # and SETTINGS cannot make us queue replies without bound), as grpc-go does.
-        self._transport_paused = True
         self.h2.output_paused = True
         self._set_reading()
 
     def resume_writing(self) -> None:
-        self._transport_paused = False
-        if self._outlet is None or not self._outlet.paused:
-            self._resume()
-
-    def _offload_paused(self, paused: bool) -> None:
-        """The bytes with the send thread went above (True) or back under the
-        transport's high-water mark: they count as its buffer."""
-        if paused:
-            self.h2.output_paused = True
-            self._set_reading()
-        elif not self._transport_paused:
-            self._resume()
-
-    def _resume(self) -> None:
         self.h2.output_paused = False
         self._set_reading()
         waiting, self.drain_waiting = self.drain_waiting, set()
@@ -259,9 +234,6 @@ class H2Protocol(asyncio.Protocol):
     # -- the machine's events
     def call_started(self, stream: H2Stream, method: Method, timeout: float | None) -> None:
         call = stream.call = Call(self, stream, method)
-        if not self._busy and self._hub is not None:
-            self._busy = True
-            self._hub.busy += 1
         if timeout is not None:
             deadline = call.deadline = self._loop.time() + timeout
             if self._deadlines is None or deadline < self._deadlines_at:
@@ -293,9 +265,6 @@ class H2Protocol(asyncio.Protocol):
         # and its stream are freed by reference counting when the call's task ends,
         # not left as a cycle for the garbage collector (a few per call under load).
         stream.call = None
-        if self._busy and not self.h2.streams:
-            self._busy = False
-            self._hub.busy -= 1  # type: ignore[union-attr]
 
     def _arm_deadlines(self, when: float) -> None:
         if self._deadlines is not None:
@@ -350,9 +319,7 @@ class H2Protocol(asyncio.Protocol):
     def connection_ended(self) -> None:
         self._closed = True  # data_received ignores what is still in flight
         self._flush()
-        if self._outlet is not None:
-            self._outlet.close()  # once the send thread is done, like the transport
-        elif self._transport is not None:
+        if self._transport is not None:
             self._transport.close()  # writes what is buffered, then closes
 
     # -- output
@@ -374,10 +341,7 @@ class H2Protocol(asyncio.Protocol):
         data = self.h2.data_to_send()
         t = self._transport
         if data and t is not None:
-            if self._outlet is not None:
-                self._outlet.write(data, self._busy)
-            else:
-                t.write(data)
+            t.write(data)
 
     # -- connection level
     def peer(self) -> str:

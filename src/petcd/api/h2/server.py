@@ -14,8 +14,6 @@ from petcd.api.h2.admission import ConnectionLimit
 from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.registry import Registry
-from petcd.api.h2.sendoff import ENABLED as SEND_THREAD
-from petcd.api.h2.sendoff import SendThread
 
 
 class GrpcServer:
@@ -35,8 +33,6 @@ class GrpcServer:
         self.limit = ConnectionLimit(self.config.max_connections)
         self._idle: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
-        # Socket sends of a busy loop iteration go to a writer thread (api/h2/sendoff.py).
-        self.sendoff = SendThread() if SEND_THREAD else None
 
     def add_generic_rpc_handlers(
             self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
@@ -94,5 +90,3 @@ class GrpcServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), 1.0)
         await asyncio.sleep(0)  # let cancelled handlers unwind
-        if self.sendoff is not None:
-            self.sendoff.stop()
