@@ -39,8 +39,9 @@ _KEEPALIVE_PING = b"petcd-ka"
 # Bytes streaming handlers of a connection write before they are handed to the transport
 # at once (not at the end of the loop iteration): a handler that writes without ever
 # yielding (a snapshot's chunks) is then paused by a backed-up transport, as grpc-go's
-# per-stream write quota pauses it, whatever windows the client grants.
-WRITE_QUOTA = 64 << 10
+# per-stream write quota pauses it, whatever windows the client grants. (Large enough
+# that a loop iteration's watch responses are still written together.)
+WRITE_QUOTA = 1 << 20
 
 
 class H2Protocol(asyncio.Protocol):
