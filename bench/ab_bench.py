@@ -81,9 +81,13 @@ def main() -> None:
                                                 args.seconds, 256)
                             runs[k].append(cell)
                     b, a = median(runs["before"]), median(runs["after"])
+                    # Client CPU per op falls as the rate grows (bench/client_cost.py):
+                    # compare it between sides only at like rates.
                     print(f"{wl:19} clients={c:<4} before {b.rate:8.0f} ops/s "
-                          f"({b.server_cpu / b.ops * 1e6:5.0f} us cpu/op)  after "
-                          f"{a.rate:8.0f} ops/s ({a.server_cpu / a.ops * 1e6:5.0f} us cpu/op)"
+                          f"({b.server_cpu / b.ops * 1e6:5.0f} us cpu/op, client "
+                          f"{b.client_cpu / b.ops * 1e6:5.0f})  after "
+                          f"{a.rate:8.0f} ops/s ({a.server_cpu / a.ops * 1e6:5.0f} us cpu/op, "
+                          f"client {a.client_cpu / a.ops * 1e6:5.0f})"
                           f"  after/before {a.rate / b.rate:4.2f}", flush=True)
         finally:
             for m in everyone:
