@@ -189,7 +189,6 @@ class RaftDriver:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.proposals.loop = loop
         self.wal_writer.start()
         self.leadership.notify(self.ready_loop.term)
         self._tasks = [loop.create_task(self.ready_loop.run(), name="raft-ready-loop"),
