@@ -38,6 +38,7 @@ async def _settled(node: Any) -> None:
     while)."""
     d = node._log
     while d.ready_loop._waiter is None or d.ready_loop._woken or d.wal_writer.syncing or \
+            d.ready_loop._unadvanced is not None or \
             not d.wal_writer.can_inline() or d.storage.wal._lock.locked() or \
             node.backend.committing:
         await asyncio.sleep(0.01)
@@ -121,4 +122,61 @@ def test_a_failed_sync_leaves_nothing_seen(tmp_path: Path) -> None:
         assert told == []
         with pytest.raises(BackendFailed):
             node.range(rpc.RangeRequest(key=req.key))
+    run(body, tmp_path, size=1, unsafe_no_fsync=False)
+
+
+def test_advance_and_sync_bookkeeping_come_after_the_answer(tmp_path: Path) -> None:
+    """What the answer need not wait for (advance(), the disk-speed judge, the sync
+    histogram) runs at the start of the next loop turn (ReadyLoop._new_turn): when
+    propose() returns answered, the Ready is still outstanding and the loop not
+    parked; a second write made in that same turn goes to the loop, which handles it
+    only after the advance (a ready() before it would fail the member); and a third,
+    in a later turn, goes inline again."""
+    async def body(c: Cluster) -> None:
+        node = await _parked(c)
+        d = node._log
+        rl = d.ready_loop
+        writer = d.wal_writer
+        observed: list[float] = []
+        real_observer = d.storage.wal.fsync_observer
+
+        def observer(took: float) -> None:
+            observed.append(took)
+            if real_observer is not None:
+                real_observer(took)
+
+        d.storage.wal.fsync_observer = observer
+        for i in range(50):  # (until the path is taken: see _settled)
+            await _settled(node)
+            observed.clear()
+            saves = writer.inline_saves
+            req = rpc.PutRequest(key=b"a%d" % i, value=b"1")
+            fut = node.propose(PUT, req.SerializeToString(), req)
+            if fut.done() and writer.inline_saves == saves + 1:
+                break
+            await fut
+        assert isinstance(fut.result(), rpc.PutResponse)
+        # Answered; the rest is left for the next turn.
+        assert rl._unadvanced is not None and not rl._parked()
+        assert writer._lone_synced is not None and observed == []
+        # A write in the same turn: to the loop (not inline), answered after the advance.
+        req2 = rpc.PutRequest(key=b"b", value=b"2")
+        fut2 = node.propose(PUT, req2.SerializeToString(), req2)
+        assert not fut2.done()
+        await asyncio.sleep(0)  # (the next turn: _new_turn first)
+        assert rl._unadvanced is None and writer._lone_synced is None
+        assert observed  # (the first write's sync; the loop may have synced the second)
+        resp2 = await fut2
+        assert isinstance(resp2, rpc.PutResponse)
+        assert resp2.header.revision == fut.result().header.revision + 1
+        assert not d.stopped
+        # A later turn: inline again, and everything applied is what Raft applied.
+        await _settled(node)
+        assert d.raw.status().applied == d.applier.applied_index == rl.durable
+        req3 = rpc.PutRequest(key=b"c", value=b"3")
+        fut3 = node.propose(PUT, req3.SerializeToString(), req3)
+        await fut3
+        await _settled(node)  # (the next turn: advanced)
+        assert node.range(rpc.RangeRequest(key=b"c")).kvs[0].value == b"3"
+        assert d.raw.status().applied == d.applier.applied_index
     run(body, tmp_path, size=1, unsafe_no_fsync=False)

@@ -255,7 +255,9 @@ class Call:
         if stream.finished:
             raise _CancelledError() if self.cancelled else RuntimeError("the call is over")
         s = self.method.serialize
-        self._send(message if s is None else s(message))
+        data = message if s is None else s(message)
+        self._send(data)
+        self.conn.streamed(len(data))  # (may find the transport backed up: paused)
         if stream.pending or self.machine.output_paused:
             await self._drain()
 

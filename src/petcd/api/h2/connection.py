@@ -36,6 +36,12 @@ __all__ = ["H2Protocol", "parse_timeout"]
 log = logging.getLogger("petcd.h2")
 
 _KEEPALIVE_PING = b"petcd-ka"
+# Bytes streaming handlers of a connection write before they are handed to the transport
+# at once (not at the end of the loop iteration): a handler that writes without ever
+# yielding (a snapshot's chunks) is then paused by a backed-up transport, as grpc-go's
+# per-stream write quota pauses it, whatever windows the client grants. (Large enough
+# that a loop iteration's watch responses are still written together.)
+WRITE_QUOTA = 1 << 20
 
 
 class H2Protocol(asyncio.Protocol):
@@ -52,6 +58,7 @@ class H2Protocol(asyncio.Protocol):
         self._sniffing = True
         self._sniffed = b""
         self._flush_scheduled = False
+        self._streamed = 0  # bytes streaming handlers wrote since the last flush
         self._turn_paused = False  # frames left over for the next event loop iteration
         self.drain_waiting: set[Call] = set()  # calls waiting for resume_writing
         self._starting: list[tuple[Call, bytes]] = []  # inline calls to start (Call.start)
@@ -336,8 +343,16 @@ class H2Protocol(asyncio.Protocol):
         self._flush_scheduled = True
         return True
 
+    def streamed(self, n: int) -> None:
+        """A streaming handler wrote `n` bytes (Call.write): past WRITE_QUOTA since the
+        last flush, they go to the transport now, which says whether it is backed up."""
+        self._streamed += n
+        if self._streamed > WRITE_QUOTA:
+            self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._streamed = 0
         data = self.h2.data_to_send()
         t = self._transport
         if data and t is not None:

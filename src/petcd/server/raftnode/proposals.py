@@ -69,6 +69,9 @@ class ProposalTracker:
         # would live on under load for the garbage collector to scan again and again.
         self.deadlines: dict[int, Pending] = {}
         self.last_batch = 0  # how many the last flush() handed to Raft
+        # The member's loop, found once: Python 3.11's get_running_loop() makes a getpid
+        # syscall per call (~0.5 us, 1% of the loop thread at 64 clients).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _id_field(self, rid: int) -> bytes:
         """InternalRequest field 1 (the id). Ids grow by one: the varint's bytes after
@@ -92,7 +95,10 @@ class ProposalTracker:
 
     def add(self, kind: str, raw: bytes, request: PbMessage, stamp: Stamp,
             deadline: float) -> asyncio.Future[Result]:
-        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Result] = loop.create_future()
         rid = self._next_id  # (new_id(), inline: once per write)
         self._next_id = rid + 1
         p = Pending(rid, kind, raw, request, fut, deadline, stamp)

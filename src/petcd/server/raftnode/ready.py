@@ -68,8 +68,13 @@ class ReadyLoop:
         # call_soon, which runs after every I/O callback of the turn): a second proposal
         # in the same turn was read while the first synced, so writes are concurrent.
         self._inlined_turn = False
+        # An overlapped inline Ready (_finish_overlapped) answered, whose advance() is
+        # left for _new_turn: after the caller's answer is written. Until then the
+        # loop is not parked (the Ready is still outstanding).
+        self._unadvanced: tuple[Ready, Awaitable[object] | None] | None = None
         self.inline_readies = 0  # Readies handled by _run_inline (tests, benchmarks)
         self._commit_timer: asyncio.TimerHandle | None = None  # flush_commit() due
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s (no getpid() per write)
         raw = driver.raw
         self.term = raw.term
         self.committed = raw.commit_index  # (what the API reports; >= what Raft told us)
@@ -97,7 +102,7 @@ class ReadyLoop:
         proposals = d.proposals
         applying = d.apply_queue
         try:
-            loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
             while not d.stopped:
                 applying.flush()
                 timer = self._commit_timer
@@ -202,7 +207,8 @@ class ReadyLoop:
         """The loop waits with nothing to do: a Ready may be handled outside it."""
         # (_inlining: a proposal made while applying ours, e.g. an alarm)
         return self._waiter is not None and not self._woken and self._taken is None and \
-            not self._d.stopped and not self._inlining and not self._pipe.in_flight
+            not self._d.stopped and not self._inlining and not self._pipe.in_flight and \
+            self._unadvanced is None
 
     def _run_inline(self, local: bool) -> bool:
         """propose_inline()'s and receive_inline()'s Ready: local, the lone voter's own
@@ -214,7 +220,8 @@ class ReadyLoop:
         # handled alone, one fdatasync apiece with the loop blocked (half the puts/s):
         # the first of a turn goes inline, the rest to the loop, in one batch.
         self._inlined_turn = True
-        asyncio.get_running_loop().call_soon(self._new_turn)
+        assert self._loop is not None  # (parked: run() is under way)
+        self._loop.call_soon(self._new_turn)
         try:
             if local:
                 self._flush_proposals()
@@ -249,7 +256,26 @@ class ReadyLoop:
         return not self._woken
 
     def _new_turn(self) -> None:
+        """After the turn of an inline Ready (a call_soon of _run_inline's): the
+        answers it resolved were written by now; what they need not wait for is done
+        here, before the loop (woken after this) handles anything else."""
         self._inlined_turn = False
+        unadvanced = self._unadvanced
+        d = self._d
+        try:
+            if unadvanced is not None:
+                self._unadvanced = None
+                rd, cut = unadvanced
+                self._record(rd)
+                self._advance_inline(rd, False)
+                if cut is not None:  # the segment is full: the loop waits for the next one
+                    self._taken = (None, cut)
+                    self.wake()
+                elif d.raw.has_ready():
+                    self.wake()
+            d.wal_writer.settle_lone()
+        except BaseException as e:
+            d.fail(e, "the Raft loop failed")
 
     def _overlappable(self, rd: Ready) -> bool:
         """Whether rd's apply may overlap its WAL sync (_finish_overlapped): what it
@@ -286,17 +312,16 @@ class ReadyLoop:
         self.durable = rd.entries[-1].index
         if crashpoints.armed:
             crashpoints.reached("inline-synced")
-        self._record(rd)
         if held is not None:
             held.publish()
         else:
             d.apply_queue.flush()
-        self._advance_inline(rd)
-        if cut is not None:  # the segment is full: the loop waits for the next one first
-            self._taken = (None, cut)
-            self.wake()
-        elif d.raw.has_ready():
-            self.wake()
+        if crashpoints.armed:  # (applied and answered, the answer not written yet)
+            self._crash_if_applied(rd)
+        # The in-memory log, advance() and the rest after the answer is written
+        # (_new_turn, which runs before the loop task or a task spawned meanwhile can:
+        # it was scheduled first; until then Raft reads the entry from its unstable log)
+        self._unadvanced = (rd, cut)
 
     def _finish_lone(self, rd: Ready) -> None:
         """The rest of an inline Ready (_run_inline), once its entries are durable: the
@@ -313,14 +338,19 @@ class ReadyLoop:
         if d.raw.has_ready():
             self.wake()
 
-    def _advance_inline(self, rd: Ready) -> None:
-        """An inline Ready persisted and its committed entries applied: advance Raft."""
+    def _advance_inline(self, rd: Ready, unanswered: bool = True) -> None:
+        """An inline Ready persisted and its committed entries applied: advance Raft.
+        unanswered: the answers are not written yet (the crash point's window)."""
         d = self._d
-        if crashpoints.armed and rd.committed_entries and \
-                d.applier.applied_index >= rd.committed_entries[-1].index:
-            crashpoints.reached("inline-applied", d.backend.commit)
+        if crashpoints.armed and unanswered:
+            self._crash_if_applied(rd)
         d.raw.advance(rd)
         d.leadership.notify(self.term)
+
+    def _crash_if_applied(self, rd: Ready) -> None:
+        d = self._d
+        if rd.committed_entries and d.applier.applied_index >= rd.committed_entries[-1].index:
+            crashpoints.reached("inline-applied", d.backend.commit)
 
     def _record(self, rd: Ready) -> None:
         """The in-memory Raft storage after rd was persisted: its snapshot, entries and

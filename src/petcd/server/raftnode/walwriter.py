@@ -91,6 +91,8 @@ class WalWriter:
         self._probe = probe
         self._probe_at = 0.0  # while lone saves go asynchronous: the next inline try
         self.inline_saves = 0  # (for tests and benchmarks)
+        # (start, duration) of the last LoneSave's fdatasync, not yet settle_lone()d
+        self._lone_synced: tuple[float, float] | None = None
 
     @property
     def uses_thread(self) -> bool:
@@ -210,6 +212,17 @@ class WalWriter:
             return None  # (busy on the thread)
         return LoneSave(self, written[0] if begun else -1)
 
+    def settle_lone(self) -> None:
+        """The bookkeeping of the last LoneSave's fdatasync (whether the disk is still
+        fast; the WAL's sync histogram), done once its write was answered: a lone
+        write's answer does not wait for it (the caller runs this after its turn)."""
+        synced = self._lone_synced
+        if synced is not None:
+            self._lone_synced = None
+            started, took = synced
+            self._judge(took, started)
+            self._storage.wal.save_end(0, took)
+
     def _judge(self, took: float, now: float) -> None:
         """After an inline fdatasync: keep syncing lone saves inline, or not (until a
         later try is fast)."""
@@ -263,15 +276,17 @@ class LoneSave:
         self._fd = fd  # -1: nothing to sync (fsync off)
 
     def finish(self) -> Awaitable[object] | None:
-        """fdatasync (raises if it fails); then None, or the segment cut to await."""
+        """fdatasync (raises if it fails); then None, or the segment cut to await.
+        What the sync took is told later (WalWriter.settle_lone)."""
         writer = self._writer
         wal = writer._storage.wal
         if self._fd >= 0:
+            if writer._lone_synced is not None:  # (two in one turn: never, normally)
+                writer.settle_lone()
             started = time.monotonic()
             wal.sync_written(self._fd)
-            took = time.monotonic() - started  # (the wait: the write began earlier)
-            writer._judge(took, started)
-            wal.save_end(0, took)
+            # (the wait: the write began earlier)
+            writer._lone_synced = (started, time.monotonic() - started)
             writer.inline_saves += 1
         return writer._cut() if wal.full else None
 
