@@ -174,17 +174,14 @@ class ApplyQueue:
         local: list[tuple[int, Pending]]
         if len(jobs) == 1:  # (the usual case: one Ready's batch, taken as it is)
             entries, local = jobs.popleft()
-            results, forwarded = self._apply_batch(entries)
-            self._on_applied(entries, results, local, forwarded)
-            self._schedule_commit()
-            return
-        entries = []
-        local = []
-        while jobs and len(entries) < MAX_APPLY_BATCH:
-            batch, mine = jobs.popleft()
-            base = len(entries)
-            entries.extend(batch)
-            local.extend((base + i, p) for i, p in mine)
+        else:
+            entries = []
+            local = []
+            while jobs and len(entries) < MAX_APPLY_BATCH:
+                batch, mine = jobs.popleft()
+                base = len(entries)
+                entries.extend(batch)
+                local.extend((base + i, p) for i, p in mine)
         results, forwarded = self._apply_batch(entries)
         self._on_applied(entries, results, local, forwarded)
         self._schedule_commit()
