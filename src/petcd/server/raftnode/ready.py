@@ -12,8 +12,8 @@ numbered list in raft/rawnode.py):
                       started, advanced at once; its committed entries handed out when
                       the fdatasync returns
       send            the other messages (snapshots go on their own connection)
-      hand out        committed entries -> apply queue (conf changes are applied to Raft,
-                      the member list and the transport right here, in log order)
+      hand out        committed entries -> apply queue (handout.py: conf changes are
+                      applied to Raft, the member list and the transport there, in log order)
       read states     ReadIndex answers
       advance
 """
@@ -26,20 +26,16 @@ import os
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from petcd import errors
-from petcd.raft import Entry, EntryType, Ready, decode_conf_change
+from petcd.raft import Entry, EntryType, Ready
 from petcd.server import proposal as P
-from petcd.server.membership import CONF_CHANGE_KIND
-from petcd.server.proposal import Committed
 from petcd.server.raftnode import crashpoints
+from petcd.server.raftnode.handout import committed_batch
 from petcd.server.raftnode.pipeline import WalPipeline
-from petcd.server.raftnode.proposals import Pending
 from petcd.server.raftnode.walwriter import LoneSave
 
 if TYPE_CHECKING:
     from petcd.server.raftnode.driver import RaftDriver
 
-_CONF_CHANGE = EntryType.CONF_CHANGE
 _NORMAL = EntryType.NORMAL
 _OVERLAPPABLE = frozenset({P.PUT, P.DELETE_RANGE, P.TXN})
 
@@ -473,31 +469,9 @@ class ReadyLoop:
     def _hand_out(self, entries: list[Entry]) -> bool:
         """Queue committed entries for the apply queue; True if some are proposals made
         here (callers waiting on this member)."""
-        d = self._d
-        batch: list[Committed] = []
-        local: list[tuple[int, Pending]] = []
-        by_index = d.proposals.by_index
-        for e in entries:
-            if e.type == _CONF_CHANGE:
-                cc = decode_conf_change(e.data)
-                cs = d.raw.apply_conf_change(cc)
-                d.snapshots.conf_changed(e.index, cs)
-                d.membership.apply(e.index, cc)
-                d.members.after_conf_change(cc)
-                batch.append(Committed(e.index, e.term, CONF_CHANGE_KIND, cc))
-                continue
-            p = by_index.get(e.index) if by_index else None
-            if p is not None:
-                del by_index[e.index]
-                if p.term == e.term:  # (p is this entry: index and term set by flush())
-                    local.append((len(batch), p))
-                    batch.append(p)
-                    continue
-                if not p.future.done():  # our entry at this index was overwritten
-                    p.future.set_result(errors.LEADER_CHANGED())
-            batch.append(Committed(e.index, e.term, None, None, e.data))
+        batch, local = committed_batch(self._d, entries)
         self.committed = max(self.committed, entries[-1].index)
-        d.apply_queue.push(batch, local)
+        self._d.apply_queue.push(batch, local)
         return bool(local)
 
 
