@@ -14,7 +14,10 @@ calls in flight (N threads over up to 16 connections, as the 64-client benchmark
 the per-batch costs spread over the batch, which under callgrind's slowness is larger
 than a real run's. --src DIR runs
 another checkout's petcd beside this one (e.g. `git archive <commit> src | tar -x -C
-DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate.
+DIR`), --keep DIR keeps the callgrind.out files for callgrind_annotate. --loop-thread
+counts only the event loop's thread (callgrind's --separate-threads): the backend
+commits on their own thread are timed (every 100 ms of a member that callgrind slows
+~50-fold), so how many fall inside the measured calls varies from run to run.
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ _SITE = Path(__file__).resolve().parent / "cgsite"
 
 
 class _Grinded(PetcdProcess):
-    def __init__(self, data_dir: Path, out: Path, src: str) -> None:
+    def __init__(self, data_dir: Path, out: Path, src: str, threads: bool = False) -> None:
         super().__init__(data_dir, env={"PETCD_SRC": src, "PYTHONPATH": str(_SITE)})
         self.out = out
+        self.threads = threads
 
     def command(self) -> list[str]:
-        return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+        split = ["--separate-threads=yes"] if self.threads else []
+        return ["valgrind", "--tool=callgrind", "--instr-atstart=no", *split,
                 f"--callgrind-out-file={self.out}", *super().command()]
 
 
@@ -115,10 +120,11 @@ def _run_calls(callers: list[Callable[[int], object]], calls: int, clients: int)
         list(pool.map(client, range(clients)))
 
 
-def measure(op: str, calls: int, src: str, keep: str, clients: int = 1) -> tuple[float, float]:
+def measure(op: str, calls: int, src: str, keep: str, clients: int = 1,
+            loop_thread: bool = False) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="member-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
-        m = _Grinded(Path(tmp) / "m", out, src)
+        m = _Grinded(Path(tmp) / "m", out, src, loop_thread)
         m.start(timeout=300)
         try:
             assert m.proc is not None
@@ -147,7 +153,9 @@ def measure(op: str, calls: int, src: str, keep: str, clients: int = 1) -> tuple
         finally:
             m.stop(timeout=60)
         dumps = []
-        for f in sorted(Path(tmp).glob("callgrind.out.*"), key=lambda f: int(f.suffix[1:])):
+        # (split by thread: callgrind.out.<dump>-<thread>, the main thread being 01)
+        files = Path(tmp).glob("callgrind.out.*-01" if loop_thread else "callgrind.out.*")
+        for f in sorted(files, key=lambda f: int(f.name.split(".")[-1].split("-")[0])):
             text = f.read_text(errors="replace")
             dumps.append(sum(int(n) for n in re.findall(r"^totals: (\d+)", text, re.M)))
             if keep:
@@ -164,12 +172,14 @@ def main() -> None:
     ap.add_argument("--src", default="", help="another checkout's src, measured first")
     ap.add_argument("--clients", type=int, default=1, help="calls in flight (default 1)")
     ap.add_argument("--keep", default="", help="keep the callgrind.out files here")
+    ap.add_argument("--loop-thread", action="store_true",
+                    help="count only the event loop's thread (the member's main thread)")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} (instruction counts do not depend on it)")
     trees = ([("before", args.src)] if args.src else []) + [("this", "")]
     for op in args.ops.split(","):
         for name, src in trees:
-            raw, net = measure(op, args.calls, src, args.keep, args.clients)
+            raw, net = measure(op, args.calls, src, args.keep, args.clients, args.loop_thread)
             print(f"{op:6} {name:7} {net / 1e3:8.1f} k instructions per call "
                   f"({raw / 1e3:.1f} k before the idle work is subtracted)", flush=True)
 

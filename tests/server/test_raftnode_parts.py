@@ -169,3 +169,42 @@ def test_tracker_id_field_is_the_varint() -> None:
     ids = [t.new_id() for _ in range(300)] + [0, 5, 127, 128, 300, 2**63 - 1, 2**64 - 1]
     for rid in ids + [t.new_id() for _ in range(300)]:
         assert t._id_field(rid) == b"\x08" + varint(rid)
+
+
+def test_tracker_entry_data_is_the_internal_request() -> None:
+    """flush()'s hand-made entry data (its inline length, id and stamp fields) is
+    protobuf's InternalRequest: every length's varint width, ids across a 128
+    boundary within one batch, each kind of stamp; and the Pending is then the
+    Committed entry at its index and term."""
+    from petcd.pb.internalpb.internal_pb2 import InternalRequest
+    from petcd.server.proposal import ANON, encode_stamp, varint
+
+    async def main() -> None:
+        raw = FakeRaw()
+        t = ProposalTracker(0xABC)
+        t._next_id = (t._next_id | 0x7F) - 5  # the batch crosses a 128 boundary
+        far = time.monotonic() + 60
+        cases = []
+        sizes = [0, 6, 100, 127, 128, 200, 16383, 16384, 70000]
+        for i, size in enumerate(sizes * 3):
+            req = rpc.PutRequest()  # (a request of exactly `size` bytes)
+            while req.ByteSize() < size:
+                req = rpc.PutRequest(key=b"k", value=b"v" * max(size - 8, len(req.value) + 1))
+            stamp = [None, ANON, ("alice", 7 + i)][i % 3]
+            t.add("put", req.SerializeToString(), req, stamp, far)
+            cases.append((req, stamp))
+        assert [len(p.raw) for p in t.queue[:9]] == sizes
+        ids = [p.id for p in t.queue]
+        tag = varint((InternalRequest.DESCRIPTOR.fields_by_name["put"].number << 3) | 2)
+        assert t.flush(raw, 4096)  # type: ignore[arg-type]
+        for data, rid, (req, stamp) in zip(raw.proposed[0], ids, cases, strict=True):
+            body = req.SerializeToString()
+            assert data == (tag + varint(len(body)) + body + b"\x08" + varint(rid)
+                            + b"\x10" + varint(0xABC) + encode_stamp(stamp))
+            want = InternalRequest(id=rid, origin=0xABC, put=req)
+            if stamp is not None:
+                want.auth.username, want.auth.revision = stamp
+            assert InternalRequest.FromString(data) == want
+        for i, p in t.by_index.items():
+            assert (p.index, p.term, p.data, p.kind) == (i, 3, b"", "put")
+    asyncio.run(main())

@@ -5,7 +5,6 @@ parsed request so that applying its own entries needs no second parse."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from google.protobuf.message import Message
@@ -68,19 +67,6 @@ def _encode_stamp(user: str, rev: int) -> bytes:
     if rev:
         body += b"\x10" + varint(rev)
     return b"\x1a" + varint(len(body)) + body
-
-
-class Proposal:
-    __slots__ = ("future", "id", "kind", "raw", "request", "stamp")
-
-    def __init__(self, proposal_id: int, kind: str, raw: bytes, request: Message,
-                 future: asyncio.Future[Result], stamp: Stamp = None) -> None:
-        self.id = proposal_id
-        self.kind = kind
-        self.raw = raw
-        self.request = request
-        self.future = future
-        self.stamp = stamp
 
 
 class Committed:

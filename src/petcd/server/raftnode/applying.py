@@ -170,13 +170,18 @@ class ApplyQueue:
         """Everything queued (up to MAX_APPLY_BATCH entries) in one Applier batch, then
         answered."""
         jobs = self._jobs
-        entries: list[Committed] = []
-        local: list[tuple[int, Pending]] = []
-        while jobs and len(entries) < MAX_APPLY_BATCH:
-            batch, mine = jobs.popleft()
-            base = len(entries)
-            entries.extend(batch)
-            local.extend((base + i, p) for i, p in mine)
+        entries: list[Committed]
+        local: list[tuple[int, Pending]]
+        if len(jobs) == 1:  # (the usual case: one Ready's batch, taken as it is)
+            entries, local = jobs.popleft()
+        else:
+            entries = []
+            local = []
+            while jobs and len(entries) < MAX_APPLY_BATCH:
+                batch, mine = jobs.popleft()
+                base = len(entries)
+                entries.extend(batch)
+                local.extend((base + i, p) for i, p in mine)
         results, forwarded = self._apply_batch(entries)
         self._on_applied(entries, results, local, forwarded)
         self._schedule_commit()

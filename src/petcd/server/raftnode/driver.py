@@ -243,9 +243,7 @@ class RaftDriver:
         else:
             fut = self.proposals.add(kind, raw, request, stamp,
                                      time.monotonic() + self.request_timeout)
-            loop = self.ready_loop
-            if not loop.propose_inline():
-                loop.wake()
+            self.ready_loop.proposed()
             return fut
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(err)

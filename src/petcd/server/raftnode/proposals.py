@@ -20,26 +20,37 @@ from petcd.errors import EtcdError
 from petcd.pb.internalpb.internal_pb2 import InternalRequest
 from petcd.raft import DropReason, ProposalDropped, RawNode
 from petcd.server.apply import WaitPhysical
-from petcd.server.proposal import Proposal, Result, Stamp, encode_stamp, varint
+from petcd.server.proposal import ANON, Committed, Result, Stamp, encode_stamp, varint
 
 _FIELD_TAGS = {f.name: varint((f.number << 3) | 2)
                for f in InternalRequest.DESCRIPTOR.oneofs_by_name["request"].fields}
 
 # Tag of field 1 and the first byte of a varint that goes on (see _id_field).
 _ID_LOW = [b"\x08" + bytes((i | 0x80,)) for i in range(0x80)]
+_ANON_STAMP = encode_stamp(ANON)
 
 
-class Pending(Proposal):
-    """A proposal waiting to be applied."""
+class Pending(Committed):
+    """A proposal waiting to be applied. Proposed here as leader, it is also the
+    Committed entry handed to the apply queue once its index commits in its term
+    (no second object per write): `index` and `term` are set when it is handed to
+    Raft, `request` is the parsed request and `data` stays empty."""
 
-    __slots__ = ("deadline", "started", "term")
+    __slots__ = ("deadline", "future", "id", "raw", "started")
+    kind: str  # (always one: a client's or the member's own request)
 
     def __init__(self, proposal_id: int, kind: str, raw: bytes, request: PbMessage,
                  future: asyncio.Future[Result], deadline: float, stamp: Stamp) -> None:
-        super().__init__(proposal_id, kind, raw, request, future, stamp)
+        self.id = proposal_id
+        self.kind = kind
+        self.raw = raw
+        self.request = request
+        self.future = future
+        self.stamp = stamp
         self.deadline = deadline
         self.started = time.time()
-        self.term = 0
+        self.index = self.term = 0
+        self.data = b""
 
 
 class ProposalTracker:
@@ -88,9 +99,11 @@ class ProposalTracker:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[Result] = loop.create_future()
-        p = Pending(self.new_id(), kind, raw, request, fut, deadline, stamp)
+        rid = self._next_id  # (new_id(), inline: once per write)
+        self._next_id = rid + 1
+        p = Pending(rid, kind, raw, request, fut, deadline, stamp)
         self.queue.append(p)
-        self.deadlines[p.id] = p
+        self.deadlines[rid] = p
         return fut
 
     def flush(self, raw: RawNode, limit: int) -> bool:
@@ -104,8 +117,25 @@ class ProposalTracker:
         tags = _FIELD_TAGS
         origin = self._origin
         id_field = self._id_field
-        datas = [tags[p.kind] + varint(len(p.raw)) + p.raw + id_field(p.id) + origin
-                 + (b"" if p.stamp is None else encode_stamp(p.stamp)) for p in batch]
+        datas = []
+        # (the usual case inline, no call per entry: a request under 16 KiB, an id
+        # whose varint tail _id_field made already, a client's stamp with auth off)
+        id_hi, id_tail = self._id_hi, self._id_tail
+        for p in batch:
+            body = p.raw
+            n = len(body)
+            rid = p.id
+            if rid >> 7 == id_hi:
+                idf = _ID_LOW[rid & 0x7F] + id_tail
+            else:
+                idf = id_field(rid)
+                id_hi, id_tail = self._id_hi, self._id_tail
+            stamp = p.stamp
+            datas.append(
+                tags[p.kind]
+                + (bytes(((n & 0x7F) | 0x80, n >> 7)) if 0x80 <= n < 0x4000 else varint(n))
+                + body + idf + origin
+                + (_ANON_STAMP if stamp is ANON else encode_stamp(stamp)))
         try:
             raw.propose_batch(datas)
         except ProposalDropped as e:
@@ -121,6 +151,7 @@ class ProposalTracker:
             term = raw.term
             by_index = self.by_index
             for i, p in enumerate(batch, first):
+                p.index = i
                 p.term = term
                 by_index[i] = p
         else:
@@ -138,9 +169,20 @@ class ProposalTracker:
         failed = 0
         deadlines = self.deadlines
         for pos, p in local:
-            failed += _answer(p, results[pos], wait_physical)
-            if p.future.done():
-                deadlines.pop(p.id, None)  # (gone if it timed out first)
+            # (_answer's common case inline: a result for a caller still waiting)
+            r = results[pos]
+            fut = p.future
+            if fut.done() or type(r) is WaitPhysical:
+                failed += _answer(p, r, wait_physical)
+                if fut.done():
+                    deadlines.pop(p.id, None)  # (gone if it timed out first)
+                continue
+            p.raw = b""
+            p.request = None  # type: ignore[assignment]
+            fut.set_result(r)
+            if type(r) is EtcdError:
+                failed += 1
+            deadlines.pop(p.id, None)
         by_id = self.by_id
         for pos, rid in forwarded:
             waiting = by_id.pop(rid, None)

@@ -162,6 +162,13 @@ class ReadyLoop:
             self._d.raw.flush_commit()
             self.wake()
 
+    def proposed(self) -> None:
+        """propose() queued a proposal: handled right here (propose_inline()), else the
+        loop is woken; neither when it is woken already (the usual case under
+        concurrency: one call per write, not two)."""
+        if not self._woken and not self.propose_inline():
+            self.wake()
+
     def propose_inline(self) -> bool:
         """Called by propose() right after queueing a proposal: when it is the only one
         and the loop is parked with nothing to do (so nothing of the loop's runs
@@ -171,9 +178,9 @@ class ReadyLoop:
         (new entries, no messages, no snapshot, no leader change) and a WAL that syncs
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
-        d = self._d
-        if not self._parked() or self._inlined_turn:
+        if self._woken or self._inlined_turn or not self._parked():
             return False
+        d = self._d
         proposals = d.proposals
         raw = d.raw
         # (last_batch: under concurrency the first request of a burst read in one go
@@ -482,9 +489,9 @@ class ReadyLoop:
             p = by_index.get(e.index) if by_index else None
             if p is not None:
                 del by_index[e.index]
-                if p.term == e.term:
+                if p.term == e.term:  # (p is this entry: index and term set by flush())
                     local.append((len(batch), p))
-                    batch.append(Committed(e.index, e.term, p.kind, p.request, b"", p.stamp))
+                    batch.append(p)
                     continue
                 if not p.future.done():  # our entry at this index was overwritten
                     p.future.set_result(errors.LEADER_CHANGED())
