@@ -165,3 +165,24 @@ def test_lone_saves_go_inline_only_while_the_disk_is_fast(tmp_path: Path, fdsync
         assert writer.can_inline()
     run_writer(tmp_path, fdsync, body, window=3, slow_allowed=2, probe=3600.0)
     assert reopened(tmp_path)[1] == ents(1, 12)
+
+
+def test_the_loop_threads_waits_for_a_cpu_are_not_held_against_the_disk(tmp_path: Path) -> None:
+    """An inline fdatasync's wall time less what the loop thread meanwhile waited in the
+    run queue (a busy machine's CPU contention, not the disk) is what the judge sees:
+    however long the wall time, lone saves stay inline while the disk's share is fast.
+    And the wait is read from the thread's schedstat where Linux has it."""
+    async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
+        if writer.uses_thread:
+            pytest.skip("aio fdsync is not available on this machine")
+        waited = [writer.queued(), writer.queued()]
+        assert 0 <= waited[0] <= waited[1]
+        writer.fast = 1e-9  # every inline fdatasync is slow by its wall time
+        clock = iter(range(0, 10**6, 3600))  # a CPU wait longer than any sync
+        writer.queued = lambda: float(next(clock))  # type: ignore[method-assign]
+        for index in range(1, 6):  # past slow_allowed (2) of the last 3
+            saves = writer.inline_saves
+            await writer.save(None, ents(index, 1), None, True)
+            assert writer.inline_saves == saves + 1 and writer.can_inline()
+    run_writer(tmp_path, "aio", body, window=3, slow_allowed=2, probe=3600.0)
+    assert reopened(tmp_path)[1] == ents(1, 5)

@@ -49,6 +49,7 @@ from petcd.server.raftnode.peers import Peers
 from petcd.server.raftnode.proposals import Pending, ProposalTracker
 from petcd.server.raftnode.reads import LinearizableReads
 from petcd.server.raftnode.ready import COMMIT_DEFER, ReadyLoop
+from petcd.server.raftnode.slice import request_short_slice
 from petcd.server.raftnode.snapshots import Snapshots
 from petcd.server.raftnode.walwriter import WalWriter
 from petcd.server.worker import Worker
@@ -189,6 +190,8 @@ class RaftDriver:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # (this thread runs the Ready loop: woken sooner on a busy machine, see slice.py)
+        request_short_slice()
         self.wal_writer.start()
         self.leadership.notify(self.ready_loop.term)
         self._tasks = [loop.create_task(self.ready_loop.run(), name="raft-ready-loop"),

@@ -21,9 +21,12 @@ on a worker bound to the submitting CPU, so when the CPUs are contended it waits
 turn there (a lone put measured 1.4-3.9 ms that way at load 8, 0.63-0.75 ms inline).
 The loop is blocked meanwhile, so it is done only while the disk is fast, judged by the
 inline fdatasyncs alone (asynchronous ones also time the kernel worker's wait for a
-CPU): when more than SLOW_ALLOWED of the last WINDOW took FAST or longer, lone saves go
-asynchronous, and one lone save per PROBE seconds is still synced inline to see
-whether the disk is fast again (then the inline path is back). A disk turning slow
+CPU), less what the loop thread meanwhile waited in the run queue for a CPU (the
+kernel's schedstat: on a busy machine a thread woken from its fdatasync may wait a
+whole timer tick, 4 ms at HZ=250, which says nothing of the disk): when more than
+SLOW_ALLOWED of the last WINDOW took FAST or longer, lone saves go asynchronous, and
+one lone save per PROBE seconds is still synced inline to see whether the disk is fast
+again (then the inline path is back). A disk turning slow
 blocks the loop for a few fdatasyncs, then for one per PROBE seconds.
 
 A lone voter's lone write may also be written with its fdatasync left for later
@@ -43,6 +46,7 @@ Either way the Ready's entries count as durable only once their fdatasync comple
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -92,7 +96,9 @@ class WalWriter:
         self._probe_at = 0.0  # while lone saves go asynchronous: the next inline try
         self.inline_saves = 0  # (for tests and benchmarks)
         # (start, duration) of the last LoneSave's fdatasync, not yet settle_lone()d
-        self._lone_synced: tuple[float, float] | None = None
+        self._lone_synced: tuple[float, float, float] | None = None
+        # /proc/thread-self/schedstat of the loop thread (opened by start()), or -1
+        self._schedstat = -1
 
     @property
     def uses_thread(self) -> bool:
@@ -107,6 +113,10 @@ class WalWriter:
     def start(self) -> None:
         """On the event loop: set up the asynchronous fdatasync if wanted and available."""
         fs = open_fdsync(self._choice, self._storage.wal.dir)
+        if fs is not None and self._schedstat < 0:
+            # (this thread's: the one inline fdatasyncs run on; none: wall time alone)
+            with contextlib.suppress(OSError):
+                self._schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         if fs is None:
             log.info("wal: neither native AIO nor io_uring fdatasync available; "
                      "fdatasync on a thread")
@@ -131,11 +141,12 @@ class WalWriter:
             wal = self._storage.wal
             if lone and self.can_inline():
                 started = time.monotonic()
+                queued = self.queued()
                 synced = wal.save_begin(hard_state, entries, os.fdatasync)
                 if synced is not None:  # (None: busy on the thread; go there)
                     if synced:
                         took = time.monotonic() - started
-                        self._judge(took, started)
+                        self._judge(took - (self.queued() - queued), started)
                         wal.save_end(0, took)
                         self.inline_saves += 1
                     return self._cut() if wal.full else _done()
@@ -219,13 +230,24 @@ class WalWriter:
         synced = self._lone_synced
         if synced is not None:
             self._lone_synced = None
-            started, took = synced
-            self._judge(took, started)
+            started, took, queued = synced
+            self._judge(took - queued, started)
             self._storage.wal.save_end(0, took)
 
+    def queued(self) -> float:
+        """Seconds the loop thread has waited in the run queue for a CPU so far (0 if
+        unknown): what of an inline fdatasync's wall time was not the disk's."""
+        if self._schedstat < 0:
+            return 0.0
+        try:
+            return int(os.pread(self._schedstat, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
     def _judge(self, took: float, now: float) -> None:
-        """After an inline fdatasync: keep syncing lone saves inline, or not (until a
-        later try is fast)."""
+        """After an inline fdatasync that took `took` seconds (not counting the loop
+        thread's waits for a CPU): keep syncing lone saves inline, or not (until a later
+        try is fast)."""
         slow = took >= self.fast
         if self._probe_at:  # a try while lone saves go asynchronous
             if slow:
@@ -260,6 +282,9 @@ class WalWriter:
     def close(self) -> None:
         """After the Ready loop ended (nothing is awaiting a save)."""
         fs, self._fdsync = self._fdsync, None
+        if self._schedstat >= 0:
+            os.close(self._schedstat)
+            self._schedstat = -1
         if fs is not None:
             assert self._loop is not None
             self._loop.remove_reader(fs.fileno())
@@ -284,9 +309,11 @@ class LoneSave:
             if writer._lone_synced is not None:  # (two in one turn: never, normally)
                 writer.settle_lone()
             started = time.monotonic()
+            queued = writer.queued()
             wal.sync_written(self._fd)
             # (the wait: the write began earlier)
-            writer._lone_synced = (started, time.monotonic() - started)
+            writer._lone_synced = (started, time.monotonic() - started,
+                                   writer.queued() - queued)
             writer.inline_saves += 1
         return writer._cut() if wal.full else None
 
