@@ -24,7 +24,6 @@ from petcd.mvcc.view import KVView
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 _new_tuple = tuple.__new__
-_KEY_VALUE = KeyValue
 
 if TYPE_CHECKING:
     from petcd.mvcc.kvstore import KVStore
@@ -250,7 +249,7 @@ def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[by
         txn.put(ikey, key, db=store._longkeys)  # (a long key's first record)
     revision = REV.pack(rev, b"_", sub)
     # (fields set one by one: cheaper than keyword arguments, parsed per call)
-    record = _KEY_VALUE()
+    record = KeyValue()
     record.key = key
     record.create_revision = create
     record.mod_revision = rev

@@ -95,7 +95,8 @@ class WalWriter:
         self._probe = probe
         self._probe_at = 0.0  # while lone saves go asynchronous: the next inline try
         self.inline_saves = 0  # (for tests and benchmarks)
-        # (start, duration) of the last LoneSave's fdatasync, not yet settle_lone()d
+        # (start, wall time, run-queue wait) of the last LoneSave's fdatasync, not yet
+        # settle_lone()d
         self._lone_synced: tuple[float, float, float] | None = None
         # /proc/thread-self/schedstat of the loop thread (opened by start()), or -1
         self._schedstat = -1
