@@ -23,6 +23,9 @@ REV = struct.Struct(">QcQ")  # main, b"_", sub
 I64 = struct.Struct(">q")
 REVS = struct.Struct(">qq")
 ENTRY_TAIL = struct.Struct(">qqq")  # create_revision, version, lease
+# A live record's whole index entry: its revision key (main, b"_", sub), LIVE_FLAG, then
+# ENTRY_TAIL's fields; one pack per put (its first REV_LEN bytes are the `kv` key).
+LIVE_ENTRY = struct.Struct(">QcQcqqq")
 TOMB = 0x74  # b"t"
 LIVE_FLAG = b"\x00"
 TOMB_FLAG = b"t"

@@ -107,13 +107,16 @@ class KVStore:
 
     def _open_dbs(self) -> None:
         backend = self.backend
+        self._cursor = self._cursor_txn = None  # (on the old handles)
         self._kv = backend.open_db(KV_DB)
         self._index = backend.open_db(INDEX_DB, dupsort=True, dupfixed=True)
         self._longkeys = backend.open_db(LONGKEYS_DB)
         self._meta = backend.meta_db
 
     def _batch_cursor(self, txn: lmdb.Transaction[bytes]) -> lmdb.Cursor[bytes]:
-        """An index cursor on the batch's transaction, made once per batch."""
+        """An index cursor on the backend's write transaction, made once per transaction
+        (batches go on in the same one until the backend commits it). Only writers use
+        it, and each positions it first."""
         if self._cursor_txn is not txn or self._cursor is None:
             self._cursor = txn.cursor(db=self._index)
             self._cursor_txn = txn
@@ -176,7 +179,8 @@ class KVStore:
                 batch.txn.put(META_PHYSICAL, I64.pack(pending[0]) + pending[1], db=self._meta)
 
     def after_end(self, batch: WriteBatch) -> None:
-        self._cursor = self._cursor_txn = None
+        # (the index cursor stays: the next batch, in the same write transaction until
+        # the backend commits it, uses it again; a new transaction gets a new one)
         self._committed_rev = self._rev
         self._committed_compact = self._compact
         self._committed_pending = self._pending

@@ -13,8 +13,9 @@ from petcd.mvcc.keys import (
     DIRECT_KEY_MAX,
     ENTRY_TAIL,
     I64,
-    LIVE_FLAG,
+    LIVE_ENTRY,
     REV,
+    REV_LEN,
     TOMB,
     TOMB_FLAG,
     surrogate,
@@ -247,22 +248,24 @@ def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[by
             lease = old_lease
     if not existed and ikey is not key:
         txn.put(ikey, key, db=store._longkeys)  # (a long key's first record)
-    revision = REV.pack(rev, b"_", sub)
-    # (fields set one by one: cheaper than keyword arguments, parsed per call)
+    entry = LIVE_ENTRY.pack(rev, b"_", sub, b"\x00", create, version, lease)
+    revision = entry[:REV_LEN]
+    # (fields set one by one: cheaper than keyword arguments, parsed per call; a zero
+    # lease is left unset, as protobuf leaves it out anyway)
     record = KeyValue()
     record.key = key
     record.create_revision = create
     record.mod_revision = rev
     record.version = version
     record.value = value
-    record.lease = lease
+    if lease:
+        record.lease = lease
     data = record.SerializeToString()
     # (LMDB calls with positional flags: (dupdata, overwrite, append[, db]); keyword
     # arguments cost a dict per call.)
     if not txn.put(revision, data, True, True, True, store._kv):
         raise RuntimeError("mvcc: revision out of order")
     store.put_bytes += len(key) + len(value)
-    entry = revision + LIVE_FLAG + ENTRY_TAIL.pack(create, version, lease)
     if existed:
         cur.put(ikey, entry, True, True, True)
     else:
