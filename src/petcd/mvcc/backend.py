@@ -82,8 +82,10 @@ class WriteBatch:
 
     def set_consistent_index(self, index: int, term: int) -> None:
         """Record the Raft index and term of the last entry this batch applied."""
-        self.txn.put(_CONSISTENT_INDEX, _INDEX_TERM.pack(index, term),
-                     db=self._backend.file.meta_db)
+        # (positional flags, py-lmdb's defaults (dupdata, overwrite, append): keyword
+        # arguments cost a dict per call, and this runs per applied batch)
+        self.txn.put(_CONSISTENT_INDEX, _INDEX_TERM.pack(index, term), True, True, False,
+                     self._backend.file.meta_db)
         self._index = (index, term)
 
     def commit(self) -> None:

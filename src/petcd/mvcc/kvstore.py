@@ -170,7 +170,9 @@ class KVStore:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is still open at commit")
         if self._rev != self._committed_rev or self._compact != self._committed_compact:
-            batch.txn.put(META_REVS, REVS.pack(self._rev, self._compact), db=self._meta)
+            # (positional: py-lmdb's default flags, without a keyword dict per batch)
+            batch.txn.put(META_REVS, REVS.pack(self._rev, self._compact), True, True, False,
+                          self._meta)
         pending = self._pending
         if pending != self._committed_pending:
             if pending is None:

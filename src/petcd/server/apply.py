@@ -117,7 +117,10 @@ class Applier:
         held by someone else (the apply loop takes it)."""
         results: list[Result] = [None] * len(entries)
         applied = self.applied_index
-        todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
+        if entries and entries[0].index > applied:  # (the usual case: all of them new)
+            todo = list(enumerate(entries))
+        else:
+            todo = [(i, e) for i, e in enumerate(entries) if e.index > applied]
         if not todo:
             return results
         return self._apply(todo, results)
