@@ -118,12 +118,14 @@ ETCD_INTERNAL = {
 
 
 def test_varint_matches_protobuf() -> None:
-    """petcd.pb.wire.varint (its one- and two-byte fast paths too) encodes as protobuf
+    """petcd.pb.wire.varint (its one- to four-byte fast paths too) encodes as protobuf
     does; a negative number is refused, not encoded."""
     from petcd.pb.mvccpb.kv_pb2 import KeyValue
     from petcd.pb.wire import varint, varint_len
 
-    for n in [*range(0, 20000), 2**21 - 1, 2**21, 2**35, 2**63 - 1]:
+    edges = [2**k + d for k in (14, 21, 28, 35) for d in (-1, 0, 1)]
+    for n in [*range(0, 20000), *range(2**21 - 300, 2**21 + 300, 7), *edges, 2345678,
+              123456789, 2**63 - 1]:
         # KeyValue.version is field 4, an int64: tag 0x20, then the varint
         assert KeyValue(version=n).SerializeToString() in (b"", b"\x20" + varint(n))
         assert len(varint(n)) == varint_len(n)

@@ -9,11 +9,17 @@ _ONE_BYTE = [bytes((i,)) for i in range(0x80)]
 
 def varint(n: int) -> bytes:
     """Base-128 varint of a non-negative int (mask a negative int64 to 64 bits first)."""
-    # Most are lengths and small numbers: one or two bytes without a loop.
+    # Most are lengths and small numbers: one or two bytes without a loop; revisions
+    # (three or four bytes up to 268 million) without one either.
     if 0 <= n < 0x80:
         return _ONE_BYTE[n]
     if n < 0x4000:
         return bytes(((n & 0x7F) | 0x80, n >> 7))
+    if n < 0x200000:
+        return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, n >> 14))
+    if n < 0x10000000:
+        return bytes(((n & 0x7F) | 0x80, (n >> 7 & 0x7F) | 0x80, (n >> 14 & 0x7F) | 0x80,
+                      n >> 21))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
