@@ -33,6 +33,8 @@ class GrpcServer:
         self.limit = ConnectionLimit(self.config.max_connections)
         self._idle: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
+        # Connections with output to write in the loop's next iteration (flush_all).
+        self.flushing: list[H2Protocol] = []
 
     def add_generic_rpc_handlers(
             self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
@@ -59,6 +61,13 @@ class GrpcServer:
     @property
     def accepted(self) -> int:
         return self.limit.open
+
+    def flush_all(self) -> None:
+        """Write the output of the connections that asked for it (one callback per
+        event loop iteration for all of them)."""
+        conns, self.flushing = self.flushing, []
+        for conn in conns:
+            conn.flush_scheduled()
 
     def connection_opened(self, conn: H2Protocol) -> None:
         self._connections.add(conn)
