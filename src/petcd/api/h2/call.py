@@ -467,18 +467,21 @@ class _Resumed:
             return
         waiting._asyncio_future_blocking = False
         self._waiting = waiting
-        waiting.add_done_callback(self._wakeup)
+        # (the coroutine's await takes the future's result or exception)
+        waiting.add_done_callback(self._step)
         if self._must_cancel and waiting.cancel():
             self._must_cancel = False
 
-    def _wakeup(self, fut: asyncio.Future[Any]) -> None:
+    def _step(self, arg: Any = None) -> None:
+        """The next step: on the loop's turn (arg None), with an exception thrown in, or
+        as the done callback of the future it waited for (arg that future)."""
+        waiting = self._waiting
         self._waiting = None
-        self._step()  # (the coroutine's await takes the future's result or exception)
-
-    def _step(self, exc: BaseException | None = None) -> None:
         coro = self._coro
         if coro is None:
             return
+        # (not isinstance: a failed one looks `__class__` up, a dict lookup or three)
+        exc: BaseException | None = None if arg is None or arg is waiting else arg
         if self._must_cancel:
             self._must_cancel = False
             exc = _CancelledError()
