@@ -23,6 +23,7 @@ from petcd.api.h2.streams import (
     BLOCKED_ON_STREAM,
     CLOSED,
     HALF_CLOSED_LOCAL,
+    HALF_CLOSED_REMOTE,
     NO_PENDING,
     NOT_BLOCKED,
     SEND_END_STREAM,
@@ -112,8 +113,11 @@ class Outbound:
             _RESP_HEADERS_PREFIX,
             _UNARY_HEAD.pack(sid, RESPONSE_HEADERS, n << 8 | F.DATA, 0, sid, 0, n - 5),
             payload, _UNARY_TAIL.pack(_OK_TRAILERS_PREFIX, sid, OK_TRAILERS))))
-        stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
-        self.stream_done(stream)
+        if stream.state is HALF_CLOSED_REMOTE:  # (the request had ended: now closed)
+            self.forget(stream, False)
+        else:
+            stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
+            self.stream_done(stream)
         return True
 
     def send_small(self, stream: H2Stream, payload: bytes | bytearray) -> bool:
