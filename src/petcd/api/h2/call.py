@@ -315,9 +315,7 @@ class Call:
         except BaseException as e:
             self._escaped(e)
             return
-        rest = _Resumed(self, coro)
-        self.task = rest
-        rest.wait(waiting)
+        self.task = _Resumed(self, coro, waiting)
 
     def _escaped(self, e: BaseException) -> None:
         """What run_unary_request let out (it answers all else): a task would have
@@ -439,11 +437,19 @@ class _Resumed:
 
     __slots__ = ("_call", "_coro", "_must_cancel", "_waiting")
 
-    def __init__(self, call: Call, coro: Coroutine[Any, Any, None]) -> None:
+    def __init__(self, call: Call, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        """`waiting`: what the coroutine's first step yielded (see wait())."""
         self._call = call
         self._coro: Coroutine[Any, Any, None] | None = coro
         self._waiting: asyncio.Future[Any] | None = None
         self._must_cancel = False
+        if getattr(waiting, "_asyncio_future_blocking", None) is True:
+            # (wait()'s common case, inlined: a call waiting for its proposal)
+            waiting._asyncio_future_blocking = False
+            self._waiting = waiting
+            waiting.add_done_callback(self._step)
+        else:
+            self.wait(waiting)
 
     def done(self) -> bool:
         return self._coro is None
