@@ -282,12 +282,19 @@ class Requests(Outbound):
         if not sid & 1:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "even stream id from a client")
         self.last_sid = sid
-        try:  # (_decode inlined: every request passes here)
-            blk: Block | None = self._decoder.decode(block)
-        except HeaderListTooLarge:
-            blk = None
-        except HpackError as e:
-            raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
+        # (_decode inlined, and the decoder's cache read here: every request passes)
+        dec = self._decoder
+        hit = dec.block_cache.get(block)
+        blk: Block | None
+        if hit is not None and hit[0] == dec.generation:
+            blk = hit[1]
+        else:
+            try:
+                blk = dec.decode(block)
+            except HeaderListTooLarge:
+                blk = None
+            except HpackError as e:
+                raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
         if error:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
         if self.goaway_sent:
