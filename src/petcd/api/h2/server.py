@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +15,8 @@ from petcd.api.h2.admission import ConnectionLimit
 from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.registry import Registry
+
+log = logging.getLogger("petcd.h2")
 
 
 class GrpcServer:
@@ -67,7 +70,10 @@ class GrpcServer:
         event loop iteration for all of them)."""
         conns, self.flushing = self.flushing, []
         for conn in conns:
-            conn.flush_scheduled()
+            try:
+                conn.flush_scheduled()
+            except Exception:  # (one connection's failure must not hold the others' output)
+                log.exception("HTTP/2 connection output failed")
 
     def connection_opened(self, conn: H2Protocol) -> None:
         self._connections.add(conn)
