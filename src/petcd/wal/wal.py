@@ -352,11 +352,14 @@ class WAL:
 
     def _append(self, payload: bytes, sync: bool = True) -> None:
         header, pad, crc = fr.frame_parts(fr.BATCH, payload, self._crc)
-        size = len(header) + len(payload) + len(pad)
+        # (one buffer, one pwrite: cheaper than a pwritev of the three parts, the copy
+        # included: 0.3-0.4 us a frame of 1 or 15 puts)
+        data = b"".join((header, payload, pad))
+        size = len(data)
         try:
-            written = os.pwritev(self._fd, [header, payload, pad], self._offset)
+            written = os.pwrite(self._fd, data, self._offset)
             if written < size:
-                write_all(self._fd, (header + payload + pad)[written:], self._offset + written)
+                write_all(self._fd, memoryview(data)[written:], self._offset + written)
             if self._fsync and sync:
                 started = time.monotonic()
                 os.fdatasync(self._fd)
