@@ -89,7 +89,8 @@ def _short_slice() -> None:
     """The slice the member's loop thread asks for (server/raftnode/slice.py, whose
     reasons hold here: woken on a CPU another group's hog runs on, a default-slice
     process waits for that hog's slice to end at a timer tick)."""
-    us = int(os.environ.get("PETCD_FSYNC_SLICE_US", os.environ.get("PETCD_SCHED_SLICE_US", "300")) or 0)
+    us = int(os.environ.get("PETCD_FSYNC_SLICE_US",
+                            os.environ.get("PETCD_SCHED_SLICE_US", "300")) or 0)
     nr = {"x86_64": 314, "aarch64": 274}.get(platform.machine())  # sched_setattr
     if us <= 0 or nr is None:
         return
