@@ -169,3 +169,26 @@ def test_the_child_exits_when_its_member_is_killed() -> None:
     finally:
         member.kill()
         member.wait()
+
+
+def test_the_child_yields_to_the_member(proc: SyncProc) -> None:
+    """Named for ps/perf, and at a lower weight than the member's threads (it waits for
+    the loop thread on a shared CPU instead of preempting it)."""
+    from petcd.wal.syncproc import NICE
+
+    def nice_of(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+    assert wait_for_name(proc.pid) == "petcd-fsync"
+    assert nice_of(proc.pid) == min(19, nice_of(os.getpid()) + NICE)
+
+
+def wait_for_name(pid: int) -> str:
+    deadline = time.monotonic() + 30  # (the child names itself once it started)
+    name = ""
+    while time.monotonic() < deadline:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        if name == "petcd-fsync":
+            break
+        time.sleep(0.02)
+    return name

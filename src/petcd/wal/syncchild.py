@@ -1,4 +1,4 @@
-"""The fdatasync process of petcd.wal.syncproc: run as `python -I -S syncchild.py FD`
+"""The fdatasync process of petcd.wal.syncproc: `python -I -S syncchild.py FD NICE`
 (standard library only, so the interpreter starts in a few milliseconds).
 
 FD is one end of a SOCK_SEQPACKET socket pair. Each request is a token (8 bytes),
@@ -13,7 +13,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import platform
 import signal
 import socket
 import struct
@@ -85,26 +84,16 @@ def _answer(sock: socket.socket, tokens: list[int], err: int) -> None:
     sock.send(b"".join(ANSWER.pack(t, err) for t in tokens))
 
 
-def _short_slice() -> None:
-    """The slice the member's loop thread asks for (server/raftnode/slice.py, whose
-    reasons hold here: woken on a CPU another group's hog runs on, a default-slice
-    process waits for that hog's slice to end at a timer tick)."""
-    us = int(os.environ.get("PETCD_FSYNC_SLICE_US",
-                            os.environ.get("PETCD_SCHED_SLICE_US", "300")) or 0)
-    nr = {"x86_64": 314, "aarch64": 274}.get(platform.machine())  # sched_setattr
-    if us <= 0 or nr is None:
-        return
-    # struct sched_attr: size, policy (SCHED_OTHER), flags, nice, priority, runtime, ...
-    attr = struct.pack("=IIQiIQQQ", 48, 0, 0, os.getpriority(os.PRIO_PROCESS, 0), 0,
-                       us * 1000, 0, 0)
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).syscall(nr, 0, ctypes.create_string_buffer(attr), 0)
-
-
 def main() -> None:
+    # A lower weight than the member's loop thread (argv[2]: the nice increment): woken
+    # on the loop's CPU, this waits for the loop to sleep or its slice to end instead
+    # of preempting it (what native AIO's kernel worker does); another CPU that is free
+    # takes it at once. (Weights count within the member's autogroup or cgroup.)
+    if len(sys.argv) > 2 and int(sys.argv[2]):
+        with contextlib.suppress(OSError):
+            os.nice(int(sys.argv[2]))
     with contextlib.suppress(OSError, AttributeError):  # (PR_SET_NAME: how ps, top, perf call it)
         ctypes.CDLL(None).prctl(15, b"petcd-fsync", 0, 0, 0)
-    _short_slice()
     # The member shuts down on these and closes our socket; a terminal's ^C or a
     # signal to the process group must not end us first.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

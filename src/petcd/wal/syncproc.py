@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 _CHILD = str(Path(__file__).with_name("syncchild.py"))
 MAX_IN_FLIGHT = 64
+# The child's nice increment (PETCD_WAL_PROC_NICE): it yields to the member's loop
+# thread on a shared CPU (syncchild.main). At 64 clients, load ~4.5: the loop preempted
+# by the fsync worker 0.07-0.08 times a put with native AIO, 0.05-0.06 with this child at
+# nice 0 (and the loop's short slice), 0.02-0.03 at 10 (bench/loop_sched.py).
+NICE = int(os.environ.get("PETCD_WAL_PROC_NICE", "10"))
 
 
 class SyncProc:
@@ -67,7 +72,7 @@ class SyncProc:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _CHILD, str(theirs.fileno())],
+                [sys.executable, "-I", "-S", _CHILD, str(theirs.fileno()), str(NICE)],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL)
         except OSError as e:
