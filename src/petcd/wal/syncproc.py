@@ -7,6 +7,8 @@ bare interpreter that never shares a GIL with the member) holds its own descript
 the WAL segment, passed over a unix socket when the segment changes, and fdatasyncs it
 on request. fdatasync flushes the file, whichever descriptor names it, so a sync started
 after the frame was written covers it. The scheduler may run the child on another CPU.
+Off by default: A/B runs against native AIO showed no gain above the noise on a shared
+2-core machine (docs/architecture/raftnode.md, "WAL writes").
 
     s = SyncProc.open()           # None where the child cannot be started
     s.submit(fd, token)           # fdatasync(fd) starts; covers every write made before
@@ -39,9 +41,9 @@ log = logging.getLogger(__name__)
 _CHILD = str(Path(__file__).with_name("syncchild.py"))
 MAX_IN_FLIGHT = 64
 # The child's nice increment (PETCD_WAL_PROC_NICE): it yields to the member's loop
-# thread on a shared CPU (syncchild.main). At 64 clients, load ~4.5: the loop preempted
-# by the fsync worker 0.07-0.08 times a put with native AIO, 0.05-0.06 with this child at
-# nice 0 (and the loop's short slice), 0.02-0.03 at 10 (bench/loop_sched.py).
+# thread on a shared CPU (syncchild.main). At 64 clients, load 4-5.5: the loop preempted
+# by the fsync agent 0.04-0.11 times a put with native AIO, 0.05-0.07 with this child at
+# nice 0 (and the loop's short slice), 0.02-0.06 at 10 (bench/loop_sched.py).
 NICE = int(os.environ.get("PETCD_WAL_PROC_NICE", "10"))
 
 
