@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import multiprocessing as mp
 import os
 import sys
@@ -86,25 +85,10 @@ def member_for(target: str, data_dir: Path, name: str = "default",
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its threads (from /proc), and of its live
-    children (a member's fdatasync process, PETCD_WAL_AIO=proc)."""
+    """utime + stime of a process and its threads (from /proc)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return total
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for child in children:
-            with contextlib.suppress(OSError, ValueError, IndexError):  # (exited meanwhile)
-                total += cpu_seconds(int(child))
-    return total
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass

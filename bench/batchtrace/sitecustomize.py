@@ -100,19 +100,14 @@ def _install() -> None:
     _wrap(WalWriter, "write_lone", "save", "save_end",
           lambda self, hs, entries, *a, **k: _last(entries))
     from petcd.wal.aio import AioSync
-    kinds: list[Any] = [AioSync]
-    try:
-        from petcd.wal.syncproc import SyncProc  # (PETCD_WAL_AIO=proc)
-        kinds.append(SyncProc)
-    except ImportError:
-        pass
-    for kind in kinds:
-        def counted_reap(self: Any, reap: Any = kind.reap) -> Any:
-            done = reap(self)
-            if done:
-                _rec("reap", len(done))  # (fdatasyncs seen completed at once)
-            return done
-        kind.reap = counted_reap
+    reap = AioSync.reap
+
+    def counted_reap(self: Any) -> Any:
+        done = reap(self)
+        if done:
+            _rec("reap", len(done))  # (fdatasyncs seen completed at once)
+        return done
+    AioSync.reap = counted_reap  # type: ignore[method-assign]
     _wrap(LoneSave, "finish", None, "synced")
     save = WalWriter.save
 

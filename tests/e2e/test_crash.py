@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import pytest
 
-from e2e.test_wal_syncproc import PROC_ENV, sync_processes, the_sync_process, wait_for
 from petcd.pb.etcdserverpb import rpc_pb2 as rpc
 from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
 from petcd.testing import LAGGING_BACKEND as LAGGING
@@ -141,14 +140,3 @@ def test_puts_survive_sigkill_with_fdatasync_on_the_wal_thread(petcd_factory: An
     """The fallback where native AIO is unavailable keeps the same promise."""
     member = petcd_factory(env={"PETCD_WAL_AIO": "0"})
     crash_cycles(member, cycles=2, writers=16, run_for=0.3)
-
-
-def test_puts_survive_sigkill_with_fdatasync_in_a_process(petcd_factory: Any) -> None:
-    """The WAL's fdatasyncs in a process of their own (PETCD_WAL_AIO=proc, every save
-    through it): the same promise, and that process ends with each killed member."""
-    member = petcd_factory(env=PROC_ENV)
-    the_sync_process(member)
-
-    def ended(acked: Acked) -> None:
-        assert wait_for(lambda: sync_processes(member.data_dir) == [])
-    crash_cycles(member, cycles=2, writers=16, run_for=0.3, after_kill=ended)

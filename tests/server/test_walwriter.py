@@ -52,7 +52,7 @@ def run_writer(tmp_path: Path, fdsync: str, body: object, **policy: float) -> No
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("fdsync", ["uring", "aio", "proc", "0"])
+@pytest.mark.parametrize("fdsync", ["uring", "aio", "0"])
 def test_saves_are_durable_and_in_order(tmp_path: Path, fdsync: str) -> None:
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
         if fdsync != "0" and writer.uses_thread:
@@ -70,7 +70,7 @@ def test_saves_are_durable_and_in_order(tmp_path: Path, fdsync: str) -> None:
     assert entries == ents(1, 7)
 
 
-@pytest.mark.parametrize("fdsync", ["uring", "aio", "proc"])
+@pytest.mark.parametrize("fdsync", ["uring", "aio"])
 def test_async_save_leaves_the_loop_running(tmp_path: Path, fdsync: str) -> None:
     async def body(storage: MemberStorage, thread: Worker, writer: WalWriter) -> None:
         if writer.uses_thread:

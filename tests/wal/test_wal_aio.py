@@ -1,7 +1,6 @@
 """The WAL's asynchronous fdatasync: io_uring (petcd.wal.uring), native AIO
-(petcd.wal.aio), a process of its own (petcd.wal.syncproc), the choice between them
-(petcd.wal.fdsync), and WAL.save_begin / save_end, which the Ready loop uses instead of
-a thread hop (server/raftnode/walwriter)."""
+(petcd.wal.aio), the choice between them (petcd.wal.fdsync), and WAL.save_begin /
+save_end, which the Ready loop uses instead of a thread hop (server/raftnode/walwriter)."""
 
 from __future__ import annotations
 
@@ -18,18 +17,15 @@ from petcd.raft.types import HardState
 from petcd.wal import WAL, WALError
 from petcd.wal.aio import AioSync
 from petcd.wal.fdsync import FdSync, open_fdsync
-from petcd.wal.syncproc import SyncProc
 from petcd.wal.uring import UringSync
 
-KINDS = {"uring": UringSync, "aio": AioSync, "proc": SyncProc}
 
-
-@pytest.fixture(params=list(KINDS))
+@pytest.fixture(params=["uring", "aio"])
 def aio(request: pytest.FixtureRequest) -> Iterator[FdSync]:
     a = open_fdsync(request.param)
     if a is None:  # (a sandbox refusing it; the next choice or the WAL thread is used)
         pytest.skip(f"{request.param} fdsync is not available on this machine")
-    assert isinstance(a, KINDS[request.param])
+    assert isinstance(a, UringSync if request.param == "uring" else AioSync)
     yield a
     a.close()
 

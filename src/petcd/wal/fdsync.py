@@ -6,9 +6,7 @@ is about to go idle (the loop waits for the completion) so no other CPU is woken
 the simpler of the two, and container sandboxes that refuse io_uring usually allow it.
 io_uring's workers may run on any CPU, which helps when the loop thread stays busy after
 submitting. Measured on a shared 2-core machine the two were within noise of each other
-(docs/ARCHITECTURE.md). PETCD_WAL_AIO picks one: `aio`, `uring`, or `0` for none;
-`proc` (never chosen by default) gives the fdatasyncs to a process of their own
-(syncproc.py), falling back to native AIO where it cannot start.
+(docs/ARCHITECTURE.md). PETCD_WAL_AIO picks one: `aio`, `uring`, or `0` for none.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import time
 from typing import Protocol
 
 from petcd.wal.aio import AioSync
-from petcd.wal.syncproc import SyncProc
 from petcd.wal.uring import UringSync
 
 
@@ -44,11 +41,6 @@ def open_fdsync(choice: str | None = None, probe_dir: str | None = None) -> FdSy
     choice = os.environ.get("PETCD_WAL_AIO", "") if choice is None else choice
     if choice == "0":
         return None
-    if choice == "proc":
-        proc = _working(SyncProc.open(), probe_dir)
-        if proc is not None:
-            return proc
-        choice = ""
     if choice in ("", "aio"):
         aio = _working(AioSync.open(), probe_dir)
         if aio is not None or choice == "aio":
