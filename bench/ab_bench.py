@@ -28,6 +28,11 @@ from petcd.testing import PetcdProcess
 LEASE_WORKLOADS = ("grant", "keepalive")
 
 
+def median_of(xs: list[float]) -> float:
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", required=True, help="the other checkout's src directory")
@@ -89,6 +94,13 @@ def main() -> None:
                           f"{a.rate:8.0f} ops/s ({a.server_cpu / a.ops * 1e6:5.0f} us cpu/op, "
                           f"client {a.client_cpu / a.ops * 1e6:5.0f})"
                           f"  after/before {a.rate / b.rate:4.2f}", flush=True)
+                    # (each repeat's two cells ran back to back: their ratios, and the
+                    # median of those, say more than the ratio of medians when load moves)
+                    pairs = sorted(y.rate / x.rate for x, y in zip(runs["before"],
+                                                                  runs["after"], strict=True))
+                    print(f"{'':19} paired after/before: median {median_of(pairs):4.2f} "
+                          f"({' '.join(f'{r:4.2f}' for r in pairs)}); load average "
+                          f"{os.getloadavg()[0]:.1f}", flush=True)
         finally:
             for m in everyone:
                 m.stop()

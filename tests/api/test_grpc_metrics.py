@@ -93,3 +93,28 @@ def test_a_unary_call_counts_started_received_sent_and_its_code(ctx_type: type) 
     assert value("grpc_server_handled_total", ("grpc_code", "NotFound")) == 1
     rx = [v for (n, _), v in got.items() if n == "etcd_network_client_grpc_received_bytes_total"]
     assert rx == [len(b"abc") + len(b"soft") + len(b"fail")]
+
+
+@pytest.mark.parametrize("slow", [0.0, 60.0, 1e-12])
+def test_unary_durations_are_observed_and_slow_calls_warned(
+        slow: float, caplog: pytest.LogCaptureFixture) -> None:
+    # (with --warning-unary-request-duration the timer is called only for a slow call
+    # or when a histogram is kept: both must still happen)
+    for extensive in (False, True):
+        caplog.clear()
+        metrics = GrpcMetrics(CollectorRegistry(), extensive=extensive, slow_request=slow)
+        (h,) = metrics.instrument([raw_service("t.S", {"Echo": _echo})])
+        details: Any = type("D", (), {"method": "/t.S/Echo", "invocation_metadata": ()})()
+        call = h.service(details).unary_unary
+        assert call is not None
+
+        async def run() -> None:
+            assert await call(b"abc", _Ours()) == b"abc!"  # noqa: B023 (run at once)
+        asyncio.run(run())
+        warned = [r for r in caplog.records if "longer than expected" in r.getMessage()]
+        assert len(warned) == (1 if slow == 1e-12 else 0)
+        assert metrics._hist is None or metrics._hist.labels(
+            "unary", "t.S", "Echo")._sum.get() > 0
+        count = [s.value for fam in (metrics._hist.collect() if metrics._hist else [])
+                 for s in fam.samples if s.name.endswith("_count")]
+        assert count == ([1.0] if extensive else [])

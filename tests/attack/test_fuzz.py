@@ -169,7 +169,7 @@ def _hpack(s: settings) -> Callable[..., Any]:
             head = parse_request_head(blk.headers)
             if head.error is None and head.timeout is not None:
                 parse_timeout(head.timeout)
-        assert d._cache_bytes <= 128 * 1024 and len(d._block_cache) <= 256
+        assert d._cache_bytes <= 128 * 1024 and len(d.block_cache) <= 256
     return check
 
 

@@ -157,3 +157,42 @@ def test_offer_writes_one_frame_or_falls_back_and_holds_the_flush() -> None:
 
     asyncio.run(main())
 
+
+
+def test_one_callback_writes_every_connections_output() -> None:
+    """Connections of a server with output in the same loop iteration are written by one
+    callback (GrpcServer.flush_all), and a transport that fails does not hold back the
+    others' output."""
+    from petcd.api.h2 import GrpcServer, ServerConfig
+    from petcd.testing.memtransport import MemoryTransport
+
+    class Broken(MemoryTransport):
+        broken = False
+
+        def write(self, data: Any) -> None:
+            if self.broken:
+                raise RuntimeError("broken transport")
+            super().write(data)
+
+    async def main() -> None:
+        server = GrpcServer(ServerConfig())
+        conns = []
+        for transport in (MemoryTransport(), Broken(), MemoryTransport()):
+            proto: Any = server.protocol_factory()
+            proto.connection_made(transport)
+            conns.append((proto, transport))
+            proto.data_received(F.PREFACE + F.settings_frame({}))
+        await asyncio.sleep(0)  # (our SETTINGS and the ACK written)
+        conns[1][1].broken = True
+        ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]
+        before = len(ready)
+        for proto, _ in conns:
+            proto.h2.write(F.frame(F.PING, F.ACK, 0, b"12345678"))
+        assert len(ready) == before + 1  # one callback for the three connections
+        await asyncio.sleep(0)
+        for proto, transport in conns:
+            assert not proto._flush_scheduled
+            if not isinstance(transport, Broken):
+                assert split_frames(transport.out)[-1] == (F.PING, F.ACK, 0, b"12345678")
+        assert server.flushing == []
+    asyncio.run(main())

@@ -1,6 +1,6 @@
 """A unary handler marked `starts_inline` runs in the read callback that completed its
 request (Call.start): answered there when it never waits, else continued without an
-asyncio task (h2.call._Resumed), and still cancelled by a reset or its deadline, with
+asyncio task (h2.resumed.Resumed), and still cancelled by a reset or its deadline, with
 every status as a task-run handler gives it. Driven in-process (H2Protocol on a fake
 transport, a real event loop); tests/h2/test_grpc_clients.py runs the same handlers
 over sockets on both servers."""

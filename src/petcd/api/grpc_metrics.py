@@ -37,8 +37,8 @@ _BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10)
 
 
 class MethodStats:
-    __slots__ = ("handled", "method", "received", "received_bytes", "sent", "sent_bytes",
-                 "service", "started", "timer", "type")
+    __slots__ = ("handled", "method", "observed", "received", "received_bytes", "sent",
+                 "sent_bytes", "service", "slow", "started", "timer", "type")
 
     def __init__(self, service: str, method: str, kind: str) -> None:
         self.service, self.method, self.type = service, method, kind
@@ -46,6 +46,10 @@ class MethodStats:
         self.received_bytes = self.sent_bytes = 0
         self.handled = [0] * len(CODE_NAMES)
         self.timer: Callable[[float], None] | None = None
+        # A unary call's timer is called only if it took longer than `slow` (it warns
+        # then) or if `observed` (a histogram): mostly not, with etcd's defaults.
+        self.slow = -1.0
+        self.observed = False
 
 
 # StatusCode -> its number (an enum member's .value is a property, its hash a Python
@@ -152,8 +156,11 @@ class UnaryHooks:
                 except Exception:
                     code = _SC.UNKNOWN
             self.handled[0 if code is _OK else _CODE_NUMBERS.get(code, _UNKNOWN)] += 1
-            if st.timer is not None:
-                st.timer(time.perf_counter() - t0)
+            timer = st.timer
+            if timer is not None:
+                took = time.perf_counter() - t0
+                if took > st.slow or st.observed:
+                    timer(took)
             if resp is not None:
                 st.sent += 1
                 if type(resp) is bytes or type(resp) is bytearray:  # (big ranges: bytearray)
@@ -306,8 +313,12 @@ class GrpcMetrics(Collector):
             st = self._stats[(service, method)] = MethodStats(service, method, kind)
             observe = None if self._hist is None else \
                 self._hist.labels(kind, service, method).observe
-            st.timer = observe if kind != "unary" or self._slow <= 0 else \
-                _slow_warner(f"/{service}/{method}", self._slow, observe)
+            if kind != "unary" or self._slow <= 0:
+                st.timer = observe
+            else:
+                st.timer = _slow_warner(f"/{service}/{method}", self._slow, observe)
+                st.slow = self._slow
+                st.observed = observe is not None
         return st
 
     def collect(self) -> Iterator[Metric]:

@@ -313,11 +313,13 @@ class WAL:
         if n and entries[-1].index - entries[0].index != n - 1:
             raise ValueError("wal: entries of one save() must have consecutive indexes")
         must_sync = n > 0 or snapshot is not None
-        if hard_state is not None and hard_state != self._state:
-            if hard_state.term != self._state.term or hard_state.vote != self._state.vote:
-                must_sync = True
-            self._state = hard_state
-            self._state_dirty = True
+        if hard_state is not None:  # (fields, not !=: a frozen dataclass's builds tuples)
+            state, voted = self._state, (hard_state.term, hard_state.vote)
+            if voted != (state.term, state.vote):
+                must_sync = self._state_dirty = True
+                self._state = hard_state
+            elif hard_state.commit != state.commit:
+                self._state, self._state_dirty = hard_state, True
         if not must_sync:
             if self._state_dirty:
                 self._append(fr.encode_batch(self._state, None, ()), sync=False)
@@ -352,11 +354,11 @@ class WAL:
 
     def _append(self, payload: bytes, sync: bool = True) -> None:
         header, pad, crc = fr.frame_parts(fr.BATCH, payload, self._crc)
-        size = len(header) + len(payload) + len(pad)
+        size = len(data := b"".join((header, payload, pad)))  # (cheaper than a pwritev)
         try:
-            written = os.pwritev(self._fd, [header, payload, pad], self._offset)
+            written = os.pwrite(self._fd, data, self._offset)
             if written < size:
-                write_all(self._fd, (header + payload + pad)[written:], self._offset + written)
+                write_all(self._fd, memoryview(data)[written:], self._offset + written)
             if self._fsync and sync:
                 started = time.monotonic()
                 os.fdatasync(self._fd)

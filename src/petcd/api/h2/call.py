@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -16,6 +16,7 @@ import grpc.aio
 from petcd.api.h2.context import ServerContext
 from petcd.api.h2.hpack_codec import Header
 from petcd.api.h2.registry import CallHooks, Method
+from petcd.api.h2.resumed import Resumed
 from petcd.api.h2.status import metadata_block, status_block, trailers_only_block
 from petcd.api.h2.streams import HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE, H2Stream
 from petcd.pb.wire import LazyMessage
@@ -58,7 +59,7 @@ class Call:
         self.cancelled = False
         self.reader: asyncio.Future[None] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
-        self.task: asyncio.Task[None] | _Resumed | None = None
+        self.task: asyncio.Task[None] | Resumed | None = None
         self.deadline: float | None = None
         self.context: ServerContext | None = None
         self._done_callbacks: list[Callable[[], None]] | None = None
@@ -315,9 +316,7 @@ class Call:
         except BaseException as e:
             self._escaped(e)
             return
-        rest = _Resumed(self, coro)
-        self.task = rest
-        rest.wait(waiting)
+        self.task = Resumed(self, coro, waiting)
 
     def _escaped(self, e: BaseException) -> None:
         """What run_unary_request let out (it answers all else): a task would have
@@ -427,71 +426,6 @@ class Call:
     def _failed(self, e: Exception) -> None:
         log.error("gRPC handler for %s failed", self.path, exc_info=e)
         self.finish(_SC.UNKNOWN, f"Unexpected {type(e)}: {e}")
-
-
-class _Resumed:
-    """The rest of a call that started inline (Call.start) and then waited: what an
-    asyncio task would do with it, without one (no task object made and registered,
-    no loop hop before its first step). Its coroutine goes on when the future it waits
-    for is done (a bare yield: on the next loop iteration); cancel() cancels that
-    future, or throws CancelledError in at the next step, as Task.cancel does. Steps
-    run with no current task: what `starts_inline` handlers promise to need."""
-
-    __slots__ = ("_call", "_coro", "_must_cancel", "_waiting")
-
-    def __init__(self, call: Call, coro: Coroutine[Any, Any, None]) -> None:
-        self._call = call
-        self._coro: Coroutine[Any, Any, None] | None = coro
-        self._waiting: asyncio.Future[Any] | None = None
-        self._must_cancel = False
-
-    def done(self) -> bool:
-        return self._coro is None
-
-    def cancel(self) -> bool:
-        if self._coro is None:
-            return False
-        waiting = self._waiting
-        if waiting is None or not waiting.cancel():  # (a cancelled one wakes us)
-            self._must_cancel = True
-        return True
-
-    def wait(self, waiting: Any) -> None:
-        """The coroutine yielded `waiting`: go on when it is done."""
-        if waiting is None:  # (asyncio.sleep(0))
-            asyncio.get_running_loop().call_soon(self._step)
-            return
-        if getattr(waiting, "_asyncio_future_blocking", None) is not True:
-            asyncio.get_running_loop().call_soon(
-                self._step, RuntimeError(f"a handler yielded {waiting!r}"))
-            return
-        waiting._asyncio_future_blocking = False
-        self._waiting = waiting
-        waiting.add_done_callback(self._wakeup)
-        if self._must_cancel and waiting.cancel():
-            self._must_cancel = False
-
-    def _wakeup(self, fut: asyncio.Future[Any]) -> None:
-        self._waiting = None
-        self._step()  # (the coroutine's await takes the future's result or exception)
-
-    def _step(self, exc: BaseException | None = None) -> None:
-        coro = self._coro
-        if coro is None:
-            return
-        if self._must_cancel:
-            self._must_cancel = False
-            exc = _CancelledError()
-        try:
-            waiting = coro.send(None) if exc is None else coro.throw(exc)
-        except StopIteration:
-            self._coro = None
-            return
-        except BaseException as e:
-            self._coro = None
-            self._call._escaped(e)
-            return
-        self.wait(waiting)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

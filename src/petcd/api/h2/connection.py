@@ -7,9 +7,9 @@ first bytes differ from the HTTP/2 preface (no forwarding hop).
 IO rules that bound a hostile client (docs/ARCHITECTURE.md has the list): reading
 stops while the transport's write buffer is above its high-water mark (so replies to
 PING/SETTINGS cannot pile up) and while frames over one turn's budget are left; output
-is written once per event loop iteration (a task answering the connection's last open
-call writes at once); blocked streams are pumped in batches, one
-batch per iteration.
+is written once per event loop iteration, all connections' output by one callback
+(a task answering the connection's last open call writes at once); blocked streams are
+pumped in batches, one batch per iteration.
 """
 
 from __future__ import annotations
@@ -313,7 +313,12 @@ class H2Protocol(asyncio.Protocol):
     def output_ready(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            # One callback per loop iteration writes every connection's output (the
+            # server's list), not one callback per connection.
+            flushing = self._server.flushing
+            if not flushing:
+                self._loop.call_soon(self._server.flush_all)
+            flushing.append(self)
 
     def pump_wanted(self) -> None:
         self._loop.call_soon(self._pump_some)
@@ -348,6 +353,11 @@ class H2Protocol(asyncio.Protocol):
         last flush, they go to the transport now, which says whether it is backed up."""
         self._streamed += n
         if self._streamed > WRITE_QUOTA:
+            self._flush()
+
+    def flush_scheduled(self) -> None:
+        """The server's flush_all: write unless flush() already did."""
+        if self._flush_scheduled:
             self._flush()
 
     def _flush(self) -> None:

@@ -62,8 +62,8 @@ class Block:
 
 
 class Decoder:
-    __slots__ = ("_block_cache", "_cache_bytes", "_dynamic", "_generation", "_huffman_cache",
-                 "_size", "max_list_size", "max_size", "settings_max_size")
+    __slots__ = ("_cache_bytes", "_dynamic", "_huffman_cache", "_size", "block_cache",
+                 "generation", "max_list_size", "max_size", "settings_max_size")
 
     def __init__(self, max_size: int = 4096, max_list_size: int = 64 * 1024) -> None:
         self._dynamic: list[Header] = []  # newest first
@@ -71,26 +71,28 @@ class Decoder:
         self.max_size = max_size
         self.settings_max_size = max_size  # what we announced: the peer's upper bound
         self.max_list_size = max_list_size
-        self._generation = 0
-        self._block_cache: dict[bytes, tuple[int, Block]] = {}
+        # Blocks decoded before -> (the table generation they were decoded at, their
+        # list): valid while the generation is the same (read by the connection too).
+        self.generation = 0
+        self.block_cache: dict[bytes, tuple[int, Block]] = {}
         self._cache_bytes = 0
         self._huffman_cache: dict[bytes, str] = {}
 
     def decode(self, block: bytes) -> Block:
         """The header list of a block (raises HpackError, HeaderListTooLarge). Callers
         must not modify the returned list."""
-        hit = self._block_cache.get(block)
-        if hit is not None and hit[0] == self._generation:
+        hit = self.block_cache.get(block)
+        if hit is not None and hit[0] == self.generation:
             return hit[1]
-        generation = self._generation
+        generation = self.generation
         headers, size = self._decode(block)
         blk = Block(headers, size)
         # Cached only when no field changed the table, and small: a client repeating
         # its block gets the fast path, one sending many distinct blocks costs no memory.
-        if (self._generation == generation and len(block) <= CACHED_BLOCK_MAX
+        if (self.generation == generation and len(block) <= CACHED_BLOCK_MAX
                 and size <= CACHED_LIST_MAX):
             cost = len(block) + size
-            cache = self._block_cache
+            cache = self.block_cache
             if len(cache) >= CACHE_ENTRIES or self._cache_bytes + cost > CACHE_BYTES:
                 cache.clear()
                 self._cache_bytes = 0
@@ -133,7 +135,7 @@ class Decoder:
                     raise HpackError("bad dynamic table size update")
                 self.max_size = size
                 self._evict(0)
-                self._generation += 1
+                self.generation += 1
                 continue
             first = False
             if b & 0x40:  # literal with incremental indexing
@@ -182,7 +184,7 @@ class Decoder:
 
     def _insert(self, name: str, value: str) -> None:
         size = len(name) + len(value) + _ENTRY_OVERHEAD  # latin-1: one char per octet
-        self._generation += 1
+        self.generation += 1
         if size > self.max_size:  # RFC 7541 4.4: empties the table, adds nothing
             self._dynamic.clear()
             self._size = 0

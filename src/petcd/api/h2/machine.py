@@ -37,6 +37,14 @@ log = logging.getLogger("petcd.h2")
 FRAMES_PER_CALL = 128
 
 _WINDOW_UPDATE = F.WINDOW_UPDATE
+_DATA = F.DATA
+_HEADERS = F.HEADERS
+_CONTINUATION = F.CONTINUATION
+_SETTINGS = F.SETTINGS
+_END_STREAM = F.END_STREAM
+_END_HEADERS = F.END_HEADERS
+# A HEADERS frame's flags that say its payload is the whole block as it is
+_PLAIN_BLOCK_MASK = F.END_HEADERS | F.PADDED | F.PRIORITY_FLAG
 _u32_at = F.U32.unpack_from
 
 
@@ -122,9 +130,9 @@ class H2Connection(Requests):
                 self._need = end - pos
                 return pos
             sid &= 0x7FFFFFFF
-            if self._cont is not None and ftype != F.CONTINUATION:
+            if self._cont is not None and ftype != _CONTINUATION:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "expected CONTINUATION")
-            if not self.settings_seen and ftype != F.SETTINGS:
+            if not self.settings_seen and ftype != _SETTINGS:
                 raise F.H2ConnectionError(F.PROTOCOL_ERROR, "first frame is not SETTINGS")
             if ftype == _WINDOW_UPDATE and length == 4:
                 # grpc clients send two per call (the connection's, and the new
@@ -147,16 +155,21 @@ class H2Connection(Requests):
                         stream.send_credit += inc
                         pos = end
                         continue
-            elif ftype == F.HEADERS or ftype == F.CONTINUATION:
+            elif ftype == _HEADERS or ftype == _CONTINUATION:  # noqa: SIM109
                 # HPACK decoding costs per byte: each 4 KiB of a block counts as a frame
                 budget -= length >> 12
             payload = data[pos + 9:end]
             pos = end
             try:
-                if ftype == F.DATA:
+                if ftype == _DATA:
                     self._on_data(sid, flags, payload)
-                elif ftype == F.HEADERS:
-                    self._on_headers(sid, flags, payload)
+                elif ftype == _HEADERS:
+                    if flags & _PLAIN_BLOCK_MASK == _END_HEADERS and sid:
+                        # (a request's block in one unpadded frame: _on_headers' checks
+                        # and payload cuts have nothing to do)
+                        self._on_header_block(sid, flags & _END_STREAM, payload, "")
+                    else:
+                        self._on_headers(sid, flags, payload)
                 elif ftype == F.WINDOW_UPDATE:
                     self._on_window_update(sid, payload)
                 elif ftype == F.SETTINGS:

@@ -23,6 +23,7 @@ from petcd.api.h2.streams import (
     BLOCKED_ON_STREAM,
     CLOSED,
     HALF_CLOSED_LOCAL,
+    HALF_CLOSED_REMOTE,
     NO_PENDING,
     NOT_BLOCKED,
     SEND_END_STREAM,
@@ -46,6 +47,7 @@ _RESP_HEADERS_PREFIX = (len(RESPONSE_HEADERS).to_bytes(3, "big")
 _OK_TRAILERS_PREFIX = (len(OK_TRAILERS).to_bytes(3, "big")
                        + bytes((F.HEADERS, F.END_HEADERS | F.END_STREAM)))
 _DATA_FLAGS = bytes((F.DATA, 0))
+_DATA = F.DATA
 # A unary answer's bytes after the HEADERS frame's prefix, up to the message: stream id,
 # the constant header block, the DATA frame's header (24-bit length and type as one
 # u32, flags, stream id) and the gRPC message prefix (flag, length).
@@ -108,12 +110,18 @@ class Outbound:
         self.send_window -= n
         self.pings.data_sent = True
         sid = stream.sid
-        self.write(b"".join((
+        out = self.out  # (write() inlined)
+        if not out:
+            self.events.output_ready()
+        out.append(b"".join((
             _RESP_HEADERS_PREFIX,
-            _UNARY_HEAD.pack(sid, RESPONSE_HEADERS, n << 8 | F.DATA, 0, sid, 0, n - 5),
+            _UNARY_HEAD.pack(sid, RESPONSE_HEADERS, n << 8 | _DATA, 0, sid, 0, n - 5),
             payload, _UNARY_TAIL.pack(_OK_TRAILERS_PREFIX, sid, OK_TRAILERS))))
-        stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
-        self.stream_done(stream)
+        if stream.state is HALF_CLOSED_REMOTE:  # (the request had ended: now closed)
+            self.forget(stream, False)
+        else:
+            stream.state = TABLE[stream.state][SEND_END_STREAM]  # type: ignore[assignment]
+            self.stream_done(stream)
         return True
 
     def send_small(self, stream: H2Stream, payload: bytes | bytearray) -> bool:

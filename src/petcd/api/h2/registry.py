@@ -55,21 +55,23 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: list[grpc.GenericRpcHandler[Any, Any]] = []
-        self._methods: dict[str, Method | None] = {}
+        # Paths resolved so far (None: no handler): the connection reads it directly
+        # on every request, and calls lookup() only for a path not in it.
+        self.resolved: dict[str, Method | None] = {}
 
     def add_generic_rpc_handlers(
             self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
         self._handlers.extend(handlers)
-        self._methods.clear()
+        self.resolved.clear()
 
     def lookup(self, path: str) -> Method | None:
         try:
-            return self._methods[path]
+            return self.resolved[path]
         except KeyError:
             pass
         method = self._resolve(path)
-        if method is not None or len(self._methods) < 1024:  # misses: bounded
-            self._methods[path] = method
+        if method is not None or len(self.resolved) < 1024:  # misses: bounded
+            self.resolved[path] = method
         return method
 
     def _resolve(self, path: str) -> Method | None:

@@ -282,12 +282,19 @@ class Requests(Outbound):
         if not sid & 1:
             raise F.H2ConnectionError(F.PROTOCOL_ERROR, "even stream id from a client")
         self.last_sid = sid
-        try:  # (_decode inlined: every request passes here)
-            blk: Block | None = self._decoder.decode(block)
-        except HeaderListTooLarge:
-            blk = None
-        except HpackError as e:
-            raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
+        # (_decode inlined, and the decoder's cache read here: every request passes)
+        dec = self._decoder
+        hit = dec.block_cache.get(block)
+        blk: Block | None
+        if hit is not None and hit[0] == dec.generation:
+            blk = hit[1]
+        else:
+            try:
+                blk = dec.decode(block)
+            except HeaderListTooLarge:
+                blk = None
+            except HpackError as e:
+                raise F.H2ConnectionError(F.COMPRESSION_ERROR, str(e)) from None
         if error:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, error)
         if self.goaway_sent:
@@ -307,18 +314,18 @@ class Requests(Outbound):
             head = blk.head = parse_request_head(blk.headers)
         if head.error is not None:
             raise F.StreamError(sid, F.PROTOCOL_ERROR, head.error)
-        self._open_stream(sid, end_stream, blk, head)
-
-    def _open_stream(self, sid: int, end_stream: int, blk: Block, head: RequestHead) -> None:
+        # A new stream (every request passes here: kept in this one function)
         rejected = head.rejected
         if rejected is not None:
             self._reject(sid, end_stream, *rejected)
             return
-        assert head.path is not None
-        method = self._registry.lookup(head.path)
+        path = head.path
+        assert path is not None
+        registry = self._registry
+        resolved = registry.resolved
+        method = resolved[path] if path in resolved else registry.lookup(path)
         if method is None:
-            self._reject(sid, end_stream, _SC.UNIMPLEMENTED,
-                         self._registry.unknown_message(head.path))
+            self._reject(sid, end_stream, _SC.UNIMPLEMENTED, registry.unknown_message(path))
             return
         if head.encoding_error is not None:
             self._reject(sid, end_stream, _SC.UNIMPLEMENTED, head.encoding_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,6 +15,8 @@ from petcd.api.h2.admission import ConnectionLimit
 from petcd.api.h2.config import ServerConfig
 from petcd.api.h2.connection import H2Protocol
 from petcd.api.h2.registry import Registry
+
+log = logging.getLogger("petcd.h2")
 
 
 class GrpcServer:
@@ -33,6 +36,8 @@ class GrpcServer:
         self.limit = ConnectionLimit(self.config.max_connections)
         self._idle: asyncio.Event | None = None
         self._servers: list[asyncio.Server] = []
+        # Connections with output to write in the loop's next iteration (flush_all).
+        self.flushing: list[H2Protocol] = []
 
     def add_generic_rpc_handlers(
             self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]) -> None:
@@ -59,6 +64,16 @@ class GrpcServer:
     @property
     def accepted(self) -> int:
         return self.limit.open
+
+    def flush_all(self) -> None:
+        """Write the output of the connections that asked for it (one callback per
+        event loop iteration for all of them)."""
+        conns, self.flushing = self.flushing, []
+        for conn in conns:
+            try:
+                conn.flush_scheduled()
+            except Exception:  # (one connection's failure must not hold the others' output)
+                log.exception("HTTP/2 connection output failed")
 
     def connection_opened(self, conn: H2Protocol) -> None:
         self._connections.add(conn)

@@ -219,9 +219,8 @@ class ReadyLoop:
         assert self._loop is not None  # (parked: run() is under way)
         self._loop.call_soon(self._new_turn)
         try:
-            if local:
-                self._flush_proposals()
-            if not raw.has_ready():
+            # (a proposal handed to Raft is a Ready for sure: no has_ready() then)
+            if not (local and self._flush_proposals()) and not raw.has_ready():
                 return False
             rd = raw.ready()
             # (one entry: a lone write; bigger appends sync asynchronously on the loop's
@@ -362,12 +361,13 @@ class ReadyLoop:
             self.term = hs.term
             self.committed = hs.commit
 
-    def _flush_proposals(self) -> None:
+    def _flush_proposals(self) -> bool:
+        """Queued proposals to Raft; True if some were handed to it."""
         d = self._d
         proposals = d.proposals
         if not proposals.queue or d.leadership.lead == 0:
-            return
-        proposals.flush(d.raw, d.opts.max_batch_entries)
+            return False
+        return proposals.flush(d.raw, d.opts.max_batch_entries)
 
     async def _handle_ready(self, rd: Ready) -> None:
         d = self._d

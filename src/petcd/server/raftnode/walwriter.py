@@ -147,7 +147,7 @@ class WalWriter:
                 if synced is not None:  # (None: busy on the thread; go there)
                     if synced:
                         took = time.monotonic() - started
-                        self._judge(took - (self.queued() - queued), started)
+                        self._judge(took - self.queued_since(queued, took), started)
                         wal.save_end(0, took)
                         self.inline_saves += 1
                     return self._cut() if wal.full else _done()
@@ -245,6 +245,13 @@ class WalWriter:
         except (OSError, ValueError, IndexError):
             return 0.0
 
+    def queued_since(self, before: float, took: float) -> float:
+        """The loop thread's run-queue wait since queued() returned `before`, for an
+        inline fdatasync of `took` seconds: read only when the sync was slow by its wall
+        time (a fast one is judged fast whatever the wait, and the schedstat read, ~3 us,
+        would delay the answer)."""
+        return self.queued() - before if took >= self.fast else 0.0
+
     def _judge(self, took: float, now: float) -> None:
         """After an inline fdatasync that took `took` seconds (not counting the loop
         thread's waits for a CPU): keep syncing lone saves inline, or not (until a later
@@ -313,8 +320,8 @@ class LoneSave:
             queued = writer.queued()
             wal.sync_written(self._fd)
             # (the wait: the write began earlier)
-            writer._lone_synced = (started, time.monotonic() - started,
-                                   writer.queued() - queued)
+            took = time.monotonic() - started
+            writer._lone_synced = (started, took, writer.queued_since(queued, took))
             writer.inline_saves += 1
         return writer._cut() if wal.full else None
 
