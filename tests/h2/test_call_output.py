@@ -158,7 +158,6 @@ def test_offer_writes_one_frame_or_falls_back_and_holds_the_flush() -> None:
     asyncio.run(main())
 
 
-
 def test_one_callback_writes_every_connections_output() -> None:
     """Connections of a server with output in the same loop iteration are written by one
     callback (GrpcServer.flush_all), and a transport that fails does not hold back the

@@ -14,6 +14,7 @@ from petcd.mvcc.keys import (
     ENTRY_TAIL,
     I64,
     LIVE_ENTRY,
+    LIVE_FLAG,
     REV,
     REV_LEN,
     TOMB,
@@ -248,7 +249,7 @@ def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[by
             lease = old_lease
     if not existed and ikey is not key:
         txn.put(ikey, key, db=store._longkeys)  # (a long key's first record)
-    entry = LIVE_ENTRY.pack(rev, b"_", sub, b"\x00", create, version, lease)
+    entry = LIVE_ENTRY.pack(rev, b"_", sub, LIVE_FLAG, create, version, lease)
     revision = entry[:REV_LEN]
     # (fields set one by one: cheaper than keyword arguments, parsed per call; a zero
     # lease is left unset, as protobuf leaves it out anyway)

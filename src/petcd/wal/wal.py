@@ -314,8 +314,8 @@ class WAL:
             raise ValueError("wal: entries of one save() must have consecutive indexes")
         must_sync = n > 0 or snapshot is not None
         if hard_state is not None:  # (fields, not !=: a frozen dataclass's builds tuples)
-            state, voted = self._state, (hard_state.term, hard_state.vote)
-            if voted != (state.term, state.vote):
+            state = self._state
+            if hard_state.term != state.term or hard_state.vote != state.vote:
                 must_sync = self._state_dirty = True
                 self._state = hard_state
             elif hard_state.commit != state.commit:

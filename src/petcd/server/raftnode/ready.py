@@ -174,7 +174,7 @@ class ReadyLoop:
         (new entries, no messages, no snapshot, no leader change) and a WAL that syncs
         it inline on the loop thread; the contract's order holds (persist and fdatasync,
         then apply, then advance). Anything else goes to the loop (False: wake it)."""
-        if self._woken or self._inlined_turn or not self._parked():
+        if self._inlined_turn or not self._parked():  # (proposed(): not woken)
             return False
         d = self._d
         proposals = d.proposals

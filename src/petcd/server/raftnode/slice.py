@@ -34,18 +34,29 @@ _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}  # setattr, getattr
 _SCHED_OTHER, _SCHED_BATCH = 0, 3
 
 
+def _libc_and_attr() -> tuple[ctypes.CDLL, tuple[int, ...], tuple[int, int]] | None:
+    """libc, the calling thread's sched_attr fields and the (setattr, getattr) syscall
+    numbers; None where they cannot be had."""
+    nums = _SYSCALLS.get(platform.machine())
+    if nums is None:
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(_ATTR.size)
+    if libc.syscall(nums[1], 0, buf, _ATTR.size, 0) != 0:
+        return None
+    return libc, _ATTR.unpack(buf.raw), nums
+
+
 def request_short_slice(us: int = SLICE_US) -> bool:
     """Ask for a `us`-microsecond slice for the calling thread, its policy and nice value
     kept. False (and nothing changed): not asked for, or not possible here."""
-    nums = _SYSCALLS.get(platform.machine())
-    if us <= 0 or nums is None:
+    if us <= 0:
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(_ATTR.size)
-        if libc.syscall(nums[1], 0, buf, _ATTR.size, 0) != 0:
+        got = _libc_and_attr()
+        if got is None:
             return False
-        _, policy, flags, nice, prio, _, _, _ = _ATTR.unpack(buf.raw)
+        libc, (_, policy, flags, nice, prio, _, _, _), nums = got
         if policy not in (_SCHED_OTHER, _SCHED_BATCH):
             return False  # (a real-time policy set by the operator: theirs)
         buf = ctypes.create_string_buffer(
@@ -60,11 +71,5 @@ def request_short_slice(us: int = SLICE_US) -> bool:
 
 def current_slice_ns() -> int | None:
     """The calling thread's requested slice (0: the default), or None if unknown."""
-    nums = _SYSCALLS.get(platform.machine())
-    if nums is None:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(_ATTR.size)
-    if libc.syscall(nums[1], 0, buf, _ATTR.size, 0) != 0:
-        return None
-    return int(_ATTR.unpack(buf.raw)[5])
+    got = _libc_and_attr()
+    return None if got is None else got[1][5]
