@@ -8,6 +8,7 @@ over sockets on both servers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -17,6 +18,8 @@ from h2_service import in_memory_connection
 
 from petcd.api.grpc_call import starts_inline
 from petcd.api.h2 import frames as F
+from petcd.api.h2.call import Call
+from petcd.api.h2.resumed import Resumed
 
 
 def _request(enc: hpack.Encoder, sid: int, body: bytes = b"hi",
@@ -113,6 +116,47 @@ def test_a_call_that_waits_goes_on_without_a_task() -> None:
         proto.connection_lost(None)
 
     asyncio.run(main())
+
+
+def test_a_call_that_waited_is_freed_by_reference_counting() -> None:
+    """Once answered (or aborted), a call that went on as a Resumed leaves no reference
+    cycle behind: with the collector off, no Call or Resumed object is left alive.
+    (A cycle per call had the collector run every few thousand puts, ~6 ms each.)"""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+
+        async def handler(raw: bytes, context: Any) -> bytes:
+            fut: asyncio.Future[bytes] = loop.create_future()
+            futures.append(fut)
+            got = await fut
+            if raw == b"abort":
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: no")
+            return got
+
+        proto, transport, enc, reader = _serve(handler)
+        proto.data_received(_request(enc, 1) + _request(enc, 3, b"abort"))
+        assert len(futures) == 2
+        for fut in futures:
+            fut.set_result(b"done")
+        futures.clear()
+        for _ in range(1000):
+            reader.read(transport.out)
+            if len(reader.status) == 2:
+                break
+            await asyncio.sleep(0.001)
+        assert reader.status == {1: (0, ""), 3: (9, "etcdserver: no")}
+        await asyncio.sleep(0)
+        left = [o for o in gc.get_objects() if isinstance(o, (Call, Resumed))]
+        assert left == []
+        proto.connection_lost(None)
+
+    gc.collect()
+    gc.disable()
+    try:
+        asyncio.run(main())
+    finally:
+        gc.enable()
 
 
 def test_errors_end_the_call_with_their_codes() -> None:

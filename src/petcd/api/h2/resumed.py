@@ -25,7 +25,7 @@ class Resumed:
 
     def __init__(self, call: Call, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
         """`waiting`: what the coroutine's first step yielded (see wait())."""
-        self._call = call
+        self._call: Call | None = call
         self._coro: Coroutine[Any, Any, None] | None = coro
         self._waiting: asyncio.Future[Any] | None = None
         self._must_cancel = False
@@ -80,10 +80,16 @@ class Resumed:
         try:
             waiting = coro.send(None) if exc is None else coro.throw(exc)
         except StopIteration:
-            self._coro = None
+            # The call holds this object as its task: once done, let go of the call,
+            # so the two are freed by reference counting, not left as a cycle for the
+            # garbage collector (one per call that waited: its collections took ~6 ms
+            # each under 64 put clients).
+            self._coro = self._call = None
             return
         except BaseException as e:
-            self._coro = None
-            self._call._escaped(e)
+            call = self._call
+            self._coro = self._call = None
+            if call is not None:
+                call._escaped(e)
             return
         self.wait(waiting)
