@@ -1,7 +1,7 @@
 """Where the event-loop thread of a member under load spends its CPU in the kernel, and
 who takes the CPU from it, with perf (kernel stacks; needs root or perf_event_paranoid <= 1).
 
-    python bench/loop_sched.py [--clients 64] [--seconds 6] [--src DIR]
+    python bench/loop_sched.py [--clients 64] [--seconds 12] [--src DIR] [--client-group-nice N]
 
 One member takes puts from --clients concurrent clients (bench/loadgen.py, as kv_bench
 runs them); in the middle perf records for 3 s the loop thread's on-CPU samples
@@ -12,7 +12,15 @@ call exits. Prints:
 - its preemptions per second (switched out while runnable): to whom (the thread's name)
   and at which point (the interrupt, or the system call it was returning from: where the
   switch happened, which for a wake-up by another CPU is not what caused it), and its
-  voluntary sleeps per second.
+  voluntary sleeps per second;
+- its share of the wall time running, waiting for a CPU (runnable) and asleep, from a
+  system-wide sched trace (`perf sched record -a`, 1.5 s): how much of its waiting was
+  with another CPU idle (the scheduler left it queued behind the thread that took its
+  CPU: a woken task is placed on an idle CPU, a queued one that ran recently is not
+  pulled to one), how much of its running with the others idle (nothing else to do:
+  the clients wait for it), whom it waited behind, and the machine's idle share.
+  `--client-group-nice N` lowers the clients' weight (their autogroup's nice, this
+  process's session) to see how much of the waiting is the CPU shared with them.
 
 py-spy counts a preempted thread as busy in the Python function it was in, so a system
 call that wakes another thread (a socket send waking a client, io_submit waking the
@@ -132,12 +140,85 @@ def report(evs: list[tuple[str, str, list[str]]], seconds: float,
     return "\n".join(lines)
 
 
+def record_system(seconds: float, out: Path) -> None:
+    subprocess.run(["perf", "sched", "record", "-a", "-o", str(out), "--", "sleep",
+                    str(seconds)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_SWITCH = re.compile(r"prev_comm=(.*?) prev_pid=(\d+) .*prev_state=(\S+) ==> "
+                     r"next_comm=(.*?) next_pid=(\d+)")
+_PID_CPU = re.compile(r"pid=(\d+) .*(?:target_cpu|dest_cpu)=(\d+)")
+
+
+def cpu_share(data: Path, loop: int, ours: Collection[int]) -> str:
+    """The loop thread's running / waiting / sleeping split from a system-wide trace of
+    switches, wake-ups and migrations, and what the other CPUs did meanwhile."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "-F", "cpu,time,event,trace"],
+                          check=True, capture_output=True, text=True).stdout
+    running: dict[int, tuple[int, str]] = {}  # cpu -> (pid, comm) on it
+    state, queued = "sleep", -1  # the loop's state and the CPU it runs or waits on
+    acc: collections.Counter[str] = collections.Counter()
+    behind: collections.Counter[str] = collections.Counter()
+    ncpu = os.cpu_count() or 1
+    last: float | None = None
+    for line in text.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) < 4 or not parts[0].startswith("["):
+            continue
+        cpu, t, event, fields = int(parts[0].strip("[]")), float(parts[1].rstrip(":")), \
+            parts[2], parts[3]
+        if last is not None and len(running) == ncpu:  # (once every CPU was seen)
+            dt = t - last
+            acc["total"] += dt
+            idle = {c for c, (pid, _) in running.items() if pid == 0}
+            acc["idle"] += len(idle) * dt
+            others_idle = bool(idle - {queued})
+            acc[state] += dt
+            if others_idle:
+                acc[state + " other idle"] += dt
+            if state == "wait":
+                pid, comm = running.get(queued, (-1, "?"))
+                who = re.sub(r"[/:].*|-\d+$", "", comm)
+                behind["member:" + who if pid in ours else who] += dt
+        last = t
+        if event.startswith("sched:sched_switch"):
+            m = _SWITCH.search(fields)
+            if m is None:
+                continue
+            running[cpu] = (int(m.group(5)), m.group(4))
+            if int(m.group(2)) == loop:
+                state = "wait" if m.group(3).startswith("R") else "sleep"
+                queued = cpu
+            if int(m.group(5)) == loop:
+                state, queued = "run", cpu
+        elif event.startswith(("sched:sched_waking", "sched:sched_migrate_task")):
+            m = _PID_CPU.search(fields)
+            if m is not None and int(m.group(1)) == loop:
+                queued = int(m.group(2))
+                if event.startswith("sched:sched_waking") and state == "sleep":
+                    state = "wait"
+    total = acc["total"] or 1.0
+    lines = [f"loop thread over {total:.2f} s (system-wide sched trace): "
+             f"running {acc['run'] / total:.0%} ({acc['run other idle'] / total:.0%} of the "
+             f"time with another CPU idle), waiting for a CPU {acc['wait'] / total:.0%} "
+             f"({acc['wait other idle'] / total:.0%} with another CPU idle), asleep "
+             f"{acc['sleep'] / total:.0%} ({acc['sleep other idle'] / total:.0%}); "
+             f"machine idle {acc['idle'] / total:.2f} of {ncpu} CPUs",
+             "its waiting, by who ran on its CPU (share of the time):"]
+    lines += [f"  {v / total:6.1%}  {who}" for who, v in behind.most_common(8)]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=64)
-    ap.add_argument("--seconds", type=float, default=9.0, help="load time (perf: 6 s of it)")
+    ap.add_argument("--seconds", type=float, default=12.0,
+                    help="load time (perf: 7.5 s of it, from 2 s in)")
     ap.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"),
                     help="petcd source dir to run instead of this one")
+    ap.add_argument("--client-group-nice", type=int, default=None,
+                    help="the clients' autogroup nice (this session's; 0 afterwards)")
     args = ap.parse_args()
     window = 3.0
     with tempfile.TemporaryDirectory(prefix="loop-sched-") as tmp:
@@ -147,6 +228,7 @@ def main() -> None:
             **os.environ, "PETCD_SRC": args.src,
             "PYTHONPATH": str(Path(__file__).resolve().parent / "stagetrace")})
         cpu_data, sched_data = Path(tmp) / "cpu.data", Path(tmp) / "sched.data"
+        system_data = Path(tmp) / "system.data"
         try:
             m.start()
             preload(m.address, 256)
@@ -154,19 +236,27 @@ def main() -> None:
             pid = m.proc.pid  # (its main thread runs the event loop)
 
             def later() -> None:
-                time.sleep(max(args.seconds - 2 * window, 0) / 2)
+                time.sleep(2.0)  # (the clients connected and going)
+                record_system(1.5, system_data)
                 record(pid, window, cpu_data, CPU_EVENTS)
                 record(pid, window, sched_data, SCHED_EVENTS)
             perf = threading.Thread(target=later)
-            perf.start()
-            cell = run_cell([m], [m.address], "put", args.clients, 2, args.seconds, 256)
-            perf.join()
+            if args.client_group_nice is not None:  # (the workers are spawned in it)
+                Path("/proc/self/autogroup").write_text(str(args.client_group_nice))
+            try:
+                perf.start()
+                cell = run_cell([m], [m.address], "put", args.clients, 2, args.seconds, 256)
+                perf.join()
+            finally:
+                if args.client_group_nice is not None:
+                    Path("/proc/self/autogroup").write_text("0")
             ours = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
         finally:
             m.stop()
         print(f"{args.clients} clients: {cell.rate:.0f} puts/s, server "
               f"{cell.server_cpu / cell.seconds:.2f} cores, load {os.getloadavg()[0]:.1f}")
         print(report(events(cpu_data) + events(sched_data), window, ours))
+        print(cpu_share(system_data, pid, ours))
 
 
 if __name__ == "__main__":
