@@ -35,9 +35,11 @@ from loadgen import (
     add_common_args,
     median,
     member_for,
+    paired_ratio,
     parse_common_args,
     preload,
     run_cell,
+    turn_order,
 )
 
 from petcd.testing import MemberProcess
@@ -136,7 +138,7 @@ def main() -> None:
                 for c in clients:
                     runs: dict[str, list[Cell]] = {t: [] for t in targets}
                     for r in range(max(1, args.repeat)):
-                        for t in targets:
+                        for t in turn_order(targets, r):
                             spy = None
                             lead = leaders[t].proc
                             if args.py_spy and t.startswith("petcd") and lead is not None:
@@ -157,6 +159,8 @@ def main() -> None:
                               f"clients {cell.client_cpu / cell.seconds:4.2f} cores"
                               + (f"  errors {cell.errors}" if cell.errors else ""),
                               flush=True)
+                    if ratio := paired_ratio(runs):
+                        print(f"{'':12} {wl:19} clients={c:<4} {ratio}", flush=True)
         finally:
             for members in clusters.values():
                 for m in members:

@@ -28,10 +28,12 @@ from loadgen import (
     add_common_args,
     median,
     member_for,
+    paired_ratio,
     parse_common_args,
     preload,
     print_table,
     run_cell,
+    turn_order,
 )
 
 from petcd.testing import MemberProcess
@@ -60,8 +62,8 @@ def main() -> None:
             for wl in workloads:
                 for c in clients:
                     runs: dict[str, list[Cell]] = {t: [] for t in targets}
-                    for _ in range(max(1, args.repeat)):
-                        for t in targets:
+                    for r in range(max(1, args.repeat)):
+                        for t in turn_order(targets, r):
                             runs[t].append(run_cell([members[t]], [members[t].address], wl, c,
                                                     args.procs if c > 1 else 1,
                                                     args.seconds, args.value_size))
@@ -72,6 +74,8 @@ def main() -> None:
                               f"client cpu {cell.client_cpu / cell.seconds:4.2f} cores"
                               + (f"  errors {cell.errors}" if cell.errors else ""),
                               flush=True)
+                    if ratio := paired_ratio(runs):
+                        print(f"{'':13} {wl:19} clients={c:<3} {ratio}", flush=True)
         finally:
             for m in members.values():
                 m.stop()

@@ -412,3 +412,25 @@ def preload(address: str, value_size: int, tls: TLSCreds | None = None,
 def median(cells: Sequence[Cell]) -> Cell:
     ordered = sorted(cells, key=lambda cell: cell.rate)
     return ordered[len(ordered) // 2]
+
+
+def turn_order(targets: Sequence[str], repeat: int) -> list[str]:
+    """The targets' order in repeat number `repeat`: reversed every other one, so that a
+    machine getting slower or faster through a run does not favour the one run first."""
+    return list(targets) if repeat % 2 == 0 else list(targets)[::-1]
+
+
+def paired_ratio(runs: dict[str, list[Cell]]) -> str:
+    """petcd/etcd for one cell: the ratio of the medians, and the median of the ratios of
+    the runs made one after the other (each pair saw about the same machine)."""
+    if "petcd" not in runs or "etcd" not in runs:
+        return ""
+    p, e = runs["petcd"], runs["etcd"]
+    pairs = sorted(a.rate / b.rate for a, b in zip(p, e, strict=True) if b.rate)
+    if not pairs:
+        return ""
+    text = f"petcd/etcd {median(p).rate / max(median(e).rate, 1e-9):.3f}"
+    if len(pairs) > 1:
+        text += (f" (paired median {pairs[len(pairs) // 2]:.3f}, pairs "
+                 + " ".join(f"{x:.2f}" for x in pairs) + ")")
+    return text
