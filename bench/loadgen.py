@@ -148,11 +148,11 @@ def channel(address: str, tls: TLSCreds | None, *, aio: bool = True) -> Any:
 
 async def _worker_main(addresses: Sequence[str], workload: str, worker: int, concurrency: int,
                        conns: int, seconds: float, value_size: int, tls: TLSCreds | None,
-                       metadata: tuple[tuple[str, str], ...],
+                       metadata: tuple[tuple[str, str], ...], keys: int,
                        ready: mp.Queue[int], go: Any, out: mp.Queue[tuple[int, int]]) -> None:
     import grpc
 
-    method, reqs = _requests(workload, worker, value_size, 1000)
+    method, reqs = _requests(workload, worker, value_size, keys)
     # Connections go round the addresses, starting at a different one in each worker.
     channels = [channel(addresses[(worker + i) % len(addresses)], tls)
                 for i in range(conns)]
@@ -333,12 +333,12 @@ def run_processes(target: Callable[..., None], worker_args: Sequence[tuple[Any, 
 def run_cell(members: Sequence[MemberProcess], addresses: Sequence[str], workload: str,
              clients: int, procs: int, seconds: float, value_size: int,
              tls: TLSCreds | None = None,
-             metadata: tuple[tuple[str, str], ...] = ()) -> Cell:
+             metadata: tuple[tuple[str, str], ...] = (), keys: int = 1000) -> Cell:
     """`clients` concurrent callers in `procs` worker processes, spread over `addresses`
     (over TLS when `tls` is given); server CPU is summed over `members`. `metadata` goes
-    with every call."""
+    with every call; each put or txn-put worker writes `keys` keys of its own, round-robin."""
     args = [(list(addresses), workload, i, n, max(1, min(n, 8)), seconds, value_size, tls,
-             metadata) for i, n in enumerate(split_clients(clients, procs))]
+             metadata, keys) for i, n in enumerate(split_clients(clients, procs))]
     pids = [m.proc.pid for m in members if m.proc is not None]
     return run_processes(_worker, args, pids, seconds + 60, ready_timeout=60).cell(
         workload, clients)
