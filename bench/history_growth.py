@@ -8,7 +8,9 @@ etcd_disk_backend_commit_duration_seconds) and the data directory's size.
 
 --keys is per load worker (bench/loadgen.py: the worker's keys are written round-robin), so
 each key gets about puts / (keys * procs) revisions per round. With --keys 200000 nearly
-every put makes a new key: the same load without the history, for comparison.
+every put makes a new key: the same load without the history, for comparison. With
+--compact each round ends with a Compact at the member's revision (as kube-apiserver
+compacts every few minutes); the next round starts once it is physically done.
 """
 
 from __future__ import annotations
@@ -56,6 +58,19 @@ def commits(m: MemberProcess) -> tuple[float, float]:
     return value(f"{_COMMIT}_sum"), value(f"{_COMMIT}_count")
 
 
+def compact(m: MemberProcess) -> None:
+    """Compact at the member's current revision and wait until it is physically done."""
+    import grpc
+
+    from petcd.pb.etcdserverpb import rpc_pb2 as rpc
+    from petcd.pb.etcdserverpb import rpc_pb2_grpc as rpc_grpc
+
+    with grpc.insecure_channel(m.address) as ch:
+        kv = rpc_grpc.KVStub(ch)
+        rev = kv.Range(rpc.RangeRequest(key=b"bench"), timeout=30).header.revision
+        kv.Compact(rpc.CompactionRequest(revision=rev, physical=True), timeout=120)
+
+
 def data_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -68,6 +83,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--keys", type=int, default=1000, help="keys per load worker")
+    ap.add_argument("--compact", action="store_true",
+                    help="compact at the member's revision after each of its rounds")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t and (t != "etcd" or have_etcd())]
     with tempfile.TemporaryDirectory(prefix="history-growth-") as tmp:
@@ -84,6 +101,8 @@ def main() -> None:
                     cell = run_cell([m], [m.address], "put", args.clients, args.procs,
                                     args.seconds, 256, keys=args.keys)
                     c1, t1 = commits(m), thread_cpu(m.proc.pid)
+                    if args.compact:
+                        compact(m)
                     puts = cell.rate * cell.seconds or 1.0
                     busiest = sorted((t1[k] - t0.get(k, 0.0) for k in t1), reverse=True)[:2]
                     n = c1[1] - c0[1]

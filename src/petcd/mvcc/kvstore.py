@@ -60,6 +60,16 @@ from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 __all__ = ["KVStore", "KVView", "ReadTxn", "TxnWrite", "parse_rev_key", "rev_key"]
 
+# A key's index entries sit in its leaf node while they fit (~40 of them with a short key,
+# ~35 with a 511-byte one); past that LMDB moves them to a sub-database of the key's own,
+# and keeps it when compaction leaves a few: every put to the key then dirties a page of
+# its own at the next commit (~1.6 pages a put against ~0.1 when keys share leaf pages).
+# So a key that may have had that many and is left with at most REWRITE_KEPT is written
+# anew (its entries deleted and put back, the same bytes), which puts them back in its
+# leaf node.
+MAY_HAVE_SPILLED = 32
+REWRITE_KEPT = 24
+
 
 class KVStore:
     """etcd's MVCC key-value store over a `Backend`.
@@ -431,10 +441,26 @@ class KVStore:
                         if len(ikey) == SURROGATE_LEN:
                             doomed_keys.append(ikey)
                         break
+                    kept = cur.count()
+                    if kept <= REWRITE_KEPT and kept + len(old) >= MAY_HAVE_SPILLED:
+                        self._rewrite_entries(txn, cur, ikey)
             more = cur.next_nodup()
         for sur in doomed_keys:
             txn.delete(sur, db=self._longkeys)
         return resume
+
+    def _rewrite_entries(self, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[bytes],
+                         ikey: bytes) -> None:
+        """Write the index entries of `ikey` (the cursor on its first) anew, unchanged:
+        out of a sub-database of their own, back into the key's leaf node (above). The
+        cursor is left on the key's first entry."""
+        entries = list(cur.iternext_dup())
+        txn.delete(ikey, db=self._index)  # (all of its entries)
+        index = self._index
+        for entry in entries:
+            if not txn.put(ikey, entry, db=index):
+                raise RuntimeError("mvcc: an index entry could not be written back")
+        cur.set_key(ikey)
 
     # -- hashing -------------------------------------------------------------------
 
