@@ -516,18 +516,34 @@ def test_snapshot_copy(m: Member, apply: Applier, tmp_path: Path) -> None:
 
 
 def test_hot_key_history(m: Member) -> None:
-    """A key with a long history: puts stay correct, old revisions readable."""
+    """A key with a long history: puts stay correct, old revisions readable, whether
+    their entries are still in the index or were moved to its history (all but the
+    newest few, in batches: the index keeps few entries per key)."""
+    from petcd.mvcc.keys import INLINE_KEEP, INLINE_MAX
+
     with m.backend.begin_write() as batch:
         for i in range(5000):
             tw = m.store.write(batch)
             tw.put(b"hot", b"%d" % i)
             tw.end()
-    assert kv(m.store.range(b"hot").kvs[0]).version == 5000
-    assert kv(m.store.range(b"hot", rev=1234).kvs[0]).value == b"1232"
+        tw = m.store.write(batch)
+        tw.delete_range(b"hot")  # (a deletion moves entries too)
+        tw.end()
+        for i in range(5000, 5003):
+            tw = m.store.write(batch)
+            tw.put(b"hot", b"%d" % i)
+            tw.end()
+    assert kv(m.store.range(b"hot").kvs[0]).version == 3
+    for rev in (2, 3, 1234, 4990, 4998, 5001):
+        assert kv(m.store.range(b"hot", rev=rev).kvs[0]).value == b"%d" % (rev - 2)
+    assert m.store.range(b"hot", rev=5002).kvs == []  # (deleted)
     with m.backend.read() as txn:
         cur = txn.cursor(db=m.store._index)
         assert cur.set_key(b"hot")
-        assert cur.count() == 5000
+        inline = cur.count()
+        hist = txn.cursor(db=m.store._history)
+        assert hist.set_key(b"hot")
+        assert INLINE_KEEP <= inline <= INLINE_MAX and inline + hist.count() == 5004
 
 
 def test_rev_key_layout() -> None:
@@ -636,10 +652,12 @@ def test_compaction_writes_a_long_history_back_into_its_leaf(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A key with more index entries than its leaf node holds has a sub-database of its
     own, which LMDB keeps when compaction leaves a few entries: every later put to it
-    dirties a page of its own. Compaction writes such a key's entries anew (the same
-    bytes: index, records, hashes and reads as without), and a commit of one put per key
-    then writes far fewer pages than the store that kept the sub-databases."""
-    from petcd.mvcc import kvstore
+    dirties a page of its own. Puts move a key's older entries to the history database
+    before that (test_hot_key_history), but a file written before they did has such keys.
+    Compaction writes their entries anew (the same bytes: index, records, hashes and
+    reads as without), and a commit of one put per key then writes far fewer pages than
+    the store that kept the sub-databases."""
+    from petcd.mvcc import kvstore, write
 
     keys = [b"hot/%04d" % i for i in range(300)] + [LONG + b"x"]
     log: list[tuple[int, Any]] = []
@@ -648,8 +666,10 @@ def test_compaction_writes_a_long_history_back_into_its_leaf(
     log.append((len(log) + 1, D(b"hot/0007")))  # (a deleted one goes altogether)
     new, old = Member(str(tmp_path / "new")), Member(str(tmp_path / "old"))
     try:
+        monkeypatch.setattr(write, "INLINE_MAX", 1 << 30)  # (all in the index, as before)
         for member in (new, old):
             member.apply(log)
+        monkeypatch.undo()
         at = new.store.current_revision - 5
         new.apply([(len(log) + 1, pb.CompactionRequest(revision=at, physical=True))])
         monkeypatch.setattr(kvstore, "REWRITE_KEPT", -1)  # (the old way: no rewrite)

@@ -259,6 +259,25 @@ def test_store_matches_model(script: list[Any]) -> None:
     run_script(script)
 
 
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(actions, min_size=25, max_size=60))
+def test_store_matches_model_with_entries_moved_to_the_history(script: list[Any]) -> None:
+    """As above with a key's index entries moved to the history database from its third
+    on (INLINE_MAX 2, INLINE_KEEP 1): reads at every revision, compaction, deletions and
+    reopening go through both."""
+    from unittest import mock
+
+    from petcd.mvcc import kvstore, write
+
+    with mock.patch.object(write, "INLINE_MAX", 2), mock.patch.object(write, "INLINE_KEEP", 1), \
+            mock.patch.object(kvstore, "INLINE_MAX", 2):
+        run_script(script)
+
+
 # 1500 scripts of 60-150 steps: ~6 min of CPU (the short run's 150 of 25-60: ~15 s),
 # more in wall time on 2 shared cores; pytest-timeout's default 300 s is too short.
 @pytest.mark.slow

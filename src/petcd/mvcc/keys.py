@@ -8,6 +8,11 @@ import struct
 
 KV_DB = b"kv"
 INDEX_DB = b"index"
+# A key's older index entries (kvstore.py's docstring): each put of a key with more than
+# INLINE_MAX entries in `index` moves all but its newest INLINE_KEEP here, in one go.
+HISTORY_DB = b"index_history"
+INLINE_MAX = 16
+INLINE_KEEP = 4
 LONGKEYS_DB = b"longkeys"
 META_REVS = b"kv_revisions"  # current revision, compact revision (2 x int64)
 # Physical compaction still to do: revision (int64) + index key to resume from.

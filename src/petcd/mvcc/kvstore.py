@@ -11,7 +11,11 @@ the main revision and are numbered by sub. Layout (see docs/architecture/mvcc.md
            by revision: revision key (17) + flag (b"t" tombstone, else 0) +
            create_revision, version, lease (3 x int64 big-endian). The newest
            entry gives the current state without reading the record; the
-           newest entry <= R gives the state at revision R.
+           newest entry <= R gives the state at revision R. A key keeps at most
+           INLINE_MAX entries here: a put past that moves all but the newest
+           INLINE_KEEP to `index_history`.
+- `index_history`: dupsort, the same entries, older than the key's entries in
+           `index` (read when R is older than all of those).
 - `longkeys`: keys longer than LMDB's key limit are indexed under a
            surrogate (first 500 bytes + 11-byte hash); this maps it back.
 - `meta`:  current revision and compact revision, written in the batch that
@@ -35,8 +39,10 @@ from petcd.mvcc.backend import Backend, WriteBatch
 from petcd.mvcc.keys import (
     DIRECT_KEY_MAX,
     ENTRY_TAIL,
+    HISTORY_DB,
     I64,
     INDEX_DB,
+    INLINE_MAX,
     KV_DB,
     LIVE_FLAG,
     LONGKEYS_DB,
@@ -55,7 +61,7 @@ from petcd.mvcc.keys import parse_rev_key as parse_rev_key
 from petcd.mvcc.keys import rev_key as rev_key
 from petcd.mvcc.types import LeaseHook, RangeResult
 from petcd.mvcc.view import KVView, RangeCounts, ReadTxn
-from petcd.mvcc.write import TxnWrite
+from petcd.mvcc.write import TxnWrite, move_history
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 __all__ = ["KVStore", "KVView", "ReadTxn", "TxnWrite", "parse_rev_key", "rev_key"]
@@ -120,6 +126,7 @@ class KVStore:
         self._cursor = self._cursor_txn = None  # (on the old handles)
         self._kv = backend.open_db(KV_DB)
         self._index = backend.open_db(INDEX_DB, dupsort=True, dupfixed=True)
+        self._history = backend.open_db(HISTORY_DB, dupsort=True, dupfixed=True)
         self._longkeys = backend.open_db(LONGKEYS_DB)
         self._meta = backend.meta_db
 
@@ -267,6 +274,7 @@ class KVStore:
         if self._writer is not None:
             raise RuntimeError("mvcc: a write request is open")
         txn = batch.txn
+        icur = txn.cursor(db=self._index)
         last = self._rev if self._rev > 1 else 0
         for revkey, data in records:
             if len(revkey) not in (REV_LEN, REV_LEN + 1) or revkey[8:9] != b"_":
@@ -288,6 +296,8 @@ class KVStore:
                 entry = revkey + LIVE_FLAG + ENTRY_TAIL.pack(
                     kv.create_revision, kv.version, kv.lease)
             txn.put(ikey, entry, db=self._index)
+            if icur.set_key(ikey) and icur.count() > INLINE_MAX:
+                move_history(self, txn, icur, ikey)
             last = entry_main(revkey)
         self._rev = max(1, last, compact_rev)
         self._compact = compact_rev
@@ -398,6 +408,7 @@ class KVStore:
         when the end was reached."""
         kvdb = self._kv
         cur = txn.cursor(db=self._index)
+        hcur = txn.cursor(db=self._history)
         limit = REV.pack(rev + 1, b"_", 0)
         doomed_keys: list[bytes] = []
         more = cur.set_range(start) if start else cur.first()
@@ -414,36 +425,51 @@ class KVStore:
             visited += 1
             ikey = cur.key()
             first = cur.value()
+            # The key's entries <= rev (its history's, all older than the index's, then
+            # the index's): all but the newest go, and the newest too if it is a deletion.
+            past = []
+            if hcur.set_key(ikey):
+                entry = hcur.value()
+                while entry < limit:
+                    past.append(entry)
+                    if not hcur.next_dup():
+                        break
+                    entry = hcur.value()
+            old = []
             if first < limit:
-                # The entries <= rev: all but the newest go, and the newest
-                # too if it is a deletion.
-                old = [first]
+                old.append(first)
                 while cur.next_dup():
                     entry = cur.value()
                     if entry >= limit:
                         break
                     old.append(entry)
-                if old[-1][17] != TOMB:
-                    old.pop()
-                if old:
-                    cur.first_dup()
-                    for entry in old:  # they lead the key's entries
-                        txn.delete(entry_kv_key(entry), db=kvdb)
-                        cur.delete()
-                    if self.on_compaction is not None:
-                        self.on_compaction("keys", len(old))
-                    more = cur.set_range(ikey)
-                    if more and cur.key() != ikey:
-                        if len(ikey) == SURROGATE_LEN:
-                            doomed_keys.append(ikey)
-                        continue
-                    if not more:
-                        if len(ikey) == SURROGATE_LEN:
-                            doomed_keys.append(ikey)
-                        break
-                    kept = cur.count()
-                    if kept <= REWRITE_KEPT and kept + len(old) >= MAY_HAVE_SPILLED:
-                        self._rewrite_entries(txn, cur, ikey)
+            newest = old or past
+            if newest and newest[-1][17] != TOMB:
+                newest.pop()
+            if past:
+                hcur.set_key(ikey)
+                for entry in past:  # they lead the key's history
+                    txn.delete(entry_kv_key(entry), db=kvdb)
+                    hcur.delete()
+            if (old or past) and self.on_compaction is not None:
+                self.on_compaction("keys", len(old) + len(past))
+            if old:
+                cur.first_dup()
+                for entry in old:  # they lead the key's entries
+                    txn.delete(entry_kv_key(entry), db=kvdb)
+                    cur.delete()
+                more = cur.set_range(ikey)
+                if more and cur.key() != ikey:
+                    if len(ikey) == SURROGATE_LEN:
+                        doomed_keys.append(ikey)
+                    continue
+                if not more:
+                    if len(ikey) == SURROGATE_LEN:
+                        doomed_keys.append(ikey)
+                    break
+                kept = cur.count()
+                if kept <= REWRITE_KEPT and kept + len(old) >= MAY_HAVE_SPILLED:
+                    self._rewrite_entries(txn, cur, ikey)
             more = cur.next_nodup()
         for sur in doomed_keys:
             txn.delete(sur, db=self._longkeys)

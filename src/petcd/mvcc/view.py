@@ -66,7 +66,8 @@ class RangeCounts:
 class KVView:
     """Reads over one LMDB transaction at one revision."""
 
-    __slots__ = ("_icur", "_index", "_kv", "_longkeys", "_txn", "compact_rev", "rev")
+    __slots__ = ("_hcur", "_icur", "_index", "_kv", "_longkeys", "_store", "_txn",
+                 "compact_rev", "rev")
 
     def __init__(
         self, store: KVStore, txn: lmdb.Transaction[bytes], rev: int, compact_rev: int
@@ -75,7 +76,9 @@ class KVView:
         self._kv = store._kv
         self._index = store._index
         self._longkeys = store._longkeys
+        self._store = store
         self._icur = txn.cursor(db=store._index)
+        self._hcur: lmdb.Cursor[bytes] | None = None  # (on the history: made when needed)
         self.rev = rev
         self.compact_rev = compact_rev
 
@@ -104,9 +107,18 @@ class KVView:
         if entry_main(entry) <= rev:
             return entry
         cur.set_range_dup(ikey, REV.pack(rev + 1, b"_", 0))
-        if not cur.prev_dup():
+        if cur.prev_dup():
+            return cur.value()
+        # Older than the key's every entry in the index: its history has the rest.
+        hcur = self._hcur
+        if hcur is None:
+            hcur = self._hcur = self._txn.cursor(db=self._store._history)
+        if not hcur.set_key(ikey):
             return None
-        return cur.value()
+        if not hcur.set_range_dup(ikey, REV.pack(rev + 1, b"_", 0)):
+            hcur.last_dup()  # (every one is older than rev + 1)
+            return hcur.value()
+        return hcur.value() if hcur.prev_dup() else None
 
     # -- reads -------------------------------------------------------------------
 

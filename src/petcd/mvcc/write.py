@@ -13,6 +13,8 @@ from petcd.mvcc.keys import (
     DIRECT_KEY_MAX,
     ENTRY_TAIL,
     I64,
+    INLINE_KEEP,
+    INLINE_MAX,
     LIVE_ENTRY,
     LIVE_FLAG,
     REV,
@@ -42,8 +44,8 @@ class TxnWrite(KVView):
     earlier writes; `rev` is the revision they see.
     """
 
-    __slots__ = ("_changed", "_done", "_events", "_leases", "_net_keys", "_parent", "_store",
-                 "_sub", "begin_rev")
+    __slots__ = ("_changed", "_done", "_events", "_leases", "_net_keys", "_parent", "_sub",
+                 "begin_rev")
 
     def __init__(self, store: KVStore, batch: WriteBatch, atomic: bool) -> None:
         # Not via KVView.__init__: this runs once per write request.
@@ -60,6 +62,7 @@ class TxnWrite(KVView):
         self._kv = store._kv
         self._index = store._index
         self._longkeys = store._longkeys
+        self._hcur = None
         self.rev = self.begin_rev = store._rev
         self.compact_rev = store._compact
         self._store = store
@@ -140,6 +143,7 @@ class TxnWrite(KVView):
         txn = self._txn
         kvdb = self._kv
         index = self._index
+        icur = self._icur
         events = self._events
         rev = self.begin_rev + 1
         prevs = []
@@ -153,6 +157,9 @@ class TxnWrite(KVView):
                            db=kvdb, append=True):
                 raise RuntimeError("mvcc: revision out of order")
             txn.put(ikey, revision + TOMB_FLAG + ENTRY_TAIL.pack(0, 0, 0), db=index)
+            icur.set_key(ikey)
+            if icur.count() > INLINE_MAX:
+                move_history(self._store, txn, icur, ikey)
             event_kv = KeyValue(key=k, mod_revision=rev).SerializeToString()
             events.append(KVEvent(rev, EVENT_DELETE, k, event_kv, prev_kv))
             old_lease = I64.unpack_from(entry, 34)[0]
@@ -269,11 +276,33 @@ def put_record(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[by
     store.put_bytes += len(key) + len(value)
     if existed:
         cur.put(ikey, entry, True, True, True)
+        if cur.count() > INLINE_MAX:
+            move_history(store, txn, cur, ikey)
     else:
         txn.put(ikey, entry, True, True, False, store._index)
     # (KVEvent's own __new__ is a Python function: a frame per event)
     events.append(_new_tuple(KVEvent, (rev, EVENT_PUT, key, data, prev_kv)))
     return prev_kv, prev is None, old_lease, lease
+
+
+def move_history(store: KVStore, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[bytes],
+                 ikey: bytes) -> None:
+    """`ikey` (the index cursor `cur` on it) has more than INLINE_MAX entries in the
+    index: move all but its newest INLINE_KEEP to the history database, in one go. A
+    key's entries in the index then stay few enough to share its leaf page with other
+    keys (past ~40 LMDB gives them a sub-database of their own, and every put to the
+    key dirties a page of its own at the next commit), and its history gets a batch of
+    older entries now and then, not one page per put."""
+    n = cur.count() - INLINE_KEEP
+    cur.first_dup()
+    moved = []
+    for _ in range(n):
+        moved.append(cur.value())
+        cur.delete()  # (on to the key's next entry)
+    hist = txn.cursor(db=store._history)
+    for entry in moved:  # (newer than any it has: appended)
+        if not hist.put(ikey, entry, True, True, True):
+            raise RuntimeError("mvcc: index history out of order")
 
 
 def put_request(store: KVStore, batch: WriteBatch, key: bytes, value: bytes, lease: int,
