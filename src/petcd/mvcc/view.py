@@ -115,10 +115,13 @@ class KVView:
             hcur = self._hcur = self._txn.cursor(db=self._store._history)
         if not hcur.set_key(ikey):
             return None
-        if not hcur.set_range_dup(ikey, REV.pack(rev + 1, b"_", 0)):
-            hcur.last_dup()  # (every one is older than rev + 1)
-            return hcur.value()
-        return hcur.value() if hcur.prev_dup() else None
+        if hcur.set_range_dup(ikey, REV.pack(rev + 1, b"_", 0)):
+            return hcur.value() if hcur.prev_dup() else None
+        # (every one is older than rev + 1: the newest; the failed seek left the
+        # cursor nowhere, so it goes back to the key first)
+        hcur.set_key(ikey)
+        hcur.last_dup()
+        return hcur.value()
 
     # -- reads -------------------------------------------------------------------
 
