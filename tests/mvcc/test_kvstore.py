@@ -657,7 +657,7 @@ def test_compaction_writes_a_long_history_back_into_its_leaf(
     Compaction writes their entries anew (the same bytes: index, records, hashes and
     reads as without), and a commit of one put per key then writes far fewer pages than
     the store that kept the sub-databases."""
-    from petcd.mvcc import kvstore, write
+    from petcd.mvcc import compaction, write
 
     keys = [b"hot/%04d" % i for i in range(300)] + [LONG + b"x"]
     log: list[tuple[int, Any]] = []
@@ -672,7 +672,7 @@ def test_compaction_writes_a_long_history_back_into_its_leaf(
         monkeypatch.undo()
         at = new.store.current_revision - 5
         new.apply([(len(log) + 1, pb.CompactionRequest(revision=at, physical=True))])
-        monkeypatch.setattr(kvstore, "REWRITE_KEPT", -1)  # (the old way: no rewrite)
+        monkeypatch.setattr(compaction, "REWRITE_KEPT", -1)  # (the old way: no rewrite)
         old.apply([(len(log) + 1, pb.CompactionRequest(revision=at, physical=True))])
         monkeypatch.undo()
         assert new.store.physically_compacted and old.store.physically_compacted

@@ -36,6 +36,7 @@ import lmdb
 
 from petcd import errors
 from petcd.mvcc.backend import Backend, WriteBatch
+from petcd.mvcc.compaction import compact_physical
 from petcd.mvcc.keys import (
     DIRECT_KEY_MAX,
     ENTRY_TAIL,
@@ -53,7 +54,6 @@ from petcd.mvcc.keys import (
     REVS,
     SURROGATE_LEN,
     TOMB,
-    entry_kv_key,
     entry_main,
     surrogate,
 )
@@ -65,16 +65,6 @@ from petcd.mvcc.write import TxnWrite, move_history
 from petcd.pb.mvccpb.kv_pb2 import KeyValue
 
 __all__ = ["KVStore", "KVView", "ReadTxn", "TxnWrite", "parse_rev_key", "rev_key"]
-
-# A key's index entries sit in its leaf node while they fit (~40 of them with a short key,
-# ~35 with a 511-byte one); past that LMDB moves them to a sub-database of the key's own,
-# and keeps it when compaction leaves a few: every put to the key then dirties a page of
-# its own at the next commit (~1.6 pages a put against ~0.1 when keys share leaf pages).
-# So a key that may have had that many and is left with at most REWRITE_KEPT is written
-# anew (its entries deleted and put back, the same bytes), which puts them back in its
-# leaf node.
-MAY_HAVE_SPILLED = 32
-REWRITE_KEPT = 24
 
 
 class KVStore:
@@ -389,7 +379,7 @@ class KVStore:
             raise RuntimeError("mvcc: a write request is open")
         rev, start = pending
         started = time.monotonic()
-        resume = self._compact_physical(batch.txn, rev, start, budget, deadline)
+        resume = compact_physical(self, batch.txn, rev, start, budget, deadline)
         self._pending = None if resume is None else (rev, resume)
         report = self.on_compaction
         if report is not None:
@@ -398,95 +388,6 @@ class KVStore:
             if resume is None:
                 report("total", ended - self._compaction_started)
         return resume is None
-
-    def _compact_physical(
-        self, txn: lmdb.Transaction[bytes], rev: int, start: bytes, budget: int | None,
-        deadline: float | None = None,
-    ) -> bytes | None:
-        """Remove what compaction at `rev` frees, for index keys from `start`
-        on, at most `budget` of them; returns the key to resume at, or None
-        when the end was reached."""
-        kvdb = self._kv
-        cur = txn.cursor(db=self._index)
-        hcur = txn.cursor(db=self._history)
-        limit = REV.pack(rev + 1, b"_", 0)
-        doomed_keys: list[bytes] = []
-        more = cur.set_range(start) if start else cur.first()
-        left = -1 if budget is None else budget
-        resume: bytes | None = None
-        visited = 0
-        clock = time.perf_counter
-        while more:
-            if left == 0 or (deadline is not None and visited & 15 == 15
-                             and clock() >= deadline):
-                resume = cur.key()
-                break
-            left -= 1
-            visited += 1
-            ikey = cur.key()
-            first = cur.value()
-            # The key's entries <= rev (its history's, all older than the index's, then
-            # the index's): all but the newest go, and the newest too if it is a deletion.
-            past = []
-            if hcur.set_key(ikey):
-                entry = hcur.value()
-                while entry < limit:
-                    past.append(entry)
-                    if not hcur.next_dup():
-                        break
-                    entry = hcur.value()
-            old = []
-            if first < limit:
-                old.append(first)
-                while cur.next_dup():
-                    entry = cur.value()
-                    if entry >= limit:
-                        break
-                    old.append(entry)
-            newest = old or past
-            if newest and newest[-1][17] != TOMB:
-                newest.pop()
-            if past:
-                hcur.set_key(ikey)
-                for entry in past:  # they lead the key's history
-                    txn.delete(entry_kv_key(entry), db=kvdb)
-                    hcur.delete()
-            if (old or past) and self.on_compaction is not None:
-                self.on_compaction("keys", len(old) + len(past))
-            if old:
-                cur.first_dup()
-                for entry in old:  # they lead the key's entries
-                    txn.delete(entry_kv_key(entry), db=kvdb)
-                    cur.delete()
-                more = cur.set_range(ikey)
-                if more and cur.key() != ikey:
-                    if len(ikey) == SURROGATE_LEN:
-                        doomed_keys.append(ikey)
-                    continue
-                if not more:
-                    if len(ikey) == SURROGATE_LEN:
-                        doomed_keys.append(ikey)
-                    break
-                kept = cur.count()
-                if kept <= REWRITE_KEPT and kept + len(old) >= MAY_HAVE_SPILLED:
-                    self._rewrite_entries(txn, cur, ikey)
-            more = cur.next_nodup()
-        for sur in doomed_keys:
-            txn.delete(sur, db=self._longkeys)
-        return resume
-
-    def _rewrite_entries(self, txn: lmdb.Transaction[bytes], cur: lmdb.Cursor[bytes],
-                         ikey: bytes) -> None:
-        """Write the index entries of `ikey` (the cursor on its first) anew, unchanged:
-        out of a sub-database of their own, back into the key's leaf node (above). The
-        cursor is left on the key's first entry."""
-        entries = list(cur.iternext_dup())
-        txn.delete(ikey, db=self._index)  # (all of its entries)
-        index = self._index
-        for entry in entries:
-            if not txn.put(ikey, entry, db=index):
-                raise RuntimeError("mvcc: an index entry could not be written back")
-        cur.set_key(ikey)
 
     # -- hashing -------------------------------------------------------------------
 
