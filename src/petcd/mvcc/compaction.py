@@ -35,6 +35,7 @@ def compact_physical(
     kvdb = store._kv
     cur = txn.cursor(db=store._index)
     hcur = txn.cursor(db=store._history)
+    history = txn.stat(store._history)["entries"] > 0  # (none: no seek per key there)
     limit = REV.pack(rev + 1, b"_", 0)
     doomed_keys: list[bytes] = []
     more = cur.set_range(start) if start else cur.first()
@@ -54,7 +55,7 @@ def compact_physical(
         # The key's entries <= rev (its history's, all older than the index's, then
         # the index's): all but the newest go, and the newest too if it is a deletion.
         past = []
-        if hcur.set_key(ikey):
+        if history and hcur.set_key(ikey):
             entry = hcur.value()
             while entry < limit:
                 past.append(entry)

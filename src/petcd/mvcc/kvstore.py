@@ -285,8 +285,8 @@ class KVStore:
             else:
                 entry = revkey + LIVE_FLAG + ENTRY_TAIL.pack(
                     kv.create_revision, kv.version, kv.lease)
-            txn.put(ikey, entry, db=self._index)
-            if icur.set_key(ikey) and icur.count() > INLINE_MAX:
+            icur.put(ikey, entry)  # (the cursor is left on it)
+            if icur.count() > INLINE_MAX:
                 move_history(self, txn, icur, ikey)
             last = entry_main(revkey)
         self._rev = max(1, last, compact_rev)

@@ -142,7 +142,6 @@ class TxnWrite(KVView):
         self._net_keys -= len(victims)
         txn = self._txn
         kvdb = self._kv
-        index = self._index
         icur = self._icur
         events = self._events
         rev = self.begin_rev + 1
@@ -156,8 +155,7 @@ class TxnWrite(KVView):
             if not txn.put(revision + TOMB_FLAG, KeyValue(key=k).SerializeToString(),
                            db=kvdb, append=True):
                 raise RuntimeError("mvcc: revision out of order")
-            txn.put(ikey, revision + TOMB_FLAG + ENTRY_TAIL.pack(0, 0, 0), db=index)
-            icur.set_key(ikey)
+            icur.put(ikey, revision + TOMB_FLAG + ENTRY_TAIL.pack(0, 0, 0))  # (on it after)
             if icur.count() > INLINE_MAX:
                 move_history(self._store, txn, icur, ikey)
             event_kv = KeyValue(key=k, mod_revision=rev).SerializeToString()
