@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import lease_bench
 from cluster_bench import leader_of
-from loadgen import ALIASES, Cell, median, preload, run_cell
+from loadgen import ALIASES, Cell, median, paired_ratios, preload, run_cell
 
 from petcd.testing import PetcdProcess
 
@@ -96,8 +96,7 @@ def main() -> None:
                           f"  after/before {a.rate / b.rate:4.2f}", flush=True)
                     # (each repeat's two cells ran back to back: their ratios, and the
                     # median of those, say more than the ratio of medians when load moves)
-                    pairs = sorted(y.rate / x.rate for x, y in zip(runs["before"],
-                                                                  runs["after"], strict=True))
+                    pairs = paired_ratios(runs["after"], runs["before"])
                     print(f"{'':19} paired after/before: median {median_of(pairs):4.2f} "
                           f"({' '.join(f'{r:4.2f}' for r in pairs)}); load average "
                           f"{os.getloadavg()[0]:.1f}", flush=True)

@@ -420,13 +420,18 @@ def turn_order(targets: Sequence[str], repeat: int) -> list[str]:
     return list(targets) if repeat % 2 == 0 else list(targets)[::-1]
 
 
+def paired_ratios(tops: Sequence[Cell], bottoms: Sequence[Cell]) -> list[float]:
+    """The rate ratios of runs made one after the other (repeat by repeat), sorted."""
+    return sorted(a.rate / b.rate for a, b in zip(tops, bottoms, strict=True) if b.rate)
+
+
 def paired_ratio(runs: dict[str, list[Cell]]) -> str:
     """petcd/etcd for one cell: the ratio of the medians, and the median of the ratios of
     the runs made one after the other (each pair saw about the same machine)."""
     if "petcd" not in runs or "etcd" not in runs:
         return ""
     p, e = runs["petcd"], runs["etcd"]
-    pairs = sorted(a.rate / b.rate for a, b in zip(p, e, strict=True) if b.rate)
+    pairs = paired_ratios(p, e)
     if not pairs:
         return ""
     text = f"petcd/etcd {median(p).rate / max(median(e).rate, 1e-9):.3f}"
